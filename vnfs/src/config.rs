@@ -1,0 +1,528 @@
+//! The sluice config language: parser and validated model.
+//!
+//! The same code runs in the image (on the text from fw_cfg, the kernel
+//! command line or the embedded default) and on the host in `sluice check`, so
+//! a config that passes `check` is exactly a config the image accepts.
+//!
+//! Syntax: one statement per line; `#` starts a comment. A statement is a
+//! keyword followed by words. A statement may end in `{`, in which case the
+//! following lines up to a line holding `}` are its sub-statements. These two
+//! are the same port:
+//!
+//! ```text
+//! port lan address 10.0.0.1/24 mac 52:54:00:00:00:01 mtu 1500
+//!
+//! port lan {
+//!     address 10.0.0.1/24
+//!     mac 52:54:00:00:00:01
+//!     mtu 1500
+//! }
+//! ```
+//!
+//! Statements understood so far: `port`. Routes, NAT, LB services and
+//! pipelines will be further keywords in the same grammar.
+//!
+//! Every problem is reported with line and column, and parsing continues past
+//! it so that one run shows all errors.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+use core::net::Ipv4Addr;
+use ipnet::Ipv4Net;
+
+use crate::MAX_PORTS;
+
+/// Largest MTU a port may have: a full frame must fit one receive buffer
+/// (mergeable receive buffers are not negotiated yet).
+pub const MAX_MTU: u16 = 1500;
+/// Smallest MTU an IPv4 link may have (RFC 791).
+pub const MIN_MTU: u16 = 68;
+
+/// A configured port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortConfig {
+    pub name: String,
+    /// Selects the NIC with this MAC; without it the port takes the next NIC
+    /// in discovery order.
+    pub mac: Option<[u8; 6]>,
+    /// The appliance's own address and the connected prefix on this port.
+    pub address: Option<Ipv4Net>,
+    pub mtu: u16,
+    /// Line of the `port` statement, for errors found after parsing
+    /// (e.g. a MAC that matches no NIC).
+    pub line: u32,
+}
+
+impl PortConfig {
+    pub fn ip(&self) -> Option<Ipv4Addr> {
+        self.address.map(|a| a.addr())
+    }
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub ports: Vec<PortConfig>,
+}
+
+impl Config {
+    pub fn port_by_name(&self, name: &str) -> Option<usize> {
+        self.ports.iter().position(|p| p.name == name)
+    }
+}
+
+/// One problem in a config text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub line: u32,
+    pub column: u32,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn at(tok: &Token<'_>, message: impl Into<String>) -> Self {
+        ConfigError {
+            line: tok.line,
+            column: tok.column,
+            message: message.into(),
+        }
+    }
+
+    /// `file:line:column: message`, the format editors and CI logs understand.
+    pub fn display<'a>(&'a self, file: &'a str) -> impl fmt::Display + 'a {
+        struct D<'a>(&'a ConfigError, &'a str);
+        impl fmt::Display for D<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(
+                    f,
+                    "{}:{}:{}: {}",
+                    self.1, self.0.line, self.0.column, self.0.message
+                )
+            }
+        }
+        D(self, file)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Token<'a> {
+    text: &'a str,
+    line: u32,
+    column: u32,
+}
+
+/// A statement: its words, and its block if it had one.
+#[derive(Debug)]
+struct Stmt<'a> {
+    words: Vec<Token<'a>>,
+    block: Option<Vec<Stmt<'a>>>,
+}
+
+fn tokenize_line(line: &str, line_no: u32) -> Vec<Token<'_>> {
+    let line = match line.find('#') {
+        Some(i) => &line[..i],
+        None => line,
+    };
+    let mut out = Vec::new();
+    let mut start: Option<usize> = None;
+    fn push<'a>(out: &mut Vec<Token<'a>>, line: &'a str, line_no: u32, s: usize, e: usize) {
+        out.push(Token {
+            text: &line[s..e],
+            line: line_no,
+            column: line[..s].chars().count() as u32 + 1,
+        })
+    }
+    for (i, c) in line.char_indices() {
+        if c.is_whitespace() || c == '{' || c == '}' || c == ';' {
+            if let Some(s) = start.take() {
+                push(&mut out, line, line_no, s, i);
+            }
+            if c == '{' || c == '}' || c == ';' {
+                push(&mut out, line, line_no, i, i + 1);
+            }
+        } else if start.is_none() {
+            start = Some(i);
+        }
+    }
+    if let Some(s) = start {
+        push(&mut out, line, line_no, s, line.len());
+    }
+    out
+}
+
+/// Splits the text into statements and blocks. `;` ends a statement like a
+/// newline does, so a whole config fits on a kernel command line.
+fn parse_statements<'a>(text: &'a str, errors: &mut Vec<ConfigError>) -> Vec<Stmt<'a>> {
+    // Stack of open blocks: (opening token, statement words, children).
+    let mut stack: Vec<(Token<'a>, Vec<Token<'a>>, Vec<Stmt<'a>>)> = Vec::new();
+    let mut top: Vec<Stmt<'a>> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let mut words: Vec<Token<'a>> = Vec::new();
+        let tokens = tokenize_line(line, i as u32 + 1);
+        let finish = |words: &mut Vec<Token<'a>>,
+                          stack: &mut Vec<(Token<'a>, Vec<Token<'a>>, Vec<Stmt<'a>>)>,
+                          top: &mut Vec<Stmt<'a>>| {
+            if words.is_empty() {
+                return;
+            }
+            let stmt = Stmt {
+                words: core::mem::take(words),
+                block: None,
+            };
+            match stack.last_mut() {
+                Some((_, _, children)) => children.push(stmt),
+                None => top.push(stmt),
+            }
+        };
+        for tok in tokens {
+            match tok.text {
+                "{" => {
+                    if words.is_empty() {
+                        errors.push(ConfigError::at(&tok, "`{` must follow a statement on the same line"));
+                    } else {
+                        stack.push((tok, core::mem::take(&mut words), Vec::new()));
+                    }
+                }
+                "}" => {
+                    finish(&mut words, &mut stack, &mut top);
+                    match stack.pop() {
+                        Some((_, words, children)) => {
+                            let stmt = Stmt {
+                                words,
+                                block: Some(children),
+                            };
+                            match stack.last_mut() {
+                                Some((_, _, c)) => c.push(stmt),
+                                None => top.push(stmt),
+                            }
+                        }
+                        None => errors.push(ConfigError::at(&tok, "`}` without an open block")),
+                    }
+                }
+                ";" => finish(&mut words, &mut stack, &mut top),
+                _ => words.push(tok),
+            }
+        }
+        finish(&mut words, &mut stack, &mut top);
+    }
+    while let Some((open, words, children)) = stack.pop() {
+        errors.push(ConfigError::at(
+            &open,
+            format!("block of `{}` is never closed: add a line with `}}`", words[0].text),
+        ));
+        top.push(Stmt {
+            words,
+            block: Some(children),
+        });
+    }
+    top
+}
+
+/// Parses and validates a config. On failure returns every error found, in
+/// line order.
+pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let stmts = parse_statements(text, &mut errors);
+    let mut config = Config::default();
+    for stmt in &stmts {
+        let kw = stmt.words[0];
+        match kw.text {
+            "port" => {
+                if let Some(port) = parse_port(stmt, &mut errors) {
+                    if config.ports.iter().any(|p| p.name == port.name) {
+                        errors.push(ConfigError::at(
+                            &stmt.words[1],
+                            format!("port `{}` is defined twice", port.name),
+                        ));
+                    } else if let Some(other) = port
+                        .mac
+                        .and_then(|m| config.ports.iter().find(|p| p.mac == Some(m)))
+                    {
+                        errors.push(ConfigError::at(
+                            &stmt.words[1],
+                            format!(
+                                "port `{}` has the same MAC as port `{}` (line {})",
+                                port.name, other.name, other.line
+                            ),
+                        ));
+                    } else {
+                        config.ports.push(port);
+                    }
+                }
+            }
+            other => errors.push(ConfigError::at(
+                &kw,
+                format!("unknown statement `{other}`: expected `port`"),
+            )),
+        }
+    }
+    if config.ports.len() > MAX_PORTS {
+        let extra = &config.ports[MAX_PORTS];
+        errors.push(ConfigError {
+            line: extra.line,
+            column: 1,
+            message: format!("too many ports: sluice drives at most {MAX_PORTS}"),
+        });
+    }
+    if config.ports.is_empty() && errors.is_empty() {
+        errors.push(ConfigError {
+            line: 1,
+            column: 1,
+            message: "no ports: add at least one `port NAME address A.B.C.D/LEN`".to_string(),
+        });
+    }
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        errors.sort_by_key(|e| (e.line, e.column));
+        Err(errors)
+    }
+}
+
+/// Collects `key value` pairs from the words after `skip` and from a block.
+fn key_values<'a>(stmt: &Stmt<'a>, skip: usize, errors: &mut Vec<ConfigError>) -> Vec<(Token<'a>, Option<Token<'a>>)> {
+    let mut out = Vec::new();
+    let mut rest = &stmt.words[skip..];
+    while let Some((k, tail)) = rest.split_first() {
+        out.push((*k, tail.first().copied()));
+        rest = tail.get(1..).unwrap_or(&[]);
+    }
+    for child in stmt.block.iter().flatten() {
+        let k = child.words[0];
+        if let Some(b) = &child.block {
+            let _ = b;
+            errors.push(ConfigError::at(&k, format!("`{}` does not take a block", k.text)));
+            continue;
+        }
+        if child.words.len() > 2 {
+            errors.push(ConfigError::at(
+                &child.words[2],
+                format!("unexpected `{}`: `{}` takes one value", child.words[2].text, k.text),
+            ));
+        }
+        out.push((k, child.words.get(1).copied()));
+    }
+    out
+}
+
+fn parse_port(stmt: &Stmt<'_>, errors: &mut Vec<ConfigError>) -> Option<PortConfig> {
+    let kw = stmt.words[0];
+    let Some(name) = stmt.words.get(1) else {
+        errors.push(ConfigError::at(&kw, "`port` needs a name: `port NAME address A.B.C.D/LEN`"));
+        return None;
+    };
+    let before = errors.len();
+    if !is_name(name.text) {
+        errors.push(ConfigError::at(
+            name,
+            format!(
+                "bad port name `{}`: use 1 to 15 letters, digits, `-` or `_`, starting with a letter",
+                name.text
+            ),
+        ));
+    }
+    let mut port = PortConfig {
+        name: name.text.to_string(),
+        mac: None,
+        address: None,
+        mtu: 1500,
+        line: kw.line,
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    for (key, value) in key_values(stmt, 2, errors) {
+        let Some(value) = value else {
+            errors.push(ConfigError::at(&key, format!("`{}` needs a value", key.text)));
+            continue;
+        };
+        if seen.contains(&key.text) {
+            errors.push(ConfigError::at(&key, format!("`{}` is given twice for port `{}`", key.text, port.name)));
+            continue;
+        }
+        match key.text {
+            "mac" => match parse_mac(value.text) {
+                Some(m) if m[0] & 1 == 1 => errors.push(ConfigError::at(
+                    &value,
+                    format!("`{}` is a multicast MAC; a port needs a unicast MAC", value.text),
+                )),
+                Some(m) => port.mac = Some(m),
+                None => errors.push(ConfigError::at(
+                    &value,
+                    format!("bad MAC `{}`: expected six hex bytes like 52:54:00:12:34:56", value.text),
+                )),
+            },
+            "address" => match value.text.parse::<Ipv4Net>() {
+                Ok(net) if net.prefix_len() == 32 || net.addr() != net.network() && net.addr() != net.broadcast() => {
+                    port.address = Some(net)
+                }
+                Ok(_) => errors.push(ConfigError::at(
+                    &value,
+                    format!(
+                        "`{}` is the network or broadcast address of its prefix; give the port a host address",
+                        value.text
+                    ),
+                )),
+                Err(_) => errors.push(ConfigError::at(
+                    &value,
+                    format!("bad address `{}`: expected A.B.C.D/LEN such as 10.0.0.1/24", value.text),
+                )),
+            },
+            "mtu" => match value.text.parse::<u16>() {
+                Ok(m) if (MIN_MTU..=MAX_MTU).contains(&m) => port.mtu = m,
+                _ => errors.push(ConfigError::at(
+                    &value,
+                    format!("bad MTU `{}`: expected a number from {MIN_MTU} to {MAX_MTU}", value.text),
+                )),
+            },
+            other => errors.push(ConfigError::at(
+                &key,
+                format!("unknown port setting `{other}`: expected `address`, `mac` or `mtu`"),
+            )),
+        }
+        seen.push(key.text);
+    }
+    (errors.len() == before).then_some(port)
+}
+
+fn is_name(s: &str) -> bool {
+    (1..=15).contains(&s.len())
+        && s.as_bytes()[0].is_ascii_alphabetic()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` (or with `-`).
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut n = 0;
+    for part in s.split([':', '-']) {
+        if n == 6 || part.len() != 2 {
+            return None;
+        }
+        out[n] = u8::from_str_radix(part, 16).ok()?;
+        n += 1;
+    }
+    (n == 6).then_some(out)
+}
+
+/// Formats a MAC the way `ip link` prints it.
+pub fn fmt_mac(m: &[u8; 6]) -> impl fmt::Display + '_ {
+    struct M<'a>(&'a [u8; 6]);
+    impl fmt::Display for M<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            let m = self.0;
+            write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        }
+    }
+    M(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::string::ToString;
+
+    fn errs(text: &str) -> Vec<String> {
+        parse(text)
+            .unwrap_err()
+            .iter()
+            .map(|e| e.display("t.conf").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn one_line_and_block_forms_agree() {
+        let a = parse("port lan address 10.0.0.1/24 mac 52:54:00:00:00:01 mtu 1400\n").unwrap();
+        let b = parse("# lan side\nport lan {\n  address 10.0.0.1/24\n  mac 52:54:00:00:00:01 # fixed\n  mtu 1400\n}\n").unwrap();
+        assert_eq!(a.ports[0].address, b.ports[0].address);
+        assert_eq!(a.ports[0].mac, b.ports[0].mac);
+        assert_eq!(a.ports[0].mtu, 1400);
+        assert_eq!(b.ports[0].mtu, 1400);
+        assert_eq!(a.ports[0].ip(), Some(Ipv4Addr::new(10, 0, 0, 1)));
+    }
+
+    #[test]
+    fn semicolons_separate_statements_on_one_line() {
+        let c = parse("port a address 10.0.0.1/24; port b address 10.1.0.1/24").unwrap();
+        assert_eq!(c.ports.len(), 2);
+        assert_eq!(c.ports[1].name, "b");
+    }
+
+    #[test]
+    fn errors_carry_line_and_column() {
+        assert_eq!(
+            errs("port lan address 10.0.0.1/24\nport wan address 10.0.300.1/24\n"),
+            ["t.conf:2:18: bad address `10.0.300.1/24`: expected A.B.C.D/LEN such as 10.0.0.1/24"]
+        );
+        assert_eq!(
+            errs("port lan {\n    mtu 9000\n}\n"),
+            ["t.conf:2:9: bad MTU `9000`: expected a number from 68 to 1500"]
+        );
+    }
+
+    #[test]
+    fn every_error_is_reported() {
+        let e = errs("bogus 1\nport lan mac zz:00:00:00:00:00 colour blue\nport lan address 10.0.0.1/24\n}\n");
+        assert_eq!(e.len(), 4, "{e:?}");
+        assert!(e[0].starts_with("t.conf:1:1: unknown statement `bogus`"));
+        assert!(e[1].starts_with("t.conf:2:14: bad MAC"));
+        assert!(e[2].starts_with("t.conf:2:32: unknown port setting `colour`"));
+        assert!(e[3].starts_with("t.conf:4:1: `}` without an open block"));
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        let e = errs("port a address 10.0.0.1/24 mac 02:00:00:00:00:01\nport a address 10.1.0.1/24\nport b mac 02:00:00:00:00:01\n");
+        assert!(e[0].contains("port `a` is defined twice"), "{e:?}");
+        assert!(e[1].contains("same MAC as port `a` (line 1)"), "{e:?}");
+        let e = errs("port a address 10.0.0.1/24 address 10.0.0.2/24");
+        assert!(e[0].contains("`address` is given twice"), "{e:?}");
+    }
+
+    #[test]
+    fn unclosed_block_and_missing_values() {
+        let e = errs("port lan {\n  address\n");
+        assert!(e[0].starts_with("t.conf:1:10: block of `port` is never closed"), "{e:?}");
+        assert!(e[1].starts_with("t.conf:2:3: `address` needs a value"), "{e:?}");
+    }
+
+    #[test]
+    fn network_broadcast_multicast_refused() {
+        assert!(errs("port a address 10.0.0.0/24")[0].contains("network or broadcast"));
+        assert!(errs("port a address 10.0.0.255/24")[0].contains("network or broadcast"));
+        assert!(errs("port a address 10.0.0.1/24 mac 01:00:5e:00:00:01")[0].contains("multicast MAC"));
+        assert!(parse("port a address 10.0.0.7/32").is_ok());
+    }
+
+    #[test]
+    fn too_many_and_no_ports() {
+        let mut text = String::new();
+        for i in 0..9 {
+            text += &std::format!("port p{i} address 10.{i}.0.1/24\n");
+        }
+        assert!(errs(&text)[0].starts_with("t.conf:9:1: too many ports"));
+        assert!(errs("# nothing\n")[0].contains("no ports"));
+    }
+
+    #[test]
+    fn mac_parse_and_format() {
+        let m = parse_mac("52:54:00:AB:cd:0f").unwrap();
+        assert_eq!(fmt_mac(&m).to_string(), "52:54:00:ab:cd:0f");
+        assert!(parse_mac("52:54:00:ab:cd").is_none());
+        assert!(parse_mac("52:54:00:ab:cd:0f:11").is_none());
+        assert!(parse_mac("5:54:00:ab:cd:0f").is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(s in "\\PC*") {
+            let _ = parse(&s);
+        }
+
+        #[test]
+        fn arbitrary_config_like_text_never_panics(lines in proptest::collection::vec(
+            "(port|mtu|mac|address|\\{|\\}|;|#|lan|10\\.0\\.0\\.1/24|1500| |\t){0,8}", 0..10)) {
+            let _ = parse(&lines.join("\n"));
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Drop reasons and per-port counters.
+//!
+//! Every packet the appliance does not forward is dropped for one named
+//! reason, and every reason has a counter the operator can read (VPP's error
+//! table is the model). Names are stable: they appear in the console dump and,
+//! later, in `/metrics`.
+
+use core::fmt;
+
+macro_rules! drop_reasons {
+    ($($variant:ident => $name:literal, $help:literal;)*) => {
+        /// Why a packet was dropped.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $($variant,)*
+        }
+
+        impl DropReason {
+            /// Every reason, in counter order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            /// Number of reasons.
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// The stable snake_case name used in dumps and metrics.
+            pub const fn name(self) -> &'static str {
+                match self { $(DropReason::$variant => $name,)* }
+            }
+
+            /// One line for the operator on what the reason means.
+            pub const fn help(self) -> &'static str {
+                match self { $(DropReason::$variant => $help,)* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    EthTruncated => "eth_truncated", "frame shorter than an Ethernet header";
+    NotOurMac => "not_our_mac", "unicast frame for another MAC address";
+    UnknownEthertype => "unknown_ethertype", "EtherType that sluice does not handle";
+    Ipv6Unsupported => "ipv6_unsupported", "IPv6 is not handled yet";
+    ArpMalformed => "arp_malformed", "ARP packet too short or not Ethernet/IPv4";
+    Ipv4Truncated => "ipv4_truncated", "IPv4 header or total length longer than the frame";
+    Ipv4BadVersion => "ipv4_bad_version", "IP version field is not 4";
+    Ipv4BadHeaderLen => "ipv4_bad_header_len", "IHL below 5 or total length below IHL";
+    Ipv4BadChecksum => "ipv4_bad_checksum", "IPv4 header checksum does not verify";
+    NoRoute => "no_route", "IPv4 packet not for the appliance and no route for it";
+    HostStackBacklog => "host_stack_backlog", "packets for the appliance itself arrived faster than its host stack drains them";
+    TxRingFull => "tx_ring_full", "the egress NIC's transmit ring was full";
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Counters of one port.
+#[derive(Clone, Debug, Default)]
+pub struct PortCounters {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Packets handed to the appliance's own host stack.
+    pub local_packets: u64,
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl PortCounters {
+    #[inline]
+    pub fn drop(&mut self, reason: DropReason) {
+        self.drops[reason as usize] += 1;
+    }
+
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_snake_case() {
+        for (i, a) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*a as usize, i, "ALL must be in discriminant order");
+            assert!(a.name().bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()));
+            for b in &DropReason::ALL[i + 1..] {
+                assert_ne!(a.name(), b.name());
+            }
+        }
+    }
+}

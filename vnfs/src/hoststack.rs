@@ -1,0 +1,356 @@
+//! The appliance's own host stack on one port: smoltcp answering ARP and ICMP
+//! echo for the port's address (and later serving management and originating
+//! health checks).
+//!
+//! It sits off the fast path. The dataplane queues packets addressed to the
+//! appliance into a small bounded backlog; `poll` runs smoltcp over them. The
+//! smoltcp `Device` here lends the packet buffers themselves: a received
+//! packet is read in place and returned to the pool, a transmitted frame is
+//! written straight into a pool buffer that then joins the port's transmit
+//! queue. No copies, no allocation.
+
+use core::cell::RefCell;
+use core::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
+use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, IpAddress, IpCidr,
+};
+
+use crate::packet::{Packet, PacketPool, MAX_FRAME};
+use crate::Micros;
+
+/// Packets for the appliance itself that may wait for the host stack.
+pub const BACKLOG: usize = 64;
+/// Frames the transmit queue of one port holds between two NIC bursts.
+pub const TX_QUEUE: usize = 256;
+
+/// Frames waiting for one port's NIC.
+pub type TxQueue = heapless::Deque<Packet, TX_QUEUE>;
+
+/// Counters of one host stack.
+#[derive(Clone, Debug, Default)]
+pub struct HostCounters {
+    /// Frames smoltcp wanted to send while the pool or the tx queue was full.
+    pub tx_no_buffer: u64,
+}
+
+/// smoltcp on one port.
+pub struct HostStack {
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    backlog: heapless::Deque<Packet, BACKLOG>,
+    mac: [u8; 6],
+    address: Option<Ipv4Net>,
+    mtu: u16,
+    pub counters: HostCounters,
+}
+
+impl HostStack {
+    pub fn new(mac: [u8; 6], address: Option<Ipv4Net>, mtu: u16, now: Micros, seed: u64) -> Self {
+        let mut config = IfaceConfig::new(EthernetAddress(mac).into());
+        config.random_seed = seed;
+        let mut pool = PacketPool::new(0);
+        let mut tx = TxQueue::new();
+        let mut backlog = heapless::Deque::new();
+        let mut counters = HostCounters::default();
+        let mut dev = PortDevice::new(&mut backlog, &mut pool, &mut tx, mtu, &mut counters);
+        let mut iface = Interface::new(config, &mut dev, instant(now));
+        if let Some(a) = address {
+            iface.update_ip_addrs(|addrs| {
+                // One address per port: the Vec has room for it.
+                let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(a.addr()), a.prefix_len()));
+            });
+        }
+        HostStack {
+            iface,
+            sockets: SocketSet::new(alloc::vec::Vec::new()),
+            backlog,
+            mac,
+            address,
+            mtu,
+            counters,
+        }
+    }
+
+    pub fn ip(&self) -> Option<Ipv4Addr> {
+        self.address.map(|a| a.addr())
+    }
+
+    /// Queues a packet for the host stack; gives it back if the backlog is full.
+    pub fn enqueue(&mut self, pkt: Packet) -> Result<(), Packet> {
+        self.backlog.push_back(pkt)
+    }
+
+    /// Whether packets are waiting for `poll`.
+    pub fn has_work(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
+    /// Runs smoltcp: consumes the backlog, emits replies into `tx`.
+    pub fn poll(&mut self, now: Micros, pool: &mut PacketPool, tx: &mut TxQueue) {
+        let mut dev = PortDevice::new(&mut self.backlog, pool, tx, self.mtu, &mut self.counters);
+        self.iface.poll(instant(now), &mut dev, &mut self.sockets);
+        // Whatever smoltcp could not take (it stops when tx is full) waits.
+    }
+
+    /// Builds the gratuitous ARP request that announces this port's address
+    /// (RFC 5227 §3: sender and target protocol address both ours).
+    pub fn gratuitous_arp(&self, pool: &mut PacketPool) -> Option<Packet> {
+        let ip = self.ip()?;
+        let mut pkt = pool.alloc()?;
+        let arp = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: EthernetAddress(self.mac),
+            source_protocol_addr: ip,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: ip,
+        };
+        let eth = EthernetRepr {
+            src_addr: EthernetAddress(self.mac),
+            dst_addr: EthernetAddress::BROADCAST,
+            ethertype: EthernetProtocol::Arp,
+        };
+        let len = eth.buffer_len() + arp.buffer_len();
+        pkt.set_len(len);
+        let mut frame = EthernetFrame::new_unchecked(pkt.data_mut());
+        eth.emit(&mut frame);
+        arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+        Some(pkt)
+    }
+
+    /// Returns every queued packet to the pool (used when a port is torn down).
+    pub fn drain(&mut self, pool: &mut PacketPool) {
+        while let Some(p) = self.backlog.pop_front() {
+            pool.free(p);
+        }
+    }
+}
+
+fn instant(now: Micros) -> Instant {
+    Instant::from_micros(now as i64)
+}
+
+/// What the smoltcp device borrows while `poll` runs.
+struct HostIo<'a> {
+    pool: &'a mut PacketPool,
+    tx: &'a mut TxQueue,
+    counters: &'a mut HostCounters,
+}
+
+struct PortDevice<'a> {
+    backlog: &'a mut heapless::Deque<Packet, BACKLOG>,
+    io: RefCell<HostIo<'a>>,
+    mtu: u16,
+}
+
+impl<'a> PortDevice<'a> {
+    fn new(
+        backlog: &'a mut heapless::Deque<Packet, BACKLOG>,
+        pool: &'a mut PacketPool,
+        tx: &'a mut TxQueue,
+        mtu: u16,
+        counters: &'a mut HostCounters,
+    ) -> Self {
+        PortDevice {
+            backlog,
+            io: RefCell::new(HostIo { pool, tx, counters }),
+            mtu,
+        }
+    }
+
+    fn can_transmit(&mut self) -> bool {
+        let io = self.io.get_mut();
+        !io.tx.is_full() && io.pool.available() > 0
+    }
+}
+
+struct HostRx<'b, 'a> {
+    pkt: Packet,
+    io: &'b RefCell<HostIo<'a>>,
+}
+
+struct HostTx<'b, 'a> {
+    io: &'b RefCell<HostIo<'a>>,
+}
+
+impl phy::RxToken for HostRx<'_, '_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        // smoltcp may transmit a reply from inside `f`, which borrows `io`;
+        // so the packet is owned here and `io` is only borrowed afterwards.
+        let r = f(self.pkt.data());
+        self.io.borrow_mut().pool.free(self.pkt);
+        r
+    }
+}
+
+impl phy::TxToken for HostTx<'_, '_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let pkt = self.io.borrow_mut().pool.alloc();
+        match pkt {
+            Some(mut pkt) if len <= MAX_FRAME => {
+                pkt.set_len(len);
+                let r = f(pkt.data_mut());
+                let mut io = self.io.borrow_mut();
+                if let Err(pkt) = io.tx.push_back(pkt) {
+                    io.counters.tx_no_buffer += 1;
+                    io.pool.free(pkt);
+                }
+                r
+            }
+            other => {
+                // `transmit` checked for room, so this is only reached for an
+                // oversized frame; smoltcp still needs somewhere to write.
+                let mut io = self.io.borrow_mut();
+                io.counters.tx_no_buffer += 1;
+                if let Some(p) = other {
+                    io.pool.free(p);
+                }
+                drop(io);
+                let mut scratch = alloc::vec![0u8; len];
+                f(&mut scratch)
+            }
+        }
+    }
+}
+
+impl<'a> phy::Device for PortDevice<'a> {
+    type RxToken<'b>
+        = HostRx<'b, 'a>
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = HostTx<'b, 'a>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, _: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        if !self.can_transmit() {
+            return None;
+        }
+        let pkt = self.backlog.pop_front()?;
+        let io = &self.io;
+        Some((HostRx { pkt, io }, HostTx { io }))
+    }
+
+    fn transmit(&mut self, _: Instant) -> Option<Self::TxToken<'_>> {
+        if !self.can_transmit() {
+            self.io.get_mut().counters.tx_no_buffer += 1;
+            return None;
+        }
+        Some(HostTx { io: &self.io })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = self.mtu as usize + 14;
+        caps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+    use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, Ipv4Packet};
+
+    const MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
+
+    fn stack() -> HostStack {
+        HostStack::new(MAC, Some("10.0.0.1/24".parse().unwrap()), 1500, 0, 1)
+    }
+
+    #[test]
+    fn answers_arp_for_its_address_only() {
+        let mut pool = PacketPool::new(8);
+        let mut tx = TxQueue::new();
+        let mut hs = stack();
+        for target in [Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 9)] {
+            let mut p = pool.alloc().unwrap();
+            p.fill(&arp_request(PEER_MAC, PEER_IP, target));
+            hs.enqueue(p).unwrap();
+        }
+        hs.poll(1, &mut pool, &mut tx);
+        assert_eq!(tx.len(), 1, "one reply, for 10.0.0.1 only");
+        let reply = tx.pop_front().unwrap();
+        let frame = EthernetFrame::new_checked(reply.data()).unwrap();
+        assert_eq!(frame.dst_addr(), EthernetAddress(PEER_MAC));
+        let arp = ArpRepr::parse(&ArpPacket::new_checked(frame.payload()).unwrap()).unwrap();
+        match arp {
+            ArpRepr::EthernetIpv4 { operation, source_hardware_addr, source_protocol_addr, .. } => {
+                assert_eq!(operation, ArpOperation::Reply);
+                assert_eq!(source_hardware_addr, EthernetAddress(MAC));
+                assert_eq!(source_protocol_addr, Ipv4Addr::new(10, 0, 0, 1));
+            }
+            _ => panic!("not an Ethernet/IPv4 ARP reply"),
+        }
+        pool.free(reply);
+        assert_eq!(pool.available(), 8, "no buffer leaked");
+    }
+
+    #[test]
+    fn answers_ping() {
+        let mut pool = PacketPool::new(8);
+        let mut tx = TxQueue::new();
+        let mut hs = stack();
+        // Teach smoltcp the peer's MAC first, as a real peer would by ARP.
+        let mut p = pool.alloc().unwrap();
+        p.fill(&arp_request(PEER_MAC, PEER_IP, Ipv4Addr::new(10, 0, 0, 1)));
+        hs.enqueue(p).unwrap();
+        let mut p = pool.alloc().unwrap();
+        p.fill(&echo_request(MAC, PEER_IP, Ipv4Addr::new(10, 0, 0, 1), 7, b"hello"));
+        hs.enqueue(p).unwrap();
+        hs.poll(2, &mut pool, &mut tx);
+        assert_eq!(tx.len(), 2);
+        let _arp = tx.pop_front().unwrap();
+        let reply = tx.pop_front().unwrap();
+        let frame = EthernetFrame::new_checked(reply.data()).unwrap();
+        let ip = Ipv4Packet::new_checked(frame.payload()).unwrap();
+        assert_eq!(ip.dst_addr(), PEER_IP);
+        let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+        match Icmpv4Repr::parse(&icmp, &Default::default()).unwrap() {
+            Icmpv4Repr::EchoReply { ident, data, .. } => {
+                assert_eq!(ident, 7);
+                assert_eq!(data, b"hello");
+            }
+            r => panic!("expected an echo reply, got {r:?}"),
+        }
+        pool.free(_arp);
+        pool.free(reply);
+        assert_eq!(pool.available(), 8);
+    }
+
+    #[test]
+    fn gratuitous_arp_announces_the_address() {
+        let mut pool = PacketPool::new(1);
+        let p = stack().gratuitous_arp(&mut pool).unwrap();
+        let frame = EthernetFrame::new_checked(p.data()).unwrap();
+        assert_eq!(frame.dst_addr(), EthernetAddress::BROADCAST);
+        let arp = ArpPacket::new_checked(frame.payload()).unwrap();
+        assert_eq!(arp.operation(), ArpOperation::Request);
+        assert_eq!(arp.source_protocol_addr(), arp.target_protocol_addr());
+        assert_eq!(arp.source_hardware_addr(), &MAC[..]);
+        pool.free(p);
+    }
+
+    #[test]
+    fn full_pool_stalls_instead_of_losing_packets() {
+        let mut pool = PacketPool::new(1);
+        let mut tx = TxQueue::new();
+        let mut hs = stack();
+        let mut p = pool.alloc().unwrap();
+        p.fill(&arp_request(PEER_MAC, PEER_IP, Ipv4Addr::new(10, 0, 0, 1)));
+        hs.enqueue(p).unwrap();
+        // The only buffer is in the backlog: no room for a reply yet.
+        hs.poll(1, &mut pool, &mut tx);
+        assert!(tx.is_empty());
+        assert!(hs.has_work());
+        hs.drain(&mut pool);
+        assert_eq!(pool.available(), 1);
+    }
+}

@@ -1,0 +1,29 @@
+//! Portable packet processing for sluice.
+//!
+//! Everything here is `no_std` + `alloc` and free of `unsafe`, so it runs the
+//! same inside the unikernel image and in `cargo test` on the host. The kernel
+//! wires NIC drivers to a [`dataplane::Dataplane`]; the dataplane owns the
+//! per-port host stacks and counters and decides, for every received packet,
+//! whether it is forwarded, dropped (with a named [`counters::DropReason`]) or
+//! handed to the appliance's own host stack.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod config;
+pub mod counters;
+pub mod dataplane;
+pub mod hoststack;
+pub mod packet;
+#[cfg(test)]
+pub(crate) mod testutil;
+
+/// Time as the data path sees it: microseconds since boot, from the kernel's
+/// calibrated TSC (or any monotonic clock on the host).
+pub type Micros = u64;
+
+/// The largest number of ports one appliance drives.
+pub const MAX_PORTS: usize = 8;
