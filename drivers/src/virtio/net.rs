@@ -1,0 +1,220 @@
+//! The virtio-net device (VIRTIO 1.2 §5.1) in poll mode.
+
+use core::fmt;
+
+use virtio_drivers::transport::{DeviceStatus, DeviceType, Transport};
+use virtio_drivers::Hal;
+use vnfs::hoststack::TxQueue;
+use vnfs::packet::{Batch, PacketPool, BUF_SIZE, HEADROOM};
+
+use super::queue::VirtQueue;
+use crate::{Nic, NicStats};
+
+const RX_QUEUE: u16 = 0;
+const TX_QUEUE: u16 = 1;
+/// Ring entries we use per queue (QEMU's default and maximum without
+/// `rx_queue_size`: 256).
+const QUEUE_SIZE: u16 = 256;
+
+const F_MAC: u64 = 1 << 5;
+const F_STATUS: u64 = 1 << 16;
+const F_EVENT_IDX: u64 = 1 << 29;
+const F_VERSION_1: u64 = 1 << 32;
+const SUPPORTED: u64 = F_MAC | F_STATUS | F_EVENT_IDX | F_VERSION_1;
+
+/// Why a virtio device could not be brought up as a NIC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VirtioNetError {
+    NotANetworkDevice(DeviceType),
+    NoMac,
+    QueueUnavailable { queue: u16 },
+    QueueTooSmall { queue: u16, size: u32 },
+    FeaturesRejected,
+}
+
+impl fmt::Display for VirtioNetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotANetworkDevice(t) => write!(f, "virtio device is a {t:?}, not a network device"),
+            Self::NoMac => f.write_str("virtio-net device offers no MAC address (VIRTIO_NET_F_MAC)"),
+            Self::QueueUnavailable { queue } => write!(f, "virtqueue {queue} is already in use or absent"),
+            Self::QueueTooSmall { queue, size } => write!(f, "virtqueue {queue} has only {size} entries"),
+            Self::FeaturesRejected => f.write_str("device refused the negotiated features (FEATURES_OK not set)"),
+        }
+    }
+}
+
+/// A virtio-net NIC over any virtio transport.
+pub struct VirtioNet<H: Hal, T: Transport> {
+    transport: T,
+    rx: VirtQueue<H>,
+    tx: VirtQueue<H>,
+    mac: [u8; 6],
+    /// virtio_net_hdr length: 12 with VERSION_1 (modern), 10 for legacy.
+    hdr_len: usize,
+    stats: NicStats,
+}
+
+impl<H: Hal, T: Transport> VirtioNet<H, T> {
+    /// Resets the device, negotiates features and sets up both queues.
+    pub fn new(mut transport: T) -> Result<Self, VirtioNetError> {
+        let ty = transport.device_type();
+        if ty != DeviceType::Network {
+            return Err(VirtioNetError::NotANetworkDevice(ty));
+        }
+        transport.set_status(DeviceStatus::empty());
+        transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
+        let offered = transport.read_device_features();
+        let features = offered & SUPPORTED;
+        if features & F_MAC == 0 {
+            transport.set_status(DeviceStatus::FAILED);
+            return Err(VirtioNetError::NoMac);
+        }
+        transport.write_driver_features(features);
+        transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK);
+        if !transport.get_status().contains(DeviceStatus::FEATURES_OK) {
+            transport.set_status(DeviceStatus::FAILED);
+            return Err(VirtioNetError::FeaturesRejected);
+        }
+        transport.set_guest_page_size(virtio_drivers::PAGE_SIZE as u32);
+        let event_idx = features & F_EVENT_IDX != 0;
+        let hdr_len = if features & F_VERSION_1 != 0 { 12 } else { 10 };
+
+        let mut mac = [0u8; 6];
+        for (i, b) in mac.iter_mut().enumerate() {
+            *b = transport.read_config_space::<u8>(i).map_err(|_| VirtioNetError::NoMac)?;
+        }
+        let rx = Self::setup_queue(&mut transport, RX_QUEUE, event_idx)?;
+        let tx = Self::setup_queue(&mut transport, TX_QUEUE, event_idx)?;
+        transport.finish_init();
+        Ok(VirtioNet {
+            transport,
+            rx,
+            tx,
+            mac,
+            hdr_len,
+            stats: NicStats::default(),
+        })
+    }
+
+    fn setup_queue(transport: &mut T, queue: u16, event_idx: bool) -> Result<VirtQueue<H>, VirtioNetError> {
+        if transport.queue_used(queue) {
+            return Err(VirtioNetError::QueueUnavailable { queue });
+        }
+        let max = transport.max_queue_size(queue);
+        if max < 2 {
+            return Err(VirtioNetError::QueueTooSmall { queue, size: max });
+        }
+        // Largest power of two the device allows, capped.
+        let size = (QUEUE_SIZE as u32).min(1 << (31 - max.leading_zeros())) as u16;
+        let q = VirtQueue::<H>::new(size, event_idx);
+        let (desc, driver, device) = q.addresses();
+        transport.queue_set(queue, size as u32, desc, driver, device);
+        Ok(q)
+    }
+
+    /// Whether the link is up (always true without VIRTIO_NET_F_STATUS).
+    pub fn link_up(&self) -> bool {
+        self.transport.read_config_space::<u16>(6).map(|s| s & 1 == 1).unwrap_or(true)
+    }
+
+    /// Size of the receive and transmit rings.
+    pub fn ring_sizes(&self) -> (u16, u16) {
+        (self.rx.size(), self.tx.size())
+    }
+}
+
+impl<H: Hal, T: Transport> Nic for VirtioNet<H, T> {
+    fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    fn refill(&mut self, pool: &mut PacketPool) {
+        let offset = HEADROOM - self.hdr_len;
+        while self.rx.free_count() > 0 {
+            let Some(pkt) = pool.alloc() else { break };
+            if let Err(pkt) = self.rx.add(pkt, offset, BUF_SIZE - offset, true) {
+                pool.free(pkt);
+                break;
+            }
+        }
+        if self.rx.publish() {
+            self.stats.rx_kicks += 1;
+            self.transport.notify(RX_QUEUE);
+        }
+    }
+
+    fn rx_burst(&mut self, batch: &mut Batch, pool: &mut PacketPool) -> usize {
+        let before = batch.len();
+        while !batch.is_full() {
+            let Some((mut pkt, len)) = self.rx.pop_used() else { break };
+            let len = len as usize;
+            if len < self.hdr_len || !pkt.set_window(HEADROOM, len - self.hdr_len) {
+                self.stats.rx_bad_len += 1;
+                pool.free(pkt);
+                continue;
+            }
+            // `batch` was checked not full.
+            let _ = batch.push(pkt);
+        }
+        let n = batch.len() - before;
+        if n > 0 {
+            self.stats.rx_bursts += 1;
+        }
+        n
+    }
+
+    fn reclaim(&mut self, pool: &mut PacketPool) {
+        while let Some((pkt, _)) = self.tx.pop_used() {
+            pool.free(pkt);
+        }
+    }
+
+    fn tx_burst(&mut self, queue: &mut TxQueue, pool: &mut PacketPool) -> (usize, usize) {
+        let (mut pkts, mut bytes) = (0, 0);
+        while self.tx.free_count() > 0 {
+            let Some(mut pkt) = queue.pop_front() else { break };
+            let head = pkt.head();
+            if head < self.hdr_len {
+                // Stages keep the NIC's headroom; a packet without it is a bug
+                // upstream, counted rather than sent corrupt.
+                self.stats.tx_no_headroom += 1;
+                pool.free(pkt);
+                continue;
+            }
+            let len = pkt.len();
+            pkt.headroom_mut()[head - self.hdr_len..].fill(0);
+            if let Err(pkt) = self.tx.add(pkt, head - self.hdr_len, len + self.hdr_len, false) {
+                let _ = queue.push_front(pkt);
+                break;
+            }
+            pkts += 1;
+            bytes += len;
+        }
+        if pkts > 0 {
+            self.stats.tx_bursts += 1;
+        }
+        if self.tx.publish() {
+            self.stats.tx_kicks += 1;
+            self.transport.notify(TX_QUEUE);
+        }
+        (pkts, bytes)
+    }
+
+    fn stats(&self) -> NicStats {
+        self.stats
+    }
+
+    fn buffers_held(&self) -> usize {
+        self.rx.in_flight() + self.tx.in_flight()
+    }
+}
+
+impl<H: Hal, T: Transport> Drop for VirtioNet<H, T> {
+    fn drop(&mut self) {
+        // Stop the device before its rings and buffers go away.
+        self.transport.set_status(DeviceStatus::empty());
+        self.rx.drain().for_each(drop);
+        self.tx.drain().for_each(drop);
+    }
+}

@@ -1,0 +1,238 @@
+//! A split virtqueue (VIRTIO 1.2 §2.7) with one descriptor per packet.
+//!
+//! Each descriptor slot owns the [`Packet`] whose buffer it points at while
+//! the device has it, so ownership is never ambiguous: a packet is either in
+//! a slot (the device may touch its bytes) or somewhere else (it may not).
+
+use alloc::vec::Vec;
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+use core::sync::atomic::{fence, Ordering};
+
+use virtio_drivers::{BufferDirection, Hal, PAGE_SIZE};
+use vnfs::packet::Packet;
+
+const DESC_F_WRITE: u16 = 2;
+const AVAIL_F_NO_INTERRUPT: u16 = 1;
+const USED_F_NO_NOTIFY: u16 = 1;
+
+/// Ring layout inside one DMA allocation: descriptor table, then the avail
+/// ring, then (page aligned, as the legacy layout requires) the used ring.
+struct Layout {
+    avail: usize,
+    used: usize,
+    pages: usize,
+}
+
+impl Layout {
+    fn new(size: u16) -> Layout {
+        let size = size as usize;
+        let avail = 16 * size;
+        let avail_end = avail + 6 + 2 * size;
+        let used = avail_end.next_multiple_of(PAGE_SIZE);
+        let used_end = used + 6 + 8 * size;
+        Layout {
+            avail,
+            used,
+            pages: used_end.div_ceil(PAGE_SIZE),
+        }
+    }
+}
+
+pub(crate) struct VirtQueue<H: Hal> {
+    base: NonNull<u8>,
+    paddr: u64,
+    layout: Layout,
+    size: u16,
+    event_idx: bool,
+    /// Descriptor ids not in use.
+    free: Vec<u16>,
+    slots: Vec<Option<Packet>>,
+    /// Our copy of avail->idx (what we will publish next).
+    avail_idx: u16,
+    /// avail->idx as last published.
+    published: u16,
+    /// Next used ring entry to consume.
+    last_used: u16,
+    _hal: PhantomData<H>,
+}
+
+impl<H: Hal> VirtQueue<H> {
+    /// Allocates and zeroes the rings for a queue of `size` entries (a power of two).
+    pub fn new(size: u16, event_idx: bool) -> Self {
+        assert!(size.is_power_of_two());
+        let layout = Layout::new(size);
+        let (paddr, base) = H::dma_alloc(layout.pages, BufferDirection::Both);
+        let mut q = VirtQueue {
+            base,
+            paddr,
+            layout,
+            size,
+            event_idx,
+            free: (0..size).rev().collect(),
+            slots: (0..size).map(|_| None).collect(),
+            avail_idx: 0,
+            published: 0,
+            last_used: 0,
+            _hal: PhantomData,
+        };
+        // We poll: ask the device never to interrupt.
+        if event_idx {
+            q.write_used_event();
+        } else {
+            q.write_u16(q.layout.avail, AVAIL_F_NO_INTERRUPT);
+        }
+        q
+    }
+
+    pub fn size(&self) -> u16 {
+        self.size
+    }
+
+    /// Physical addresses of descriptor table, driver area, device area.
+    pub fn addresses(&self) -> (u64, u64, u64) {
+        (
+            self.paddr,
+            self.paddr + self.layout.avail as u64,
+            self.paddr + self.layout.used as u64,
+        )
+    }
+
+    pub fn free_count(&self) -> usize {
+        self.free.len()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.size as usize - self.free.len()
+    }
+
+    fn ptr(&self, offset: usize) -> *mut u8 {
+        debug_assert!(offset < self.layout.pages * PAGE_SIZE);
+        // SAFETY: every caller passes an offset inside the ring allocation
+        // (checked above in debug builds), so the result stays in bounds.
+        unsafe { self.base.as_ptr().add(offset) }
+    }
+
+    fn write_u16(&mut self, offset: usize, v: u16) {
+        // SAFETY: `offset` is a 2-aligned field of the rings inside our DMA
+        // allocation; volatile because the device reads it concurrently.
+        unsafe { (self.ptr(offset) as *mut u16).write_volatile(v) }
+    }
+
+    fn read_u16(&self, offset: usize) -> u16 {
+        // SAFETY: as for `write_u16`; the device writes it concurrently.
+        unsafe { (self.ptr(offset) as *const u16).read_volatile() }
+    }
+
+    fn read_u32(&self, offset: usize) -> u32 {
+        // SAFETY: a 4-aligned field of the used ring inside our allocation.
+        unsafe { (self.ptr(offset) as *const u32).read_volatile() }
+    }
+
+    /// used_event: the used index at which we would want an interrupt. We
+    /// never do, so keep it half the ring space ahead of where we are.
+    fn write_used_event(&mut self) {
+        let off = self.layout.avail + 4 + 2 * self.size as usize;
+        let v = self.last_used.wrapping_add(0x8000);
+        self.write_u16(off, v);
+    }
+
+    /// Adds one buffer region of `pkt` (`offset..offset+len` of its buffer).
+    /// The device writes it if `device_writes`. Not visible to the device
+    /// until [`publish`](Self::publish).
+    pub fn add(&mut self, pkt: Packet, offset: usize, len: usize, device_writes: bool) -> Result<(), Packet> {
+        let Some(id) = self.free.pop() else {
+            return Err(pkt);
+        };
+        let direction = if device_writes {
+            BufferDirection::DeviceToDriver
+        } else {
+            BufferDirection::DriverToDevice
+        };
+        let start = pkt.buffer_addr() + offset;
+        let region = NonNull::slice_from_raw_parts(
+            NonNull::new(start as *mut u8).expect("packet buffers are never at address 0"),
+            len,
+        );
+        // SAFETY: `region` lies inside the packet's buffer (the caller gives
+        // an in-buffer window), which stays put while the slot owns it.
+        let addr = unsafe { H::share(region, direction) };
+        let d = id as usize * 16;
+        // SAFETY: descriptor `id` is free, so the device is not reading it;
+        // the 16-byte descriptor lies inside the table.
+        unsafe {
+            let p = self.ptr(d);
+            (p as *mut u64).write_volatile(addr);
+            (p.add(8) as *mut u32).write_volatile(len as u32);
+            (p.add(12) as *mut u16).write_volatile(if device_writes { DESC_F_WRITE } else { 0 });
+            (p.add(14) as *mut u16).write_volatile(0);
+        }
+        self.slots[id as usize] = Some(pkt);
+        let ring = self.layout.avail + 4 + 2 * (self.avail_idx % self.size) as usize;
+        self.write_u16(ring, id);
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Makes all added buffers visible to the device. Returns whether the
+    /// device asked to be notified (so the caller kicks at most once).
+    pub fn publish(&mut self) -> bool {
+        if self.avail_idx == self.published {
+            return false;
+        }
+        let old = self.published;
+        let new = self.avail_idx;
+        // Descriptors and ring entries must be visible before the index.
+        fence(Ordering::Release);
+        self.write_u16(self.layout.avail + 2, new);
+        self.published = new;
+        // The index store must be visible before we read the device's
+        // suppression state (store→load: a full fence).
+        fence(Ordering::SeqCst);
+        if self.event_idx {
+            let avail_event = self.read_u16(self.layout.used + 4 + 8 * self.size as usize);
+            // vring_need_event: did `avail_event` fall in (old, new]?
+            new.wrapping_sub(avail_event).wrapping_sub(1) < new.wrapping_sub(old)
+        } else {
+            self.read_u16(self.layout.used) & USED_F_NO_NOTIFY == 0
+        }
+    }
+
+    /// Takes back the next buffer the device has finished with, and the
+    /// number of bytes it wrote.
+    pub fn pop_used(&mut self) -> Option<(Packet, u32)> {
+        loop {
+            let used_idx = self.read_u16(self.layout.used + 2);
+            if used_idx == self.last_used {
+                return None;
+            }
+            // Read the entry only after seeing the index.
+            fence(Ordering::Acquire);
+            let e = self.layout.used + 4 + 8 * (self.last_used % self.size) as usize;
+            let id = self.read_u32(e) as usize;
+            let len = self.read_u32(e + 4);
+            self.last_used = self.last_used.wrapping_add(1);
+            if self.event_idx && self.last_used == used_idx {
+                self.write_used_event();
+            }
+            // A device returning an id we never gave it is skipped, never a panic.
+            if let Some(pkt) = self.slots.get_mut(id).and_then(Option::take) {
+                self.free.push(id as u16);
+                return Some((pkt, len));
+            }
+        }
+    }
+
+    /// Takes every packet out of the queue (after the device was reset).
+    pub fn drain(&mut self) -> impl Iterator<Item = Packet> + '_ {
+        self.slots.iter_mut().filter_map(Option::take)
+    }
+}
+
+impl<H: Hal> Drop for VirtQueue<H> {
+    fn drop(&mut self) {
+        // SAFETY: allocated by `H::dma_alloc` in `new` with these values; the
+        // owner resets the device before dropping its queues.
+        unsafe { H::dma_dealloc(self.paddr, self.base, self.layout.pages) };
+    }
+}
