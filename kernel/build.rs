@@ -1,0 +1,7 @@
+fn main() {
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+    println!("cargo:rustc-link-arg-bins=-T{dir}/linker.ld");
+    println!("cargo:rustc-link-arg-bins=--gc-sections");
+    println!("cargo:rerun-if-changed={dir}/linker.ld");
+    println!("cargo:rerun-if-changed={dir}/../images/configs/default.conf");
+}

@@ -1,0 +1,76 @@
+//! Console commands on COM1, one per line:
+//! `stats` dumps the counters, `quit` dumps them and shuts down cleanly,
+//! `panic` crashes on purpose (to test that crashes are caught, like
+//! Linux's sysrq-c), `help` lists these.
+
+use drivers::Nic;
+use vnfs::dataplane::Dataplane;
+use vnfs::packet::PacketPool;
+
+use crate::{println, serial};
+
+pub struct Console {
+    line: heapless::String<64>,
+}
+
+impl Console {
+    pub fn new() -> Self {
+        Console { line: heapless::String::new() }
+    }
+
+    /// Reads what arrived on COM1 and runs complete lines.
+    pub fn poll<N: Nic>(&mut self, dp: &Dataplane, nics: &[N], pool: &PacketPool) {
+        while let Some(b) = serial::try_read() {
+            match b {
+                b'\r' | b'\n' => {
+                    let line = core::mem::take(&mut self.line);
+                    self.run(line.trim(), dp, nics, pool);
+                }
+                _ => {
+                    // Over-long lines are cut, never overflow.
+                    let _ = self.line.push(b as char);
+                }
+            }
+        }
+    }
+
+    fn run<N: Nic>(&self, cmd: &str, dp: &Dataplane, nics: &[N], pool: &PacketPool) {
+        match cmd {
+            "" => {}
+            "stats" => dump(dp, nics, pool),
+            "quit" => {
+                dump(dp, nics, pool);
+                println!("sluice: shutting down");
+                crate::x86::reset();
+            }
+            "panic" => panic!("panic requested on the console"),
+            "help" => println!("commands: stats, quit, panic, help"),
+            other => println!("unknown command `{other}`: try help"),
+        }
+    }
+}
+
+fn dump<N: Nic>(dp: &Dataplane, nics: &[N], pool: &PacketPool) {
+    let mut s = alloc::string::String::new();
+    let _ = dp.write_stats(&mut s);
+    for line in s.lines() {
+        println!("{line}");
+    }
+    for (p, nic) in dp.ports().iter().zip(nics) {
+        let n = nic.stats();
+        println!(
+            "nic port={} rx_bursts={} tx_bursts={} rx_kicks={} tx_kicks={} rx_bad_len={} tx_no_headroom={} host_tx_no_buffer={}",
+            p.name, n.rx_bursts, n.tx_bursts, n.rx_kicks, n.tx_kicks, n.rx_bad_len, n.tx_no_headroom, p.host.counters.tx_no_buffer
+        );
+    }
+    let held: usize = nics.iter().map(|n| n.buffers_held()).sum();
+    println!(
+        "pool available={} held_by_nics={} capacity={} exhausted={} heap_used={}",
+        pool.available(),
+        held,
+        pool.capacity(),
+        pool.exhausted,
+        crate::heap::used()
+    );
+    println!("stats end");
+}

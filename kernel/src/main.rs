@@ -1,0 +1,203 @@
+//! sluice: the appliance image.
+//!
+//! This file is the board: it says which platform pieces start, where the
+//! config comes from, which NICs become which ports, and then runs the poll
+//! loop forever. Everything that touches packets lives in `vnfs`; everything
+//! that touches a device lives in `drivers`.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod boot;
+mod clock;
+mod console;
+mod fwcfg;
+mod hal;
+mod heap;
+mod idt;
+mod mmio;
+mod pci;
+mod serial;
+mod x86;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use drivers::poll::poll_once;
+use drivers::virtio::VirtioNet;
+use drivers::Nic;
+use virtio_drivers::transport::{SomeTransport, Transport};
+use vnfs::config::{self, fmt_mac, Config};
+use vnfs::dataplane::Dataplane;
+use vnfs::packet::PacketPool;
+
+use crate::x86::{fail, Failure};
+
+type Port = VirtioNet<hal::KernelHal, SomeTransport<'static>>;
+
+/// The config compiled into the image, used when none is given.
+const EMBEDDED_CONFIG: &str = include_str!("../../images/configs/default.conf");
+const FWCFG_CONFIG: &str = "opt/sluice/config";
+/// Optional: the host file name, so errors name the file the user edited.
+const FWCFG_CONFIG_NAME: &str = "opt/sluice/config-name";
+
+/// Where the config came from: a name for error messages, and the text.
+struct ConfigSource {
+    name: String,
+    text: String,
+}
+
+/// fw_cfg first, then the kernel command line after `--` (statements
+/// separated by `;`), then the embedded default.
+fn config_source(cmdline: &str) -> ConfigSource {
+    if let Some(mut fw) = fwcfg::FwCfg::probe() {
+        if let Some(text) = fw.text(FWCFG_CONFIG) {
+            let name = fw
+                .text(FWCFG_CONFIG_NAME)
+                .map(|n| String::from(n.trim()))
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| alloc::format!("fw_cfg:{FWCFG_CONFIG}"));
+            return ConfigSource { name, text };
+        }
+    }
+    if let Some((_, inline)) = cmdline.split_once("-- ") {
+        return ConfigSource {
+            name: "cmdline".into(),
+            text: inline.into(),
+        };
+    }
+    ConfigSource {
+        name: "embedded:default.conf".into(),
+        text: EMBEDDED_CONFIG.into(),
+    }
+}
+
+/// Every virtio-net NIC on the machine, PCI (bus order) then MMIO (slot order).
+fn discover_nics() -> Vec<Port> {
+    let mut nics = Vec::new();
+    let scan = pci::scan();
+    println!("pci: {} config access, {} virtio-net function(s)", scan.mechanism, scan.transports.len());
+    for (df, err) in &scan.errors {
+        println!("pci: {df}: {err}");
+    }
+    let transports = scan
+        .transports
+        .into_iter()
+        .map(|(df, t)| (alloc::format!("pci {df}"), SomeTransport::from(t)))
+        .chain(mmio::scan().into_iter().map(|(slot, t)| (alloc::format!("mmio slot {slot}"), SomeTransport::from(t))));
+    for (what, t) in transports {
+        if t.device_type() != virtio_drivers::transport::DeviceType::Network {
+            continue;
+        }
+        match VirtioNet::new(t) {
+            Ok(nic) => {
+                let (rx, tx) = nic.ring_sizes();
+                println!("nic{}: virtio-net at {what}, mac {}, rings {rx}/{tx}", nics.len(), fmt_mac(&nic.mac()));
+                nics.push(nic);
+            }
+            Err(e) => println!("{what}: virtio-net not usable: {e}"),
+        }
+    }
+    nics
+}
+
+/// Matches config ports to NICs: a port with a MAC takes the NIC with that
+/// MAC, the others take the remaining NICs in discovery order.
+fn bind_ports(config: &Config, mut nics: Vec<Port>) -> Result<Vec<Port>, (u32, String)> {
+    let found = nics.len();
+    let mut slots: Vec<Option<Port>> = config.ports.iter().map(|_| None).collect();
+    for (i, p) in config.ports.iter().enumerate() {
+        if let Some(mac) = p.mac {
+            let at = nics.iter().position(|n| n.mac() == mac).ok_or_else(|| {
+                (p.line, alloc::format!("port `{}`: no NIC has MAC {} ({found} virtio-net NIC(s) found)", p.name, fmt_mac(&mac)))
+            })?;
+            slots[i] = Some(nics.remove(at));
+        }
+    }
+    let mut rest = nics.into_iter();
+    for (i, p) in config.ports.iter().enumerate() {
+        if slots[i].is_none() {
+            slots[i] = Some(rest.next().ok_or_else(|| {
+                (p.line, alloc::format!("port `{}`: no NIC left for it ({found} virtio-net NIC(s) found)", p.name))
+            })?);
+        }
+    }
+    Ok(slots.into_iter().map(|s| s.expect("every port bound above")).collect())
+}
+
+#[no_mangle]
+extern "C" fn kmain(start_info: usize) -> ! {
+    serial::init();
+    idt::init();
+    let boot = boot::BootInfo::parse(start_info).unwrap_or_else(|e| {
+        println!("sluice: {e}");
+        fail(Failure::Startup)
+    });
+    let heap = heap::init(&boot.ram).unwrap_or_else(|e| {
+        println!("sluice: {e}");
+        fail(Failure::Startup)
+    });
+    let (tsc_hz, pit_ok) = clock::calibrate();
+    println!(
+        "sluice {}: heap {} KiB, TSC {} MHz{}",
+        env!("CARGO_PKG_VERSION"),
+        heap / 1024,
+        tsc_hz / 1_000_000,
+        if pit_ok { "" } else { " (no PIT: assumed)" }
+    );
+    if !boot.cmdline.is_empty() {
+        println!("cmdline: {}", boot.cmdline);
+    }
+
+    let source = config_source(boot.cmdline);
+    let config = match config::parse(&source.text) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors {
+                println!("{}", e.display(&source.name));
+            }
+            println!("sluice: config refused ({} error(s)); not starting", errors.len());
+            fail(Failure::Startup)
+        }
+    };
+    println!("config: {} ({} port(s))", source.name, config.ports.len());
+
+    let mut nics = bind_ports(&config, discover_nics()).unwrap_or_else(|(line, msg)| {
+        println!("{}:{line}:1: {msg}", source.name);
+        fail(Failure::Startup)
+    });
+
+    // Enough buffers to fill every ring and queue once, plus slack for the
+    // host stacks.
+    let buffers = nics.len() * 768 + 256;
+    let mut pool = PacketPool::new(buffers);
+    let macs: Vec<[u8; 6]> = nics.iter().map(|n| n.mac()).collect();
+    let mut dp = Dataplane::new(&config, &macs, clock::now_us(), x86::rdtsc());
+    for (p, nic) in dp.ports().iter().zip(&nics) {
+        let addr = p.address.map(|a| alloc::format!("{a}")).unwrap_or_else(|| "no address".into());
+        println!("port {}: {} mac {} mtu {}", p.name, addr, fmt_mac(&nic.mac()), p.mtu);
+    }
+    for nic in &mut nics {
+        nic.refill(&mut pool);
+    }
+    dp.announce(&mut pool);
+    println!("sluice ready in {} us ({} buffers, heap used {} KiB)", clock::now_us(), buffers, heap::used() / 1024);
+
+    let mut console = console::Console::new();
+    let mut next_console = 0;
+    loop {
+        let now = clock::now_us();
+        poll_once(&mut nics, &mut dp, &mut pool, now);
+        if now >= next_console {
+            next_console = now + 1000;
+            console.poll(&dp, &nics, &pool);
+        }
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    println!("\nsluice: panic: {info}");
+    fail(Failure::Panic)
+}
