@@ -1,0 +1,23 @@
+//! Host side of sluice: everything needed to boot the appliance image under
+//! QEMU on a topology of taps and network namespaces, and to talk to it.
+//!
+//! `sluice run` (and `make run`) and the qemu-tests use the same code, so the
+//! demo a user runs is the setup the tests prove.
+
+pub mod lab;
+pub mod qemu;
+pub mod topology;
+
+use std::path::PathBuf;
+
+/// The workspace root (this crate lives in `images/`).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The bootable image: `$SLUICE_IMAGE`, else what `make image` writes.
+pub fn image_path() -> PathBuf {
+    std::env::var_os("SLUICE_IMAGE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/images/sluice.elf"))
+}

@@ -1,0 +1,160 @@
+//! `sluice`: the host tool.
+//!
+//! - `sluice check FILE...` validates configs exactly as the image does and
+//!   prints `file:line:column: reason` for every error.
+//! - `sluice run [--machine M] [--config FILE]` boots the image with its
+//!   ports on taps in network namespaces, shows the console, and removes
+//!   everything when stopped (Ctrl-C or `quit`).
+
+use std::io::BufRead;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice::lab::{Lab, LabSpec};
+use sluice::qemu::Machine;
+
+const USAGE: &str = "usage:
+  sluice check FILE...              validate config files
+  sluice run [--machine M] [--config FILE]
+                                    boot the appliance on taps in namespaces
+                                    M: microvm (default), q35-qboot, q35, pc-qboot, pc";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("check") if args.len() > 1 => check(&args[1..]),
+        Some("run") => run(&args[1..]),
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn check(files: &[String]) -> ExitCode {
+    let mut ok = true;
+    for file in files {
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{file}: cannot read: {e}");
+                ok = false;
+                continue;
+            }
+        };
+        match vnfs::config::parse(&text) {
+            Ok(c) => println!("{file}: ok ({} port(s))", c.ports.len()),
+            Err(errors) => {
+                ok = false;
+                for e in errors {
+                    eprintln!("{}", e.display(file));
+                }
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn run(args: &[String]) -> ExitCode {
+    let mut machine = Machine::Microvm;
+    let mut config: Option<String> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match (a.as_str(), it.next()) {
+            ("--machine", Some(m)) => match Machine::parse(m) {
+                Some(m) => machine = m,
+                None => return usage(&format!("unknown machine `{m}`")),
+            },
+            ("--config", Some(f)) => config = Some(f.clone()),
+            _ => return usage(&format!("unexpected argument `{a}`")),
+        }
+    }
+    let mut spec = match LabSpec::two_ports(machine) {
+        Ok(s) => s,
+        Err(e) => return usage(&e),
+    };
+    spec.netns_names = Some(vec!["sluice-lan".into(), "sluice-wan".into()]);
+    if let Some(file) = &config {
+        match std::fs::read_to_string(file) {
+            Ok(text) => {
+                if let Err(errors) = vnfs::config::parse(&text) {
+                    for e in errors {
+                        eprintln!("{}", e.display(file));
+                    }
+                    return ExitCode::FAILURE;
+                }
+                spec.config_override = Some(text);
+            }
+            Err(e) => return usage(&format!("{file}: {e}")),
+        }
+    }
+    for ns in ["sluice-lan", "sluice-wan"] {
+        // A previous run killed hard leaves these behind.
+        let _ = std::process::Command::new("ip").args(["netns", "del", ns]).status();
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    eprintln!("booting {} ({:?}, {}) ...", spec.kernel.display(), spec.machine, spec.accel.name());
+    let mut lab = match Lab::start(&spec) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("sluice run: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", lab.vm.console());
+    let mut shown = lab.vm.mark();
+    println!("\nsluice is up. Try, in another terminal:");
+    for p in &lab.ports {
+        println!("  ip netns exec {} ping -c 3 {}        # port {}", p.ns.name, p.appliance_ip, p.name);
+        println!("  ip netns exec {} arping -c 2 -I {} {}", p.ns.name, p.tap.name, p.appliance_ip);
+    }
+    println!("Type console commands here (stats, help, quit); Ctrl-C stops and cleans up.\n");
+
+    // Forward stdin lines to the console.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let code = loop {
+        if stop.load(Ordering::SeqCst) {
+            let _ = lab.vm.quit();
+            break ExitCode::SUCCESS;
+        }
+        while let Ok(line) = rx.try_recv() {
+            let _ = lab.vm.send(&line);
+        }
+        let text = lab.vm.console();
+        if text.len() > shown {
+            print!("{}", &text[shown..]);
+            shown = text.len();
+        }
+        if let Some(status) = lab.vm.wait_exit(Duration::from_millis(100)) {
+            eprintln!("sluice exited: {status}");
+            break if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+        }
+    };
+    drop(lab);
+    eprintln!("removed namespaces sluice-lan, sluice-wan and their taps");
+    code
+}
+
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("sluice: {msg}\n{USAGE}");
+    ExitCode::from(2)
+}
