@@ -21,7 +21,11 @@ pub struct PortSpec {
 
 impl PortSpec {
     pub fn new(name: &str, appliance: &str, host: &str) -> PortSpec {
-        PortSpec { name: name.into(), appliance: appliance.into(), host: host.into() }
+        PortSpec {
+            name: name.into(),
+            appliance: appliance.into(),
+            host: host.into(),
+        }
     }
 }
 
@@ -35,6 +39,9 @@ pub struct LabSpec {
     pub netns_names: Option<Vec<String>>,
     /// Replaces the generated config entirely (for tests of bad configs).
     pub config_override: Option<String>,
+    /// Give the config on the kernel command line (`-- stmt; stmt`)
+    /// instead of through fw_cfg.
+    pub config_on_cmdline: bool,
     pub memory_mb: u32,
 }
 
@@ -51,6 +58,7 @@ impl LabSpec {
             ],
             netns_names: None,
             config_override: None,
+            config_on_cmdline: false,
             memory_mb: 64,
         })
     }
@@ -105,8 +113,11 @@ impl Lab {
         let dir = std::env::temp_dir().join(format!("sluice-lab-{id}"));
         std::fs::create_dir_all(&dir)?;
         let config_path = dir.join("sluice.conf");
-        let text = spec.config_override.clone().unwrap_or_else(|| Self::config_text(spec));
-        std::fs::write(&config_path, text)?;
+        let text = spec
+            .config_override
+            .clone()
+            .unwrap_or_else(|| Self::config_text(spec));
+        std::fs::write(&config_path, &text)?;
 
         let mut taps = Vec::new();
         for i in 0..spec.ports.len() {
@@ -115,8 +126,23 @@ impl Lab {
         let mut vm_spec = VmSpec::new(spec.kernel.clone(), spec.machine, spec.accel);
         vm_spec.memory_mb = spec.memory_mb;
         vm_spec.paused = true;
-        vm_spec.config = Some((config_path.clone(), config_path.display().to_string()));
-        vm_spec.nics = taps.iter().enumerate().map(|(i, t)| NicSpec { tap: t.name.clone(), mac: mac(i) }).collect();
+        if spec.config_on_cmdline {
+            let stmts: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with('#'))
+                .collect();
+            vm_spec.cmdline = Some(format!("-- {}", stmts.join("; ")));
+        } else {
+            vm_spec.config = Some((config_path.clone(), config_path.display().to_string()));
+        }
+        vm_spec.nics = taps
+            .iter()
+            .enumerate()
+            .map(|(i, t)| NicSpec {
+                tap: t.name.clone(),
+                mac: mac(i),
+            })
+            .collect();
         let vm = Vm::start(&vm_spec)?;
         // QMP answers only once QEMU's main loop runs, i.e. after it has
         // opened every tap; moving a tap before that makes QEMU create a
@@ -141,7 +167,13 @@ impl Lab {
                 ns,
             });
         }
-        let lab = Lab { vm, ports, config_path, ready_line: String::new(), dir };
+        let lab = Lab {
+            vm,
+            ports,
+            config_path,
+            ready_line: String::new(),
+            dir,
+        };
         lab.vm.resume()?;
         Ok(lab)
     }
@@ -152,7 +184,10 @@ impl Lab {
     }
 
     pub fn port(&self, name: &str) -> &LabPort {
-        self.ports.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("no lab port `{name}`"))
+        self.ports
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no lab port `{name}`"))
     }
 }
 

@@ -34,7 +34,11 @@ impl Accel {
     }
 
     pub fn auto() -> Accel {
-        let kvm_usable = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+        let kvm_usable = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok();
         let nested_pvm = Path::new("/sys/module/kvm_pvm").exists();
         if kvm_usable && !nested_pvm {
             Accel::Kvm
@@ -138,25 +142,58 @@ impl VmSpec {
     /// The QEMU command line (also printed by `sluice run --dry-run`).
     pub fn command(&self, qmp: &Path) -> Command {
         let mut c = Command::new("qemu-system-x86_64");
-        let name = self.nics.first().map(|n| n.tap.as_str()).unwrap_or("sluice");
+        let name = self
+            .nics
+            .first()
+            .map(|n| n.tap.as_str())
+            .unwrap_or("sluice");
         c.args(self.machine.args());
-        c.args(["-accel", self.accel.name(), "-m", &self.memory_mb.to_string()]);
+        c.args([
+            "-accel",
+            self.accel.name(),
+            "-m",
+            &self.memory_mb.to_string(),
+        ]);
         c.args(["-name", &format!("sluice-{name},debug-threads=on")]);
-        c.args(["-nodefaults", "-no-reboot", "-display", "none", "-vga", "none"]);
-        c.args(["-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"]);
+        c.args([
+            "-nodefaults",
+            "-no-reboot",
+            "-display",
+            "none",
+            "-vga",
+            "none",
+        ]);
+        c.args([
+            "-chardev",
+            "stdio,id=con,signal=off",
+            "-serial",
+            "chardev:con",
+        ]);
         c.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
-        c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp.display()));
+        c.arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp.display()));
         c.arg("-kernel").arg(&self.kernel);
         if let Some(cmdline) = &self.cmdline {
             c.args(["-append", cmdline]);
         }
         if let Some((file, name)) = &self.config {
-            c.arg("-fw_cfg").arg(format!("name=opt/sluice/config,file={}", file.display()));
-            c.arg("-fw_cfg").arg(format!("name=opt/sluice/config-name,string={}", name.replace(',', ",,")));
+            c.arg("-fw_cfg")
+                .arg(format!("name=opt/sluice/config,file={}", file.display()));
+            c.arg("-fw_cfg").arg(format!(
+                "name=opt/sluice/config-name,string={}",
+                name.replace(',', ",,")
+            ));
         }
         for (i, nic) in self.nics.iter().enumerate() {
-            c.arg("-netdev").arg(format!("tap,id=n{i},ifname={},script=no,downscript=no", nic.tap));
-            c.arg("-device").arg(format!("{},netdev=n{i},mac={}", self.machine.nic_device(), nic.mac));
+            c.arg("-netdev").arg(format!(
+                "tap,id=n{i},ifname={},script=no,downscript=no",
+                nic.tap
+            ));
+            c.arg("-device").arg(format!(
+                "{},netdev=n{i},mac={}",
+                self.machine.nic_device(),
+                nic.mac
+            ));
         }
         if self.paused {
             c.arg("-S");
@@ -198,7 +235,11 @@ pub struct VmError {
 
 impl fmt::Display for VmError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}\n--- sluice console ---\n{}--- end of console ---", self.what, self.console)
+        write!(
+            f,
+            "{}\n--- sluice console ---\n{}--- end of console ---",
+            self.what, self.console
+        )
     }
 }
 
@@ -239,7 +280,9 @@ impl Vm {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot start qemu-system-x86_64: {e}")))?;
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot start qemu-system-x86_64: {e}"))
+            })?;
         let console = Arc::new((Mutex::new(ConsoleBuf::default()), Condvar::new()));
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
@@ -267,7 +310,15 @@ impl Vm {
             });
         }
         let stdin = child.stdin.take();
-        Ok(Vm { child, stdin, console, qmp, dir, started, exit: None })
+        Ok(Vm {
+            child,
+            stdin,
+            console,
+            qmp,
+            dir,
+            started,
+            exit: None,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -285,7 +336,10 @@ impl Vm {
     }
 
     fn error(&self, what: impl Into<String>) -> VmError {
-        VmError { what: what.into(), console: self.console() }
+        VmError {
+            what: what.into(),
+            console: self.console(),
+        }
     }
 
     /// Sends a QMP command (after the capabilities handshake).
@@ -294,7 +348,9 @@ impl Vm {
         let mut s = loop {
             match UnixStream::connect(&self.qmp) {
                 Ok(s) => break s,
-                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 Err(e) => return Err(self.error(format!("QMP socket {}: {e}", self.qmp.display()))),
             }
         };
@@ -304,7 +360,10 @@ impl Vm {
         let mut read_reply = |r: &mut BufReader<UnixStream>| -> Result<String, VmError> {
             loop {
                 line.clear();
-                if r.read_line(&mut line).map_err(|e| self.error(format!("QMP: {e}")))? == 0 {
+                if r.read_line(&mut line)
+                    .map_err(|e| self.error(format!("QMP: {e}")))?
+                    == 0
+                {
                     return Err(self.error("QMP closed"));
                 }
                 if line.contains("\"return\"") || line.contains("\"error\"") {
@@ -313,7 +372,8 @@ impl Vm {
             }
         };
         read_reply_greeting(&mut r).map_err(|e| self.error(format!("QMP: {e}")))?;
-        writeln!(s, r#"{{"execute":"qmp_capabilities"}}"#).map_err(|e| self.error(e.to_string()))?;
+        writeln!(s, r#"{{"execute":"qmp_capabilities"}}"#)
+            .map_err(|e| self.error(e.to_string()))?;
         read_reply(&mut r)?;
         writeln!(s, r#"{{"execute":"{command}"}}"#).map_err(|e| self.error(e.to_string()))?;
         read_reply(&mut r)
@@ -326,7 +386,12 @@ impl Vm {
 
     /// Waits until the console shows `needle` at or after byte `from`;
     /// returns the line holding it. Fails if QEMU exits first.
-    pub fn wait_for_from(&mut self, from: usize, needle: &str, timeout: Duration) -> Result<String, VmError> {
+    pub fn wait_for_from(
+        &mut self,
+        from: usize,
+        needle: &str,
+        timeout: Duration,
+    ) -> Result<String, VmError> {
         let deadline = Instant::now() + timeout;
         let (m, cv) = &*self.console;
         let mut g = m.lock().unwrap();
@@ -348,7 +413,9 @@ impl Vm {
             let now = Instant::now();
             if now >= deadline {
                 drop(g);
-                return Err(self.error(format!("timed out after {timeout:?} waiting for `{needle}`")));
+                return Err(self.error(format!(
+                    "timed out after {timeout:?} waiting for `{needle}`"
+                )));
             }
             g = cv.wait_timeout(g, deadline - now).unwrap().0;
         }
@@ -366,7 +433,9 @@ impl Vm {
     /// Writes one line to the appliance's console.
     pub fn send(&mut self, line: &str) -> Result<(), VmError> {
         let r = match &mut self.stdin {
-            Some(s) => s.write_all(format!("{line}\n").as_bytes()).and_then(|_| s.flush()),
+            Some(s) => s
+                .write_all(format!("{line}\n").as_bytes())
+                .and_then(|_| s.flush()),
             None => Err(io::Error::other("console closed")),
         };
         r.map_err(|e| self.error(format!("writing `{line}` to the console: {e}")))
@@ -457,7 +526,9 @@ impl Stats {
             let kv: Vec<(&str, &str)> = words.filter_map(|w| w.split_once('=')).collect();
             match kind {
                 Some("stats") | Some("nic") => {
-                    let Some((_, port)) = kv.iter().find(|(k, _)| *k == "port") else { continue };
+                    let Some((_, port)) = kv.iter().find(|(k, _)| *k == "port") else {
+                        continue;
+                    };
                     let entry = s.ports.entry(port.to_string()).or_default();
                     for (k, v) in &kv {
                         if let Ok(v) = v.parse() {
@@ -480,6 +551,10 @@ impl Stats {
 
     /// A port's counter (0 if absent: drop counters are printed when non-zero).
     pub fn get(&self, port: &str, key: &str) -> u64 {
-        self.ports.get(port).and_then(|p| p.get(key)).copied().unwrap_or(0)
+        self.ports
+            .get(port)
+            .and_then(|p| p.get(key))
+            .copied()
+            .unwrap_or(0)
     }
 }

@@ -74,7 +74,11 @@ fn fallback() -> (u64, bool) {
     let max = core::arch::x86_64::__cpuid(0).eax;
     let hz = if max >= 0x16 {
         let mhz = core::arch::x86_64::__cpuid(0x16).eax as u64;
-        if mhz > 0 { mhz * 1_000_000 } else { FALLBACK_HZ }
+        if mhz > 0 {
+            mhz * 1_000_000
+        } else {
+            FALLBACK_HZ
+        }
     } else {
         FALLBACK_HZ
     };

@@ -77,7 +77,11 @@ fn config_source(cmdline: &str) -> ConfigSource {
 fn discover_nics() -> Vec<Port> {
     let mut nics = Vec::new();
     let scan = pci::scan();
-    println!("pci: {} config access, {} virtio-net function(s)", scan.mechanism, scan.transports.len());
+    println!(
+        "pci: {} config access, {} virtio-net function(s)",
+        scan.mechanism,
+        scan.transports.len()
+    );
     for (df, err) in &scan.errors {
         println!("pci: {df}: {err}");
     }
@@ -85,7 +89,11 @@ fn discover_nics() -> Vec<Port> {
         .transports
         .into_iter()
         .map(|(df, t)| (alloc::format!("pci {df}"), SomeTransport::from(t)))
-        .chain(mmio::scan().into_iter().map(|(slot, t)| (alloc::format!("mmio slot {slot}"), SomeTransport::from(t))));
+        .chain(
+            mmio::scan()
+                .into_iter()
+                .map(|(slot, t)| (alloc::format!("mmio slot {slot}"), SomeTransport::from(t))),
+        );
     for (what, t) in transports {
         if t.device_type() != virtio_drivers::transport::DeviceType::Network {
             continue;
@@ -93,7 +101,11 @@ fn discover_nics() -> Vec<Port> {
         match VirtioNet::new(t) {
             Ok(nic) => {
                 let (rx, tx) = nic.ring_sizes();
-                println!("nic{}: virtio-net at {what}, mac {}, rings {rx}/{tx}", nics.len(), fmt_mac(&nic.mac()));
+                println!(
+                    "nic{}: virtio-net at {what}, mac {}, rings {rx}/{tx}",
+                    nics.len(),
+                    fmt_mac(&nic.mac())
+                );
                 nics.push(nic);
             }
             Err(e) => println!("{what}: virtio-net not usable: {e}"),
@@ -110,7 +122,14 @@ fn bind_ports(config: &Config, mut nics: Vec<Port>) -> Result<Vec<Port>, (u32, S
     for (i, p) in config.ports.iter().enumerate() {
         if let Some(mac) = p.mac {
             let at = nics.iter().position(|n| n.mac() == mac).ok_or_else(|| {
-                (p.line, alloc::format!("port `{}`: no NIC has MAC {} ({found} virtio-net NIC(s) found)", p.name, fmt_mac(&mac)))
+                (
+                    p.line,
+                    alloc::format!(
+                        "port `{}`: no NIC has MAC {} ({found} virtio-net NIC(s) found)",
+                        p.name,
+                        fmt_mac(&mac)
+                    ),
+                )
             })?;
             slots[i] = Some(nics.remove(at));
         }
@@ -119,11 +138,20 @@ fn bind_ports(config: &Config, mut nics: Vec<Port>) -> Result<Vec<Port>, (u32, S
     for (i, p) in config.ports.iter().enumerate() {
         if slots[i].is_none() {
             slots[i] = Some(rest.next().ok_or_else(|| {
-                (p.line, alloc::format!("port `{}`: no NIC left for it ({found} virtio-net NIC(s) found)", p.name))
+                (
+                    p.line,
+                    alloc::format!(
+                        "port `{}`: no NIC left for it ({found} virtio-net NIC(s) found)",
+                        p.name
+                    ),
+                )
             })?);
         }
     }
-    Ok(slots.into_iter().map(|s| s.expect("every port bound above")).collect())
+    Ok(slots
+        .into_iter()
+        .map(|s| s.expect("every port bound above"))
+        .collect())
 }
 
 #[no_mangle]
@@ -150,6 +178,7 @@ extern "C" fn kmain(start_info: usize) -> ! {
         println!("cmdline: {}", boot.cmdline);
     }
 
+    let t_platform = clock::now_us();
     let source = config_source(boot.cmdline);
     let config = match config::parse(&source.text) {
         Ok(c) => c,
@@ -157,12 +186,16 @@ extern "C" fn kmain(start_info: usize) -> ! {
             for e in &errors {
                 println!("{}", e.display(&source.name));
             }
-            println!("sluice: config refused ({} error(s)); not starting", errors.len());
+            println!(
+                "sluice: config refused ({} error(s)); not starting",
+                errors.len()
+            );
             fail(Failure::Startup)
         }
     };
     println!("config: {} ({} port(s))", source.name, config.ports.len());
 
+    let t_config = clock::now_us();
     let mut nics = bind_ports(&config, discover_nics()).unwrap_or_else(|(line, msg)| {
         println!("{}:{line}:1: {msg}", source.name);
         fail(Failure::Startup)
@@ -170,19 +203,38 @@ extern "C" fn kmain(start_info: usize) -> ! {
 
     // Enough buffers to fill every ring and queue once, plus slack for the
     // host stacks.
+    let t_nics = clock::now_us();
     let buffers = nics.len() * 768 + 256;
     let mut pool = PacketPool::new(buffers);
+    let t_pool = clock::now_us();
     let macs: Vec<[u8; 6]> = nics.iter().map(|n| n.mac()).collect();
     let mut dp = Dataplane::new(&config, &macs, clock::now_us(), x86::rdtsc());
     for (p, nic) in dp.ports().iter().zip(&nics) {
-        let addr = p.address.map(|a| alloc::format!("{a}")).unwrap_or_else(|| "no address".into());
-        println!("port {}: {} mac {} mtu {}", p.name, addr, fmt_mac(&nic.mac()), p.mtu);
+        let addr = p
+            .address
+            .map(|a| alloc::format!("{a}"))
+            .unwrap_or_else(|| "no address".into());
+        println!(
+            "port {}: {} mac {} mtu {}",
+            p.name,
+            addr,
+            fmt_mac(&nic.mac()),
+            p.mtu
+        );
     }
     for nic in &mut nics {
         nic.refill(&mut pool);
     }
     dp.announce(&mut pool);
-    println!("sluice ready in {} us ({} buffers, heap used {} KiB)", clock::now_us(), buffers, heap::used() / 1024);
+    let t_ready = clock::now_us();
+    println!(
+        "sluice ready in {t_ready} us (platform {t_platform}, config {}, nics {}, pool {}, ports {}; {buffers} buffers, heap used {} KiB)",
+        t_config - t_platform,
+        t_nics - t_config,
+        t_pool - t_nics,
+        t_ready - t_pool,
+        heap::used() / 1024
+    );
 
     let mut console = console::Console::new();
     let mut next_console = 0;

@@ -15,6 +15,10 @@ pub fn two_port_lab(machine: Machine) -> Lab {
 /// Output of a command in a namespace as text, with the status.
 pub fn ns_run(port: &sluice::lab::LabPort, cmd: &[&str]) -> (bool, String) {
     let out = port.ns.output(cmd).expect("spawn command in namespace");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }

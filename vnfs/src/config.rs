@@ -162,8 +162,8 @@ fn parse_statements<'a>(text: &'a str, errors: &mut Vec<ConfigError>) -> Vec<Stm
         let mut words: Vec<Token<'a>> = Vec::new();
         let tokens = tokenize_line(line, i as u32 + 1);
         let finish = |words: &mut Vec<Token<'a>>,
-                          stack: &mut Vec<(Token<'a>, Vec<Token<'a>>, Vec<Stmt<'a>>)>,
-                          top: &mut Vec<Stmt<'a>>| {
+                      stack: &mut Vec<(Token<'a>, Vec<Token<'a>>, Vec<Stmt<'a>>)>,
+                      top: &mut Vec<Stmt<'a>>| {
             if words.is_empty() {
                 return;
             }
@@ -180,7 +180,10 @@ fn parse_statements<'a>(text: &'a str, errors: &mut Vec<ConfigError>) -> Vec<Stm
             match tok.text {
                 "{" => {
                     if words.is_empty() {
-                        errors.push(ConfigError::at(&tok, "`{` must follow a statement on the same line"));
+                        errors.push(ConfigError::at(
+                            &tok,
+                            "`{` must follow a statement on the same line",
+                        ));
                     } else {
                         stack.push((tok, core::mem::take(&mut words), Vec::new()));
                     }
@@ -210,7 +213,10 @@ fn parse_statements<'a>(text: &'a str, errors: &mut Vec<ConfigError>) -> Vec<Stm
     while let Some((open, words, children)) = stack.pop() {
         errors.push(ConfigError::at(
             &open,
-            format!("block of `{}` is never closed: add a line with `}}`", words[0].text),
+            format!(
+                "block of `{}` is never closed: add a line with `}}`",
+                words[0].text
+            ),
         ));
         top.push(Stmt {
             words,
@@ -282,7 +288,11 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
 }
 
 /// Collects `key value` pairs from the words after `skip` and from a block.
-fn key_values<'a>(stmt: &Stmt<'a>, skip: usize, errors: &mut Vec<ConfigError>) -> Vec<(Token<'a>, Option<Token<'a>>)> {
+fn key_values<'a>(
+    stmt: &Stmt<'a>,
+    skip: usize,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<(Token<'a>, Option<Token<'a>>)> {
     let mut out = Vec::new();
     let mut rest = &stmt.words[skip..];
     while let Some((k, tail)) = rest.split_first() {
@@ -293,13 +303,19 @@ fn key_values<'a>(stmt: &Stmt<'a>, skip: usize, errors: &mut Vec<ConfigError>) -
         let k = child.words[0];
         if let Some(b) = &child.block {
             let _ = b;
-            errors.push(ConfigError::at(&k, format!("`{}` does not take a block", k.text)));
+            errors.push(ConfigError::at(
+                &k,
+                format!("`{}` does not take a block", k.text),
+            ));
             continue;
         }
         if child.words.len() > 2 {
             errors.push(ConfigError::at(
                 &child.words[2],
-                format!("unexpected `{}`: `{}` takes one value", child.words[2].text, k.text),
+                format!(
+                    "unexpected `{}`: `{}` takes one value",
+                    child.words[2].text, k.text
+                ),
             ));
         }
         out.push((k, child.words.get(1).copied()));
@@ -310,7 +326,10 @@ fn key_values<'a>(stmt: &Stmt<'a>, skip: usize, errors: &mut Vec<ConfigError>) -
 fn parse_port(stmt: &Stmt<'_>, errors: &mut Vec<ConfigError>) -> Option<PortConfig> {
     let kw = stmt.words[0];
     let Some(name) = stmt.words.get(1) else {
-        errors.push(ConfigError::at(&kw, "`port` needs a name: `port NAME address A.B.C.D/LEN`"));
+        errors.push(ConfigError::at(
+            &kw,
+            "`port` needs a name: `port NAME address A.B.C.D/LEN`",
+        ));
         return None;
     };
     let before = errors.len();
@@ -333,11 +352,17 @@ fn parse_port(stmt: &Stmt<'_>, errors: &mut Vec<ConfigError>) -> Option<PortConf
     let mut seen: Vec<&str> = Vec::new();
     for (key, value) in key_values(stmt, 2, errors) {
         let Some(value) = value else {
-            errors.push(ConfigError::at(&key, format!("`{}` needs a value", key.text)));
+            errors.push(ConfigError::at(
+                &key,
+                format!("`{}` needs a value", key.text),
+            ));
             continue;
         };
         if seen.contains(&key.text) {
-            errors.push(ConfigError::at(&key, format!("`{}` is given twice for port `{}`", key.text, port.name)));
+            errors.push(ConfigError::at(
+                &key,
+                format!("`{}` is given twice for port `{}`", key.text, port.name),
+            ));
             continue;
         }
         match key.text {
@@ -388,7 +413,8 @@ fn parse_port(stmt: &Stmt<'_>, errors: &mut Vec<ConfigError>) -> Option<PortConf
 fn is_name(s: &str) -> bool {
     (1..=15).contains(&s.len())
         && s.as_bytes()[0].is_ascii_alphabetic()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff` (or with `-`).
@@ -411,7 +437,11 @@ pub fn fmt_mac(m: &[u8; 6]) -> impl fmt::Display + '_ {
     impl fmt::Display for M<'_> {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             let m = self.0;
-            write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+            write!(
+                f,
+                "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                m[0], m[1], m[2], m[3], m[4], m[5]
+            )
         }
     }
     M(m)
@@ -482,15 +512,23 @@ mod tests {
     #[test]
     fn unclosed_block_and_missing_values() {
         let e = errs("port lan {\n  address\n");
-        assert!(e[0].starts_with("t.conf:1:10: block of `port` is never closed"), "{e:?}");
-        assert!(e[1].starts_with("t.conf:2:3: `address` needs a value"), "{e:?}");
+        assert!(
+            e[0].starts_with("t.conf:1:10: block of `port` is never closed"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with("t.conf:2:3: `address` needs a value"),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn network_broadcast_multicast_refused() {
         assert!(errs("port a address 10.0.0.0/24")[0].contains("network or broadcast"));
         assert!(errs("port a address 10.0.0.255/24")[0].contains("network or broadcast"));
-        assert!(errs("port a address 10.0.0.1/24 mac 01:00:5e:00:00:01")[0].contains("multicast MAC"));
+        assert!(
+            errs("port a address 10.0.0.1/24 mac 01:00:5e:00:00:01")[0].contains("multicast MAC")
+        );
         assert!(parse("port a address 10.0.0.7/32").is_ok());
     }
 

@@ -247,13 +247,28 @@ mod tests {
 
     #[test]
     fn classification_of_real_frames() {
-        assert_eq!(classify(MAC, net(), &arp_request(PEER_MAC, PEER_IP, ME)), Verdict::Local);
-        assert_eq!(classify(MAC, net(), &echo_request(MAC, PEER_IP, ME, 1, b"x")), Verdict::Local);
+        assert_eq!(
+            classify(MAC, net(), &arp_request(PEER_MAC, PEER_IP, ME)),
+            Verdict::Local
+        );
+        assert_eq!(
+            classify(MAC, net(), &echo_request(MAC, PEER_IP, ME, 1, b"x")),
+            Verdict::Local
+        );
         let other = echo_request(MAC, PEER_IP, Ipv4Addr::new(192, 0, 2, 1), 1, b"x");
-        assert_eq!(classify(MAC, net(), &other), Verdict::Drop(DropReason::NoRoute));
+        assert_eq!(
+            classify(MAC, net(), &other),
+            Verdict::Drop(DropReason::NoRoute)
+        );
         let not_mine = echo_request([2, 0, 0, 0, 0, 5], PEER_IP, ME, 1, b"x");
-        assert_eq!(classify(MAC, net(), &not_mine), Verdict::Drop(DropReason::NotOurMac));
-        assert_eq!(classify(MAC, net(), &[0; 13]), Verdict::Drop(DropReason::EthTruncated));
+        assert_eq!(
+            classify(MAC, net(), &not_mine),
+            Verdict::Drop(DropReason::NotOurMac)
+        );
+        assert_eq!(
+            classify(MAC, net(), &[0; 13]),
+            Verdict::Drop(DropReason::EthTruncated)
+        );
     }
 
     #[test]
@@ -264,19 +279,47 @@ mod tests {
             f(&mut v);
             classify(MAC, net(), &v)
         };
-        assert_eq!(with(&|v| v.truncate(14 + 19)), Verdict::Drop(DropReason::Ipv4Truncated));
-        assert_eq!(with(&|v| v.truncate(v.len() - 1)), Verdict::Drop(DropReason::Ipv4Truncated));
-        assert_eq!(with(&|v| v[14] = 0x65), Verdict::Drop(DropReason::Ipv4BadVersion));
-        assert_eq!(with(&|v| v[14] = 0x44), Verdict::Drop(DropReason::Ipv4BadHeaderLen));
-        assert_eq!(with(&|v| v[24] ^= 0xff), Verdict::Drop(DropReason::Ipv4BadChecksum));
-        assert_eq!(with(&|v| { v[12] = 0x88; v[13] = 0xb5 }), Verdict::Drop(DropReason::UnknownEthertype));
-        assert_eq!(with(&|v| { v[12] = 0x86; v[13] = 0xdd }), Verdict::Drop(DropReason::Ipv6Unsupported));
+        assert_eq!(
+            with(&|v| v.truncate(14 + 19)),
+            Verdict::Drop(DropReason::Ipv4Truncated)
+        );
+        assert_eq!(
+            with(&|v| v.truncate(v.len() - 1)),
+            Verdict::Drop(DropReason::Ipv4Truncated)
+        );
+        assert_eq!(
+            with(&|v| v[14] = 0x65),
+            Verdict::Drop(DropReason::Ipv4BadVersion)
+        );
+        assert_eq!(
+            with(&|v| v[14] = 0x44),
+            Verdict::Drop(DropReason::Ipv4BadHeaderLen)
+        );
+        assert_eq!(
+            with(&|v| v[24] ^= 0xff),
+            Verdict::Drop(DropReason::Ipv4BadChecksum)
+        );
+        assert_eq!(
+            with(&|v| {
+                v[12] = 0x88;
+                v[13] = 0xb5
+            }),
+            Verdict::Drop(DropReason::UnknownEthertype)
+        );
+        assert_eq!(
+            with(&|v| {
+                v[12] = 0x86;
+                v[13] = 0xdd
+            }),
+            Verdict::Drop(DropReason::Ipv6Unsupported)
+        );
         // Ethernet padding after the IPv4 total length is fine.
         assert_eq!(with(&|v| v.extend_from_slice(&[0; 10])), Verdict::Local);
     }
 
     fn dataplane() -> Dataplane {
-        let cfg = config::parse("port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24").unwrap();
+        let cfg =
+            config::parse("port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24").unwrap();
         Dataplane::new(&cfg, &[MAC, [0x52, 0x54, 0, 0, 0, 2]], 0, 7)
     }
 

@@ -282,7 +282,12 @@ mod tests {
         assert_eq!(frame.dst_addr(), EthernetAddress(PEER_MAC));
         let arp = ArpRepr::parse(&ArpPacket::new_checked(frame.payload()).unwrap()).unwrap();
         match arp {
-            ArpRepr::EthernetIpv4 { operation, source_hardware_addr, source_protocol_addr, .. } => {
+            ArpRepr::EthernetIpv4 {
+                operation,
+                source_hardware_addr,
+                source_protocol_addr,
+                ..
+            } => {
                 assert_eq!(operation, ArpOperation::Reply);
                 assert_eq!(source_hardware_addr, EthernetAddress(MAC));
                 assert_eq!(source_protocol_addr, Ipv4Addr::new(10, 0, 0, 1));
@@ -303,7 +308,13 @@ mod tests {
         p.fill(&arp_request(PEER_MAC, PEER_IP, Ipv4Addr::new(10, 0, 0, 1)));
         hs.enqueue(p).unwrap();
         let mut p = pool.alloc().unwrap();
-        p.fill(&echo_request(MAC, PEER_IP, Ipv4Addr::new(10, 0, 0, 1), 7, b"hello"));
+        p.fill(&echo_request(
+            MAC,
+            PEER_IP,
+            Ipv4Addr::new(10, 0, 0, 1),
+            7,
+            b"hello",
+        ));
         hs.enqueue(p).unwrap();
         hs.poll(2, &mut pool, &mut tx);
         assert_eq!(tx.len(), 2);

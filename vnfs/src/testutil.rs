@@ -33,7 +33,13 @@ pub fn arp_request(src_mac: [u8; 6], src_ip: Ipv4Addr, target: Ipv4Addr) -> Vec<
     buf
 }
 
-pub fn echo_request(dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, ident: u16, data: &[u8]) -> Vec<u8> {
+pub fn echo_request(
+    dst_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ident: u16,
+    data: &[u8],
+) -> Vec<u8> {
     let icmp = Icmpv4Repr::EchoRequest {
         ident,
         seq_no: 1,

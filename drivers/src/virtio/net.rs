@@ -35,11 +35,21 @@ pub enum VirtioNetError {
 impl fmt::Display for VirtioNetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::NotANetworkDevice(t) => write!(f, "virtio device is a {t:?}, not a network device"),
-            Self::NoMac => f.write_str("virtio-net device offers no MAC address (VIRTIO_NET_F_MAC)"),
-            Self::QueueUnavailable { queue } => write!(f, "virtqueue {queue} is already in use or absent"),
-            Self::QueueTooSmall { queue, size } => write!(f, "virtqueue {queue} has only {size} entries"),
-            Self::FeaturesRejected => f.write_str("device refused the negotiated features (FEATURES_OK not set)"),
+            Self::NotANetworkDevice(t) => {
+                write!(f, "virtio device is a {t:?}, not a network device")
+            }
+            Self::NoMac => {
+                f.write_str("virtio-net device offers no MAC address (VIRTIO_NET_F_MAC)")
+            }
+            Self::QueueUnavailable { queue } => {
+                write!(f, "virtqueue {queue} is already in use or absent")
+            }
+            Self::QueueTooSmall { queue, size } => {
+                write!(f, "virtqueue {queue} has only {size} entries")
+            }
+            Self::FeaturesRejected => {
+                f.write_str("device refused the negotiated features (FEATURES_OK not set)")
+            }
         }
     }
 }
@@ -71,7 +81,9 @@ impl<H: Hal, T: Transport> VirtioNet<H, T> {
             return Err(VirtioNetError::NoMac);
         }
         transport.write_driver_features(features);
-        transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK);
+        transport.set_status(
+            DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK,
+        );
         if !transport.get_status().contains(DeviceStatus::FEATURES_OK) {
             transport.set_status(DeviceStatus::FAILED);
             return Err(VirtioNetError::FeaturesRejected);
@@ -82,7 +94,9 @@ impl<H: Hal, T: Transport> VirtioNet<H, T> {
 
         let mut mac = [0u8; 6];
         for (i, b) in mac.iter_mut().enumerate() {
-            *b = transport.read_config_space::<u8>(i).map_err(|_| VirtioNetError::NoMac)?;
+            *b = transport
+                .read_config_space::<u8>(i)
+                .map_err(|_| VirtioNetError::NoMac)?;
         }
         let rx = Self::setup_queue(&mut transport, RX_QUEUE, event_idx)?;
         let tx = Self::setup_queue(&mut transport, TX_QUEUE, event_idx)?;
@@ -97,7 +111,11 @@ impl<H: Hal, T: Transport> VirtioNet<H, T> {
         })
     }
 
-    fn setup_queue(transport: &mut T, queue: u16, event_idx: bool) -> Result<VirtQueue<H>, VirtioNetError> {
+    fn setup_queue(
+        transport: &mut T,
+        queue: u16,
+        event_idx: bool,
+    ) -> Result<VirtQueue<H>, VirtioNetError> {
         if transport.queue_used(queue) {
             return Err(VirtioNetError::QueueUnavailable { queue });
         }
@@ -115,7 +133,10 @@ impl<H: Hal, T: Transport> VirtioNet<H, T> {
 
     /// Whether the link is up (always true without VIRTIO_NET_F_STATUS).
     pub fn link_up(&self) -> bool {
-        self.transport.read_config_space::<u16>(6).map(|s| s & 1 == 1).unwrap_or(true)
+        self.transport
+            .read_config_space::<u16>(6)
+            .map(|s| s & 1 == 1)
+            .unwrap_or(true)
     }
 
     /// Size of the receive and transmit rings.
@@ -147,7 +168,9 @@ impl<H: Hal, T: Transport> Nic for VirtioNet<H, T> {
     fn rx_burst(&mut self, batch: &mut Batch, pool: &mut PacketPool) -> usize {
         let before = batch.len();
         while !batch.is_full() {
-            let Some((mut pkt, len)) = self.rx.pop_used() else { break };
+            let Some((mut pkt, len)) = self.rx.pop_used() else {
+                break;
+            };
             let len = len as usize;
             if len < self.hdr_len || !pkt.set_window(HEADROOM, len - self.hdr_len) {
                 self.stats.rx_bad_len += 1;
@@ -173,7 +196,9 @@ impl<H: Hal, T: Transport> Nic for VirtioNet<H, T> {
     fn tx_burst(&mut self, queue: &mut TxQueue, pool: &mut PacketPool) -> (usize, usize) {
         let (mut pkts, mut bytes) = (0, 0);
         while self.tx.free_count() > 0 {
-            let Some(mut pkt) = queue.pop_front() else { break };
+            let Some(mut pkt) = queue.pop_front() else {
+                break;
+            };
             let head = pkt.head();
             if head < self.hdr_len {
                 // Stages keep the NIC's headroom; a packet without it is a bug
@@ -184,7 +209,10 @@ impl<H: Hal, T: Transport> Nic for VirtioNet<H, T> {
             }
             let len = pkt.len();
             pkt.headroom_mut()[head - self.hdr_len..].fill(0);
-            if let Err(pkt) = self.tx.add(pkt, head - self.hdr_len, len + self.hdr_len, false) {
+            if let Err(pkt) = self
+                .tx
+                .add(pkt, head - self.hdr_len, len + self.hdr_len, false)
+            {
                 let _ = queue.push_front(pkt);
                 break;
             }

@@ -140,7 +140,13 @@ impl<H: Hal> VirtQueue<H> {
     /// Adds one buffer region of `pkt` (`offset..offset+len` of its buffer).
     /// The device writes it if `device_writes`. Not visible to the device
     /// until [`publish`](Self::publish).
-    pub fn add(&mut self, pkt: Packet, offset: usize, len: usize, device_writes: bool) -> Result<(), Packet> {
+    pub fn add(
+        &mut self,
+        pkt: Packet,
+        offset: usize,
+        len: usize,
+        device_writes: bool,
+    ) -> Result<(), Packet> {
         let Some(id) = self.free.pop() else {
             return Err(pkt);
         };

@@ -1,0 +1,56 @@
+# sluice: the front door.
+#   make image      build the bootable PVH ELF (target/images/sluice.elf)
+#   make run        boot a demo appliance on taps in namespaces sluice-lan/-wan
+#   make test       unit tests on the host + qemu-tests on the real image
+#   make bench      measurements side by side with a baseline (never in test)
+
+CARGO   ?= cargo
+KERNEL  := target/x86_64-unknown-none/release/sluice-kernel
+IMAGE   := target/images/sluice.elf
+SLUICE  := target/release/sluice
+# Passed to `sluice run`, e.g. make run ARGS="--machine q35-qboot"
+ARGS    ?=
+
+.PHONY: all setup image host run test unit-test qemu-test bench fmt lint clean
+
+all: image host
+
+setup:
+	@./scripts/setup.sh
+
+image: setup
+	$(CARGO) build --release -p sluice-kernel --target x86_64-unknown-none
+	@mkdir -p target/images
+	@cp $(KERNEL) target/images/sluice.debug.elf
+	@strip --strip-debug -o $(IMAGE) $(KERNEL)
+	@echo "image: $(IMAGE) $$(stat -c %s $(IMAGE)) bytes (unstripped: target/images/sluice.debug.elf)"
+
+host: setup
+	$(CARGO) build --release -p sluice
+
+run: image host
+	$(SLUICE) run $(ARGS)
+
+unit-test: setup
+	$(CARGO) test -p sluice-vnfs -p sluice-drivers -p sluice
+
+qemu-test: image
+	$(CARGO) test -p sluice-qemu-tests
+
+# Unit tests first (fast), then the qemu-tests on the freshly built image.
+test: image
+	$(CARGO) test
+
+bench: image host
+	$(CARGO) run --release -p sluice-qemu-tests --bin sluice-bench
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy -- -D warnings
+	$(CARGO) clippy -p sluice-kernel --target x86_64-unknown-none -- -D warnings
+
+clean:
+	$(CARGO) clean

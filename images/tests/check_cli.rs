@@ -1,0 +1,72 @@
+//! `sluice check` as a user runs it.
+
+use std::process::Command;
+
+fn check(text: &str) -> (bool, String, String) {
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-check-{}-{}",
+        std::process::id(),
+        text.len()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("appliance.conf");
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("check")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .replace(&file.display().to_string(), "FILE"),
+    )
+}
+
+#[test]
+fn good_config_passes() {
+    let (ok, stdout, _) = check("port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\n");
+    assert!(ok);
+    assert!(stdout.contains("ok (2 port(s))"), "{stdout}");
+}
+
+#[test]
+fn every_error_is_printed_as_file_line_column() {
+    let (ok, _, stderr) =
+        check("port lan address 10.0.0.1/33\n\nport wan {\n  mtu 20\n  colour red\n}\n");
+    assert!(!ok);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "FILE:1:18: bad address `10.0.0.1/33`: expected A.B.C.D/LEN such as 10.0.0.1/24",
+            "FILE:4:7: bad MTU `20`: expected a number from 68 to 1500",
+            "FILE:5:3: unknown port setting `colour`: expected `address`, `mac` or `mtu`",
+        ]
+    );
+}
+
+#[test]
+fn shipped_example_configs_pass() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("check")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        n += 1;
+    }
+    assert!(n >= 1);
+}

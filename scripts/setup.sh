@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what building and testing sluice needs, and only what is missing.
+# Safe to run again and again; `make run`, `make test` and `.ci/run` call it.
+set -euo pipefail
+
+need_apt=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have qemu-system-x86_64 || need_apt+=(qemu-system-x86)
+have ip || need_apt+=(iproute2)
+have ping || need_apt+=(iputils-ping)
+have arping || need_apt+=(arping)
+have python3 || need_apt+=(python3)
+have curl || need_apt+=(curl)
+have tracepath || need_apt+=(iputils-tracepath)
+have iperf3 || need_apt+=(iperf3)
+[ -f /usr/share/qemu/qboot.rom ] || need_apt+=(qemu-system-x86)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "setup: installing ${need_apt[*]}" >&2
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get install -y --no-install-recommends "${need_apt[@]}" >/dev/null 2>&1 || {
+        $SUDO apt-get update >/dev/null
+        $SUDO apt-get install -y --no-install-recommends "${need_apt[@]}" >/dev/null
+    }
+fi
+
+if have rustup; then
+    # rust-toolchain.toml names the target; install it even where rustup's
+    # auto-install is switched off (RUSTUP_AUTO_INSTALL=0).
+    rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-none \
+        || rustup target add x86_64-unknown-none >&2
+    rustup component list --installed 2>/dev/null | grep -q '^rustfmt' \
+        || rustup component add rustfmt >&2
+else
+    echo "setup: rustup not found: install Rust from https://rustup.rs first" >&2
+    exit 1
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: note: the qemu-tests and 'make run' create taps and namespaces and need root" >&2
+fi
