@@ -22,10 +22,10 @@ pub fn poll_once<N: Nic>(
         let n = nic.rx_burst(&mut batch, pool);
         if n > 0 {
             received += n;
-            dp.receive(i as u8, &mut batch, pool);
+            dp.receive(i as u8, &mut batch, pool, now);
         }
     }
-    dp.poll_host(now, pool);
+    dp.poll(now, pool);
     for (i, nic) in nics.iter_mut().enumerate() {
         let port = dp.port_mut(i as u8);
         if !port.tx.is_empty() {

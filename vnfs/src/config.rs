@@ -61,10 +61,68 @@ impl PortConfig {
     }
 }
 
+/// Where a static route sends packets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteConfig {
+    pub prefix: Ipv4Net,
+    /// Index of the egress port.
+    pub port: usize,
+    /// The next hop; `None` for a route straight onto the port's link.
+    pub via: Option<Ipv4Addr>,
+    pub line: u32,
+}
+
+/// Router settings (`router ...`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouterConfig {
+    /// ICMP errors per second (token bucket rate).
+    pub icmp_rate: u32,
+    /// ICMP error burst (token bucket depth).
+    pub icmp_burst: u32,
+    /// Seconds a resolved neighbour stays valid.
+    pub arp_timeout: u32,
+    /// Neighbour cache entries.
+    pub neighbors: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            icmp_rate: 100,
+            icmp_burst: 20,
+            arp_timeout: 300,
+            neighbors: 1024,
+        }
+    }
+}
+
+/// The stages a pipeline can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StageKind {
+    Router,
+}
+
+impl StageKind {
+    pub const ALL: &'static [(&'static str, StageKind)] = &[("router", StageKind::Router)];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
+    }
+}
+
 /// A validated configuration.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     pub ports: Vec<PortConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub router: RouterConfig,
+    /// Stages per input port, by port index. A port without a `pipeline`
+    /// statement runs `router`.
+    pub pipelines: Vec<Vec<StageKind>>,
 }
 
 impl Config {
@@ -232,9 +290,11 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let stmts = parse_statements(text, &mut errors);
     let mut config = Config::default();
+    let mut later: Vec<&Stmt<'_>> = Vec::new();
     for stmt in &stmts {
         let kw = stmt.words[0];
         match kw.text {
+            "route" | "pipeline" | "router" => later.push(stmt),
             "port" => {
                 if let Some(port) = parse_port(stmt, &mut errors) {
                     if config.ports.iter().any(|p| p.name == port.name) {
@@ -260,8 +320,42 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
             }
             other => errors.push(ConfigError::at(
                 &kw,
-                format!("unknown statement `{other}`: expected `port`"),
+                format!(
+                    "unknown statement `{other}`: expected `port`, `route`, `router` or `pipeline`"
+                ),
             )),
+        }
+    }
+    // Routes and pipelines name ports, so they are read once all ports are known.
+    config.pipelines = config
+        .ports
+        .iter()
+        .map(|_| alloc::vec![StageKind::Router])
+        .collect();
+    let mut pipeline_lines: Vec<Option<u32>> = config.ports.iter().map(|_| None).collect();
+    let mut router_seen = false;
+    for stmt in later {
+        match stmt.words[0].text {
+            "route" => {
+                if let Some(r) = parse_route(stmt, &config, &mut errors) {
+                    if let Some(other) = config.routes.iter().find(|o| o.prefix == r.prefix) {
+                        errors.push(ConfigError::at(
+                            &stmt.words[1],
+                            format!("route {} is already given on line {}", r.prefix, other.line),
+                        ));
+                    } else {
+                        config.routes.push(r);
+                    }
+                }
+            }
+            "pipeline" => parse_pipeline(stmt, &mut config, &mut pipeline_lines, &mut errors),
+            _ => {
+                if router_seen {
+                    errors.push(ConfigError::at(&stmt.words[0], "`router` is given twice"));
+                }
+                router_seen = true;
+                parse_router(stmt, &mut config.router, &mut errors);
+            }
         }
     }
     if config.ports.len() > MAX_PORTS {
@@ -410,6 +504,195 @@ fn parse_port(stmt: &Stmt<'_>, errors: &mut Vec<ConfigError>) -> Option<PortConf
     (errors.len() == before).then_some(port)
 }
 
+/// `route PREFIX via ADDRESS` or `route PREFIX port NAME`.
+fn parse_route(
+    stmt: &Stmt<'_>,
+    config: &Config,
+    errors: &mut Vec<ConfigError>,
+) -> Option<RouteConfig> {
+    let kw = stmt.words[0];
+    const FORM: &str = "expected `route PREFIX via ADDRESS` or `route PREFIX port NAME`";
+    let (Some(prefix), Some(kind), Some(target)) =
+        (stmt.words.get(1), stmt.words.get(2), stmt.words.get(3))
+    else {
+        errors.push(ConfigError::at(&kw, format!("incomplete route: {FORM}")));
+        return None;
+    };
+    if let Some(extra) = stmt.words.get(4) {
+        errors.push(ConfigError::at(
+            extra,
+            format!("unexpected `{}`: {FORM}", extra.text),
+        ));
+        return None;
+    }
+    let Ok(net) = prefix.text.parse::<Ipv4Net>() else {
+        errors.push(ConfigError::at(
+            prefix,
+            format!(
+                "bad prefix `{}`: expected A.B.C.D/LEN such as 0.0.0.0/0",
+                prefix.text
+            ),
+        ));
+        return None;
+    };
+    if net != net.trunc() {
+        errors.push(ConfigError::at(
+            prefix,
+            format!(
+                "`{}` has host bits set: did you mean {}?",
+                prefix.text,
+                net.trunc()
+            ),
+        ));
+        return None;
+    }
+    match kind.text {
+        "via" => {
+            let Ok(gw) = target.text.parse::<Ipv4Addr>() else {
+                errors.push(ConfigError::at(
+                    target,
+                    format!("bad next hop `{}`: expected an IPv4 address", target.text),
+                ));
+                return None;
+            };
+            let on_link = config
+                .ports
+                .iter()
+                .position(|p| p.address.is_some_and(|a| a.contains(&gw) && a.addr() != gw));
+            match on_link {
+                Some(port) => Some(RouteConfig {
+                    prefix: net,
+                    port,
+                    via: Some(gw),
+                    line: kw.line,
+                }),
+                None => {
+                    errors.push(ConfigError::at(
+                        target,
+                        format!("next hop {gw} is not on the subnet of any port: give a port an address on its link"),
+                    ));
+                    None
+                }
+            }
+        }
+        "port" => match config.port_by_name(target.text) {
+            Some(port) => Some(RouteConfig {
+                prefix: net,
+                port,
+                via: None,
+                line: kw.line,
+            }),
+            None => {
+                errors.push(ConfigError::at(
+                    target,
+                    format!("no port named `{}`", target.text),
+                ));
+                None
+            }
+        },
+        other => {
+            errors.push(ConfigError::at(
+                kind,
+                format!("unexpected `{other}`: {FORM}"),
+            ));
+            None
+        }
+    }
+}
+
+/// `pipeline PORT STAGE...`
+fn parse_pipeline(
+    stmt: &Stmt<'_>,
+    config: &mut Config,
+    seen: &mut [Option<u32>],
+    errors: &mut Vec<ConfigError>,
+) {
+    let kw = stmt.words[0];
+    let Some(port) = stmt.words.get(1) else {
+        errors.push(ConfigError::at(
+            &kw,
+            "`pipeline` needs a port and stages: `pipeline PORT router`",
+        ));
+        return;
+    };
+    let name = port.text.trim_end_matches(':');
+    let Some(i) = config.port_by_name(name) else {
+        errors.push(ConfigError::at(port, format!("no port named `{name}`")));
+        return;
+    };
+    if let Some(line) = seen[i] {
+        errors.push(ConfigError::at(
+            port,
+            format!("port `{name}` already has a pipeline (line {line})"),
+        ));
+        return;
+    }
+    seen[i] = Some(kw.line);
+    let mut stages = Vec::new();
+    for w in &stmt.words[2..] {
+        match StageKind::ALL.iter().find(|(n, _)| *n == w.text) {
+            Some((_, k)) if stages.contains(k) => errors.push(ConfigError::at(
+                w,
+                format!("stage `{}` appears twice in this pipeline", w.text),
+            )),
+            Some((_, k)) => stages.push(*k),
+            None => {
+                let known: Vec<&str> = StageKind::ALL.iter().map(|(n, _)| *n).collect();
+                errors.push(ConfigError::at(
+                    w,
+                    format!(
+                        "unknown stage `{}`: expected one of {}",
+                        w.text,
+                        known.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+    config.pipelines[i] = stages;
+}
+
+/// `router icmp-rate N icmp-burst N arp-timeout SECONDS neighbors N`
+fn parse_router(stmt: &Stmt<'_>, r: &mut RouterConfig, errors: &mut Vec<ConfigError>) {
+    for (key, value) in key_values(stmt, 1, errors) {
+        let Some(value) = value else {
+            errors.push(ConfigError::at(
+                &key,
+                format!("`{}` needs a value", key.text),
+            ));
+            continue;
+        };
+        let (min, max): (u64, u64) = match key.text {
+            "icmp-rate" => (0, 1_000_000),
+            "icmp-burst" => (1, 1_000_000),
+            "arp-timeout" => (1, 86_400),
+            "neighbors" => (16, 1 << 20),
+            other => {
+                errors.push(ConfigError::at(
+                    &key,
+                    format!("unknown router setting `{other}`: expected `icmp-rate`, `icmp-burst`, `arp-timeout` or `neighbors`"),
+                ));
+                continue;
+            }
+        };
+        match value.text.parse::<u64>() {
+            Ok(v) if (min..=max).contains(&v) => match key.text {
+                "icmp-rate" => r.icmp_rate = v as u32,
+                "icmp-burst" => r.icmp_burst = v as u32,
+                "arp-timeout" => r.arp_timeout = v as u32,
+                _ => r.neighbors = v as usize,
+            },
+            _ => errors.push(ConfigError::at(
+                &value,
+                format!(
+                    "bad {} `{}`: expected a number from {min} to {max}",
+                    key.text, value.text
+                ),
+            )),
+        }
+    }
+}
+
 fn is_name(s: &str) -> bool {
     (1..=15).contains(&s.len())
         && s.as_bytes()[0].is_ascii_alphabetic()
@@ -543,6 +826,61 @@ mod tests {
     }
 
     #[test]
+    fn routes_router_and_pipelines() {
+        let c = parse(
+            "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\n\
+             route 0.0.0.0/0 via 10.1.0.254\nroute 192.168.0.0/16 port lan\n\
+             router icmp-rate 5 neighbors 64\npipeline wan: router\npipeline lan\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.routes[0],
+            RouteConfig {
+                prefix: "0.0.0.0/0".parse().unwrap(),
+                port: 1,
+                via: Some(Ipv4Addr::new(10, 1, 0, 254)),
+                line: 3
+            }
+        );
+        assert_eq!(c.routes[1].port, 0);
+        assert_eq!(c.routes[1].via, None);
+        assert_eq!(c.router.icmp_rate, 5);
+        assert_eq!(c.router.neighbors, 64);
+        assert_eq!(c.router.icmp_burst, RouterConfig::default().icmp_burst);
+        assert_eq!(c.pipelines, [std::vec![], std::vec![StageKind::Router]]);
+        // Without pipeline statements every port routes.
+        let c = parse("port a address 10.0.0.1/24").unwrap();
+        assert_eq!(c.pipelines, [std::vec![StageKind::Router]]);
+    }
+
+    #[test]
+    fn route_errors() {
+        let base = "port lan address 10.0.0.1/24\n";
+        let e = errs(&std::format!("{base}route 10.9.0.0/16 via 10.9.0.1\n"));
+        assert_eq!(e, ["t.conf:2:23: next hop 10.9.0.1 is not on the subnet of any port: give a port an address on its link"]);
+        let e = errs(&std::format!("{base}route 10.9.0.1/16 via 10.0.0.9\n"));
+        assert!(
+            e[0].contains("has host bits set: did you mean 10.9.0.0/16?"),
+            "{e:?}"
+        );
+        let e = errs(&std::format!(
+            "{base}route 10.9.0.0/16 port wan\nroute 10.8.0.0/16\n"
+        ));
+        assert!(e[0].contains("no port named `wan`"), "{e:?}");
+        assert!(e[1].starts_with("t.conf:3:1: incomplete route"), "{e:?}");
+        let e = errs(&std::format!(
+            "{base}route 0.0.0.0/0 via 10.0.0.9\nroute 0.0.0.0/0 via 10.0.0.8\n"
+        ));
+        assert!(e[0].contains("already given on line 2"), "{e:?}");
+        let e = errs(&std::format!(
+            "{base}pipeline lan nat\npipeline wan router\nrouter icmp-rate lots\n"
+        ));
+        assert!(e[0].contains("unknown stage `nat`"), "{e:?}");
+        assert!(e[1].contains("no port named `wan`"), "{e:?}");
+        assert!(e[2].contains("bad icmp-rate `lots`"), "{e:?}");
+    }
+
+    #[test]
     fn mac_parse_and_format() {
         let m = parse_mac("52:54:00:AB:cd:0f").unwrap();
         assert_eq!(fmt_mac(&m).to_string(), "52:54:00:ab:cd:0f");
@@ -559,7 +897,7 @@ mod tests {
 
         #[test]
         fn arbitrary_config_like_text_never_panics(lines in proptest::collection::vec(
-            "(port|mtu|mac|address|\\{|\\}|;|#|lan|10\\.0\\.0\\.1/24|1500| |\t){0,8}", 0..10)) {
+            "(port|route|via|router|pipeline|icmp-rate|mtu|mac|address|\\{|\\}|;|#|lan|10\\.0\\.0\\.1/24|0\\.0\\.0\\.0/0|1500| |\t){0,8}", 0..10)) {
             let _ = parse(&lines.join("\n"));
         }
     }

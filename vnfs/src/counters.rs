@@ -46,6 +46,14 @@ drop_reasons! {
     Ipv4BadHeaderLen => "ipv4_bad_header_len", "IHL below 5 or total length below IHL";
     Ipv4BadChecksum => "ipv4_bad_checksum", "IPv4 header checksum does not verify";
     NoRoute => "no_route", "IPv4 packet not for the appliance and no route for it";
+    TtlExpired => "ttl_expired", "TTL reached zero in transit (ICMP time exceeded sent)";
+    MartianSource => "martian_source", "source address that cannot be a host: 0/8, loopback, multicast, broadcast, 240/4";
+    MartianDestination => "martian_destination", "destination that is never routed: 0/8, loopback, multicast, broadcast, 240/4";
+    FragNeeded => "frag_needed", "larger than the egress MTU with DF set (ICMP fragmentation needed sent)";
+    FragNoBuffer => "frag_no_buffer", "no free buffer for a fragment";
+    NeighborQueueFull => "neighbor_queue_full", "too many packets already wait for this next hop's ARP reply";
+    NeighborUnreachable => "neighbor_unreachable", "the next hop did not answer ARP";
+    NeighborTableFull => "neighbor_table_full", "no room in the neighbour cache for another next hop";
     HostStackBacklog => "host_stack_backlog", "packets for the appliance itself arrived faster than its host stack drains them";
     TxRingFull => "tx_ring_full", "the egress NIC's transmit ring was full";
 }

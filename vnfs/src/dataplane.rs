@@ -1,11 +1,13 @@
-//! The dataplane: ports, their counters and host stacks, and the ingress
-//! classification every received packet goes through.
+//! The dataplane: ports, their counters and host stacks, the ingress check
+//! every received packet goes through, and the pipelines of stages.
 //!
-//! For each packet the verdict is one of: hand to the appliance's own host
-//! stack (ARP, and IPv4 addressed to the port), or drop with a named reason.
-//! Forwarding verdicts arrive with the router stage; until then an IPv4 packet
-//! for any other address is dropped as `no_route`.
+//! Ingress decides, per packet: drop it (malformed, not for us: a named
+//! reason), hand it to the appliance's own host stack (ARP, and IPv4 to one
+//! of the appliance's addresses), or pass it to the input port's pipeline.
+//! ARP is shown to every stage on its way to the host stack (the router
+//! learns neighbours from it).
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -13,20 +15,24 @@ use core::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use smoltcp::wire::{
-    ArpHardware, ArpPacket, EthernetAddress, EthernetFrame, EthernetProtocol, Ipv4Packet,
+    ArpHardware, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, Ipv4Packet,
 };
 
-use crate::config::Config;
+use crate::config::{Config, StageKind};
 use crate::counters::{DropReason, PortCounters};
 use crate::hoststack::{HostStack, TxQueue};
 use crate::packet::{Batch, PacketPool, PortId};
+use crate::router::Router;
+use crate::stage::{Stage, StageContext, StageCounters};
 use crate::Micros;
 
-/// What happens to one packet.
+/// What ingress decided for one packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// For the appliance itself.
     Local,
+    /// For the input port's pipeline.
+    Pipeline,
     Drop(DropReason),
 }
 
@@ -47,13 +53,26 @@ const HOST_POLL_INTERVAL: Micros = 100_000;
 
 pub struct Dataplane {
     ports: Vec<Port>,
+    stages: Vec<Box<dyn Stage>>,
+    stage_counters: Vec<StageCounters>,
+    /// Per input port: indices into `stages`, in order.
+    pipelines: Vec<Vec<usize>>,
+    /// Every address of the appliance.
+    local: Vec<Ipv4Addr>,
     last_host_poll: Micros,
 }
 
 impl Dataplane {
-    /// Builds the ports of `config`; `macs[i]` is the MAC of port `i`'s NIC
-    /// (or the configured MAC).
+    /// Builds ports and stages from `config`; `macs[i]` is port `i`'s MAC.
     pub fn new(config: &Config, macs: &[[u8; 6]], now: Micros, seed: u64) -> Self {
+        let local: Vec<Ipv4Addr> = config.ports.iter().filter_map(|p| p.ip()).collect();
+        let default_gw = |port: usize| {
+            config
+                .routes
+                .iter()
+                .find(|r| r.prefix.prefix_len() == 0 && r.port == port)
+                .and_then(|r| r.via)
+        };
         let ports = config
             .ports
             .iter()
@@ -65,12 +84,44 @@ impl Dataplane {
                 address: pc.address,
                 mtu: pc.mtu,
                 counters: PortCounters::default(),
-                host: HostStack::new(*mac, pc.address, pc.mtu, now, seed ^ i as u64),
+                host: HostStack::new(
+                    *mac,
+                    pc.address,
+                    &local,
+                    default_gw(i),
+                    pc.mtu,
+                    now,
+                    seed ^ i as u64,
+                ),
                 tx: TxQueue::new(),
             })
             .collect();
+        let mut stages: Vec<Box<dyn Stage>> = Vec::new();
+        let mut kinds: Vec<StageKind> = Vec::new();
+        let mut pipelines = Vec::new();
+        for p in &config.pipelines {
+            let mut ids = Vec::new();
+            for kind in p {
+                let id = match kinds.iter().position(|k| k == kind) {
+                    Some(id) => id,
+                    None => {
+                        stages.push(match kind {
+                            StageKind::Router => Box::new(Router::from_config(config, macs)),
+                        });
+                        kinds.push(*kind);
+                        stages.len() - 1
+                    }
+                };
+                ids.push(id);
+            }
+            pipelines.push(ids);
+        }
         Dataplane {
             ports,
+            stage_counters: stages.iter().map(|_| StageCounters::default()).collect(),
+            stages,
+            pipelines,
+            local,
             last_host_poll: now,
         }
     }
@@ -96,32 +147,79 @@ impl Dataplane {
     }
 
     /// Processes a burst received on `port`. Every packet leaves the batch:
-    /// to the host stack, or back to the pool with a drop counted.
-    pub fn receive(&mut self, port: PortId, batch: &mut Batch, pool: &mut PacketPool) {
-        let p = &mut self.ports[port as usize];
+    /// to the host stack, a transmit queue, a stage that holds it, or back
+    /// to the pool with a drop counted.
+    pub fn receive(&mut self, port: PortId, batch: &mut Batch, pool: &mut PacketPool, now: Micros) {
+        let Dataplane {
+            ports,
+            stages,
+            stage_counters,
+            pipelines,
+            local,
+            ..
+        } = self;
+        let mut onward = Batch::new();
         for mut pkt in batch.drain(..) {
             pkt.meta.in_port = port;
+            let p = &mut ports[port as usize];
             p.counters.rx_packets += 1;
             p.counters.rx_bytes += pkt.len() as u64;
-            match classify(p.mac, p.address, pkt.data()) {
-                Verdict::Local => match p.host.enqueue(pkt) {
-                    Ok(()) => p.counters.local_packets += 1,
-                    Err(pkt) => {
-                        p.counters.drop(DropReason::HostStackBacklog);
-                        pool.free(pkt);
+            match classify(p.mac, p.address, local, pkt.data()) {
+                Verdict::Pipeline => {
+                    // `onward` has the capacity of `batch`.
+                    let _ = onward.push(pkt);
+                }
+                Verdict::Local => {
+                    if let Some(arp) = arp_of(pkt.data()) {
+                        for (s, c) in stages.iter_mut().zip(stage_counters.iter_mut()) {
+                            s.observe_arp(port, &arp, &mut StageContext::new(now, pool, ports, c));
+                        }
                     }
-                },
+                    let p = &mut ports[port as usize];
+                    match p.host.enqueue(pkt) {
+                        Ok(()) => p.counters.local_packets += 1,
+                        Err(pkt) => {
+                            p.counters.drop(DropReason::HostStackBacklog);
+                            pool.free(pkt);
+                        }
+                    }
+                }
                 Verdict::Drop(reason) => {
                     p.counters.drop(reason);
                     pool.free(pkt);
                 }
             }
         }
+        for &s in &pipelines[port as usize] {
+            if onward.is_empty() {
+                break;
+            }
+            let counters = &mut stage_counters[s];
+            counters.packets += onward.len() as u64;
+            stages[s].process(
+                &mut onward,
+                &mut StageContext::new(now, pool, ports, counters),
+            );
+        }
+        // No stage took them: nothing routes them.
+        for pkt in onward.drain(..) {
+            ports[port as usize].counters.drop(DropReason::NoRoute);
+            pool.free(pkt);
+        }
     }
 
-    /// Runs the host stacks that have work, and all of them now and then for
-    /// their timers.
-    pub fn poll_host(&mut self, now: Micros, pool: &mut PacketPool) {
+    /// Runs stage timers and the host stacks (those with work, and all of
+    /// them now and then for their own timers).
+    pub fn poll(&mut self, now: Micros, pool: &mut PacketPool) {
+        let Dataplane {
+            ports,
+            stages,
+            stage_counters,
+            ..
+        } = self;
+        for (s, c) in stages.iter_mut().zip(stage_counters.iter_mut()) {
+            s.poll(&mut StageContext::new(now, pool, ports, c));
+        }
         let timers_due = now.wrapping_sub(self.last_host_poll) >= HOST_POLL_INTERVAL;
         if timers_due {
             self.last_host_poll = now;
@@ -135,6 +233,9 @@ impl Dataplane {
 
     /// Returns every buffer the dataplane holds to the pool.
     pub fn drain(&mut self, pool: &mut PacketPool) {
+        for s in &mut self.stages {
+            s.drain(pool);
+        }
         for port in &mut self.ports {
             port.host.drain(pool);
             while let Some(p) = port.tx.pop_front() {
@@ -143,8 +244,9 @@ impl Dataplane {
         }
     }
 
-    /// Writes the counters, one line per port:
-    /// `stats port=NAME rx_packets=N ... drop_REASON=N` (non-zero drops only).
+    /// Writes the counters: one line per port,
+    /// `stats port=NAME rx_packets=N ... drop_REASON=N` (non-zero drops
+    /// only), then one per stage, `stage name=NAME packets=N ...`.
     pub fn write_stats(&self, w: &mut dyn fmt::Write) -> fmt::Result {
         for p in &self.ports {
             let c = &p.counters;
@@ -159,20 +261,53 @@ impl Dataplane {
                 c.local_packets,
                 c.total_drops()
             )?;
-            for r in DropReason::ALL {
-                let n = c.dropped(*r);
-                if n != 0 {
-                    write!(w, " drop_{}={}", r.name(), n)?;
-                }
-            }
+            write_drops(w, &c.drops)?;
+            writeln!(w)?;
+        }
+        for (s, c) in self.stages.iter().zip(&self.stage_counters) {
+            let mut extra = String::new();
+            s.write_stats(&mut extra);
+            write!(
+                w,
+                "stage name={} packets={} forwarded={}{}",
+                s.name(),
+                c.packets,
+                c.forwarded,
+                extra
+            )?;
+            write_drops(w, &c.drops)?;
             writeln!(w)?;
         }
         Ok(())
     }
 }
 
-/// Decides what happens to a frame received on a port with `mac` and `address`.
-pub fn classify(mac: [u8; 6], address: Option<Ipv4Net>, frame: &[u8]) -> Verdict {
+fn write_drops(w: &mut dyn fmt::Write, drops: &[u64; DropReason::COUNT]) -> fmt::Result {
+    for r in DropReason::ALL {
+        let n = drops[*r as usize];
+        if n != 0 {
+            write!(w, " drop_{}={}", r.name(), n)?;
+        }
+    }
+    Ok(())
+}
+
+fn arp_of(frame: &[u8]) -> Option<ArpRepr> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Arp {
+        return None;
+    }
+    ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).ok()?).ok()
+}
+
+/// Decides what happens to a frame received on a port with `mac` and
+/// `address`; `local` holds every address of the appliance.
+pub fn classify(
+    mac: [u8; 6],
+    address: Option<Ipv4Net>,
+    local: &[Ipv4Addr],
+    frame: &[u8],
+) -> Verdict {
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
         return Verdict::Drop(DropReason::EthTruncated);
     };
@@ -192,17 +327,17 @@ pub fn classify(mac: [u8; 6], address: Option<Ipv4Net>, frame: &[u8]) -> Verdict
         },
         EthernetProtocol::Ipv4 => match check_ipv4(eth.payload()) {
             Err(reason) => Verdict::Drop(reason),
-            Ok(dst) if is_local(dst, address) => Verdict::Local,
-            Ok(_) => Verdict::Drop(DropReason::NoRoute),
+            Ok(ip) if ip.is_broadcast() || local.contains(&ip) => Verdict::Local,
+            Ok(ip) if address.is_some_and(|a| a.prefix_len() < 31 && ip == a.broadcast()) => {
+                Verdict::Local
+            }
+            // Multicast and broadcast frames are for the link, not for routing.
+            Ok(_) if !dst.is_unicast() => Verdict::Drop(DropReason::MartianDestination),
+            Ok(_) => Verdict::Pipeline,
         },
         EthernetProtocol::Ipv6 => Verdict::Drop(DropReason::Ipv6Unsupported),
         EthernetProtocol::Unknown(_) => Verdict::Drop(DropReason::UnknownEthertype),
     }
-}
-
-fn is_local(dst: Ipv4Addr, address: Option<Ipv4Net>) -> bool {
-    dst.is_broadcast()
-        || address.is_some_and(|a| dst == a.addr() || (a.prefix_len() < 31 && dst == a.broadcast()))
 }
 
 /// Validates an IPv4 header against the frame it came in (RFC 1812 §5.2.2)
@@ -245,30 +380,36 @@ mod tests {
         Some("10.0.0.1/24".parse().unwrap())
     }
 
+    fn classify1(frame: &[u8]) -> Verdict {
+        classify(MAC, net(), &[ME, Ipv4Addr::new(10, 1, 0, 1)], frame)
+    }
+
     #[test]
     fn classification_of_real_frames() {
         assert_eq!(
-            classify(MAC, net(), &arp_request(PEER_MAC, PEER_IP, ME)),
+            classify1(&arp_request(PEER_MAC, PEER_IP, ME)),
             Verdict::Local
         );
         assert_eq!(
-            classify(MAC, net(), &echo_request(MAC, PEER_IP, ME, 1, b"x")),
+            classify1(&echo_request(MAC, PEER_IP, ME, 1, b"x")),
             Verdict::Local
+        );
+        assert_eq!(
+            classify1(&echo_request(
+                MAC,
+                PEER_IP,
+                Ipv4Addr::new(10, 1, 0, 1),
+                1,
+                b"x"
+            )),
+            Verdict::Local,
+            "another port's address"
         );
         let other = echo_request(MAC, PEER_IP, Ipv4Addr::new(192, 0, 2, 1), 1, b"x");
-        assert_eq!(
-            classify(MAC, net(), &other),
-            Verdict::Drop(DropReason::NoRoute)
-        );
+        assert_eq!(classify1(&other), Verdict::Pipeline);
         let not_mine = echo_request([2, 0, 0, 0, 0, 5], PEER_IP, ME, 1, b"x");
-        assert_eq!(
-            classify(MAC, net(), &not_mine),
-            Verdict::Drop(DropReason::NotOurMac)
-        );
-        assert_eq!(
-            classify(MAC, net(), &[0; 13]),
-            Verdict::Drop(DropReason::EthTruncated)
-        );
+        assert_eq!(classify1(&not_mine), Verdict::Drop(DropReason::NotOurMac));
+        assert_eq!(classify1(&[0; 13]), Verdict::Drop(DropReason::EthTruncated));
     }
 
     #[test]
@@ -277,7 +418,7 @@ mod tests {
         let with = |f: &dyn Fn(&mut std::vec::Vec<u8>)| {
             let mut v = good.clone();
             f(&mut v);
-            classify(MAC, net(), &v)
+            classify1(&v)
         };
         assert_eq!(
             with(&|v| v.truncate(14 + 19)),
@@ -317,16 +458,18 @@ mod tests {
         assert_eq!(with(&|v| v.extend_from_slice(&[0; 10])), Verdict::Local);
     }
 
-    fn dataplane() -> Dataplane {
-        let cfg =
-            config::parse("port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24").unwrap();
+    pub(crate) fn dataplane(extra: &str) -> Dataplane {
+        let cfg = config::parse(&std::format!(
+            "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\n{extra}"
+        ))
+        .unwrap();
         Dataplane::new(&cfg, &[MAC, [0x52, 0x54, 0, 0, 0, 2]], 0, 7)
     }
 
     #[test]
     fn receive_counts_and_answers() {
         let mut pool = PacketPool::new(64);
-        let mut dp = dataplane();
+        let mut dp = dataplane("");
         let mut batch = Batch::new();
         for frame in [
             arp_request(PEER_MAC, PEER_IP, ME),
@@ -337,9 +480,9 @@ mod tests {
             p.fill(&frame);
             batch.push(p).unwrap();
         }
-        dp.receive(0, &mut batch, &mut pool);
+        dp.receive(0, &mut batch, &mut pool, 0);
         assert!(batch.is_empty());
-        dp.poll_host(1, &mut pool);
+        dp.poll(1, &mut pool);
         let port = &dp.ports()[0];
         assert_eq!(port.counters.rx_packets, 3);
         assert_eq!(port.counters.local_packets, 2);
@@ -348,14 +491,34 @@ mod tests {
         dp.write_stats(&mut s).unwrap();
         assert!(s.starts_with("stats port=lan rx_packets=3 "), "{s}");
         assert!(s.contains(" drop_unknown_ethertype=1\n"), "{s}");
+        assert!(s.contains("stage name=router packets=0 "), "{s}");
         dp.drain(&mut pool);
         assert_eq!(pool.available(), 64);
     }
 
     #[test]
+    fn without_a_router_nothing_is_forwarded() {
+        let mut pool = PacketPool::new(8);
+        let mut dp = dataplane("pipeline lan");
+        let mut batch = Batch::new();
+        let mut p = pool.alloc().unwrap();
+        p.fill(&echo_request(
+            MAC,
+            PEER_IP,
+            Ipv4Addr::new(10, 1, 0, 2),
+            3,
+            b"ping",
+        ));
+        batch.push(p).unwrap();
+        dp.receive(0, &mut batch, &mut pool, 0);
+        assert_eq!(dp.ports()[0].counters.dropped(DropReason::NoRoute), 1);
+        assert_eq!(pool.available(), 8);
+    }
+
+    #[test]
     fn announce_queues_one_gratuitous_arp_per_port() {
         let mut pool = PacketPool::new(8);
-        let mut dp = dataplane();
+        let mut dp = dataplane("");
         dp.announce(&mut pool);
         assert_eq!(dp.ports()[0].tx.len(), 1);
         assert_eq!(dp.ports()[1].tx.len(), 1);
@@ -364,29 +527,41 @@ mod tests {
     }
 
     proptest! {
-        // Random bytes, and random mutations of valid frames, never panic and
+        // Random bytes, and random mutations of valid frames, through the
+        // whole dataplane (ingress, router, host stack) never panic and
         // never leak a buffer.
         #[test]
         fn random_frames_never_panic_or_leak(
             frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 1..BURST),
             flips in proptest::collection::vec((0usize..120, any::<u8>()), 0..8),
+            dst in any::<u32>(),
+            ttl in 0u8..4,
         ) {
-            let mut pool = PacketPool::new(BURST * 2);
-            let mut dp = dataplane();
+            let mut pool = PacketPool::new(BURST * 4);
+            let mut dp = dataplane("route 0.0.0.0/0 via 10.1.0.254");
             let mut batch = Batch::new();
             for (i, f) in frames.iter().enumerate() {
                 let mut p = pool.alloc().unwrap();
-                let mut bytes = if i % 2 == 0 { f.clone() } else { echo_request(MAC, PEER_IP, ME, 1, f) };
+                let mut bytes = match i % 3 {
+                    0 => f.clone(),
+                    1 => echo_request(MAC, PEER_IP, ME, 1, f),
+                    _ => echo_request(MAC, PEER_IP, Ipv4Addr::from(dst), 1, f),
+                };
+                if bytes.len() > 22 && i % 3 == 2 {
+                    bytes[22] = ttl;
+                }
                 for (at, v) in &flips {
                     if let Some(b) = bytes.get_mut(*at) { *b = *v; }
                 }
                 p.fill(&bytes);
                 batch.push(p).unwrap();
             }
-            dp.receive(0, &mut batch, &mut pool);
-            dp.poll_host(1, &mut pool);
+            dp.receive(0, &mut batch, &mut pool, 0);
+            for t in 0..6 {
+                dp.poll(t * 1_000_000, &mut pool);
+            }
             dp.drain(&mut pool);
-            prop_assert_eq!(pool.available(), BURST * 2);
+            prop_assert_eq!(pool.available(), BURST * 4);
         }
     }
 }

@@ -51,7 +51,19 @@ pub struct HostStack {
 }
 
 impl HostStack {
-    pub fn new(mac: [u8; 6], address: Option<Ipv4Net>, mtu: u16, now: Micros, seed: u64) -> Self {
+    /// A host stack answering for `address` (the port's own, with its
+    /// prefix) and for `also` (the appliance's other addresses, so a ping to
+    /// any of them is answered on whichever port it arrives, as a router
+    /// does). `gateway` is where it sends replies to off-link hosts.
+    pub fn new(
+        mac: [u8; 6],
+        address: Option<Ipv4Net>,
+        also: &[Ipv4Addr],
+        gateway: Option<Ipv4Addr>,
+        mtu: u16,
+        now: Micros,
+        seed: u64,
+    ) -> Self {
         let mut config = IfaceConfig::new(EthernetAddress(mac).into());
         config.random_seed = seed;
         let mut pool = PacketPool::new(0);
@@ -60,11 +72,20 @@ impl HostStack {
         let mut counters = HostCounters::default();
         let mut dev = PortDevice::new(&mut backlog, &mut pool, &mut tx, mtu, &mut counters);
         let mut iface = Interface::new(config, &mut dev, instant(now));
-        if let Some(a) = address {
-            iface.update_ip_addrs(|addrs| {
-                // One address per port: the Vec has room for it.
+        iface.update_ip_addrs(|addrs| {
+            // Room for MAX_PORTS addresses (smoltcp's iface-max-addr-count-8).
+            if let Some(a) = address {
                 let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(a.addr()), a.prefix_len()));
-            });
+            }
+            for ip in also
+                .iter()
+                .filter(|ip| Some(**ip) != address.map(|a| a.addr()))
+            {
+                let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(*ip), 32));
+            }
+        });
+        if let Some(gw) = gateway {
+            let _ = iface.routes_mut().add_default_ipv4_route(gw);
         }
         HostStack {
             iface,
@@ -262,7 +283,15 @@ mod tests {
     const MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
 
     fn stack() -> HostStack {
-        HostStack::new(MAC, Some("10.0.0.1/24".parse().unwrap()), 1500, 0, 1)
+        HostStack::new(
+            MAC,
+            Some("10.0.0.1/24".parse().unwrap()),
+            &[],
+            None,
+            1500,
+            0,
+            1,
+        )
     }
 
     #[test]

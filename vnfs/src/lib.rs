@@ -18,6 +18,8 @@ pub mod counters;
 pub mod dataplane;
 pub mod hoststack;
 pub mod packet;
+pub mod router;
+pub mod stage;
 #[cfg(test)]
 pub(crate) mod testutil;
 

@@ -66,3 +66,58 @@ pub fn echo_request(
     icmp.emit(&mut Icmpv4Packet::new_unchecked(ipp.payload_mut()), &caps);
     buf
 }
+
+/// An IPv4 datagram in an Ethernet frame to `dst_mac`, with `payload` as
+/// a UDP-ish body (protocol 17, no real UDP header needed by the router).
+pub fn ipv4_frame(
+    dst_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ttl: u8,
+    df: bool,
+    payload: &[u8],
+) -> Vec<u8> {
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Udp,
+        payload_len: payload.len(),
+        hop_limit: ttl,
+    };
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress(PEER_MAC),
+        dst_addr: EthernetAddress(dst_mac),
+        ethertype: EthernetProtocol::Ipv4,
+    };
+    let mut buf = vec![0; eth.buffer_len() + ip.buffer_len() + payload.len()];
+    let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
+    eth.emit(&mut frame);
+    let mut ipp = Ipv4Packet::new_unchecked(frame.payload_mut());
+    ip.emit(&mut ipp, &ChecksumCapabilities::default());
+    ipp.set_dont_frag(df);
+    ipp.set_ident(0x1234);
+    ipp.fill_checksum();
+    ipp.payload_mut()[..payload.len()].copy_from_slice(payload);
+    buf
+}
+
+/// An ARP reply from `ip`/`mac` to `to_mac`/`to_ip`.
+pub fn arp_reply(mac: [u8; 6], ip: Ipv4Addr, to_mac: [u8; 6], to_ip: Ipv4Addr) -> Vec<u8> {
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Reply,
+        source_hardware_addr: EthernetAddress(mac),
+        source_protocol_addr: ip,
+        target_hardware_addr: EthernetAddress(to_mac),
+        target_protocol_addr: to_ip,
+    };
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress(mac),
+        dst_addr: EthernetAddress(to_mac),
+        ethertype: EthernetProtocol::Arp,
+    };
+    let mut buf = vec![0; eth.buffer_len() + arp.buffer_len()];
+    let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
+    eth.emit(&mut frame);
+    arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+    buf
+}

@@ -1,0 +1,295 @@
+//! ICMP errors the router originates (RFC 792, RFC 1812 §4.3.2): which
+//! packets may get one, the rate limit, and building one in place.
+//!
+//! The error is built in the offending packet's own buffer: the original IP
+//! header and data stay where they are and become the quoted part; the new
+//! Ethernet, IP and ICMP headers are written into the headroom in front.
+
+use core::net::Ipv4Addr;
+
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{EthernetFrame, Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Packet, Ipv4Repr};
+
+use crate::packet::Packet;
+use crate::Micros;
+
+/// The errors the router sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IcmpError {
+    /// Type 11 code 0.
+    TtlExceeded,
+    /// Type 3 code 0.
+    NetUnreachable,
+    /// Type 3 code 1.
+    HostUnreachable,
+    /// Type 3 code 4, with the next-hop MTU (RFC 1191).
+    FragNeeded { mtu: u16 },
+}
+
+impl IcmpError {
+    fn type_code(self) -> (Icmpv4Message, u8) {
+        match self {
+            IcmpError::TtlExceeded => (Icmpv4Message::TimeExceeded, 0),
+            IcmpError::NetUnreachable => (Icmpv4Message::DstUnreachable, 0),
+            IcmpError::HostUnreachable => (Icmpv4Message::DstUnreachable, 1),
+            IcmpError::FragNeeded { .. } => (Icmpv4Message::DstUnreachable, 4),
+        }
+    }
+}
+
+/// RFC 1812 §4.3.2.3: the error may quote as much of the original as fits
+/// in a 576-byte datagram.
+pub const MAX_ERROR_LEN: usize = 576;
+const ETH: usize = 14;
+const NEW_HEADERS: usize = 20 + 8;
+/// Headroom needed in front of the original IP header: new IP + ICMP
+/// headers, Ethernet, and the NIC's own header.
+pub const HEADROOM_NEEDED: usize = NEW_HEADERS + ETH + 12;
+
+/// A token bucket: `rate` errors per second, bursts of `burst`.
+#[derive(Clone, Debug)]
+pub struct TokenBucket {
+    rate: u64,
+    burst: u64,
+    /// Tokens scaled by 1e6 so refills need no division per packet.
+    micro_tokens: u64,
+    last: Micros,
+}
+
+impl TokenBucket {
+    pub fn new(rate: u32, burst: u32) -> Self {
+        TokenBucket {
+            rate: rate as u64,
+            burst: burst as u64,
+            micro_tokens: burst as u64 * 1_000_000,
+            last: 0,
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: Micros) -> bool {
+        let elapsed = now.saturating_sub(self.last);
+        self.last = now;
+        self.micro_tokens =
+            (self.micro_tokens + elapsed.saturating_mul(self.rate)).min(self.burst * 1_000_000);
+        if self.micro_tokens >= 1_000_000 {
+            self.micro_tokens -= 1_000_000;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub(crate) fn is_unique_host(a: Ipv4Addr) -> bool {
+    !(a.is_unspecified()
+        || a.is_broadcast()
+        || a.is_multicast()
+        || a.is_loopback()
+        || u32::from(a) >> 28 == 0xf)
+}
+
+/// RFC 1812 §4.3.2.7: whether the router may send an error about this frame
+/// (Ethernet + valid IPv4). `subnet_broadcasts` are the directed broadcast
+/// addresses of the appliance's own subnets.
+pub fn may_send_error(frame: &[u8], subnet_broadcasts: &[Ipv4Addr]) -> bool {
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    if !eth.dst_addr().is_unicast() {
+        return false;
+    }
+    let ip = Ipv4Packet::new_unchecked(eth.payload());
+    let dst = ip.dst_addr();
+    if dst.is_broadcast() || dst.is_multicast() || subnet_broadcasts.contains(&dst) {
+        return false;
+    }
+    if !is_unique_host(ip.src_addr()) {
+        return false;
+    }
+    if ip.frag_offset() != 0 {
+        return false;
+    }
+    if ip.next_header() == IpProtocol::Icmp {
+        let hl = ip.header_len() as usize;
+        let icmp_type = ip.into_inner().get(hl).copied();
+        // Only queries (echo, timestamp, info, address mask) may get errors.
+        if !matches!(icmp_type, Some(0 | 8 | 13 | 14 | 15 | 16 | 17 | 18)) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Turns `pkt` (Ethernet + IPv4) into an ICMP error from `src` to the
+/// original source, quoting as much as RFC 1812 allows. The Ethernet header
+/// is left for the caller to fill when it knows the next hop. Returns the
+/// destination, or `None` (packet unchanged) if the headroom is too small.
+pub fn build_error(
+    pkt: &mut Packet,
+    kind: IcmpError,
+    src: Ipv4Addr,
+    ident: u16,
+) -> Option<Ipv4Addr> {
+    let ip_start = pkt.head() + ETH;
+    if ip_start < HEADROOM_NEEDED {
+        return None;
+    }
+    let (orig_src, orig_len) = {
+        let ip = Ipv4Packet::new_unchecked(&pkt.data()[ETH..]);
+        (
+            ip.src_addr(),
+            (ip.total_len() as usize).min(pkt.len() - ETH),
+        )
+    };
+    let quote = orig_len.min(MAX_ERROR_LEN - NEW_HEADERS);
+    let new_head = ip_start - NEW_HEADERS - ETH;
+    pkt.set_window(new_head, ETH + NEW_HEADERS + quote);
+    let data = pkt.data_mut();
+    let repr = Ipv4Repr {
+        src_addr: src,
+        dst_addr: orig_src,
+        next_header: IpProtocol::Icmp,
+        payload_len: 8 + quote,
+        hop_limit: 64,
+    };
+    let mut ip = Ipv4Packet::new_unchecked(&mut data[ETH..]);
+    repr.emit(&mut ip, &ChecksumCapabilities::default());
+    ip.set_ident(ident);
+    ip.fill_checksum();
+    let mut icmp = Icmpv4Packet::new_unchecked(&mut data[ETH + 20..]);
+    let (ty, code) = kind.type_code();
+    icmp.set_msg_type(ty);
+    icmp.set_msg_code(code);
+    // Bytes 4..8: unused (zero), or for frag-needed the next-hop MTU in 6..8
+    // (RFC 1191). smoltcp names those bytes after echo's fields.
+    icmp.set_echo_ident(0);
+    icmp.set_echo_seq_no(match kind {
+        IcmpError::FragNeeded { mtu } => mtu,
+        _ => 0,
+    });
+    icmp.fill_checksum();
+    Some(orig_src)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::PacketPool;
+    use crate::testutil::*;
+    use smoltcp::wire::{Icmpv4DstUnreachable, Icmpv4Repr, Icmpv4TimeExceeded, Ipv4Repr};
+
+    const ME: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+
+    fn frame(len: usize) -> std::vec::Vec<u8> {
+        echo_request(
+            PEER_MAC,
+            PEER_IP,
+            Ipv4Addr::new(192, 0, 2, 9),
+            5,
+            &std::vec![0xab; len],
+        )
+    }
+
+    fn parse(pkt: &Packet) -> (Ipv4Repr, std::vec::Vec<u8>, Icmpv4Packet<std::vec::Vec<u8>>) {
+        let ip = Ipv4Packet::new_checked(&pkt.data()[ETH..]).unwrap();
+        assert!(ip.verify_checksum());
+        let repr = Ipv4Repr::parse(&ip, &ChecksumCapabilities::default()).unwrap();
+        let icmp = Icmpv4Packet::new_checked(ip.payload().to_vec()).unwrap();
+        assert!(icmp.verify_checksum());
+        (repr, ip.payload().to_vec(), icmp)
+    }
+
+    #[test]
+    fn time_exceeded_is_byte_exact_and_quotes_the_original() {
+        let mut pool = PacketPool::new(1);
+        let mut p = pool.alloc().unwrap();
+        let orig = frame(56);
+        p.fill(&orig);
+        assert_eq!(
+            build_error(&mut p, IcmpError::TtlExceeded, ME, 7),
+            Some(PEER_IP)
+        );
+        let (ip, _, icmp) = parse(&p);
+        assert_eq!((ip.src_addr, ip.dst_addr, ip.hop_limit), (ME, PEER_IP, 64));
+        match Icmpv4Repr::parse(
+            &Icmpv4Packet::new_unchecked(&icmp.as_ref()[..]),
+            &ChecksumCapabilities::default(),
+        )
+        .unwrap()
+        {
+            Icmpv4Repr::TimeExceeded {
+                reason,
+                header,
+                data,
+            } => {
+                assert_eq!(reason, Icmpv4TimeExceeded::TtlExpired);
+                assert_eq!(header.dst_addr, Ipv4Addr::new(192, 0, 2, 9));
+                assert_eq!(
+                    data.len(),
+                    64,
+                    "the original's whole ICMP message is quoted"
+                );
+            }
+            r => panic!("{r:?}"),
+        }
+        // The whole original IP datagram is quoted after the 8-byte ICMP header.
+        assert_eq!(&icmp.into_inner()[8..], &orig[ETH..]);
+        pool.free(p);
+    }
+
+    #[test]
+    fn frag_needed_carries_the_mtu_and_quote_is_capped_at_576() {
+        let mut pool = PacketPool::new(1);
+        let mut p = pool.alloc().unwrap();
+        p.fill(&frame(1400));
+        build_error(&mut p, IcmpError::FragNeeded { mtu: 1400 }, ME, 1).unwrap();
+        let (ip, payload, icmp) = parse(&p);
+        assert_eq!(ip.payload_len + 20, MAX_ERROR_LEN);
+        assert_eq!(payload.len() + 20, MAX_ERROR_LEN);
+        // smoltcp's Repr refuses a truncated quote (the quoted header's
+        // total length exceeds it), so read the fields directly.
+        assert_eq!(icmp.msg_type(), Icmpv4Message::DstUnreachable);
+        assert_eq!(
+            Icmpv4DstUnreachable::from(icmp.msg_code()),
+            Icmpv4DstUnreachable::FragRequired
+        );
+        assert_eq!(&payload[6..8], &1400u16.to_be_bytes());
+        pool.free(p);
+    }
+
+    #[test]
+    fn no_errors_about_errors_broadcasts_or_fragments() {
+        let ok = frame(8);
+        assert!(may_send_error(&ok, &[]));
+        let mut bcast = ok.clone();
+        bcast[0..6].copy_from_slice(&[0xff; 6]);
+        assert!(!may_send_error(&bcast, &[]));
+        assert!(
+            !may_send_error(&ok, &[Ipv4Addr::new(192, 0, 2, 9)]),
+            "directed broadcast"
+        );
+        let mut frag = ok.clone();
+        frag[ETH + 7] = 8; // offset 64 bytes
+        assert!(!may_send_error(&frag, &[]));
+        let mut err = ok.clone();
+        err[ETH + 20] = 3; // ICMP type: destination unreachable
+        assert!(!may_send_error(&err, &[]));
+        let mut zero_src = ok.clone();
+        zero_src[ETH + 12..ETH + 16].copy_from_slice(&[0; 4]);
+        assert!(!may_send_error(&zero_src, &[]));
+    }
+
+    #[test]
+    fn token_bucket_limits_rate() {
+        let mut b = TokenBucket::new(10, 2);
+        assert!(b.take(0));
+        assert!(b.take(0));
+        assert!(!b.take(0));
+        assert!(!b.take(50_000), "half a token");
+        assert!(b.take(100_000));
+        assert!(b.take(10_000_000));
+        assert!(b.take(10_000_000));
+        assert!(!b.take(10_000_000), "burst caps the refill");
+    }
+}

@@ -1,0 +1,497 @@
+//! The neighbour (ARP) cache of the router: IPv4 next hop → MAC, per port.
+//!
+//! Fixed capacity, set from the config at start: a slot is found by hashing
+//! (port, address) and scanning a short window, so lookups never allocate and
+//! never walk the table. Entries age out after the reachable time; a little
+//! before that, a use triggers a refresh request while the old MAC keeps
+//! working. An unresolved neighbour holds a few packets (sent as soon as the
+//! reply arrives); after `RETRIES` unanswered requests its packets are
+//! dropped and new ones are refused for a hold-down period, so a dead next
+//! hop costs one request a second, not one per packet.
+
+use alloc::vec::Vec;
+use core::net::Ipv4Addr;
+
+use crate::packet::{Packet, PortId};
+use crate::Micros;
+
+/// Packets that may wait for one unresolved neighbour.
+pub const QUEUE: usize = 4;
+/// Requests sent for an unresolved neighbour before giving up.
+pub const RETRIES: u8 = 3;
+/// Time between requests for an unresolved neighbour.
+pub const RETRY_INTERVAL: Micros = 1_000_000;
+/// How long a neighbour that never answered is refused.
+pub const HOLD_DOWN: Micros = 3_000_000;
+/// Slots scanned per lookup.
+const WINDOW: usize = 16;
+
+#[derive(Debug)]
+enum State {
+    Free,
+    /// Requests sent, no reply yet.
+    Incomplete {
+        sent: u8,
+        next_retry: Micros,
+        queue: heapless::Vec<Packet, QUEUE>,
+    },
+    Reachable {
+        mac: [u8; 6],
+        expires: Micros,
+        refresh_sent: bool,
+    },
+    /// Never answered; refused until `until`.
+    Failed {
+        until: Micros,
+    },
+}
+
+#[derive(Debug)]
+struct Entry {
+    port: PortId,
+    ip: Ipv4Addr,
+    last_used: Micros,
+    state: State,
+}
+
+/// What a lookup found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// Use this MAC; if `refresh`, also send a request to confirm it.
+    Known {
+        mac: [u8; 6],
+        refresh: bool,
+    },
+    Unknown,
+}
+
+/// What happened to a packet handed to [`NeighborCache::enqueue`].
+#[derive(Debug)]
+pub enum Enqueued {
+    /// Held; send a request now if `request`.
+    Held { request: bool },
+    /// Not held: the queue for this neighbour is full.
+    QueueFull(Packet),
+    /// Not held: the neighbour did not answer recently.
+    Unreachable(Packet),
+    /// Not held: no slot for another neighbour.
+    TableFull(Packet),
+}
+
+/// Work that timers produced.
+#[derive(Debug)]
+pub enum TimerAction {
+    /// Send another request for this neighbour.
+    Request { port: PortId, ip: Ipv4Addr },
+    /// This packet waited for a neighbour that never answered.
+    GiveUp(Packet),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct NeighborCounters {
+    pub learned: u64,
+    pub requests: u64,
+    pub evicted: u64,
+    pub failed: u64,
+}
+
+pub struct NeighborCache {
+    slots: Vec<Entry>,
+    mask: usize,
+    reachable: Micros,
+    sweep_at: usize,
+    pub counters: NeighborCounters,
+}
+
+impl NeighborCache {
+    /// `capacity` is rounded up to a power of two (at least `WINDOW`).
+    pub fn new(capacity: usize, reachable: Micros) -> Self {
+        let n = capacity.max(WINDOW).next_power_of_two();
+        NeighborCache {
+            slots: (0..n)
+                .map(|_| Entry {
+                    port: 0,
+                    ip: Ipv4Addr::UNSPECIFIED,
+                    last_used: 0,
+                    state: State::Free,
+                })
+                .collect(),
+            mask: n - 1,
+            reachable,
+            sweep_at: 0,
+            counters: NeighborCounters::default(),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Entries in use.
+    pub fn len(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|e| !matches!(e.state, State::Free))
+            .count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[inline]
+    fn home(&self, port: PortId, ip: Ipv4Addr) -> usize {
+        // Fibonacci hashing of address and port.
+        let k = (u32::from(ip) as u64) << 8 | port as u64;
+        (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize & self.mask
+    }
+
+    fn find(&self, port: PortId, ip: Ipv4Addr) -> Option<usize> {
+        let home = self.home(port, ip);
+        (0..WINDOW).map(|i| (home + i) & self.mask).find(|&s| {
+            !matches!(self.slots[s].state, State::Free)
+                && self.slots[s].ip == ip
+                && self.slots[s].port == port
+        })
+    }
+
+    /// A slot for a new entry: a free one in the window, else the least
+    /// recently used entry that is not waiting for a reply.
+    fn claim(&mut self, port: PortId, ip: Ipv4Addr, now: Micros) -> Option<usize> {
+        let home = self.home(port, ip);
+        let window = (0..WINDOW).map(|i| (home + i) & self.mask);
+        if let Some(s) = window
+            .clone()
+            .find(|&s| matches!(self.slots[s].state, State::Free))
+        {
+            return Some(s);
+        }
+        let victim = window
+            .filter(|&s| !matches!(self.slots[s].state, State::Incomplete { .. }))
+            .min_by_key(|&s| self.slots[s].last_used)?;
+        self.counters.evicted += 1;
+        let e = &mut self.slots[victim];
+        e.state = State::Free;
+        let _ = now;
+        Some(victim)
+    }
+
+    /// The MAC of `ip` on `port`, if known and fresh.
+    #[inline]
+    pub fn lookup(&mut self, port: PortId, ip: Ipv4Addr, now: Micros) -> Lookup {
+        let Some(s) = self.find(port, ip) else {
+            return Lookup::Unknown;
+        };
+        let reachable = self.reachable;
+        let e = &mut self.slots[s];
+        e.last_used = now;
+        match &mut e.state {
+            State::Reachable {
+                mac,
+                expires,
+                refresh_sent,
+            } if now < *expires => {
+                // In the last quarter of its life, ask once more.
+                let refresh = !*refresh_sent && *expires - now < reachable / 4;
+                if refresh {
+                    *refresh_sent = true;
+                }
+                Lookup::Known { mac: *mac, refresh }
+            }
+            _ => Lookup::Unknown,
+        }
+    }
+
+    /// Holds `pkt` until `ip` on `port` answers.
+    pub fn enqueue(&mut self, port: PortId, ip: Ipv4Addr, pkt: Packet, now: Micros) -> Enqueued {
+        let s = match self.find(port, ip) {
+            Some(s) => s,
+            None => match self.claim(port, ip, now) {
+                Some(s) => {
+                    self.slots[s] = Entry {
+                        port,
+                        ip,
+                        last_used: now,
+                        state: State::Free,
+                    };
+                    s
+                }
+                None => return Enqueued::TableFull(pkt),
+            },
+        };
+        let e = &mut self.slots[s];
+        e.last_used = now;
+        match &mut e.state {
+            State::Failed { until } if now < *until => Enqueued::Unreachable(pkt),
+            State::Incomplete { queue, .. } => match queue.push(pkt) {
+                Ok(()) => Enqueued::Held { request: false },
+                Err(pkt) => Enqueued::QueueFull(pkt),
+            },
+            _ => {
+                // Free, expired, or hold-down over: start resolving.
+                let mut queue = heapless::Vec::new();
+                let _ = queue.push(pkt);
+                e.state = State::Incomplete {
+                    sent: 1,
+                    next_retry: now + RETRY_INTERVAL,
+                    queue,
+                };
+                self.counters.requests += 1;
+                Enqueued::Held { request: true }
+            }
+        }
+    }
+
+    /// Records `ip` on `port` at `mac`. Creates the entry only if `create`
+    /// (RFC 826: a request for us, or a reply); otherwise just updates an
+    /// existing one. Returns the packets that were waiting for it.
+    pub fn learn(
+        &mut self,
+        port: PortId,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+        now: Micros,
+        create: bool,
+    ) -> heapless::Vec<Packet, QUEUE> {
+        let s = match self.find(port, ip) {
+            Some(s) => s,
+            None if create => match self.claim(port, ip, now) {
+                Some(s) => {
+                    self.slots[s] = Entry {
+                        port,
+                        ip,
+                        last_used: now,
+                        state: State::Free,
+                    };
+                    s
+                }
+                None => return heapless::Vec::new(),
+            },
+            None => return heapless::Vec::new(),
+        };
+        let e = &mut self.slots[s];
+        let old = core::mem::replace(
+            &mut e.state,
+            State::Reachable {
+                mac,
+                expires: now + self.reachable,
+                refresh_sent: false,
+            },
+        );
+        self.counters.learned += 1;
+        match old {
+            State::Incomplete { queue, .. } => queue,
+            _ => heapless::Vec::new(),
+        }
+    }
+
+    /// Advances timers on up to `budget` slots (a bounded sweep, resumed
+    /// where the last call stopped).
+    pub fn tick(&mut self, now: Micros, budget: usize, mut act: impl FnMut(TimerAction)) {
+        for _ in 0..budget.min(self.slots.len()) {
+            let s = self.sweep_at;
+            self.sweep_at = (self.sweep_at + 1) & self.mask;
+            let e = &mut self.slots[s];
+            let (port, ip) = (e.port, e.ip);
+            match &mut e.state {
+                State::Incomplete {
+                    sent,
+                    next_retry,
+                    queue,
+                } if now >= *next_retry => {
+                    if *sent >= RETRIES {
+                        for p in queue.drain(..) {
+                            act(TimerAction::GiveUp(p));
+                        }
+                        e.state = State::Failed {
+                            until: now + HOLD_DOWN,
+                        };
+                        self.counters.failed += 1;
+                    } else {
+                        *sent += 1;
+                        *next_retry = now + RETRY_INTERVAL;
+                        self.counters.requests += 1;
+                        act(TimerAction::Request { port, ip });
+                    }
+                }
+                State::Reachable { expires, .. } if now >= *expires + self.reachable => {
+                    // Long unused after expiry: give the slot back.
+                    e.state = State::Free;
+                }
+                State::Failed { until } if now >= *until + HOLD_DOWN => e.state = State::Free,
+                _ => {}
+            }
+        }
+    }
+
+    /// Hands every held packet to `f` (teardown, reload).
+    pub fn drain(&mut self, mut f: impl FnMut(Packet)) {
+        for e in &mut self.slots {
+            if let State::Incomplete { queue, .. } = &mut e.state {
+                queue.drain(..).for_each(&mut f);
+            }
+            e.state = State::Free;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::PacketPool;
+
+    const MAC: [u8; 6] = [2, 0, 0, 0, 0, 7];
+    const IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 7);
+
+    #[test]
+    fn resolve_then_flush_queue() {
+        let mut pool = PacketPool::new(8);
+        let mut n = NeighborCache::new(64, 300_000_000);
+        assert_eq!(n.lookup(0, IP, 0), Lookup::Unknown);
+        assert!(matches!(
+            n.enqueue(0, IP, pool.alloc().unwrap(), 0),
+            Enqueued::Held { request: true }
+        ));
+        assert!(matches!(
+            n.enqueue(0, IP, pool.alloc().unwrap(), 1),
+            Enqueued::Held { request: false }
+        ));
+        let waiting = n.learn(0, IP, MAC, 5, false);
+        assert_eq!(waiting.len(), 2);
+        for p in waiting {
+            pool.free(p);
+        }
+        assert_eq!(
+            n.lookup(0, IP, 6),
+            Lookup::Known {
+                mac: MAC,
+                refresh: false
+            }
+        );
+        assert_eq!(n.lookup(1, IP, 6), Lookup::Unknown, "per port");
+    }
+
+    #[test]
+    fn queue_is_bounded() {
+        let mut pool = PacketPool::new(QUEUE + 1);
+        let mut n = NeighborCache::new(64, 300_000_000);
+        for _ in 0..QUEUE {
+            assert!(matches!(
+                n.enqueue(0, IP, pool.alloc().unwrap(), 0),
+                Enqueued::Held { .. }
+            ));
+        }
+        match n.enqueue(0, IP, pool.alloc().unwrap(), 0) {
+            Enqueued::QueueFull(p) => pool.free(p),
+            other => panic!("{other:?}"),
+        }
+        n.drain(|p| pool.free(p));
+        assert_eq!(pool.available(), QUEUE + 1);
+    }
+
+    #[test]
+    fn unanswered_neighbour_gives_up_then_holds_down() {
+        let mut pool = PacketPool::new(4);
+        let mut n = NeighborCache::new(16, 300_000_000);
+        assert!(matches!(
+            n.enqueue(0, IP, pool.alloc().unwrap(), 0),
+            Enqueued::Held { request: true }
+        ));
+        let mut requests = 0;
+        let mut gave_up = 0;
+        for t in 1..=5 {
+            n.tick(t * RETRY_INTERVAL, 16, |a| match a {
+                TimerAction::Request { .. } => requests += 1,
+                TimerAction::GiveUp(p) => {
+                    gave_up += 1;
+                    pool.free(p);
+                }
+            });
+        }
+        assert_eq!((requests, gave_up), (RETRIES as usize - 1, 1));
+        match n.enqueue(0, IP, pool.alloc().unwrap(), 4 * RETRY_INTERVAL) {
+            Enqueued::Unreachable(p) => pool.free(p),
+            other => panic!("{other:?}"),
+        }
+        // After the hold-down, resolution starts again.
+        assert!(matches!(
+            n.enqueue(
+                0,
+                IP,
+                pool.alloc().unwrap(),
+                3 * RETRY_INTERVAL + HOLD_DOWN + 1
+            ),
+            Enqueued::Held { request: true }
+        ));
+        n.drain(|p| pool.free(p));
+        assert_eq!(pool.available(), 4);
+    }
+
+    #[test]
+    fn entries_expire_and_refresh_before() {
+        let mut n = NeighborCache::new(16, 100);
+        n.learn(0, IP, MAC, 0, true);
+        assert_eq!(
+            n.lookup(0, IP, 10),
+            Lookup::Known {
+                mac: MAC,
+                refresh: false
+            }
+        );
+        assert_eq!(
+            n.lookup(0, IP, 80),
+            Lookup::Known {
+                mac: MAC,
+                refresh: true
+            }
+        );
+        assert_eq!(
+            n.lookup(0, IP, 81),
+            Lookup::Known {
+                mac: MAC,
+                refresh: false
+            },
+            "asks once"
+        );
+        assert_eq!(n.lookup(0, IP, 100), Lookup::Unknown);
+    }
+
+    #[test]
+    fn learn_without_create_only_updates() {
+        let mut n = NeighborCache::new(16, 100);
+        n.learn(0, IP, MAC, 0, false);
+        assert_eq!(n.lookup(0, IP, 1), Lookup::Unknown);
+    }
+
+    #[test]
+    fn full_table_evicts_least_recently_used_but_never_pending() {
+        let mut pool = PacketPool::new(64);
+        let mut n = NeighborCache::new(16, 1_000_000);
+        // Fill every slot with resolved neighbours.
+        for i in 0..200u32 {
+            n.learn(0, Ipv4Addr::from(0x0a00_0000 + i), MAC, i as u64, true);
+        }
+        assert!(n.len() <= 16);
+        assert!(n.counters.evicted > 0);
+        // Pending entries fill the table: then new neighbours are refused.
+        let mut refused = 0;
+        for i in 0..64u32 {
+            match n.enqueue(
+                0,
+                Ipv4Addr::from(0x0b00_0000 + i),
+                pool.alloc().unwrap(),
+                1000,
+            ) {
+                Enqueued::TableFull(p) => {
+                    refused += 1;
+                    pool.free(p)
+                }
+                Enqueued::Held { .. } => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(refused, 64 - 16);
+        n.drain(|p| pool.free(p));
+        assert_eq!(pool.available(), 64);
+    }
+}

@@ -1,0 +1,138 @@
+//! The stage framework: how packet-processing features plug into the
+//! dataplane.
+//!
+//! A [`Stage`] gets a burst of packets that earlier stages passed on. For
+//! each packet it decides: forward it out of a port, hand it to the
+//! appliance's own host stack, drop it with a [`DropReason`], keep it (a
+//! router holding a packet until ARP answers), or leave it in the burst for
+//! the next stage. A pipeline is the list of stages the config gives an input
+//! port; a packet that leaves the last stage without a verdict is dropped as
+//! `no_route`.
+//!
+//! Every verdict goes through [`StageContext`], which keeps the per-port and
+//! per-stage counters, so a stage cannot forget to count.
+
+use alloc::string::String;
+
+use crate::counters::{DropReason, PortCounters};
+use crate::dataplane::Port;
+use crate::packet::{Batch, Packet, PacketPool, PortId};
+use crate::Micros;
+
+/// Counters of one stage (all ports together).
+#[derive(Clone, Debug, Default)]
+pub struct StageCounters {
+    /// Packets the stage was given.
+    pub packets: u64,
+    /// Packets it forwarded.
+    pub forwarded: u64,
+    /// Packets it dropped, by reason.
+    pub drops: [u64; DropReason::COUNT],
+}
+
+/// What a stage sees of the dataplane while it runs.
+pub struct StageContext<'a> {
+    pub now: Micros,
+    pub pool: &'a mut PacketPool,
+    ports: &'a mut [Port],
+    counters: &'a mut StageCounters,
+}
+
+impl<'a> StageContext<'a> {
+    pub(crate) fn new(
+        now: Micros,
+        pool: &'a mut PacketPool,
+        ports: &'a mut [Port],
+        counters: &'a mut StageCounters,
+    ) -> Self {
+        StageContext {
+            now,
+            pool,
+            ports,
+            counters,
+        }
+    }
+
+    /// Queues `pkt` for transmission on `port`.
+    #[inline]
+    pub fn forward(&mut self, port: PortId, pkt: Packet) {
+        let Some(p) = self.ports.get_mut(port as usize) else {
+            return self.drop(pkt, DropReason::NoRoute);
+        };
+        match p.tx.push_back(pkt) {
+            Ok(()) => self.counters.forwarded += 1,
+            Err(pkt) => {
+                p.counters.drop(DropReason::TxRingFull);
+                self.counters.drops[DropReason::TxRingFull as usize] += 1;
+                self.pool.free(pkt);
+            }
+        }
+    }
+
+    /// Hands `pkt` to the host stack of the port it arrived on.
+    pub fn local(&mut self, pkt: Packet) {
+        let in_port = pkt.meta.in_port as usize;
+        let p = &mut self.ports[in_port];
+        match p.host.enqueue(pkt) {
+            Ok(()) => p.counters.local_packets += 1,
+            Err(pkt) => {
+                p.counters.drop(DropReason::HostStackBacklog);
+                self.pool.free(pkt);
+            }
+        }
+    }
+
+    /// Drops `pkt`: counted on its input port and on this stage.
+    #[inline]
+    pub fn drop(&mut self, pkt: Packet, reason: DropReason) {
+        self.count_drop(pkt.meta.in_port, reason);
+        self.pool.free(pkt);
+    }
+
+    /// Counts a drop whose buffer the stage reuses (e.g. for an ICMP error).
+    #[inline]
+    pub fn count_drop(&mut self, in_port: PortId, reason: DropReason) {
+        if let Some(p) = self.ports.get_mut(in_port as usize) {
+            p.counters.drop(reason);
+        }
+        self.counters.drops[reason as usize] += 1;
+    }
+
+    /// A fresh buffer, if the pool has one.
+    #[inline]
+    pub fn alloc(&mut self) -> Option<Packet> {
+        self.pool.alloc()
+    }
+
+    /// Counters of a port (read-only view for stages).
+    pub fn port_counters(&self, port: PortId) -> Option<&PortCounters> {
+        self.ports.get(port as usize).map(|p| &p.counters)
+    }
+}
+
+/// A packet-processing feature.
+pub trait Stage {
+    /// The name the config and the counters use.
+    fn name(&self) -> &'static str;
+
+    /// Processes a burst. Packets left in `batch` go on to the next stage.
+    fn process(&mut self, batch: &mut Batch, cx: &mut StageContext<'_>);
+
+    /// Sees every valid ARP packet before the host stack does.
+    fn observe_arp(
+        &mut self,
+        _in_port: PortId,
+        _arp: &smoltcp::wire::ArpRepr,
+        _cx: &mut StageContext<'_>,
+    ) {
+    }
+
+    /// Runs timers; called once per loop turn. Must do bounded work.
+    fn poll(&mut self, _cx: &mut StageContext<'_>) {}
+
+    /// Extra lines for the counter dump (`key=value` pairs after the name).
+    fn write_stats(&self, _out: &mut String) {}
+
+    /// Returns every packet the stage holds to the pool.
+    fn drain(&mut self, _pool: &mut PacketPool) {}
+}
