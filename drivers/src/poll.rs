@@ -9,12 +9,7 @@ use crate::Nic;
 
 /// Runs one iteration over `nics` (index = port id). Returns the number of
 /// packets received, so a caller can tell an idle turn from a busy one.
-pub fn poll_once<N: Nic>(
-    nics: &mut [N],
-    dp: &mut Dataplane,
-    pool: &mut PacketPool,
-    now: Micros,
-) -> usize {
+pub fn poll_once<N: Nic>(nics: &mut [N], dp: &mut Dataplane, pool: &mut PacketPool, now: Micros) -> usize {
     let mut received = 0;
     let mut batch = Batch::new();
     for (i, nic) in nics.iter_mut().enumerate() {

@@ -12,10 +12,7 @@ use std::path::PathBuf;
 
 /// The workspace root (this crate lives in `images/`).
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// The bootable image: `$SLUICE_IMAGE`, else what `make image` writes.

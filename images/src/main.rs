@@ -96,9 +96,7 @@ fn run(args: &[String]) -> ExitCode {
     }
     for ns in ["sluice-lan", "sluice-wan"] {
         // A previous run killed hard leaves these behind.
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", ns])
-            .status();
+        let _ = std::process::Command::new("ip").args(["netns", "del", ns]).status();
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -106,12 +104,7 @@ fn run(args: &[String]) -> ExitCode {
         let stop = stop.clone();
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
-    eprintln!(
-        "booting {} ({:?}, {}) ...",
-        spec.kernel.display(),
-        spec.machine,
-        spec.accel.name()
-    );
+    eprintln!("booting {} ({:?}, {}) ...", spec.kernel.display(), spec.machine, spec.accel.name());
     let mut lab = match Lab::start(&spec) {
         Ok(l) => l,
         Err(e) => {
@@ -123,14 +116,8 @@ fn run(args: &[String]) -> ExitCode {
     let mut shown = lab.vm.mark();
     println!("\nsluice is up. Try, in another terminal:");
     for p in &lab.ports {
-        println!(
-            "  ip netns exec {} ping -c 3 {}        # port {}",
-            p.ns.name, p.appliance_ip, p.name
-        );
-        println!(
-            "  ip netns exec {} arping -c 2 -I {} {}",
-            p.ns.name, p.tap.name, p.appliance_ip
-        );
+        println!("  ip netns exec {} ping -c 3 {}        # port {}", p.ns.name, p.appliance_ip, p.name);
+        println!("  ip netns exec {} arping -c 2 -I {} {}", p.ns.name, p.tap.name, p.appliance_ip);
     }
     println!("Type console commands here (stats, help, quit); Ctrl-C stops and cleans up.\n");
 
@@ -159,11 +146,7 @@ fn run(args: &[String]) -> ExitCode {
         }
         if let Some(status) = lab.vm.wait_exit(Duration::from_millis(100)) {
             eprintln!("sluice exited: {status}");
-            break if status.success() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            };
+            break if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
         }
     };
     drop(lab);

@@ -34,11 +34,7 @@ impl Accel {
     }
 
     pub fn auto() -> Accel {
-        let kvm_usable = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-            .is_ok();
+        let kvm_usable = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
         let nested_pvm = Path::new("/sys/module/kvm_pvm").exists();
         if kvm_usable && !nested_pvm {
             Accel::Kvm
@@ -127,73 +123,31 @@ pub struct VmSpec {
 
 impl VmSpec {
     pub fn new(kernel: PathBuf, machine: Machine, accel: Accel) -> VmSpec {
-        VmSpec {
-            kernel,
-            machine,
-            accel,
-            memory_mb: 64,
-            nics: Vec::new(),
-            config: None,
-            cmdline: None,
-            paused: false,
-        }
+        VmSpec { kernel, machine, accel, memory_mb: 64, nics: Vec::new(), config: None, cmdline: None, paused: false }
     }
 
     /// The QEMU command line (also printed by `sluice run --dry-run`).
     pub fn command(&self, qmp: &Path) -> Command {
         let mut c = Command::new("qemu-system-x86_64");
-        let name = self
-            .nics
-            .first()
-            .map(|n| n.tap.as_str())
-            .unwrap_or("sluice");
+        let name = self.nics.first().map(|n| n.tap.as_str()).unwrap_or("sluice");
         c.args(self.machine.args());
-        c.args([
-            "-accel",
-            self.accel.name(),
-            "-m",
-            &self.memory_mb.to_string(),
-        ]);
+        c.args(["-accel", self.accel.name(), "-m", &self.memory_mb.to_string()]);
         c.args(["-name", &format!("sluice-{name},debug-threads=on")]);
-        c.args([
-            "-nodefaults",
-            "-no-reboot",
-            "-display",
-            "none",
-            "-vga",
-            "none",
-        ]);
-        c.args([
-            "-chardev",
-            "stdio,id=con,signal=off",
-            "-serial",
-            "chardev:con",
-        ]);
+        c.args(["-nodefaults", "-no-reboot", "-display", "none", "-vga", "none"]);
+        c.args(["-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"]);
         c.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
-        c.arg("-qmp")
-            .arg(format!("unix:{},server=on,wait=off", qmp.display()));
+        c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp.display()));
         c.arg("-kernel").arg(&self.kernel);
         if let Some(cmdline) = &self.cmdline {
             c.args(["-append", cmdline]);
         }
         if let Some((file, name)) = &self.config {
-            c.arg("-fw_cfg")
-                .arg(format!("name=opt/sluice/config,file={}", file.display()));
-            c.arg("-fw_cfg").arg(format!(
-                "name=opt/sluice/config-name,string={}",
-                name.replace(',', ",,")
-            ));
+            c.arg("-fw_cfg").arg(format!("name=opt/sluice/config,file={}", file.display()));
+            c.arg("-fw_cfg").arg(format!("name=opt/sluice/config-name,string={}", name.replace(',', ",,")));
         }
         for (i, nic) in self.nics.iter().enumerate() {
-            c.arg("-netdev").arg(format!(
-                "tap,id=n{i},ifname={},script=no,downscript=no",
-                nic.tap
-            ));
-            c.arg("-device").arg(format!(
-                "{},netdev=n{i},mac={}",
-                self.machine.nic_device(),
-                nic.mac
-            ));
+            c.arg("-netdev").arg(format!("tap,id=n{i},ifname={},script=no,downscript=no", nic.tap));
+            c.arg("-device").arg(format!("{},netdev=n{i},mac={}", self.machine.nic_device(), nic.mac));
         }
         if self.paused {
             c.arg("-S");
@@ -235,11 +189,7 @@ pub struct VmError {
 
 impl fmt::Display for VmError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}\n--- sluice console ---\n{}--- end of console ---",
-            self.what, self.console
-        )
+        write!(f, "{}\n--- sluice console ---\n{}--- end of console ---", self.what, self.console)
     }
 }
 
@@ -280,14 +230,11 @@ impl Vm {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot start qemu-system-x86_64: {e}"))
-            })?;
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot start qemu-system-x86_64: {e}")))?;
         let console = Arc::new((Mutex::new(ConsoleBuf::default()), Condvar::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
+        for stream in
+            [Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>, Box::new(child.stderr.take().unwrap())]
+        {
             let console = console.clone();
             std::thread::spawn(move || {
                 let mut r = BufReader::new(stream);
@@ -310,15 +257,7 @@ impl Vm {
             });
         }
         let stdin = child.stdin.take();
-        Ok(Vm {
-            child,
-            stdin,
-            console,
-            qmp,
-            dir,
-            started,
-            exit: None,
-        })
+        Ok(Vm { child, stdin, console, qmp, dir, started, exit: None })
     }
 
     pub fn pid(&self) -> u32 {
@@ -336,10 +275,7 @@ impl Vm {
     }
 
     fn error(&self, what: impl Into<String>) -> VmError {
-        VmError {
-            what: what.into(),
-            console: self.console(),
-        }
+        VmError { what: what.into(), console: self.console() }
     }
 
     /// Sends a QMP command (after the capabilities handshake).
@@ -348,9 +284,7 @@ impl Vm {
         let mut s = loop {
             match UnixStream::connect(&self.qmp) {
                 Ok(s) => break s,
-                Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
                 Err(e) => return Err(self.error(format!("QMP socket {}: {e}", self.qmp.display()))),
             }
         };
@@ -360,10 +294,7 @@ impl Vm {
         let mut read_reply = |r: &mut BufReader<UnixStream>| -> Result<String, VmError> {
             loop {
                 line.clear();
-                if r.read_line(&mut line)
-                    .map_err(|e| self.error(format!("QMP: {e}")))?
-                    == 0
-                {
+                if r.read_line(&mut line).map_err(|e| self.error(format!("QMP: {e}")))? == 0 {
                     return Err(self.error("QMP closed"));
                 }
                 if line.contains("\"return\"") || line.contains("\"error\"") {
@@ -372,8 +303,7 @@ impl Vm {
             }
         };
         read_reply_greeting(&mut r).map_err(|e| self.error(format!("QMP: {e}")))?;
-        writeln!(s, r#"{{"execute":"qmp_capabilities"}}"#)
-            .map_err(|e| self.error(e.to_string()))?;
+        writeln!(s, r#"{{"execute":"qmp_capabilities"}}"#).map_err(|e| self.error(e.to_string()))?;
         read_reply(&mut r)?;
         writeln!(s, r#"{{"execute":"{command}"}}"#).map_err(|e| self.error(e.to_string()))?;
         read_reply(&mut r)
@@ -386,12 +316,7 @@ impl Vm {
 
     /// Waits until the console shows `needle` at or after byte `from`;
     /// returns the line holding it. Fails if QEMU exits first.
-    pub fn wait_for_from(
-        &mut self,
-        from: usize,
-        needle: &str,
-        timeout: Duration,
-    ) -> Result<String, VmError> {
+    pub fn wait_for_from(&mut self, from: usize, needle: &str, timeout: Duration) -> Result<String, VmError> {
         let deadline = Instant::now() + timeout;
         let (m, cv) = &*self.console;
         let mut g = m.lock().unwrap();
@@ -405,17 +330,14 @@ impl Vm {
             if g.closed {
                 drop(g);
                 let status = self.wait_exit(Duration::from_secs(5));
-                return Err(self.error(format!(
-                    "QEMU exited ({}) before the console showed `{needle}`",
-                    describe(status)
-                )));
+                return Err(
+                    self.error(format!("QEMU exited ({}) before the console showed `{needle}`", describe(status)))
+                );
             }
             let now = Instant::now();
             if now >= deadline {
                 drop(g);
-                return Err(self.error(format!(
-                    "timed out after {timeout:?} waiting for `{needle}`"
-                )));
+                return Err(self.error(format!("timed out after {timeout:?} waiting for `{needle}`")));
             }
             g = cv.wait_timeout(g, deadline - now).unwrap().0;
         }
@@ -433,9 +355,7 @@ impl Vm {
     /// Writes one line to the appliance's console.
     pub fn send(&mut self, line: &str) -> Result<(), VmError> {
         let r = match &mut self.stdin {
-            Some(s) => s
-                .write_all(format!("{line}\n").as_bytes())
-                .and_then(|_| s.flush()),
+            Some(s) => s.write_all(format!("{line}\n").as_bytes()).and_then(|_| s.flush()),
             None => Err(io::Error::other("console closed")),
         };
         r.map_err(|e| self.error(format!("writing `{line}` to the console: {e}")))
@@ -525,8 +445,9 @@ impl Stats {
             let kind = words.next();
             let kv: Vec<(&str, &str)> = words.filter_map(|w| w.split_once('=')).collect();
             match kind {
-                Some("stats") | Some("nic") => {
-                    let Some((_, port)) = kv.iter().find(|(k, _)| *k == "port") else {
+                // Ports by `port=`, stages by `name=`: one map of counter sets.
+                Some("stats") | Some("nic") | Some("stage") => {
+                    let Some((_, port)) = kv.iter().find(|(k, _)| *k == "port" || *k == "name") else {
                         continue;
                     };
                     let entry = s.ports.entry(port.to_string()).or_default();
@@ -549,12 +470,9 @@ impl Stats {
         s
     }
 
-    /// A port's counter (0 if absent: drop counters are printed when non-zero).
+    /// A port's or a stage's counter (0 if absent: drop counters are printed
+    /// when non-zero).
     pub fn get(&self, port: &str, key: &str) -> u64 {
-        self.ports
-            .get(port)
-            .and_then(|p| p.get(key))
-            .copied()
-            .unwrap_or(0)
+        self.ports.get(port).and_then(|p| p.get(key)).copied().unwrap_or(0)
     }
 }

@@ -14,19 +14,12 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A short id unique to this process and call: `<pid hex><counter hex>`.
 pub fn unique_id() -> String {
-    format!(
-        "{:x}x{:x}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{:x}x{:x}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Runs a command; an error carries its stderr.
 pub fn run(cmd: &[&str]) -> io::Result<Output> {
-    let out = Command::new(cmd[0])
-        .args(&cmd[1..])
-        .stdin(Stdio::null())
-        .output()?;
+    let out = Command::new(cmd[0]).args(&cmd[1..]).stdin(Stdio::null()).output()?;
     if out.status.success() {
         Ok(out)
     } else {
@@ -48,10 +41,7 @@ pub struct Netns {
 impl Netns {
     pub fn create(name: &str) -> io::Result<Netns> {
         run(&["ip", "netns", "add", name])?;
-        let ns = Netns {
-            name: name.to_string(),
-            children: Mutex::new(Vec::new()),
-        };
+        let ns = Netns { name: name.to_string(), children: Mutex::new(Vec::new()) };
         ns.exec(&["ip", "link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -79,12 +69,7 @@ impl Netns {
     /// Starts a background process inside the namespace; it is killed when
     /// the namespace is dropped.
     pub fn spawn(&self, cmd: &[&str]) -> io::Result<u32> {
-        let child = self
-            .command(cmd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
+        let child = self.command(cmd).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
         let pid = child.id();
         self.children.lock().unwrap().push(child);
         Ok(pid)
@@ -123,10 +108,7 @@ impl Tap {
         run(&["ip", "tuntap", "add", "dev", name, "mode", "tap"])?;
         // Bursty senders overflow the default 1000 before QEMU reads (FACTS.md).
         let _ = run(&["ip", "link", "set", name, "txqueuelen", "20000"]);
-        Ok(Tap {
-            name: name.to_string(),
-            netns: None,
-        })
+        Ok(Tap { name: name.to_string(), netns: None })
     }
 
     /// Moves the tap into `ns`, gives it `addr` (CIDR) and brings it up.
@@ -160,10 +142,7 @@ fn pid_alive(pid: u32) -> bool {
 /// processes that no longer exist.
 pub fn sweep_stale() {
     let dead = |id: &str| {
-        id.split('x')
-            .next()
-            .and_then(|p| u32::from_str_radix(p, 16).ok())
-            .is_some_and(|pid| !pid_alive(pid))
+        id.split('x').next().and_then(|p| u32::from_str_radix(p, 16).ok()).is_some_and(|pid| !pid_alive(pid))
     };
     if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
         for line in String::from_utf8_lossy(&out.stdout).lines() {

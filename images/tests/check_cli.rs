@@ -3,26 +3,16 @@
 use std::process::Command;
 
 fn check(text: &str) -> (bool, String, String) {
-    let dir = std::env::temp_dir().join(format!(
-        "sluice-check-{}-{}",
-        std::process::id(),
-        text.len()
-    ));
+    let dir = std::env::temp_dir().join(format!("sluice-check-{}-{}", std::process::id(), text.len()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("appliance.conf");
     std::fs::write(&file, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("check")
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice")).arg("check").arg(&file).output().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     (
         out.status.success(),
         String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr)
-            .unwrap()
-            .replace(&file.display().to_string(), "FILE"),
+        String::from_utf8(out.stderr).unwrap().replace(&file.display().to_string(), "FILE"),
     )
 }
 
@@ -35,8 +25,7 @@ fn good_config_passes() {
 
 #[test]
 fn every_error_is_printed_as_file_line_column() {
-    let (ok, _, stderr) =
-        check("port lan address 10.0.0.1/33\n\nport wan {\n  mtu 20\n  colour red\n}\n");
+    let (ok, _, stderr) = check("port lan address 10.0.0.1/33\n\nport wan {\n  mtu 20\n  colour red\n}\n");
     assert!(!ok);
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(
@@ -55,17 +44,8 @@ fn shipped_example_configs_pass() {
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
-        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .arg("check")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice")).arg("check").arg(&path).output().unwrap();
+        assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
         n += 1;
     }
     assert!(n >= 1);

@@ -182,8 +182,7 @@ impl BootInfo {
         } else {
             // SAFETY: the loader gives a NUL-terminated string in RAM that it
             // never touches again.
-            let c =
-                unsafe { core::ffi::CStr::from_ptr(si.cmdline_paddr as *const core::ffi::c_char) };
+            let c = unsafe { core::ffi::CStr::from_ptr(si.cmdline_paddr as *const core::ffi::c_char) };
             c.to_str().unwrap_or("")
         };
         let mut ram = heapless::Vec::new();
@@ -191,10 +190,7 @@ impl BootInfo {
             // SAFETY: version 1 start info carries a memmap array of
             // `memmap_entries` entries at `memmap_paddr`.
             let map = unsafe {
-                core::slice::from_raw_parts(
-                    si.memmap_paddr as *const MemmapEntry,
-                    si.memmap_entries as usize,
-                )
+                core::slice::from_raw_parts(si.memmap_paddr as *const MemmapEntry, si.memmap_entries as usize)
             };
             for e in map.iter().filter(|e| e.kind == E820_RAM) {
                 let _ = ram.push((e.addr, e.addr + e.size));

@@ -15,9 +15,7 @@ pub struct Console {
 
 impl Console {
     pub fn new() -> Self {
-        Console {
-            line: heapless::String::new(),
-        }
+        Console { line: heapless::String::new() }
     }
 
     /// Reads what arrived on COM1 and runs complete lines.

@@ -77,8 +77,7 @@ impl FwCfg {
         }
         loop {
             // SAFETY: `access` is ours; QEMU updates `control` when done.
-            let control =
-                u32::from_be(unsafe { core::ptr::addr_of!(access.control).read_volatile() });
+            let control = u32::from_be(unsafe { core::ptr::addr_of!(access.control).read_volatile() });
             if control & !DMA_ERROR == 0 {
                 if control & DMA_ERROR != 0 {
                     // Fall back to the slow path rather than lose the file.
@@ -113,7 +112,6 @@ impl FwCfg {
 
     /// Reads the named file as text (lossy for invalid UTF-8).
     pub fn text(&mut self, name: &str) -> Option<String> {
-        self.file(name)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
+        self.file(name).map(|b| String::from_utf8_lossy(&b).into_owned())
     }
 }

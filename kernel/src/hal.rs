@@ -28,10 +28,7 @@ unsafe impl Hal for KernelHal {
     }
 
     unsafe fn mmio_phys_to_virt(paddr: PhysAddr, _size: usize) -> NonNull<u8> {
-        assert!(
-            paddr < 1 << 32,
-            "MMIO above the 4 GiB identity map: {paddr:#x}"
-        );
+        assert!(paddr < 1 << 32, "MMIO above the 4 GiB identity map: {paddr:#x}");
         NonNull::new(paddr as *mut u8).expect("MMIO at address 0")
     }
 

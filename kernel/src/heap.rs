@@ -16,10 +16,7 @@ const DEVICE_MEMORY: u64 = 0xC000_0000;
 /// the heap's size in bytes.
 pub fn init(ram: &[(u64, u64)]) -> Result<usize, &'static str> {
     let start = (core::ptr::addr_of!(__kernel_end) as u64).next_multiple_of(4096);
-    let (_, end) = ram
-        .iter()
-        .find(|(s, e)| *s <= start && start < *e)
-        .ok_or("no RAM after the kernel image")?;
+    let (_, end) = ram.iter().find(|(s, e)| *s <= start && start < *e).ok_or("no RAM after the kernel image")?;
     let end = (*end).min(DEVICE_MEMORY);
     if end <= start + (1 << 20) {
         return Err("less than 1 MiB of RAM after the kernel image");

@@ -107,10 +107,7 @@ pub fn init() {
         limit: u16,
         base: u64,
     }
-    let idtr = Idtr {
-        limit: (32 * 16 - 1) as u16,
-        base: idt.0.as_ptr() as u64,
-    };
+    let idtr = Idtr { limit: (32 * 16 - 1) as u16, base: idt.0.as_ptr() as u64 };
     // SAFETY: the IDT is static and fully initialised above.
     unsafe { asm!("lidt [{}]", in(reg) &idtr, options(nostack)) };
 }

@@ -62,37 +62,22 @@ fn config_source(cmdline: &str) -> ConfigSource {
         }
     }
     if let Some((_, inline)) = cmdline.split_once("-- ") {
-        return ConfigSource {
-            name: "cmdline".into(),
-            text: inline.into(),
-        };
+        return ConfigSource { name: "cmdline".into(), text: inline.into() };
     }
-    ConfigSource {
-        name: "embedded:default.conf".into(),
-        text: EMBEDDED_CONFIG.into(),
-    }
+    ConfigSource { name: "embedded:default.conf".into(), text: EMBEDDED_CONFIG.into() }
 }
 
 /// Every virtio-net NIC on the machine, PCI (bus order) then MMIO (slot order).
 fn discover_nics() -> Vec<Port> {
     let mut nics = Vec::new();
     let scan = pci::scan();
-    println!(
-        "pci: {} config access, {} virtio-net function(s)",
-        scan.mechanism,
-        scan.transports.len()
-    );
+    println!("pci: {} config access, {} virtio-net function(s)", scan.mechanism, scan.transports.len());
     for (df, err) in &scan.errors {
         println!("pci: {df}: {err}");
     }
-    let transports = scan
-        .transports
-        .into_iter()
-        .map(|(df, t)| (alloc::format!("pci {df}"), SomeTransport::from(t)))
-        .chain(
-            mmio::scan()
-                .into_iter()
-                .map(|(slot, t)| (alloc::format!("mmio slot {slot}"), SomeTransport::from(t))),
+    let transports =
+        scan.transports.into_iter().map(|(df, t)| (alloc::format!("pci {df}"), SomeTransport::from(t))).chain(
+            mmio::scan().into_iter().map(|(slot, t)| (alloc::format!("mmio slot {slot}"), SomeTransport::from(t))),
         );
     for (what, t) in transports {
         if t.device_type() != virtio_drivers::transport::DeviceType::Network {
@@ -101,11 +86,7 @@ fn discover_nics() -> Vec<Port> {
         match VirtioNet::new(t) {
             Ok(nic) => {
                 let (rx, tx) = nic.ring_sizes();
-                println!(
-                    "nic{}: virtio-net at {what}, mac {}, rings {rx}/{tx}",
-                    nics.len(),
-                    fmt_mac(&nic.mac())
-                );
+                println!("nic{}: virtio-net at {what}, mac {}, rings {rx}/{tx}", nics.len(), fmt_mac(&nic.mac()));
                 nics.push(nic);
             }
             Err(e) => println!("{what}: virtio-net not usable: {e}"),
@@ -138,20 +119,11 @@ fn bind_ports(config: &Config, mut nics: Vec<Port>) -> Result<Vec<Port>, (u32, S
     for (i, p) in config.ports.iter().enumerate() {
         if slots[i].is_none() {
             slots[i] = Some(rest.next().ok_or_else(|| {
-                (
-                    p.line,
-                    alloc::format!(
-                        "port `{}`: no NIC left for it ({found} virtio-net NIC(s) found)",
-                        p.name
-                    ),
-                )
+                (p.line, alloc::format!("port `{}`: no NIC left for it ({found} virtio-net NIC(s) found)", p.name))
             })?);
         }
     }
-    Ok(slots
-        .into_iter()
-        .map(|s| s.expect("every port bound above"))
-        .collect())
+    Ok(slots.into_iter().map(|s| s.expect("every port bound above")).collect())
 }
 
 #[no_mangle]
@@ -186,10 +158,7 @@ extern "C" fn kmain(start_info: usize) -> ! {
             for e in &errors {
                 println!("{}", e.display(&source.name));
             }
-            println!(
-                "sluice: config refused ({} error(s)); not starting",
-                errors.len()
-            );
+            println!("sluice: config refused ({} error(s)); not starting", errors.len());
             fail(Failure::Startup)
         }
     };
@@ -210,17 +179,8 @@ extern "C" fn kmain(start_info: usize) -> ! {
     let macs: Vec<[u8; 6]> = nics.iter().map(|n| n.mac()).collect();
     let mut dp = Dataplane::new(&config, &macs, clock::now_us(), x86::rdtsc());
     for (p, nic) in dp.ports().iter().zip(&nics) {
-        let addr = p
-            .address
-            .map(|a| alloc::format!("{a}"))
-            .unwrap_or_else(|| "no address".into());
-        println!(
-            "port {}: {} mac {} mtu {}",
-            p.name,
-            addr,
-            fmt_mac(&nic.mac()),
-            p.mtu
-        );
+        let addr = p.address.map(|a| alloc::format!("{a}")).unwrap_or_else(|| "no address".into());
+        println!("port {}: {} mac {} mtu {}", p.name, addr, fmt_mac(&nic.mac()), p.mtu);
     }
     for nic in &mut nics {
         nic.refill(&mut pool);

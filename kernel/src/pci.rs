@@ -100,18 +100,13 @@ pub struct PciScan {
 /// conventional address if the firmware did not), port I/O otherwise.
 fn root() -> Option<(PciRoot<Cam2>, &'static str)> {
     let mut port = PortCam;
-    let host = DeviceFunction {
-        bus: 0,
-        device: 0,
-        function: 0,
-    };
+    let host = DeviceFunction { bus: 0, device: 0, function: 0 };
     let id = port.read_word(host, 0);
     if id == 0xffff_ffff {
         return None;
     }
     if (id as u16, (id >> 16) as u16) == Q35_MCH {
-        let mut bar = port.read_word(host, PCIEXBAR) as u64
-            | (port.read_word(host, PCIEXBAR + 4) as u64) << 32;
+        let mut bar = port.read_word(host, PCIEXBAR) as u64 | (port.read_word(host, PCIEXBAR + 4) as u64) << 32;
         if bar & 1 == 0 {
             port.write_word(host, PCIEXBAR + 4, 0);
             port.write_word(host, PCIEXBAR, ECAM_BASE as u32 | 1);
@@ -140,11 +135,7 @@ impl Window {
     fn alloc(&mut self, size: u64) -> Option<u64> {
         let size = size.max(16);
         let mut addr = self.next.next_multiple_of(size);
-        while let Some(&(_, e)) = self
-            .used
-            .iter()
-            .find(|(s, e)| addr < *e && *s < addr + size)
-        {
+        while let Some(&(_, e)) = self.used.iter().find(|(s, e)| addr < *e && *s < addr + size) {
             addr = e.next_multiple_of(size);
         }
         if addr + size > self.end {
@@ -158,11 +149,7 @@ impl Window {
 
 /// Lists the virtio-net functions on bus 0 and makes their BARs usable.
 pub fn scan() -> PciScan {
-    let mut out = PciScan {
-        mechanism: "none",
-        transports: Vec::new(),
-        errors: Vec::new(),
-    };
+    let mut out = PciScan { mechanism: "none", transports: Vec::new(), errors: Vec::new() };
     let Some((mut root, mechanism)) = root() else {
         return out;
     };
@@ -170,28 +157,16 @@ pub fn scan() -> PciScan {
     let functions: Vec<_> = root.enumerate_bus(0).collect();
 
     // Addresses the firmware already gave to devices we leave alone.
-    let mut mem = Window {
-        next: MMIO_WINDOW.0,
-        end: MMIO_WINDOW.1,
-        used: Vec::new(),
-    };
-    let mut io = Window {
-        next: IO_WINDOW.0,
-        end: IO_WINDOW.1,
-        used: Vec::new(),
-    };
-    let is_net = |v: u16, d: u16| {
-        v == VIRTIO_VENDOR && (d == VIRTIO_NET_MODERN || d == VIRTIO_NET_TRANSITIONAL)
-    };
+    let mut mem = Window { next: MMIO_WINDOW.0, end: MMIO_WINDOW.1, used: Vec::new() };
+    let mut io = Window { next: IO_WINDOW.0, end: IO_WINDOW.1, used: Vec::new() };
+    let is_net = |v: u16, d: u16| v == VIRTIO_VENDOR && (d == VIRTIO_NET_MODERN || d == VIRTIO_NET_TRANSITIONAL);
     for (df, info) in &functions {
         if is_net(info.vendor_id, info.device_id) {
             continue;
         }
         for bar in root.bars(*df).unwrap_or_default().into_iter().flatten() {
             match bar {
-                BarInfo::Memory { address, size, .. } if address != 0 => {
-                    mem.used.push((address, address + size))
-                }
+                BarInfo::Memory { address, size, .. } if address != 0 => mem.used.push((address, address + size)),
                 BarInfo::IO { address, size } if address != 0 => {
                     io.used.push((address as u64, (address + size) as u64))
                 }
@@ -210,9 +185,7 @@ pub fn scan() -> PciScan {
         let mut i = 0;
         while i < 6 {
             match &bars[i] {
-                Some(BarInfo::Memory {
-                    address_type, size, ..
-                }) if *size > 0 => {
+                Some(BarInfo::Memory { address_type, size, .. }) if *size > 0 => {
                     let wide = *address_type == MemoryBarType::Width64;
                     match mem.alloc(*size) {
                         Some(a) if wide => root.set_bar_64(df, i as u8, a),
@@ -226,16 +199,9 @@ pub fn scan() -> PciScan {
                 },
                 _ => {}
             }
-            i += if bars[i].as_ref().is_some_and(|b| b.takes_two_entries()) {
-                2
-            } else {
-                1
-            };
+            i += if bars[i].as_ref().is_some_and(|b| b.takes_two_entries()) { 2 } else { 1 };
         }
-        root.set_command(
-            df,
-            Command::IO_SPACE | Command::MEMORY_SPACE | Command::BUS_MASTER,
-        );
+        root.set_command(df, Command::IO_SPACE | Command::MEMORY_SPACE | Command::BUS_MASTER);
         match PciTransport::new::<KernelHal, _>(&mut root, df) {
             Ok(t) => out.transports.push((df, t)),
             Err(e) => out.errors.push((df, alloc::format!("{e}"))),

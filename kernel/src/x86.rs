@@ -11,9 +11,7 @@ use core::arch::asm;
 #[inline]
 pub unsafe fn outb(port: u16, v: u8) {
     // SAFETY: the caller vouches for the port; `out` touches no memory.
-    unsafe {
-        asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags))
-    }
+    unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) }
 }
 
 /// Reads a byte from an I/O port. # Safety: as [`outb`].
@@ -21,9 +19,7 @@ pub unsafe fn outb(port: u16, v: u8) {
 pub unsafe fn inb(port: u16) -> u8 {
     let v: u8;
     // SAFETY: the caller vouches for the port; `in` touches no memory.
-    unsafe {
-        asm!("in al, dx", out("al") v, in("dx") port, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { asm!("in al, dx", out("al") v, in("dx") port, options(nomem, nostack, preserves_flags)) };
     v
 }
 
@@ -31,18 +27,14 @@ pub unsafe fn inb(port: u16) -> u8 {
 #[inline]
 pub unsafe fn outw(port: u16, v: u16) {
     // SAFETY: as `outb`.
-    unsafe {
-        asm!("out dx, ax", in("dx") port, in("ax") v, options(nomem, nostack, preserves_flags))
-    }
+    unsafe { asm!("out dx, ax", in("dx") port, in("ax") v, options(nomem, nostack, preserves_flags)) }
 }
 
 /// Writes a 32-bit word to an I/O port. # Safety: as [`outb`].
 #[inline]
 pub unsafe fn outl(port: u16, v: u32) {
     // SAFETY: as `outb`.
-    unsafe {
-        asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags))
-    }
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags)) }
 }
 
 /// Reads a 32-bit word from an I/O port. # Safety: as [`outb`].
@@ -50,9 +42,7 @@ pub unsafe fn outl(port: u16, v: u32) {
 pub unsafe fn inl(port: u16) -> u32 {
     let v: u32;
     // SAFETY: as `inb`.
-    unsafe {
-        asm!("in eax, dx", out("eax") v, in("dx") port, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { asm!("in eax, dx", out("eax") v, in("dx") port, options(nomem, nostack, preserves_flags)) };
     v
 }
 

@@ -10,10 +10,7 @@ use sluice_qemu_tests::*;
 /// `ping -c 5` of the port's address from its namespace: 0% loss.
 fn ping_ok(lab: &Lab, port: &str) {
     let p = lab.port(port);
-    let (ok, out) = ns_run(
-        p,
-        &["ping", "-c", "5", "-i", "0.2", "-W", "2", &p.appliance_ip],
-    );
+    let (ok, out) = ns_run(p, &["ping", "-c", "5", "-i", "0.2", "-W", "2", &p.appliance_ip]);
     assert!(
         ok && out.contains(" 0% packet loss"),
         "ping {} from {}:\n{out}\n{}",
@@ -74,26 +71,9 @@ fn ready_line_reports_boot_time() {
 fn arping_sees_the_configured_mac() {
     let lab = two_port_lab(Machine::Microvm);
     for p in &lab.ports {
-        let (ok, out) = ns_run(
-            p,
-            &[
-                "arping",
-                "-c",
-                "3",
-                "-w",
-                "10",
-                "-I",
-                &p.tap.name,
-                &p.appliance_ip,
-            ],
-        );
+        let (ok, out) = ns_run(p, &["arping", "-c", "3", "-w", "10", "-I", &p.tap.name, &p.appliance_ip]);
         assert!(ok, "arping failed:\n{out}");
-        assert!(
-            out.to_lowercase().contains(&p.mac),
-            "arping for {} did not show {}:\n{out}",
-            p.appliance_ip,
-            p.mac
-        );
+        assert!(out.to_lowercase().contains(&p.mac), "arping for {} did not show {}:\n{out}", p.appliance_ip, p.mac);
     }
 }
 
@@ -117,16 +97,7 @@ fn malformed_frames_are_dropped_and_counted() {
     let unknown = format!("{dst}{src}88b5{}", "00".repeat(46));
     // IPv4 EtherType with a 10-byte "header": truncated.
     let truncated = format!("{dst}{src}0800{}", "45000054000040004001");
-    send_raw(
-        lan,
-        &[
-            unknown.clone(),
-            unknown.clone(),
-            unknown,
-            truncated.clone(),
-            truncated,
-        ],
-    );
+    send_raw(lan, &[unknown.clone(), unknown.clone(), unknown, truncated.clone(), truncated]);
     // Counters settle once ping (which goes through the same ring) works.
     ping_ok(&lab, "lan");
     let stats = lab.vm.stats().unwrap();
@@ -140,36 +111,19 @@ fn malformed_frames_are_dropped_and_counted() {
 fn sluice_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("sluice");
-    assert!(
-        bin.exists(),
-        "{} not built (cargo build -p sluice)",
-        bin.display()
-    );
+    assert!(bin.exists(), "{} not built (cargo build -p sluice)", bin.display());
     bin
 }
 
 #[test]
 fn bad_config_is_refused_with_the_same_errors_as_sluice_check() {
     let mut spec = LabSpec::two_ports(Machine::Microvm).unwrap();
-    spec.config_override = Some(
-        "port lan mac 52:54:00:5c:00:01 address 10.0.0.1/24\nport wan address 10.1.0.300/24 mtu 9000\n".into(),
-    );
+    spec.config_override =
+        Some("port lan mac 52:54:00:5c:00:01 address 10.0.0.1/24\nport wan address 10.1.0.300/24 mtu 9000\n".into());
     let mut lab = Lab::boot(&spec).unwrap();
-    let status = lab
-        .vm
-        .wait_exit(Duration::from_secs(60))
-        .expect("VM did not exit on a bad config");
-    assert_eq!(
-        Ending::from(status),
-        Ending::StartupRefused,
-        "{}",
-        lab.vm.console()
-    );
-    let out = std::process::Command::new(sluice_bin())
-        .arg("check")
-        .arg(&lab.config_path)
-        .output()
-        .unwrap();
+    let status = lab.vm.wait_exit(Duration::from_secs(60)).expect("VM did not exit on a bad config");
+    assert_eq!(Ending::from(status), Ending::StartupRefused, "{}", lab.vm.console());
+    let out = std::process::Command::new(sluice_bin()).arg("check").arg(&lab.config_path).output().unwrap();
     assert!(!out.status.success());
     let expected = String::from_utf8(out.stderr).unwrap();
     assert_eq!(expected.lines().count(), 2, "{expected}");
@@ -185,11 +139,7 @@ fn config_on_the_kernel_command_line() {
     let mut spec = LabSpec::two_ports(Machine::Microvm).unwrap();
     spec.config_on_cmdline = true;
     let lab = Lab::start(&spec).unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        lab.vm.console().contains("config: cmdline (2 port(s))"),
-        "{}",
-        lab.vm.console()
-    );
+    assert!(lab.vm.console().contains("config: cmdline (2 port(s))"), "{}", lab.vm.console());
     ping_ok(&lab, "wan");
 }
 
@@ -197,19 +147,10 @@ fn config_on_the_kernel_command_line() {
 fn a_panic_fails_the_vm_and_the_harness_reports_it() {
     let mut lab = two_port_lab(Machine::Microvm);
     lab.vm.send("panic").unwrap();
-    let err = lab
-        .vm
-        .wait_for("this never appears", Duration::from_secs(30))
-        .unwrap_err();
+    let err = lab.vm.wait_for("this never appears", Duration::from_secs(30)).unwrap_err();
     assert!(err.what.contains("sluice panicked"), "{err}");
-    assert!(
-        err.console.contains("panic requested on the console"),
-        "{err}"
-    );
-    assert_eq!(
-        lab.vm.wait_exit(Duration::from_secs(5)).map(Ending::from),
-        Some(Ending::Panic)
-    );
+    assert!(err.console.contains("panic requested on the console"), "{err}");
+    assert_eq!(lab.vm.wait_exit(Duration::from_secs(5)).map(Ending::from), Some(Ending::Panic));
 }
 
 #[test]
@@ -219,26 +160,11 @@ fn teardown_removes_namespaces_taps_and_qemu() {
     let names: Vec<String> = lab.ports.iter().map(|p| p.ns.name.clone()).collect();
     let taps: Vec<String> = lab.ports.iter().map(|p| p.tap.name.clone()).collect();
     drop(lab);
-    assert!(
-        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-        "QEMU {pid} still running"
-    );
-    let netns = String::from_utf8(
-        std::process::Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let links = String::from_utf8(
-        std::process::Command::new("ip")
-            .args(["-o", "link"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "QEMU {pid} still running");
+    let netns =
+        String::from_utf8(std::process::Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).unwrap();
+    let links =
+        String::from_utf8(std::process::Command::new("ip").args(["-o", "link"]).output().unwrap().stdout).unwrap();
     for n in names {
         assert!(!netns.contains(&n), "namespace {n} left behind");
     }

@@ -87,12 +87,7 @@ pub struct RouterConfig {
 
 impl Default for RouterConfig {
     fn default() -> Self {
-        RouterConfig {
-            icmp_rate: 100,
-            icmp_burst: 20,
-            arp_timeout: 300,
-            neighbors: 1024,
-        }
+        RouterConfig { icmp_rate: 100, icmp_burst: 20, arp_timeout: 300, neighbors: 1024 }
     }
 }
 
@@ -106,11 +101,7 @@ impl StageKind {
     pub const ALL: &'static [(&'static str, StageKind)] = &[("router", StageKind::Router)];
 
     pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, k)| *k == self)
-            .map(|(n, _)| *n)
-            .unwrap_or("?")
+        Self::ALL.iter().find(|(_, k)| *k == self).map(|(n, _)| *n).unwrap_or("?")
     }
 }
 
@@ -141,11 +132,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn at(tok: &Token<'_>, message: impl Into<String>) -> Self {
-        ConfigError {
-            line: tok.line,
-            column: tok.column,
-            message: message.into(),
-        }
+        ConfigError { line: tok.line, column: tok.column, message: message.into() }
     }
 
     /// `file:line:column: message`, the format editors and CI logs understand.
@@ -153,11 +140,7 @@ impl ConfigError {
         struct D<'a>(&'a ConfigError, &'a str);
         impl fmt::Display for D<'_> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(
-                    f,
-                    "{}:{}:{}: {}",
-                    self.1, self.0.line, self.0.column, self.0.message
-                )
+                write!(f, "{}:{}:{}: {}", self.1, self.0.line, self.0.column, self.0.message)
             }
         }
         D(self, file)
@@ -186,11 +169,7 @@ fn tokenize_line(line: &str, line_no: u32) -> Vec<Token<'_>> {
     let mut out = Vec::new();
     let mut start: Option<usize> = None;
     fn push<'a>(out: &mut Vec<Token<'a>>, line: &'a str, line_no: u32, s: usize, e: usize) {
-        out.push(Token {
-            text: &line[s..e],
-            line: line_no,
-            column: line[..s].chars().count() as u32 + 1,
-        })
+        out.push(Token { text: &line[s..e], line: line_no, column: line[..s].chars().count() as u32 + 1 })
     }
     for (i, c) in line.char_indices() {
         if c.is_whitespace() || c == '{' || c == '}' || c == ';' {
@@ -225,10 +204,7 @@ fn parse_statements<'a>(text: &'a str, errors: &mut Vec<ConfigError>) -> Vec<Stm
             if words.is_empty() {
                 return;
             }
-            let stmt = Stmt {
-                words: core::mem::take(words),
-                block: None,
-            };
+            let stmt = Stmt { words: core::mem::take(words), block: None };
             match stack.last_mut() {
                 Some((_, _, children)) => children.push(stmt),
                 None => top.push(stmt),
@@ -238,10 +214,7 @@ fn parse_statements<'a>(text: &'a str, errors: &mut Vec<ConfigError>) -> Vec<Stm
             match tok.text {
                 "{" => {
                     if words.is_empty() {
-                        errors.push(ConfigError::at(
-                            &tok,
-                            "`{` must follow a statement on the same line",
-                        ));
+                        errors.push(ConfigError::at(&tok, "`{` must follow a statement on the same line"));
                     } else {
                         stack.push((tok, core::mem::take(&mut words), Vec::new()));
                     }
@@ -250,10 +223,7 @@ fn parse_statements<'a>(text: &'a str, errors: &mut Vec<ConfigError>) -> Vec<Stm
                     finish(&mut words, &mut stack, &mut top);
                     match stack.pop() {
                         Some((_, words, children)) => {
-                            let stmt = Stmt {
-                                words,
-                                block: Some(children),
-                            };
+                            let stmt = Stmt { words, block: Some(children) };
                             match stack.last_mut() {
                                 Some((_, _, c)) => c.push(stmt),
                                 None => top.push(stmt),
@@ -271,15 +241,9 @@ fn parse_statements<'a>(text: &'a str, errors: &mut Vec<ConfigError>) -> Vec<Stm
     while let Some((open, words, children)) = stack.pop() {
         errors.push(ConfigError::at(
             &open,
-            format!(
-                "block of `{}` is never closed: add a line with `}}`",
-                words[0].text
-            ),
+            format!("block of `{}` is never closed: add a line with `}}`", words[0].text),
         ));
-        top.push(Stmt {
-            words,
-            block: Some(children),
-        });
+        top.push(Stmt { words, block: Some(children) });
     }
     top
 }
@@ -298,14 +262,8 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
             "port" => {
                 if let Some(port) = parse_port(stmt, &mut errors) {
                     if config.ports.iter().any(|p| p.name == port.name) {
-                        errors.push(ConfigError::at(
-                            &stmt.words[1],
-                            format!("port `{}` is defined twice", port.name),
-                        ));
-                    } else if let Some(other) = port
-                        .mac
-                        .and_then(|m| config.ports.iter().find(|p| p.mac == Some(m)))
-                    {
+                        errors.push(ConfigError::at(&stmt.words[1], format!("port `{}` is defined twice", port.name)));
+                    } else if let Some(other) = port.mac.and_then(|m| config.ports.iter().find(|p| p.mac == Some(m))) {
                         errors.push(ConfigError::at(
                             &stmt.words[1],
                             format!(
@@ -320,18 +278,12 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
             }
             other => errors.push(ConfigError::at(
                 &kw,
-                format!(
-                    "unknown statement `{other}`: expected `port`, `route`, `router` or `pipeline`"
-                ),
+                format!("unknown statement `{other}`: expected `port`, `route`, `router` or `pipeline`"),
             )),
         }
     }
     // Routes and pipelines name ports, so they are read once all ports are known.
-    config.pipelines = config
-        .ports
-        .iter()
-        .map(|_| alloc::vec![StageKind::Router])
-        .collect();
+    config.pipelines = config.ports.iter().map(|_| alloc::vec![StageKind::Router]).collect();
     let mut pipeline_lines: Vec<Option<u32>> = config.ports.iter().map(|_| None).collect();
     let mut router_seen = false;
     for stmt in later {
@@ -382,11 +334,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
 }
 
 /// Collects `key value` pairs from the words after `skip` and from a block.
-fn key_values<'a>(
-    stmt: &Stmt<'a>,
-    skip: usize,
-    errors: &mut Vec<ConfigError>,
-) -> Vec<(Token<'a>, Option<Token<'a>>)> {
+fn key_values<'a>(stmt: &Stmt<'a>, skip: usize, errors: &mut Vec<ConfigError>) -> Vec<(Token<'a>, Option<Token<'a>>)> {
     let mut out = Vec::new();
     let mut rest = &stmt.words[skip..];
     while let Some((k, tail)) = rest.split_first() {
@@ -397,19 +345,13 @@ fn key_values<'a>(
         let k = child.words[0];
         if let Some(b) = &child.block {
             let _ = b;
-            errors.push(ConfigError::at(
-                &k,
-                format!("`{}` does not take a block", k.text),
-            ));
+            errors.push(ConfigError::at(&k, format!("`{}` does not take a block", k.text)));
             continue;
         }
         if child.words.len() > 2 {
             errors.push(ConfigError::at(
                 &child.words[2],
-                format!(
-                    "unexpected `{}`: `{}` takes one value",
-                    child.words[2].text, k.text
-                ),
+                format!("unexpected `{}`: `{}` takes one value", child.words[2].text, k.text),
             ));
         }
         out.push((k, child.words.get(1).copied()));
@@ -420,43 +362,25 @@ fn key_values<'a>(
 fn parse_port(stmt: &Stmt<'_>, errors: &mut Vec<ConfigError>) -> Option<PortConfig> {
     let kw = stmt.words[0];
     let Some(name) = stmt.words.get(1) else {
-        errors.push(ConfigError::at(
-            &kw,
-            "`port` needs a name: `port NAME address A.B.C.D/LEN`",
-        ));
+        errors.push(ConfigError::at(&kw, "`port` needs a name: `port NAME address A.B.C.D/LEN`"));
         return None;
     };
     let before = errors.len();
     if !is_name(name.text) {
         errors.push(ConfigError::at(
             name,
-            format!(
-                "bad port name `{}`: use 1 to 15 letters, digits, `-` or `_`, starting with a letter",
-                name.text
-            ),
+            format!("bad port name `{}`: use 1 to 15 letters, digits, `-` or `_`, starting with a letter", name.text),
         ));
     }
-    let mut port = PortConfig {
-        name: name.text.to_string(),
-        mac: None,
-        address: None,
-        mtu: 1500,
-        line: kw.line,
-    };
+    let mut port = PortConfig { name: name.text.to_string(), mac: None, address: None, mtu: 1500, line: kw.line };
     let mut seen: Vec<&str> = Vec::new();
     for (key, value) in key_values(stmt, 2, errors) {
         let Some(value) = value else {
-            errors.push(ConfigError::at(
-                &key,
-                format!("`{}` needs a value", key.text),
-            ));
+            errors.push(ConfigError::at(&key, format!("`{}` needs a value", key.text)));
             continue;
         };
         if seen.contains(&key.text) {
-            errors.push(ConfigError::at(
-                &key,
-                format!("`{}` is given twice for port `{}`", key.text, port.name),
-            ));
+            errors.push(ConfigError::at(&key, format!("`{}` is given twice for port `{}`", key.text, port.name)));
             continue;
         }
         match key.text {
@@ -505,67 +429,42 @@ fn parse_port(stmt: &Stmt<'_>, errors: &mut Vec<ConfigError>) -> Option<PortConf
 }
 
 /// `route PREFIX via ADDRESS` or `route PREFIX port NAME`.
-fn parse_route(
-    stmt: &Stmt<'_>,
-    config: &Config,
-    errors: &mut Vec<ConfigError>,
-) -> Option<RouteConfig> {
+fn parse_route(stmt: &Stmt<'_>, config: &Config, errors: &mut Vec<ConfigError>) -> Option<RouteConfig> {
     let kw = stmt.words[0];
     const FORM: &str = "expected `route PREFIX via ADDRESS` or `route PREFIX port NAME`";
-    let (Some(prefix), Some(kind), Some(target)) =
-        (stmt.words.get(1), stmt.words.get(2), stmt.words.get(3))
-    else {
+    let (Some(prefix), Some(kind), Some(target)) = (stmt.words.get(1), stmt.words.get(2), stmt.words.get(3)) else {
         errors.push(ConfigError::at(&kw, format!("incomplete route: {FORM}")));
         return None;
     };
     if let Some(extra) = stmt.words.get(4) {
-        errors.push(ConfigError::at(
-            extra,
-            format!("unexpected `{}`: {FORM}", extra.text),
-        ));
+        errors.push(ConfigError::at(extra, format!("unexpected `{}`: {FORM}", extra.text)));
         return None;
     }
     let Ok(net) = prefix.text.parse::<Ipv4Net>() else {
         errors.push(ConfigError::at(
             prefix,
-            format!(
-                "bad prefix `{}`: expected A.B.C.D/LEN such as 0.0.0.0/0",
-                prefix.text
-            ),
+            format!("bad prefix `{}`: expected A.B.C.D/LEN such as 0.0.0.0/0", prefix.text),
         ));
         return None;
     };
     if net != net.trunc() {
         errors.push(ConfigError::at(
             prefix,
-            format!(
-                "`{}` has host bits set: did you mean {}?",
-                prefix.text,
-                net.trunc()
-            ),
+            format!("`{}` has host bits set: did you mean {}?", prefix.text, net.trunc()),
         ));
         return None;
     }
     match kind.text {
         "via" => {
             let Ok(gw) = target.text.parse::<Ipv4Addr>() else {
-                errors.push(ConfigError::at(
-                    target,
-                    format!("bad next hop `{}`: expected an IPv4 address", target.text),
-                ));
+                errors
+                    .push(ConfigError::at(target, format!("bad next hop `{}`: expected an IPv4 address", target.text)));
                 return None;
             };
-            let on_link = config
-                .ports
-                .iter()
-                .position(|p| p.address.is_some_and(|a| a.contains(&gw) && a.addr() != gw));
+            let on_link =
+                config.ports.iter().position(|p| p.address.is_some_and(|a| a.contains(&gw) && a.addr() != gw));
             match on_link {
-                Some(port) => Some(RouteConfig {
-                    prefix: net,
-                    port,
-                    via: Some(gw),
-                    line: kw.line,
-                }),
+                Some(port) => Some(RouteConfig { prefix: net, port, via: Some(gw), line: kw.line }),
                 None => {
                     errors.push(ConfigError::at(
                         target,
@@ -576,43 +475,24 @@ fn parse_route(
             }
         }
         "port" => match config.port_by_name(target.text) {
-            Some(port) => Some(RouteConfig {
-                prefix: net,
-                port,
-                via: None,
-                line: kw.line,
-            }),
+            Some(port) => Some(RouteConfig { prefix: net, port, via: None, line: kw.line }),
             None => {
-                errors.push(ConfigError::at(
-                    target,
-                    format!("no port named `{}`", target.text),
-                ));
+                errors.push(ConfigError::at(target, format!("no port named `{}`", target.text)));
                 None
             }
         },
         other => {
-            errors.push(ConfigError::at(
-                kind,
-                format!("unexpected `{other}`: {FORM}"),
-            ));
+            errors.push(ConfigError::at(kind, format!("unexpected `{other}`: {FORM}")));
             None
         }
     }
 }
 
 /// `pipeline PORT STAGE...`
-fn parse_pipeline(
-    stmt: &Stmt<'_>,
-    config: &mut Config,
-    seen: &mut [Option<u32>],
-    errors: &mut Vec<ConfigError>,
-) {
+fn parse_pipeline(stmt: &Stmt<'_>, config: &mut Config, seen: &mut [Option<u32>], errors: &mut Vec<ConfigError>) {
     let kw = stmt.words[0];
     let Some(port) = stmt.words.get(1) else {
-        errors.push(ConfigError::at(
-            &kw,
-            "`pipeline` needs a port and stages: `pipeline PORT router`",
-        ));
+        errors.push(ConfigError::at(&kw, "`pipeline` needs a port and stages: `pipeline PORT router`"));
         return;
     };
     let name = port.text.trim_end_matches(':');
@@ -621,30 +501,22 @@ fn parse_pipeline(
         return;
     };
     if let Some(line) = seen[i] {
-        errors.push(ConfigError::at(
-            port,
-            format!("port `{name}` already has a pipeline (line {line})"),
-        ));
+        errors.push(ConfigError::at(port, format!("port `{name}` already has a pipeline (line {line})")));
         return;
     }
     seen[i] = Some(kw.line);
     let mut stages = Vec::new();
     for w in &stmt.words[2..] {
         match StageKind::ALL.iter().find(|(n, _)| *n == w.text) {
-            Some((_, k)) if stages.contains(k) => errors.push(ConfigError::at(
-                w,
-                format!("stage `{}` appears twice in this pipeline", w.text),
-            )),
+            Some((_, k)) if stages.contains(k) => {
+                errors.push(ConfigError::at(w, format!("stage `{}` appears twice in this pipeline", w.text)))
+            }
             Some((_, k)) => stages.push(*k),
             None => {
                 let known: Vec<&str> = StageKind::ALL.iter().map(|(n, _)| *n).collect();
                 errors.push(ConfigError::at(
                     w,
-                    format!(
-                        "unknown stage `{}`: expected one of {}",
-                        w.text,
-                        known.join(", ")
-                    ),
+                    format!("unknown stage `{}`: expected one of {}", w.text, known.join(", ")),
                 ))
             }
         }
@@ -656,10 +528,7 @@ fn parse_pipeline(
 fn parse_router(stmt: &Stmt<'_>, r: &mut RouterConfig, errors: &mut Vec<ConfigError>) {
     for (key, value) in key_values(stmt, 1, errors) {
         let Some(value) = value else {
-            errors.push(ConfigError::at(
-                &key,
-                format!("`{}` needs a value", key.text),
-            ));
+            errors.push(ConfigError::at(&key, format!("`{}` needs a value", key.text)));
             continue;
         };
         let (min, max): (u64, u64) = match key.text {
@@ -684,10 +553,7 @@ fn parse_router(stmt: &Stmt<'_>, r: &mut RouterConfig, errors: &mut Vec<ConfigEr
             },
             _ => errors.push(ConfigError::at(
                 &value,
-                format!(
-                    "bad {} `{}`: expected a number from {min} to {max}",
-                    key.text, value.text
-                ),
+                format!("bad {} `{}`: expected a number from {min} to {max}", key.text, value.text),
             )),
         }
     }
@@ -696,8 +562,7 @@ fn parse_router(stmt: &Stmt<'_>, r: &mut RouterConfig, errors: &mut Vec<ConfigEr
 fn is_name(s: &str) -> bool {
     (1..=15).contains(&s.len())
         && s.as_bytes()[0].is_ascii_alphabetic()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff` (or with `-`).
@@ -720,11 +585,7 @@ pub fn fmt_mac(m: &[u8; 6]) -> impl fmt::Display + '_ {
     impl fmt::Display for M<'_> {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             let m = self.0;
-            write!(
-                f,
-                "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-                m[0], m[1], m[2], m[3], m[4], m[5]
-            )
+            write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
         }
     }
     M(m)
@@ -736,17 +597,15 @@ mod tests {
     use std::string::ToString;
 
     fn errs(text: &str) -> Vec<String> {
-        parse(text)
-            .unwrap_err()
-            .iter()
-            .map(|e| e.display("t.conf").to_string())
-            .collect()
+        parse(text).unwrap_err().iter().map(|e| e.display("t.conf").to_string()).collect()
     }
 
     #[test]
     fn one_line_and_block_forms_agree() {
         let a = parse("port lan address 10.0.0.1/24 mac 52:54:00:00:00:01 mtu 1400\n").unwrap();
-        let b = parse("# lan side\nport lan {\n  address 10.0.0.1/24\n  mac 52:54:00:00:00:01 # fixed\n  mtu 1400\n}\n").unwrap();
+        let b =
+            parse("# lan side\nport lan {\n  address 10.0.0.1/24\n  mac 52:54:00:00:00:01 # fixed\n  mtu 1400\n}\n")
+                .unwrap();
         assert_eq!(a.ports[0].address, b.ports[0].address);
         assert_eq!(a.ports[0].mac, b.ports[0].mac);
         assert_eq!(a.ports[0].mtu, 1400);
@@ -795,23 +654,15 @@ mod tests {
     #[test]
     fn unclosed_block_and_missing_values() {
         let e = errs("port lan {\n  address\n");
-        assert!(
-            e[0].starts_with("t.conf:1:10: block of `port` is never closed"),
-            "{e:?}"
-        );
-        assert!(
-            e[1].starts_with("t.conf:2:3: `address` needs a value"),
-            "{e:?}"
-        );
+        assert!(e[0].starts_with("t.conf:1:10: block of `port` is never closed"), "{e:?}");
+        assert!(e[1].starts_with("t.conf:2:3: `address` needs a value"), "{e:?}");
     }
 
     #[test]
     fn network_broadcast_multicast_refused() {
         assert!(errs("port a address 10.0.0.0/24")[0].contains("network or broadcast"));
         assert!(errs("port a address 10.0.0.255/24")[0].contains("network or broadcast"));
-        assert!(
-            errs("port a address 10.0.0.1/24 mac 01:00:5e:00:00:01")[0].contains("multicast MAC")
-        );
+        assert!(errs("port a address 10.0.0.1/24 mac 01:00:5e:00:00:01")[0].contains("multicast MAC"));
         assert!(parse("port a address 10.0.0.7/32").is_ok());
     }
 
@@ -857,24 +708,18 @@ mod tests {
     fn route_errors() {
         let base = "port lan address 10.0.0.1/24\n";
         let e = errs(&std::format!("{base}route 10.9.0.0/16 via 10.9.0.1\n"));
-        assert_eq!(e, ["t.conf:2:23: next hop 10.9.0.1 is not on the subnet of any port: give a port an address on its link"]);
-        let e = errs(&std::format!("{base}route 10.9.0.1/16 via 10.0.0.9\n"));
-        assert!(
-            e[0].contains("has host bits set: did you mean 10.9.0.0/16?"),
-            "{e:?}"
+        assert_eq!(
+            e,
+            ["t.conf:2:23: next hop 10.9.0.1 is not on the subnet of any port: give a port an address on its link"]
         );
-        let e = errs(&std::format!(
-            "{base}route 10.9.0.0/16 port wan\nroute 10.8.0.0/16\n"
-        ));
+        let e = errs(&std::format!("{base}route 10.9.0.1/16 via 10.0.0.9\n"));
+        assert!(e[0].contains("has host bits set: did you mean 10.9.0.0/16?"), "{e:?}");
+        let e = errs(&std::format!("{base}route 10.9.0.0/16 port wan\nroute 10.8.0.0/16\n"));
         assert!(e[0].contains("no port named `wan`"), "{e:?}");
         assert!(e[1].starts_with("t.conf:3:1: incomplete route"), "{e:?}");
-        let e = errs(&std::format!(
-            "{base}route 0.0.0.0/0 via 10.0.0.9\nroute 0.0.0.0/0 via 10.0.0.8\n"
-        ));
+        let e = errs(&std::format!("{base}route 0.0.0.0/0 via 10.0.0.9\nroute 0.0.0.0/0 via 10.0.0.8\n"));
         assert!(e[0].contains("already given on line 2"), "{e:?}");
-        let e = errs(&std::format!(
-            "{base}pipeline lan nat\npipeline wan router\nrouter icmp-rate lots\n"
-        ));
+        let e = errs(&std::format!("{base}pipeline lan nat\npipeline wan router\nrouter icmp-rate lots\n"));
         assert!(e[0].contains("unknown stage `nat`"), "{e:?}");
         assert!(e[1].contains("no port named `wan`"), "{e:?}");
         assert!(e[2].contains("bad icmp-rate `lots`"), "{e:?}");

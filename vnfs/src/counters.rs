@@ -99,10 +99,7 @@ mod tests {
     fn names_are_unique_and_snake_case() {
         for (i, a) in DropReason::ALL.iter().enumerate() {
             assert_eq!(*a as usize, i, "ALL must be in discriminant order");
-            assert!(a
-                .name()
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()));
+            assert!(a.name().bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()));
             for b in &DropReason::ALL[i + 1..] {
                 assert_ne!(a.name(), b.name());
             }

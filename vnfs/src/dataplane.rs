@@ -14,9 +14,7 @@ use core::fmt;
 use core::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use smoltcp::wire::{
-    ArpHardware, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, Ipv4Packet,
-};
+use smoltcp::wire::{ArpHardware, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, Ipv4Packet};
 
 use crate::config::{Config, StageKind};
 use crate::counters::{DropReason, PortCounters};
@@ -67,11 +65,7 @@ impl Dataplane {
     pub fn new(config: &Config, macs: &[[u8; 6]], now: Micros, seed: u64) -> Self {
         let local: Vec<Ipv4Addr> = config.ports.iter().filter_map(|p| p.ip()).collect();
         let default_gw = |port: usize| {
-            config
-                .routes
-                .iter()
-                .find(|r| r.prefix.prefix_len() == 0 && r.port == port)
-                .and_then(|r| r.via)
+            config.routes.iter().find(|r| r.prefix.prefix_len() == 0 && r.port == port).and_then(|r| r.via)
         };
         let ports = config
             .ports
@@ -84,15 +78,7 @@ impl Dataplane {
                 address: pc.address,
                 mtu: pc.mtu,
                 counters: PortCounters::default(),
-                host: HostStack::new(
-                    *mac,
-                    pc.address,
-                    &local,
-                    default_gw(i),
-                    pc.mtu,
-                    now,
-                    seed ^ i as u64,
-                ),
+                host: HostStack::new(*mac, pc.address, &local, default_gw(i), pc.mtu, now, seed ^ i as u64),
                 tx: TxQueue::new(),
             })
             .collect();
@@ -150,14 +136,7 @@ impl Dataplane {
     /// to the host stack, a transmit queue, a stage that holds it, or back
     /// to the pool with a drop counted.
     pub fn receive(&mut self, port: PortId, batch: &mut Batch, pool: &mut PacketPool, now: Micros) {
-        let Dataplane {
-            ports,
-            stages,
-            stage_counters,
-            pipelines,
-            local,
-            ..
-        } = self;
+        let Dataplane { ports, stages, stage_counters, pipelines, local, .. } = self;
         let mut onward = Batch::new();
         for mut pkt in batch.drain(..) {
             pkt.meta.in_port = port;
@@ -196,10 +175,7 @@ impl Dataplane {
             }
             let counters = &mut stage_counters[s];
             counters.packets += onward.len() as u64;
-            stages[s].process(
-                &mut onward,
-                &mut StageContext::new(now, pool, ports, counters),
-            );
+            stages[s].process(&mut onward, &mut StageContext::new(now, pool, ports, counters));
         }
         // No stage took them: nothing routes them.
         for pkt in onward.drain(..) {
@@ -211,12 +187,7 @@ impl Dataplane {
     /// Runs stage timers and the host stacks (those with work, and all of
     /// them now and then for their own timers).
     pub fn poll(&mut self, now: Micros, pool: &mut PacketPool) {
-        let Dataplane {
-            ports,
-            stages,
-            stage_counters,
-            ..
-        } = self;
+        let Dataplane { ports, stages, stage_counters, .. } = self;
         for (s, c) in stages.iter_mut().zip(stage_counters.iter_mut()) {
             s.poll(&mut StageContext::new(now, pool, ports, c));
         }
@@ -267,14 +238,7 @@ impl Dataplane {
         for (s, c) in self.stages.iter().zip(&self.stage_counters) {
             let mut extra = String::new();
             s.write_stats(&mut extra);
-            write!(
-                w,
-                "stage name={} packets={} forwarded={}{}",
-                s.name(),
-                c.packets,
-                c.forwarded,
-                extra
-            )?;
+            write!(w, "stage name={} packets={} tx={}{}", s.name(), c.packets, c.tx, extra)?;
             write_drops(w, &c.drops)?;
             writeln!(w)?;
         }
@@ -302,12 +266,7 @@ fn arp_of(frame: &[u8]) -> Option<ArpRepr> {
 
 /// Decides what happens to a frame received on a port with `mac` and
 /// `address`; `local` holds every address of the appliance.
-pub fn classify(
-    mac: [u8; 6],
-    address: Option<Ipv4Net>,
-    local: &[Ipv4Addr],
-    frame: &[u8],
-) -> Verdict {
+pub fn classify(mac: [u8; 6], address: Option<Ipv4Net>, local: &[Ipv4Addr], frame: &[u8]) -> Verdict {
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
         return Verdict::Drop(DropReason::EthTruncated);
     };
@@ -318,8 +277,7 @@ pub fn classify(
     match eth.ethertype() {
         EthernetProtocol::Arp => match ArpPacket::new_checked(eth.payload()) {
             Ok(arp)
-                if arp.hardware_type() == ArpHardware::Ethernet
-                    && arp.protocol_type() == EthernetProtocol::Ipv4 =>
+                if arp.hardware_type() == ArpHardware::Ethernet && arp.protocol_type() == EthernetProtocol::Ipv4 =>
             {
                 Verdict::Local
             }
@@ -328,9 +286,7 @@ pub fn classify(
         EthernetProtocol::Ipv4 => match check_ipv4(eth.payload()) {
             Err(reason) => Verdict::Drop(reason),
             Ok(ip) if ip.is_broadcast() || local.contains(&ip) => Verdict::Local,
-            Ok(ip) if address.is_some_and(|a| a.prefix_len() < 31 && ip == a.broadcast()) => {
-                Verdict::Local
-            }
+            Ok(ip) if address.is_some_and(|a| a.prefix_len() < 31 && ip == a.broadcast()) => Verdict::Local,
             // Multicast and broadcast frames are for the link, not for routing.
             Ok(_) if !dst.is_unicast() => Verdict::Drop(DropReason::MartianDestination),
             Ok(_) => Verdict::Pipeline,
@@ -386,22 +342,10 @@ mod tests {
 
     #[test]
     fn classification_of_real_frames() {
+        assert_eq!(classify1(&arp_request(PEER_MAC, PEER_IP, ME)), Verdict::Local);
+        assert_eq!(classify1(&echo_request(MAC, PEER_IP, ME, 1, b"x")), Verdict::Local);
         assert_eq!(
-            classify1(&arp_request(PEER_MAC, PEER_IP, ME)),
-            Verdict::Local
-        );
-        assert_eq!(
-            classify1(&echo_request(MAC, PEER_IP, ME, 1, b"x")),
-            Verdict::Local
-        );
-        assert_eq!(
-            classify1(&echo_request(
-                MAC,
-                PEER_IP,
-                Ipv4Addr::new(10, 1, 0, 1),
-                1,
-                b"x"
-            )),
+            classify1(&echo_request(MAC, PEER_IP, Ipv4Addr::new(10, 1, 0, 1), 1, b"x")),
             Verdict::Local,
             "another port's address"
         );
@@ -420,26 +364,11 @@ mod tests {
             f(&mut v);
             classify1(&v)
         };
-        assert_eq!(
-            with(&|v| v.truncate(14 + 19)),
-            Verdict::Drop(DropReason::Ipv4Truncated)
-        );
-        assert_eq!(
-            with(&|v| v.truncate(v.len() - 1)),
-            Verdict::Drop(DropReason::Ipv4Truncated)
-        );
-        assert_eq!(
-            with(&|v| v[14] = 0x65),
-            Verdict::Drop(DropReason::Ipv4BadVersion)
-        );
-        assert_eq!(
-            with(&|v| v[14] = 0x44),
-            Verdict::Drop(DropReason::Ipv4BadHeaderLen)
-        );
-        assert_eq!(
-            with(&|v| v[24] ^= 0xff),
-            Verdict::Drop(DropReason::Ipv4BadChecksum)
-        );
+        assert_eq!(with(&|v| v.truncate(14 + 19)), Verdict::Drop(DropReason::Ipv4Truncated));
+        assert_eq!(with(&|v| v.truncate(v.len() - 1)), Verdict::Drop(DropReason::Ipv4Truncated));
+        assert_eq!(with(&|v| v[14] = 0x65), Verdict::Drop(DropReason::Ipv4BadVersion));
+        assert_eq!(with(&|v| v[14] = 0x44), Verdict::Drop(DropReason::Ipv4BadHeaderLen));
+        assert_eq!(with(&|v| v[24] ^= 0xff), Verdict::Drop(DropReason::Ipv4BadChecksum));
         assert_eq!(
             with(&|v| {
                 v[12] = 0x88;
@@ -459,10 +388,8 @@ mod tests {
     }
 
     pub(crate) fn dataplane(extra: &str) -> Dataplane {
-        let cfg = config::parse(&std::format!(
-            "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\n{extra}"
-        ))
-        .unwrap();
+        let cfg = config::parse(&std::format!("port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\n{extra}"))
+            .unwrap();
         Dataplane::new(&cfg, &[MAC, [0x52, 0x54, 0, 0, 0, 2]], 0, 7)
     }
 
@@ -471,11 +398,9 @@ mod tests {
         let mut pool = PacketPool::new(64);
         let mut dp = dataplane("");
         let mut batch = Batch::new();
-        for frame in [
-            arp_request(PEER_MAC, PEER_IP, ME),
-            echo_request(MAC, PEER_IP, ME, 3, b"ping"),
-            std::vec![0xff; 60],
-        ] {
+        for frame in
+            [arp_request(PEER_MAC, PEER_IP, ME), echo_request(MAC, PEER_IP, ME, 3, b"ping"), std::vec![0xff; 60]]
+        {
             let mut p = pool.alloc().unwrap();
             p.fill(&frame);
             batch.push(p).unwrap();
@@ -491,7 +416,7 @@ mod tests {
         dp.write_stats(&mut s).unwrap();
         assert!(s.starts_with("stats port=lan rx_packets=3 "), "{s}");
         assert!(s.contains(" drop_unknown_ethertype=1\n"), "{s}");
-        assert!(s.contains("stage name=router packets=0 "), "{s}");
+        assert!(s.contains("stage name=router packets=0 tx=0 forwarded=0 "), "{s}");
         dp.drain(&mut pool);
         assert_eq!(pool.available(), 64);
     }
@@ -502,13 +427,7 @@ mod tests {
         let mut dp = dataplane("pipeline lan");
         let mut batch = Batch::new();
         let mut p = pool.alloc().unwrap();
-        p.fill(&echo_request(
-            MAC,
-            PEER_IP,
-            Ipv4Addr::new(10, 1, 0, 2),
-            3,
-            b"ping",
-        ));
+        p.fill(&echo_request(MAC, PEER_IP, Ipv4Addr::new(10, 1, 0, 2), 3, b"ping"));
         batch.push(p).unwrap();
         dp.receive(0, &mut batch, &mut pool, 0);
         assert_eq!(dp.ports()[0].counters.dropped(DropReason::NoRoute), 1);

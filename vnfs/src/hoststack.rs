@@ -17,8 +17,7 @@ use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, IpAddress, IpCidr,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpCidr,
 };
 
 use crate::packet::{Packet, PacketPool, MAX_FRAME};
@@ -77,25 +76,14 @@ impl HostStack {
             if let Some(a) = address {
                 let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(a.addr()), a.prefix_len()));
             }
-            for ip in also
-                .iter()
-                .filter(|ip| Some(**ip) != address.map(|a| a.addr()))
-            {
+            for ip in also.iter().filter(|ip| Some(**ip) != address.map(|a| a.addr())) {
                 let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(*ip), 32));
             }
         });
         if let Some(gw) = gateway {
             let _ = iface.routes_mut().add_default_ipv4_route(gw);
         }
-        HostStack {
-            iface,
-            sockets: SocketSet::new(alloc::vec::Vec::new()),
-            backlog,
-            mac,
-            address,
-            mtu,
-            counters,
-        }
+        HostStack { iface, sockets: SocketSet::new(alloc::vec::Vec::new()), backlog, mac, address, mtu, counters }
     }
 
     pub fn ip(&self) -> Option<Ipv4Addr> {
@@ -177,11 +165,7 @@ impl<'a> PortDevice<'a> {
         mtu: u16,
         counters: &'a mut HostCounters,
     ) -> Self {
-        PortDevice {
-            backlog,
-            io: RefCell::new(HostIo { pool, tx, counters }),
-            mtu,
-        }
+        PortDevice { backlog, io: RefCell::new(HostIo { pool, tx, counters }), mtu }
     }
 
     fn can_transmit(&mut self) -> bool {
@@ -283,15 +267,7 @@ mod tests {
     const MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
 
     fn stack() -> HostStack {
-        HostStack::new(
-            MAC,
-            Some("10.0.0.1/24".parse().unwrap()),
-            &[],
-            None,
-            1500,
-            0,
-            1,
-        )
+        HostStack::new(MAC, Some("10.0.0.1/24".parse().unwrap()), &[], None, 1500, 0, 1)
     }
 
     #[test]
@@ -311,12 +287,7 @@ mod tests {
         assert_eq!(frame.dst_addr(), EthernetAddress(PEER_MAC));
         let arp = ArpRepr::parse(&ArpPacket::new_checked(frame.payload()).unwrap()).unwrap();
         match arp {
-            ArpRepr::EthernetIpv4 {
-                operation,
-                source_hardware_addr,
-                source_protocol_addr,
-                ..
-            } => {
+            ArpRepr::EthernetIpv4 { operation, source_hardware_addr, source_protocol_addr, .. } => {
                 assert_eq!(operation, ArpOperation::Reply);
                 assert_eq!(source_hardware_addr, EthernetAddress(MAC));
                 assert_eq!(source_protocol_addr, Ipv4Addr::new(10, 0, 0, 1));
@@ -337,13 +308,7 @@ mod tests {
         p.fill(&arp_request(PEER_MAC, PEER_IP, Ipv4Addr::new(10, 0, 0, 1)));
         hs.enqueue(p).unwrap();
         let mut p = pool.alloc().unwrap();
-        p.fill(&echo_request(
-            MAC,
-            PEER_IP,
-            Ipv4Addr::new(10, 0, 0, 1),
-            7,
-            b"hello",
-        ));
+        p.fill(&echo_request(MAC, PEER_IP, Ipv4Addr::new(10, 0, 0, 1), 7, b"hello"));
         hs.enqueue(p).unwrap();
         hs.poll(2, &mut pool, &mut tx);
         assert_eq!(tx.len(), 2);

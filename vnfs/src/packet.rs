@@ -49,22 +49,13 @@ pub struct Packet {
 
 impl core::fmt::Debug for Packet {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Packet")
-            .field("head", &self.head)
-            .field("len", &self.len)
-            .field("meta", &self.meta)
-            .finish()
+        f.debug_struct("Packet").field("head", &self.head).field("len", &self.len).field("meta", &self.meta).finish()
     }
 }
 
 impl Packet {
     fn new() -> Self {
-        Packet {
-            buf: Box::new([0; BUF_SIZE]),
-            head: HEADROOM as u16,
-            len: 0,
-            meta: Meta::default(),
-        }
+        Packet { buf: Box::new([0; BUF_SIZE]), head: HEADROOM as u16, len: 0, meta: Meta::default() }
     }
 
     /// The frame bytes.
@@ -159,11 +150,7 @@ impl PacketPool {
     pub fn new(capacity: usize) -> Self {
         let mut free = Vec::with_capacity(capacity);
         free.extend((0..capacity).map(|_| Packet::new()));
-        PacketPool {
-            free,
-            capacity,
-            exhausted: 0,
-        }
+        PacketPool { free, capacity, exhausted: 0 }
     }
 
     /// Takes a buffer with an empty frame at the standard headroom.

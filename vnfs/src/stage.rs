@@ -24,8 +24,8 @@ use crate::Micros;
 pub struct StageCounters {
     /// Packets the stage was given.
     pub packets: u64,
-    /// Packets it forwarded.
-    pub forwarded: u64,
+    /// Packets it queued for transmission (forwarded, and any it originated).
+    pub tx: u64,
     /// Packets it dropped, by reason.
     pub drops: [u64; DropReason::COUNT],
 }
@@ -45,12 +45,7 @@ impl<'a> StageContext<'a> {
         ports: &'a mut [Port],
         counters: &'a mut StageCounters,
     ) -> Self {
-        StageContext {
-            now,
-            pool,
-            ports,
-            counters,
-        }
+        StageContext { now, pool, ports, counters }
     }
 
     /// Queues `pkt` for transmission on `port`.
@@ -60,7 +55,7 @@ impl<'a> StageContext<'a> {
             return self.drop(pkt, DropReason::NoRoute);
         };
         match p.tx.push_back(pkt) {
-            Ok(()) => self.counters.forwarded += 1,
+            Ok(()) => self.counters.tx += 1,
             Err(pkt) => {
                 p.counters.drop(DropReason::TxRingFull);
                 self.counters.drops[DropReason::TxRingFull as usize] += 1;
@@ -119,13 +114,7 @@ pub trait Stage {
     fn process(&mut self, batch: &mut Batch, cx: &mut StageContext<'_>);
 
     /// Sees every valid ARP packet before the host stack does.
-    fn observe_arp(
-        &mut self,
-        _in_port: PortId,
-        _arp: &smoltcp::wire::ArpRepr,
-        _cx: &mut StageContext<'_>,
-    ) {
-    }
+    fn observe_arp(&mut self, _in_port: PortId, _arp: &smoltcp::wire::ArpRepr, _cx: &mut StageContext<'_>) {}
 
     /// Runs timers; called once per loop turn. Must do bounded work.
     fn poll(&mut self, _cx: &mut StageContext<'_>) {}

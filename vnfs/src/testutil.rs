@@ -6,8 +6,8 @@ use core::net::Ipv4Addr;
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv4Packet,
+    Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr,
 };
 
 pub const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
@@ -33,18 +33,8 @@ pub fn arp_request(src_mac: [u8; 6], src_ip: Ipv4Addr, target: Ipv4Addr) -> Vec<
     buf
 }
 
-pub fn echo_request(
-    dst_mac: [u8; 6],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    ident: u16,
-    data: &[u8],
-) -> Vec<u8> {
-    let icmp = Icmpv4Repr::EchoRequest {
-        ident,
-        seq_no: 1,
-        data,
-    };
+pub fn echo_request(dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, ident: u16, data: &[u8]) -> Vec<u8> {
+    let icmp = Icmpv4Repr::EchoRequest { ident, seq_no: 1, data };
     let ip = Ipv4Repr {
         src_addr: src,
         dst_addr: dst,
@@ -69,14 +59,7 @@ pub fn echo_request(
 
 /// An IPv4 datagram in an Ethernet frame to `dst_mac`, with `payload` as
 /// a UDP-ish body (protocol 17, no real UDP header needed by the router).
-pub fn ipv4_frame(
-    dst_mac: [u8; 6],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    ttl: u8,
-    df: bool,
-    payload: &[u8],
-) -> Vec<u8> {
+pub fn ipv4_frame(dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, df: bool, payload: &[u8]) -> Vec<u8> {
     let ip = Ipv4Repr {
         src_addr: src,
         dst_addr: dst,

@@ -38,18 +38,14 @@ impl fmt::Display for VirtioNetError {
             Self::NotANetworkDevice(t) => {
                 write!(f, "virtio device is a {t:?}, not a network device")
             }
-            Self::NoMac => {
-                f.write_str("virtio-net device offers no MAC address (VIRTIO_NET_F_MAC)")
-            }
+            Self::NoMac => f.write_str("virtio-net device offers no MAC address (VIRTIO_NET_F_MAC)"),
             Self::QueueUnavailable { queue } => {
                 write!(f, "virtqueue {queue} is already in use or absent")
             }
             Self::QueueTooSmall { queue, size } => {
                 write!(f, "virtqueue {queue} has only {size} entries")
             }
-            Self::FeaturesRejected => {
-                f.write_str("device refused the negotiated features (FEATURES_OK not set)")
-            }
+            Self::FeaturesRejected => f.write_str("device refused the negotiated features (FEATURES_OK not set)"),
         }
     }
 }
@@ -81,9 +77,7 @@ impl<H: Hal, T: Transport> VirtioNet<H, T> {
             return Err(VirtioNetError::NoMac);
         }
         transport.write_driver_features(features);
-        transport.set_status(
-            DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK,
-        );
+        transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK);
         if !transport.get_status().contains(DeviceStatus::FEATURES_OK) {
             transport.set_status(DeviceStatus::FAILED);
             return Err(VirtioNetError::FeaturesRejected);
@@ -94,28 +88,15 @@ impl<H: Hal, T: Transport> VirtioNet<H, T> {
 
         let mut mac = [0u8; 6];
         for (i, b) in mac.iter_mut().enumerate() {
-            *b = transport
-                .read_config_space::<u8>(i)
-                .map_err(|_| VirtioNetError::NoMac)?;
+            *b = transport.read_config_space::<u8>(i).map_err(|_| VirtioNetError::NoMac)?;
         }
         let rx = Self::setup_queue(&mut transport, RX_QUEUE, event_idx)?;
         let tx = Self::setup_queue(&mut transport, TX_QUEUE, event_idx)?;
         transport.finish_init();
-        Ok(VirtioNet {
-            transport,
-            rx,
-            tx,
-            mac,
-            hdr_len,
-            stats: NicStats::default(),
-        })
+        Ok(VirtioNet { transport, rx, tx, mac, hdr_len, stats: NicStats::default() })
     }
 
-    fn setup_queue(
-        transport: &mut T,
-        queue: u16,
-        event_idx: bool,
-    ) -> Result<VirtQueue<H>, VirtioNetError> {
+    fn setup_queue(transport: &mut T, queue: u16, event_idx: bool) -> Result<VirtQueue<H>, VirtioNetError> {
         if transport.queue_used(queue) {
             return Err(VirtioNetError::QueueUnavailable { queue });
         }
@@ -133,10 +114,7 @@ impl<H: Hal, T: Transport> VirtioNet<H, T> {
 
     /// Whether the link is up (always true without VIRTIO_NET_F_STATUS).
     pub fn link_up(&self) -> bool {
-        self.transport
-            .read_config_space::<u16>(6)
-            .map(|s| s & 1 == 1)
-            .unwrap_or(true)
+        self.transport.read_config_space::<u16>(6).map(|s| s & 1 == 1).unwrap_or(true)
     }
 
     /// Size of the receive and transmit rings.
@@ -209,10 +187,7 @@ impl<H: Hal, T: Transport> Nic for VirtioNet<H, T> {
             }
             let len = pkt.len();
             pkt.headroom_mut()[head - self.hdr_len..].fill(0);
-            if let Err(pkt) = self
-                .tx
-                .add(pkt, head - self.hdr_len, len + self.hdr_len, false)
-            {
+            if let Err(pkt) = self.tx.add(pkt, head - self.hdr_len, len + self.hdr_len, false) {
                 let _ = queue.push_front(pkt);
                 break;
             }

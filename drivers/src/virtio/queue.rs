@@ -31,11 +31,7 @@ impl Layout {
         let avail_end = avail + 6 + 2 * size;
         let used = avail_end.next_multiple_of(PAGE_SIZE);
         let used_end = used + 6 + 8 * size;
-        Layout {
-            avail,
-            used,
-            pages: used_end.div_ceil(PAGE_SIZE),
-        }
+        Layout { avail, used, pages: used_end.div_ceil(PAGE_SIZE) }
     }
 }
 
@@ -91,11 +87,7 @@ impl<H: Hal> VirtQueue<H> {
 
     /// Physical addresses of descriptor table, driver area, device area.
     pub fn addresses(&self) -> (u64, u64, u64) {
-        (
-            self.paddr,
-            self.paddr + self.layout.avail as u64,
-            self.paddr + self.layout.used as u64,
-        )
+        (self.paddr, self.paddr + self.layout.avail as u64, self.paddr + self.layout.used as u64)
     }
 
     pub fn free_count(&self) -> usize {
@@ -140,21 +132,11 @@ impl<H: Hal> VirtQueue<H> {
     /// Adds one buffer region of `pkt` (`offset..offset+len` of its buffer).
     /// The device writes it if `device_writes`. Not visible to the device
     /// until [`publish`](Self::publish).
-    pub fn add(
-        &mut self,
-        pkt: Packet,
-        offset: usize,
-        len: usize,
-        device_writes: bool,
-    ) -> Result<(), Packet> {
+    pub fn add(&mut self, pkt: Packet, offset: usize, len: usize, device_writes: bool) -> Result<(), Packet> {
         let Some(id) = self.free.pop() else {
             return Err(pkt);
         };
-        let direction = if device_writes {
-            BufferDirection::DeviceToDriver
-        } else {
-            BufferDirection::DriverToDevice
-        };
+        let direction = if device_writes { BufferDirection::DeviceToDriver } else { BufferDirection::DriverToDevice };
         let start = pkt.buffer_addr() + offset;
         let region = NonNull::slice_from_raw_parts(
             NonNull::new(start as *mut u8).expect("packet buffers are never at address 0"),

@@ -29,57 +29,24 @@ struct Boot {
 
 fn boot_once(machine: Machine, accel: Accel) -> Boot {
     let id = unique_id();
-    let taps: Vec<Tap> = (0..2)
-        .map(|i| Tap::create(&format!("st{id}p{i}")).unwrap())
-        .collect();
+    let taps: Vec<Tap> = (0..2).map(|i| Tap::create(&format!("st{id}p{i}")).unwrap()).collect();
     let mut spec = VmSpec::new(sluice::image_path(), machine, accel);
-    spec.nics = taps
-        .iter()
-        .enumerate()
-        .map(|(i, t)| NicSpec {
-            tap: t.name.clone(),
-            mac: sluice::lab::mac(i),
-        })
-        .collect();
+    spec.nics =
+        taps.iter().enumerate().map(|(i, t)| NicSpec { tap: t.name.clone(), mac: sluice::lab::mac(i) }).collect();
     let mut vm = Vm::start(&spec).unwrap();
     vm.wait_for("sluice ", Duration::from_secs(60)).unwrap();
     let first = vm.elapsed();
-    let ready = vm
-        .wait_for("sluice ready in ", Duration::from_secs(60))
-        .unwrap();
+    let ready = vm.wait_for("sluice ready in ", Duration::from_secs(60)).unwrap();
     let wall = vm.elapsed();
-    let us: f64 = ready
-        .split("sluice ready in ")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let us: f64 = ready.split("sluice ready in ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
     drop(vm);
-    Boot {
-        to_first_line_ms: first.as_secs_f64() * 1e3,
-        to_ready_ms: wall.as_secs_f64() * 1e3,
-        entry_to_ready_us: us,
-    }
+    Boot { to_first_line_ms: first.as_secs_f64() * 1e3, to_ready_ms: wall.as_secs_f64() * 1e3, entry_to_ready_us: us }
 }
 
 fn rtt_ms(ping_output: &str) -> f64 {
     // rtt min/avg/max/mdev = 0.046/0.061/0.095/0.015 ms
-    let line = ping_output
-        .lines()
-        .find(|l| l.contains("min/avg/max"))
-        .expect("ping summary");
-    line.split('=')
-        .nth(1)
-        .unwrap()
-        .trim()
-        .split('/')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap()
+    let line = ping_output.lines().find(|l| l.contains("min/avg/max")).expect("ping summary");
+    line.split('=').nth(1).unwrap().trim().split('/').nth(1).unwrap().parse().unwrap()
 }
 
 fn main() {
@@ -89,22 +56,10 @@ fn main() {
     let accel = Accel::from_env().unwrap();
     let image = sluice::image_path();
     let size = std::fs::metadata(&image).map(|m| m.len()).unwrap_or(0);
-    println!(
-        "sluice bench ({} , {} runs per figure, median)\n",
-        accel.name(),
-        RUNS
-    );
-    println!(
-        "image: {} = {} bytes ({:.0} KiB)\n",
-        image.display(),
-        size,
-        size as f64 / 1024.0
-    );
+    println!("sluice bench ({} , {} runs per figure, median)\n", accel.name(), RUNS);
+    println!("image: {} = {} bytes ({:.0} KiB)\n", image.display(), size, size as f64 / 1024.0);
 
-    println!(
-        "{:<12} {:>22} {:>22} {:>22}",
-        "boot", "QEMU start→1st line", "QEMU start→ready", "kernel entry→ready"
-    );
+    println!("{:<12} {:>22} {:>22} {:>22}", "boot", "QEMU start→1st line", "QEMU start→ready", "kernel entry→ready");
     for (name, machine) in [
         ("microvm", Machine::Microvm),
         ("q35-qboot", Machine::Q35Qboot),
@@ -124,14 +79,9 @@ fn main() {
     // Ping RTT: sluice's host stack vs Linux over veth, same ping settings.
     let lab = Lab::start(&LabSpec::two_ports(Machine::Microvm).unwrap()).unwrap();
     let lan = lab.port("lan");
-    let _ = lan
-        .ns
-        .output(&["ping", "-c", "3", "-i", "0.05", &lan.appliance_ip]);
+    let _ = lan.ns.output(&["ping", "-c", "3", "-i", "0.05", &lan.appliance_ip]);
     let t = Instant::now();
-    let out = lan
-        .ns
-        .output(&["ping", "-q", "-c", "50", "-i", "0.02", &lan.appliance_ip])
-        .unwrap();
+    let out = lan.ns.output(&["ping", "-q", "-c", "50", "-i", "0.02", &lan.appliance_ip]).unwrap();
     let sluice_rtt = rtt_ms(&String::from_utf8_lossy(&out.stdout));
     let _ = t;
     drop(lab);
@@ -155,40 +105,14 @@ fn main() {
         &b.name,
     ])
     .unwrap();
-    a.exec(&[
-        "ip",
-        "addr",
-        "add",
-        "10.9.0.1/24",
-        "dev",
-        &format!("sv{id}a"),
-    ])
-    .unwrap();
-    b.exec(&[
-        "ip",
-        "addr",
-        "add",
-        "10.9.0.2/24",
-        "dev",
-        &format!("sv{id}b"),
-    ])
-    .unwrap();
-    a.exec(&["ip", "link", "set", &format!("sv{id}a"), "up"])
-        .unwrap();
-    b.exec(&["ip", "link", "set", &format!("sv{id}b"), "up"])
-        .unwrap();
+    a.exec(&["ip", "addr", "add", "10.9.0.1/24", "dev", &format!("sv{id}a")]).unwrap();
+    b.exec(&["ip", "addr", "add", "10.9.0.2/24", "dev", &format!("sv{id}b")]).unwrap();
+    a.exec(&["ip", "link", "set", &format!("sv{id}a"), "up"]).unwrap();
+    b.exec(&["ip", "link", "set", &format!("sv{id}b"), "up"]).unwrap();
     let _ = a.output(&["ping", "-c", "3", "-i", "0.05", "10.9.0.2"]);
-    let out = a
-        .output(&["ping", "-q", "-c", "50", "-i", "0.02", "10.9.0.2"])
-        .unwrap();
+    let out = a.output(&["ping", "-q", "-c", "50", "-i", "0.02", "10.9.0.2"]).unwrap();
     let linux_rtt = rtt_ms(&String::from_utf8_lossy(&out.stdout));
     println!("\n{:<40} {:>10}", "ping RTT (avg of 50)", "ms");
-    println!(
-        "{:<40} {:>10.3}",
-        "sluice host stack (tap, QEMU)", sluice_rtt
-    );
-    println!(
-        "{:<40} {:>10.3}",
-        "baseline: Linux namespace over veth", linux_rtt
-    );
+    println!("{:<40} {:>10.3}", "sluice host stack (tap, QEMU)", sluice_rtt);
+    println!("{:<40} {:>10.3}", "baseline: Linux namespace over veth", linux_rtt);
 }

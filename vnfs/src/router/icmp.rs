@@ -58,20 +58,14 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     pub fn new(rate: u32, burst: u32) -> Self {
-        TokenBucket {
-            rate: rate as u64,
-            burst: burst as u64,
-            micro_tokens: burst as u64 * 1_000_000,
-            last: 0,
-        }
+        TokenBucket { rate: rate as u64, burst: burst as u64, micro_tokens: burst as u64 * 1_000_000, last: 0 }
     }
 
     /// Takes one token if there is one.
     pub fn take(&mut self, now: Micros) -> bool {
         let elapsed = now.saturating_sub(self.last);
         self.last = now;
-        self.micro_tokens =
-            (self.micro_tokens + elapsed.saturating_mul(self.rate)).min(self.burst * 1_000_000);
+        self.micro_tokens = (self.micro_tokens + elapsed.saturating_mul(self.rate)).min(self.burst * 1_000_000);
         if self.micro_tokens >= 1_000_000 {
             self.micro_tokens -= 1_000_000;
             true
@@ -82,11 +76,7 @@ impl TokenBucket {
 }
 
 pub(crate) fn is_unique_host(a: Ipv4Addr) -> bool {
-    !(a.is_unspecified()
-        || a.is_broadcast()
-        || a.is_multicast()
-        || a.is_loopback()
-        || u32::from(a) >> 28 == 0xf)
+    !(a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() || u32::from(a) >> 28 == 0xf)
 }
 
 /// RFC 1812 §4.3.2.7: whether the router may send an error about this frame
@@ -125,22 +115,14 @@ pub fn may_send_error(frame: &[u8], subnet_broadcasts: &[Ipv4Addr]) -> bool {
 /// original source, quoting as much as RFC 1812 allows. The Ethernet header
 /// is left for the caller to fill when it knows the next hop. Returns the
 /// destination, or `None` (packet unchanged) if the headroom is too small.
-pub fn build_error(
-    pkt: &mut Packet,
-    kind: IcmpError,
-    src: Ipv4Addr,
-    ident: u16,
-) -> Option<Ipv4Addr> {
+pub fn build_error(pkt: &mut Packet, kind: IcmpError, src: Ipv4Addr, ident: u16) -> Option<Ipv4Addr> {
     let ip_start = pkt.head() + ETH;
     if ip_start < HEADROOM_NEEDED {
         return None;
     }
     let (orig_src, orig_len) = {
         let ip = Ipv4Packet::new_unchecked(&pkt.data()[ETH..]);
-        (
-            ip.src_addr(),
-            (ip.total_len() as usize).min(pkt.len() - ETH),
-        )
+        (ip.src_addr(), (ip.total_len() as usize).min(pkt.len() - ETH))
     };
     let quote = orig_len.min(MAX_ERROR_LEN - NEW_HEADERS);
     let new_head = ip_start - NEW_HEADERS - ETH;
@@ -182,13 +164,7 @@ mod tests {
     const ME: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 
     fn frame(len: usize) -> std::vec::Vec<u8> {
-        echo_request(
-            PEER_MAC,
-            PEER_IP,
-            Ipv4Addr::new(192, 0, 2, 9),
-            5,
-            &std::vec![0xab; len],
-        )
+        echo_request(PEER_MAC, PEER_IP, Ipv4Addr::new(192, 0, 2, 9), 5, &std::vec![0xab; len])
     }
 
     fn parse(pkt: &Packet) -> (Ipv4Repr, std::vec::Vec<u8>, Icmpv4Packet<std::vec::Vec<u8>>) {
@@ -206,30 +182,16 @@ mod tests {
         let mut p = pool.alloc().unwrap();
         let orig = frame(56);
         p.fill(&orig);
-        assert_eq!(
-            build_error(&mut p, IcmpError::TtlExceeded, ME, 7),
-            Some(PEER_IP)
-        );
+        assert_eq!(build_error(&mut p, IcmpError::TtlExceeded, ME, 7), Some(PEER_IP));
         let (ip, _, icmp) = parse(&p);
         assert_eq!((ip.src_addr, ip.dst_addr, ip.hop_limit), (ME, PEER_IP, 64));
-        match Icmpv4Repr::parse(
-            &Icmpv4Packet::new_unchecked(&icmp.as_ref()[..]),
-            &ChecksumCapabilities::default(),
-        )
-        .unwrap()
+        match Icmpv4Repr::parse(&Icmpv4Packet::new_unchecked(&icmp.as_ref()[..]), &ChecksumCapabilities::default())
+            .unwrap()
         {
-            Icmpv4Repr::TimeExceeded {
-                reason,
-                header,
-                data,
-            } => {
+            Icmpv4Repr::TimeExceeded { reason, header, data } => {
                 assert_eq!(reason, Icmpv4TimeExceeded::TtlExpired);
                 assert_eq!(header.dst_addr, Ipv4Addr::new(192, 0, 2, 9));
-                assert_eq!(
-                    data.len(),
-                    64,
-                    "the original's whole ICMP message is quoted"
-                );
+                assert_eq!(data.len(), 64, "the original's whole ICMP message is quoted");
             }
             r => panic!("{r:?}"),
         }
@@ -250,10 +212,7 @@ mod tests {
         // smoltcp's Repr refuses a truncated quote (the quoted header's
         // total length exceeds it), so read the fields directly.
         assert_eq!(icmp.msg_type(), Icmpv4Message::DstUnreachable);
-        assert_eq!(
-            Icmpv4DstUnreachable::from(icmp.msg_code()),
-            Icmpv4DstUnreachable::FragRequired
-        );
+        assert_eq!(Icmpv4DstUnreachable::from(icmp.msg_code()), Icmpv4DstUnreachable::FragRequired);
         assert_eq!(&payload[6..8], &1400u16.to_be_bytes());
         pool.free(p);
     }
@@ -265,10 +224,7 @@ mod tests {
         let mut bcast = ok.clone();
         bcast[0..6].copy_from_slice(&[0xff; 6]);
         assert!(!may_send_error(&bcast, &[]));
-        assert!(
-            !may_send_error(&ok, &[Ipv4Addr::new(192, 0, 2, 9)]),
-            "directed broadcast"
-        );
+        assert!(!may_send_error(&ok, &[Ipv4Addr::new(192, 0, 2, 9)]), "directed broadcast");
         let mut frag = ok.clone();
         frag[ETH + 7] = 8; // offset 64 bytes
         assert!(!may_send_error(&frag, &[]));

@@ -55,11 +55,7 @@ impl Default for Lpm {
 
 impl Lpm {
     pub fn new() -> Self {
-        Lpm {
-            top: vec![leaf(0, None); 1 << 16],
-            chunks: Vec::new(),
-            routes: 0,
-        }
+        Lpm { top: vec![leaf(0, None); 1 << 16], chunks: Vec::new(), routes: 0 }
     }
 
     /// Number of prefixes inserted.

@@ -17,8 +17,7 @@ use core::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, Ipv4Packet,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Ipv4Packet,
 };
 
 use crate::config::Config;
@@ -87,32 +86,16 @@ impl Router {
             .ports
             .iter()
             .zip(macs)
-            .map(|(p, mac)| RouterPort {
-                mac: *mac,
-                address: p.address,
-                mtu: p.mtu,
-            })
+            .map(|(p, mac)| RouterPort { mac: *mac, address: p.address, mtu: p.mtu })
             .collect();
         let mut routes: Vec<(Ipv4Net, NextHop)> = Vec::new();
         for (i, p) in ports.iter().enumerate() {
             if let Some(a) = p.address {
-                routes.push((
-                    a.trunc(),
-                    NextHop {
-                        port: i as PortId,
-                        gateway: None,
-                    },
-                ));
+                routes.push((a.trunc(), NextHop { port: i as PortId, gateway: None }));
             }
         }
         for r in &config.routes {
-            routes.push((
-                r.prefix,
-                NextHop {
-                    port: r.port as PortId,
-                    gateway: r.via,
-                },
-            ));
+            routes.push((r.prefix, NextHop { port: r.port as PortId, gateway: r.via }));
         }
         let settings = RouterSettings {
             icmp_rate: config.router.icmp_rate,
@@ -124,11 +107,7 @@ impl Router {
     }
 
     /// Builds a router from ports and routes (later routes win on equal prefixes).
-    pub fn new(
-        ports: Vec<RouterPort>,
-        routes: &[(Ipv4Net, NextHop)],
-        settings: &RouterSettings,
-    ) -> Router {
+    pub fn new(ports: Vec<RouterPort>, routes: &[(Ipv4Net, NextHop)], settings: &RouterSettings) -> Router {
         let mut lpm = Lpm::new();
         let mut next_hops: Vec<NextHop> = Vec::new();
         for (prefix, nh) in routes {
@@ -141,12 +120,8 @@ impl Router {
             };
             lpm.insert(*prefix, id as NextHopId);
         }
-        let broadcasts = ports
-            .iter()
-            .filter_map(|p| p.address)
-            .filter(|a| a.prefix_len() < 31)
-            .map(|a| a.broadcast())
-            .collect();
+        let broadcasts =
+            ports.iter().filter_map(|p| p.address).filter(|a| a.prefix_len() < 31).map(|a| a.broadcast()).collect();
         Router {
             lpm,
             next_hops,
@@ -173,13 +148,7 @@ impl Router {
     pub fn route(&mut self, mut pkt: Packet, cx: &mut StageContext<'_>) {
         let (ttl, src, dst, total, df) = {
             let ip = Ipv4Packet::new_unchecked(&pkt.data()[ETH..]);
-            (
-                ip.hop_limit(),
-                ip.src_addr(),
-                ip.dst_addr(),
-                ip.total_len() as usize,
-                ip.dont_frag(),
-            )
+            (ip.hop_limit(), ip.src_addr(), ip.dst_addr(), ip.total_len() as usize, ip.dont_frag())
         };
         if !icmp::is_unique_host(src) {
             return cx.drop(pkt, DropReason::MartianSource);
@@ -197,12 +166,7 @@ impl Router {
         // Ethernet padding is not part of the datagram.
         pkt.set_len(ETH + total);
         if total > mtu && df {
-            return self.icmp_error(
-                pkt,
-                IcmpError::FragNeeded { mtu: mtu as u16 },
-                DropReason::FragNeeded,
-                cx,
-            );
+            return self.icmp_error(pkt, IcmpError::FragNeeded { mtu: mtu as u16 }, DropReason::FragNeeded, cx);
         }
         decrement_ttl(&mut pkt.data_mut()[ETH..]);
         let hop = nh.gateway.unwrap_or(dst);
@@ -215,13 +179,7 @@ impl Router {
     }
 
     /// Sends a routed IPv4 packet to `hop` on `port`, resolving its MAC.
-    fn transmit(
-        &mut self,
-        mut pkt: Packet,
-        port: PortId,
-        hop: Ipv4Addr,
-        cx: &mut StageContext<'_>,
-    ) {
+    fn transmit(&mut self, mut pkt: Packet, port: PortId, hop: Ipv4Addr, cx: &mut StageContext<'_>) {
         match self.neighbors.lookup(port, hop, cx.now) {
             Lookup::Known { mac, refresh } => {
                 self.write_eth(&mut pkt, port, mac);
@@ -238,12 +196,9 @@ impl Router {
                 }
                 Enqueued::QueueFull(p) => cx.drop(p, DropReason::NeighborQueueFull),
                 Enqueued::TableFull(p) => cx.drop(p, DropReason::NeighborTableFull),
-                Enqueued::Unreachable(p) => self.icmp_error(
-                    p,
-                    IcmpError::HostUnreachable,
-                    DropReason::NeighborUnreachable,
-                    cx,
-                ),
+                Enqueued::Unreachable(p) => {
+                    self.icmp_error(p, IcmpError::HostUnreachable, DropReason::NeighborUnreachable, cx)
+                }
             },
         }
     }
@@ -257,20 +212,10 @@ impl Router {
 
     /// Answers `pkt` with an ICMP error where RFC 1812 allows it; the
     /// original counts as dropped for `reason` either way.
-    fn icmp_error(
-        &mut self,
-        mut pkt: Packet,
-        kind: IcmpError,
-        reason: DropReason,
-        cx: &mut StageContext<'_>,
-    ) {
+    fn icmp_error(&mut self, mut pkt: Packet, kind: IcmpError, reason: DropReason, cx: &mut StageContext<'_>) {
         let in_port = pkt.meta.in_port;
         cx.count_drop(in_port, reason);
-        let src = self
-            .ports
-            .get(in_port as usize)
-            .and_then(|p| p.address)
-            .map(|a| a.addr());
+        let src = self.ports.get(in_port as usize).and_then(|p| p.address).map(|a| a.addr());
         let allowed = src.is_some() && may_send_error(pkt.data(), &self.broadcasts);
         if !allowed {
             return cx.pool.free(pkt);
@@ -296,14 +241,7 @@ impl Router {
     /// Splits an IPv4 datagram (DF clear, TTL already decremented) into
     /// fragments that fit `mtu` (RFC 791 §3.2): offsets in 8-byte units,
     /// all options in the first fragment, only "copied" options after.
-    fn fragment(
-        &mut self,
-        pkt: Packet,
-        port: PortId,
-        hop: Ipv4Addr,
-        mtu: usize,
-        cx: &mut StageContext<'_>,
-    ) {
+    fn fragment(&mut self, pkt: Packet, port: PortId, hop: Ipv4Addr, mtu: usize, cx: &mut StageContext<'_>) {
         let in_port = pkt.meta.in_port;
         let frame = pkt.data();
         let ip = &frame[ETH..];
@@ -351,13 +289,7 @@ impl Router {
 
     /// Sends an ARP request for `ip` out of `port` (unicast to `known` when
     /// refreshing an entry, else broadcast).
-    fn arp_request(
-        &mut self,
-        port: PortId,
-        ip: Ipv4Addr,
-        known: Option<[u8; 6]>,
-        cx: &mut StageContext<'_>,
-    ) {
+    fn arp_request(&mut self, port: PortId, ip: Ipv4Addr, known: Option<[u8; 6]>, cx: &mut StageContext<'_>) {
         let Some(mut pkt) = cx.alloc() else { return };
         let p = &self.ports[port as usize];
         let arp = ArpRepr::EthernetIpv4 {
@@ -437,33 +369,18 @@ impl Stage for Router {
     }
 
     fn observe_arp(&mut self, in_port: PortId, arp: &ArpRepr, cx: &mut StageContext<'_>) {
-        let ArpRepr::EthernetIpv4 {
-            source_hardware_addr,
-            source_protocol_addr,
-            target_protocol_addr,
-            ..
-        } = *arp
+        let ArpRepr::EthernetIpv4 { source_hardware_addr, source_protocol_addr, target_protocol_addr, .. } = *arp
         else {
             return;
         };
         if source_protocol_addr.is_unspecified() || !source_hardware_addr.is_unicast() {
             return;
         }
-        let mine = self
-            .ports
-            .get(in_port as usize)
-            .and_then(|p| p.address)
-            .map(|a| a.addr());
+        let mine = self.ports.get(in_port as usize).and_then(|p| p.address).map(|a| a.addr());
         // RFC 826: add the sender if the packet is for us; otherwise only
         // update what we already know.
         let create = Some(target_protocol_addr) == mine;
-        let waiting = self.neighbors.learn(
-            in_port,
-            source_protocol_addr,
-            source_hardware_addr.0,
-            cx.now,
-            create,
-        );
+        let waiting = self.neighbors.learn(in_port, source_protocol_addr, source_hardware_addr.0, cx.now, create);
         for mut p in waiting {
             self.write_eth(&mut p, in_port, source_hardware_addr.0);
             cx.forward(in_port, p);
@@ -471,20 +388,16 @@ impl Stage for Router {
     }
 
     fn poll(&mut self, cx: &mut StageContext<'_>) {
-        let mut actions: heapless::Vec<TimerAction, { SWEEP_PER_POLL * (neighbor::QUEUE + 1) }> =
-            heapless::Vec::new();
+        let mut actions: heapless::Vec<TimerAction, { SWEEP_PER_POLL * (neighbor::QUEUE + 1) }> = heapless::Vec::new();
         self.neighbors.tick(cx.now, SWEEP_PER_POLL, |a| {
             let _ = actions.push(a);
         });
         for a in actions {
             match a {
                 TimerAction::Request { port, ip } => self.arp_request(port, ip, None, cx),
-                TimerAction::GiveUp(p) => self.icmp_error(
-                    p,
-                    IcmpError::HostUnreachable,
-                    DropReason::NeighborUnreachable,
-                    cx,
-                ),
+                TimerAction::GiveUp(p) => {
+                    self.icmp_error(p, IcmpError::HostUnreachable, DropReason::NeighborUnreachable, cx)
+                }
             }
         }
     }

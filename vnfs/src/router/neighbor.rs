@@ -109,12 +109,7 @@ impl NeighborCache {
         let n = capacity.max(WINDOW).next_power_of_two();
         NeighborCache {
             slots: (0..n)
-                .map(|_| Entry {
-                    port: 0,
-                    ip: Ipv4Addr::UNSPECIFIED,
-                    last_used: 0,
-                    state: State::Free,
-                })
+                .map(|_| Entry { port: 0, ip: Ipv4Addr::UNSPECIFIED, last_used: 0, state: State::Free })
                 .collect(),
             mask: n - 1,
             reachable,
@@ -129,10 +124,7 @@ impl NeighborCache {
 
     /// Entries in use.
     pub fn len(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|e| !matches!(e.state, State::Free))
-            .count()
+        self.slots.iter().filter(|e| !matches!(e.state, State::Free)).count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -149,9 +141,7 @@ impl NeighborCache {
     fn find(&self, port: PortId, ip: Ipv4Addr) -> Option<usize> {
         let home = self.home(port, ip);
         (0..WINDOW).map(|i| (home + i) & self.mask).find(|&s| {
-            !matches!(self.slots[s].state, State::Free)
-                && self.slots[s].ip == ip
-                && self.slots[s].port == port
+            !matches!(self.slots[s].state, State::Free) && self.slots[s].ip == ip && self.slots[s].port == port
         })
     }
 
@@ -160,10 +150,7 @@ impl NeighborCache {
     fn claim(&mut self, port: PortId, ip: Ipv4Addr, now: Micros) -> Option<usize> {
         let home = self.home(port, ip);
         let window = (0..WINDOW).map(|i| (home + i) & self.mask);
-        if let Some(s) = window
-            .clone()
-            .find(|&s| matches!(self.slots[s].state, State::Free))
-        {
+        if let Some(s) = window.clone().find(|&s| matches!(self.slots[s].state, State::Free)) {
             return Some(s);
         }
         let victim = window
@@ -186,11 +173,7 @@ impl NeighborCache {
         let e = &mut self.slots[s];
         e.last_used = now;
         match &mut e.state {
-            State::Reachable {
-                mac,
-                expires,
-                refresh_sent,
-            } if now < *expires => {
+            State::Reachable { mac, expires, refresh_sent } if now < *expires => {
                 // In the last quarter of its life, ask once more.
                 let refresh = !*refresh_sent && *expires - now < reachable / 4;
                 if refresh {
@@ -208,12 +191,7 @@ impl NeighborCache {
             Some(s) => s,
             None => match self.claim(port, ip, now) {
                 Some(s) => {
-                    self.slots[s] = Entry {
-                        port,
-                        ip,
-                        last_used: now,
-                        state: State::Free,
-                    };
+                    self.slots[s] = Entry { port, ip, last_used: now, state: State::Free };
                     s
                 }
                 None => return Enqueued::TableFull(pkt),
@@ -231,11 +209,7 @@ impl NeighborCache {
                 // Free, expired, or hold-down over: start resolving.
                 let mut queue = heapless::Vec::new();
                 let _ = queue.push(pkt);
-                e.state = State::Incomplete {
-                    sent: 1,
-                    next_retry: now + RETRY_INTERVAL,
-                    queue,
-                };
+                e.state = State::Incomplete { sent: 1, next_retry: now + RETRY_INTERVAL, queue };
                 self.counters.requests += 1;
                 Enqueued::Held { request: true }
             }
@@ -257,12 +231,7 @@ impl NeighborCache {
             Some(s) => s,
             None if create => match self.claim(port, ip, now) {
                 Some(s) => {
-                    self.slots[s] = Entry {
-                        port,
-                        ip,
-                        last_used: now,
-                        state: State::Free,
-                    };
+                    self.slots[s] = Entry { port, ip, last_used: now, state: State::Free };
                     s
                 }
                 None => return heapless::Vec::new(),
@@ -272,11 +241,7 @@ impl NeighborCache {
         let e = &mut self.slots[s];
         let old = core::mem::replace(
             &mut e.state,
-            State::Reachable {
-                mac,
-                expires: now + self.reachable,
-                refresh_sent: false,
-            },
+            State::Reachable { mac, expires: now + self.reachable, refresh_sent: false },
         );
         self.counters.learned += 1;
         match old {
@@ -294,18 +259,12 @@ impl NeighborCache {
             let e = &mut self.slots[s];
             let (port, ip) = (e.port, e.ip);
             match &mut e.state {
-                State::Incomplete {
-                    sent,
-                    next_retry,
-                    queue,
-                } if now >= *next_retry => {
+                State::Incomplete { sent, next_retry, queue } if now >= *next_retry => {
                     if *sent >= RETRIES {
                         for p in queue.drain(..) {
                             act(TimerAction::GiveUp(p));
                         }
-                        e.state = State::Failed {
-                            until: now + HOLD_DOWN,
-                        };
+                        e.state = State::Failed { until: now + HOLD_DOWN };
                         self.counters.failed += 1;
                     } else {
                         *sent += 1;
@@ -348,26 +307,14 @@ mod tests {
         let mut pool = PacketPool::new(8);
         let mut n = NeighborCache::new(64, 300_000_000);
         assert_eq!(n.lookup(0, IP, 0), Lookup::Unknown);
-        assert!(matches!(
-            n.enqueue(0, IP, pool.alloc().unwrap(), 0),
-            Enqueued::Held { request: true }
-        ));
-        assert!(matches!(
-            n.enqueue(0, IP, pool.alloc().unwrap(), 1),
-            Enqueued::Held { request: false }
-        ));
+        assert!(matches!(n.enqueue(0, IP, pool.alloc().unwrap(), 0), Enqueued::Held { request: true }));
+        assert!(matches!(n.enqueue(0, IP, pool.alloc().unwrap(), 1), Enqueued::Held { request: false }));
         let waiting = n.learn(0, IP, MAC, 5, false);
         assert_eq!(waiting.len(), 2);
         for p in waiting {
             pool.free(p);
         }
-        assert_eq!(
-            n.lookup(0, IP, 6),
-            Lookup::Known {
-                mac: MAC,
-                refresh: false
-            }
-        );
+        assert_eq!(n.lookup(0, IP, 6), Lookup::Known { mac: MAC, refresh: false });
         assert_eq!(n.lookup(1, IP, 6), Lookup::Unknown, "per port");
     }
 
@@ -376,10 +323,7 @@ mod tests {
         let mut pool = PacketPool::new(QUEUE + 1);
         let mut n = NeighborCache::new(64, 300_000_000);
         for _ in 0..QUEUE {
-            assert!(matches!(
-                n.enqueue(0, IP, pool.alloc().unwrap(), 0),
-                Enqueued::Held { .. }
-            ));
+            assert!(matches!(n.enqueue(0, IP, pool.alloc().unwrap(), 0), Enqueued::Held { .. }));
         }
         match n.enqueue(0, IP, pool.alloc().unwrap(), 0) {
             Enqueued::QueueFull(p) => pool.free(p),
@@ -393,10 +337,7 @@ mod tests {
     fn unanswered_neighbour_gives_up_then_holds_down() {
         let mut pool = PacketPool::new(4);
         let mut n = NeighborCache::new(16, 300_000_000);
-        assert!(matches!(
-            n.enqueue(0, IP, pool.alloc().unwrap(), 0),
-            Enqueued::Held { request: true }
-        ));
+        assert!(matches!(n.enqueue(0, IP, pool.alloc().unwrap(), 0), Enqueued::Held { request: true }));
         let mut requests = 0;
         let mut gave_up = 0;
         for t in 1..=5 {
@@ -415,12 +356,7 @@ mod tests {
         }
         // After the hold-down, resolution starts again.
         assert!(matches!(
-            n.enqueue(
-                0,
-                IP,
-                pool.alloc().unwrap(),
-                3 * RETRY_INTERVAL + HOLD_DOWN + 1
-            ),
+            n.enqueue(0, IP, pool.alloc().unwrap(), 3 * RETRY_INTERVAL + HOLD_DOWN + 1),
             Enqueued::Held { request: true }
         ));
         n.drain(|p| pool.free(p));
@@ -431,28 +367,9 @@ mod tests {
     fn entries_expire_and_refresh_before() {
         let mut n = NeighborCache::new(16, 100);
         n.learn(0, IP, MAC, 0, true);
-        assert_eq!(
-            n.lookup(0, IP, 10),
-            Lookup::Known {
-                mac: MAC,
-                refresh: false
-            }
-        );
-        assert_eq!(
-            n.lookup(0, IP, 80),
-            Lookup::Known {
-                mac: MAC,
-                refresh: true
-            }
-        );
-        assert_eq!(
-            n.lookup(0, IP, 81),
-            Lookup::Known {
-                mac: MAC,
-                refresh: false
-            },
-            "asks once"
-        );
+        assert_eq!(n.lookup(0, IP, 10), Lookup::Known { mac: MAC, refresh: false });
+        assert_eq!(n.lookup(0, IP, 80), Lookup::Known { mac: MAC, refresh: true });
+        assert_eq!(n.lookup(0, IP, 81), Lookup::Known { mac: MAC, refresh: false }, "asks once");
         assert_eq!(n.lookup(0, IP, 100), Lookup::Unknown);
     }
 
@@ -476,12 +393,7 @@ mod tests {
         // Pending entries fill the table: then new neighbours are refused.
         let mut refused = 0;
         for i in 0..64u32 {
-            match n.enqueue(
-                0,
-                Ipv4Addr::from(0x0b00_0000 + i),
-                pool.alloc().unwrap(),
-                1000,
-            ) {
+            match n.enqueue(0, Ipv4Addr::from(0x0b00_0000 + i), pool.alloc().unwrap(), 1000) {
                 Enqueued::TableFull(p) => {
                     refused += 1;
                     pool.free(p)

@@ -5,8 +5,8 @@ use std::vec::Vec;
 
 use proptest::prelude::*;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, Icmpv4DstUnreachable,
-    Icmpv4Message, Icmpv4Packet, Icmpv4TimeExceeded, Ipv4Packet,
+    ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, Icmpv4DstUnreachable, Icmpv4Message,
+    Icmpv4Packet, Icmpv4TimeExceeded, Ipv4Packet,
 };
 
 use super::decrement_ttl;
@@ -34,11 +34,7 @@ impl Rig {
             "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24 mtu 1400\n{extra}"
         ))
         .unwrap();
-        Rig {
-            pool: PacketPool::new(256),
-            dp: Dataplane::new(&cfg, &[LAN_MAC, WAN_MAC], 0, 1),
-            now: 0,
-        }
+        Rig { pool: PacketPool::new(256), dp: Dataplane::new(&cfg, &[LAN_MAC, WAN_MAC], 0, 1), now: 0 }
     }
 
     fn send(&mut self, port: u8, frame: &[u8]) {
@@ -63,14 +59,8 @@ impl Rig {
 
     /// Lets both hosts be known neighbours (as after ARP).
     fn learn_hosts(&mut self) {
-        self.send(
-            0,
-            &arp_request(PEER_MAC, LAN_HOST, Ipv4Addr::new(10, 0, 0, 1)),
-        );
-        self.send(
-            1,
-            &arp_reply(WAN_HOST_MAC, WAN_HOST, WAN_MAC, Ipv4Addr::new(10, 1, 0, 1)),
-        );
+        self.send(0, &arp_request(PEER_MAC, LAN_HOST, Ipv4Addr::new(10, 0, 0, 1)));
+        self.send(1, &arp_reply(WAN_HOST_MAC, WAN_HOST, WAN_MAC, Ipv4Addr::new(10, 1, 0, 1)));
         self.sent(0);
         self.sent(1);
     }
@@ -128,10 +118,7 @@ fn forwards_after_resolving_the_next_hop() {
         if target_protocol_addr == WAN_HOST && source_protocol_addr == Ipv4Addr::new(10, 1, 0, 1))
     );
     // The reply releases it, rewritten.
-    r.send(
-        1,
-        &arp_reply(WAN_HOST_MAC, WAN_HOST, WAN_MAC, Ipv4Addr::new(10, 1, 0, 1)),
-    );
+    r.send(1, &arp_reply(WAN_HOST_MAC, WAN_HOST, WAN_MAC, Ipv4Addr::new(10, 1, 0, 1)));
     let out = r.sent(1);
     assert_eq!(out.len(), 1);
     let eth = EthernetFrame::new_checked(&out[0][..]).unwrap();
@@ -151,29 +138,14 @@ fn forwards_after_resolving_the_next_hop() {
 fn ttl_expiry_gets_time_exceeded_from_the_ingress_address() {
     let mut r = Rig::new("");
     r.learn_hosts();
-    r.send(
-        0,
-        &ipv4_frame(LAN_MAC, LAN_HOST, WAN_HOST, 1, false, b"probe"),
-    );
+    r.send(0, &ipv4_frame(LAN_MAC, LAN_HOST, WAN_HOST, 1, false, b"probe"));
     let out = r.sent(0);
     assert_eq!(out.len(), 1);
     let ip = ip_of(&out[0]);
-    assert_eq!(
-        (ip.src_addr(), ip.dst_addr()),
-        (Ipv4Addr::new(10, 0, 0, 1), LAN_HOST)
-    );
-    assert_eq!(
-        EthernetFrame::new_checked(&out[0][..])
-            .unwrap()
-            .dst_addr()
-            .0,
-        PEER_MAC
-    );
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (Ipv4Addr::new(10, 0, 0, 1), LAN_HOST));
+    assert_eq!(EthernetFrame::new_checked(&out[0][..]).unwrap().dst_addr().0, PEER_MAC);
     let e = icmp_of(&out[0]);
-    assert_eq!(
-        (e.ty, Icmpv4TimeExceeded::from(e.code)),
-        (Icmpv4Message::TimeExceeded, Icmpv4TimeExceeded::TtlExpired)
-    );
+    assert_eq!((e.ty, Icmpv4TimeExceeded::from(e.code)), (Icmpv4Message::TimeExceeded, Icmpv4TimeExceeded::TtlExpired));
     assert_eq!(quoted_dst(&e), WAN_HOST);
     assert_eq!(e.rest, [0; 4]);
     assert!(r.sent(1).is_empty());
@@ -185,25 +157,12 @@ fn ttl_expiry_gets_time_exceeded_from_the_ingress_address() {
 fn unrouted_prefix_gets_net_unreachable() {
     let mut r = Rig::new("");
     r.learn_hosts();
-    r.send(
-        0,
-        &ipv4_frame(
-            LAN_MAC,
-            LAN_HOST,
-            Ipv4Addr::new(192, 0, 2, 1),
-            64,
-            false,
-            b"x",
-        ),
-    );
+    r.send(0, &ipv4_frame(LAN_MAC, LAN_HOST, Ipv4Addr::new(192, 0, 2, 1), 64, false, b"x"));
     let out = r.sent(0);
     let e = icmp_of(&out[0]);
     assert_eq!(
         (e.ty, Icmpv4DstUnreachable::from(e.code)),
-        (
-            Icmpv4Message::DstUnreachable,
-            Icmpv4DstUnreachable::NetUnreachable
-        )
+        (Icmpv4Message::DstUnreachable, Icmpv4DstUnreachable::NetUnreachable)
     );
     assert_eq!(quoted_dst(&e), Ipv4Addr::new(192, 0, 2, 1));
     assert_eq!(r.dp.ports()[0].counters.dropped(DropReason::NoRoute), 1);
@@ -214,19 +173,13 @@ fn unrouted_prefix_gets_net_unreachable() {
 fn df_over_mtu_gets_frag_needed_with_the_next_hop_mtu() {
     let mut r = Rig::new("");
     r.learn_hosts();
-    r.send(
-        0,
-        &ipv4_frame(LAN_MAC, LAN_HOST, WAN_HOST, 64, true, &[7; 1480]),
-    );
+    r.send(0, &ipv4_frame(LAN_MAC, LAN_HOST, WAN_HOST, 64, true, &[7; 1480]));
     let out = r.sent(0);
     assert_eq!(out.len(), 1);
     let e = icmp_of(&out[0]);
     assert_eq!(
         (e.ty, Icmpv4DstUnreachable::from(e.code)),
-        (
-            Icmpv4Message::DstUnreachable,
-            Icmpv4DstUnreachable::FragRequired
-        )
+        (Icmpv4Message::DstUnreachable, Icmpv4DstUnreachable::FragRequired)
     );
     assert_eq!(e.rest, [0, 0, 0x05, 0x78], "next-hop MTU 1400");
     assert_eq!(e.quoted.len(), 576 - 28, "quote capped at 576 bytes in all");
@@ -239,10 +192,7 @@ fn df_clear_over_mtu_is_fragmented_and_reassembles() {
     let mut r = Rig::new("");
     r.learn_hosts();
     let payload: Vec<u8> = (0..1800u32).map(|i| i as u8).collect();
-    r.send(
-        0,
-        &ipv4_frame(LAN_MAC, LAN_HOST, WAN_HOST, 64, false, &payload),
-    );
+    r.send(0, &ipv4_frame(LAN_MAC, LAN_HOST, WAN_HOST, 64, false, &payload));
     let frags = r.sent(1);
     assert_eq!(frags.len(), 2);
     let mut joined = Vec::new();
@@ -295,18 +245,10 @@ fn silent_next_hop_drops_with_host_unreachable() {
     let e = icmp_of(&back[0]);
     assert_eq!(
         (e.ty, Icmpv4DstUnreachable::from(e.code)),
-        (
-            Icmpv4Message::DstUnreachable,
-            Icmpv4DstUnreachable::HostUnreachable
-        )
+        (Icmpv4Message::DstUnreachable, Icmpv4DstUnreachable::HostUnreachable)
     );
     assert_eq!(quoted_dst(&e), silent);
-    assert_eq!(
-        r.dp.ports()[0]
-            .counters
-            .dropped(DropReason::NeighborUnreachable),
-        1
-    );
+    assert_eq!(r.dp.ports()[0].counters.dropped(DropReason::NeighborUnreachable), 1);
     r.finish();
 }
 
@@ -314,17 +256,7 @@ fn silent_next_hop_drops_with_host_unreachable() {
 fn static_route_via_a_gateway_resolves_the_gateway() {
     let mut r = Rig::new("route 172.16.0.0/12 via 10.1.0.254");
     r.learn_hosts();
-    r.send(
-        0,
-        &ipv4_frame(
-            LAN_MAC,
-            LAN_HOST,
-            Ipv4Addr::new(172, 16, 5, 5),
-            64,
-            false,
-            b"x",
-        ),
-    );
+    r.send(0, &ipv4_frame(LAN_MAC, LAN_HOST, Ipv4Addr::new(172, 16, 5, 5), 64, false, b"x"));
     let arp = r.sent(1);
     let req = ArpRepr::parse(&ArpPacket::new_checked(&arp[0][14..]).unwrap()).unwrap();
     assert!(
@@ -337,41 +269,14 @@ fn static_route_via_a_gateway_resolves_the_gateway() {
 fn no_errors_about_icmp_errors_and_martians_are_dropped() {
     let mut r = Rig::new("");
     r.learn_hosts();
-    let mut err = ipv4_frame(
-        LAN_MAC,
-        LAN_HOST,
-        WAN_HOST,
-        1,
-        false,
-        &[3, 0, 0, 0, 0, 0, 0, 0],
-    );
+    let mut err = ipv4_frame(LAN_MAC, LAN_HOST, WAN_HOST, 1, false, &[3, 0, 0, 0, 0, 0, 0, 0]);
     err[14 + 9] = 1; // protocol ICMP, type 3: an error
     let mut ip = Ipv4Packet::new_unchecked(&mut err[14..]);
     ip.fill_checksum();
     r.send(0, &err);
     assert!(r.sent(0).is_empty());
-    r.send(
-        0,
-        &ipv4_frame(
-            LAN_MAC,
-            Ipv4Addr::new(127, 0, 0, 1),
-            WAN_HOST,
-            64,
-            false,
-            b"x",
-        ),
-    );
-    r.send(
-        0,
-        &ipv4_frame(
-            LAN_MAC,
-            LAN_HOST,
-            Ipv4Addr::new(224, 0, 0, 5),
-            64,
-            false,
-            b"x",
-        ),
-    );
+    r.send(0, &ipv4_frame(LAN_MAC, Ipv4Addr::new(127, 0, 0, 1), WAN_HOST, 64, false, b"x"));
+    r.send(0, &ipv4_frame(LAN_MAC, LAN_HOST, Ipv4Addr::new(224, 0, 0, 5), 64, false, b"x"));
     let c = &r.dp.ports()[0].counters;
     assert_eq!(c.dropped(DropReason::MartianSource), 1);
     assert_eq!(c.dropped(DropReason::MartianDestination), 1);
