@@ -42,6 +42,7 @@ test: image
 	$(CARGO) test
 
 bench: image host
+	$(CARGO) bench -p sluice-vnfs --bench router
 	$(CARGO) run --release -p sluice-qemu-tests --bin sluice-bench
 
 fmt:

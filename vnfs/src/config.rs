@@ -25,6 +25,7 @@
 //! Every problem is reported with line and column, and parsing continues past
 //! it so that one run shows all errors.
 
+use alloc::collections::btree_map::{BTreeMap, Entry};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -286,17 +287,21 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     config.pipelines = config.ports.iter().map(|_| alloc::vec![StageKind::Router]).collect();
     let mut pipeline_lines: Vec<Option<u32>> = config.ports.iter().map(|_| None).collect();
     let mut router_seen = false;
+    let mut route_lines: BTreeMap<Ipv4Net, u32> = BTreeMap::new();
     for stmt in later {
         match stmt.words[0].text {
             "route" => {
                 if let Some(r) = parse_route(stmt, &config, &mut errors) {
-                    if let Some(other) = config.routes.iter().find(|o| o.prefix == r.prefix) {
-                        errors.push(ConfigError::at(
+                    // A map, not a scan: configs with a million routes are fine.
+                    match route_lines.entry(r.prefix) {
+                        Entry::Occupied(o) => errors.push(ConfigError::at(
                             &stmt.words[1],
-                            format!("route {} is already given on line {}", r.prefix, other.line),
-                        ));
-                    } else {
-                        config.routes.push(r);
+                            format!("route {} is already given on line {}", r.prefix, o.get()),
+                        )),
+                        Entry::Vacant(v) => {
+                            v.insert(r.line);
+                            config.routes.push(r);
+                        }
                     }
                 }
             }

@@ -406,13 +406,14 @@ impl Stage for Router {
         let c = &self.counters;
         let _ = write!(
             out,
-            " forwarded={} icmp_errors={} icmp_rate_limited={} fragments={} arp_requests={} routes={} neighbors={}",
+            " forwarded={} icmp_errors={} icmp_rate_limited={} fragments={} arp_requests={} routes={} route_table_bytes={} neighbors={}",
             c.forwarded,
             c.icmp_errors,
             c.icmp_rate_limited,
             c.fragments,
             c.arp_requests,
             self.lpm.len(),
+            self.lpm.memory(),
             self.neighbors.len()
         );
     }
