@@ -87,7 +87,7 @@ fn mtu_1400_egress_reports_frag_needed_and_tracepath_finds_the_pmtu() {
     let (ok, out) = ns_run(lan, &["ping", "-M", "dont", "-s", "1472", "-c", "3", "-W", "2", "10.1.0.2"]);
     assert!(ok && out.contains(" 0% packet loss"), "{out}");
     let stats = lab.vm.stats().unwrap();
-    assert!(stats.get("router", "fragments") >= 6, "{stats:?}");
+    assert!(stats.get("egress", "fragments") >= 6, "{stats:?}");
     assert!(stats.get("lan", "drop_frag_needed") >= 1, "{stats:?}");
 }
 
@@ -101,6 +101,6 @@ fn static_route_through_a_next_hop_learned_by_arp() {
     let (ok, out) = ns_run(lab.port("dmz"), &["ip", "neigh", "show", "10.2.0.1"]);
     assert!(ok && out.contains(&lab.port("dmz").mac), "{out}");
     let stats = lab.vm.stats().unwrap();
-    assert!(stats.get("router", "arp_requests") >= 1, "{stats:?}");
-    assert!(stats.get("router", "neighbors") >= 1, "{stats:?}");
+    assert!(stats.get("egress", "arp_requests") >= 1, "{stats:?}");
+    assert!(stats.get("egress", "neighbors") >= 1, "{stats:?}");
 }

@@ -18,6 +18,7 @@ use smoltcp::wire::{ArpHardware, ArpPacket, ArpRepr, EthernetAddress, EthernetFr
 
 use crate::config::{Config, StageKind};
 use crate::counters::{DropReason, PortCounters};
+use crate::egress::Egress;
 use crate::hoststack::{HostStack, TxQueue};
 use crate::packet::{Batch, PacketPool, PortId};
 use crate::router::Router;
@@ -27,9 +28,11 @@ use crate::Micros;
 /// What ingress decided for one packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// For the appliance itself.
+    /// ARP: the egress learns from it, the host stack answers it.
+    Arp,
+    /// IPv4 to one of the appliance's addresses (or a broadcast).
     Local,
-    /// For the input port's pipeline.
+    /// IPv4 to be routed: for the input port's pipeline.
     Pipeline,
     Drop(DropReason),
 }
@@ -57,6 +60,7 @@ pub struct Dataplane {
     pipelines: Vec<Vec<usize>>,
     /// Every address of the appliance.
     local: Vec<Ipv4Addr>,
+    egress: Egress,
     last_host_poll: Micros,
 }
 
@@ -108,6 +112,7 @@ impl Dataplane {
             stages,
             pipelines,
             local,
+            egress: Egress::new(config.router.neighbors, config.router.arp_timeout as Micros * 1_000_000),
             last_host_poll: now,
         }
     }
@@ -133,10 +138,11 @@ impl Dataplane {
     }
 
     /// Processes a burst received on `port`. Every packet leaves the batch:
-    /// to the host stack, a transmit queue, a stage that holds it, or back
-    /// to the pool with a drop counted.
+    /// to the host stack, a transmit queue, a stage or the egress that
+    /// holds it, or back to the pool with a drop counted.
     pub fn receive(&mut self, port: PortId, batch: &mut Batch, pool: &mut PacketPool, now: Micros) {
-        let Dataplane { ports, stages, stage_counters, pipelines, local, .. } = self;
+        let Dataplane { ports, stages, stage_counters, pipelines, local, egress, .. } = self;
+        let pipeline = &pipelines[port as usize];
         let mut onward = Batch::new();
         for mut pkt in batch.drain(..) {
             pkt.meta.in_port = port;
@@ -148,20 +154,17 @@ impl Dataplane {
                     // `onward` has the capacity of `batch`.
                     let _ = onward.push(pkt);
                 }
-                Verdict::Local => {
+                // Stages may claim traffic to our addresses (NAT, LB VIPs).
+                Verdict::Local if !pipeline.is_empty() => {
+                    pkt.meta.local = true;
+                    let _ = onward.push(pkt);
+                }
+                Verdict::Local => to_host(ports, pool, pkt),
+                Verdict::Arp => {
                     if let Some(arp) = arp_of(pkt.data()) {
-                        for (s, c) in stages.iter_mut().zip(stage_counters.iter_mut()) {
-                            s.observe_arp(port, &arp, &mut StageContext::new(now, pool, ports, c));
-                        }
+                        egress.observe_arp(port, &arp, ports, pool, now);
                     }
-                    let p = &mut ports[port as usize];
-                    match p.host.enqueue(pkt) {
-                        Ok(()) => p.counters.local_packets += 1,
-                        Err(pkt) => {
-                            p.counters.drop(DropReason::HostStackBacklog);
-                            pool.free(pkt);
-                        }
-                    }
+                    to_host(ports, pool, pkt);
                 }
                 Verdict::Drop(reason) => {
                     p.counters.drop(reason);
@@ -169,7 +172,7 @@ impl Dataplane {
                 }
             }
         }
-        for &s in &pipelines[port as usize] {
+        for &s in pipeline {
             if onward.is_empty() {
                 break;
             }
@@ -177,20 +180,27 @@ impl Dataplane {
             counters.packets += onward.len() as u64;
             stages[s].process(&mut onward, &mut StageContext::new(now, pool, ports, counters));
         }
-        // No stage took them: nothing routes them.
         for pkt in onward.drain(..) {
-            ports[port as usize].counters.drop(DropReason::NoRoute);
-            pool.free(pkt);
+            if pkt.meta.out_port.is_some() {
+                egress.send(pkt, ports, pool, now);
+            } else if pkt.meta.local {
+                to_host(ports, pool, pkt);
+            } else {
+                // No stage routed it.
+                ports[port as usize].counters.drop(DropReason::NoRoute);
+                pool.free(pkt);
+            }
         }
     }
 
-    /// Runs stage timers and the host stacks (those with work, and all of
-    /// them now and then for their own timers).
+    /// Runs stage and egress timers and the host stacks (those with work,
+    /// and all of them now and then for their own timers).
     pub fn poll(&mut self, now: Micros, pool: &mut PacketPool) {
-        let Dataplane { ports, stages, stage_counters, .. } = self;
+        let Dataplane { ports, stages, stage_counters, egress, .. } = self;
         for (s, c) in stages.iter_mut().zip(stage_counters.iter_mut()) {
             s.poll(&mut StageContext::new(now, pool, ports, c));
         }
+        egress.poll(ports, pool, now);
         let timers_due = now.wrapping_sub(self.last_host_poll) >= HOST_POLL_INTERVAL;
         if timers_due {
             self.last_host_poll = now;
@@ -207,6 +217,7 @@ impl Dataplane {
         for s in &mut self.stages {
             s.drain(pool);
         }
+        self.egress.drain(pool);
         for port in &mut self.ports {
             port.host.drain(pool);
             while let Some(p) = port.tx.pop_front() {
@@ -242,6 +253,17 @@ impl Dataplane {
             write_drops(w, &c.drops)?;
             writeln!(w)?;
         }
+        let e = &self.egress;
+        writeln!(
+            w,
+            "egress name=egress fragments={} arp_requests={} neighbors={} neighbor_capacity={} neighbors_evicted={} neighbors_failed={}",
+            e.counters.fragments,
+            e.counters.arp_requests,
+            e.neighbors.len(),
+            e.neighbors.capacity(),
+            e.neighbors.counters.evicted,
+            e.neighbors.counters.failed
+        )?;
         Ok(())
     }
 }
@@ -254,6 +276,17 @@ fn write_drops(w: &mut dyn fmt::Write, drops: &[u64; DropReason::COUNT]) -> fmt:
         }
     }
     Ok(())
+}
+
+fn to_host(ports: &mut [Port], pool: &mut PacketPool, pkt: crate::packet::Packet) {
+    let p = &mut ports[pkt.meta.in_port as usize];
+    match p.host.enqueue(pkt) {
+        Ok(()) => p.counters.local_packets += 1,
+        Err(pkt) => {
+            p.counters.drop(DropReason::HostStackBacklog);
+            pool.free(pkt);
+        }
+    }
 }
 
 fn arp_of(frame: &[u8]) -> Option<ArpRepr> {
@@ -279,7 +312,7 @@ pub fn classify(mac: [u8; 6], address: Option<Ipv4Net>, local: &[Ipv4Addr], fram
             Ok(arp)
                 if arp.hardware_type() == ArpHardware::Ethernet && arp.protocol_type() == EthernetProtocol::Ipv4 =>
             {
-                Verdict::Local
+                Verdict::Arp
             }
             _ => Verdict::Drop(DropReason::ArpMalformed),
         },
@@ -342,7 +375,7 @@ mod tests {
 
     #[test]
     fn classification_of_real_frames() {
-        assert_eq!(classify1(&arp_request(PEER_MAC, PEER_IP, ME)), Verdict::Local);
+        assert_eq!(classify1(&arp_request(PEER_MAC, PEER_IP, ME)), Verdict::Arp);
         assert_eq!(classify1(&echo_request(MAC, PEER_IP, ME, 1, b"x")), Verdict::Local);
         assert_eq!(
             classify1(&echo_request(MAC, PEER_IP, Ipv4Addr::new(10, 1, 0, 1), 1, b"x")),
@@ -416,7 +449,8 @@ mod tests {
         dp.write_stats(&mut s).unwrap();
         assert!(s.starts_with("stats port=lan rx_packets=3 "), "{s}");
         assert!(s.contains(" drop_unknown_ethertype=1\n"), "{s}");
-        assert!(s.contains("stage name=router packets=0 tx=0 forwarded=0 "), "{s}");
+        assert!(s.contains("stage name=router packets=1 tx=0 forwarded=0 "), "the ping to us passes the router: {s}");
+        assert!(s.contains("egress name=egress "), "{s}");
         dp.drain(&mut pool);
         assert_eq!(pool.available(), 64);
     }

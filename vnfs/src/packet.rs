@@ -31,12 +31,31 @@ pub type Batch = heapless::Vec<Packet, BURST>;
 pub type PortId = u8;
 
 /// Per-packet metadata that travels with the buffer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Meta {
     /// The port the packet arrived on.
     pub in_port: PortId,
-    /// Offset of the L3 header from the start of the frame (0 if not parsed).
-    pub l3_offset: u8,
+    /// Where routing decided to send it (`None`: not routed yet).
+    pub out_port: Option<PortId>,
+    /// The IPv4 next hop on `out_port` whose MAC the egress resolves.
+    pub next_hop: core::net::Ipv4Addr,
+    /// Addressed to one of the appliance's own addresses.
+    pub local: bool,
+}
+
+impl Default for Meta {
+    fn default() -> Self {
+        Meta { in_port: 0, out_port: None, next_hop: core::net::Ipv4Addr::UNSPECIFIED, local: false }
+    }
+}
+
+impl Meta {
+    /// Routes the packet: out of `port`, to `next_hop`'s MAC.
+    #[inline]
+    pub fn route(&mut self, port: PortId, next_hop: core::net::Ipv4Addr) {
+        self.out_port = Some(port);
+        self.next_hop = next_hop;
+    }
 }
 
 /// One owned packet buffer with its frame window and metadata.

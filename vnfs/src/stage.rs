@@ -2,12 +2,13 @@
 //! dataplane.
 //!
 //! A [`Stage`] gets a burst of packets that earlier stages passed on. For
-//! each packet it decides: forward it out of a port, hand it to the
-//! appliance's own host stack, drop it with a [`DropReason`], keep it (a
-//! router holding a packet until ARP answers), or leave it in the burst for
-//! the next stage. A pipeline is the list of stages the config gives an input
-//! port; a packet that leaves the last stage without a verdict is dropped as
-//! `no_route`.
+//! each packet it may rewrite it, route it (set `meta.out_port` and
+//! `meta.next_hop`), drop it with a [`DropReason`], keep it, or hand it to
+//! the host stack; what stays in the burst goes on to the next stage. A
+//! pipeline is the list of stages the config gives an input port. After the
+//! last stage, a routed packet goes to the egress (fragmentation, ARP,
+//! Ethernet rewrite), a packet for the appliance's own address to its host
+//! stack, and anything else is dropped as `no_route`.
 //!
 //! Every verdict goes through [`StageContext`], which keeps the per-port and
 //! per-stage counters, so a stage cannot forget to count.
@@ -112,9 +113,6 @@ pub trait Stage {
 
     /// Processes a burst. Packets left in `batch` go on to the next stage.
     fn process(&mut self, batch: &mut Batch, cx: &mut StageContext<'_>);
-
-    /// Sees every valid ARP packet before the host stack does.
-    fn observe_arp(&mut self, _in_port: PortId, _arp: &smoltcp::wire::ArpRepr, _cx: &mut StageContext<'_>) {}
 
     /// Runs timers; called once per loop turn. Must do bounded work.
     fn poll(&mut self, _cx: &mut StageContext<'_>) {}

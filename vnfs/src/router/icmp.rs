@@ -185,8 +185,7 @@ mod tests {
         assert_eq!(build_error(&mut p, IcmpError::TtlExceeded, ME, 7), Some(PEER_IP));
         let (ip, _, icmp) = parse(&p);
         assert_eq!((ip.src_addr, ip.dst_addr, ip.hop_limit), (ME, PEER_IP, 64));
-        match Icmpv4Repr::parse(&Icmpv4Packet::new_unchecked(icmp.as_ref()), &ChecksumCapabilities::default())
-            .unwrap()
+        match Icmpv4Repr::parse(&Icmpv4Packet::new_unchecked(icmp.as_ref()), &ChecksumCapabilities::default()).unwrap()
         {
             Icmpv4Repr::TimeExceeded { reason, header, data } => {
                 assert_eq!(reason, Icmpv4TimeExceeded::TtlExpired);

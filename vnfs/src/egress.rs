@@ -1,0 +1,269 @@
+//! Egress: the last step of every routed packet (VPP's ip4-rewrite).
+//!
+//! Stages decide *where* a packet goes (`meta.out_port`, `meta.next_hop`);
+//! the egress makes it fit and addresses it: fragments a datagram larger than
+//! the port's MTU (DF clear; DF set was answered by the router already),
+//! resolves the next hop's MAC in the neighbour cache — holding a few packets
+//! while ARP is asked — rewrites the Ethernet header and queues the frame on
+//! the port. Doing this after all stages lets NAT rewrite a packet after the
+//! routing decision (SNAT is post-routing) and still be fragmented and
+//! addressed correctly.
+
+use core::net::Ipv4Addr;
+
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Ipv4Packet,
+};
+
+use crate::counters::DropReason;
+use crate::dataplane::Port;
+use crate::neighbor::{Enqueued, Lookup, NeighborCache, TimerAction, QUEUE};
+use crate::packet::{Packet, PacketPool, PortId};
+use crate::Micros;
+
+const ETH: usize = 14;
+/// Neighbour-cache slots whose timers each loop turn advances.
+const SWEEP_PER_POLL: usize = 8;
+
+#[derive(Clone, Debug, Default)]
+pub struct EgressCounters {
+    pub arp_requests: u64,
+    pub fragments: u64,
+}
+
+pub struct Egress {
+    pub neighbors: NeighborCache,
+    pub counters: EgressCounters,
+}
+
+impl Egress {
+    pub fn new(neighbors: usize, reachable: Micros) -> Self {
+        Egress { neighbors: NeighborCache::new(neighbors, reachable), counters: EgressCounters::default() }
+    }
+
+    /// Sends a routed packet (`meta.out_port` set).
+    pub fn send(&mut self, pkt: Packet, ports: &mut [Port], pool: &mut PacketPool, now: Micros) {
+        let Some(out) = pkt.meta.out_port.filter(|p| (*p as usize) < ports.len()) else {
+            return drop(ports, pool, pkt, DropReason::NoRoute);
+        };
+        let mtu = ports[out as usize].mtu as usize;
+        let total = pkt.len() - ETH;
+        if total > mtu {
+            let df = Ipv4Packet::new_unchecked(&pkt.data()[ETH..]).dont_frag();
+            if df {
+                return drop(ports, pool, pkt, DropReason::FragNeeded);
+            }
+            return self.fragment(pkt, mtu, ports, pool, now);
+        }
+        self.resolve(pkt, ports, pool, now);
+    }
+
+    /// Addresses `pkt` to its next hop's MAC, or holds it while ARP asks.
+    fn resolve(&mut self, mut pkt: Packet, ports: &mut [Port], pool: &mut PacketPool, now: Micros) {
+        let out = pkt.meta.out_port.unwrap_or(0);
+        let hop = pkt.meta.next_hop;
+        match self.neighbors.lookup(out, hop, now) {
+            Lookup::Known { mac, refresh } => {
+                write_eth(&mut pkt, ports[out as usize].mac, mac);
+                transmit(ports, pool, out, pkt);
+                if refresh {
+                    self.arp_request(out, hop, Some(mac), ports, pool);
+                }
+            }
+            Lookup::Unknown => match self.neighbors.enqueue(out, hop, pkt, now) {
+                Enqueued::Held { request } => {
+                    if request {
+                        self.arp_request(out, hop, None, ports, pool);
+                    }
+                }
+                Enqueued::QueueFull(p) => drop(ports, pool, p, DropReason::NeighborQueueFull),
+                Enqueued::TableFull(p) => drop(ports, pool, p, DropReason::NeighborTableFull),
+                Enqueued::Unreachable(p) => drop(ports, pool, p, DropReason::NeighborUnreachable),
+            },
+        }
+    }
+
+    /// Learns from an ARP packet that arrived on `in_port` (RFC 826: add
+    /// the sender if it is addressed to us, else only update), and sends
+    /// what waited for it.
+    pub fn observe_arp(
+        &mut self,
+        in_port: PortId,
+        arp: &ArpRepr,
+        ports: &mut [Port],
+        pool: &mut PacketPool,
+        now: Micros,
+    ) {
+        let ArpRepr::EthernetIpv4 { source_hardware_addr, source_protocol_addr, target_protocol_addr, .. } = *arp
+        else {
+            return;
+        };
+        if source_protocol_addr.is_unspecified() || !source_hardware_addr.is_unicast() {
+            return;
+        }
+        let mine = ports.get(in_port as usize).and_then(|p| p.address).map(|a| a.addr());
+        let create = Some(target_protocol_addr) == mine;
+        let waiting = self.neighbors.learn(in_port, source_protocol_addr, source_hardware_addr.0, now, create);
+        for mut p in waiting {
+            write_eth(&mut p, ports[in_port as usize].mac, source_hardware_addr.0);
+            transmit(ports, pool, in_port, p);
+        }
+    }
+
+    /// Neighbour timers: retries, and giving up on silent next hops.
+    pub fn poll(&mut self, ports: &mut [Port], pool: &mut PacketPool, now: Micros) {
+        let mut actions: heapless::Vec<TimerAction, { SWEEP_PER_POLL * (QUEUE + 1) }> = heapless::Vec::new();
+        self.neighbors.tick(now, SWEEP_PER_POLL, |a| {
+            let _ = actions.push(a);
+        });
+        for a in actions {
+            match a {
+                TimerAction::Request { port, ip } => self.arp_request(port, ip, None, ports, pool),
+                TimerAction::GiveUp(p) => drop(ports, pool, p, DropReason::NeighborUnreachable),
+            }
+        }
+    }
+
+    /// Splits an IPv4 datagram (DF clear) into fragments that fit `mtu`
+    /// (RFC 791 §3.2): offsets in 8-byte units, all options in the first
+    /// fragment, only "copied" options after.
+    fn fragment(&mut self, pkt: Packet, mtu: usize, ports: &mut [Port], pool: &mut PacketPool, now: Micros) {
+        let frame = pkt.data();
+        let ip = &frame[ETH..];
+        let ihl = (ip[0] & 0x0f) as usize * 4;
+        let (base_offset, more) = {
+            let p = Ipv4Packet::new_unchecked(ip);
+            (p.frag_offset() as usize, p.more_frags())
+        };
+        let mut later_opts = [0u8; 40];
+        let later_len = copied_options(&ip[20..ihl], &mut later_opts);
+        let payload = &ip[ihl..];
+        let mut off = 0;
+        let mut frags: heapless::Vec<Packet, 48> = heapless::Vec::new();
+        while off < payload.len() {
+            let hl = if off == 0 { ihl } else { 20 + later_len };
+            let room = (mtu - hl) / 8 * 8;
+            let n = room.min(payload.len() - off);
+            let last = off + n == payload.len();
+            let Some(mut f) = pool.alloc() else {
+                ports[pkt.meta.in_port as usize].counters.drop(DropReason::FragNoBuffer);
+                break;
+            };
+            f.meta = pkt.meta;
+            f.set_len(ETH + hl + n);
+            let d = f.data_mut();
+            d[..ETH + 20].copy_from_slice(&frame[..ETH + 20]);
+            if off == 0 {
+                d[ETH + 20..ETH + hl].copy_from_slice(&ip[20..ihl]);
+            } else {
+                d[ETH + 20..ETH + hl].copy_from_slice(&later_opts[..later_len]);
+            }
+            d[ETH + hl..].copy_from_slice(&payload[off..off + n]);
+            let mut fip = Ipv4Packet::new_unchecked(&mut d[ETH..]);
+            fip.set_header_len(hl as u8);
+            fip.set_total_len((hl + n) as u16);
+            fip.set_frag_offset((base_offset + off) as u16);
+            fip.set_more_frags(!last || more);
+            fip.fill_checksum();
+            self.counters.fragments += 1;
+            if let Err(f) = frags.push(f) {
+                // 48 fragments carry any frame a buffer can hold at MTU ≥ 68.
+                pool.free(f);
+            }
+            off += n;
+        }
+        pool.free(pkt);
+        for f in frags {
+            self.resolve(f, ports, pool, now);
+        }
+    }
+
+    /// Sends an ARP request for `ip` out of `port` (unicast to `known` when
+    /// refreshing an entry, else broadcast).
+    fn arp_request(
+        &mut self,
+        port: PortId,
+        ip: Ipv4Addr,
+        known: Option<[u8; 6]>,
+        ports: &mut [Port],
+        pool: &mut PacketPool,
+    ) {
+        let Some(mut pkt) = pool.alloc() else { return };
+        let p = &ports[port as usize];
+        let arp = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: EthernetAddress(p.mac),
+            source_protocol_addr: p.address.map_or(Ipv4Addr::UNSPECIFIED, |a| a.addr()),
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: ip,
+        };
+        let eth = EthernetRepr {
+            src_addr: EthernetAddress(p.mac),
+            dst_addr: known.map_or(EthernetAddress::BROADCAST, EthernetAddress),
+            ethertype: EthernetProtocol::Arp,
+        };
+        pkt.set_len(eth.buffer_len() + arp.buffer_len());
+        let mut frame = EthernetFrame::new_unchecked(pkt.data_mut());
+        eth.emit(&mut frame);
+        arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+        pkt.meta.in_port = port;
+        self.counters.arp_requests += 1;
+        transmit(ports, pool, port, pkt);
+    }
+
+    /// Returns every held packet to the pool.
+    pub fn drain(&mut self, pool: &mut PacketPool) {
+        self.neighbors.drain(|p| pool.free(p));
+    }
+}
+
+fn write_eth(pkt: &mut Packet, src: [u8; 6], dst: [u8; 6]) {
+    let d = pkt.data_mut();
+    d[0..6].copy_from_slice(&dst);
+    d[6..12].copy_from_slice(&src);
+    d[12..14].copy_from_slice(&[0x08, 0x00]);
+}
+
+fn transmit(ports: &mut [Port], pool: &mut PacketPool, out: PortId, pkt: Packet) {
+    let in_port = pkt.meta.in_port as usize;
+    if let Err(pkt) = ports[out as usize].tx.push_back(pkt) {
+        ports[in_port].counters.drop(DropReason::TxRingFull);
+        pool.free(pkt);
+    }
+}
+
+fn drop(ports: &mut [Port], pool: &mut PacketPool, pkt: Packet, reason: DropReason) {
+    if let Some(p) = ports.get_mut(pkt.meta.in_port as usize) {
+        p.counters.drop(reason);
+    }
+    pool.free(pkt);
+}
+
+/// Copies the options with the "copied" flag into `out`, padded to a
+/// multiple of 4 with end-of-options; returns the padded length.
+pub(crate) fn copied_options(opts: &[u8], out: &mut [u8; 40]) -> usize {
+    let mut i = 0;
+    let mut n = 0;
+    while i < opts.len() {
+        let kind = opts[i];
+        match kind {
+            0 => break,
+            1 => i += 1,
+            _ => {
+                let Some(&len) = opts.get(i + 1) else { break };
+                let len = len as usize;
+                if len < 2 || i + len > opts.len() {
+                    break;
+                }
+                if kind & 0x80 != 0 {
+                    out[n..n + len].copy_from_slice(&opts[i..i + len]);
+                    n += len;
+                }
+                i += len;
+            }
+        }
+    }
+    let padded = n.next_multiple_of(4);
+    out[n..padded].fill(0);
+    padded
+}
