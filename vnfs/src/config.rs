@@ -96,14 +96,52 @@ impl Default for RouterConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StageKind {
     Router,
+    Nat,
 }
 
 impl StageKind {
-    pub const ALL: &'static [(&'static str, StageKind)] = &[("router", StageKind::Router)];
+    pub const ALL: &'static [(&'static str, StageKind)] = &[("router", StageKind::Router), ("nat", StageKind::Nat)];
 
     pub fn name(self) -> &'static str {
         Self::ALL.iter().find(|(_, k)| *k == self).map(|(n, _)| *n).unwrap_or("?")
     }
+}
+
+/// A static port forward: outside address:port to an inside host:port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardConfig {
+    pub proto: u8,
+    pub outside: (Ipv4Addr, u16),
+    pub inside: (Ipv4Addr, u16),
+    pub line: u32,
+}
+
+/// Inbound filtering of the NAT (RFC 4787 §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatFiltering {
+    EndpointIndependent,
+    AddressDependent,
+    AddressAndPortDependent,
+}
+
+/// The source NAT (`nat { ... }`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatConfig {
+    pub inside: Vec<Ipv4Net>,
+    /// Index of the outside port.
+    pub outside: usize,
+    /// Outside addresses (default: the outside port's address).
+    pub pool: Vec<Ipv4Addr>,
+    pub ports: (u16, u16),
+    pub filtering: NatFiltering,
+    pub sessions: usize,
+    /// Seconds.
+    pub udp_timeout: u32,
+    pub tcp_established_timeout: u32,
+    pub tcp_transitory_timeout: u32,
+    pub icmp_timeout: u32,
+    pub forwards: Vec<ForwardConfig>,
+    pub line: u32,
 }
 
 /// A validated configuration.
@@ -112,6 +150,7 @@ pub struct Config {
     pub ports: Vec<PortConfig>,
     pub routes: Vec<RouteConfig>,
     pub router: RouterConfig,
+    pub nat: Option<NatConfig>,
     /// Stages per input port, by port index. A port without a `pipeline`
     /// statement runs `router`.
     pub pipelines: Vec<Vec<StageKind>>,
@@ -259,7 +298,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     for stmt in &stmts {
         let kw = stmt.words[0];
         match kw.text {
-            "route" | "pipeline" | "router" => later.push(stmt),
+            "route" | "pipeline" | "router" | "nat" => later.push(stmt),
             "port" => {
                 if let Some(port) = parse_port(stmt, &mut errors) {
                     if config.ports.iter().any(|p| p.name == port.name) {
@@ -279,7 +318,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
             }
             other => errors.push(ConfigError::at(
                 &kw,
-                format!("unknown statement `{other}`: expected `port`, `route`, `router` or `pipeline`"),
+                format!("unknown statement `{other}`: expected `port`, `route`, `router`, `nat` or `pipeline`"),
             )),
         }
     }
@@ -306,12 +345,45 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
                 }
             }
             "pipeline" => parse_pipeline(stmt, &mut config, &mut pipeline_lines, &mut errors),
+            "nat" => {
+                if let Some(first) = &config.nat {
+                    errors.push(ConfigError::at(
+                        &stmt.words[0],
+                        format!("only one `nat` is supported; the first is on line {}", first.line),
+                    ));
+                } else {
+                    config.nat = parse_nat(stmt, &config, &mut errors);
+                }
+            }
             _ => {
                 if router_seen {
                     errors.push(ConfigError::at(&stmt.words[0], "`router` is given twice"));
                 }
                 router_seen = true;
                 parse_router(stmt, &mut config.router, &mut errors);
+            }
+        }
+    }
+    // With a NAT and no explicit pipeline: the outside port translates
+    // before routing (inbound DNAT), the others after (outbound SNAT).
+    if let Some(nat) = &config.nat {
+        for (i, line) in pipeline_lines.iter().enumerate() {
+            if line.is_none() {
+                config.pipelines[i] = if i == nat.outside {
+                    alloc::vec![StageKind::Nat, StageKind::Router]
+                } else {
+                    alloc::vec![StageKind::Router, StageKind::Nat]
+                };
+            }
+        }
+    } else {
+        for (i, p) in config.pipelines.iter().enumerate() {
+            if p.contains(&StageKind::Nat) {
+                errors.push(ConfigError {
+                    line: pipeline_lines[i].unwrap_or(1),
+                    column: 1,
+                    message: "pipeline uses `nat` but there is no `nat { ... }` block".to_string(),
+                });
             }
         }
     }
@@ -529,6 +601,151 @@ fn parse_pipeline(stmt: &Stmt<'_>, config: &mut Config, seen: &mut [Option<u32>]
     config.pipelines[i] = stages;
 }
 
+/// `nat { inside PREFIX; outside PORT; pool ADDRESS; ports LO-HI; filtering
+/// MODE; sessions N; udp-timeout S; ...; forward PROTO ADDR:PORT ADDR:PORT }`
+fn parse_nat(stmt: &Stmt<'_>, config: &Config, errors: &mut Vec<ConfigError>) -> Option<NatConfig> {
+    let kw = stmt.words[0];
+    let before = errors.len();
+    if let Some(extra) = stmt.words.get(1) {
+        errors.push(ConfigError::at(extra, "`nat` takes its settings in a block: `nat {` ... `}`"));
+    }
+    let mut nat = NatConfig {
+        inside: Vec::new(),
+        outside: usize::MAX,
+        pool: Vec::new(),
+        ports: (1024, 65535),
+        filtering: NatFiltering::AddressDependent,
+        sessions: 65536,
+        udp_timeout: 300,
+        tcp_established_timeout: 7440,
+        tcp_transitory_timeout: 240,
+        icmp_timeout: 60,
+        forwards: Vec::new(),
+        line: kw.line,
+    };
+    let mut outside_tok = None;
+    for child in stmt.block.iter().flatten() {
+        let key = child.words[0];
+        let args = &child.words[1..];
+        let want = |n: usize, errors: &mut Vec<ConfigError>| -> bool {
+            if args.len() != n {
+                errors.push(ConfigError::at(&key, format!("`{}` takes {n} value(s), got {}", key.text, args.len())));
+                false
+            } else {
+                true
+            }
+        };
+        match key.text {
+            "inside" if want(1, errors) => match args[0].text.parse::<Ipv4Net>() {
+                Ok(n) => nat.inside.push(n.trunc()),
+                Err(_) => errors.push(ConfigError::at(&args[0], format!("bad prefix `{}`", args[0].text))),
+            },
+            "outside" if want(1, errors) => match config.port_by_name(args[0].text) {
+                Some(i) => {
+                    nat.outside = i;
+                    outside_tok = Some(args[0]);
+                }
+                None => errors.push(ConfigError::at(&args[0], format!("no port named `{}`", args[0].text))),
+            },
+            "pool" if want(1, errors) => match args[0].text.parse::<Ipv4Addr>() {
+                Ok(a) if nat.pool.contains(&a) => errors.push(ConfigError::at(&args[0], format!("{a} is already in the pool"))),
+                Ok(a) => nat.pool.push(a),
+                Err(_) => errors.push(ConfigError::at(&args[0], format!("bad pool address `{}`", args[0].text))),
+            },
+            "ports" if want(1, errors) => {
+                let range = args[0].text.split_once('-').and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)));
+                match range {
+                    Some((lo, hi)) if lo >= 1 && lo <= hi => nat.ports = (lo, hi),
+                    _ => errors.push(ConfigError::at(&args[0], format!("bad port range `{}`: expected LOW-HIGH such as 1024-65535", args[0].text))),
+                }
+            }
+            "filtering" if want(1, errors) => match args[0].text {
+                "endpoint-independent" => nat.filtering = NatFiltering::EndpointIndependent,
+                "address-dependent" => nat.filtering = NatFiltering::AddressDependent,
+                "address-and-port-dependent" => nat.filtering = NatFiltering::AddressAndPortDependent,
+                other => errors.push(ConfigError::at(
+                    &args[0],
+                    format!("unknown filtering `{other}`: expected endpoint-independent, address-dependent or address-and-port-dependent"),
+                )),
+            },
+            "sessions" | "udp-timeout" | "tcp-established-timeout" | "tcp-transitory-timeout" | "icmp-timeout" if want(1, errors) => {
+                let (min, max) = if key.text == "sessions" { (16u64, 1u64 << 24) } else { (1, 1 << 20) };
+                match args[0].text.parse::<u64>() {
+                    Ok(v) if (min..=max).contains(&v) => match key.text {
+                        "sessions" => nat.sessions = v as usize,
+                        "udp-timeout" => nat.udp_timeout = v as u32,
+                        "tcp-established-timeout" => nat.tcp_established_timeout = v as u32,
+                        "tcp-transitory-timeout" => nat.tcp_transitory_timeout = v as u32,
+                        _ => nat.icmp_timeout = v as u32,
+                    },
+                    _ => errors.push(ConfigError::at(&args[0], format!("bad {} `{}`: expected a number from {min} to {max}", key.text, args[0].text))),
+                }
+            }
+            "forward" if want(3, errors) => {
+                let proto = match args[0].text {
+                    "tcp" => 6,
+                    "udp" => 17,
+                    other => {
+                        errors.push(ConfigError::at(&args[0], format!("unknown protocol `{other}`: expected tcp or udp")));
+                        continue;
+                    }
+                };
+                let ep = |t: &Token<'_>, errors: &mut Vec<ConfigError>| {
+                    let parsed = t.text.split_once(':').and_then(|(a, p)| Some((a.parse::<Ipv4Addr>().ok()?, p.parse::<u16>().ok()?)));
+                    if parsed.is_none() {
+                        errors.push(ConfigError::at(t, format!("bad endpoint `{}`: expected ADDRESS:PORT", t.text)));
+                    }
+                    parsed
+                };
+                if let (Some(outside), Some(inside)) = (ep(&args[1], errors), ep(&args[2], errors)) {
+                    nat.forwards.push(ForwardConfig { proto, outside, inside, line: key.line });
+                }
+            }
+            "inside" | "outside" | "pool" | "ports" | "filtering" | "sessions" | "udp-timeout" | "tcp-established-timeout"
+            | "tcp-transitory-timeout" | "icmp-timeout" | "forward" => {}
+            other => errors.push(ConfigError::at(
+                &key,
+                format!("unknown nat setting `{other}`: expected inside, outside, pool, ports, filtering, sessions, forward or a timeout"),
+            )),
+        }
+    }
+    if outside_tok.is_none() && errors.len() == before {
+        errors.push(ConfigError::at(&kw, "`nat` needs `outside PORT`"));
+    }
+    if nat.inside.is_empty() && errors.len() == before {
+        errors.push(ConfigError::at(&kw, "`nat` needs at least one `inside PREFIX`"));
+    }
+    if errors.len() != before {
+        return None;
+    }
+    if nat.pool.is_empty() {
+        match config.ports[nat.outside].ip() {
+            Some(a) => nat.pool.push(a),
+            None => {
+                errors.push(ConfigError::at(&kw, "the outside port has no address: give it one or add `pool ADDRESS`"));
+                return None;
+            }
+        }
+    }
+    for f in &nat.forwards {
+        if !nat.pool.contains(&f.outside.0) {
+            errors.push(ConfigError {
+                line: f.line,
+                column: 1,
+                message: format!("forward address {} is not a NAT pool address", f.outside.0),
+            });
+        }
+        if !nat.inside.iter().any(|n| n.contains(&f.inside.0)) {
+            errors.push(ConfigError {
+                line: f.line,
+                column: 1,
+                message: format!("forward target {} is not inside the NAT", f.inside.0),
+            });
+        }
+    }
+    (errors.len() == before).then_some(nat)
+}
+
 /// `router icmp-rate N icmp-burst N arp-timeout SECONDS neighbors N`
 fn parse_router(stmt: &Stmt<'_>, r: &mut RouterConfig, errors: &mut Vec<ConfigError>) {
     for (key, value) in key_values(stmt, 1, errors) {
@@ -724,10 +941,44 @@ mod tests {
         assert!(e[1].starts_with("t.conf:3:1: incomplete route"), "{e:?}");
         let e = errs(&std::format!("{base}route 0.0.0.0/0 via 10.0.0.9\nroute 0.0.0.0/0 via 10.0.0.8\n"));
         assert!(e[0].contains("already given on line 2"), "{e:?}");
-        let e = errs(&std::format!("{base}pipeline lan nat\npipeline wan router\nrouter icmp-rate lots\n"));
-        assert!(e[0].contains("unknown stage `nat`"), "{e:?}");
+        let e = errs(&std::format!("{base}pipeline lan firewall\npipeline wan router\nrouter icmp-rate lots\n"));
+        assert!(e[0].contains("unknown stage `firewall`: expected one of router, nat"), "{e:?}");
         assert!(e[1].contains("no port named `wan`"), "{e:?}");
         assert!(e[2].contains("bad icmp-rate `lots`"), "{e:?}");
+    }
+
+    #[test]
+    fn nat_block() {
+        let c = parse(
+            "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\nnat {\n  inside 10.0.0.0/24\n  outside wan\n  \
+             filtering endpoint-independent\n  sessions 64\n  udp-timeout 30\n  forward tcp 10.1.0.1:8080 10.0.0.2:80\n}\n",
+        )
+        .unwrap();
+        let nat = c.nat.as_ref().unwrap();
+        assert_eq!(nat.outside, 1);
+        assert_eq!(nat.pool, [Ipv4Addr::new(10, 1, 0, 1)], "defaults to the outside address");
+        assert_eq!(nat.sessions, 64);
+        assert_eq!(nat.udp_timeout, 30);
+        assert_eq!(nat.tcp_established_timeout, 7440);
+        assert_eq!(nat.filtering, NatFiltering::EndpointIndependent);
+        assert_eq!(
+            nat.forwards[0],
+            ForwardConfig {
+                proto: 6,
+                outside: (Ipv4Addr::new(10, 1, 0, 1), 8080),
+                inside: (Ipv4Addr::new(10, 0, 0, 2), 80),
+                line: 9
+            }
+        );
+        assert_eq!(
+            c.pipelines,
+            [std::vec![StageKind::Router, StageKind::Nat], std::vec![StageKind::Nat, StageKind::Router]]
+        );
+        let e = errs("port lan address 10.0.0.1/24\nnat {\n  inside 10.0.0.0/24\n  outside wan\n  ports 9-2\n}\npipeline lan nat\n");
+        assert!(e[0].contains("no port named `wan`"), "{e:?}");
+        assert!(e[1].contains("bad port range `9-2`"), "{e:?}");
+        let e = errs("port lan address 10.0.0.1/24\npipeline lan router nat\n");
+        assert!(e[0].contains("no `nat { ... }` block"), "{e:?}");
     }
 
     #[test]

@@ -54,6 +54,14 @@ drop_reasons! {
     NeighborQueueFull => "neighbor_queue_full", "too many packets already wait for this next hop's ARP reply";
     NeighborUnreachable => "neighbor_unreachable", "the next hop did not answer ARP";
     NeighborTableFull => "neighbor_table_full", "no room in the neighbour cache for another next hop";
+    NatTableFull => "nat_table_full", "NAT session table full: new session refused";
+    NatPortsExhausted => "nat_ports_exhausted", "no free outside port for a new NAT mapping";
+    NatFiltered => "nat_filtered", "inbound packet the NAT's filtering does not let in";
+    NatNoMapping => "nat_no_mapping", "inbound packet to a NAT address with no mapping";
+    NatUnsupportedProtocol => "nat_unsupported_protocol", "protocol the NAT cannot translate (not TCP, UDP or ICMP)";
+    NatFragmentUnknown => "nat_fragment_unknown", "non-first fragment of a datagram whose first fragment the NAT has not seen";
+    NatIcmpErrorNoMatch => "nat_icmp_error_no_match", "ICMP error about a packet of no NAT session";
+    NatTruncated => "nat_truncated", "transport header too short to translate";
     HostStackBacklog => "host_stack_backlog", "packets for the appliance itself arrived faster than its host stack drains them";
     TxRingFull => "tx_ring_full", "the egress NIC's transmit ring was full";
 }

@@ -20,6 +20,7 @@ use crate::config::{Config, StageKind};
 use crate::counters::{DropReason, PortCounters};
 use crate::egress::Egress;
 use crate::hoststack::{HostStack, TxQueue};
+use crate::nat::Nat;
 use crate::packet::{Batch, PacketPool, PortId};
 use crate::router::Router;
 use crate::stage::{Stage, StageContext, StageCounters};
@@ -67,7 +68,14 @@ pub struct Dataplane {
 impl Dataplane {
     /// Builds ports and stages from `config`; `macs[i]` is port `i`'s MAC.
     pub fn new(config: &Config, macs: &[[u8; 6]], now: Micros, seed: u64) -> Self {
-        let local: Vec<Ipv4Addr> = config.ports.iter().filter_map(|p| p.ip()).collect();
+        // The appliance's addresses: its ports', and the NAT pool (so ARP
+        // and ping work for pool addresses on the outside link).
+        let mut local: Vec<Ipv4Addr> = config.ports.iter().filter_map(|p| p.ip()).collect();
+        for a in config.nat.iter().flat_map(|n| &n.pool) {
+            if !local.contains(a) {
+                local.push(*a);
+            }
+        }
         let default_gw = |port: usize| {
             config.routes.iter().find(|r| r.prefix.prefix_len() == 0 && r.port == port).and_then(|r| r.via)
         };
@@ -97,6 +105,7 @@ impl Dataplane {
                     None => {
                         stages.push(match kind {
                             StageKind::Router => Box::new(Router::from_config(config, macs)),
+                            StageKind::Nat => Box::new(Nat::from_config(config, seed)),
                         });
                         kinds.push(*kind);
                         stages.len() - 1

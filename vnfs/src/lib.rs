@@ -15,13 +15,16 @@ extern crate std;
 
 pub mod config;
 pub mod counters;
+pub mod csum;
 pub mod dataplane;
 pub mod egress;
 pub mod hoststack;
+pub mod nat;
 pub mod neighbor;
 pub mod packet;
 pub mod router;
 pub mod stage;
+pub mod table;
 #[cfg(test)]
 pub(crate) mod testutil;
 

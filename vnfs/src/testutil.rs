@@ -104,3 +104,64 @@ pub fn arp_reply(mac: [u8; 6], ip: Ipv4Addr, to_mac: [u8; 6], to_ip: Ipv4Addr) -
     arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
     buf
 }
+
+/// A UDP datagram in an Ethernet frame, with a correct checksum.
+pub fn udp_frame(dst_mac: [u8; 6], src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Vec<u8> {
+    use smoltcp::wire::{UdpPacket, UdpRepr};
+    let udp = UdpRepr { src_port: src.1, dst_port: dst.1 };
+    let mut body = vec![0u8; udp.header_len() + payload.len()];
+    let mut u = UdpPacket::new_unchecked(&mut body[..]);
+    udp.emit(
+        &mut u,
+        &src.0.into(),
+        &dst.0.into(),
+        payload.len(),
+        |b| b.copy_from_slice(payload),
+        &ChecksumCapabilities::default(),
+    );
+    l4_frame(dst_mac, src.0, dst.0, IpProtocol::Udp, &body)
+}
+
+/// A TCP segment (flags as given, no payload) in an Ethernet frame.
+pub fn tcp_frame(dst_mac: [u8; 6], src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), syn: bool, ack: bool) -> Vec<u8> {
+    use smoltcp::wire::{TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
+    let tcp = TcpRepr {
+        src_port: src.1,
+        dst_port: dst.1,
+        control: if syn { TcpControl::Syn } else { TcpControl::None },
+        seq_number: TcpSeqNumber(1000),
+        ack_number: ack.then_some(TcpSeqNumber(1)),
+        window_len: 1024,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None, None, None],
+        timestamp: None,
+        payload: &[],
+    };
+    let mut body = vec![0u8; tcp.buffer_len()];
+    tcp.emit(
+        &mut TcpPacket::new_unchecked(&mut body[..]),
+        &src.0.into(),
+        &dst.0.into(),
+        &ChecksumCapabilities::default(),
+    );
+    l4_frame(dst_mac, src.0, dst.0, IpProtocol::Tcp, &body)
+}
+
+/// An IPv4 packet of protocol `proto` carrying `body`, in an Ethernet frame.
+pub fn l4_frame(dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, proto: IpProtocol, body: &[u8]) -> Vec<u8> {
+    let ip = Ipv4Repr { src_addr: src, dst_addr: dst, next_header: proto, payload_len: body.len(), hop_limit: 64 };
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress(PEER_MAC),
+        dst_addr: EthernetAddress(dst_mac),
+        ethertype: EthernetProtocol::Ipv4,
+    };
+    let mut buf = vec![0; eth.buffer_len() + ip.buffer_len() + body.len()];
+    let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
+    eth.emit(&mut frame);
+    let mut ipp = Ipv4Packet::new_unchecked(frame.payload_mut());
+    ip.emit(&mut ipp, &ChecksumCapabilities::default());
+    ipp.payload_mut()[..body.len()].copy_from_slice(body);
+    buf
+}

@@ -201,18 +201,15 @@ impl Router {
     }
 }
 
-/// TTL − 1 with the header checksum updated per RFC 1624 eqn. 3:
-/// HC' = ~(~HC + ~m + m'), m being the 16-bit word holding TTL and protocol.
+/// TTL − 1 with the header checksum updated per RFC 1624 (the 16-bit word
+/// holding TTL and protocol changes).
 #[inline]
 pub fn decrement_ttl(ip: &mut [u8]) {
     let old = u16::from_be_bytes([ip[8], ip[9]]);
     ip[8] -= 1;
     let new = u16::from_be_bytes([ip[8], ip[9]]);
-    let hc = u16::from_be_bytes([ip[10], ip[11]]);
-    let mut sum = (!hc) as u32 + (!old) as u32 + new as u32;
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let hc = crate::csum::update16(crate::csum::get(ip, 10), old, new);
+    crate::csum::set(ip, 10, hc);
 }
 
 impl Stage for Router {

@@ -1,0 +1,72 @@
+//! Internet checksum updates (RFC 1624): when a field of a checksummed
+//! header changes, the checksum is adjusted from the old and new values
+//! instead of summing the whole packet again.
+
+/// HC' = ~(~HC + ~m + m') for one 16-bit word `m` changing to `m'`.
+#[inline]
+pub fn update16(hc: u16, old: u16, new: u16) -> u16 {
+    let mut sum = (!hc) as u32 + (!old) as u32 + new as u32;
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// The same for a 32-bit field (an IPv4 address).
+#[inline]
+pub fn update32(hc: u16, old: u32, new: u32) -> u16 {
+    let hc = update16(hc, (old >> 16) as u16, (new >> 16) as u16);
+    update16(hc, old as u16, new as u16)
+}
+
+/// Reads the 16-bit big-endian checksum at `at`.
+#[inline]
+pub fn get(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+/// Writes the 16-bit big-endian checksum at `at`.
+#[inline]
+pub fn set(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+/// The Internet checksum of `data` (for the slow path and for tests).
+pub fn checksum(data: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    let mut chunks = data.chunks_exact(2);
+    for w in &mut chunks {
+        sum += u16::from_be_bytes([w[0], w[1]]) as u32;
+    }
+    if let [b] = chunks.remainder() {
+        sum += (*b as u32) << 8;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn incremental_equals_recomputed(mut data in proptest::collection::vec(any::<u8>(), 10..64), at in 0usize..3, new in any::<u32>()) {
+            data.truncate(data.len() & !1);
+            data[0] = 0;
+            data[1] = 0;
+            let c = checksum(&data);
+            set(&mut data, 0, c);
+            let off = 2 + at * 2;
+            let old = u32::from_be_bytes(data[off..off + 4].try_into().unwrap());
+            data[off..off + 4].copy_from_slice(&new.to_be_bytes());
+            let inc = update32(c, old, new);
+            set(&mut data, 0, 0);
+            let fresh = checksum(&data);
+            // 0x0000 and 0xffff are the same number in ones' complement.
+            prop_assert!(inc == fresh || inc ^ fresh == 0xffff && (inc == 0 || fresh == 0), "{inc:#x} {fresh:#x}");
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! The NAT gateway stage: source NAT of inside prefixes to outside
+//! addresses (RFC 4787, RFC 5382, RFC 5508, RFC 7857), with static port
+//! forwards and hairpinning.
+//!
+//! Where it runs: after the router on inside ports (`pipeline lan router
+//! nat`: SNAT is post-routing, it translates packets routed out of the
+//! outside port), before the router on the outside port (`pipeline wan nat
+//! router`: DNAT is pre-routing, the router then routes to the inside host).
+//! Those are the default pipelines when the config has a `nat` block.
+//!
+//! Checksums are updated incrementally (RFC 1624) for IPv4, TCP, UDP (a zero
+//! UDP checksum stays zero) and ICMP; ICMP errors are translated both ways
+//! with their quoted packet (RFC 5508); non-first fragments follow their
+//! first fragment's translation through a small bounded cache.
+
+pub mod table;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Write;
+use core::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::config::{Config, NatFiltering};
+use crate::counters::DropReason;
+use crate::csum;
+use crate::packet::{Batch, Packet, PortId};
+use crate::stage::{Stage, StageContext};
+use crate::Micros;
+use table::{Endpoint, Filtering, NatTable, Refusal, Timeouts, ICMP, TCP, UDP};
+
+const ETH: usize = 14;
+/// Fragment translations remembered at once.
+const FRAG_CACHE: usize = 256;
+/// How long a fragment translation is kept after the first fragment.
+const FRAG_LIFETIME: Micros = 5_000_000;
+/// Sessions whose timers each loop turn checks.
+const SWEEP_PER_POLL: usize = 16;
+
+#[derive(Clone, Debug, Default)]
+pub struct NatCounters {
+    pub out: u64,
+    pub r#in: u64,
+    pub hairpinned: u64,
+    pub icmp_errors: u64,
+    pub fragments: u64,
+}
+
+#[derive(Clone, Copy)]
+struct FragEntry {
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    ident: u16,
+    /// Translated address: the new source (outbound) or destination (inbound).
+    to: Ipv4Addr,
+    outbound: bool,
+    expires: Micros,
+}
+
+pub struct Nat {
+    inside: Vec<Ipv4Net>,
+    outside_port: PortId,
+    pub table: NatTable,
+    frags: Vec<FragEntry>,
+    frag_next: usize,
+    pub counters: NatCounters,
+}
+
+/// The parts of an IPv4 packet the NAT looks at.
+struct Parsed {
+    ihl: usize,
+    total: usize,
+    proto: u8,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ident: u16,
+    first: bool,
+    more: bool,
+}
+
+fn parse(ip: &[u8]) -> Parsed {
+    let flags_off = u16::from_be_bytes([ip[6], ip[7]]);
+    Parsed {
+        ihl: (ip[0] & 0x0f) as usize * 4,
+        total: (u16::from_be_bytes([ip[2], ip[3]]) as usize).min(ip.len()),
+        proto: ip[9],
+        src: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
+        dst: Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
+        ident: u16::from_be_bytes([ip[4], ip[5]]),
+        first: flags_off & 0x1fff == 0,
+        more: flags_off & 0x2000 != 0,
+    }
+}
+
+/// Where a transport's checksum sits (offset from the L4 start), and
+/// whether it covers the pseudo-header.
+fn l4_checksum(proto: u8) -> Option<(usize, bool)> {
+    match proto {
+        TCP => Some((16, true)),
+        UDP => Some((6, true)),
+        ICMP => Some((2, false)),
+        _ => None,
+    }
+}
+
+/// Rewrites the IPv4 address at `field` (12: source, 16: destination) of
+/// the datagram at `ip`, fixing its header checksum and, if the transport
+/// header `l4` (offset) is present, the transport checksum.
+fn set_addr(ip: &mut [u8], field: usize, new: Ipv4Addr, l4: Option<usize>, proto: u8) {
+    let old = u32::from_be_bytes(ip[field..field + 4].try_into().unwrap());
+    let new = u32::from(new);
+    ip[field..field + 4].copy_from_slice(&new.to_be_bytes());
+    csum::set(ip, 10, csum::update32(csum::get(ip, 10), old, new));
+    if let (Some(l4), Some((at, true))) = (l4, l4_checksum(proto)) {
+        fix_l4(ip, l4 + at, proto, |c| csum::update32(c, old, new));
+    }
+}
+
+/// Rewrites the 16-bit port (or ICMP identifier) at `at`, fixing the
+/// transport checksum at `l4`.
+fn set_port(ip: &mut [u8], at: usize, new: u16, l4: usize, proto: u8) {
+    let old = csum::get(ip, at);
+    csum::set(ip, at, new);
+    if let Some((c, _)) = l4_checksum(proto) {
+        fix_l4(ip, l4 + c, proto, |v| csum::update16(v, old, new));
+    }
+}
+
+fn fix_l4(ip: &mut [u8], at: usize, proto: u8, f: impl Fn(u16) -> u16) {
+    if at + 2 > ip.len() {
+        // Not in this packet (a truncated quote in an ICMP error).
+        return;
+    }
+    let c = csum::get(ip, at);
+    if proto == UDP && c == 0 {
+        // No checksum: stays none (RFC 768).
+        return;
+    }
+    let mut n = f(c);
+    if proto == UDP && n == 0 {
+        n = 0xffff;
+    }
+    csum::set(ip, at, n);
+}
+
+/// Ports (or the ICMP query identifier) of a transport header at `l4`:
+/// (source, destination, TCP flags). `None` if too short.
+fn ports(ip: &[u8], l4: usize, proto: u8) -> Option<(u16, u16, u8)> {
+    match proto {
+        TCP if ip.len() >= l4 + 14 => Some((csum::get(ip, l4), csum::get(ip, l4 + 2), ip[l4 + 13])),
+        UDP if ip.len() >= l4 + 8 => Some((csum::get(ip, l4), csum::get(ip, l4 + 2), 0)),
+        ICMP if ip.len() >= l4 + 8 => {
+            // Echo request/reply: the identifier is the "port" both ways.
+            let id = csum::get(ip, l4 + 4);
+            Some((id, id, 0))
+        }
+        _ => None,
+    }
+}
+
+fn is_icmp_error(t: u8) -> bool {
+    matches!(t, 3 | 4 | 5 | 11 | 12)
+}
+
+fn map_filtering(f: NatFiltering) -> Filtering {
+    match f {
+        NatFiltering::EndpointIndependent => Filtering::EndpointIndependent,
+        NatFiltering::AddressDependent => Filtering::AddressDependent,
+        NatFiltering::AddressAndPortDependent => Filtering::AddressAndPortDependent,
+    }
+}
+
+fn refusal_reason(r: Refusal) -> DropReason {
+    match r {
+        Refusal::TableFull => DropReason::NatTableFull,
+        Refusal::PortsExhausted => DropReason::NatPortsExhausted,
+        Refusal::Filtered => DropReason::NatFiltered,
+        Refusal::NoMapping => DropReason::NatNoMapping,
+    }
+}
+
+impl Nat {
+    /// The NAT of a config (which has a `nat` block).
+    pub fn from_config(config: &Config, seed: u64) -> Nat {
+        let c = config.nat.as_ref().expect("pipelines use nat only with a nat block");
+        let timeouts = Timeouts {
+            udp: c.udp_timeout as Micros * 1_000_000,
+            tcp_established: c.tcp_established_timeout as Micros * 1_000_000,
+            tcp_transitory: c.tcp_transitory_timeout as Micros * 1_000_000,
+            icmp: c.icmp_timeout as Micros * 1_000_000,
+        };
+        let mut table = NatTable::new(c.sessions, c.pool.clone(), c.ports, map_filtering(c.filtering), timeouts, seed);
+        for f in &c.forwards {
+            table.add_forward(f.proto, Endpoint::new(f.outside.0, f.outside.1), Endpoint::new(f.inside.0, f.inside.1));
+        }
+        Nat::new(c.inside.clone(), c.outside as PortId, table)
+    }
+
+    pub fn new(inside: Vec<Ipv4Net>, outside_port: PortId, table: NatTable) -> Nat {
+        Nat {
+            inside,
+            outside_port,
+            table,
+            frags: Vec::with_capacity(FRAG_CACHE),
+            frag_next: 0,
+            counters: NatCounters::default(),
+        }
+    }
+
+    fn is_inside(&self, a: Ipv4Addr) -> bool {
+        self.inside.iter().any(|n| n.contains(&a))
+    }
+
+    /// Translates one packet; `None` if it was dropped.
+    pub fn handle(&mut self, mut pkt: Packet, cx: &mut StageContext<'_>) -> Option<Packet> {
+        let p = parse(&pkt.data()[ETH..]);
+        let to_pool = self.table.is_pool_address(p.dst) && pkt.meta.out_port.is_none();
+        let from_inside = self.is_inside(p.src);
+        let result = if to_pool {
+            self.inbound(&mut pkt, &p, from_inside, cx.now)
+        } else if from_inside && pkt.meta.out_port == Some(self.outside_port) {
+            self.outbound(&mut pkt, &p, cx.now).map(|_| true)
+        } else {
+            Ok(false)
+        };
+        match result {
+            Ok(_) => Some(pkt),
+            Err(reason) => {
+                cx.drop(pkt, reason);
+                None
+            }
+        }
+    }
+
+    /// SNAT of a packet from inside routed out of the outside port.
+    fn outbound(&mut self, pkt: &mut Packet, p: &Parsed, now: Micros) -> Result<(), DropReason> {
+        // The datagram only: no Ethernet padding.
+        let ip = &mut pkt.data_mut()[ETH..ETH + p.total];
+        if !p.first {
+            let to = self.frag_lookup(p, true, now).ok_or(DropReason::NatFragmentUnknown)?;
+            set_addr(ip, 12, to, None, p.proto);
+            self.counters.fragments += 1;
+            return Ok(());
+        }
+        let l4 = p.ihl;
+        if p.proto == ICMP && ip.len() > l4 && is_icmp_error(ip[l4]) {
+            return self.translate_icmp_error(ip, p, false, now);
+        }
+        if p.proto == ICMP && ip.get(l4) != Some(&8) {
+            // Only echo requests open ICMP query mappings (RFC 5508 §3.1).
+            return Err(DropReason::NatUnsupportedProtocol);
+        }
+        if l4_checksum(p.proto).is_none() {
+            return Err(DropReason::NatUnsupportedProtocol);
+        }
+        let (sport, dport, flags) = ports(ip, l4, p.proto).ok_or(DropReason::NatTruncated)?;
+        let remote = Endpoint::new(p.dst, if p.proto == ICMP { 0 } else { dport });
+        let out =
+            self.table.outbound(p.proto, Endpoint::new(p.src, sport), remote, flags, now).map_err(refusal_reason)?;
+        set_addr(ip, 12, out.addr, Some(l4), p.proto);
+        set_port(ip, l4 + if p.proto == ICMP { 4 } else { 0 }, out.port, l4, p.proto);
+        if p.more {
+            self.frag_remember(p, out.addr, true, now);
+        }
+        self.counters.out += 1;
+        Ok(())
+    }
+
+    /// DNAT of a packet to a pool address, and hairpinning when it came
+    /// from inside. Returns whether it was translated (if not, it goes on
+    /// to the appliance's own host stack).
+    fn inbound(&mut self, pkt: &mut Packet, p: &Parsed, from_inside: bool, now: Micros) -> Result<bool, DropReason> {
+        let in_port = pkt.meta.in_port;
+        let local = pkt.meta.local;
+        let l4 = p.ihl;
+        let ip = &mut pkt.data_mut()[ETH..ETH + p.total];
+        if !p.first {
+            let Some(to) = self.frag_lookup(p, false, now) else {
+                return if local { Ok(false) } else { Err(DropReason::NatFragmentUnknown) };
+            };
+            set_addr(ip, 16, to, None, p.proto);
+            pkt.meta.local = false;
+            self.counters.fragments += 1;
+            return Ok(true);
+        }
+        if p.proto == ICMP && ip.len() > l4 && is_icmp_error(ip[l4]) {
+            return match self.translate_icmp_error(ip, p, true, now) {
+                Ok(()) => {
+                    pkt.meta.local = false;
+                    Ok(true)
+                }
+                // Errors about the appliance's own traffic are its own.
+                Err(_) if local => Ok(false),
+                Err(e) => Err(e),
+            };
+        }
+        let is_query_reply = p.proto == ICMP && ip.get(l4) == Some(&0);
+        if l4_checksum(p.proto).is_none() || (p.proto == ICMP && !is_query_reply) {
+            // Pings and other protocols to the appliance itself.
+            return if local { Ok(false) } else { Err(DropReason::NatUnsupportedProtocol) };
+        }
+        let Some((sport, dport, flags)) = ports(ip, l4, p.proto) else {
+            return Err(DropReason::NatTruncated);
+        };
+        let outside = Endpoint::new(p.dst, dport);
+        let mut remote = Endpoint::new(p.src, if p.proto == ICMP { 0 } else { sport });
+        if from_inside {
+            // Hairpin (RFC 4787 REQ-9): the packet goes back inside with the
+            // sender's outside mapping as its source, so the peer sees the
+            // same endpoint as any outside host would.
+            if !self.table_has_outside(p.proto, outside) {
+                return Ok(false);
+            }
+            let src_out = self
+                .table
+                .outbound(p.proto, Endpoint::new(p.src, sport), outside, flags, now)
+                .map_err(refusal_reason)?;
+            set_addr(ip, 12, src_out.addr, Some(l4), p.proto);
+            if p.proto != ICMP {
+                set_port(ip, l4, src_out.port, l4, p.proto);
+            }
+            remote = src_out;
+        }
+        let inside = match self.table.inbound(p.proto, outside, remote, flags, now) {
+            Ok(e) => e,
+            Err(Refusal::NoMapping) if local => return Ok(false),
+            Err(r) => return Err(refusal_reason(r)),
+        };
+        set_addr(ip, 16, inside.addr, Some(l4), p.proto);
+        set_port(ip, l4 + if p.proto == ICMP { 4 } else { 2 }, inside.port, l4, p.proto);
+        if p.more {
+            self.frag_remember(p, inside.addr, false, now);
+        }
+        pkt.meta.local = false;
+        if from_inside {
+            // Back out of the port it came in on, straight to the peer: the
+            // inside prefixes are on-link there.
+            pkt.meta.route(in_port, inside.addr);
+            self.counters.hairpinned += 1;
+        } else {
+            self.counters.r#in += 1;
+        }
+        Ok(true)
+    }
+
+    fn table_has_outside(&mut self, proto: u8, outside: Endpoint) -> bool {
+        // A probe that changes nothing: EIF-style peek with a dummy remote
+        // would create state, so ask the table directly.
+        self.table.has_mapping_at(proto, outside)
+    }
+
+    /// Translates an ICMP error and the packet it quotes (RFC 5508 §4.2).
+    /// Inbound: the quote is our translated packet (source = outside
+    /// endpoint); outbound: the quote is a packet we translated inbound
+    /// (destination = inside endpoint).
+    fn translate_icmp_error(
+        &mut self,
+        ip: &mut [u8],
+        p: &Parsed,
+        inbound: bool,
+        now: Micros,
+    ) -> Result<(), DropReason> {
+        let l4 = p.ihl;
+        let q = l4 + 8;
+        let end = p.total.min(ip.len());
+        if end < q + 20 {
+            return Err(DropReason::NatTruncated);
+        }
+        let qp = parse(&ip[q..end]);
+        let ql4 = q + qp.ihl;
+        if !qp.first || end < ql4 + 4 {
+            return Err(DropReason::NatIcmpErrorNoMatch);
+        }
+        let (qs, qd) = match qp.proto {
+            ICMP if end >= ql4 + 8 => (csum::get(ip, ql4 + 4), 0),
+            TCP | UDP => (csum::get(ip, ql4), csum::get(ip, ql4 + 2)),
+            _ => return Err(DropReason::NatIcmpErrorNoMatch),
+        };
+        let inner_l4 = Some(ql4);
+        let port_at = if qp.proto == ICMP { ql4 + 4 } else { ql4 };
+        if inbound {
+            // Quoted: outside endpoint → remote. Restore the inside endpoint.
+            let remote = Endpoint::new(qp.dst, qd);
+            let inside = self
+                .table
+                .peek_inbound(qp.proto, Endpoint::new(qp.src, qs), remote, now)
+                .ok_or(DropReason::NatIcmpErrorNoMatch)?;
+            set_addr(&mut ip[q..end], 12, inside.addr, inner_l4.map(|x| x - q), qp.proto);
+            set_port_quoted(ip, port_at, inside.port, ql4, qp.proto, end);
+            set_addr(ip, 16, inside.addr, None, ICMP);
+        } else {
+            // Quoted: remote → inside endpoint. Show the outside endpoint.
+            let remote = Endpoint::new(qp.src, if qp.proto == ICMP { 0 } else { qs });
+            let inside_port = if qp.proto == ICMP { qs } else { qd };
+            let outside = self
+                .table
+                .peek_outbound(qp.proto, Endpoint::new(qp.dst, inside_port), remote, now)
+                .ok_or(DropReason::NatIcmpErrorNoMatch)?;
+            set_addr(&mut ip[q..end], 16, outside.addr, inner_l4.map(|x| x - q), qp.proto);
+            let at = if qp.proto == ICMP { ql4 + 4 } else { ql4 + 2 };
+            set_port_quoted(ip, at, outside.port, ql4, qp.proto, end);
+            set_addr(ip, 12, outside.addr, None, ICMP);
+        }
+        // The ICMP checksum covers the quote: recompute it (slow path).
+        csum::set(ip, l4 + 2, 0);
+        let c = csum::checksum(&ip[l4..end]);
+        csum::set(ip, l4 + 2, c);
+        self.counters.icmp_errors += 1;
+        Ok(())
+    }
+
+    fn frag_remember(&mut self, p: &Parsed, to: Ipv4Addr, outbound: bool, now: Micros) {
+        let e = FragEntry {
+            src: p.src,
+            dst: p.dst,
+            proto: p.proto,
+            ident: p.ident,
+            to,
+            outbound,
+            expires: now + FRAG_LIFETIME,
+        };
+        if self.frags.len() < FRAG_CACHE {
+            self.frags.push(e);
+        } else {
+            // Oldest first: a ring.
+            self.frags[self.frag_next] = e;
+            self.frag_next = (self.frag_next + 1) % FRAG_CACHE;
+        }
+    }
+
+    fn frag_lookup(&self, p: &Parsed, outbound: bool, now: Micros) -> Option<Ipv4Addr> {
+        self.frags
+            .iter()
+            .find(|e| {
+                e.outbound == outbound
+                    && e.src == p.src
+                    && e.dst == p.dst
+                    && e.proto == p.proto
+                    && e.ident == p.ident
+                    && e.expires > now
+            })
+            .map(|e| e.to)
+    }
+}
+
+/// `set_port` inside an ICMP error's quote, where the quoted transport
+/// checksum may be cut off.
+fn set_port_quoted(ip: &mut [u8], at: usize, new: u16, ql4: usize, proto: u8, end: usize) {
+    set_port(&mut ip[..end], at, new, ql4, proto);
+}
+
+impl Stage for Nat {
+    fn name(&self) -> &'static str {
+        "nat"
+    }
+
+    fn process(&mut self, batch: &mut Batch, cx: &mut StageContext<'_>) {
+        let mut onward = Batch::new();
+        for pkt in batch.drain(..) {
+            if let Some(pkt) = self.handle(pkt, cx) {
+                let _ = onward.push(pkt);
+            }
+        }
+        *batch = onward;
+    }
+
+    fn poll(&mut self, cx: &mut StageContext<'_>) {
+        self.table.sweep(cx.now, SWEEP_PER_POLL);
+    }
+
+    fn write_stats(&self, out: &mut String) {
+        let c = &self.counters;
+        let t = &self.table.counters;
+        let _ = write!(
+            out,
+            " translated_out={} translated_in={} hairpinned={} icmp_errors_translated={} fragments_translated={} sessions={} session_capacity={} mappings={} sessions_created={} sessions_expired={} refused_table_full={} refused_ports={} filtered={} table_bytes={}",
+            c.out,
+            c.r#in,
+            c.hairpinned,
+            c.icmp_errors,
+            c.fragments,
+            self.table.sessions(),
+            self.table.capacity(),
+            self.table.mappings(),
+            t.sessions_created,
+            t.sessions_expired,
+            t.refused_table_full,
+            t.refused_ports,
+            t.filtered,
+            self.table.memory()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

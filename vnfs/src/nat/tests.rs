@@ -1,0 +1,345 @@
+//! NAT behaviour on real frames through the whole dataplane
+//! (lan: router → nat; wan: nat → router).
+
+use core::net::Ipv4Addr;
+use std::vec::Vec;
+
+use proptest::prelude::*;
+use smoltcp::wire::{EthernetFrame, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
+
+use crate::config;
+use crate::counters::DropReason;
+use crate::csum;
+use crate::dataplane::Dataplane;
+use crate::packet::{Batch, PacketPool};
+use crate::testutil::*;
+
+const LAN_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
+const WAN_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 2];
+const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+const OUT: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+const SERVER2: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 3);
+const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 2];
+
+struct Rig {
+    pool: PacketPool,
+    dp: Dataplane,
+    now: u64,
+}
+
+impl Rig {
+    fn new(nat: &str) -> Rig {
+        let cfg = config::parse(&std::format!(
+            "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\nnat {{\n inside 10.0.0.0/24\n outside wan\n{nat}\n}}\n"
+        ))
+        .unwrap();
+        let mut r = Rig { pool: PacketPool::new(256), dp: Dataplane::new(&cfg, &[LAN_MAC, WAN_MAC], 0, 1), now: 0 };
+        for host in [A, B] {
+            r.send(0, &arp_request(PEER_MAC, host, Ipv4Addr::new(10, 0, 0, 1)));
+        }
+        for (ip, mac) in [(SERVER, SERVER_MAC), (SERVER2, SERVER_MAC)] {
+            r.send(1, &arp_reply(mac, ip, WAN_MAC, OUT));
+        }
+        r.sent(0);
+        r.sent(1);
+        r
+    }
+
+    fn send(&mut self, port: u8, frame: &[u8]) {
+        let mut batch = Batch::new();
+        let mut p = self.pool.alloc().unwrap();
+        assert!(p.fill(frame));
+        batch.push(p).unwrap();
+        self.dp.receive(port, &mut batch, &mut self.pool, self.now);
+        self.dp.poll(self.now, &mut self.pool);
+    }
+
+    fn sent(&mut self, port: u8) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let q = &mut self.dp.port_mut(port).tx;
+        while let Some(p) = q.pop_front() {
+            out.push(p.data().to_vec());
+            self.pool.free(p);
+        }
+        out
+    }
+
+    /// Sends and returns the single frame that came out of `out`.
+    fn through(&mut self, port: u8, frame: &[u8], out: u8) -> Vec<u8> {
+        self.send(port, frame);
+        let mut f = self.sent(out);
+        assert_eq!(f.len(), 1, "expected one frame out of port {out}");
+        f.pop().unwrap()
+    }
+
+    fn drops(&self, port: usize, r: DropReason) -> u64 {
+        self.dp.ports()[port].counters.dropped(r)
+    }
+
+    fn finish(mut self) {
+        self.dp.drain(&mut self.pool);
+        assert_eq!(self.pool.available(), 256, "buffers leaked");
+    }
+}
+
+fn ip(frame: &[u8]) -> Ipv4Packet<&[u8]> {
+    let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+    assert!(ip.verify_checksum(), "IPv4 checksum");
+    ip
+}
+
+/// (src, sport, dst, dport) of a UDP frame whose checksums verify.
+fn udp(frame: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
+    let ip = ip(frame);
+    let u = UdpPacket::new_checked(ip.payload()).unwrap();
+    if u.checksum() != 0 {
+        assert!(u.verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into()), "UDP checksum");
+    }
+    (ip.src_addr(), u.src_port(), ip.dst_addr(), u.dst_port())
+}
+
+fn tcp(frame: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
+    let ip = ip(frame);
+    let t = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert!(t.verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into()), "TCP checksum");
+    (ip.src_addr(), t.src_port(), ip.dst_addr(), t.dst_port())
+}
+
+#[test]
+fn udp_out_and_back_with_port_preservation() {
+    let mut r = Rig::new("");
+    let out = r.through(0, &udp_frame(LAN_MAC, (A, 5000), (SERVER, 53), b"query"), 1);
+    assert_eq!(udp(&out), (OUT, 5000, SERVER, 53));
+    assert_eq!(EthernetFrame::new_checked(&out[..]).unwrap().dst_addr().0, SERVER_MAC);
+    let back = r.through(1, &udp_frame(WAN_MAC, (SERVER, 53), (OUT, 5000), b"answer"), 0);
+    assert_eq!(udp(&back), (SERVER, 53, A, 5000));
+    assert_eq!(ip(&back).hop_limit(), 63, "routed after translation");
+    r.finish();
+}
+
+#[test]
+fn endpoint_independent_mapping_across_two_servers() {
+    let mut r = Rig::new("");
+    let o1 = r.through(0, &udp_frame(LAN_MAC, (B, 5000), (SERVER, 53), b"x"), 1);
+    // A takes 5000 first on another port so B's preserved port is taken.
+    let a1 = r.through(0, &udp_frame(LAN_MAC, (A, 5000), (SERVER, 53), b"x"), 1);
+    let a2 = r.through(0, &udp_frame(LAN_MAC, (A, 5000), (SERVER2, 53), b"x"), 1);
+    assert_eq!(udp(&o1).1, 5000);
+    assert_ne!(udp(&a1).1, 5000, "never two inside endpoints on one outside endpoint");
+    assert_eq!(udp(&a1).1, udp(&a2).1, "same outside port for both servers");
+    r.finish();
+}
+
+#[test]
+fn address_dependent_filtering_by_default() {
+    let mut r = Rig::new("");
+    r.through(0, &udp_frame(LAN_MAC, (A, 5000), (SERVER, 53), b"x"), 1);
+    // Same server, other port: allowed; other server: filtered.
+    r.through(1, &udp_frame(WAN_MAC, (SERVER, 9999), (OUT, 5000), b"y"), 0);
+    r.send(1, &udp_frame(WAN_MAC, (SERVER2, 53), (OUT, 5000), b"z"));
+    assert!(r.sent(0).is_empty());
+    assert_eq!(r.drops(1, DropReason::NatFiltered), 1);
+    r.finish();
+}
+
+#[test]
+fn tcp_checksums_and_zero_udp_checksum() {
+    let mut r = Rig::new("");
+    let out = r.through(0, &tcp_frame(LAN_MAC, (A, 40000), (SERVER, 80), true, false), 1);
+    assert_eq!(tcp(&out), (OUT, 40000, SERVER, 80));
+    let back = r.through(1, &tcp_frame(WAN_MAC, (SERVER, 80), (OUT, 40000), true, true), 0);
+    assert_eq!(tcp(&back), (SERVER, 80, A, 40000));
+    let mut zero = udp_frame(LAN_MAC, (A, 6000), (SERVER, 53), b"nocsum");
+    zero[14 + 20 + 6] = 0;
+    zero[14 + 20 + 7] = 0;
+    let out = r.through(0, &zero, 1);
+    assert_eq!(&out[14 + 20 + 6..14 + 20 + 8], &[0, 0], "a zero UDP checksum stays zero");
+    r.finish();
+}
+
+#[test]
+fn ping_out_and_back_translates_the_identifier() {
+    let mut r = Rig::new("");
+    let out = r.through(0, &echo_request(LAN_MAC, A, SERVER, 77, b"ping"), 1);
+    let o = ip(&out);
+    assert_eq!(o.src_addr(), OUT);
+    let icmp = smoltcp::wire::Icmpv4Packet::new_checked(o.payload()).unwrap();
+    assert!(icmp.verify_checksum());
+    let id = icmp.echo_ident();
+    // The reply, as the server would send it.
+    let mut reply = echo_request(WAN_MAC, SERVER, OUT, id, b"ping");
+    reply[14 + 20] = 0; // echo reply
+    let l = reply.len();
+    reply[14 + 22] = 0;
+    reply[14 + 23] = 0;
+    let c = csum::checksum(&reply[14 + 20..l]);
+    csum::set(&mut reply, 14 + 22, c);
+    let back = r.through(1, &reply, 0);
+    let b = ip(&back);
+    assert_eq!(b.dst_addr(), A);
+    let icmp = smoltcp::wire::Icmpv4Packet::new_checked(b.payload()).unwrap();
+    assert!(icmp.verify_checksum());
+    assert_eq!(icmp.echo_ident(), 77);
+    r.finish();
+}
+
+#[test]
+fn inbound_icmp_error_is_translated_with_its_quote() {
+    let mut r = Rig::new("");
+    let out = r.through(0, &udp_frame(LAN_MAC, (A, 5000), (SERVER, 33434), b"probe"), 1);
+    // The server answers with port unreachable quoting what it received.
+    let quote = &out[14..];
+    let mut body = std::vec![3u8, 3, 0, 0, 0, 0, 0, 0];
+    body.extend_from_slice(quote);
+    let c = csum::checksum(&body);
+    csum::set(&mut body, 2, c);
+    let err = l4_frame(WAN_MAC, SERVER, OUT, IpProtocol::Icmp, &body);
+    let back = r.through(1, &err, 0);
+    let b = ip(&back);
+    assert_eq!(b.dst_addr(), A);
+    let icmp = smoltcp::wire::Icmpv4Packet::new_checked(b.payload()).unwrap();
+    assert!(icmp.verify_checksum(), "outer ICMP checksum");
+    let q = &b.payload()[8..];
+    let qip = Ipv4Packet::new_checked(q).unwrap();
+    assert!(qip.verify_checksum(), "quoted IP checksum");
+    assert_eq!(qip.src_addr(), A, "quote restored to the inside host");
+    let qu = UdpPacket::new_checked(qip.payload()).unwrap();
+    assert_eq!(qu.src_port(), 5000);
+    assert!(qu.verify_checksum(&A.into(), &SERVER.into()), "quoted UDP checksum");
+    // An error about nothing we sent is dropped.
+    let mut stray = body.clone();
+    stray[8 + 12..8 + 16].copy_from_slice(&[10, 1, 0, 1]);
+    stray[8 + 20] = 0x99; // another source port
+    r.send(1, &l4_frame(WAN_MAC, SERVER, OUT, IpProtocol::Icmp, &stray));
+    assert!(r.sent(0).is_empty());
+    r.finish();
+}
+
+#[test]
+fn fragmented_udp_crosses_the_nat() {
+    let mut r = Rig::new("");
+    let whole = udp_frame(LAN_MAC, (A, 7000), (SERVER, 9000), &[0x5a; 1000]);
+    // Split the datagram by hand: 512 payload bytes, then the rest.
+    let ipd = &whole[14..];
+    let mk = |off: usize, data: &[u8], more: bool| {
+        let mut f = whole[..34].to_vec();
+        f.extend_from_slice(data);
+        let mut p = Ipv4Packet::new_unchecked(&mut f[14..]);
+        p.set_total_len((20 + data.len()) as u16);
+        p.set_frag_offset(off as u16);
+        p.set_more_frags(more);
+        p.fill_checksum();
+        f
+    };
+    let first = mk(0, &ipd[20..20 + 512], true);
+    let second = mk(512, &ipd[20 + 512..], false);
+    let f1 = r.through(0, &first, 1);
+    let f2 = r.through(0, &second, 1);
+    assert_eq!(ip(&f1).src_addr(), OUT);
+    assert_eq!(ip(&f2).src_addr(), OUT, "non-first fragment follows the first");
+    // Reassembled, the UDP checksum verifies with the new addresses.
+    let mut dgram = ip(&f1).payload().to_vec();
+    dgram.extend_from_slice(ip(&f2).payload());
+    assert!(UdpPacket::new_checked(&dgram[..]).unwrap().verify_checksum(&OUT.into(), &SERVER.into()));
+    // A stray non-first fragment is dropped and counted.
+    let mut stray = second.clone();
+    stray[14 + 4] = 0x77;
+    Ipv4Packet::new_unchecked(&mut stray[14..]).fill_checksum();
+    r.send(0, &stray);
+    assert!(r.sent(1).is_empty());
+    assert_eq!(r.drops(0, DropReason::NatFragmentUnknown), 1);
+    r.finish();
+}
+
+#[test]
+fn port_forward_and_hairpin() {
+    let mut r = Rig::new("forward tcp 10.1.0.1:8080 10.0.0.3:80");
+    // From outside.
+    let f = r.through(1, &tcp_frame(WAN_MAC, (SERVER, 33000), (OUT, 8080), true, false), 0);
+    assert_eq!(tcp(&f), (SERVER, 33000, B, 80));
+    let reply = r.through(0, &tcp_frame(LAN_MAC, (B, 80), (SERVER, 33000), true, true), 1);
+    assert_eq!(tcp(&reply), (OUT, 8080, SERVER, 33000));
+    // From inside host A to the outside address: hairpinned to B, with A's
+    // outside mapping as the source.
+    let h = r.through(0, &tcp_frame(LAN_MAC, (A, 41000), (OUT, 8080), true, false), 0);
+    let (src, sport, dst, dport) = tcp(&h);
+    assert_eq!((src, dst, dport), (OUT, B, 80));
+    assert_eq!(sport, 41000, "A's port, preserved");
+    assert_eq!(EthernetFrame::new_checked(&h[..]).unwrap().dst_addr().0, PEER_MAC, "to B's MAC on lan");
+    r.finish();
+}
+
+#[test]
+fn ping_to_the_outside_address_is_answered_by_the_appliance() {
+    let mut r = Rig::new("");
+    r.send(1, &echo_request(WAN_MAC, SERVER, OUT, 5, b"hi"));
+    let out = r.sent(1);
+    assert_eq!(out.len(), 1, "echo reply from the host stack");
+    r.finish();
+}
+
+#[test]
+fn full_session_table_refuses_and_counts() {
+    let mut r = Rig::new(" sessions 16");
+    for p in 0..40u16 {
+        r.send(0, &udp_frame(LAN_MAC, (A, 2000 + p), (SERVER, 53), b"x"));
+    }
+    assert_eq!(r.sent(1).len(), 16);
+    assert_eq!(r.drops(0, DropReason::NatTableFull), 24);
+    // The first flows still work.
+    r.through(0, &udp_frame(LAN_MAC, (A, 2000), (SERVER, 53), b"again"), 1);
+    r.through(1, &udp_frame(WAN_MAC, (SERVER, 53), (OUT, 2000), b"reply"), 0);
+    r.finish();
+}
+
+proptest! {
+    // Every translated checksum equals one computed from scratch.
+    #[test]
+    fn translated_checksums_equal_recomputed(
+        a in 2u8..250, sport in 1u16.., dport in 1u16.., payload in proptest::collection::vec(any::<u8>(), 0..64), is_tcp in any::<bool>(),
+    ) {
+        let mut r = Rig::new(" filtering endpoint-independent");
+        let src = Ipv4Addr::new(10, 0, 0, a);
+        r.send(0, &arp_request(PEER_MAC, src, Ipv4Addr::new(10, 0, 0, 1)));
+        r.sent(0);
+        let frame = if is_tcp { tcp_frame(LAN_MAC, (src, sport), (SERVER, dport), true, false) } else { udp_frame(LAN_MAC, (src, sport), (SERVER, dport), &payload) };
+        let out = r.through(0, &frame, 1);
+        let o = ip(&out);
+        let l4 = o.payload().to_vec();
+        let mut zeroed = l4.clone();
+        let at = if is_tcp { 16 } else { 6 };
+        zeroed[at] = 0;
+        zeroed[at + 1] = 0;
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&o.src_addr().octets());
+        pseudo.extend_from_slice(&o.dst_addr().octets());
+        pseudo.extend_from_slice(&[0, if is_tcp { 6 } else { 17 }]);
+        pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+        pseudo.extend_from_slice(&zeroed);
+        let mut fresh = csum::checksum(&pseudo);
+        if !is_tcp && fresh == 0 { fresh = 0xffff; }
+        prop_assert_eq!(csum::get(&l4, at), fresh);
+        r.finish();
+    }
+
+    #[test]
+    fn random_frames_through_the_nat_never_panic_or_leak(
+        frames in proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..120), any::<bool>(), 0usize..60, any::<u8>()), 1..24),
+    ) {
+        let mut r = Rig::new(" forward udp 10.1.0.1:5353 10.0.0.3:53");
+        for (body, inbound, at, v) in frames {
+            let mut f = if inbound {
+                l4_frame(WAN_MAC, SERVER, OUT, [IpProtocol::Udp, IpProtocol::Tcp, IpProtocol::Icmp][at % 3], &body)
+            } else {
+                l4_frame(LAN_MAC, A, SERVER, [IpProtocol::Udp, IpProtocol::Tcp, IpProtocol::Icmp][at % 3], &body)
+            };
+            if let Some(b) = f.get_mut(14 + 20 + at) { *b = v; }
+            r.send(if inbound { 1 } else { 0 }, &f);
+            r.sent(0);
+            r.sent(1);
+        }
+        r.finish();
+    }
+}
