@@ -38,3 +38,8 @@ pub fn ns_retry(port: &sluice::lab::LabPort, cmd: &[&str], tries: usize) -> (boo
     }
     last
 }
+
+/// Path of a helper script in `qemu-tests/scripts/`.
+pub fn script(name: &str) -> String {
+    format!("{}/scripts/{name}", env!("CARGO_MANIFEST_DIR"))
+}
