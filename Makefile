@@ -43,6 +43,7 @@ test: image
 
 bench: image host
 	$(CARGO) bench -p sluice-vnfs --bench router
+	$(CARGO) bench -p sluice-vnfs --bench nat
 	$(CARGO) run --release -p sluice-qemu-tests --bin sluice-bench
 
 fmt:

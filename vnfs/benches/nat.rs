@@ -1,0 +1,230 @@
+//! NAT cost per packet on the host: the receive path of a burst of 32 on
+//! the inside port (ingress check, router, NAT, egress), with 1k and 1M
+//! sessions, for packets of established sessions and for packets that open
+//! new ones. Beside each, in the same run, the baseline: the same packets
+//! through a router-only pipeline, so the difference is what NAT costs.
+//!
+//! Cycles are ns × the CPU clock from /proc/cpuinfo.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use vnfs::config;
+use vnfs::csum;
+use vnfs::dataplane::Dataplane;
+use vnfs::packet::{Batch, Packet, PacketPool};
+
+const LAN_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
+const WAN_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 2];
+const BATCH: usize = 32;
+const POOL_ADDRS: u8 = 32;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 16) as u32
+    }
+}
+
+fn cpu_mhz() -> f64 {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("cpu MHz")).and_then(|l| l.split(':').nth(1)?.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// A UDP frame (checksum 0) from `src:sport` to 198.51.100.1:53.
+fn frame(src: u32, sport: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + 8 + 18];
+    f[0..6].copy_from_slice(&LAN_MAC);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
+    f[12..14].copy_from_slice(&[8, 0]);
+    let ip = &mut f[14..];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&46u16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&src.to_be_bytes());
+    ip[16..20].copy_from_slice(&[198, 51, 100, 1]);
+    let c = csum::checksum(&ip[..20]);
+    csum::set(ip, 10, c);
+    ip[20..22].copy_from_slice(&sport.to_be_bytes());
+    ip[22..24].copy_from_slice(&53u16.to_be_bytes());
+    ip[24..26].copy_from_slice(&26u16.to_be_bytes());
+    f
+}
+
+/// Makes a forwarded packet a fresh arrival from `src:sport` again (the
+/// NAT rewrote the source, the router the TTL and MACs).
+fn rearm(p: &mut Packet, src: u32, sport: u16) {
+    let d = p.data_mut();
+    d[0..6].copy_from_slice(&LAN_MAC);
+    let ip = &mut d[14..];
+    let old_ttl = csum::get(ip, 8);
+    ip[8] = 64;
+    let mut c = csum::update16(csum::get(ip, 10), old_ttl, csum::get(ip, 8));
+    let old = u32::from_be_bytes(ip[12..16].try_into().unwrap());
+    ip[12..16].copy_from_slice(&src.to_be_bytes());
+    c = csum::update32(c, old, src);
+    csum::set(ip, 10, c);
+    ip[20..22].copy_from_slice(&sport.to_be_bytes());
+    ip[26] = 0;
+    ip[27] = 0;
+}
+
+fn dataplane(nat: bool, sessions: usize) -> (Dataplane, PacketPool) {
+    let mut text =
+        String::from("port lan address 10.0.0.1/8\nport wan address 172.16.0.1/16\nroute 0.0.0.0/0 via 172.16.0.254\n");
+    if nat {
+        text += &format!(
+            "nat {{\n inside 10.0.0.0/8\n outside wan\n sessions {sessions}\n filtering endpoint-independent\n"
+        );
+        for i in 0..POOL_ADDRS {
+            text += &format!(" pool 172.16.1.{}\n", i + 1);
+        }
+        text += "}\n";
+    } else {
+        text += "pipeline lan router\npipeline wan router\n";
+    }
+    let cfg = config::parse(&text).unwrap();
+    let mut dp = Dataplane::new(&cfg, &[LAN_MAC, WAN_MAC], 0, 1);
+    let mut pool = PacketPool::new(4096);
+    // The gateway answers ARP.
+    let mut arp = vec![0u8; 42];
+    arp[0..6].copy_from_slice(&WAN_MAC);
+    arp[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xfe]);
+    arp[12..14].copy_from_slice(&[8, 6]);
+    arp[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
+    arp[22..28].copy_from_slice(&[2, 0, 0, 0, 0, 0xfe]);
+    arp[28..32].copy_from_slice(&[172, 16, 0, 254]);
+    arp[32..38].copy_from_slice(&WAN_MAC);
+    arp[38..42].copy_from_slice(&[172, 16, 0, 1]);
+    let mut b = Batch::new();
+    let mut p = pool.alloc().unwrap();
+    p.fill(&arp);
+    b.push(p).unwrap();
+    dp.receive(1, &mut b, &mut pool, 0);
+    dp.poll(0, &mut pool);
+    while let Some(p) = dp.port_mut(1).tx.pop_front() {
+        pool.free(p);
+    }
+    (dp, pool)
+}
+
+fn flow(rng: &mut Rng) -> (u32, u16) {
+    (0x0a00_0000 | (rng.next() & 0x00ff_fffe) | 2, 1024 + (rng.next() % 60000) as u16)
+}
+
+/// Sends `total` packets in bursts; `next` picks each packet's flow.
+/// Returns ns per packet.
+fn run(dp: &mut Dataplane, pool: &mut PacketPool, total: usize, mut next: impl FnMut() -> (u32, u16)) -> f64 {
+    let mut ring: VecDeque<Packet> = (0..2048)
+        .map(|_| {
+            let mut p = pool.alloc().unwrap();
+            let (a, port) = next();
+            p.fill(&frame(a, port));
+            p
+        })
+        .collect();
+    let mut sent = 0;
+    let start = Instant::now();
+    while sent < total {
+        let mut batch = Batch::new();
+        for _ in 0..BATCH {
+            let mut p = ring.pop_front().unwrap();
+            let (a, port) = next();
+            rearm(&mut p, a, port);
+            batch.push(p).unwrap();
+        }
+        dp.receive(0, &mut batch, pool, 0);
+        sent += BATCH;
+        let q = &mut dp.port_mut(1).tx;
+        let mut back = 0;
+        while let Some(p) = q.pop_front() {
+            ring.push_back(p);
+            back += 1;
+        }
+        assert_eq!(back, BATCH, "every packet forwarded");
+    }
+    let ns = start.elapsed().as_nanos() as f64 / sent as f64;
+    for p in ring {
+        pool.free(p);
+    }
+    ns
+}
+
+fn main() {
+    let mhz = cpu_mhz();
+    println!("NAT, host, one core, burst {BATCH} ({mhz:.0} MHz; cycles = ns x clock)\n");
+    println!(
+        "{:<10} {:<12} {:>16} {:>24} {:>18}",
+        "sessions", "packets", "router+nat", "baseline: router only", "nat's share"
+    );
+    for n in [1_000usize, 1_000_000] {
+        // New flows: every packet opens a session, until n exist.
+        let mut rng = Rng(0x1234_5678 ^ n as u64);
+        let flows: Vec<(u32, u16)> = {
+            let mut seen = std::collections::HashSet::new();
+            let mut v = Vec::with_capacity(n);
+            while v.len() < n {
+                let f = flow(&mut rng);
+                if seen.insert(f) {
+                    v.push(f);
+                }
+            }
+            v
+        };
+        let total = n / BATCH * BATCH;
+        let (mut dp, mut pool) = dataplane(true, n + 4096);
+        let mut i = 0;
+        let new_ns = run(&mut dp, &mut pool, total, || {
+            let f = flows[i % flows.len()];
+            i += 1;
+            f
+        });
+        let (mut base, mut bpool) = dataplane(false, 0);
+        let mut j = 0;
+        let base_new = run(&mut base, &mut bpool, total, || {
+            let f = flows[j % flows.len()];
+            j += 1;
+            f
+        });
+        row(n, "new flows", new_ns, base_new, mhz);
+        // Established: random packets of the n sessions now open.
+        let mut r2 = Rng(99);
+        let est = run(&mut dp, &mut pool, 4_000_000, || flows[r2.next() as usize % flows.len()]);
+        let mut r3 = Rng(99);
+        let base_est = run(&mut base, &mut bpool, 4_000_000, || flows[r3.next() as usize % flows.len()]);
+        row(n, "established", est, base_est, mhz);
+        let mut s = String::new();
+        dp.write_stats(&mut s).unwrap();
+        let nat = s.lines().find(|l| l.starts_with("stage name=nat")).unwrap_or("");
+        let field = |k: &str| nat.split_whitespace().find_map(|w| w.strip_prefix(k)).unwrap_or("?").to_string();
+        println!(
+            "{:<10} sessions={} refused={} table={} KiB",
+            "",
+            field("sessions="),
+            field("refused_table_full="),
+            field("table_bytes=").parse::<u64>().map(|b| b / 1024).unwrap_or(0)
+        );
+    }
+}
+
+fn row(n: usize, what: &str, nat: f64, base: f64, mhz: f64) {
+    println!(
+        "{:<10} {:<12} {:>8.1} ns {:>4.0} cyc {:>13.1} ns {:>4.0} cyc {:>10.1} ns {:>4.0} cyc",
+        n,
+        what,
+        nat,
+        nat * mhz / 1e3,
+        base,
+        base * mhz / 1e3,
+        nat - base,
+        (nat - base) * mhz / 1e3
+    );
+}
