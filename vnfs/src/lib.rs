@@ -22,6 +22,7 @@ pub mod hoststack;
 pub mod nat;
 pub mod neighbor;
 pub mod packet;
+pub mod rewrite;
 pub mod router;
 pub mod stage;
 pub mod table;

@@ -26,6 +26,7 @@ use crate::config::{Config, NatFiltering};
 use crate::counters::DropReason;
 use crate::csum;
 use crate::packet::{Batch, Packet, PortId};
+use crate::rewrite::{is_icmp_error, l4_checksum, parse, ports, set_addr, set_port, Parsed};
 use crate::stage::{Stage, StageContext};
 use crate::Micros;
 use table::{Endpoint, Filtering, NatTable, Refusal, Timeouts, ICMP, TCP, UDP};
@@ -66,102 +67,6 @@ pub struct Nat {
     frags: Vec<FragEntry>,
     frag_next: usize,
     pub counters: NatCounters,
-}
-
-/// The parts of an IPv4 packet the NAT looks at.
-struct Parsed {
-    ihl: usize,
-    total: usize,
-    proto: u8,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    ident: u16,
-    first: bool,
-    more: bool,
-}
-
-fn parse(ip: &[u8]) -> Parsed {
-    let flags_off = u16::from_be_bytes([ip[6], ip[7]]);
-    Parsed {
-        ihl: (ip[0] & 0x0f) as usize * 4,
-        total: (u16::from_be_bytes([ip[2], ip[3]]) as usize).min(ip.len()),
-        proto: ip[9],
-        src: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
-        dst: Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
-        ident: u16::from_be_bytes([ip[4], ip[5]]),
-        first: flags_off & 0x1fff == 0,
-        more: flags_off & 0x2000 != 0,
-    }
-}
-
-/// Where a transport's checksum sits (offset from the L4 start), and
-/// whether it covers the pseudo-header.
-fn l4_checksum(proto: u8) -> Option<(usize, bool)> {
-    match proto {
-        TCP => Some((16, true)),
-        UDP => Some((6, true)),
-        ICMP => Some((2, false)),
-        _ => None,
-    }
-}
-
-/// Rewrites the IPv4 address at `field` (12: source, 16: destination) of
-/// the datagram at `ip`, fixing its header checksum and, if the transport
-/// header `l4` (offset) is present, the transport checksum.
-fn set_addr(ip: &mut [u8], field: usize, new: Ipv4Addr, l4: Option<usize>, proto: u8) {
-    let old = u32::from_be_bytes(ip[field..field + 4].try_into().unwrap());
-    let new = u32::from(new);
-    ip[field..field + 4].copy_from_slice(&new.to_be_bytes());
-    csum::set(ip, 10, csum::update32(csum::get(ip, 10), old, new));
-    if let (Some(l4), Some((at, true))) = (l4, l4_checksum(proto)) {
-        fix_l4(ip, l4 + at, proto, |c| csum::update32(c, old, new));
-    }
-}
-
-/// Rewrites the 16-bit port (or ICMP identifier) at `at`, fixing the
-/// transport checksum at `l4`.
-fn set_port(ip: &mut [u8], at: usize, new: u16, l4: usize, proto: u8) {
-    let old = csum::get(ip, at);
-    csum::set(ip, at, new);
-    if let Some((c, _)) = l4_checksum(proto) {
-        fix_l4(ip, l4 + c, proto, |v| csum::update16(v, old, new));
-    }
-}
-
-fn fix_l4(ip: &mut [u8], at: usize, proto: u8, f: impl Fn(u16) -> u16) {
-    if at + 2 > ip.len() {
-        // Not in this packet (a truncated quote in an ICMP error).
-        return;
-    }
-    let c = csum::get(ip, at);
-    if proto == UDP && c == 0 {
-        // No checksum: stays none (RFC 768).
-        return;
-    }
-    let mut n = f(c);
-    if proto == UDP && n == 0 {
-        n = 0xffff;
-    }
-    csum::set(ip, at, n);
-}
-
-/// Ports (or the ICMP query identifier) of a transport header at `l4`:
-/// (source, destination, TCP flags). `None` if too short.
-fn ports(ip: &[u8], l4: usize, proto: u8) -> Option<(u16, u16, u8)> {
-    match proto {
-        TCP if ip.len() >= l4 + 14 => Some((csum::get(ip, l4), csum::get(ip, l4 + 2), ip[l4 + 13])),
-        UDP if ip.len() >= l4 + 8 => Some((csum::get(ip, l4), csum::get(ip, l4 + 2), 0)),
-        ICMP if ip.len() >= l4 + 8 => {
-            // Echo request/reply: the identifier is the "port" both ways.
-            let id = csum::get(ip, l4 + 4);
-            Some((id, id, 0))
-        }
-        _ => None,
-    }
-}
-
-fn is_icmp_error(t: u8) -> bool {
-    matches!(t, 3 | 4 | 5 | 11 | 12)
 }
 
 fn map_filtering(f: NatFiltering) -> Filtering {
