@@ -97,10 +97,12 @@ impl Default for RouterConfig {
 pub enum StageKind {
     Router,
     Nat,
+    Lb,
 }
 
 impl StageKind {
-    pub const ALL: &'static [(&'static str, StageKind)] = &[("router", StageKind::Router), ("nat", StageKind::Nat)];
+    pub const ALL: &'static [(&'static str, StageKind)] =
+        &[("router", StageKind::Router), ("nat", StageKind::Nat), ("lb", StageKind::Lb)];
 
     pub fn name(self) -> &'static str {
         Self::ALL.iter().find(|(_, k)| *k == self).map(|(n, _)| *n).unwrap_or("?")
@@ -144,9 +146,75 @@ pub struct NatConfig {
     pub line: u32,
 }
 
+/// How a service reaches its backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LbMode {
+    /// Destination and source rewritten: backends answer the appliance.
+    FullNat,
+    /// Destination rewritten, client address kept: backends route back via the appliance.
+    Dnat,
+}
+
+/// A backend health check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    None,
+    Tcp,
+    /// HTTP GET of the path; 2xx is healthy.
+    Http(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub weight: u32,
+    /// Port the backend is reached through (connected prefix or route).
+    pub via_port: usize,
+    pub line: u32,
+}
+
+/// A load-balanced service (`service NAME { ... }`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub proto: u8,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub mode: LbMode,
+    /// Full-NAT source address (default: the backend-facing port's address).
+    pub snat: Option<Ipv4Addr>,
+    pub backends: Vec<BackendConfig>,
+    pub check: CheckKind,
+    /// Seconds between checks.
+    pub interval: u32,
+    /// Seconds a check may take.
+    pub timeout: u32,
+    pub rise: u32,
+    pub fall: u32,
+    pub line: u32,
+}
+
+/// Load-balancer settings (`lb table-size N flows N`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LbConfig {
+    /// Maglev table size (prime).
+    pub table_size: usize,
+    /// Flow (connection) table entries.
+    pub flows: usize,
+}
+
+impl Default for LbConfig {
+    fn default() -> Self {
+        LbConfig { table_size: 65537, flows: 65536 }
+    }
+}
+
 /// A validated configuration.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Config {
+    pub services: Vec<ServiceConfig>,
+    pub lb: LbConfig,
     pub ports: Vec<PortConfig>,
     pub routes: Vec<RouteConfig>,
     pub router: RouterConfig,
@@ -298,7 +366,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     for stmt in &stmts {
         let kw = stmt.words[0];
         match kw.text {
-            "route" | "pipeline" | "router" | "nat" => later.push(stmt),
+            "route" | "pipeline" | "router" | "nat" | "service" | "lb" => later.push(stmt),
             "port" => {
                 if let Some(port) = parse_port(stmt, &mut errors) {
                     if config.ports.iter().any(|p| p.name == port.name) {
@@ -318,7 +386,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
             }
             other => errors.push(ConfigError::at(
                 &kw,
-                format!("unknown statement `{other}`: expected `port`, `route`, `router`, `nat` or `pipeline`"),
+                format!("unknown statement `{other}`: expected `port`, `route`, `router`, `nat`, `service`, `lb` or `pipeline`"),
             )),
         }
     }
@@ -345,6 +413,29 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
                 }
             }
             "pipeline" => parse_pipeline(stmt, &mut config, &mut pipeline_lines, &mut errors),
+            "service" => {
+                if let Some(svc) = parse_service(stmt, &config, &mut errors) {
+                    if let Some(other) = config.services.iter().find(|o| o.name == svc.name) {
+                        errors.push(ConfigError::at(
+                            &stmt.words[1],
+                            format!("service `{}` is already defined on line {}", svc.name, other.line),
+                        ));
+                    } else if let Some(other) =
+                        config.services.iter().find(|o| (o.vip, o.port, o.proto) == (svc.vip, svc.port, svc.proto))
+                    {
+                        errors.push(ConfigError::at(
+                            &stmt.words[1],
+                            format!(
+                                "service `{}` has the same VIP, port and protocol as `{}` (line {})",
+                                svc.name, other.name, other.line
+                            ),
+                        ));
+                    } else {
+                        config.services.push(svc);
+                    }
+                }
+            }
+            "lb" => parse_lb(stmt, &mut config.lb, &mut errors),
             "nat" => {
                 if let Some(first) = &config.nat {
                     errors.push(ConfigError::at(
@@ -364,16 +455,38 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
             }
         }
     }
+    // With services and no explicit pipeline: the load balancer comes first.
+    if !config.services.is_empty() {
+        for (i, line) in pipeline_lines.iter().enumerate() {
+            if line.is_none() {
+                config.pipelines[i].insert(0, StageKind::Lb);
+            }
+        }
+    } else {
+        for (i, p) in config.pipelines.iter().enumerate() {
+            if p.contains(&StageKind::Lb) {
+                errors.push(ConfigError {
+                    line: pipeline_lines[i].unwrap_or(1),
+                    column: 1,
+                    message: "pipeline uses `lb` but there is no `service NAME { ... }`".to_string(),
+                });
+            }
+        }
+    }
     // With a NAT and no explicit pipeline: the outside port translates
     // before routing (inbound DNAT), the others after (outbound SNAT).
     if let Some(nat) = &config.nat {
         for (i, line) in pipeline_lines.iter().enumerate() {
             if line.is_none() {
+                let lb = config.pipelines[i].first() == Some(&StageKind::Lb);
                 config.pipelines[i] = if i == nat.outside {
                     alloc::vec![StageKind::Nat, StageKind::Router]
                 } else {
                     alloc::vec![StageKind::Router, StageKind::Nat]
                 };
+                if lb {
+                    config.pipelines[i].insert(0, StageKind::Lb);
+                }
             }
         }
     } else {
@@ -746,6 +859,164 @@ fn parse_nat(stmt: &Stmt<'_>, config: &Config, errors: &mut Vec<ConfigError>) ->
     (errors.len() == before).then_some(nat)
 }
 
+/// The port through which `addr` is reached: a connected prefix, else a route.
+fn port_for(config: &Config, addr: Ipv4Addr) -> Option<usize> {
+    config.ports.iter().position(|p| p.address.is_some_and(|a| a.contains(&addr))).or_else(|| {
+        config.routes.iter().filter(|r| r.prefix.contains(&addr)).max_by_key(|r| r.prefix.prefix_len()).map(|r| r.port)
+    })
+}
+
+/// `service NAME { vip ADDR:PORT [tcp|udp]; mode full-nat|dnat; snat ADDR;
+/// backend ADDR:PORT [weight N]; check tcp|http PATH|none; interval S;
+/// timeout S; rise N; fall N }`
+fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Vec<ConfigError>) -> Option<ServiceConfig> {
+    let kw = stmt.words[0];
+    let before = errors.len();
+    let Some(name) = stmt.words.get(1) else {
+        errors.push(ConfigError::at(&kw, "`service` needs a name and a block: `service web { ... }`"));
+        return None;
+    };
+    if !is_name(name.text) {
+        errors.push(ConfigError::at(name, format!("bad service name `{}`", name.text)));
+    }
+    let mut svc = ServiceConfig {
+        name: name.text.to_string(),
+        proto: 6,
+        vip: Ipv4Addr::UNSPECIFIED,
+        port: 0,
+        mode: LbMode::FullNat,
+        snat: None,
+        backends: Vec::new(),
+        check: CheckKind::Tcp,
+        interval: 2,
+        timeout: 1,
+        rise: 2,
+        fall: 2,
+        line: kw.line,
+    };
+    let mut have_vip = false;
+    let endpoint = |t: &Token<'_>, errors: &mut Vec<ConfigError>| {
+        let parsed = t
+            .text
+            .split_once(':')
+            .and_then(|(a, p)| Some((a.parse::<Ipv4Addr>().ok()?, p.parse::<u16>().ok().filter(|p| *p != 0)?)));
+        if parsed.is_none() {
+            errors.push(ConfigError::at(t, format!("bad endpoint `{}`: expected ADDRESS:PORT", t.text)));
+        }
+        parsed
+    };
+    for child in stmt.block.iter().flatten() {
+        let key = child.words[0];
+        let args = &child.words[1..];
+        let Some(first) = args.first() else {
+            errors.push(ConfigError::at(&key, format!("`{}` needs a value", key.text)));
+            continue;
+        };
+        match key.text {
+            "vip" => {
+                if let Some((a, p)) = endpoint(first, errors) {
+                    svc.vip = a;
+                    svc.port = p;
+                    have_vip = true;
+                }
+                match args.get(1).map(|t| t.text) {
+                    None | Some("tcp") => svc.proto = 6,
+                    Some("udp") => svc.proto = 17,
+                    Some(other) => errors.push(ConfigError::at(&args[1], format!("unknown protocol `{other}`: expected tcp or udp"))),
+                }
+            }
+            "mode" => match first.text {
+                "full-nat" => svc.mode = LbMode::FullNat,
+                "dnat" => svc.mode = LbMode::Dnat,
+                other => errors.push(ConfigError::at(first, format!("unknown mode `{other}`: expected full-nat or dnat"))),
+            },
+            "snat" => match first.text.parse::<Ipv4Addr>() {
+                Ok(a) => svc.snat = Some(a),
+                Err(_) => errors.push(ConfigError::at(first, format!("bad address `{}`", first.text))),
+            },
+            "backend" => {
+                let Some((addr, port)) = endpoint(first, errors) else { continue };
+                let mut weight = 1;
+                match (args.get(1).map(|t| t.text), args.get(2)) {
+                    (None, _) => {}
+                    (Some("weight"), Some(w)) => match w.text.parse::<u32>() {
+                        Ok(v) if (1..=1000).contains(&v) => weight = v,
+                        _ => errors.push(ConfigError::at(w, format!("bad weight `{}`: expected 1 to 1000", w.text))),
+                    },
+                    (Some(_), _) => errors.push(ConfigError::at(&args[1], "expected `weight N` after the backend")),
+                }
+                let Some(via_port) = port_for(config, addr) else {
+                    errors.push(ConfigError::at(first, format!("backend {addr} is on no port's subnet and no route reaches it")));
+                    continue;
+                };
+                if svc.backends.iter().any(|b| (b.addr, b.port) == (addr, port)) {
+                    errors.push(ConfigError::at(first, format!("backend {addr}:{port} is listed twice")));
+                    continue;
+                }
+                svc.backends.push(BackendConfig { addr, port, weight, via_port, line: key.line });
+            }
+            "check" => match first.text {
+                "tcp" => svc.check = CheckKind::Tcp,
+                "none" => svc.check = CheckKind::None,
+                "http" => match args.get(1) {
+                    Some(path) if path.text.starts_with('/') && path.text.len() < 200 => svc.check = CheckKind::Http(path.text.to_string()),
+                    _ => errors.push(ConfigError::at(&key, "`check http` needs a path such as /healthz")),
+                },
+                other => errors.push(ConfigError::at(first, format!("unknown check `{other}`: expected tcp, http PATH or none"))),
+            },
+            "interval" | "timeout" | "rise" | "fall" => match first.text.parse::<u32>() {
+                Ok(v) if (1..=3600).contains(&v) => match key.text {
+                    "interval" => svc.interval = v,
+                    "timeout" => svc.timeout = v,
+                    "rise" => svc.rise = v,
+                    _ => svc.fall = v,
+                },
+                _ => errors.push(ConfigError::at(first, format!("bad {} `{}`: expected 1 to 3600", key.text, first.text))),
+            },
+            other => errors.push(ConfigError::at(
+                &key,
+                format!("unknown service setting `{other}`: expected vip, mode, snat, backend, check, interval, timeout, rise or fall"),
+            )),
+        }
+    }
+    if !have_vip && errors.len() == before {
+        errors.push(ConfigError::at(&kw, format!("service `{}` needs `vip ADDRESS:PORT`", svc.name)));
+    }
+    if svc.backends.is_empty() && errors.len() == before {
+        errors.push(ConfigError::at(&kw, format!("service `{}` needs at least one `backend ADDRESS:PORT`", svc.name)));
+    }
+    if svc.backends.len() > 4096 {
+        errors.push(ConfigError::at(&kw, "a service may have at most 4096 backends"));
+    }
+    (errors.len() == before).then_some(svc)
+}
+
+/// `lb table-size PRIME flows N`
+fn parse_lb(stmt: &Stmt<'_>, lb: &mut LbConfig, errors: &mut Vec<ConfigError>) {
+    for (key, value) in key_values(stmt, 1, errors) {
+        let Some(value) = value else {
+            errors.push(ConfigError::at(&key, format!("`{}` needs a value", key.text)));
+            continue;
+        };
+        let v = value.text.parse::<usize>().ok();
+        match (key.text, v) {
+            ("table-size", Some(n)) if crate::lb::maglev::is_prime(n) && (251..=1_048_573).contains(&n) => {
+                lb.table_size = n
+            }
+            ("table-size", _) => errors.push(ConfigError::at(
+                &value,
+                format!("bad table-size `{}`: expected a prime from 251 to 1048573, such as 65537", value.text),
+            )),
+            ("flows", Some(n)) if (16..=1 << 24).contains(&n) => lb.flows = n,
+            ("flows", _) => {
+                errors.push(ConfigError::at(&value, format!("bad flows `{}`: expected 16 to 16777216", value.text)))
+            }
+            (other, _) => errors
+                .push(ConfigError::at(&key, format!("unknown lb setting `{other}`: expected table-size or flows"))),
+        }
+    }
+}
+
 /// `router icmp-rate N icmp-burst N arp-timeout SECONDS neighbors N`
 fn parse_router(stmt: &Stmt<'_>, r: &mut RouterConfig, errors: &mut Vec<ConfigError>) {
     for (key, value) in key_values(stmt, 1, errors) {
@@ -979,6 +1250,27 @@ mod tests {
         assert!(e[1].contains("bad port range `9-2`"), "{e:?}");
         let e = errs("port lan address 10.0.0.1/24\npipeline lan router nat\n");
         assert!(e[0].contains("no `nat { ... }` block"), "{e:?}");
+    }
+
+    #[test]
+    fn services() {
+        let c = parse(
+            "port client address 10.1.0.1/24\nport servers address 10.2.0.1/24\n\
+             service web {\n vip 10.1.0.1:80\n backend 10.2.0.11:8000 weight 2\n backend 10.2.0.12:8000\n check http /healthz\n mode dnat\n fall 3\n}\n\
+             lb table-size 251\n",
+        )
+        .unwrap();
+        let s = &c.services[0];
+        assert_eq!((s.vip, s.port, s.proto, s.mode), (Ipv4Addr::new(10, 1, 0, 1), 80, 6, LbMode::Dnat));
+        assert_eq!(s.backends[0].weight, 2);
+        assert_eq!(s.backends[1].via_port, 1);
+        assert_eq!(s.check, CheckKind::Http("/healthz".into()));
+        assert_eq!((s.interval, s.timeout, s.rise, s.fall), (2, 1, 2, 3));
+        assert_eq!(c.lb.table_size, 251);
+        assert_eq!(c.pipelines[0], [StageKind::Lb, StageKind::Router]);
+        let e = errs("port a address 10.1.0.1/24\nservice web {\n vip 10.1.0.1:80\n backend 10.9.0.1:80\n}\nlb table-size 1000\n");
+        assert!(e[0].contains("backend 10.9.0.1 is on no port's subnet"), "{e:?}");
+        assert!(e[1].contains("bad table-size `1000`"), "{e:?}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::config::{Config, StageKind};
 use crate::counters::{DropReason, PortCounters};
 use crate::egress::Egress;
 use crate::hoststack::{HostStack, TxQueue};
+use crate::lb::Lb;
 use crate::nat::Nat;
 use crate::packet::{Batch, PacketPool, PortId};
 use crate::router::Router;
@@ -52,6 +53,8 @@ pub struct Port {
 /// How often the host stacks run when nothing arrives for them (ARP cache
 /// and, later, TCP timers).
 const HOST_POLL_INTERVAL: Micros = 100_000;
+/// The same while the host stack has connections open (health checks).
+const HOST_POLL_INTERVAL_BUSY: Micros = 2_000;
 
 pub struct Dataplane {
     ports: Vec<Port>,
@@ -71,7 +74,7 @@ impl Dataplane {
         // The appliance's addresses: its ports', and the NAT pool (so ARP
         // and ping work for pool addresses on the outside link).
         let mut local: Vec<Ipv4Addr> = config.ports.iter().filter_map(|p| p.ip()).collect();
-        for a in config.nat.iter().flat_map(|n| &n.pool) {
+        for a in config.nat.iter().flat_map(|n| &n.pool).chain(config.services.iter().map(|s| &s.vip)) {
             if !local.contains(a) {
                 local.push(*a);
             }
@@ -106,6 +109,7 @@ impl Dataplane {
                         stages.push(match kind {
                             StageKind::Router => Box::new(Router::from_config(config, macs)),
                             StageKind::Nat => Box::new(Nat::from_config(config, seed)),
+                            StageKind::Lb => Box::new(Lb::from_config(config, seed)),
                         });
                         kinds.push(*kind);
                         stages.len() - 1
@@ -210,7 +214,9 @@ impl Dataplane {
             s.poll(&mut StageContext::new(now, pool, ports, c));
         }
         egress.poll(ports, pool, now);
-        let timers_due = now.wrapping_sub(self.last_host_poll) >= HOST_POLL_INTERVAL;
+        let since = now.wrapping_sub(self.last_host_poll);
+        let busy = self.ports.iter().any(|p| p.host.has_sockets());
+        let timers_due = since >= HOST_POLL_INTERVAL || busy && since >= HOST_POLL_INTERVAL_BUSY;
         if timers_due {
             self.last_host_poll = now;
         }
@@ -261,6 +267,9 @@ impl Dataplane {
             write!(w, "stage name={} packets={} tx={}{}", s.name(), c.packets, c.tx, extra)?;
             write_drops(w, &c.drops)?;
             writeln!(w)?;
+            let mut details = String::new();
+            s.write_details(&mut details);
+            w.write_str(&details)?;
         }
         let e = &self.egress;
         writeln!(

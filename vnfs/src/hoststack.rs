@@ -13,8 +13,9 @@ use core::cell::RefCell;
 use core::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpCidr,
@@ -46,6 +47,8 @@ pub struct HostStack {
     mac: [u8; 6],
     address: Option<Ipv4Net>,
     mtu: u16,
+    /// Sockets aborted, removed after their RST has been sent.
+    closing: alloc::vec::Vec<SocketHandle>,
     pub counters: HostCounters,
 }
 
@@ -83,7 +86,16 @@ impl HostStack {
         if let Some(gw) = gateway {
             let _ = iface.routes_mut().add_default_ipv4_route(gw);
         }
-        HostStack { iface, sockets: SocketSet::new(alloc::vec::Vec::new()), backlog, mac, address, mtu, counters }
+        HostStack {
+            iface,
+            sockets: SocketSet::new(alloc::vec::Vec::new()),
+            backlog,
+            mac,
+            address,
+            mtu,
+            closing: alloc::vec::Vec::new(),
+            counters,
+        }
     }
 
     pub fn ip(&self) -> Option<Ipv4Addr> {
@@ -105,6 +117,9 @@ impl HostStack {
         let mut dev = PortDevice::new(&mut self.backlog, pool, tx, self.mtu, &mut self.counters);
         self.iface.poll(instant(now), &mut dev, &mut self.sockets);
         // Whatever smoltcp could not take (it stops when tx is full) waits.
+        for h in self.closing.drain(..) {
+            self.sockets.remove(h);
+        }
     }
 
     /// Builds the gratuitous ARP request that announces this port's address
@@ -130,6 +145,49 @@ impl HostStack {
         eth.emit(&mut frame);
         arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
         Some(pkt)
+    }
+
+    /// Opens a TCP connection from `local_port` to `remote` (health checks).
+    /// The socket's buffers are allocated here, off the fast path.
+    pub fn tcp_open(&mut self, remote: (Ipv4Addr, u16), local_port: u16) -> Option<SocketHandle> {
+        let mut sock =
+            tcp::Socket::new(tcp::SocketBuffer::new(alloc::vec![0; 1024]), tcp::SocketBuffer::new(alloc::vec![0; 512]));
+        let cx = self.iface.context();
+        sock.connect(cx, (IpAddress::Ipv4(remote.0), remote.1), local_port).ok()?;
+        Some(self.sockets.add(sock))
+    }
+
+    /// The state of a connection opened by `tcp_open`.
+    pub fn tcp_state(&self, h: SocketHandle) -> tcp::State {
+        self.sockets.get::<tcp::Socket>(h).state()
+    }
+
+    /// Queues `data` on the connection; false if it does not fit now.
+    pub fn tcp_send(&mut self, h: SocketHandle, data: &[u8]) -> bool {
+        let s = self.sockets.get_mut::<tcp::Socket>(h);
+        s.can_send() && s.send_slice(data).is_ok_and(|n| n == data.len())
+    }
+
+    /// Reads what arrived into `buf`; returns the bytes read.
+    pub fn tcp_recv(&mut self, h: SocketHandle, buf: &mut [u8]) -> usize {
+        let s = self.sockets.get_mut::<tcp::Socket>(h);
+        if s.can_recv() {
+            s.recv_slice(buf).unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
+    /// Drops the connection (RST if still open) and frees the socket.
+    pub fn tcp_close(&mut self, h: SocketHandle) {
+        self.sockets.get_mut::<tcp::Socket>(h).abort();
+        // Let the RST go out on the next poll before the socket goes.
+        self.closing.push(h);
+    }
+
+    /// Whether sockets are open (the dataplane then polls more often).
+    pub fn has_sockets(&self) -> bool {
+        self.sockets.iter().next().is_some()
     }
 
     /// Returns every queued packet to the pool (used when a port is torn down).

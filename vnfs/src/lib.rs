@@ -19,6 +19,7 @@ pub mod csum;
 pub mod dataplane;
 pub mod egress;
 pub mod hoststack;
+pub mod lb;
 pub mod nat;
 pub mod neighbor;
 pub mod packet;

@@ -100,6 +100,11 @@ impl<'a> StageContext<'a> {
         self.pool.alloc()
     }
 
+    /// The host stack of a port (health checks open connections on it).
+    pub fn host(&mut self, port: PortId) -> Option<&mut crate::hoststack::HostStack> {
+        self.ports.get_mut(port as usize).map(|p| &mut p.host)
+    }
+
     /// Counters of a port (read-only view for stages).
     pub fn port_counters(&self, port: PortId) -> Option<&PortCounters> {
         self.ports.get(port as usize).map(|p| &p.counters)
@@ -117,8 +122,11 @@ pub trait Stage {
     /// Runs timers; called once per loop turn. Must do bounded work.
     fn poll(&mut self, _cx: &mut StageContext<'_>) {}
 
-    /// Extra lines for the counter dump (`key=value` pairs after the name).
+    /// Extra `key=value` pairs for the stage's line in the counter dump.
     fn write_stats(&self, _out: &mut String) {}
+
+    /// Whole extra lines for the counter dump (per service, per backend…).
+    fn write_details(&self, _out: &mut String) {}
 
     /// Returns every packet the stage holds to the pool.
     fn drain(&mut self, _pool: &mut PacketPool) {}

@@ -71,6 +71,35 @@ pub mod tcp_flags {
     pub const RST: u8 = 0x04;
 }
 
+/// Advances the TCP state bits `state` for a packet with `flags` (sent from
+/// the inside/client side if `outbound`) and returns the idle timeout that
+/// applies now (RFC 7857 §2.2: transitory until both SYNs, again after both
+/// FINs or an RST). Shared by the NAT and the load balancer.
+pub fn idle_timeout(t: &Timeouts, state: &mut u8, proto: u8, flags: u8, outbound: bool) -> Micros {
+    match proto {
+        TCP => {
+            if flags & tcp_flags::SYN != 0 {
+                *state |= if outbound { SYN_OUT } else { SYN_IN };
+            }
+            if flags & tcp_flags::FIN != 0 {
+                *state |= if outbound { FIN_OUT } else { FIN_IN };
+            }
+            if flags & tcp_flags::RST != 0 {
+                *state |= RST_SEEN;
+            }
+            let open = *state & (SYN_OUT | SYN_IN) == SYN_OUT | SYN_IN;
+            let closing = *state & RST_SEEN != 0 || *state & (FIN_OUT | FIN_IN) == FIN_OUT | FIN_IN;
+            if open && !closing {
+                t.tcp_established
+            } else {
+                t.tcp_transitory
+            }
+        }
+        UDP => t.udp,
+        _ => t.icmp,
+    }
+}
+
 // Session TCP state bits.
 const SYN_OUT: u8 = 1;
 const SYN_IN: u8 = 2;
@@ -360,31 +389,8 @@ impl NatTable {
     /// Updates a session's TCP state and timer for a packet (`outbound`
     /// from inside) with `flags`.
     fn touch(&mut self, s: u32, proto: u8, flags: u8, outbound: bool, now: Micros) {
-        let t = self.timeouts;
         let sess = &mut self.sessions[s as usize];
-        let timeout = match proto {
-            TCP => {
-                if flags & tcp_flags::SYN != 0 {
-                    sess.tcp |= if outbound { SYN_OUT } else { SYN_IN };
-                }
-                if flags & tcp_flags::FIN != 0 {
-                    sess.tcp |= if outbound { FIN_OUT } else { FIN_IN };
-                }
-                if flags & tcp_flags::RST != 0 {
-                    sess.tcp |= RST_SEEN;
-                }
-                let open = sess.tcp & (SYN_OUT | SYN_IN) == SYN_OUT | SYN_IN;
-                let closing = sess.tcp & RST_SEEN != 0 || sess.tcp & (FIN_OUT | FIN_IN) == FIN_OUT | FIN_IN;
-                if open && !closing {
-                    t.tcp_established
-                } else {
-                    t.tcp_transitory
-                }
-            }
-            UDP => t.udp,
-            _ => t.icmp,
-        };
-        sess.expires = now + timeout;
+        sess.expires = now + idle_timeout(&self.timeouts, &mut sess.tcp, proto, flags, outbound);
     }
 
     /// Adds a static port forward: `outside` (a pool address) to `inside`.

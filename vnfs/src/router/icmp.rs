@@ -24,6 +24,8 @@ pub enum IcmpError {
     HostUnreachable,
     /// Type 3 code 4, with the next-hop MTU (RFC 1191).
     FragNeeded { mtu: u16 },
+    /// Type 3 code 3 (a load-balanced UDP service with no backend up).
+    PortUnreachable,
 }
 
 impl IcmpError {
@@ -33,6 +35,7 @@ impl IcmpError {
             IcmpError::NetUnreachable => (Icmpv4Message::DstUnreachable, 0),
             IcmpError::HostUnreachable => (Icmpv4Message::DstUnreachable, 1),
             IcmpError::FragNeeded { .. } => (Icmpv4Message::DstUnreachable, 4),
+            IcmpError::PortUnreachable => (Icmpv4Message::DstUnreachable, 3),
         }
     }
 }

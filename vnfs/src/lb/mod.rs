@@ -1,0 +1,651 @@
+//! The L4 load balancer stage: services (VIP:port/protocol) spread over
+//! weighted backends by Maglev consistent hashing, a connection table that
+//! keeps established flows on their backend when the pool changes, full-NAT
+//! and DNAT forwarding, and health checks run from the appliance's own host
+//! stack.
+//!
+//! Where it runs: first in the pipelines (`lb router`): on the client side
+//! it claims packets to a VIP and rewrites them towards a backend, which the
+//! router then routes; on the backend side it recognises replies by the
+//! connection table's reverse index and restores the VIP. Header rewriting
+//! and the TCP timers are the NAT's (`vnfs::rewrite`, `nat::table`).
+
+mod health;
+pub mod maglev;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Write;
+use core::net::Ipv4Addr;
+
+use crate::config::{CheckKind, Config, LbMode};
+use crate::counters::DropReason;
+use crate::csum;
+use crate::nat::table::{idle_timeout, Endpoint, Timeouts, TCP, UDP};
+use crate::packet::{Batch, Packet, PortId};
+use crate::rewrite::{parse, ports, set_addr, set_port};
+use crate::router::icmp::{build_error, IcmpError};
+use crate::stage::{Stage, StageContext};
+use crate::table::{hash_words, IndexTable};
+use crate::Micros;
+use health::Health;
+use maglev::{MaglevTable, Member};
+
+const ETH: usize = 14;
+const NONE: u16 = u16::MAX;
+/// Flows whose timers each loop turn checks.
+const SWEEP_PER_POLL: usize = 16;
+/// Full-NAT source ports (health checks use the ephemeral range above).
+const SNAT_PORTS: (u16, u16) = (1024, 32767);
+
+#[derive(Clone, Debug, Default)]
+pub struct BackendCounters {
+    pub new_flows: u64,
+    pub active_flows: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub transitions: u64,
+}
+
+pub struct Backend {
+    pub ep: Endpoint,
+    pub weight: u32,
+    pub via_port: PortId,
+    pub healthy: bool,
+    pub counters: BackendCounters,
+    health: Health,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ServiceCounters {
+    pub new_flows: u64,
+    pub active_flows: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub no_backend: u64,
+}
+
+pub struct Service {
+    pub name: String,
+    pub proto: u8,
+    pub vip: Endpoint,
+    pub mode: LbMode,
+    /// Full-NAT source address.
+    pub snat: Ipv4Addr,
+    pub backends: Vec<Backend>,
+    table: MaglevTable,
+    check: CheckKind,
+    interval: Micros,
+    timeout: Micros,
+    rise: u32,
+    fall: u32,
+    pub counters: ServiceCounters,
+}
+
+impl Service {
+    fn rebuild(&mut self, size: usize) {
+        let members: Vec<Member> = self
+            .backends
+            .iter()
+            .map(|b| Member {
+                id: (u32::from(b.ep.addr) as u64) << 16 | b.ep.port as u64,
+                weight: if b.healthy { b.weight } else { 0 },
+            })
+            .collect();
+        self.table = MaglevTable::build(&members, size);
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Flow {
+    proto: u8,
+    service: u16,
+    backend: u16,
+    client: Endpoint,
+    /// Source the backend sees: the client (DNAT) or the appliance (full-NAT).
+    snat: Endpoint,
+    expires: Micros,
+    tcp: u8,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct LbCounters {
+    pub flows_created: u64,
+    pub flows_expired: u64,
+    pub flows_moved: u64,
+    pub table_full: u64,
+    pub no_backend: u64,
+}
+
+pub struct Lb {
+    pub services: Vec<Service>,
+    flows: Vec<Flow>,
+    free: Vec<u32>,
+    fwd: IndexTable,
+    rev: IndexTable,
+    table_size: usize,
+    timeouts: Timeouts,
+    rng: u64,
+    sweep_at: usize,
+    ident: u16,
+    pub counters: LbCounters,
+}
+
+fn h_fwd(proto: u8, client: Endpoint, service: u16) -> u64 {
+    hash_words(11, &[proto as u64, u32::from(client.addr) as u64, client.port as u64, service as u64])
+}
+
+fn h_rev(proto: u8, backend: Endpoint, snat: Endpoint) -> u64 {
+    hash_words(
+        12,
+        &[
+            proto as u64,
+            u32::from(backend.addr) as u64,
+            backend.port as u64,
+            u32::from(snat.addr) as u64,
+            snat.port as u64,
+        ],
+    )
+}
+
+/// The flow hash Maglev looks up: only the 5-tuple, with a fixed seed, so
+/// every instance with the same config picks the same backend.
+pub fn flow_hash(proto: u8, src: Endpoint, dst: Endpoint) -> u64 {
+    hash_words(
+        0x5eed,
+        &[proto as u64, u32::from(src.addr) as u64, src.port as u64, u32::from(dst.addr) as u64, dst.port as u64],
+    )
+}
+
+impl Lb {
+    /// The load balancer of a config (which has services).
+    pub fn from_config(config: &Config, seed: u64) -> Lb {
+        let services = config
+            .services
+            .iter()
+            .map(|s| {
+                let backends: Vec<Backend> = s
+                    .backends
+                    .iter()
+                    .map(|b| Backend {
+                        ep: Endpoint::new(b.addr, b.port),
+                        weight: b.weight,
+                        via_port: b.via_port as PortId,
+                        healthy: s.check == CheckKind::None,
+                        counters: BackendCounters::default(),
+                        health: Health::default(),
+                    })
+                    .collect();
+                let snat = s
+                    .snat
+                    .or_else(|| s.backends.first().and_then(|b| config.ports[b.via_port].ip()))
+                    .unwrap_or(Ipv4Addr::UNSPECIFIED);
+                let mut svc = Service {
+                    name: s.name.clone(),
+                    proto: s.proto,
+                    vip: Endpoint::new(s.vip, s.port),
+                    mode: s.mode,
+                    snat,
+                    backends,
+                    table: MaglevTable::build(&[], 0),
+                    check: s.check.clone(),
+                    interval: s.interval as Micros * 1_000_000,
+                    timeout: s.timeout as Micros * 1_000_000,
+                    rise: s.rise,
+                    fall: s.fall,
+                    counters: ServiceCounters::default(),
+                };
+                svc.rebuild(config.lb.table_size);
+                svc
+            })
+            .collect();
+        Lb::new(services, config.lb.flows, config.lb.table_size, seed)
+    }
+
+    pub fn new(services: Vec<Service>, flows: usize, table_size: usize, seed: u64) -> Lb {
+        let blank = Flow {
+            proto: 0,
+            service: NONE,
+            backend: NONE,
+            client: Endpoint::new(Ipv4Addr::UNSPECIFIED, 0),
+            snat: Endpoint::new(Ipv4Addr::UNSPECIFIED, 0),
+            expires: 0,
+            tcp: 0,
+        };
+        Lb {
+            services,
+            flows: alloc::vec![blank; flows],
+            free: (0..flows as u32).rev().collect(),
+            fwd: IndexTable::new(flows),
+            rev: IndexTable::new(flows),
+            table_size,
+            timeouts: Timeouts::default(),
+            rng: seed | 1,
+            sweep_at: 0,
+            ident: 0,
+            counters: LbCounters::default(),
+        }
+    }
+
+    /// Live flows.
+    pub fn flows(&self) -> usize {
+        self.flows.len() - self.free.len()
+    }
+
+    fn backend_ep(&self, f: &Flow) -> Endpoint {
+        self.services[f.service as usize].backends[f.backend as usize].ep
+    }
+
+    fn find_fwd(&mut self, proto: u8, client: Endpoint, service: u16, now: Micros) -> Option<u32> {
+        let flows = &self.flows;
+        let i = self.fwd.find(h_fwd(proto, client, service), |i| {
+            let f = &flows[i as usize];
+            f.proto == proto && f.client == client && f.service == service
+        })?;
+        if self.flows[i as usize].expires <= now {
+            self.remove(i);
+            return None;
+        }
+        Some(i)
+    }
+
+    fn find_rev(&mut self, proto: u8, backend: Endpoint, snat: Endpoint, now: Micros) -> Option<u32> {
+        let (flows, services) = (&self.flows, &self.services);
+        let i = self.rev.find(h_rev(proto, backend, snat), |i| {
+            let f = &flows[i as usize];
+            f.service != NONE
+                && f.proto == proto
+                && f.snat == snat
+                && services[f.service as usize].backends[f.backend as usize].ep == backend
+        })?;
+        if self.flows[i as usize].expires <= now {
+            self.remove(i);
+            return None;
+        }
+        Some(i)
+    }
+
+    fn remove(&mut self, i: u32) {
+        let f = self.flows[i as usize];
+        let b = self.backend_ep(&f);
+        let (flows, services) = (&self.flows, &self.services);
+        let be = |j: u32| {
+            let g = &flows[j as usize];
+            services[g.service as usize].backends[g.backend as usize].ep
+        };
+        self.fwd.remove(h_fwd(f.proto, f.client, f.service), i, |j| {
+            let g = &flows[j as usize];
+            h_fwd(g.proto, g.client, g.service)
+        });
+        self.rev
+            .remove(h_rev(f.proto, b, f.snat), i, |j| h_rev(flows[j as usize].proto, be(j), flows[j as usize].snat));
+        let svc = &mut self.services[f.service as usize];
+        svc.counters.active_flows -= 1;
+        svc.backends[f.backend as usize].counters.active_flows -= 1;
+        self.flows[i as usize].service = NONE;
+        self.free.push(i);
+        self.counters.flows_expired += 1;
+    }
+
+    fn next_rand(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// A full-NAT source endpoint unused towards `backend`.
+    fn snat_port(
+        &mut self,
+        proto: u8,
+        addr: Ipv4Addr,
+        client_port: u16,
+        backend: Endpoint,
+        now: Micros,
+    ) -> Option<Endpoint> {
+        let (lo, hi) = SNAT_PORTS;
+        if (lo..=hi).contains(&client_port)
+            && self.find_rev(proto, backend, Endpoint::new(addr, client_port), now).is_none()
+        {
+            return Some(Endpoint::new(addr, client_port));
+        }
+        for _ in 0..64 {
+            let p = lo + (self.next_rand() % (hi - lo + 1) as u64) as u16;
+            if self.find_rev(proto, backend, Endpoint::new(addr, p), now).is_none() {
+                return Some(Endpoint::new(addr, p));
+            }
+        }
+        None
+    }
+
+    /// A packet to a service's VIP: to its flow's backend, or a new one.
+    fn to_backend(&mut self, pkt: &mut Packet, si: u16, now: Micros) -> Result<(), DropReason> {
+        let p = parse(&pkt.data()[ETH..]);
+        let l4 = p.ihl;
+        let total = p.total;
+        let (sport, dport, flags) =
+            ports(&pkt.data()[ETH..ETH + total], l4, p.proto).ok_or(DropReason::NatTruncated)?;
+        let client = Endpoint::new(p.src, sport);
+        let mut flow = self.find_fwd(p.proto, client, si, now);
+        if let Some(i) = flow {
+            let f = self.flows[i as usize];
+            if !self.services[si as usize].backends[f.backend as usize].healthy {
+                // Its backend left the table: only such flows move.
+                self.remove(i);
+                self.counters.flows_moved += 1;
+                flow = None;
+            }
+        }
+        let i = match flow {
+            Some(i) => i,
+            None => {
+                let svc = &self.services[si as usize];
+                let Some(b) = svc.table.lookup(flow_hash(p.proto, client, Endpoint::new(p.dst, dport))) else {
+                    return Err(DropReason::LbNoBackend);
+                };
+                let backend = svc.backends[b].ep;
+                let (mode, snat_addr) = (svc.mode, svc.snat);
+                let snat = match mode {
+                    LbMode::Dnat => client,
+                    LbMode::FullNat => {
+                        self.snat_port(p.proto, snat_addr, sport, backend, now).ok_or(DropReason::LbFlowTableFull)?
+                    }
+                };
+                let Some(i) = self.free.pop() else {
+                    self.counters.table_full += 1;
+                    return Err(DropReason::LbFlowTableFull);
+                };
+                self.flows[i as usize] =
+                    Flow { proto: p.proto, service: si, backend: b as u16, client, snat, expires: 0, tcp: 0 };
+                self.fwd.insert(h_fwd(p.proto, client, si), i);
+                self.rev.insert(h_rev(p.proto, backend, snat), i);
+                self.counters.flows_created += 1;
+                let svc = &mut self.services[si as usize];
+                svc.counters.new_flows += 1;
+                svc.counters.active_flows += 1;
+                let bc = &mut svc.backends[b].counters;
+                bc.new_flows += 1;
+                bc.active_flows += 1;
+                i
+            }
+        };
+        let t = self.timeouts;
+        let f = &mut self.flows[i as usize];
+        f.expires = now + idle_timeout(&t, &mut f.tcp, p.proto, flags, true);
+        let f = *f;
+        let svc = &mut self.services[si as usize];
+        let backend = &mut svc.backends[f.backend as usize];
+        svc.counters.packets += 1;
+        svc.counters.bytes += total as u64;
+        backend.counters.packets += 1;
+        backend.counters.bytes += total as u64;
+        let be = backend.ep;
+        let ip = &mut pkt.data_mut()[ETH..ETH + total];
+        set_addr(ip, 16, be.addr, Some(l4), p.proto);
+        set_port(ip, l4 + 2, be.port, l4, p.proto);
+        if f.snat != f.client {
+            set_addr(ip, 12, f.snat.addr, Some(l4), p.proto);
+            set_port(ip, l4, f.snat.port, l4, p.proto);
+        }
+        pkt.meta.local = false;
+        Ok(())
+    }
+
+    /// A reply from a backend: back to the client from the VIP. `Ok(false)`
+    /// if the packet is not one.
+    fn from_backend(&mut self, pkt: &mut Packet, now: Micros) -> bool {
+        let p = parse(&pkt.data()[ETH..]);
+        if !p.first || !(p.proto == TCP || p.proto == UDP) {
+            return false;
+        }
+        let Some((sport, dport, flags)) = ports(&pkt.data()[ETH..ETH + p.total], p.ihl, p.proto) else { return false };
+        let Some(i) = self.find_rev(p.proto, Endpoint::new(p.src, sport), Endpoint::new(p.dst, dport), now) else {
+            return false;
+        };
+        let t = self.timeouts;
+        let f = &mut self.flows[i as usize];
+        f.expires = now + idle_timeout(&t, &mut f.tcp, p.proto, flags, false);
+        let f = *f;
+        let svc = &mut self.services[f.service as usize];
+        let vip = svc.vip;
+        svc.counters.packets += 1;
+        svc.counters.bytes += p.total as u64;
+        let bc = &mut svc.backends[f.backend as usize].counters;
+        bc.packets += 1;
+        bc.bytes += p.total as u64;
+        let l4 = p.ihl;
+        let ip = &mut pkt.data_mut()[ETH..ETH + p.total];
+        set_addr(ip, 12, vip.addr, Some(l4), p.proto);
+        set_port(ip, l4, vip.port, l4, p.proto);
+        if f.snat != f.client {
+            set_addr(ip, 16, f.client.addr, Some(l4), p.proto);
+            set_port(ip, l4 + 2, f.client.port, l4, p.proto);
+        }
+        pkt.meta.local = false;
+        true
+    }
+
+    /// No backend is up: TCP gets a reset, UDP an ICMP port unreachable,
+    /// both from the VIP; the router sends them back.
+    fn refuse(&mut self, mut pkt: Packet, si: u16, cx: &mut StageContext<'_>) -> Option<Packet> {
+        let in_port = pkt.meta.in_port;
+        cx.count_drop(in_port, DropReason::LbNoBackend);
+        self.counters.no_backend += 1;
+        let svc = &mut self.services[si as usize];
+        svc.counters.no_backend += 1;
+        let vip = svc.vip.addr;
+        let ok = match svc.proto {
+            TCP => make_reset(&mut pkt),
+            _ => {
+                self.ident = self.ident.wrapping_add(1);
+                crate::router::icmp::may_send_error(pkt.data(), &[])
+                    && build_error(&mut pkt, IcmpError::PortUnreachable, vip, self.ident).is_some()
+            }
+        };
+        if ok {
+            pkt.meta.local = false;
+            pkt.meta.out_port = None;
+            Some(pkt)
+        } else {
+            cx.pool.free(pkt);
+            None
+        }
+    }
+
+    fn service_for(&self, proto: u8, dst: Ipv4Addr, dport: u16) -> Option<u16> {
+        self.services
+            .iter()
+            .position(|s| s.proto == proto && s.vip.addr == dst && s.vip.port == dport)
+            .map(|i| i as u16)
+    }
+}
+
+/// Turns a TCP segment into the RST that refuses it (RFC 9293 §3.10.7.1),
+/// in place: addresses and ports swapped, no payload.
+fn make_reset(pkt: &mut Packet) -> bool {
+    let p = parse(&pkt.data()[ETH..]);
+    let l4 = p.ihl;
+    if pkt.len() < ETH + l4 + 20 || p.total < l4 + 20 {
+        return false;
+    }
+    let d = &mut pkt.data_mut()[ETH..];
+    let seq = u32::from_be_bytes(d[l4 + 4..l4 + 8].try_into().unwrap());
+    let ack = u32::from_be_bytes(d[l4 + 8..l4 + 12].try_into().unwrap());
+    let flags = d[l4 + 13];
+    if flags & 0x04 != 0 {
+        // Never answer a reset.
+        return false;
+    }
+    let doff = ((d[l4 + 12] >> 4) as usize * 4).max(20);
+    let payload = p.total.saturating_sub(l4 + doff) as u32;
+    let (new_seq, new_ack, new_flags) = if flags & 0x10 != 0 {
+        (ack, 0, 0x04)
+    } else {
+        (0, seq.wrapping_add(payload + (flags & 0x02 != 0) as u32 + (flags & 0x01 != 0) as u32), 0x14)
+    };
+    // Move the TCP header right after a plain 20-byte IP header.
+    let (sport, dport) = (csum::get(d, l4), csum::get(d, l4 + 2));
+    d[0] = 0x45;
+    d[1] = 0;
+    d[2..4].copy_from_slice(&40u16.to_be_bytes());
+    d[4..6].copy_from_slice(&[0, 0]);
+    d[6..8].copy_from_slice(&[0x40, 0]);
+    d[8] = 64;
+    let (src, dst) = (p.src, p.dst);
+    d[12..16].copy_from_slice(&dst.octets());
+    d[16..20].copy_from_slice(&src.octets());
+    d[10..12].copy_from_slice(&[0, 0]);
+    let c = csum::checksum(&d[..20]);
+    csum::set(d, 10, c);
+    let t = &mut d[20..40];
+    t[0..2].copy_from_slice(&dport.to_be_bytes());
+    t[2..4].copy_from_slice(&sport.to_be_bytes());
+    t[4..8].copy_from_slice(&new_seq.to_be_bytes());
+    t[8..12].copy_from_slice(&new_ack.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = new_flags;
+    t[14..20].fill(0);
+    let mut pseudo = [0u8; 32];
+    pseudo[0..4].copy_from_slice(&dst.octets());
+    pseudo[4..8].copy_from_slice(&src.octets());
+    pseudo[9] = TCP;
+    pseudo[10..12].copy_from_slice(&20u16.to_be_bytes());
+    pseudo[12..32].copy_from_slice(t);
+    let c = csum::checksum(&pseudo);
+    csum::set(t, 16, c);
+    pkt.set_len(ETH + 40)
+}
+
+impl Stage for Lb {
+    fn name(&self) -> &'static str {
+        "lb"
+    }
+
+    fn process(&mut self, batch: &mut Batch, cx: &mut StageContext<'_>) {
+        let mut onward = Batch::new();
+        for mut pkt in batch.drain(..) {
+            let p = parse(&pkt.data()[ETH..]);
+            let to_vip = if p.first && (p.proto == TCP || p.proto == UDP) {
+                ports(&pkt.data()[ETH..ETH + p.total], p.ihl, p.proto)
+                    .and_then(|(_, dport, _)| self.service_for(p.proto, p.dst, dport))
+            } else {
+                None
+            };
+            let keep = match to_vip {
+                Some(si) => match self.to_backend(&mut pkt, si, cx.now) {
+                    Ok(()) => Some(pkt),
+                    Err(DropReason::LbNoBackend) => self.refuse(pkt, si, cx),
+                    Err(reason) => {
+                        cx.drop(pkt, reason);
+                        None
+                    }
+                },
+                None => {
+                    self.from_backend(&mut pkt, cx.now);
+                    Some(pkt)
+                }
+            };
+            if let Some(pkt) = keep {
+                let _ = onward.push(pkt);
+            }
+        }
+        *batch = onward;
+    }
+
+    fn poll(&mut self, cx: &mut StageContext<'_>) {
+        // Expired flows, a few per turn.
+        for _ in 0..SWEEP_PER_POLL.min(self.flows.len()) {
+            let i = self.sweep_at;
+            self.sweep_at = (self.sweep_at + 1) % self.flows.len();
+            if self.flows[i].service != NONE && self.flows[i].expires <= cx.now {
+                self.remove(i as u32);
+            }
+        }
+        // Health checks; a changed state rebuilds that service's table.
+        let size = self.table_size;
+        for (si, svc) in self.services.iter_mut().enumerate() {
+            if svc.check == CheckKind::None {
+                continue;
+            }
+            let mut changed = false;
+            for (bi, b) in svc.backends.iter_mut().enumerate() {
+                let local_port = 49152 + ((si * 64 + bi) % 4096) as u16 * 4;
+                let Some(ok) = b.health.step(cx, &svc.check, b.ep, b.via_port, local_port, svc.interval, svc.timeout)
+                else {
+                    continue;
+                };
+                let flip = if ok {
+                    !b.healthy && b.health.successes >= svc.rise
+                } else {
+                    b.healthy && b.health.failures >= svc.fall
+                };
+                if flip {
+                    b.healthy = ok;
+                    b.counters.transitions += 1;
+                    changed = true;
+                }
+            }
+            if changed {
+                svc.rebuild(size);
+            }
+        }
+    }
+
+    fn write_stats(&self, out: &mut String) {
+        let c = &self.counters;
+        let _ = write!(
+            out,
+            " flows={} flow_capacity={} flows_created={} flows_expired={} flows_moved={} flow_table_full={} no_backend={}",
+            self.flows(),
+            self.flows.len(),
+            c.flows_created,
+            c.flows_expired,
+            c.flows_moved,
+            c.table_full,
+            c.no_backend
+        );
+    }
+
+    fn write_details(&self, out: &mut String) {
+        for s in &self.services {
+            let c = &s.counters;
+            let up = s.backends.iter().filter(|b| b.healthy).count();
+            let _ = writeln!(
+                out,
+                "lb-service name={} vip={}:{} proto={} new_flows={} active_flows={} packets={} bytes={} no_backend={} backends_up={}",
+                s.name,
+                s.vip.addr,
+                s.vip.port,
+                if s.proto == TCP { "tcp" } else { "udp" },
+                c.new_flows,
+                c.active_flows,
+                c.packets,
+                c.bytes,
+                c.no_backend,
+                up
+            );
+            for b in &s.backends {
+                let bc = &b.counters;
+                let _ = writeln!(
+                    out,
+                    "lb-backend name={}/{}:{} healthy={} weight={} new_flows={} active_flows={} packets={} bytes={} transitions={} checks_ok={} checks_failed={}",
+                    s.name,
+                    b.ep.addr,
+                    b.ep.port,
+                    b.healthy as u8,
+                    b.weight,
+                    bc.new_flows,
+                    bc.active_flows,
+                    bc.packets,
+                    bc.bytes,
+                    bc.transitions,
+                    b.health.total_ok,
+                    b.health.total_failed
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

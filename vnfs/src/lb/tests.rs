@@ -1,0 +1,247 @@
+//! Load balancer behaviour on real frames.
+
+use core::net::Ipv4Addr;
+use std::collections::BTreeMap;
+use std::vec::Vec;
+
+use proptest::prelude::*;
+use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
+
+use super::{flow_hash, Lb};
+use crate::config;
+use crate::dataplane::Dataplane;
+use crate::nat::table::Endpoint;
+use crate::packet::{Batch, PacketPool};
+use crate::testutil::*;
+
+const C_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
+const S_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 2];
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+const LB_SIDE: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
+const BACKENDS: [Ipv4Addr; 3] = [Ipv4Addr::new(10, 2, 0, 11), Ipv4Addr::new(10, 2, 0, 12), Ipv4Addr::new(10, 2, 0, 13)];
+
+fn cfg(mode: &str, backends: usize) -> config::Config {
+    let mut text = std::format!(
+        "port client address 10.1.0.1/24\nport servers address 10.2.0.1/24\nservice web {{\n vip 10.1.0.1:80\n mode {mode}\n check none\n"
+    );
+    for b in &BACKENDS[..backends] {
+        text += &std::format!(" backend {b}:8000\n");
+    }
+    text += "}\nservice dns {\n vip 10.1.0.1:53 udp\n check none\n backend 10.2.0.11:5353\n}\nlb table-size 251\n";
+    config::parse(&text).unwrap()
+}
+
+struct Rig {
+    pool: PacketPool,
+    dp: Dataplane,
+}
+
+impl Rig {
+    fn new(mode: &str) -> Rig {
+        Rig::with(cfg(mode, 3))
+    }
+
+    fn with(cfg: config::Config) -> Rig {
+        let mut r = Rig { pool: PacketPool::new(256), dp: Dataplane::new(&cfg, &[C_MAC, S_MAC], 0, 1) };
+        r.send(0, &arp_request(PEER_MAC, CLIENT, VIP));
+        for b in BACKENDS {
+            r.send(1, &arp_reply(PEER_MAC, b, S_MAC, LB_SIDE));
+        }
+        r.sent(0);
+        r.sent(1);
+        r
+    }
+
+    fn send(&mut self, port: u8, frame: &[u8]) {
+        let mut batch = Batch::new();
+        let mut p = self.pool.alloc().unwrap();
+        assert!(p.fill(frame));
+        batch.push(p).unwrap();
+        self.dp.receive(port, &mut batch, &mut self.pool, 0);
+        self.dp.poll(0, &mut self.pool);
+    }
+
+    fn sent(&mut self, port: u8) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let q = &mut self.dp.port_mut(port).tx;
+        while let Some(p) = q.pop_front() {
+            out.push(p.data().to_vec());
+            self.pool.free(p);
+        }
+        out
+    }
+
+    fn through(&mut self, port: u8, frame: &[u8], out: u8) -> Vec<u8> {
+        self.send(port, frame);
+        let mut f = self.sent(out);
+        assert_eq!(f.len(), 1, "one frame out of port {out}");
+        f.pop().unwrap()
+    }
+
+    fn finish(mut self) {
+        self.dp.drain(&mut self.pool);
+        assert_eq!(self.pool.available(), 256);
+    }
+}
+
+fn tcp4(frame: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16, u8) {
+    let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+    assert!(ip.verify_checksum());
+    let t = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert!(t.verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into()), "TCP checksum");
+    (ip.src_addr(), t.src_port(), ip.dst_addr(), t.dst_port(), ip.payload()[13])
+}
+
+#[test]
+fn full_nat_both_ways() {
+    let mut r = Rig::new("full-nat");
+    let out = r.through(0, &tcp_frame(C_MAC, (CLIENT, 30000), (VIP, 80), true, false), 1);
+    let (src, sport, dst, dport, _) = tcp4(&out);
+    assert_eq!((src, sport, dport), (LB_SIDE, 30000, 8000), "source is the appliance, port kept");
+    assert!(BACKENDS.contains(&dst));
+    let back = r.through(1, &tcp_frame(S_MAC, (dst, 8000), (LB_SIDE, 30000), true, true), 0);
+    let (a, b, c, d, _) = tcp4(&back);
+    assert_eq!((a, b, c, d), (VIP, 80, CLIENT, 30000));
+    // A client port outside the source-port range gets one from the range.
+    let high = r.through(0, &tcp_frame(C_MAC, (CLIENT, 40000), (VIP, 80), true, false), 1);
+    assert!((1024..=32767).contains(&tcp4(&high).1));
+    // The same client goes on to the same backend.
+    let again = r.through(0, &tcp_frame(C_MAC, (CLIENT, 30000), (VIP, 80), false, true), 1);
+    assert_eq!(tcp4(&again).2, dst);
+    r.finish();
+}
+
+#[test]
+fn dnat_keeps_the_client_address() {
+    let mut r = Rig::new("dnat");
+    let out = r.through(0, &tcp_frame(C_MAC, (CLIENT, 40001), (VIP, 80), true, false), 1);
+    let (src, sport, dst, _, _) = tcp4(&out);
+    assert_eq!((src, sport), (CLIENT, 40001));
+    let back = r.through(1, &tcp_frame(S_MAC, (dst, 8000), (CLIENT, 40001), true, true), 0);
+    let (a, b, c, d, _) = tcp4(&back);
+    assert_eq!((a, b, c, d), (VIP, 80, CLIENT, 40001));
+    r.finish();
+}
+
+#[test]
+fn udp_service() {
+    let mut r = Rig::new("full-nat");
+    let out = r.through(0, &udp_frame(C_MAC, (CLIENT, 5555), (VIP, 53), b"q"), 1);
+    let ip = Ipv4Packet::new_checked(&out[14..]).unwrap();
+    let u = UdpPacket::new_checked(ip.payload()).unwrap();
+    assert!(u.verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into()));
+    assert_eq!((ip.dst_addr(), u.dst_port()), (BACKENDS[0], 5353));
+    r.finish();
+}
+
+#[test]
+fn spread_follows_the_maglev_table() {
+    let mut r = Rig::new("full-nat");
+    let mut seen: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
+    for port in 20000..20600u16 {
+        let out = r.through(0, &tcp_frame(C_MAC, (CLIENT, port), (VIP, 80), true, false), 1);
+        *seen.entry(tcp4(&out).2).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 3);
+    for (b, n) in &seen {
+        assert!((150..=250).contains(n), "{b}: {n} of 600");
+    }
+    r.finish();
+}
+
+fn lb_and_pool(backends: usize) -> (Lb, PacketPool) {
+    (Lb::from_config(&cfg("full-nat", backends), 1), PacketPool::new(4))
+}
+
+/// The backend `lb` sends a SYN from `client_port` to.
+fn pick(lb: &mut Lb, pool: &mut PacketPool, client_port: u16) -> Ipv4Addr {
+    let mut p = pool.alloc().unwrap();
+    p.fill(&tcp_frame(C_MAC, (CLIENT, client_port), (VIP, 80), client_port % 2 == 0, true));
+    lb.to_backend(&mut p, 0, 0).unwrap();
+    let dst = Ipv4Packet::new_unchecked(&p.data()[14..]).dst_addr();
+    pool.free(p);
+    dst
+}
+
+#[test]
+fn removing_a_backend_moves_only_its_flows_and_adding_one_moves_none() {
+    let (mut lb, mut pool) = lb_and_pool(3);
+    let before: Vec<Ipv4Addr> = (1000..4000).map(|p| pick(&mut lb, &mut pool, p)).collect();
+    // Backend 2 goes down.
+    lb.services[0].backends[2].healthy = false;
+    lb.services[0].rebuild(251);
+    let mut moved_others = 0;
+    for (i, p) in (1000..4000).enumerate() {
+        let now = pick(&mut lb, &mut pool, p);
+        if before[i] == BACKENDS[2] {
+            assert_ne!(now, BACKENDS[2]);
+        } else if now != before[i] {
+            moved_others += 1;
+        }
+    }
+    assert_eq!(moved_others, 0, "established flows on healthy backends stay");
+    // It comes back: existing flows stay where they are now.
+    let settled: Vec<Ipv4Addr> = (1000..4000).map(|p| pick(&mut lb, &mut pool, p)).collect();
+    lb.services[0].backends[2].healthy = true;
+    lb.services[0].rebuild(251);
+    for (i, p) in (1000..4000).enumerate() {
+        assert_eq!(pick(&mut lb, &mut pool, p), settled[i], "no established flow moves when a backend joins");
+    }
+    // New flows do use it again.
+    assert!((5000..5300).any(|p| pick(&mut lb, &mut pool, p) == BACKENDS[2]));
+}
+
+#[test]
+fn two_instances_pick_the_same_backend() {
+    let (a, _) = lb_and_pool(3);
+    let (b, _) = lb_and_pool(3);
+    for port in 0..2000u16 {
+        let h = flow_hash(6, Endpoint::new(CLIENT, port), Endpoint::new(VIP, 80));
+        assert_eq!(a.services[0].table.lookup(h), b.services[0].table.lookup(h));
+    }
+}
+
+#[test]
+fn no_backend_up_gets_reset_or_port_unreachable() {
+    // Health-checked backends start down: nothing answers yet.
+    let text = "port client address 10.1.0.1/24\nport servers address 10.2.0.1/24\n\
+                service web {\n vip 10.1.0.1:80\n backend 10.2.0.11:8000\n check tcp\n}\n\
+                service dns {\n vip 10.1.0.1:53 udp\n backend 10.2.0.11:5353\n check tcp\n}\n";
+    let mut r = Rig::with(config::parse(text).unwrap());
+    let rst = r.through(0, &tcp_frame(C_MAC, (CLIENT, 40000), (VIP, 80), true, false), 0);
+    let (src, sport, dst, dport, flags) = tcp4(&rst);
+    assert_eq!((src, sport, dst, dport), (VIP, 80, CLIENT, 40000));
+    assert_eq!(flags & 0x14, 0x14, "RST+ACK");
+    let t = TcpPacket::new_checked(&rst[34..]).unwrap();
+    assert_eq!(t.ack_number().0, 1001, "acknowledges the SYN");
+    let unreach = r.through(0, &udp_frame(C_MAC, (CLIENT, 5555), (VIP, 53), b"q"), 0);
+    let ip = Ipv4Packet::new_checked(&unreach[14..]).unwrap();
+    assert_eq!(ip.next_header(), IpProtocol::Icmp);
+    assert_eq!(&ip.payload()[..2], &[3, 3], "port unreachable");
+    assert_eq!(r.dp.ports()[0].counters.dropped(crate::counters::DropReason::LbNoBackend), 2);
+    r.finish();
+}
+
+proptest! {
+    #[test]
+    fn random_frames_through_the_lb_never_panic_or_leak(
+        frames in proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..80), any::<bool>(), 0usize..60, any::<u8>(), any::<u16>()), 1..24),
+    ) {
+        let mut r = Rig::new("full-nat");
+        for (body, from_backend, at, v, port) in frames {
+            let mut f = if from_backend {
+                l4_frame(S_MAC, BACKENDS[port as usize % 3], LB_SIDE, [IpProtocol::Udp, IpProtocol::Tcp][at % 2], &body)
+            } else {
+                let mut b = body.clone();
+                if b.len() >= 4 { b[2..4].copy_from_slice(&[0, if port % 2 == 0 { 80 } else { 53 }]); }
+                l4_frame(C_MAC, CLIENT, VIP, [IpProtocol::Udp, IpProtocol::Tcp][at % 2], &b)
+            };
+            if let Some(b) = f.get_mut(14 + 20 + at) { *b = v; }
+            r.send(if from_backend { 1 } else { 0 }, &f);
+            r.sent(0);
+            r.sent(1);
+        }
+        r.finish();
+    }
+}
