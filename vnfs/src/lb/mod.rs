@@ -319,7 +319,7 @@ impl Lb {
     }
 
     /// A packet to a service's VIP: to its flow's backend, or a new one.
-    fn to_backend(&mut self, pkt: &mut Packet, si: u16, now: Micros) -> Result<(), DropReason> {
+    fn forward_to_backend(&mut self, pkt: &mut Packet, si: u16, now: Micros) -> Result<(), DropReason> {
         let p = parse(&pkt.data()[ETH..]);
         let l4 = p.ihl;
         let total = p.total;
@@ -393,7 +393,7 @@ impl Lb {
 
     /// A reply from a backend: back to the client from the VIP. `Ok(false)`
     /// if the packet is not one.
-    fn from_backend(&mut self, pkt: &mut Packet, now: Micros) -> bool {
+    fn reply_from_backend(&mut self, pkt: &mut Packet, now: Micros) -> bool {
         let p = parse(&pkt.data()[ETH..]);
         if !p.first || !(p.proto == TCP || p.proto == UDP) {
             return false;
@@ -532,7 +532,7 @@ impl Stage for Lb {
                 None
             };
             let keep = match to_vip {
-                Some(si) => match self.to_backend(&mut pkt, si, cx.now) {
+                Some(si) => match self.forward_to_backend(&mut pkt, si, cx.now) {
                     Ok(()) => Some(pkt),
                     Err(DropReason::LbNoBackend) => self.refuse(pkt, si, cx),
                     Err(reason) => {
@@ -541,7 +541,7 @@ impl Stage for Lb {
                     }
                 },
                 None => {
-                    self.from_backend(&mut pkt, cx.now);
+                    self.reply_from_backend(&mut pkt, cx.now);
                     Some(pkt)
                 }
             };
