@@ -1,15 +1,27 @@
 #!/usr/bin/env python3
 """HTTP server that answers every GET with its own name and the client
-address it saw: `whoami_http.py BIND_ADDR PORT NAME`. Used by the qemu-tests
-to see what a NAT or load balancer did to the source."""
+address it saw: `whoami_http.py BIND_ADDR PORT NAME`. `/slow` streams 20
+lines over about four seconds (a long-lived connection). Used by the
+qemu-tests to see what a NAT or load balancer did."""
 import http.server
 import sys
+import time
 
 bind, port, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+
     def do_GET(self):
+        if self.path == "/slow":
+            self.send_response(200)
+            self.end_headers()
+            for i in range(20):
+                self.wfile.write(f"{name} chunk {i}\n".encode())
+                self.wfile.flush()
+                time.sleep(0.2)
+            return
         body = f"{name} saw {self.client_address[0]}:{self.client_address[1]}\n".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))

@@ -157,7 +157,7 @@ fn lb_and_pool(backends: usize) -> (Lb, PacketPool) {
 /// The backend `lb` sends a SYN from `client_port` to.
 fn pick(lb: &mut Lb, pool: &mut PacketPool, client_port: u16) -> Ipv4Addr {
     let mut p = pool.alloc().unwrap();
-    p.fill(&tcp_frame(C_MAC, (CLIENT, client_port), (VIP, 80), client_port % 2 == 0, true));
+    p.fill(&tcp_frame(C_MAC, (CLIENT, client_port), (VIP, 80), client_port.is_multiple_of(2), true));
     lb.forward_to_backend(&mut p, 0, 0).unwrap();
     let dst = Ipv4Packet::new_unchecked(&p.data()[14..]).dst_addr();
     pool.free(p);
@@ -234,7 +234,7 @@ proptest! {
                 l4_frame(S_MAC, BACKENDS[port as usize % 3], LB_SIDE, [IpProtocol::Udp, IpProtocol::Tcp][at % 2], &body)
             } else {
                 let mut b = body.clone();
-                if b.len() >= 4 { b[2..4].copy_from_slice(&[0, if port % 2 == 0 { 80 } else { 53 }]); }
+                if b.len() >= 4 { b[2..4].copy_from_slice(&[0, if port.is_multiple_of(2) { 80 } else { 53 }]); }
                 l4_frame(C_MAC, CLIENT, VIP, [IpProtocol::Udp, IpProtocol::Tcp][at % 2], &b)
             };
             if let Some(b) = f.get_mut(14 + 20 + at) { *b = v; }
