@@ -44,6 +44,7 @@ test: image
 bench: image host
 	$(CARGO) bench -p sluice-vnfs --bench router
 	$(CARGO) bench -p sluice-vnfs --bench nat
+	$(CARGO) bench -p sluice-vnfs --bench lb
 	$(CARGO) run --release -p sluice-qemu-tests --bin sluice-bench
 
 fmt:

@@ -1,0 +1,235 @@
+//! Load balancer cost per packet on the host: bursts of 32 from clients to
+//! a VIP (ingress, LB, router, egress), with 1k and 1M flows, for packets
+//! that open flows and packets of established flows; beside each, the same
+//! packets through a router-only pipeline. Then the Maglev table build time
+//! for 10, 100 and 1000 backends beside the floor of writing the table once.
+//!
+//! Cycles are ns × the CPU clock from /proc/cpuinfo.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use vnfs::config;
+use vnfs::csum;
+use vnfs::dataplane::Dataplane;
+use vnfs::lb::maglev::{MaglevTable, Member, DEFAULT_SIZE};
+use vnfs::packet::{Batch, Packet, PacketPool};
+
+const C_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
+const S_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 2];
+const BATCH: usize = 32;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 16) as u32
+    }
+}
+
+fn cpu_mhz() -> f64 {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("cpu MHz")).and_then(|l| l.split(':').nth(1)?.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// UDP (checksum 0) from `src:sport` to `dst`:53.
+fn frame(src: u32, sport: u16, dst: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + 8 + 18];
+    f[0..6].copy_from_slice(&C_MAC);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
+    f[12..14].copy_from_slice(&[8, 0]);
+    let ip = &mut f[14..];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&46u16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&src.to_be_bytes());
+    ip[16..20].copy_from_slice(&dst);
+    let c = csum::checksum(&ip[..20]);
+    csum::set(ip, 10, c);
+    ip[20..22].copy_from_slice(&sport.to_be_bytes());
+    ip[22..24].copy_from_slice(&53u16.to_be_bytes());
+    ip[24..26].copy_from_slice(&26u16.to_be_bytes());
+    f
+}
+
+/// Restores a forwarded packet to a fresh arrival from `src:sport` to `dst`.
+fn rearm(p: &mut Packet, src: u32, sport: u16, dst: [u8; 4]) {
+    let d = p.data_mut();
+    d[0..6].copy_from_slice(&C_MAC);
+    let ip = &mut d[14..];
+    ip[8] = 64;
+    ip[12..16].copy_from_slice(&src.to_be_bytes());
+    ip[16..20].copy_from_slice(&dst);
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let c = csum::checksum(&ip[..20]);
+    csum::set(ip, 10, c);
+    ip[20..22].copy_from_slice(&sport.to_be_bytes());
+    ip[22..24].copy_from_slice(&53u16.to_be_bytes());
+    ip[26] = 0;
+    ip[27] = 0;
+}
+
+fn dataplane(lb: bool, flows: usize) -> (Dataplane, PacketPool) {
+    let mut text = String::from(
+        "port client address 10.1.0.1/24\nport servers address 10.2.0.1/16\nroute 0.0.0.0/0 via 10.1.0.254\n",
+    );
+    if lb {
+        text += &format!("lb flows {flows}\nservice dns {{\n vip 10.1.0.1:53 udp\n mode dnat\n check none\n");
+        for i in 0..10 {
+            text += &format!(" backend 10.2.0.{}:53\n", 10 + i);
+        }
+        text += "}\npipeline client lb router\npipeline servers lb router\n";
+    } else {
+        text += "pipeline client router\npipeline servers router\n";
+    }
+    let cfg = config::parse(&text).unwrap();
+    let mut dp = Dataplane::new(&cfg, &[C_MAC, S_MAC], 0, 1);
+    let mut pool = PacketPool::new(4096);
+    // Backends (and, for the baseline, 10.2.0.53) answer ARP.
+    let mut b = Batch::new();
+    for last in (10..20).chain([53]) {
+        let mut arp = vec![0u8; 42];
+        arp[0..6].copy_from_slice(&S_MAC);
+        arp[6..12].copy_from_slice(&[2, 0, 0, 0, 1, last]);
+        arp[12..14].copy_from_slice(&[8, 6]);
+        arp[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
+        arp[22..28].copy_from_slice(&[2, 0, 0, 0, 1, last]);
+        arp[28..32].copy_from_slice(&[10, 2, 0, last]);
+        arp[32..38].copy_from_slice(&S_MAC);
+        arp[38..42].copy_from_slice(&[10, 2, 0, 1]);
+        let mut p = pool.alloc().unwrap();
+        p.fill(&arp);
+        b.push(p).unwrap();
+    }
+    dp.receive(1, &mut b, &mut pool, 0);
+    dp.poll(0, &mut pool);
+    while let Some(p) = dp.port_mut(1).tx.pop_front() {
+        pool.free(p);
+    }
+    (dp, pool)
+}
+
+fn run(
+    dp: &mut Dataplane,
+    pool: &mut PacketPool,
+    total: usize,
+    dst: [u8; 4],
+    mut next: impl FnMut() -> (u32, u16),
+) -> f64 {
+    let mut ring: VecDeque<Packet> = (0..2048)
+        .map(|_| {
+            let mut p = pool.alloc().unwrap();
+            let (a, port) = next();
+            p.fill(&frame(a, port, dst));
+            p
+        })
+        .collect();
+    let mut sent = 0;
+    let start = Instant::now();
+    while sent < total {
+        let mut batch = Batch::new();
+        for _ in 0..BATCH {
+            let mut p = ring.pop_front().unwrap();
+            let (a, port) = next();
+            rearm(&mut p, a, port, dst);
+            batch.push(p).unwrap();
+        }
+        dp.receive(0, &mut batch, pool, 0);
+        sent += BATCH;
+        let q = &mut dp.port_mut(1).tx;
+        let mut back = 0;
+        while let Some(p) = q.pop_front() {
+            ring.push_back(p);
+            back += 1;
+        }
+        assert_eq!(back, BATCH, "every packet forwarded");
+    }
+    let ns = start.elapsed().as_nanos() as f64 / sent as f64;
+    for p in ring {
+        pool.free(p);
+    }
+    ns
+}
+
+fn row(n: usize, what: &str, lb: f64, base: f64, mhz: f64) {
+    println!(
+        "{:<10} {:<12} {:>8.1} ns {:>4.0} cyc {:>13.1} ns {:>4.0} cyc {:>10.1} ns {:>4.0} cyc",
+        n,
+        what,
+        lb,
+        lb * mhz / 1e3,
+        base,
+        base * mhz / 1e3,
+        lb - base,
+        (lb - base) * mhz / 1e3
+    );
+}
+
+fn main() {
+    let mhz = cpu_mhz();
+    println!("LB, host, one core, burst {BATCH}, 10 backends, DNAT ({mhz:.0} MHz; cycles = ns x clock)\n");
+    println!(
+        "{:<10} {:<12} {:>16} {:>24} {:>18}",
+        "flows", "packets", "lb+router", "baseline: router only", "lb's share"
+    );
+    const VIP: [u8; 4] = [10, 1, 0, 1];
+    const ROUTED: [u8; 4] = [10, 2, 0, 53];
+    for n in [1_000usize, 1_000_000] {
+        let mut rng = Rng(0x77 ^ n as u64);
+        let mut seen = std::collections::HashSet::new();
+        let mut flows = Vec::with_capacity(n);
+        while flows.len() < n {
+            let f = (0x0b00_0000 | (rng.next() & 0x00ff_ffff), 1024 + (rng.next() % 60000) as u16);
+            if seen.insert(f) {
+                flows.push(f);
+            }
+        }
+        let total = n.max(BATCH * 64) / BATCH * BATCH;
+        let (mut dp, mut pool) = dataplane(true, n + 4096);
+        let mut i = 0;
+        let new_ns = run(&mut dp, &mut pool, total, VIP, || {
+            let f = flows[i % flows.len()];
+            i += 1;
+            f
+        });
+        let (mut base, mut bpool) = dataplane(false, 0);
+        let mut j = 0;
+        let base_new = run(&mut base, &mut bpool, total, ROUTED, || {
+            let f = flows[j % flows.len()];
+            j += 1;
+            f
+        });
+        row(n, "new flows", new_ns, base_new, mhz);
+        let mut r2 = Rng(5);
+        let est = run(&mut dp, &mut pool, 4_000_000, VIP, || flows[r2.next() as usize % flows.len()]);
+        let mut r3 = Rng(5);
+        let base_est = run(&mut base, &mut bpool, 4_000_000, ROUTED, || flows[r3.next() as usize % flows.len()]);
+        row(n, "established", est, base_est, mhz);
+    }
+    println!("\nMaglev table build, M = {DEFAULT_SIZE}");
+    println!("{:<10} {:>14} {:>34}", "backends", "maglev build", "baseline: fill M slots round-robin");
+    for n in [10usize, 100, 1000] {
+        let members: Vec<Member> =
+            (0..n as u64).map(|i| Member { id: 0x0a02_0000_0050 + (i << 16), weight: 1 + (i % 3) as u32 }).collect();
+        let t = Instant::now();
+        let reps = 5;
+        for _ in 0..reps {
+            std::hint::black_box(MaglevTable::build(&members, DEFAULT_SIZE));
+        }
+        let maglev = t.elapsed().as_secs_f64() * 1e3 / reps as f64;
+        let t = Instant::now();
+        for _ in 0..reps {
+            let v: Vec<u16> = (0..DEFAULT_SIZE).map(|i| (i % n) as u16).collect();
+            std::hint::black_box(v);
+        }
+        let rr = t.elapsed().as_secs_f64() * 1e3 / reps as f64;
+        println!("{:<10} {:>11.2} ms {:>31.3} ms", n, maglev, rr);
+    }
+}
