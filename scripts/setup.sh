@@ -26,6 +26,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     }
 fi
 
+# The qemu-tests parse /metrics with the reference Prometheus parser.
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+    echo "setup: installing prometheus_client (PyPI)" >&2
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet prometheus_client >&2 \
+        || PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --break-system-packages prometheus_client >&2
+fi
+
 if have rustup; then
     # rust-toolchain.toml names the target; install it even where rustup's
     # auto-install is switched off (RUSTUP_AUTO_INSTALL=0).

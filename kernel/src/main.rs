@@ -178,6 +178,7 @@ extern "C" fn kmain(start_info: usize) -> ! {
     let t_pool = clock::now_us();
     let macs: Vec<[u8; 6]> = nics.iter().map(|n| n.mac()).collect();
     let mut dp = Dataplane::new(&config, &macs, clock::now_us(), x86::rdtsc());
+    dp.set_config_text(&source.text);
     for (p, nic) in dp.ports().iter().zip(&nics) {
         let addr = p.address.map(|a| alloc::format!("{a}")).unwrap_or_else(|| "no address".into());
         println!("port {}: {} mac {} mtu {}", p.name, addr, fmt_mac(&nic.mac()), p.mtu);

@@ -210,9 +210,20 @@ impl Default for LbConfig {
     }
 }
 
+/// The management endpoint (`management PORT [listen TCPPORT]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManagementConfig {
+    /// Index of the dedicated management port.
+    pub port: usize,
+    /// TCP port of the HTTP endpoint.
+    pub listen: u16,
+    pub line: u32,
+}
+
 /// A validated configuration.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Config {
+    pub management: Option<ManagementConfig>,
     pub services: Vec<ServiceConfig>,
     pub lb: LbConfig,
     pub ports: Vec<PortConfig>,
@@ -366,7 +377,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     for stmt in &stmts {
         let kw = stmt.words[0];
         match kw.text {
-            "route" | "pipeline" | "router" | "nat" | "service" | "lb" => later.push(stmt),
+            "route" | "pipeline" | "router" | "nat" | "service" | "lb" | "management" => later.push(stmt),
             "port" => {
                 if let Some(port) = parse_port(stmt, &mut errors) {
                     if config.ports.iter().any(|p| p.name == port.name) {
@@ -386,7 +397,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
             }
             other => errors.push(ConfigError::at(
                 &kw,
-                format!("unknown statement `{other}`: expected `port`, `route`, `router`, `nat`, `service`, `lb` or `pipeline`"),
+                format!("unknown statement `{other}`: expected `port`, `route`, `router`, `nat`, `service`, `lb`, `management` or `pipeline`"),
             )),
         }
     }
@@ -436,6 +447,28 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
                 }
             }
             "lb" => parse_lb(stmt, &mut config.lb, &mut errors),
+            "management" => {
+                let kw = stmt.words[0];
+                if let Some(m) = &config.management {
+                    errors.push(ConfigError::at(&kw, format!("`management` is already given on line {}", m.line)));
+                } else if let Some(name) = stmt.words.get(1) {
+                    let mut listen = 80u16;
+                    match (stmt.words.get(2).map(|t| t.text), stmt.words.get(3)) {
+                        (None, _) => {}
+                        (Some("listen"), Some(p)) => match p.text.parse::<u16>() {
+                            Ok(v) if v > 0 => listen = v,
+                            _ => errors.push(ConfigError::at(p, format!("bad TCP port `{}`", p.text))),
+                        },
+                        _ => errors.push(ConfigError::at(&stmt.words[2], "expected `listen TCPPORT`")),
+                    }
+                    match config.port_by_name(name.text) {
+                        Some(port) => config.management = Some(ManagementConfig { port, listen, line: kw.line }),
+                        None => errors.push(ConfigError::at(name, format!("no port named `{}`", name.text))),
+                    }
+                } else {
+                    errors.push(ConfigError::at(&kw, "`management` needs a port: `management mgmt`"));
+                }
+            }
             "nat" => {
                 if let Some(first) = &config.nat {
                     errors.push(ConfigError::at(
@@ -453,6 +486,13 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
                 router_seen = true;
                 parse_router(stmt, &mut config.router, &mut errors);
             }
+        }
+    }
+    // The management port forwards nothing unless told to.
+    if let Some(m) = &config.management {
+        if pipeline_lines[m.port].is_none() {
+            config.pipelines[m.port].clear();
+            pipeline_lines[m.port] = Some(m.line);
         }
     }
     // With services and no explicit pipeline: the load balancer comes first.

@@ -10,17 +10,18 @@
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::fmt;
+use core::fmt::{self, Write as _};
 use core::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use smoltcp::wire::{ArpHardware, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, Ipv4Packet};
 
-use crate::config::{Config, StageKind};
+use crate::config::{self, Config, StageKind};
 use crate::counters::{DropReason, PortCounters};
 use crate::egress::Egress;
 use crate::hoststack::{HostStack, TxQueue};
 use crate::lb::Lb;
+use crate::mgmt::{Management, Request, Response};
 use crate::nat::Nat;
 use crate::packet::{Batch, PacketPool, PortId};
 use crate::router::Router;
@@ -58,7 +59,7 @@ const HOST_POLL_INTERVAL_BUSY: Micros = 2_000;
 
 pub struct Dataplane {
     ports: Vec<Port>,
-    stages: Vec<Box<dyn Stage>>,
+    stages: Vec<(StageKind, Box<dyn Stage>)>,
     stage_counters: Vec<StageCounters>,
     /// Per input port: indices into `stages`, in order.
     pipelines: Vec<Vec<usize>>,
@@ -66,23 +67,81 @@ pub struct Dataplane {
     local: Vec<Ipv4Addr>,
     egress: Egress,
     last_host_poll: Micros,
+    /// The config running now, its text and where the text came from.
+    config: Config,
+    config_text: String,
+    seed: u64,
+    /// The management endpoint and the port it serves on.
+    mgmt: Option<(usize, Management)>,
+    reloads: u64,
+}
+
+/// The appliance's addresses: its ports', the NAT pool and the VIPs (so ARP
+/// and ping work for them).
+fn local_addresses(config: &Config) -> Vec<Ipv4Addr> {
+    let mut local: Vec<Ipv4Addr> = config.ports.iter().filter_map(|p| p.ip()).collect();
+    for a in config.nat.iter().flat_map(|n| &n.pool).chain(config.services.iter().map(|s| &s.vip)) {
+        if !local.contains(a) {
+            local.push(*a);
+        }
+    }
+    local
+}
+
+type StageSet = (Vec<(StageKind, Box<dyn Stage>)>, Vec<StageCounters>, Vec<Vec<usize>>);
+
+/// Builds the stages and pipelines of `config`, taking over `keep` stages
+/// (with their state and counters) where their part of the config did not
+/// change.
+fn build_stages(
+    config: &Config,
+    macs: &[[u8; 6]],
+    seed: u64,
+    mut keep: Vec<(StageKind, Box<dyn Stage>, StageCounters)>,
+) -> StageSet {
+    let mut stages: Vec<(StageKind, Box<dyn Stage>)> = Vec::new();
+    let mut counters = Vec::new();
+    let mut pipelines = Vec::new();
+    for p in &config.pipelines {
+        let mut ids = Vec::new();
+        for kind in p {
+            let id = match stages.iter().position(|(k, _)| k == kind) {
+                Some(id) => id,
+                None => {
+                    let (stage, c) = match keep.iter().position(|(k, _, _)| k == kind) {
+                        Some(i) => {
+                            let (_, s, c) = keep.swap_remove(i);
+                            (s, c)
+                        }
+                        None => (
+                            match kind {
+                                StageKind::Router => Box::new(Router::from_config(config, macs)) as Box<dyn Stage>,
+                                StageKind::Nat => Box::new(Nat::from_config(config, seed)),
+                                StageKind::Lb => Box::new(Lb::from_config(config, seed)),
+                            },
+                            StageCounters::default(),
+                        ),
+                    };
+                    stages.push((*kind, stage));
+                    counters.push(c);
+                    stages.len() - 1
+                }
+            };
+            ids.push(id);
+        }
+        pipelines.push(ids);
+    }
+    (stages, counters, pipelines)
 }
 
 impl Dataplane {
     /// Builds ports and stages from `config`; `macs[i]` is port `i`'s MAC.
     pub fn new(config: &Config, macs: &[[u8; 6]], now: Micros, seed: u64) -> Self {
-        // The appliance's addresses: its ports', and the NAT pool (so ARP
-        // and ping work for pool addresses on the outside link).
-        let mut local: Vec<Ipv4Addr> = config.ports.iter().filter_map(|p| p.ip()).collect();
-        for a in config.nat.iter().flat_map(|n| &n.pool).chain(config.services.iter().map(|s| &s.vip)) {
-            if !local.contains(a) {
-                local.push(*a);
-            }
-        }
+        let local = local_addresses(config);
         let default_gw = |port: usize| {
             config.routes.iter().find(|r| r.prefix.prefix_len() == 0 && r.port == port).and_then(|r| r.via)
         };
-        let ports = config
+        let mut ports: Vec<Port> = config
             .ports
             .iter()
             .zip(macs)
@@ -97,37 +156,164 @@ impl Dataplane {
                 tx: TxQueue::new(),
             })
             .collect();
-        let mut stages: Vec<Box<dyn Stage>> = Vec::new();
-        let mut kinds: Vec<StageKind> = Vec::new();
-        let mut pipelines = Vec::new();
-        for p in &config.pipelines {
-            let mut ids = Vec::new();
-            for kind in p {
-                let id = match kinds.iter().position(|k| k == kind) {
-                    Some(id) => id,
-                    None => {
-                        stages.push(match kind {
-                            StageKind::Router => Box::new(Router::from_config(config, macs)),
-                            StageKind::Nat => Box::new(Nat::from_config(config, seed)),
-                            StageKind::Lb => Box::new(Lb::from_config(config, seed)),
-                        });
-                        kinds.push(*kind);
-                        stages.len() - 1
-                    }
-                };
-                ids.push(id);
-            }
-            pipelines.push(ids);
-        }
+        let (stages, stage_counters, pipelines) = build_stages(config, macs, seed, Vec::new());
+        let mgmt = config.management.as_ref().map(|m| (m.port, Management::new(&mut ports[m.port].host, m.listen)));
         Dataplane {
             ports,
-            stage_counters: stages.iter().map(|_| StageCounters::default()).collect(),
+            stage_counters,
             stages,
             pipelines,
             local,
             egress: Egress::new(config.router.neighbors, config.router.arp_timeout as Micros * 1_000_000),
             last_host_poll: now,
+            config: config.clone(),
+            config_text: String::new(),
+            seed,
+            mgmt,
+            reloads: 0,
         }
+    }
+
+    /// Records the text the running config came from (served by GET /config).
+    pub fn set_config_text(&mut self, text: &str) {
+        self.config_text = text.into();
+    }
+
+    /// Replaces the running config with `text`, between bursts. Ports and
+    /// the management endpoint cannot change while running. Stages whose
+    /// part of the config is unchanged keep their state (NAT sessions, LB
+    /// flows), so established connections survive a reload that touches
+    /// only routes, say. On error nothing changes and the errors come back
+    /// as `NAME:line:column: reason` lines.
+    pub fn reload(&mut self, name: &str, text: &str, pool: &mut PacketPool) -> Result<(), String> {
+        let new = config::parse(text).map_err(|errors| {
+            let mut s = String::new();
+            for e in errors {
+                let _ = writeln!(s, "{}", e.display(name));
+            }
+            s
+        })?;
+        if new.ports != self.config.ports {
+            return Err(alloc::format!("{name}: ports cannot change while running; boot with the new config\n"));
+        }
+        if new.management != self.config.management {
+            return Err(alloc::format!("{name}: the management endpoint cannot change while running\n"));
+        }
+        let old = &self.config;
+        let unchanged = |k: StageKind| match k {
+            StageKind::Router => false,
+            StageKind::Nat => new.nat == old.nat,
+            StageKind::Lb => new.services == old.services && new.lb == old.lb,
+        };
+        let mut keep = Vec::new();
+        let stages = core::mem::take(&mut self.stages);
+        let counters = core::mem::take(&mut self.stage_counters);
+        for ((kind, mut stage), c) in stages.into_iter().zip(counters) {
+            if unchanged(kind) {
+                keep.push((kind, stage, c));
+            } else {
+                stage.drain(pool);
+            }
+        }
+        let macs: Vec<[u8; 6]> = self.ports.iter().map(|p| p.mac).collect();
+        let (stages, counters, pipelines) = build_stages(&new, &macs, self.seed, keep);
+        if new.router.neighbors != old.router.neighbors || new.router.arp_timeout != old.router.arp_timeout {
+            self.egress.drain(pool);
+            self.egress = Egress::new(new.router.neighbors, new.router.arp_timeout as Micros * 1_000_000);
+        }
+        self.local = local_addresses(&new);
+        for p in &mut self.ports {
+            p.host.set_also(&self.local);
+        }
+        self.stages = stages;
+        self.stage_counters = counters;
+        self.pipelines = pipelines;
+        self.config = new;
+        self.config_text = text.into();
+        self.reloads += 1;
+        Ok(())
+    }
+
+    /// Answers a management request.
+    fn answer(&mut self, req: &Request, pool: &mut PacketPool) -> Response {
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/metrics") => {
+                let mut s = String::new();
+                let _ = self.write_metrics(&mut s, pool);
+                Response { status: 200, content_type: "text/plain; version=0.0.4; charset=utf-8", body: s.into_bytes() }
+            }
+            ("GET", "/health") => Response::text(200, "ok\n"),
+            ("GET", "/config") => Response::text(200, self.config_text.clone()),
+            ("PUT", "/config") => match core::str::from_utf8(&req.body) {
+                Err(_) => Response::text(400, "config is not UTF-8\n"),
+                Ok(text) => match self.reload("PUT /config", text, pool) {
+                    Ok(()) => Response::text(200, "config applied\n"),
+                    Err(e) => Response::text(400, e),
+                },
+            },
+            (_, "/metrics" | "/health" | "/config") => Response::text(405, "method not allowed\n"),
+            _ => Response::text(404, "not found: try /metrics, /health, /config\n"),
+        }
+    }
+
+    /// Writes every counter in the Prometheus text exposition format. The
+    /// same counters as `write_stats`, one family per key.
+    pub fn write_metrics(&self, w: &mut dyn fmt::Write, pool: &PacketPool) -> fmt::Result {
+        let mut stats = String::new();
+        self.write_stats(&mut stats)?;
+        // family name -> (type, samples)
+        let mut families: Vec<(String, &'static str, Vec<String>)> = Vec::new();
+        let mut add = |name: String, kind: &'static str, labels: String, value: &str| {
+            let sample = alloc::format!("{name}{{{labels}}} {value}");
+            match families.iter_mut().find(|(n, _, _)| *n == name) {
+                Some((_, _, v)) => v.push(sample),
+                None => families.push((name, kind, alloc::vec![sample])),
+            }
+        };
+        for line in stats.lines() {
+            let mut words = line.split_whitespace();
+            let (prefix, label_key) = match words.next() {
+                Some("stats") => ("sluice_port", "port"),
+                Some("stage") => ("sluice_stage", "stage"),
+                Some("egress") => ("sluice_egress", "egress"),
+                Some("lb-service") => ("sluice_lb_service", "service"),
+                Some("lb-backend") => ("sluice_lb_backend", "backend"),
+                _ => continue,
+            };
+            let pairs: Vec<(&str, &str)> = words.filter_map(|w| w.split_once('=')).collect();
+            let Some((_, name)) = pairs.iter().find(|(k, _)| *k == "port" || *k == "name") else { continue };
+            let labels = match (prefix, name.split_once('/')) {
+                ("sluice_lb_backend", Some((svc, be))) => alloc::format!("service=\"{svc}\",backend=\"{be}\""),
+                _ => alloc::format!("{label_key}=\"{name}\""),
+            };
+            for (k, v) in &pairs {
+                if *k == "port" || *k == "name" || v.parse::<u64>().is_err() {
+                    continue;
+                }
+                if let Some(reason) = k.strip_prefix("drop_") {
+                    add(
+                        alloc::format!("{prefix}_drops_total"),
+                        "counter",
+                        alloc::format!("{labels},reason=\"{reason}\""),
+                        v,
+                    );
+                } else if is_gauge(k) {
+                    add(alloc::format!("{prefix}_{k}"), "gauge", labels.clone(), v);
+                } else {
+                    add(alloc::format!("{prefix}_{k}_total"), "counter", labels.clone(), v);
+                }
+            }
+        }
+        add("sluice_pool_buffers_available".into(), "gauge", String::new(), &alloc::format!("{}", pool.available()));
+        add("sluice_pool_buffers".into(), "gauge", String::new(), &alloc::format!("{}", pool.capacity()));
+        add("sluice_config_reloads_total".into(), "counter", String::new(), &alloc::format!("{}", self.reloads));
+        for (name, kind, samples) in families {
+            writeln!(w, "# TYPE {name} {kind}")?;
+            for s in samples {
+                writeln!(w, "{}", s.replace("{}", ""))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn ports(&self) -> &[Port] {
@@ -191,7 +377,7 @@ impl Dataplane {
             }
             let counters = &mut stage_counters[s];
             counters.packets += onward.len() as u64;
-            stages[s].process(&mut onward, &mut StageContext::new(now, pool, ports, counters));
+            stages[s].1.process(&mut onward, &mut StageContext::new(now, pool, ports, counters));
         }
         for pkt in onward.drain(..) {
             if pkt.meta.out_port.is_some() {
@@ -206,11 +392,12 @@ impl Dataplane {
         }
     }
 
-    /// Runs stage and egress timers and the host stacks (those with work,
-    /// and all of them now and then for their own timers).
+    /// Runs stage and egress timers, the host stacks (those with work, and
+    /// all of them now and then for their own timers) and the management
+    /// endpoint.
     pub fn poll(&mut self, now: Micros, pool: &mut PacketPool) {
         let Dataplane { ports, stages, stage_counters, egress, .. } = self;
-        for (s, c) in stages.iter_mut().zip(stage_counters.iter_mut()) {
+        for ((_, s), c) in stages.iter_mut().zip(stage_counters.iter_mut()) {
             s.poll(&mut StageContext::new(now, pool, ports, c));
         }
         egress.poll(ports, pool, now);
@@ -225,11 +412,19 @@ impl Dataplane {
                 port.host.poll(now, pool, &mut port.tx);
             }
         }
+        if let Some((port, mut mgmt)) = self.mgmt.take() {
+            let requests = mgmt.poll(&mut self.ports[port].host, now);
+            for (conn, req) in requests {
+                let response = self.answer(&req, pool);
+                mgmt.respond(conn, &response);
+            }
+            self.mgmt = Some((port, mgmt));
+        }
     }
 
     /// Returns every buffer the dataplane holds to the pool.
     pub fn drain(&mut self, pool: &mut PacketPool) {
-        for s in &mut self.stages {
+        for (_, s) in &mut self.stages {
             s.drain(pool);
         }
         self.egress.drain(pool);
@@ -261,7 +456,7 @@ impl Dataplane {
             write_drops(w, &c.drops)?;
             writeln!(w)?;
         }
-        for (s, c) in self.stages.iter().zip(&self.stage_counters) {
+        for ((_, s), c) in self.stages.iter().zip(&self.stage_counters) {
             let mut extra = String::new();
             s.write_stats(&mut extra);
             write!(w, "stage name={} packets={} tx={}{}", s.name(), c.packets, c.tx, extra)?;
@@ -284,6 +479,27 @@ impl Dataplane {
         )?;
         Ok(())
     }
+}
+
+/// Keys that are levels, not running totals.
+fn is_gauge(k: &str) -> bool {
+    matches!(
+        k,
+        "sessions"
+            | "session_capacity"
+            | "mappings"
+            | "flows"
+            | "flow_capacity"
+            | "active_flows"
+            | "healthy"
+            | "weight"
+            | "backends_up"
+            | "neighbors"
+            | "neighbor_capacity"
+            | "routes"
+            | "route_table_bytes"
+            | "table_bytes"
+    )
 }
 
 fn write_drops(w: &mut dyn fmt::Write, drops: &[u64; DropReason::COUNT]) -> fmt::Result {

@@ -102,6 +102,21 @@ impl HostStack {
         self.address.map(|a| a.addr())
     }
 
+    /// Replaces the other addresses this stack answers for (after a reload
+    /// added a VIP or pool address).
+    pub fn set_also(&mut self, also: &[Ipv4Addr]) {
+        let own = self.address;
+        self.iface.update_ip_addrs(|addrs| {
+            addrs.clear();
+            if let Some(a) = own {
+                let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(a.addr()), a.prefix_len()));
+            }
+            for ip in also.iter().filter(|ip| Some(**ip) != own.map(|a| a.addr())) {
+                let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(*ip), 32));
+            }
+        });
+    }
+
     /// Queues a packet for the host stack; gives it back if the backlog is full.
     pub fn enqueue(&mut self, pkt: Packet) -> Result<(), Packet> {
         self.backlog.push_back(pkt)
@@ -157,6 +172,47 @@ impl HostStack {
         Some(self.sockets.add(sock))
     }
 
+    /// A socket listening on `port` (the management endpoint), with buffers
+    /// of `rx` and `tx` bytes.
+    pub fn tcp_listen(&mut self, port: u16, rx: usize, tx: usize) -> Option<SocketHandle> {
+        let mut sock =
+            tcp::Socket::new(tcp::SocketBuffer::new(alloc::vec![0; rx]), tcp::SocketBuffer::new(alloc::vec![0; tx]));
+        sock.listen(port).ok()?;
+        Some(self.sockets.add(sock))
+    }
+
+    /// Puts a socket back to listening after its connection ended.
+    pub fn tcp_relisten(&mut self, h: SocketHandle, port: u16) {
+        let s = self.sockets.get_mut::<tcp::Socket>(h);
+        s.abort();
+        let _ = s.listen(port);
+    }
+
+    /// Closes our side after the response (FIN once the send buffer drains).
+    pub fn tcp_finish(&mut self, h: SocketHandle) {
+        self.sockets.get_mut::<tcp::Socket>(h).close();
+    }
+
+    /// Room in the send buffer.
+    pub fn tcp_send_room(&self, h: SocketHandle) -> usize {
+        let s = self.sockets.get::<tcp::Socket>(h);
+        if s.can_send() {
+            s.send_capacity() - s.send_queue()
+        } else {
+            0
+        }
+    }
+
+    /// Queues as much of `data` as fits; returns how much.
+    pub fn tcp_send_some(&mut self, h: SocketHandle, data: &[u8]) -> usize {
+        let s = self.sockets.get_mut::<tcp::Socket>(h);
+        if s.can_send() {
+            s.send_slice(data).unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
     /// The state of a connection opened by `tcp_open`.
     pub fn tcp_state(&self, h: SocketHandle) -> tcp::State {
         self.sockets.get::<tcp::Socket>(h).state()
@@ -185,9 +241,14 @@ impl HostStack {
         self.closing.push(h);
     }
 
-    /// Whether sockets are open (the dataplane then polls more often).
+    /// Whether connections are open or being made (the dataplane then polls
+    /// more often). Idle listeners do not count.
     pub fn has_sockets(&self) -> bool {
-        self.sockets.iter().next().is_some()
+        self.sockets.iter().any(|(_, s)| match s {
+            smoltcp::socket::Socket::Tcp(t) => t.state() != tcp::State::Listen,
+            #[allow(unreachable_patterns)]
+            _ => true,
+        })
     }
 
     /// Returns every queued packet to the pool (used when a port is torn down).

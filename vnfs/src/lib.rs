@@ -20,6 +20,7 @@ pub mod dataplane;
 pub mod egress;
 pub mod hoststack;
 pub mod lb;
+pub mod mgmt;
 pub mod nat;
 pub mod neighbor;
 pub mod packet;

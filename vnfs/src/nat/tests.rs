@@ -343,3 +343,30 @@ proptest! {
         r.finish();
     }
 }
+
+#[test]
+fn reload_keeps_sessions_and_refuses_bad_configs() {
+    let mut r = Rig::new("");
+    let base =
+        "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\nnat {\n inside 10.0.0.0/24\n outside wan\n\n}\n";
+    r.dp.set_config_text(base);
+    r.through(0, &udp_frame(LAN_MAC, (A, 5000), (SERVER, 53), b"q"), 1);
+    // A route added: the NAT is unchanged, its session lives on.
+    let text = std::format!("{base}route 192.168.0.0/16 via 10.1.0.254\n");
+    r.dp.reload("t", &text, &mut r.pool).unwrap();
+    let back = r.through(1, &udp_frame(WAN_MAC, (SERVER, 53), (OUT, 5000), b"a"), 0);
+    assert_eq!(udp(&back), (SERVER, 53, A, 5000));
+    // A bad config is refused with its errors, and the running one stays.
+    let err = r.dp.reload("t", "port lan address 10.0.0.1/33\n", &mut r.pool).unwrap_err();
+    assert!(err.starts_with("t:1:18: bad address"), "{err}");
+    let err = r.dp.reload("t", "port lan address 10.0.0.1/24\n", &mut r.pool).unwrap_err();
+    assert!(err.contains("ports cannot change"), "{err}");
+    r.through(1, &udp_frame(WAN_MAC, (SERVER, 53), (OUT, 5000), b"a"), 0);
+    // Metrics in the Prometheus text format.
+    let mut m = std::string::String::new();
+    r.dp.write_metrics(&mut m, &r.pool).unwrap();
+    assert!(m.contains("# TYPE sluice_port_rx_packets_total counter\n"), "{m}");
+    assert!(m.contains("sluice_stage_sessions{stage=\"nat\"} 1\n"), "{m}");
+    assert!(m.contains("sluice_config_reloads_total 1\n"), "{m}");
+    r.finish();
+}
