@@ -111,6 +111,12 @@ impl Tap {
         Ok(Tap { name: name.to_string(), netns: None })
     }
 
+    /// Records that the tap now lives in `ns` (moved by the caller), so it
+    /// is deleted there.
+    pub fn set_netns(&mut self, ns: &Netns) {
+        self.netns = Some(ns.name.clone());
+    }
+
     /// Moves the tap into `ns`, gives it `addr` (CIDR) and brings it up.
     pub fn move_to(&mut self, ns: &Netns, addr: &str) -> io::Result<()> {
         run(&["ip", "link", "set", &self.name, "netns", &ns.name])?;
