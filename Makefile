@@ -1,5 +1,6 @@
 # sluice: the front door.
 #   make image      build the bootable PVH ELF (target/images/sluice.elf)
+#   make disk       and a BIOS + UEFI qcow2 disk image (target/images/sluice.qcow2)
 #   make run        boot a demo appliance on taps in namespaces sluice-lan/-wan
 #   make test       unit tests on the host + qemu-tests on the real image
 #   make bench      measurements side by side with a baseline (never in test)
@@ -11,7 +12,7 @@ SLUICE  := target/release/sluice
 # Passed to `sluice run`, e.g. make run ARGS="--machine q35-qboot"
 ARGS    ?=
 
-.PHONY: all setup image host run test unit-test qemu-test bench fmt lint clean
+.PHONY: all setup image disk host run test unit-test qemu-test bench fmt lint clean
 
 all: image host
 
@@ -25,6 +26,10 @@ image: setup
 	@strip --strip-debug -o $(IMAGE) $(KERNEL)
 	@echo "image: $(IMAGE) $$(stat -c %s $(IMAGE)) bytes (unstripped: target/images/sluice.debug.elf)"
 
+# A BIOS + UEFI disk image (qcow2) for libvirt/OpenStack: GRUB + the same ELF.
+disk: image
+	@./images/disk/mkdisk.sh $(IMAGE) target/images
+
 host: setup
 	$(CARGO) build --release -p sluice
 
@@ -34,11 +39,12 @@ run: image host
 unit-test: setup
 	$(CARGO) test -p sluice-vnfs -p sluice-drivers -p sluice
 
-qemu-test: image
+qemu-test: disk
 	$(CARGO) test -p sluice-qemu-tests
 
-# Unit tests first (fast), then the qemu-tests on the freshly built image.
-test: image
+# Unit tests first (fast), then the qemu-tests on the freshly built image
+# and disk image.
+test: disk
 	$(CARGO) test
 
 bench: image host

@@ -14,6 +14,15 @@ have curl || need_apt+=(curl)
 have tracepath || need_apt+=(iputils-tracepath)
 have iperf3 || need_apt+=(iperf3)
 [ -f /usr/share/qemu/qboot.rom ] || need_apt+=(qemu-system-x86)
+have qemu-img || need_apt+=(qemu-utils)
+# The disk image: GRUB for BIOS and UEFI, xorriso and mtools for
+# grub-mkrescue, OVMF to test the UEFI boot.
+have grub-mkrescue || need_apt+=(grub-common)
+[ -d /usr/lib/grub/i386-pc ] || need_apt+=(grub-pc-bin)
+[ -d /usr/lib/grub/x86_64-efi ] || need_apt+=(grub-efi-amd64-bin)
+have xorriso || need_apt+=(xorriso)
+have mformat || need_apt+=(mtools)
+[ -f /usr/share/OVMF/OVMF_CODE.fd ] || need_apt+=(ovmf)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]}" >&2

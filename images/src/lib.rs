@@ -21,3 +21,10 @@ pub fn image_path() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target/images/sluice.elf"))
 }
+
+/// The disk image (GRUB + the ELF, BIOS and UEFI) that `make disk` writes.
+pub fn disk_path() -> PathBuf {
+    std::env::var_os("SLUICE_DISK")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/images/sluice.qcow2"))
+}

@@ -19,7 +19,8 @@ const USAGE: &str = "usage:
   sluice check FILE...              validate config files
   sluice run [--machine M] [--config FILE]
                                     boot the appliance on taps in namespaces
-                                    M: microvm (default), q35-qboot, q35, pc-qboot, pc";
+                                    M: microvm (default), q35-qboot, q35, pc-qboot, pc,
+                                       pc-disk, q35-uefi-disk (the qcow2 from make disk)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -62,6 +62,10 @@ pub enum Machine {
     Q35,
     /// i440fx with qboot.
     PcQboot,
+    /// i440fx with SeaBIOS, booting the disk image (GRUB, multiboot2).
+    PcDisk,
+    /// q35 with OVMF (UEFI), booting the disk image.
+    Q35UefiDisk,
     /// i440fx with SeaBIOS.
     Pc,
 }
@@ -74,6 +78,8 @@ impl Machine {
             "q35" => Machine::Q35,
             "pc-qboot" => Machine::PcQboot,
             "pc" => Machine::Pc,
+            "pc-disk" => Machine::PcDisk,
+            "q35-uefi-disk" => Machine::Q35UefiDisk,
             _ => return None,
         })
     }
@@ -84,9 +90,17 @@ impl Machine {
             Machine::Q35Qboot => &["-M", "q35", "-bios", "/usr/share/qemu/qboot.rom"],
             Machine::Q35 => &["-M", "q35"],
             Machine::PcQboot => &["-M", "pc", "-bios", "/usr/share/qemu/qboot.rom"],
-            Machine::Pc => &["-M", "pc"],
+            Machine::Pc | Machine::PcDisk => &["-M", "pc"],
+            Machine::Q35UefiDisk => {
+                &["-M", "q35", "-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd"]
+            }
         };
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Whether the machine boots the disk image rather than `-kernel`.
+    pub fn boots_disk(self) -> bool {
+        matches!(self, Machine::PcDisk | Machine::Q35UefiDisk)
     }
 
     fn nic_device(self) -> &'static str {
@@ -137,9 +151,14 @@ impl VmSpec {
         c.args(["-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"]);
         c.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
         c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp.display()));
-        c.arg("-kernel").arg(&self.kernel);
-        if let Some(cmdline) = &self.cmdline {
-            c.args(["-append", cmdline]);
+        if self.machine.boots_disk() {
+            // `snapshot=on`: the image file is never written.
+            c.arg("-drive").arg(format!("file={},format=qcow2,if=virtio,snapshot=on", crate::disk_path().display()));
+        } else {
+            c.arg("-kernel").arg(&self.kernel);
+            if let Some(cmdline) = &self.cmdline {
+                c.args(["-append", cmdline]);
+            }
         }
         if let Some((file, name)) = &self.config {
             c.arg("-fw_cfg").arg(format!("name=opt/sluice/config,file={}", file.display()));
@@ -214,10 +233,15 @@ pub struct Vm {
 
 impl Vm {
     pub fn start(spec: &VmSpec) -> io::Result<Vm> {
-        if !spec.kernel.exists() {
+        let (file, make) = if spec.machine.boots_disk() {
+            (crate::disk_path(), "make disk")
+        } else {
+            (spec.kernel.clone(), "make image")
+        };
+        if !file.exists() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
-                format!("no image at {} (run `make image`)", spec.kernel.display()),
+                format!("no image at {} (run `{make}`)", file.display()),
             ));
         }
         let dir = std::env::temp_dir().join(format!("sluice-vm-{}", crate::topology::unique_id()));

@@ -1,5 +1,9 @@
-//! PVH entry: from 32-bit protected mode (as QEMU's `-kernel`, Firecracker
-//! and cloud-hypervisor start a PVH kernel) to 64-bit long mode and `kmain`.
+//! PVH and multiboot2 entry: from 32-bit protected mode (as QEMU's
+//! `-kernel`, Firecracker and cloud-hypervisor start a PVH kernel, and as
+//! GRUB starts a multiboot2 kernel from a disk image) to 64-bit long mode
+//! and `kmain`. Both protocols enter at the same address with paging off;
+//! they differ in what EBX points at (EAX tells which), which `BootInfo`
+//! sorts out.
 //!
 //! The stub identity-maps the first 4 GiB with 2 MiB pages (RAM write-back,
 //! 3–4 GiB uncached for PCI BARs, virtio-mmio and the APICs), enables PAE,
@@ -21,6 +25,20 @@ global_asm!(
     .balign 4
     .long pvh_start
     .balign 4
+
+    /* Multiboot2 header (spec §3.1): magic, i386, length, checksum, end tag.
+       GRUB enters at the ELF entry point, i.e. pvh_start. */
+    .section .text.multiboot2, "ax"
+    .balign 8
+mb2_header:
+    .long 0xE85250D6
+    .long 0
+    .long mb2_header_end - mb2_header
+    .long -(0xE85250D6 + (mb2_header_end - mb2_header))
+    .balign 8
+    .word 0, 0
+    .long 8
+mb2_header_end:
 
     .section .bss.boot, "aw", @nobits
     .balign 4096
@@ -46,7 +64,8 @@ boot_gdt_ptr:
 pvh_start:
     cli
     cld
-    mov ebp, ebx                       /* hvm_start_info */
+    mov ebp, ebx                       /* hvm_start_info or multiboot2 info */
+    mov dword ptr [{boot_magic}], eax  /* 0x36d76289 from a multiboot2 loader */
     rdtsc
     mov dword ptr [{boot_tsc}], eax
     mov dword ptr [{boot_tsc} + 4], edx
@@ -117,12 +136,19 @@ boot_long_mode:
     jmp 4b
     "#,
     boot_tsc = sym BOOT_TSC,
+    boot_magic = sym BOOT_MAGIC,
     kmain = sym crate::kmain,
 );
 
 /// TSC at the first instruction of the kernel, written by the entry stub.
 #[no_mangle]
 pub static mut BOOT_TSC: u64 = 0;
+
+/// EAX at entry: the multiboot2 magic when GRUB started us.
+#[no_mangle]
+pub static mut BOOT_MAGIC: u32 = 0;
+
+const MULTIBOOT2_MAGIC: u32 = 0x36d7_6289;
 
 /// TSC value at kernel entry.
 pub fn boot_tsc() -> u64 {
@@ -163,11 +189,81 @@ pub struct BootInfo {
     pub cmdline: &'static str,
     /// Usable RAM regions (start, end).
     pub ram: heapless::Vec<(u64, u64), 16>,
+    /// How we were started.
+    pub protocol: &'static str,
+    /// Where the loader's information block lies: the heap keeps clear.
+    pub info: (u64, u64),
+}
+
+/// A copy of the command line, safe from the heap (the loader's copy may
+/// sit right after the image).
+static mut CMDLINE: [u8; 1024] = [0; 1024];
+
+fn keep_cmdline(s: &[u8]) -> &'static str {
+    let n = s.len().min(1024);
+    // SAFETY: written once, before anything reads it, on the one CPU.
+    let buf = unsafe { &mut *core::ptr::addr_of_mut!(CMDLINE) };
+    buf[..n].copy_from_slice(&s[..n]);
+    core::str::from_utf8(&buf[..n]).unwrap_or("")
 }
 
 impl BootInfo {
-    /// Reads `hvm_start_info` at physical address `addr`.
+    /// Reads the boot information at physical address `addr`: a multiboot2
+    /// information structure if the loader said so, else `hvm_start_info`.
     pub fn parse(addr: usize) -> Result<BootInfo, &'static str> {
+        // SAFETY: written by the entry stub before Rust code runs.
+        if unsafe { core::ptr::addr_of!(BOOT_MAGIC).read_volatile() } == MULTIBOOT2_MAGIC {
+            return Self::parse_multiboot2(addr);
+        }
+        Self::parse_pvh(addr)
+    }
+
+    /// Multiboot2 (spec §3.6): 8-byte-aligned tags after an 8-byte header.
+    fn parse_multiboot2(addr: usize) -> Result<BootInfo, &'static str> {
+        // SAFETY: a multiboot2 loader passes the address of its information
+        // structure in EBX; memory is identity mapped.
+        let total = unsafe { (addr as *const u32).read() } as usize;
+        // SAFETY: the structure is `total` bytes long.
+        let info = unsafe { core::slice::from_raw_parts(addr as *const u8, total) };
+        let u32_at = |o: usize| u32::from_le_bytes(info[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_le_bytes(info[o..o + 8].try_into().unwrap());
+        let mut cmdline = "";
+        let mut ram = heapless::Vec::new();
+        let mut at = 8;
+        while at + 8 <= total {
+            let (kind, size) = (u32_at(at), u32_at(at + 4) as usize);
+            if kind == 0 || size < 8 || at + size > total {
+                break;
+            }
+            match kind {
+                1 => {
+                    let s = &info[at + 8..at + size];
+                    let n = s.iter().position(|&b| b == 0).unwrap_or(s.len());
+                    cmdline = keep_cmdline(&s[..n]);
+                }
+                6 => {
+                    let entry = u32_at(at + 8) as usize;
+                    let mut e = at + 16;
+                    while entry >= 24 && e + entry <= at + size {
+                        if u32_at(e + 16) == E820_RAM {
+                            let base = u64_at(e);
+                            let _ = ram.push((base, base + u64_at(e + 8)));
+                        }
+                        e += entry;
+                    }
+                }
+                _ => {}
+            }
+            at += size.next_multiple_of(8);
+        }
+        if ram.is_empty() {
+            return Err("multiboot2 information has no memory map");
+        }
+        Ok(BootInfo { cmdline, ram, protocol: "multiboot2", info: (addr as u64, (addr + total) as u64) })
+    }
+
+    /// Reads `hvm_start_info` at physical address `addr`.
+    fn parse_pvh(addr: usize) -> Result<BootInfo, &'static str> {
         if addr == 0 {
             return Err("no hvm_start_info: boot through PVH (qemu -kernel)");
         }
@@ -183,7 +279,7 @@ impl BootInfo {
             // SAFETY: the loader gives a NUL-terminated string in RAM that it
             // never touches again.
             let c = unsafe { core::ffi::CStr::from_ptr(si.cmdline_paddr as *const core::ffi::c_char) };
-            c.to_str().unwrap_or("")
+            keep_cmdline(c.to_bytes())
         };
         let mut ram = heapless::Vec::new();
         if si.version >= 1 && si.memmap_paddr != 0 {
@@ -199,6 +295,6 @@ impl BootInfo {
         if ram.is_empty() {
             return Err("hvm_start_info has no memory map (needs PVH start info version 1)");
         }
-        Ok(BootInfo { cmdline, ram })
+        Ok(BootInfo { cmdline, ram, protocol: "pvh", info: (0, 0) })
     }
 }

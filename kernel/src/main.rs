@@ -134,14 +134,15 @@ extern "C" fn kmain(start_info: usize) -> ! {
         println!("sluice: {e}");
         fail(Failure::Startup)
     });
-    let heap = heap::init(&boot.ram).unwrap_or_else(|e| {
+    let heap = heap::init(&boot.ram, boot.info).unwrap_or_else(|e| {
         println!("sluice: {e}");
         fail(Failure::Startup)
     });
     let (tsc_hz, pit_ok) = clock::calibrate();
     println!(
-        "sluice {}: heap {} KiB, TSC {} MHz{}",
+        "sluice {} ({}): heap {} KiB, TSC {} MHz{}",
         env!("CARGO_PKG_VERSION"),
+        boot.protocol,
         heap / 1024,
         tsc_hz / 1_000_000,
         if pit_ok { "" } else { " (no PIT: assumed)" }
