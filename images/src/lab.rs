@@ -86,6 +86,8 @@ pub struct Lab {
     pub vm: Vm,
     pub ports: Vec<LabPort>,
     pub config_path: PathBuf,
+    /// COM2 capture: the defmt log stream.
+    pub log_path: PathBuf,
     /// The `sluice ready in N us` line.
     pub ready_line: String,
     dir: PathBuf,
@@ -130,6 +132,7 @@ impl Lab {
         let mut vm_spec = VmSpec::new(spec.kernel.clone(), spec.machine, spec.accel);
         vm_spec.memory_mb = spec.memory_mb;
         vm_spec.paused = true;
+        vm_spec.log_file = Some(dir.join("defmt.log"));
         if spec.config_on_cmdline {
             let stmts: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with('#')).collect();
             vm_spec.cmdline = Some(format!("-- {}", stmts.join("; ")));
@@ -161,7 +164,8 @@ impl Lab {
                 ns,
             });
         }
-        let lab = Lab { vm, ports, config_path, ready_line: String::new(), dir };
+        let log_path = dir.join("defmt.log");
+        let lab = Lab { vm, ports, config_path, log_path, ready_line: String::new(), dir };
         lab.vm.resume()?;
         Ok(lab)
     }

@@ -5,6 +5,7 @@
 //! demo a user runs is the setup the tests prove.
 
 pub mod lab;
+pub mod logs;
 pub mod qemu;
 pub mod topology;
 
@@ -27,4 +28,9 @@ pub fn disk_path() -> PathBuf {
     std::env::var_os("SLUICE_DISK")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target/images/sluice.qcow2"))
+}
+
+/// The unstripped image: what the log decoder and debuggers want.
+pub fn debug_image_path() -> PathBuf {
+    workspace_root().join("target/images/sluice.debug.elf")
 }

@@ -5,6 +5,8 @@
 //! - `sluice run [--machine M] [--config FILE]` boots the image with its
 //!   ports on taps in network namespaces, shows the console, and removes
 //!   everything when stopped (Ctrl-C or `quit`).
+//! - `sluice metrics ADDRESS:PORT` prints a management endpoint's /metrics.
+//! - `sluice logs [--follow] CAPTURE` decodes the defmt stream from COM2.
 
 use std::io::BufRead;
 use std::process::ExitCode;
@@ -17,6 +19,11 @@ use sluice::qemu::Machine;
 
 const USAGE: &str = "usage:
   sluice check FILE...              validate config files
+  sluice metrics ADDRESS:PORT       fetch /metrics from a management endpoint
+  sluice logs [--follow] [--elf ELF] CAPTURE
+                                    decode the defmt log stream (COM2) captured
+                                    in CAPTURE, with the image's unstripped ELF
+                                    (default target/images/sluice.debug.elf)
   sluice run [--machine M] [--config FILE]
                                     boot the appliance on taps in namespaces
                                     M: microvm (default), q35-qboot, q35, pc-qboot, pc,
@@ -27,6 +34,8 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("check") if args.len() > 1 => check(&args[1..]),
         Some("run") => run(&args[1..]),
+        Some("metrics") if args.len() == 2 => metrics(&args[1]),
+        Some("logs") => logs(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)
@@ -120,6 +129,7 @@ fn run(args: &[String]) -> ExitCode {
         println!("  ip netns exec {} ping -c 3 {}        # port {}", p.ns.name, p.appliance_ip, p.name);
         println!("  ip netns exec {} arping -c 2 -I {} {}", p.ns.name, p.tap.name, p.appliance_ip);
     }
+    println!("  sluice logs --follow {}        # the defmt log (COM2)", lab.log_path.display());
     println!("Type console commands here (stats, help, quit); Ctrl-C stops and cleans up.\n");
 
     // Forward stdin lines to the console.
@@ -153,6 +163,63 @@ fn run(args: &[String]) -> ExitCode {
     drop(lab);
     eprintln!("removed namespaces sluice-lan, sluice-wan and their taps");
     code
+}
+
+fn metrics(addr: &str) -> ExitCode {
+    use std::io::{Read, Write};
+    let result = (|| -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })();
+    match result {
+        Ok(resp) => match resp.split_once("\r\n\r\n") {
+            Some((head, body)) if head.starts_with("HTTP/1.1 200") => {
+                print!("{body}");
+                ExitCode::SUCCESS
+            }
+            _ => {
+                eprintln!("sluice metrics: unexpected answer from {addr}:\n{resp}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("sluice metrics: {addr}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn logs(args: &[String]) -> ExitCode {
+    let mut follow = false;
+    let mut elf = sluice::debug_image_path();
+    let mut capture = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--follow" | "-f" => follow = true,
+            "--elf" => match it.next() {
+                Some(e) => elf = e.into(),
+                None => return usage("--elf needs a file"),
+            },
+            other => capture = Some(std::path::PathBuf::from(other)),
+        }
+    }
+    let Some(capture) = capture else { return usage("logs needs the capture file (COM2)") };
+    let mut f = match std::fs::File::open(&capture) {
+        Ok(f) => f,
+        Err(e) => return usage(&format!("{}: {e}", capture.display())),
+    };
+    match sluice::logs::decode(&elf, &mut f, follow, &|| false, &mut |line| println!("{line}")) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice logs: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn usage(msg: &str) -> ExitCode {

@@ -133,11 +133,23 @@ pub struct VmSpec {
     pub cmdline: Option<String>,
     /// Start with the CPU stopped; [`Vm::resume`] starts it.
     pub paused: bool,
+    /// Where COM2 (the defmt log stream) is written.
+    pub log_file: Option<PathBuf>,
 }
 
 impl VmSpec {
     pub fn new(kernel: PathBuf, machine: Machine, accel: Accel) -> VmSpec {
-        VmSpec { kernel, machine, accel, memory_mb: 64, nics: Vec::new(), config: None, cmdline: None, paused: false }
+        VmSpec {
+            kernel,
+            machine,
+            accel,
+            memory_mb: 64,
+            nics: Vec::new(),
+            config: None,
+            cmdline: None,
+            paused: false,
+            log_file: None,
+        }
     }
 
     /// The QEMU command line (also printed by `sluice run --dry-run`).
@@ -150,6 +162,11 @@ impl VmSpec {
         c.args(["-nodefaults", "-no-reboot", "-display", "none", "-vga", "none"]);
         c.args(["-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"]);
         c.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        if let Some(log) = &self.log_file {
+            // COM2: the defmt stream (`sluice logs`).
+            c.arg("-chardev").arg(format!("file,id=log,path={}", log.display()));
+            c.args(["-device", "isa-serial,chardev=log,iobase=0x2f8,irq=3"]);
+        }
         c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp.display()));
         if self.machine.boots_disk() {
             // `snapshot=on`: the image file is never written.

@@ -16,6 +16,7 @@ mod fwcfg;
 mod hal;
 mod heap;
 mod idt;
+mod log;
 mod mmio;
 mod pci;
 mod serial;
@@ -129,6 +130,7 @@ fn bind_ports(config: &Config, mut nics: Vec<Port>) -> Result<Vec<Port>, (u32, S
 #[no_mangle]
 extern "C" fn kmain(start_info: usize) -> ! {
     serial::init();
+    log::init();
     idt::init();
     let boot = boot::BootInfo::parse(start_info).unwrap_or_else(|e| {
         println!("sluice: {e}");
@@ -164,6 +166,13 @@ extern "C" fn kmain(start_info: usize) -> ! {
         }
     };
     println!("config: {} ({} port(s))", source.name, config.ports.len());
+    defmt::info!(
+        "config {=str}: {=usize} ports, {=usize} routes, {=usize} services",
+        source.name.as_str(),
+        config.ports.len(),
+        config.routes.len(),
+        config.services.len()
+    );
 
     let t_config = clock::now_us();
     let mut nics = bind_ports(&config, discover_nics()).unwrap_or_else(|(line, msg)| {
@@ -183,6 +192,13 @@ extern "C" fn kmain(start_info: usize) -> ! {
     for (p, nic) in dp.ports().iter().zip(&nics) {
         let addr = p.address.map(|a| alloc::format!("{a}")).unwrap_or_else(|| "no address".into());
         println!("port {}: {} mac {} mtu {}", p.name, addr, fmt_mac(&nic.mac()), p.mtu);
+        defmt::info!(
+            "port {=str} up: {=str} mac {=[u8]:02x} mtu {=u16}",
+            p.name.as_str(),
+            addr.as_str(),
+            nic.mac()[..],
+            p.mtu
+        );
     }
     for nic in &mut nics {
         nic.refill(&mut pool);
@@ -198,6 +214,7 @@ extern "C" fn kmain(start_info: usize) -> ! {
         heap::used() / 1024
     );
 
+    defmt::info!("sluice ready in {=u64} us", t_ready);
     let mut console = console::Console::new();
     let mut next_console = 0;
     loop {
@@ -206,6 +223,26 @@ extern "C" fn kmain(start_info: usize) -> ! {
         if now >= next_console {
             next_console = now + 1000;
             console.poll(&dp, &nics, &pool);
+            while let Some(e) = dp.pop_event() {
+                log_event(&e);
+            }
+        }
+    }
+}
+
+/// Dataplane events, to the defmt log.
+fn log_event(e: &vnfs::dataplane::Event) {
+    use vnfs::dataplane::Event;
+    match e {
+        Event::Reloaded { ok: true } => defmt::info!("config reloaded"),
+        Event::Reloaded { ok: false } => defmt::warn!("config reload refused"),
+        Event::Backend { service, backend, up } => {
+            defmt::info!(
+                "lb {=str}: backend {=str} {=str}",
+                service.as_str(),
+                backend.as_str(),
+                if *up { "up" } else { "down" }
+            )
         }
     }
 }

@@ -125,6 +125,24 @@ fn reload_under_traffic_keeps_sessions_and_bad_reloads_change_nothing() {
     assert!(get(&lab, "/config").contains("route 192.168.0.0/16 via 10.1.0.2"));
     let m = parsed_metrics(&lab);
     assert!(m.contains("sluice_config_reloads_total{} 1\n"), "{m}");
+    // The defmt log on COM2, decoded with the image's ELF, tells the story.
+    let log = sluice::logs::decode_file(&sluice::debug_image_path(), &lab.log_path).unwrap();
+    let text = log.join("\n");
+    assert!(text.contains("sluice ready in"), "{text}");
+    assert!(text.contains("port lan up: 10.0.0.1/24"), "{text}");
+    assert!(text.contains("config reloaded"), "{text}");
+    assert!(text.contains("config reload refused"), "{text}");
+}
+
+#[test]
+fn sluice_metrics_command_reads_the_endpoint() {
+    let lab = mgmt_lab();
+    get(&lab, "/health");
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("sluice");
+    let out = lab.port("mgmt").ns.output(&[bin.to_str().unwrap(), "metrics", "10.9.0.1:8080"]).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("# TYPE sluice_port_rx_packets_total counter"));
 }
 
 #[test]

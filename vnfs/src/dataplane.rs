@@ -28,6 +28,13 @@ use crate::router::Router;
 use crate::stage::{Stage, StageContext, StageCounters};
 use crate::Micros;
 
+/// Something an operator wants in the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Reloaded { ok: bool },
+    Backend { service: String, backend: String, up: bool },
+}
+
 /// What ingress decided for one packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -74,6 +81,7 @@ pub struct Dataplane {
     /// The management endpoint and the port it serves on.
     mgmt: Option<(usize, Management)>,
     reloads: u64,
+    events: crate::stage::Events,
 }
 
 /// The appliance's addresses: its ports', the NAT pool and the VIPs (so ARP
@@ -171,7 +179,20 @@ impl Dataplane {
             seed,
             mgmt,
             reloads: 0,
+            events: crate::stage::Events::new(),
         }
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() >= crate::stage::MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+
+    /// The oldest event not yet taken.
+    pub fn pop_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
     }
 
     /// Records the text the running config came from (served by GET /config).
@@ -246,10 +267,14 @@ impl Dataplane {
             ("GET", "/config") => Response::text(200, self.config_text.clone()),
             ("PUT", "/config") => match core::str::from_utf8(&req.body) {
                 Err(_) => Response::text(400, "config is not UTF-8\n"),
-                Ok(text) => match self.reload("PUT /config", text, pool) {
-                    Ok(()) => Response::text(200, "config applied\n"),
-                    Err(e) => Response::text(400, e),
-                },
+                Ok(text) => {
+                    let result = self.reload("PUT /config", text, pool);
+                    self.push_event(Event::Reloaded { ok: result.is_ok() });
+                    match result {
+                        Ok(()) => Response::text(200, "config applied\n"),
+                        Err(e) => Response::text(400, e),
+                    }
+                }
             },
             (_, "/metrics" | "/health" | "/config") => Response::text(405, "method not allowed\n"),
             _ => Response::text(404, "not found: try /metrics, /health, /config\n"),
@@ -340,7 +365,7 @@ impl Dataplane {
     /// to the host stack, a transmit queue, a stage or the egress that
     /// holds it, or back to the pool with a drop counted.
     pub fn receive(&mut self, port: PortId, batch: &mut Batch, pool: &mut PacketPool, now: Micros) {
-        let Dataplane { ports, stages, stage_counters, pipelines, local, egress, .. } = self;
+        let Dataplane { ports, stages, stage_counters, pipelines, local, egress, events, .. } = self;
         let pipeline = &pipelines[port as usize];
         let mut onward = Batch::new();
         for mut pkt in batch.drain(..) {
@@ -377,7 +402,7 @@ impl Dataplane {
             }
             let counters = &mut stage_counters[s];
             counters.packets += onward.len() as u64;
-            stages[s].1.process(&mut onward, &mut StageContext::new(now, pool, ports, counters));
+            stages[s].1.process(&mut onward, &mut StageContext::new(now, pool, ports, counters, events));
         }
         for pkt in onward.drain(..) {
             if pkt.meta.out_port.is_some() {
@@ -396,9 +421,9 @@ impl Dataplane {
     /// all of them now and then for their own timers) and the management
     /// endpoint.
     pub fn poll(&mut self, now: Micros, pool: &mut PacketPool) {
-        let Dataplane { ports, stages, stage_counters, egress, .. } = self;
+        let Dataplane { ports, stages, stage_counters, egress, events, .. } = self;
         for ((_, s), c) in stages.iter_mut().zip(stage_counters.iter_mut()) {
-            s.poll(&mut StageContext::new(now, pool, ports, c));
+            s.poll(&mut StageContext::new(now, pool, ports, c, events));
         }
         egress.poll(ports, pool, now);
         let since = now.wrapping_sub(self.last_host_poll);

@@ -37,7 +37,13 @@ pub struct StageContext<'a> {
     pub pool: &'a mut PacketPool,
     ports: &'a mut [Port],
     counters: &'a mut StageCounters,
+    events: &'a mut Events,
 }
+
+/// Things worth a log line (the kernel logs them with defmt).
+pub type Events = alloc::collections::VecDeque<crate::dataplane::Event>;
+/// Events kept until the kernel takes them; older ones are dropped.
+pub const MAX_EVENTS: usize = 64;
 
 impl<'a> StageContext<'a> {
     pub(crate) fn new(
@@ -45,8 +51,17 @@ impl<'a> StageContext<'a> {
         pool: &'a mut PacketPool,
         ports: &'a mut [Port],
         counters: &'a mut StageCounters,
+        events: &'a mut Events,
     ) -> Self {
-        StageContext { now, pool, ports, counters }
+        StageContext { now, pool, ports, counters, events }
+    }
+
+    /// Records an event for the log.
+    pub fn event(&mut self, e: crate::dataplane::Event) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
     }
 
     /// Queues `pkt` for transmission on `port`.

@@ -583,6 +583,11 @@ impl Stage for Lb {
                     b.healthy = ok;
                     b.counters.transitions += 1;
                     changed = true;
+                    cx.event(crate::dataplane::Event::Backend {
+                        service: svc.name.clone(),
+                        backend: alloc::format!("{}:{}", b.ep.addr, b.ep.port),
+                        up: ok,
+                    });
                 }
             }
             if changed {
