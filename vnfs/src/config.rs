@@ -223,6 +223,9 @@ pub struct ManagementConfig {
 /// A validated configuration.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Config {
+    /// Port pairs joined by a wire: every frame in one goes out of the other
+    /// unchanged (the null pipeline: the ceiling of the I/O path).
+    pub wires: Vec<(usize, usize)>,
     pub management: Option<ManagementConfig>,
     pub services: Vec<ServiceConfig>,
     pub lb: LbConfig,
@@ -377,7 +380,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     for stmt in &stmts {
         let kw = stmt.words[0];
         match kw.text {
-            "route" | "pipeline" | "router" | "nat" | "service" | "lb" | "management" => later.push(stmt),
+            "route" | "pipeline" | "router" | "nat" | "service" | "lb" | "management" | "wire" => later.push(stmt),
             "port" => {
                 if let Some(port) = parse_port(stmt, &mut errors) {
                     if config.ports.iter().any(|p| p.name == port.name) {
@@ -397,7 +400,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
             }
             other => errors.push(ConfigError::at(
                 &kw,
-                format!("unknown statement `{other}`: expected `port`, `route`, `router`, `nat`, `service`, `lb`, `management` or `pipeline`"),
+                format!("unknown statement `{other}`: expected `port`, `route`, `router`, `nat`, `service`, `lb`, `management`, `wire` or `pipeline`"),
             )),
         }
     }
@@ -447,6 +450,26 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
                 }
             }
             "lb" => parse_lb(stmt, &mut config.lb, &mut errors),
+            "wire" => {
+                let kw = stmt.words[0];
+                match (stmt.words.get(1), stmt.words.get(2), stmt.words.get(3)) {
+                    (Some(a), Some(b), None) => match (config.port_by_name(a.text), config.port_by_name(b.text)) {
+                        (Some(x), Some(y)) if x == y => {
+                            errors.push(ConfigError::at(b, "a port cannot be wired to itself"))
+                        }
+                        (Some(x), Some(y)) => {
+                            if config.wires.iter().any(|(p, q)| [*p, *q].iter().any(|v| *v == x || *v == y)) {
+                                errors.push(ConfigError::at(&kw, "each port can be in one wire only"));
+                            } else {
+                                config.wires.push((x, y));
+                            }
+                        }
+                        (None, _) => errors.push(ConfigError::at(a, format!("no port named `{}`", a.text))),
+                        (_, None) => errors.push(ConfigError::at(b, format!("no port named `{}`", b.text))),
+                    },
+                    _ => errors.push(ConfigError::at(&kw, "expected `wire PORT PORT`")),
+                }
+            }
             "management" => {
                 let kw = stmt.words[0];
                 if let Some(m) = &config.management {

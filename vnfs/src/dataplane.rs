@@ -80,6 +80,8 @@ pub struct Dataplane {
     seed: u64,
     /// The management endpoint and the port it serves on.
     mgmt: Option<(usize, Management)>,
+    /// Per port: the port a wire sends its frames to.
+    wires: Vec<Option<PortId>>,
     reloads: u64,
     events: crate::stage::Events,
 }
@@ -94,6 +96,15 @@ fn local_addresses(config: &Config) -> Vec<Ipv4Addr> {
         }
     }
     local
+}
+
+fn wires_of(config: &Config) -> Vec<Option<PortId>> {
+    let mut w = alloc::vec![None; config.ports.len()];
+    for &(a, b) in &config.wires {
+        w[a] = Some(b as PortId);
+        w[b] = Some(a as PortId);
+    }
+    w
 }
 
 type StageSet = (Vec<(StageKind, Box<dyn Stage>)>, Vec<StageCounters>, Vec<Vec<usize>>);
@@ -178,6 +189,7 @@ impl Dataplane {
             config_text: String::new(),
             seed,
             mgmt,
+            wires: wires_of(config),
             reloads: 0,
             events: crate::stage::Events::new(),
         }
@@ -219,6 +231,9 @@ impl Dataplane {
         }
         if new.management != self.config.management {
             return Err(alloc::format!("{name}: the management endpoint cannot change while running\n"));
+        }
+        if new.wires != self.config.wires {
+            return Err(alloc::format!("{name}: wires cannot change while running\n"));
         }
         let old = &self.config;
         let unchanged = |k: StageKind| match k {
@@ -365,6 +380,9 @@ impl Dataplane {
     /// to the host stack, a transmit queue, a stage or the egress that
     /// holds it, or back to the pool with a drop counted.
     pub fn receive(&mut self, port: PortId, batch: &mut Batch, pool: &mut PacketPool, now: Micros) {
+        if let Some(peer) = self.wires[port as usize] {
+            return self.wire(port, peer, batch, pool);
+        }
         let Dataplane { ports, stages, stage_counters, pipelines, local, egress, events, .. } = self;
         let pipeline = &pipelines[port as usize];
         let mut onward = Batch::new();
@@ -412,6 +430,20 @@ impl Dataplane {
             } else {
                 // No stage routed it.
                 ports[port as usize].counters.drop(DropReason::NoRoute);
+                pool.free(pkt);
+            }
+        }
+    }
+
+    /// The null pipeline: frames go out of the peer port untouched.
+    fn wire(&mut self, port: PortId, peer: PortId, batch: &mut Batch, pool: &mut PacketPool) {
+        for pkt in batch.drain(..) {
+            let len = pkt.len() as u64;
+            let c = &mut self.ports[port as usize].counters;
+            c.rx_packets += 1;
+            c.rx_bytes += len;
+            if let Err(pkt) = self.ports[peer as usize].tx.push_back(pkt) {
+                self.ports[port as usize].counters.drop(DropReason::TxRingFull);
                 pool.free(pkt);
             }
         }
@@ -724,6 +756,27 @@ mod tests {
         batch.push(p).unwrap();
         dp.receive(0, &mut batch, &mut pool, 0);
         assert_eq!(dp.ports()[0].counters.dropped(DropReason::NoRoute), 1);
+        assert_eq!(pool.available(), 8);
+    }
+
+    #[test]
+    fn a_wire_passes_every_frame_unchanged() {
+        let mut pool = PacketPool::new(8);
+        let mut dp = dataplane("wire lan wan");
+        let mut batch = Batch::new();
+        for frame in [std::vec![0xee; 60], arp_request(PEER_MAC, PEER_IP, ME)] {
+            let mut p = pool.alloc().unwrap();
+            p.fill(&frame);
+            batch.push(p).unwrap();
+        }
+        dp.receive(0, &mut batch, &mut pool, 0);
+        let out: std::vec::Vec<_> = core::iter::from_fn(|| dp.port_mut(1).tx.pop_front()).collect();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].data(), &[0xee; 60][..]);
+        for p in out {
+            pool.free(p);
+        }
+        dp.drain(&mut pool);
         assert_eq!(pool.available(), 8);
     }
 
