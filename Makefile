@@ -52,6 +52,7 @@ bench: image host
 	$(CARGO) bench -p sluice-vnfs --bench nat
 	$(CARGO) bench -p sluice-vnfs --bench lb
 	$(CARGO) run --release -p sluice-qemu-tests --bin sluice-bench
+	$(CARGO) run --release -p sluice-qemu-tests --bin sluice-e2e
 
 fmt:
 	$(CARGO) fmt --all

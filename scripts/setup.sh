@@ -13,6 +13,9 @@ have python3 || need_apt+=(python3)
 have curl || need_apt+=(curl)
 have tracepath || need_apt+=(iputils-tracepath)
 have iperf3 || need_apt+=(iperf3)
+# make bench: trafgen sends at a set rate, nft drops at the receiver.
+have trafgen || need_apt+=(netsniff-ng)
+have nft || need_apt+=(nftables)
 [ -f /usr/share/qemu/qboot.rom ] || need_apt+=(qemu-system-x86)
 have qemu-img || need_apt+=(qemu-utils)
 # The disk image: GRUB for BIOS and UEFI, xorriso and mtools for

@@ -61,7 +61,7 @@ drop_reasons! {
     NatUnsupportedProtocol => "nat_unsupported_protocol", "protocol the NAT cannot translate (not TCP, UDP or ICMP)";
     NatFragmentUnknown => "nat_fragment_unknown", "non-first fragment of a datagram whose first fragment the NAT has not seen";
     NatIcmpErrorNoMatch => "nat_icmp_error_no_match", "ICMP error about a packet of no NAT session";
-    NatTruncated => "nat_truncated", "transport header too short to translate";
+    L4Truncated => "l4_truncated", "TCP/UDP/ICMP header too short to translate or balance";
     LbNoBackend => "lb_no_backend", "no backend of the service is up (TCP reset / ICMP port unreachable sent)";
     LbFlowTableFull => "lb_flow_table_full", "load balancer flow table full: new flow refused";
     HostStackBacklog => "host_stack_backlog", "packets for the appliance itself arrived faster than its host stack drains them";

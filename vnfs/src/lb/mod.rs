@@ -323,8 +323,7 @@ impl Lb {
         let p = parse(&pkt.data()[ETH..]);
         let l4 = p.ihl;
         let total = p.total;
-        let (sport, dport, flags) =
-            ports(&pkt.data()[ETH..ETH + total], l4, p.proto).ok_or(DropReason::NatTruncated)?;
+        let (sport, dport, flags) = ports(&pkt.data()[ETH..ETH + total], l4, p.proto).ok_or(DropReason::L4Truncated)?;
         let client = Endpoint::new(p.src, sport);
         let mut flow = self.find_fwd(p.proto, client, si, now);
         if let Some(i) = flow {

@@ -160,7 +160,7 @@ impl Nat {
         if l4_checksum(p.proto).is_none() {
             return Err(DropReason::NatUnsupportedProtocol);
         }
-        let (sport, dport, flags) = ports(ip, l4, p.proto).ok_or(DropReason::NatTruncated)?;
+        let (sport, dport, flags) = ports(ip, l4, p.proto).ok_or(DropReason::L4Truncated)?;
         let remote = Endpoint::new(p.dst, if p.proto == ICMP { 0 } else { dport });
         let out =
             self.table.outbound(p.proto, Endpoint::new(p.src, sport), remote, flags, now).map_err(refusal_reason)?;
@@ -207,7 +207,7 @@ impl Nat {
             return if local { Ok(false) } else { Err(DropReason::NatUnsupportedProtocol) };
         }
         let Some((sport, dport, flags)) = ports(ip, l4, p.proto) else {
-            return Err(DropReason::NatTruncated);
+            return Err(DropReason::L4Truncated);
         };
         let outside = Endpoint::new(p.dst, dport);
         let mut remote = Endpoint::new(p.src, if p.proto == ICMP { 0 } else { sport });
@@ -271,7 +271,7 @@ impl Nat {
         let q = l4 + 8;
         let end = p.total.min(ip.len());
         if end < q + 20 {
-            return Err(DropReason::NatTruncated);
+            return Err(DropReason::L4Truncated);
         }
         let qp = parse(&ip[q..end]);
         let ql4 = q + qp.ihl;

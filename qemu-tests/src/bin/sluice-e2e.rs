@@ -1,0 +1,166 @@
+//! End-to-end forwarding rate, 64-byte UDP frames from a sender namespace
+//! through the forwarder to a receiver namespace, at stepped offered rates:
+//! sluice as a wire (null pipeline: the ceiling of the virtual I/O path),
+//! as a router, as a NAT; beside them, in the same run, the host kernel as
+//! a namespace router with nft masquerade (the no-VM alternative).
+//! Offered: trafgen asked for a rate, and what it achieved is reported (a
+//! tap pushes back when its reader falls behind); delivered: the receiver
+//! interface's packet counter. Prints the highest achieved offered rate
+//! with < 0.1% loss and the peak delivered rate.
+//!
+//! Not here yet: the Linux-VM NAT baseline of issue 7 (Debian kernel +
+//! busybox initramfs with nft).
+
+use std::time::{Duration, Instant};
+
+use sluice::lab::{Lab, LabSpec};
+use sluice::qemu::Machine;
+use sluice::topology::{run, unique_id, Netns};
+
+const RATES: &[u64] = &[25_000, 50_000, 100_000, 200_000, 400_000, 800_000];
+const SECONDS: u64 = 2;
+
+fn rx_packets(ns: &Netns, dev: &str) -> u64 {
+    let out = ns.output(&["cat", &format!("/sys/class/net/{dev}/statistics/rx_packets")]).unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+fn mac_of(ns: &Netns, dev: &str) -> String {
+    let out = ns.output(&["cat", &format!("/sys/class/net/{dev}/address")]).unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Drops the test traffic at the receiver, so no ICMP flows back.
+fn sink(ns: &Netns) {
+    let _ = ns.exec(&["nft", "add table inet sink"]);
+    let _ = ns.exec(&["nft", "add chain inet sink in { type filter hook input priority 0; }"]);
+    let _ = ns.exec(&["nft", "add rule inet sink in udp dport 9 drop"]);
+}
+
+/// Sends at each rate; returns (offered pps, delivered pps, loss) per step.
+fn sweep(
+    tx_ns: &Netns,
+    tx_dev: &str,
+    dst_mac: &str,
+    rx_ns: &Netns,
+    rx_dev: &str,
+    dir: &std::path::Path,
+) -> Vec<(u64, f64, f64)> {
+    let src_mac = mac_of(tx_ns, tx_dev);
+    let conf = dir.join("udp64.trafgen");
+    let hex = |m: &str| m.split(':').map(|b| format!("0x{b}")).collect::<Vec<_>>().join(", ");
+    std::fs::write(
+        &conf,
+        format!(
+            "{{ {}, {}, 0x08, 0x00, 0x45, 0, 0, 46, 0, 0, 0, 0, 64, 17, csumip(14, 33), 10, 0, 0, 2, 10, 1, 0, 2, \
+             0x0f, 0xa0, 0, 9, 0, 26, 0, 0, fill(0, 18) }}\n",
+            hex(dst_mac),
+            hex(&src_mac)
+        ),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    for &rate in RATES {
+        let n = rate * SECONDS;
+        let before = rx_packets(rx_ns, rx_dev);
+        let t = Instant::now();
+        let status = tx_ns
+            .command(&[
+                "trafgen",
+                "-o",
+                tx_dev,
+                "-i",
+                conf.to_str().unwrap(),
+                "-b",
+                &format!("{rate}pps"),
+                "-n",
+                &n.to_string(),
+                "-P",
+                "1",
+                "-C",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        let sent_for = t.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_millis(500));
+        let got = rx_packets(rx_ns, rx_dev) - before;
+        if !status.success() {
+            eprintln!("trafgen failed at {rate} pps");
+        }
+        let loss = 1.0 - got as f64 / n as f64;
+        // The tap pushes back when QEMU does not keep up, so trafgen may
+        // send slower than asked: report what it achieved.
+        let offered = n as f64 / sent_for;
+        out.push((offered as u64, got as f64 / sent_for, loss));
+        if loss > 0.5 {
+            break;
+        }
+    }
+    out
+}
+
+fn report(name: &str, steps: &[(u64, f64, f64)]) {
+    let lossless = steps.iter().filter(|(_, _, loss)| *loss < 0.001).map(|(o, _, _)| *o).max().unwrap_or(0);
+    let peak = steps.iter().map(|(_, d, _)| *d).fold(0.0, f64::max);
+    let cells: Vec<String> =
+        steps.iter().map(|(o, d, loss)| format!("{}k→{:.0}k ({:.1}%)", o / 1000, d / 1000.0, loss * 100.0)).collect();
+    println!("{:<28} {:>10} {:>10.0}   {}", name, lossless, peak, cells.join("  "));
+}
+
+fn sluice_case(name: &str, extra: &str, wire: bool) {
+    let mut spec = LabSpec::two_ports(Machine::Microvm).unwrap();
+    spec.extra_config = extra.into();
+    let lab = Lab::start(&spec).unwrap();
+    let (lan, wan) = (lab.port("lan"), lab.port("wan"));
+    lan.ns.exec(&["ip", "route", "add", "10.1.0.0/24", "via", "10.0.0.1"]).ok();
+    sink(&wan.ns);
+    // Resolve next hops before measuring.
+    let _ = lan.ns.output(&["ping", "-c", "2", "-i", "0.2", "-W", "1", "10.1.0.2"]);
+    let dst_mac = if wire { mac_of(&wan.ns, &wan.tap.name) } else { lan.mac.clone() };
+    if wire {
+        // The wire passes Ethernet as is: addresses must fit the far side.
+        let _ = wan.ns.exec(&["ip", "addr", "add", "10.1.0.2/24", "dev", &wan.tap.name]);
+    }
+    let dir = lab.config_path.parent().unwrap().to_path_buf();
+    let steps = sweep(&lan.ns, &lan.tap.name, &dst_mac, &wan.ns, &wan.tap.name, &dir);
+    report(name, &steps);
+}
+
+fn namespace_router() {
+    let id = unique_id();
+    let a = Netns::create(&format!("sluice-t{id}-a")).unwrap();
+    let r = Netns::create(&format!("sluice-t{id}-r")).unwrap();
+    let b = Netns::create(&format!("sluice-t{id}-b")).unwrap();
+    let (a0, r0, r1, b0) = (format!("se{id}a"), format!("se{id}r"), format!("se{id}s"), format!("se{id}b"));
+    run(&["ip", "link", "add", &a0, "netns", &a.name, "type", "veth", "peer", "name", &r0, "netns", &r.name]).unwrap();
+    run(&["ip", "link", "add", &r1, "netns", &r.name, "type", "veth", "peer", "name", &b0, "netns", &b.name]).unwrap();
+    for (ns, dev, addr) in
+        [(&a, &a0, "10.0.0.2/24"), (&r, &r0, "10.0.0.1/24"), (&r, &r1, "10.1.0.1/24"), (&b, &b0, "10.1.0.2/24")]
+    {
+        ns.exec(&["ip", "addr", "add", addr, "dev", dev]).unwrap();
+        ns.exec(&["ip", "link", "set", dev, "up"]).unwrap();
+    }
+    a.exec(&["ip", "route", "add", "default", "via", "10.0.0.1"]).unwrap();
+    r.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]).unwrap();
+    r.exec(&["nft", "add table ip nat"]).unwrap();
+    r.exec(&["nft", "add chain ip nat post { type nat hook postrouting priority 100; }"]).unwrap();
+    r.exec(&["nft", &format!("add rule ip nat post oifname {r1} masquerade")]).unwrap();
+    sink(&b);
+    let _ = a.output(&["ping", "-c", "2", "-i", "0.2", "-W", "1", "10.1.0.2"]);
+    let dir = std::env::temp_dir().join(format!("sluice-e2e-{id}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let steps = sweep(&a, &a0, &mac_of(&r, &r0), &b, &b0, &dir);
+    report("baseline: namespace NAT (nft)", &steps);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn main() {
+    println!("end to end, 64-byte UDP, {SECONDS} s per step ({})\n", sluice::qemu::Accel::from_env().unwrap().name());
+    println!("{:<28} {:>10} {:>10}   {}", "forwarder", "lossless", "peak pps", "offered→delivered");
+    sluice_case("sluice wire (null)", "wire lan wan\n", true);
+    sluice_case("sluice router", "", false);
+    sluice_case("sluice NAT", "nat {\n  inside 10.0.0.0/24\n  outside wan\n}\n", false);
+    namespace_router();
+}
