@@ -158,7 +158,7 @@ fn namespace_router() {
 
 fn main() {
     println!("end to end, 64-byte UDP, {SECONDS} s per step ({})\n", sluice::qemu::Accel::from_env().unwrap().name());
-    println!("{:<28} {:>10} {:>10}   {}", "forwarder", "lossless", "peak pps", "offered→delivered");
+    println!("{:<28} {:>10} {:>10}   offered→delivered (loss)", "forwarder", "lossless", "peak pps");
     sluice_case("sluice wire (null)", "wire lan wan\n", true);
     sluice_case("sluice router", "", false);
     sluice_case("sluice NAT", "nat {\n  inside 10.0.0.0/24\n  outside wan\n}\n", false);
