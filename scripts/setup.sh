@@ -16,6 +16,9 @@ have iperf3 || need_apt+=(iperf3)
 # make bench: trafgen sends at a set rate, nft drops at the receiver.
 have trafgen || need_apt+=(netsniff-ng)
 have nft || need_apt+=(nftables)
+# The Linux-VM baseline of make bench: depmod/modprobe and cpio.
+have depmod || need_apt+=(kmod)
+have cpio || need_apt+=(cpio)
 [ -f /usr/share/qemu/qboot.rom ] || need_apt+=(qemu-system-x86)
 have qemu-img || need_apt+=(qemu-utils)
 # The disk image: GRUB for BIOS and UEFI, xorriso and mtools for

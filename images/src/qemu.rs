@@ -135,6 +135,8 @@ pub struct VmSpec {
     pub paused: bool,
     /// Where COM2 (the defmt log stream) is written.
     pub log_file: Option<PathBuf>,
+    /// An initramfs (for booting a Linux baseline with the same harness).
+    pub initrd: Option<PathBuf>,
 }
 
 impl VmSpec {
@@ -149,6 +151,7 @@ impl VmSpec {
             cmdline: None,
             paused: false,
             log_file: None,
+            initrd: None,
         }
     }
 
@@ -173,6 +176,9 @@ impl VmSpec {
             c.arg("-drive").arg(format!("file={},format=qcow2,if=virtio,snapshot=on", crate::disk_path().display()));
         } else {
             c.arg("-kernel").arg(&self.kernel);
+            if let Some(initrd) = &self.initrd {
+                c.arg("-initrd").arg(initrd);
+            }
             if let Some(cmdline) = &self.cmdline {
                 c.args(["-append", cmdline]);
             }

@@ -8,14 +8,16 @@
 //! interface's packet counter. Prints the highest achieved offered rate
 //! with < 0.1% loss and the peak delivered rate.
 //!
-//! Not here yet: the Linux-VM NAT baseline of issue 7 (Debian kernel +
-//! busybox initramfs with nft).
+//! The Linux-VM baseline is Debian's kernel with a busybox initramfs doing
+//! the same NAT with nft (images/linuxvm/build.sh, cached under
+//! target/bench-cache); it and a sluice NAT run on the same machine type
+//! (pc + qboot), accelerator and taps.
 
 use std::time::{Duration, Instant};
 
 use sluice::lab::{Lab, LabSpec};
-use sluice::qemu::Machine;
-use sluice::topology::{run, unique_id, Netns};
+use sluice::qemu::{Accel, Machine, NicSpec, Vm, VmSpec};
+use sluice::topology::{run, unique_id, Netns, Tap};
 
 const RATES: &[u64] = &[25_000, 50_000, 100_000, 200_000, 400_000, 800_000];
 const SECONDS: u64 = 2;
@@ -109,10 +111,13 @@ fn report(name: &str, steps: &[(u64, f64, f64)]) {
     println!("{:<28} {:>10} {:>10.0}   {}", name, lossless, peak, cells.join("  "));
 }
 
-fn sluice_case(name: &str, extra: &str, wire: bool) {
-    let mut spec = LabSpec::two_ports(Machine::Microvm).unwrap();
+fn sluice_case(name: &str, extra: &str, wire: bool, machine: Machine) {
+    let mut spec = LabSpec::two_ports(machine).unwrap();
     spec.extra_config = extra.into();
     let lab = Lab::start(&spec).unwrap();
+    if !wire && extra.contains("nat") {
+        println!("{:<28} boot: QEMU start → ready {:.2} s", name, lab.vm.elapsed().as_secs_f64());
+    }
     let (lan, wan) = (lab.port("lan"), lab.port("wan"));
     lan.ns.exec(&["ip", "route", "add", "10.1.0.0/24", "via", "10.0.0.1"]).ok();
     sink(&wan.ns);
@@ -126,6 +131,50 @@ fn sluice_case(name: &str, extra: &str, wire: bool) {
     let dir = lab.config_path.parent().unwrap().to_path_buf();
     let steps = sweep(&lan.ns, &lan.tap.name, &dst_mac, &wan.ns, &wan.tap.name, &dir);
     report(name, &steps);
+}
+
+/// Debian's kernel doing the NAT in a VM, on the same harness.
+fn linux_vm_case() {
+    let root = sluice::workspace_root();
+    let cache = root.join("target/bench-cache/linuxvm");
+    let built = std::process::Command::new(root.join("images/linuxvm/build.sh")).arg(&cache).status();
+    if !built.map(|s| s.success()).unwrap_or(false) {
+        println!("{:<28} not measured: images/linuxvm/build.sh failed", "baseline: Linux VM NAT");
+        return;
+    }
+    let id = unique_id();
+    let mut taps: Vec<Tap> = (0..2).map(|i| Tap::create(&format!("st{id}p{i}")).unwrap()).collect();
+    let mut spec = VmSpec::new(cache.join("vmlinuz"), Machine::PcQboot, Accel::from_env().unwrap());
+    spec.initrd = Some(cache.join("initramfs.cpio.gz"));
+    spec.cmdline = Some("console=ttyS0 quiet".into());
+    spec.memory_mb = 512;
+    spec.paused = true;
+    spec.nics = taps
+        .iter()
+        .enumerate()
+        .map(|(i, t)| NicSpec { tap: t.name.clone(), mac: format!("52:54:00:11:00:0{i}") })
+        .collect();
+    let mut vm = Vm::start(&spec).unwrap();
+    vm.qmp("query-status").unwrap();
+    let lan = Netns::create(&format!("sluice-t{id}-lan")).unwrap();
+    let wan = Netns::create(&format!("sluice-t{id}-wan")).unwrap();
+    taps[0].move_to(&lan, "10.0.0.2/24").unwrap();
+    taps[1].move_to(&wan, "10.1.0.2/24").unwrap();
+    lan.exec(&["ip", "route", "add", "default", "via", "10.0.0.1"]).unwrap();
+    vm.resume().unwrap();
+    if let Err(e) = vm.wait_for("FORWARDING_READY", Duration::from_secs(120)) {
+        println!("{:<28} not measured: {}", "baseline: Linux VM NAT", e.what);
+        return;
+    }
+    println!("{:<28} boot: QEMU start → ready {:.2} s", "baseline: Linux VM NAT", vm.elapsed().as_secs_f64());
+    sink(&wan);
+    let _ = lan.output(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.1.0.2"]);
+    let dir = std::env::temp_dir().join(format!("sluice-e2e-{id}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let steps = sweep(&lan, &taps[0].name, "52:54:00:11:00:00", &wan, &taps[1].name, &dir);
+    report("baseline: Linux VM NAT", &steps);
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(vm);
 }
 
 fn namespace_router() {
@@ -159,8 +208,13 @@ fn namespace_router() {
 fn main() {
     println!("end to end, 64-byte UDP, {SECONDS} s per step ({})\n", sluice::qemu::Accel::from_env().unwrap().name());
     println!("{:<28} {:>10} {:>10}   offered→delivered (loss)", "forwarder", "lossless", "peak pps");
-    sluice_case("sluice wire (null)", "wire lan wan\n", true);
-    sluice_case("sluice router", "", false);
-    sluice_case("sluice NAT", "nat {\n  inside 10.0.0.0/24\n  outside wan\n}\n", false);
+    let nat = "nat {\n  inside 10.0.0.0/24\n  outside wan\n}\n";
+    sluice_case("sluice wire (null)", "wire lan wan\n", true, Machine::Microvm);
+    sluice_case("sluice router", "", false, Machine::Microvm);
+    sluice_case("sluice NAT", nat, false, Machine::Microvm);
+    println!("same machine type for both (pc + qboot):");
+    sluice_case("sluice NAT, pc", nat, false, Machine::PcQboot);
+    linux_vm_case();
+    println!("no VM:");
     namespace_router();
 }
