@@ -177,6 +177,52 @@ fn linux_vm_case() {
     drop(vm);
 }
 
+/// Whether sluice boots with `mb` MiB and forwards through a NAT with a
+/// 64k-session table.
+fn sluice_forwards_in(mb: u32) -> bool {
+    let mut spec = LabSpec::two_ports(Machine::Microvm).unwrap();
+    spec.memory_mb = mb;
+    spec.extra_config = "nat {\n  inside 10.0.0.0/24\n  outside wan\n  sessions 65536\n}\n".into();
+    let Ok(lab) = Lab::start(&spec) else { return false };
+    lab.port("lan").ns.exec(&["ip", "route", "add", "default", "via", "10.0.0.1"]).ok();
+    lab.port("lan").ns.output(&["ping", "-c", "2", "-W", "2", "10.1.0.2"]).is_ok_and(|o| o.status.success())
+}
+
+/// Whether the Linux VM boots with `mb` MiB and forwards.
+fn linux_forwards_in(mb: u32) -> bool {
+    let cache = sluice::workspace_root().join("target/bench-cache/linuxvm");
+    let id = unique_id();
+    let mut taps: Vec<Tap> = (0..2).map(|i| Tap::create(&format!("st{id}p{i}")).unwrap()).collect();
+    let mut spec = VmSpec::new(cache.join("vmlinuz"), Machine::PcQboot, Accel::from_env().unwrap());
+    spec.initrd = Some(cache.join("initramfs.cpio.gz"));
+    spec.cmdline = Some("console=ttyS0 quiet".into());
+    spec.memory_mb = mb;
+    spec.paused = true;
+    spec.nics = taps
+        .iter()
+        .enumerate()
+        .map(|(i, t)| NicSpec { tap: t.name.clone(), mac: format!("52:54:00:11:00:0{i}") })
+        .collect();
+    let Ok(mut vm) = Vm::start(&spec) else { return false };
+    if vm.qmp("query-status").is_err() {
+        return false;
+    }
+    let lan = Netns::create(&format!("sluice-t{id}-lan")).unwrap();
+    let wan = Netns::create(&format!("sluice-t{id}-wan")).unwrap();
+    taps[0].move_to(&lan, "10.0.0.2/24").unwrap();
+    taps[1].move_to(&wan, "10.1.0.2/24").unwrap();
+    lan.exec(&["ip", "route", "add", "default", "via", "10.0.0.1"]).unwrap();
+    let _ = vm.resume();
+    if vm.wait_for("FORWARDING_READY", Duration::from_secs(60)).is_err() {
+        return false;
+    }
+    lan.output(&["ping", "-c", "2", "-W", "2", "10.1.0.2"]).is_ok_and(|o| o.status.success())
+}
+
+fn smallest(sizes: &[u32], works: impl Fn(u32) -> bool) -> Option<u32> {
+    sizes.iter().copied().find(|m| works(*m))
+}
+
 fn namespace_router() {
     let id = unique_id();
     let a = Netns::create(&format!("sluice-t{id}-a")).unwrap();
@@ -217,4 +263,8 @@ fn main() {
     linux_vm_case();
     println!("no VM:");
     namespace_router();
+    let s = smallest(&[4, 6, 8, 10, 12, 16, 24, 32, 64], sluice_forwards_in);
+    let l = smallest(&[32, 48, 64, 96, 128, 192, 256, 512], linux_forwards_in);
+    let show = |m: Option<u32>| m.map(|m| format!("{m} MiB")).unwrap_or_else(|| "none tried".into());
+    println!("\nsmallest -m that forwards: sluice (NAT, 64k sessions) {}; Linux VM NAT {}", show(s), show(l));
 }
