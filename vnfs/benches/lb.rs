@@ -15,49 +15,17 @@ use vnfs::dataplane::Dataplane;
 use vnfs::lb::maglev::{MaglevTable, Member, DEFAULT_SIZE};
 use vnfs::packet::{Batch, Packet, PacketPool};
 
-const C_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
-const S_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 2];
-const BATCH: usize = 32;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 16) as u32
-    }
-}
-
-fn cpu_mhz() -> f64 {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("cpu MHz")).and_then(|l| l.split(':').nth(1)?.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
+mod common;
+use common::{arp_reply, cpu_mhz, Rng};
 
 /// UDP (checksum 0) from `src:sport` to `dst`:53.
 fn frame(src: u32, sport: u16, dst: [u8; 4]) -> Vec<u8> {
-    let mut f = vec![0u8; 14 + 20 + 8 + 18];
-    f[0..6].copy_from_slice(&C_MAC);
-    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
-    f[12..14].copy_from_slice(&[8, 0]);
-    let ip = &mut f[14..];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&46u16.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&src.to_be_bytes());
-    ip[16..20].copy_from_slice(&dst);
-    let c = csum::checksum(&ip[..20]);
-    csum::set(ip, 10, c);
-    ip[20..22].copy_from_slice(&sport.to_be_bytes());
-    ip[22..24].copy_from_slice(&53u16.to_be_bytes());
-    ip[24..26].copy_from_slice(&26u16.to_be_bytes());
-    f
+    common::udp_frame(C_MAC, src, sport, dst, 53)
 }
+
+const C_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
+const S_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 2];
+const BATCH: usize = 32;
 
 /// Restores a forwarded packet to a fresh arrival from `src:sport` to `dst`.
 fn rearm(p: &mut Packet, src: u32, sport: u16, dst: [u8; 4]) {
@@ -95,15 +63,7 @@ fn dataplane(lb: bool, flows: usize) -> (Dataplane, PacketPool) {
     // Backends (and, for the baseline, 10.2.0.53) answer ARP.
     let mut b = Batch::new();
     for last in (10..20).chain([53]) {
-        let mut arp = vec![0u8; 42];
-        arp[0..6].copy_from_slice(&S_MAC);
-        arp[6..12].copy_from_slice(&[2, 0, 0, 0, 1, last]);
-        arp[12..14].copy_from_slice(&[8, 6]);
-        arp[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
-        arp[22..28].copy_from_slice(&[2, 0, 0, 0, 1, last]);
-        arp[28..32].copy_from_slice(&[10, 2, 0, last]);
-        arp[32..38].copy_from_slice(&S_MAC);
-        arp[38..42].copy_from_slice(&[10, 2, 0, 1]);
+        let arp = arp_reply([2, 0, 0, 0, 1, last], [10, 2, 0, last], S_MAC, [10, 2, 0, 1]);
         let mut p = pool.alloc().unwrap();
         p.fill(&arp);
         b.push(p).unwrap();

@@ -14,50 +14,18 @@ use vnfs::csum;
 use vnfs::dataplane::Dataplane;
 use vnfs::packet::{Batch, Packet, PacketPool};
 
+mod common;
+use common::{arp_reply, cpu_mhz, Rng};
+
+/// A UDP frame (checksum 0) from `src:sport` to 198.51.100.1:53.
+fn frame(src: u32, sport: u16) -> Vec<u8> {
+    common::udp_frame(LAN_MAC, src, sport, [198, 51, 100, 1], 53)
+}
+
 const LAN_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
 const WAN_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 2];
 const BATCH: usize = 32;
 const POOL_ADDRS: u8 = 32;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 16) as u32
-    }
-}
-
-fn cpu_mhz() -> f64 {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("cpu MHz")).and_then(|l| l.split(':').nth(1)?.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
-
-/// A UDP frame (checksum 0) from `src:sport` to 198.51.100.1:53.
-fn frame(src: u32, sport: u16) -> Vec<u8> {
-    let mut f = vec![0u8; 14 + 20 + 8 + 18];
-    f[0..6].copy_from_slice(&LAN_MAC);
-    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
-    f[12..14].copy_from_slice(&[8, 0]);
-    let ip = &mut f[14..];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&46u16.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&src.to_be_bytes());
-    ip[16..20].copy_from_slice(&[198, 51, 100, 1]);
-    let c = csum::checksum(&ip[..20]);
-    csum::set(ip, 10, c);
-    ip[20..22].copy_from_slice(&sport.to_be_bytes());
-    ip[22..24].copy_from_slice(&53u16.to_be_bytes());
-    ip[24..26].copy_from_slice(&26u16.to_be_bytes());
-    f
-}
 
 /// Makes a forwarded packet a fresh arrival from `src:sport` again (the
 /// NAT rewrote the source, the router the TTL and MACs).
@@ -95,15 +63,7 @@ fn dataplane(nat: bool, sessions: usize) -> (Dataplane, PacketPool) {
     let mut dp = Dataplane::new(&cfg, &[LAN_MAC, WAN_MAC], 0, 1);
     let mut pool = PacketPool::new(4096);
     // The gateway answers ARP.
-    let mut arp = vec![0u8; 42];
-    arp[0..6].copy_from_slice(&WAN_MAC);
-    arp[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xfe]);
-    arp[12..14].copy_from_slice(&[8, 6]);
-    arp[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
-    arp[22..28].copy_from_slice(&[2, 0, 0, 0, 0, 0xfe]);
-    arp[28..32].copy_from_slice(&[172, 16, 0, 254]);
-    arp[32..38].copy_from_slice(&WAN_MAC);
-    arp[38..42].copy_from_slice(&[172, 16, 0, 1]);
+    let arp = arp_reply([2, 0, 0, 0, 0, 0xfe], [172, 16, 0, 254], WAN_MAC, [172, 16, 0, 1]);
     let mut b = Batch::new();
     let mut p = pool.alloc().unwrap();
     p.fill(&arp);

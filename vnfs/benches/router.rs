@@ -16,27 +16,16 @@ use vnfs::config;
 use vnfs::dataplane::Dataplane;
 use vnfs::packet::{Batch, PacketPool};
 
+mod common;
+use common::{arp_reply, cpu_mhz, Rng};
+
+/// A UDP frame from 10.0.0.2 to `dst`.
+fn frame(dst: Ipv4Addr) -> Vec<u8> {
+    common::udp_frame(LAN_MAC, 0x0a00_0002, 4000, dst.octets(), 9)
+}
+
 const LAN_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
 const WAN_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 2];
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 16) as u32
-    }
-}
-
-fn cpu_mhz() -> f64 {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("cpu MHz")).and_then(|l| l.split(':').nth(1)?.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
 
 /// Random distinct /24 prefixes in 1.0.0.0–223.255.255.0, minus 10/8 and 127/8.
 fn prefixes(n: usize, rng: &mut Rng) -> Vec<u32> {
@@ -49,29 +38,6 @@ fn prefixes(n: usize, rng: &mut Rng) -> Vec<u32> {
         }
     }
     out
-}
-
-fn frame(dst: Ipv4Addr) -> Vec<u8> {
-    let mut f = vec![0u8; 14 + 20 + 26];
-    f[0..6].copy_from_slice(&LAN_MAC);
-    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
-    f[12..14].copy_from_slice(&[8, 0]);
-    let ip = &mut f[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&46u16.to_be_bytes());
-    ip[8] = 255;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&[10, 0, 0, 2]);
-    ip[16..20].copy_from_slice(&dst.octets());
-    let mut sum = 0u32;
-    for w in ip.chunks(2) {
-        sum += u16::from_be_bytes([w[0], w[1]]) as u32;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    f
 }
 
 /// Puts the TTL back to 255 with the RFC 1624 update, as the router took it.
@@ -101,15 +67,7 @@ fn bench_dataplane(routes: usize, batch_size: usize, mhz: f64) -> (f64, f64, f64
     // Resolve the gateway as ARP would.
     let mut b = Batch::new();
     let mut p = pool.alloc().unwrap();
-    let mut arp = vec![0u8; 42];
-    arp[0..6].copy_from_slice(&WAN_MAC);
-    arp[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xfe]);
-    arp[12..14].copy_from_slice(&[8, 6]);
-    arp[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
-    arp[22..28].copy_from_slice(&[2, 0, 0, 0, 0, 0xfe]);
-    arp[28..32].copy_from_slice(&[10, 1, 0, 254]);
-    arp[32..38].copy_from_slice(&WAN_MAC);
-    arp[38..42].copy_from_slice(&[10, 1, 0, 1]);
+    let arp = arp_reply([2, 0, 0, 0, 0, 0xfe], [10, 1, 0, 254], WAN_MAC, [10, 1, 0, 1]);
     p.fill(&arp);
     b.push(p).unwrap();
     dp.receive(1, &mut b, &mut pool, 0);

@@ -126,6 +126,21 @@ impl<'a> StageContext<'a> {
     }
 }
 
+/// Runs `f` on every packet of `batch` in order; the packets it gives back
+/// stay in the batch (in order) for the next stage, the others it has
+/// dropped, queued or kept.
+#[inline]
+pub fn for_each_packet(batch: &mut Batch, mut f: impl FnMut(Packet) -> Option<Packet>) {
+    let mut onward = Batch::new();
+    for pkt in batch.drain(..) {
+        if let Some(pkt) = f(pkt) {
+            // Same capacity as `batch`: at most one packet out per packet in.
+            let _ = onward.push(pkt);
+        }
+    }
+    *batch = onward;
+}
+
 /// A packet-processing feature.
 pub trait Stage {
     /// The name the config and the counters use.

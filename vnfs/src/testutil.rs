@@ -1,4 +1,5 @@
-//! Builders for real test frames, made with smoltcp's wire types.
+//! Builders for real test frames, made with smoltcp's wire types, and a
+//! rig that drives a whole dataplane with them.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -164,4 +165,69 @@ pub fn l4_frame(dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, proto: IpProtoco
     ip.emit(&mut ipp, &ChecksumCapabilities::default());
     ipp.payload_mut()[..body.len()].copy_from_slice(body);
     buf
+}
+
+/// Buffers in a rig's pool.
+pub const RIG_BUFFERS: usize = 256;
+
+/// A dataplane driven by real frames, for the stage tests: frames go in on
+/// a port, what the dataplane queued for transmit comes out.
+pub struct Rig {
+    pub pool: crate::packet::PacketPool,
+    pub dp: crate::dataplane::Dataplane,
+    pub now: u64,
+}
+
+impl Rig {
+    pub fn with_config(text: &str, macs: &[[u8; 6]]) -> Rig {
+        let cfg = crate::config::parse(text).unwrap_or_else(|e| panic!("test config: {e:?}"));
+        Rig::with(&cfg, macs)
+    }
+
+    pub fn with(cfg: &crate::config::Config, macs: &[[u8; 6]]) -> Rig {
+        Rig {
+            pool: crate::packet::PacketPool::new(RIG_BUFFERS),
+            dp: crate::dataplane::Dataplane::new(cfg, macs, 0, 1),
+            now: 0,
+        }
+    }
+
+    /// Receives `frame` on `port`, then lets timers and host stacks run.
+    pub fn send(&mut self, port: u8, frame: &[u8]) {
+        let mut batch = crate::packet::Batch::new();
+        let mut p = self.pool.alloc().unwrap();
+        assert!(p.fill(frame));
+        batch.push(p).unwrap();
+        self.dp.receive(port, &mut batch, &mut self.pool, self.now);
+        self.dp.poll(self.now, &mut self.pool);
+    }
+
+    /// Frames queued for transmit on `port`, taken out.
+    pub fn sent(&mut self, port: u8) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let q = &mut self.dp.port_mut(port).tx;
+        while let Some(p) = q.pop_front() {
+            out.push(p.data().to_vec());
+            self.pool.free(p);
+        }
+        out
+    }
+
+    /// Sends and returns the single frame that came out of `out`.
+    pub fn through(&mut self, port: u8, frame: &[u8], out: u8) -> Vec<u8> {
+        self.send(port, frame);
+        let mut f = self.sent(out);
+        assert_eq!(f.len(), 1, "expected one frame out of port {out}");
+        f.pop().unwrap()
+    }
+
+    pub fn drops(&self, port: usize, r: crate::counters::DropReason) -> u64 {
+        self.dp.ports()[port].counters.dropped(r)
+    }
+
+    /// Checks that every buffer came back to the pool.
+    pub fn finish(mut self) {
+        self.dp.drain(&mut self.pool);
+        assert_eq!(self.pool.available(), RIG_BUFFERS, "buffers leaked");
+    }
 }

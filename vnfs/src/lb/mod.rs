@@ -25,7 +25,7 @@ use crate::nat::table::{idle_timeout, Endpoint, Timeouts, TCP, UDP};
 use crate::packet::{Batch, Packet, PortId};
 use crate::rewrite::{parse, ports, set_addr, set_port};
 use crate::router::icmp::{build_error, IcmpError};
-use crate::stage::{Stage, StageContext};
+use crate::stage::{for_each_packet, Stage, StageContext};
 use crate::table::{hash_words, IndexTable};
 use crate::Micros;
 use health::Health;
@@ -521,8 +521,7 @@ impl Stage for Lb {
     }
 
     fn process(&mut self, batch: &mut Batch, cx: &mut StageContext<'_>) {
-        let mut onward = Batch::new();
-        for mut pkt in batch.drain(..) {
+        for_each_packet(batch, |mut pkt| {
             let p = parse(&pkt.data()[ETH..]);
             let to_vip = if p.first && (p.proto == TCP || p.proto == UDP) {
                 ports(&pkt.data()[ETH..ETH + p.total], p.ihl, p.proto)
@@ -530,7 +529,7 @@ impl Stage for Lb {
             } else {
                 None
             };
-            let keep = match to_vip {
+            match to_vip {
                 Some(si) => match self.forward_to_backend(&mut pkt, si, cx.now) {
                     Ok(()) => Some(pkt),
                     Err(DropReason::LbNoBackend) => self.refuse(pkt, si, cx),
@@ -543,12 +542,8 @@ impl Stage for Lb {
                     self.reply_from_backend(&mut pkt, cx.now);
                     Some(pkt)
                 }
-            };
-            if let Some(pkt) = keep {
-                let _ = onward.push(pkt);
             }
-        }
-        *batch = onward;
+        });
     }
 
     fn poll(&mut self, cx: &mut StageContext<'_>) {

@@ -9,9 +9,8 @@ use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
 
 use super::{flow_hash, Lb};
 use crate::config;
-use crate::dataplane::Dataplane;
 use crate::nat::table::Endpoint;
-use crate::packet::{Batch, PacketPool};
+use crate::packet::PacketPool;
 use crate::testutil::*;
 
 const C_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
@@ -32,18 +31,14 @@ fn cfg(mode: &str, backends: usize) -> config::Config {
     config::parse(&text).unwrap()
 }
 
-struct Rig {
-    pool: PacketPool,
-    dp: Dataplane,
-}
-
 impl Rig {
-    fn new(mode: &str) -> Rig {
-        Rig::with(cfg(mode, 3))
+    fn lb(mode: &str) -> Rig {
+        Rig::lb_with(cfg(mode, 3))
     }
 
-    fn with(cfg: config::Config) -> Rig {
-        let mut r = Rig { pool: PacketPool::new(256), dp: Dataplane::new(&cfg, &[C_MAC, S_MAC], 0, 1) };
+    /// A client port and a servers port, every backend's MAC known.
+    fn lb_with(cfg: config::Config) -> Rig {
+        let mut r = Rig::with(&cfg, &[C_MAC, S_MAC]);
         r.send(0, &arp_request(PEER_MAC, CLIENT, VIP));
         for b in BACKENDS {
             r.send(1, &arp_reply(PEER_MAC, b, S_MAC, LB_SIDE));
@@ -51,37 +46,6 @@ impl Rig {
         r.sent(0);
         r.sent(1);
         r
-    }
-
-    fn send(&mut self, port: u8, frame: &[u8]) {
-        let mut batch = Batch::new();
-        let mut p = self.pool.alloc().unwrap();
-        assert!(p.fill(frame));
-        batch.push(p).unwrap();
-        self.dp.receive(port, &mut batch, &mut self.pool, 0);
-        self.dp.poll(0, &mut self.pool);
-    }
-
-    fn sent(&mut self, port: u8) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        let q = &mut self.dp.port_mut(port).tx;
-        while let Some(p) = q.pop_front() {
-            out.push(p.data().to_vec());
-            self.pool.free(p);
-        }
-        out
-    }
-
-    fn through(&mut self, port: u8, frame: &[u8], out: u8) -> Vec<u8> {
-        self.send(port, frame);
-        let mut f = self.sent(out);
-        assert_eq!(f.len(), 1, "one frame out of port {out}");
-        f.pop().unwrap()
-    }
-
-    fn finish(mut self) {
-        self.dp.drain(&mut self.pool);
-        assert_eq!(self.pool.available(), 256);
     }
 }
 
@@ -95,7 +59,7 @@ fn tcp4(frame: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16, u8) {
 
 #[test]
 fn full_nat_both_ways() {
-    let mut r = Rig::new("full-nat");
+    let mut r = Rig::lb("full-nat");
     let out = r.through(0, &tcp_frame(C_MAC, (CLIENT, 30000), (VIP, 80), true, false), 1);
     let (src, sport, dst, dport, _) = tcp4(&out);
     assert_eq!((src, sport, dport), (LB_SIDE, 30000, 8000), "source is the appliance, port kept");
@@ -114,7 +78,7 @@ fn full_nat_both_ways() {
 
 #[test]
 fn dnat_keeps_the_client_address() {
-    let mut r = Rig::new("dnat");
+    let mut r = Rig::lb("dnat");
     let out = r.through(0, &tcp_frame(C_MAC, (CLIENT, 40001), (VIP, 80), true, false), 1);
     let (src, sport, dst, _, _) = tcp4(&out);
     assert_eq!((src, sport), (CLIENT, 40001));
@@ -126,7 +90,7 @@ fn dnat_keeps_the_client_address() {
 
 #[test]
 fn udp_service() {
-    let mut r = Rig::new("full-nat");
+    let mut r = Rig::lb("full-nat");
     let out = r.through(0, &udp_frame(C_MAC, (CLIENT, 5555), (VIP, 53), b"q"), 1);
     let ip = Ipv4Packet::new_checked(&out[14..]).unwrap();
     let u = UdpPacket::new_checked(ip.payload()).unwrap();
@@ -137,7 +101,7 @@ fn udp_service() {
 
 #[test]
 fn spread_follows_the_maglev_table() {
-    let mut r = Rig::new("full-nat");
+    let mut r = Rig::lb("full-nat");
     let mut seen: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
     for port in 20000..20600u16 {
         let out = r.through(0, &tcp_frame(C_MAC, (CLIENT, port), (VIP, 80), true, false), 1);
@@ -208,7 +172,7 @@ fn no_backend_up_gets_reset_or_port_unreachable() {
     let text = "port client address 10.1.0.1/24\nport servers address 10.2.0.1/24\n\
                 service web {\n vip 10.1.0.1:80\n backend 10.2.0.11:8000\n check tcp\n}\n\
                 service dns {\n vip 10.1.0.1:53 udp\n backend 10.2.0.11:5353\n check tcp\n}\n";
-    let mut r = Rig::with(config::parse(text).unwrap());
+    let mut r = Rig::lb_with(config::parse(text).unwrap());
     let rst = r.through(0, &tcp_frame(C_MAC, (CLIENT, 40000), (VIP, 80), true, false), 0);
     let (src, sport, dst, dport, flags) = tcp4(&rst);
     assert_eq!((src, sport, dst, dport), (VIP, 80, CLIENT, 40000));
@@ -228,7 +192,7 @@ proptest! {
     fn random_frames_through_the_lb_never_panic_or_leak(
         frames in proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..80), any::<bool>(), 0usize..60, any::<u8>(), any::<u16>()), 1..24),
     ) {
-        let mut r = Rig::new("full-nat");
+        let mut r = Rig::lb("full-nat");
         for (body, from_backend, at, v, port) in frames {
             let mut f = if from_backend {
                 l4_frame(S_MAC, BACKENDS[port as usize % 3], LB_SIDE, [IpProtocol::Udp, IpProtocol::Tcp][at % 2], &body)

@@ -27,7 +27,7 @@ use crate::counters::DropReason;
 use crate::csum;
 use crate::packet::{Batch, Packet, PortId};
 use crate::rewrite::{is_icmp_error, l4_checksum, parse, ports, set_addr, set_port, Parsed};
-use crate::stage::{Stage, StageContext};
+use crate::stage::{for_each_packet, Stage, StageContext};
 use crate::Micros;
 use table::{Endpoint, Filtering, NatTable, Refusal, Timeouts, ICMP, TCP, UDP};
 
@@ -362,13 +362,7 @@ impl Stage for Nat {
     }
 
     fn process(&mut self, batch: &mut Batch, cx: &mut StageContext<'_>) {
-        let mut onward = Batch::new();
-        for pkt in batch.drain(..) {
-            if let Some(pkt) = self.handle(pkt, cx) {
-                let _ = onward.push(pkt);
-            }
-        }
-        *batch = onward;
+        for_each_packet(batch, |pkt| self.handle(pkt, cx));
     }
 
     fn poll(&mut self, cx: &mut StageContext<'_>) {

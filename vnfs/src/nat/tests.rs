@@ -7,11 +7,8 @@ use std::vec::Vec;
 use proptest::prelude::*;
 use smoltcp::wire::{EthernetFrame, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
 
-use crate::config;
 use crate::counters::DropReason;
 use crate::csum;
-use crate::dataplane::Dataplane;
-use crate::packet::{Batch, PacketPool};
 use crate::testutil::*;
 
 const LAN_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
@@ -23,19 +20,15 @@ const SERVER: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
 const SERVER2: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 3);
 const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 2];
 
-struct Rig {
-    pool: PacketPool,
-    dp: Dataplane,
-    now: u64,
-}
-
 impl Rig {
-    fn new(nat: &str) -> Rig {
-        let cfg = config::parse(&std::format!(
-            "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\nnat {{\n inside 10.0.0.0/24\n outside wan\n{nat}\n}}\n"
-        ))
-        .unwrap();
-        let mut r = Rig { pool: PacketPool::new(256), dp: Dataplane::new(&cfg, &[LAN_MAC, WAN_MAC], 0, 1), now: 0 };
+    /// lan (inside) and wan (outside) with a NAT; `nat` adds settings.
+    fn nat(nat: &str) -> Rig {
+        let mut r = Rig::with_config(
+            &std::format!(
+                "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\nnat {{\n inside 10.0.0.0/24\n outside wan\n{nat}\n}}\n"
+            ),
+            &[LAN_MAC, WAN_MAC],
+        );
         for host in [A, B] {
             r.send(0, &arp_request(PEER_MAC, host, Ipv4Addr::new(10, 0, 0, 1)));
         }
@@ -45,42 +38,6 @@ impl Rig {
         r.sent(0);
         r.sent(1);
         r
-    }
-
-    fn send(&mut self, port: u8, frame: &[u8]) {
-        let mut batch = Batch::new();
-        let mut p = self.pool.alloc().unwrap();
-        assert!(p.fill(frame));
-        batch.push(p).unwrap();
-        self.dp.receive(port, &mut batch, &mut self.pool, self.now);
-        self.dp.poll(self.now, &mut self.pool);
-    }
-
-    fn sent(&mut self, port: u8) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        let q = &mut self.dp.port_mut(port).tx;
-        while let Some(p) = q.pop_front() {
-            out.push(p.data().to_vec());
-            self.pool.free(p);
-        }
-        out
-    }
-
-    /// Sends and returns the single frame that came out of `out`.
-    fn through(&mut self, port: u8, frame: &[u8], out: u8) -> Vec<u8> {
-        self.send(port, frame);
-        let mut f = self.sent(out);
-        assert_eq!(f.len(), 1, "expected one frame out of port {out}");
-        f.pop().unwrap()
-    }
-
-    fn drops(&self, port: usize, r: DropReason) -> u64 {
-        self.dp.ports()[port].counters.dropped(r)
-    }
-
-    fn finish(mut self) {
-        self.dp.drain(&mut self.pool);
-        assert_eq!(self.pool.available(), 256, "buffers leaked");
     }
 }
 
@@ -109,7 +66,7 @@ fn tcp(frame: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
 
 #[test]
 fn udp_out_and_back_with_port_preservation() {
-    let mut r = Rig::new("");
+    let mut r = Rig::nat("");
     let out = r.through(0, &udp_frame(LAN_MAC, (A, 5000), (SERVER, 53), b"query"), 1);
     assert_eq!(udp(&out), (OUT, 5000, SERVER, 53));
     assert_eq!(EthernetFrame::new_checked(&out[..]).unwrap().dst_addr().0, SERVER_MAC);
@@ -121,7 +78,7 @@ fn udp_out_and_back_with_port_preservation() {
 
 #[test]
 fn endpoint_independent_mapping_across_two_servers() {
-    let mut r = Rig::new("");
+    let mut r = Rig::nat("");
     let o1 = r.through(0, &udp_frame(LAN_MAC, (B, 5000), (SERVER, 53), b"x"), 1);
     // A takes 5000 first on another port so B's preserved port is taken.
     let a1 = r.through(0, &udp_frame(LAN_MAC, (A, 5000), (SERVER, 53), b"x"), 1);
@@ -134,7 +91,7 @@ fn endpoint_independent_mapping_across_two_servers() {
 
 #[test]
 fn address_dependent_filtering_by_default() {
-    let mut r = Rig::new("");
+    let mut r = Rig::nat("");
     r.through(0, &udp_frame(LAN_MAC, (A, 5000), (SERVER, 53), b"x"), 1);
     // Same server, other port: allowed; other server: filtered.
     r.through(1, &udp_frame(WAN_MAC, (SERVER, 9999), (OUT, 5000), b"y"), 0);
@@ -146,7 +103,7 @@ fn address_dependent_filtering_by_default() {
 
 #[test]
 fn tcp_checksums_and_zero_udp_checksum() {
-    let mut r = Rig::new("");
+    let mut r = Rig::nat("");
     let out = r.through(0, &tcp_frame(LAN_MAC, (A, 40000), (SERVER, 80), true, false), 1);
     assert_eq!(tcp(&out), (OUT, 40000, SERVER, 80));
     let back = r.through(1, &tcp_frame(WAN_MAC, (SERVER, 80), (OUT, 40000), true, true), 0);
@@ -161,7 +118,7 @@ fn tcp_checksums_and_zero_udp_checksum() {
 
 #[test]
 fn ping_out_and_back_translates_the_identifier() {
-    let mut r = Rig::new("");
+    let mut r = Rig::nat("");
     let out = r.through(0, &echo_request(LAN_MAC, A, SERVER, 77, b"ping"), 1);
     let o = ip(&out);
     assert_eq!(o.src_addr(), OUT);
@@ -187,7 +144,7 @@ fn ping_out_and_back_translates_the_identifier() {
 
 #[test]
 fn inbound_icmp_error_is_translated_with_its_quote() {
-    let mut r = Rig::new("");
+    let mut r = Rig::nat("");
     let out = r.through(0, &udp_frame(LAN_MAC, (A, 5000), (SERVER, 33434), b"probe"), 1);
     // The server answers with port unreachable quoting what it received.
     let quote = &out[14..];
@@ -219,7 +176,7 @@ fn inbound_icmp_error_is_translated_with_its_quote() {
 
 #[test]
 fn fragmented_udp_crosses_the_nat() {
-    let mut r = Rig::new("");
+    let mut r = Rig::nat("");
     let whole = udp_frame(LAN_MAC, (A, 7000), (SERVER, 9000), &[0x5a; 1000]);
     // Split the datagram by hand: 512 payload bytes, then the rest.
     let ipd = &whole[14..];
@@ -255,7 +212,7 @@ fn fragmented_udp_crosses_the_nat() {
 
 #[test]
 fn port_forward_and_hairpin() {
-    let mut r = Rig::new("forward tcp 10.1.0.1:8080 10.0.0.3:80");
+    let mut r = Rig::nat("forward tcp 10.1.0.1:8080 10.0.0.3:80");
     // From outside.
     let f = r.through(1, &tcp_frame(WAN_MAC, (SERVER, 33000), (OUT, 8080), true, false), 0);
     assert_eq!(tcp(&f), (SERVER, 33000, B, 80));
@@ -273,7 +230,7 @@ fn port_forward_and_hairpin() {
 
 #[test]
 fn ping_to_the_outside_address_is_answered_by_the_appliance() {
-    let mut r = Rig::new("");
+    let mut r = Rig::nat("");
     r.send(1, &echo_request(WAN_MAC, SERVER, OUT, 5, b"hi"));
     let out = r.sent(1);
     assert_eq!(out.len(), 1, "echo reply from the host stack");
@@ -282,7 +239,7 @@ fn ping_to_the_outside_address_is_answered_by_the_appliance() {
 
 #[test]
 fn full_session_table_refuses_and_counts() {
-    let mut r = Rig::new(" sessions 16");
+    let mut r = Rig::nat(" sessions 16");
     for p in 0..40u16 {
         r.send(0, &udp_frame(LAN_MAC, (A, 2000 + p), (SERVER, 53), b"x"));
     }
@@ -300,7 +257,7 @@ proptest! {
     fn translated_checksums_equal_recomputed(
         a in 2u8..250, sport in 1u16.., dport in 1u16.., payload in proptest::collection::vec(any::<u8>(), 0..64), is_tcp in any::<bool>(),
     ) {
-        let mut r = Rig::new(" filtering endpoint-independent");
+        let mut r = Rig::nat(" filtering endpoint-independent");
         let src = Ipv4Addr::new(10, 0, 0, a);
         r.send(0, &arp_request(PEER_MAC, src, Ipv4Addr::new(10, 0, 0, 1)));
         r.sent(0);
@@ -328,7 +285,7 @@ proptest! {
     fn random_frames_through_the_nat_never_panic_or_leak(
         frames in proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..120), any::<bool>(), 0usize..60, any::<u8>()), 1..24),
     ) {
-        let mut r = Rig::new(" forward udp 10.1.0.1:5353 10.0.0.3:53");
+        let mut r = Rig::nat(" forward udp 10.1.0.1:5353 10.0.0.3:53");
         for (body, inbound, at, v) in frames {
             let mut f = if inbound {
                 l4_frame(WAN_MAC, SERVER, OUT, [IpProtocol::Udp, IpProtocol::Tcp, IpProtocol::Icmp][at % 3], &body)
@@ -346,7 +303,7 @@ proptest! {
 
 #[test]
 fn reload_keeps_sessions_and_refuses_bad_configs() {
-    let mut r = Rig::new("");
+    let mut r = Rig::nat("");
     let base =
         "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\nnat {\n inside 10.0.0.0/24\n outside wan\n\n}\n";
     r.dp.set_config_text(base);

@@ -23,7 +23,7 @@ use smoltcp::wire::Ipv4Packet;
 use crate::config::Config;
 use crate::counters::DropReason;
 use crate::packet::{Batch, Packet, PortId};
-use crate::stage::{Stage, StageContext};
+use crate::stage::{for_each_packet, Stage, StageContext};
 use icmp::{build_error, may_send_error, IcmpError, TokenBucket};
 use lpm::{Lpm, NextHopId};
 
@@ -218,17 +218,15 @@ impl Stage for Router {
     }
 
     fn process(&mut self, batch: &mut Batch, cx: &mut StageContext<'_>) {
-        let mut onward = Batch::new();
-        for pkt in batch.drain(..) {
-            // Packets for the appliance itself, and packets an earlier stage
-            // already routed, are not the router's business.
-            let pkt = if pkt.meta.local || pkt.meta.out_port.is_some() { Some(pkt) } else { self.route(pkt, cx) };
-            if let Some(pkt) = pkt {
-                // Same capacity as `batch`, one packet out per packet in.
-                let _ = onward.push(pkt);
+        // Packets for the appliance itself, and packets an earlier stage
+        // already routed, are not the router's business.
+        for_each_packet(batch, |pkt| {
+            if pkt.meta.local || pkt.meta.out_port.is_some() {
+                Some(pkt)
+            } else {
+                self.route(pkt, cx)
             }
-        }
-        *batch = onward;
+        });
     }
 
     fn write_stats(&self, out: &mut String) {

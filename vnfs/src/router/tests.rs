@@ -10,10 +10,7 @@ use smoltcp::wire::{
 };
 
 use super::decrement_ttl;
-use crate::config;
 use crate::counters::DropReason;
-use crate::dataplane::Dataplane;
-use crate::packet::{Batch, PacketPool};
 use crate::testutil::*;
 
 const LAN_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
@@ -22,39 +19,13 @@ const LAN_HOST: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const WAN_HOST: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
 const WAN_HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 2];
 
-struct Rig {
-    pool: PacketPool,
-    dp: Dataplane,
-    now: u64,
-}
-
 impl Rig {
-    fn new(extra: &str) -> Rig {
-        let cfg = config::parse(&std::format!(
-            "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24 mtu 1400\n{extra}"
-        ))
-        .unwrap();
-        Rig { pool: PacketPool::new(256), dp: Dataplane::new(&cfg, &[LAN_MAC, WAN_MAC], 0, 1), now: 0 }
-    }
-
-    fn send(&mut self, port: u8, frame: &[u8]) {
-        let mut batch = Batch::new();
-        let mut p = self.pool.alloc().unwrap();
-        assert!(p.fill(frame));
-        batch.push(p).unwrap();
-        self.dp.receive(port, &mut batch, &mut self.pool, self.now);
-        self.dp.poll(self.now, &mut self.pool);
-    }
-
-    /// Frames queued for transmit on `port`, taken out.
-    fn sent(&mut self, port: u8) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        let q = &mut self.dp.port_mut(port).tx;
-        while let Some(p) = q.pop_front() {
-            out.push(p.data().to_vec());
-            self.pool.free(p);
-        }
-        out
+    /// lan and wan (MTU 1400), routing; `extra` adds statements.
+    fn router(extra: &str) -> Rig {
+        Rig::with_config(
+            &std::format!("port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24 mtu 1400\n{extra}"),
+            &[LAN_MAC, WAN_MAC],
+        )
     }
 
     /// Lets both hosts be known neighbours (as after ARP).
@@ -63,11 +34,6 @@ impl Rig {
         self.send(1, &arp_reply(WAN_HOST_MAC, WAN_HOST, WAN_MAC, Ipv4Addr::new(10, 1, 0, 1)));
         self.sent(0);
         self.sent(1);
-    }
-
-    fn finish(mut self) {
-        self.dp.drain(&mut self.pool);
-        assert_eq!(self.pool.available(), 256, "buffers leaked");
     }
 }
 
@@ -106,7 +72,7 @@ fn quoted_dst(e: &IcmpErr) -> Ipv4Addr {
 
 #[test]
 fn forwards_after_resolving_the_next_hop() {
-    let mut r = Rig::new("");
+    let mut r = Rig::router("");
     let frame = ipv4_frame(LAN_MAC, LAN_HOST, WAN_HOST, 64, true, b"hello world");
     r.send(0, &frame);
     // The packet waits; an ARP request goes out of wan.
@@ -136,7 +102,7 @@ fn forwards_after_resolving_the_next_hop() {
 
 #[test]
 fn ttl_expiry_gets_time_exceeded_from_the_ingress_address() {
-    let mut r = Rig::new("");
+    let mut r = Rig::router("");
     r.learn_hosts();
     r.send(0, &ipv4_frame(LAN_MAC, LAN_HOST, WAN_HOST, 1, false, b"probe"));
     let out = r.sent(0);
@@ -155,7 +121,7 @@ fn ttl_expiry_gets_time_exceeded_from_the_ingress_address() {
 
 #[test]
 fn unrouted_prefix_gets_net_unreachable() {
-    let mut r = Rig::new("");
+    let mut r = Rig::router("");
     r.learn_hosts();
     r.send(0, &ipv4_frame(LAN_MAC, LAN_HOST, Ipv4Addr::new(192, 0, 2, 1), 64, false, b"x"));
     let out = r.sent(0);
@@ -171,7 +137,7 @@ fn unrouted_prefix_gets_net_unreachable() {
 
 #[test]
 fn df_over_mtu_gets_frag_needed_with_the_next_hop_mtu() {
-    let mut r = Rig::new("");
+    let mut r = Rig::router("");
     r.learn_hosts();
     r.send(0, &ipv4_frame(LAN_MAC, LAN_HOST, WAN_HOST, 64, true, &[7; 1480]));
     let out = r.sent(0);
@@ -189,7 +155,7 @@ fn df_over_mtu_gets_frag_needed_with_the_next_hop_mtu() {
 
 #[test]
 fn df_clear_over_mtu_is_fragmented_and_reassembles() {
-    let mut r = Rig::new("");
+    let mut r = Rig::router("");
     r.learn_hosts();
     let payload: Vec<u8> = (0..1800u32).map(|i| i as u8).collect();
     r.send(0, &ipv4_frame(LAN_MAC, LAN_HOST, WAN_HOST, 64, false, &payload));
@@ -212,7 +178,7 @@ fn df_clear_over_mtu_is_fragmented_and_reassembles() {
 
 #[test]
 fn icmp_errors_are_rate_limited() {
-    let mut r = Rig::new("router icmp-rate 1 icmp-burst 2");
+    let mut r = Rig::router("router icmp-rate 1 icmp-burst 2");
     r.learn_hosts();
     for _ in 0..5 {
         r.send(0, &ipv4_frame(LAN_MAC, LAN_HOST, WAN_HOST, 1, false, b"x"));
@@ -227,7 +193,7 @@ fn icmp_errors_are_rate_limited() {
 
 #[test]
 fn silent_next_hop_is_asked_three_times_then_dropped() {
-    let mut r = Rig::new("");
+    let mut r = Rig::router("");
     r.learn_hosts();
     let silent = Ipv4Addr::new(10, 1, 0, 77);
     r.send(0, &ipv4_frame(LAN_MAC, LAN_HOST, silent, 64, false, b"x"));
@@ -251,7 +217,7 @@ fn silent_next_hop_is_asked_three_times_then_dropped() {
 
 #[test]
 fn static_route_via_a_gateway_resolves_the_gateway() {
-    let mut r = Rig::new("route 172.16.0.0/12 via 10.1.0.254");
+    let mut r = Rig::router("route 172.16.0.0/12 via 10.1.0.254");
     r.learn_hosts();
     r.send(0, &ipv4_frame(LAN_MAC, LAN_HOST, Ipv4Addr::new(172, 16, 5, 5), 64, false, b"x"));
     let arp = r.sent(1);
@@ -264,7 +230,7 @@ fn static_route_via_a_gateway_resolves_the_gateway() {
 
 #[test]
 fn no_errors_about_icmp_errors_and_martians_are_dropped() {
-    let mut r = Rig::new("");
+    let mut r = Rig::router("");
     r.learn_hosts();
     let mut err = ipv4_frame(LAN_MAC, LAN_HOST, WAN_HOST, 1, false, &[3, 0, 0, 0, 0, 0, 0, 0]);
     err[14 + 9] = 1; // protocol ICMP, type 3: an error

@@ -1,0 +1,63 @@
+//! What the host benchmarks share: a fast deterministic RNG, the CPU clock
+//! for cycle estimates, and frame builders.
+#![allow(dead_code)]
+
+use vnfs::csum;
+
+/// xorshift64: deterministic, so every run measures the same traffic.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 16) as u32
+    }
+}
+
+/// The CPU clock from /proc/cpuinfo, to turn ns into cycles (no TSC access
+/// outside kernel/ and drivers/).
+pub fn cpu_mhz() -> f64 {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("cpu MHz")).and_then(|l| l.split(':').nth(1)?.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// An ARP reply from `ip` (MAC `mac`) to `to_mac`/`to_ip`.
+pub fn arp_reply(mac: [u8; 6], ip: [u8; 4], to_mac: [u8; 6], to_ip: [u8; 4]) -> Vec<u8> {
+    let mut arp = vec![0u8; 42];
+    arp[0..6].copy_from_slice(&to_mac);
+    arp[6..12].copy_from_slice(&mac);
+    arp[12..14].copy_from_slice(&[8, 6]);
+    arp[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
+    arp[22..28].copy_from_slice(&mac);
+    arp[28..32].copy_from_slice(&ip);
+    arp[32..38].copy_from_slice(&to_mac);
+    arp[38..42].copy_from_slice(&to_ip);
+    arp
+}
+
+/// A 60-byte UDP frame (checksum 0) to `dst_mac`, `src:sport` → `dst:dport`.
+pub fn udp_frame(dst_mac: [u8; 6], src: u32, sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + 8 + 18];
+    f[0..6].copy_from_slice(&dst_mac);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
+    f[12..14].copy_from_slice(&[8, 0]);
+    let ip = &mut f[14..];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&46u16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&src.to_be_bytes());
+    ip[16..20].copy_from_slice(&dst);
+    let c = csum::checksum(&ip[..20]);
+    csum::set(ip, 10, c);
+    ip[20..22].copy_from_slice(&sport.to_be_bytes());
+    ip[22..24].copy_from_slice(&dport.to_be_bytes());
+    ip[24..26].copy_from_slice(&26u16.to_be_bytes());
+    f
+}
