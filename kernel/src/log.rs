@@ -4,36 +4,18 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::x86::{inb, outb};
-
 const COM2: u16 = 0x2f8;
 
 static TAKEN: AtomicBool = AtomicBool::new(false);
 static mut ENCODER: defmt::Encoder = defmt::Encoder::new();
 
 pub fn init() {
-    // SAFETY: COM2's registers; 115200 8N1, FIFOs on, no interrupts.
-    unsafe {
-        outb(COM2 + 1, 0x00);
-        outb(COM2 + 3, 0x80);
-        outb(COM2, 0x01);
-        outb(COM2 + 1, 0x00);
-        outb(COM2 + 3, 0x03);
-        outb(COM2 + 2, 0xC7);
-        outb(COM2 + 4, 0x03);
-    }
+    crate::serial::init_uart(COM2);
 }
 
 fn put(bytes: &[u8]) {
     for &b in bytes {
-        // SAFETY: COM2 line status and transmit registers.
-        unsafe {
-            let mut spins = 0u32;
-            while inb(COM2 + 5) & 0x20 == 0 && spins < 10_000 {
-                spins += 1;
-            }
-            outb(COM2, b);
-        }
+        crate::serial::put_uart(COM2, b);
     }
 }
 

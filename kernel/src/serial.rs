@@ -8,27 +8,38 @@ use crate::x86::{inb, outb};
 const COM1: u16 = 0x3f8;
 
 pub fn init() {
-    // SAFETY: COM1's registers; 115200 8N1, FIFOs on, no interrupts.
+    init_uart(COM1);
+}
+
+/// Sets up the 16550 at `base`: 115200 8N1, FIFOs on, no interrupts.
+pub fn init_uart(base: u16) {
+    // SAFETY: the UART's own registers (COM1 or COM2).
     unsafe {
-        outb(COM1 + 1, 0x00);
-        outb(COM1 + 3, 0x80);
-        outb(COM1, 0x01);
-        outb(COM1 + 1, 0x00);
-        outb(COM1 + 3, 0x03);
-        outb(COM1 + 2, 0xC7);
-        outb(COM1 + 4, 0x03);
+        outb(base + 1, 0x00);
+        outb(base + 3, 0x80);
+        outb(base, 0x01);
+        outb(base + 1, 0x00);
+        outb(base + 3, 0x03);
+        outb(base + 2, 0xC7);
+        outb(base + 4, 0x03);
+    }
+}
+
+/// Sends a byte on the UART at `base`, waiting (boundedly) for room: a
+/// missing UART must not hang the appliance.
+pub fn put_uart(base: u16, b: u8) {
+    // SAFETY: the UART's line status and transmit registers.
+    unsafe {
+        let mut spins = 0u32;
+        while inb(base + 5) & 0x20 == 0 && spins < 100_000 {
+            spins += 1;
+        }
+        outb(base, b);
     }
 }
 
 fn put(b: u8) {
-    // SAFETY: COM1 line status and transmit registers.
-    unsafe {
-        let mut spins = 0u32;
-        while inb(COM1 + 5) & 0x20 == 0 && spins < 100_000 {
-            spins += 1;
-        }
-        outb(COM1, b);
-    }
+    put_uart(COM1, b);
 }
 
 /// A received byte, if one is waiting.

@@ -133,48 +133,61 @@ fn sluice_case(name: &str, extra: &str, wire: bool, machine: Machine) {
     report(name, &steps);
 }
 
-/// Debian's kernel doing the NAT in a VM, on the same harness.
-fn linux_vm_case() {
+/// The Linux-VM NAT, booted with `mb` MiB, its lan and wan namespaces
+/// set up; `None` if it did not reach FORWARDING_READY.
+struct LinuxVm {
+    vm: Vm,
+    lan: Netns,
+    wan: Netns,
+    taps: Vec<Tap>,
+}
+
+fn linux_vm(mb: u32) -> Result<LinuxVm, String> {
     let root = sluice::workspace_root();
     let cache = root.join("target/bench-cache/linuxvm");
     let built = std::process::Command::new(root.join("images/linuxvm/build.sh")).arg(&cache).status();
     if !built.map(|s| s.success()).unwrap_or(false) {
-        println!("{:<28} not measured: images/linuxvm/build.sh failed", "baseline: Linux VM NAT");
-        return;
+        return Err("images/linuxvm/build.sh failed".into());
     }
     let id = unique_id();
     let mut taps: Vec<Tap> = (0..2).map(|i| Tap::create(&format!("st{id}p{i}")).unwrap()).collect();
     let mut spec = VmSpec::new(cache.join("vmlinuz"), Machine::PcQboot, Accel::from_env().unwrap());
     spec.initrd = Some(cache.join("initramfs.cpio.gz"));
     spec.cmdline = Some("console=ttyS0 quiet".into());
-    spec.memory_mb = 512;
+    spec.memory_mb = mb;
     spec.paused = true;
     spec.nics = taps
         .iter()
         .enumerate()
         .map(|(i, t)| NicSpec { tap: t.name.clone(), mac: format!("52:54:00:11:00:0{i}") })
         .collect();
-    let mut vm = Vm::start(&spec).unwrap();
-    vm.qmp("query-status").unwrap();
+    let mut vm = Vm::start(&spec).map_err(|e| e.to_string())?;
+    vm.qmp("query-status").map_err(|e| e.what)?;
     let lan = Netns::create(&format!("sluice-t{id}-lan")).unwrap();
     let wan = Netns::create(&format!("sluice-t{id}-wan")).unwrap();
     taps[0].move_to(&lan, "10.0.0.2/24").unwrap();
     taps[1].move_to(&wan, "10.1.0.2/24").unwrap();
     lan.exec(&["ip", "route", "add", "default", "via", "10.0.0.1"]).unwrap();
-    vm.resume().unwrap();
-    if let Err(e) = vm.wait_for("FORWARDING_READY", Duration::from_secs(120)) {
-        println!("{:<28} not measured: {}", "baseline: Linux VM NAT", e.what);
-        return;
-    }
-    println!("{:<28} boot: QEMU start → ready {:.2} s", "baseline: Linux VM NAT", vm.elapsed().as_secs_f64());
-    sink(&wan);
-    let _ = lan.output(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.1.0.2"]);
-    let dir = std::env::temp_dir().join(format!("sluice-e2e-{id}"));
+    vm.resume().map_err(|e| e.what)?;
+    vm.wait_for("FORWARDING_READY", Duration::from_secs(120)).map_err(|e| e.what)?;
+    Ok(LinuxVm { vm, lan, wan, taps })
+}
+
+/// Debian's kernel doing the NAT in a VM, on the same harness.
+fn linux_vm_case() {
+    let name = "baseline: Linux VM NAT";
+    let l = match linux_vm(512) {
+        Ok(l) => l,
+        Err(e) => return println!("{name:<28} not measured: {e}"),
+    };
+    println!("{:<28} boot: QEMU start → ready {:.2} s", name, l.vm.elapsed().as_secs_f64());
+    sink(&l.wan);
+    let _ = l.lan.output(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.1.0.2"]);
+    let dir = std::env::temp_dir().join(format!("sluice-e2e-{}", unique_id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let steps = sweep(&lan, &taps[0].name, "52:54:00:11:00:00", &wan, &taps[1].name, &dir);
-    report("baseline: Linux VM NAT", &steps);
+    let steps = sweep(&l.lan, &l.taps[0].name, "52:54:00:11:00:00", &l.wan, &l.taps[1].name, &dir);
+    report(name, &steps);
     let _ = std::fs::remove_dir_all(&dir);
-    drop(vm);
 }
 
 /// Whether sluice boots with `mb` MiB and forwards through a NAT with a
@@ -190,33 +203,8 @@ fn sluice_forwards_in(mb: u32) -> bool {
 
 /// Whether the Linux VM boots with `mb` MiB and forwards.
 fn linux_forwards_in(mb: u32) -> bool {
-    let cache = sluice::workspace_root().join("target/bench-cache/linuxvm");
-    let id = unique_id();
-    let mut taps: Vec<Tap> = (0..2).map(|i| Tap::create(&format!("st{id}p{i}")).unwrap()).collect();
-    let mut spec = VmSpec::new(cache.join("vmlinuz"), Machine::PcQboot, Accel::from_env().unwrap());
-    spec.initrd = Some(cache.join("initramfs.cpio.gz"));
-    spec.cmdline = Some("console=ttyS0 quiet".into());
-    spec.memory_mb = mb;
-    spec.paused = true;
-    spec.nics = taps
-        .iter()
-        .enumerate()
-        .map(|(i, t)| NicSpec { tap: t.name.clone(), mac: format!("52:54:00:11:00:0{i}") })
-        .collect();
-    let Ok(mut vm) = Vm::start(&spec) else { return false };
-    if vm.qmp("query-status").is_err() {
-        return false;
-    }
-    let lan = Netns::create(&format!("sluice-t{id}-lan")).unwrap();
-    let wan = Netns::create(&format!("sluice-t{id}-wan")).unwrap();
-    taps[0].move_to(&lan, "10.0.0.2/24").unwrap();
-    taps[1].move_to(&wan, "10.1.0.2/24").unwrap();
-    lan.exec(&["ip", "route", "add", "default", "via", "10.0.0.1"]).unwrap();
-    let _ = vm.resume();
-    if vm.wait_for("FORWARDING_READY", Duration::from_secs(60)).is_err() {
-        return false;
-    }
-    lan.output(&["ping", "-c", "2", "-W", "2", "10.1.0.2"]).is_ok_and(|o| o.status.success())
+    linux_vm(mb)
+        .is_ok_and(|l| l.lan.output(&["ping", "-c", "2", "-W", "2", "10.1.0.2"]).is_ok_and(|o| o.status.success()))
 }
 
 fn smallest(sizes: &[u32], works: impl Fn(u32) -> bool) -> Option<u32> {
