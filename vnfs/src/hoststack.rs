@@ -193,16 +193,6 @@ impl HostStack {
         self.sockets.get_mut::<tcp::Socket>(h).close();
     }
 
-    /// Room in the send buffer.
-    pub fn tcp_send_room(&self, h: SocketHandle) -> usize {
-        let s = self.sockets.get::<tcp::Socket>(h);
-        if s.can_send() {
-            s.send_capacity() - s.send_queue()
-        } else {
-            0
-        }
-    }
-
     /// Queues as much of `data` as fits; returns how much.
     pub fn tcp_send_some(&mut self, h: SocketHandle, data: &[u8]) -> usize {
         let s = self.sockets.get_mut::<tcp::Socket>(h);

@@ -130,12 +130,6 @@ impl Packet {
         &mut self.buf[..self.head as usize]
     }
 
-    /// The whole buffer. Drivers use this to post a buffer to a receive ring.
-    #[inline]
-    pub fn buffer_mut(&mut self) -> &mut [u8; BUF_SIZE] {
-        &mut self.buf
-    }
-
     /// Address of the first byte of the buffer. The buffer never moves while
     /// the packet lives, so a driver may hand this address to a device.
     #[inline]

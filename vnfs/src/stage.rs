@@ -15,7 +15,7 @@
 
 use alloc::string::String;
 
-use crate::counters::{DropReason, PortCounters};
+use crate::counters::DropReason;
 use crate::dataplane::Port;
 use crate::packet::{Batch, Packet, PacketPool, PortId};
 use crate::Micros;
@@ -120,10 +120,6 @@ impl<'a> StageContext<'a> {
         self.ports.get_mut(port as usize).map(|p| &mut p.host)
     }
 
-    /// Counters of a port (read-only view for stages).
-    pub fn port_counters(&self, port: PortId) -> Option<&PortCounters> {
-        self.ports.get(port as usize).map(|p| &p.counters)
-    }
 }
 
 /// Runs `f` on every packet of `batch` in order; the packets it gives back
