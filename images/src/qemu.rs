@@ -240,7 +240,9 @@ impl std::error::Error for VmError {}
 #[derive(Default)]
 struct ConsoleBuf {
     text: String,
-    closed: bool,
+    /// Streams (stdout, stderr) that reached end of file; the console is
+    /// complete when both have.
+    closed: u8,
 }
 
 /// A running appliance VM. Dropping it kills QEMU (by PID) and waits for it.
@@ -299,7 +301,7 @@ impl Vm {
                     }
                 }
                 let (m, cv) = &*console;
-                m.lock().unwrap().closed = true;
+                m.lock().unwrap().closed += 1;
                 cv.notify_all();
             });
         }
@@ -374,7 +376,7 @@ impl Vm {
                 let end = g.text[at..].find('\n').map_or(g.text.len(), |p| at + p);
                 return Ok(g.text[start..end].to_string());
             }
-            if g.closed {
+            if g.closed == 2 {
                 drop(g);
                 let status = self.wait_exit(Duration::from_secs(5));
                 return Err(

@@ -25,16 +25,30 @@ pub fn init_uart(base: u16) {
     }
 }
 
-/// Sends a byte on the UART at `base`, waiting (boundedly) for room: a
-/// missing UART must not hang the appliance.
+/// Sends a byte on the UART at `base`, waiting for room. The wait is
+/// bounded so a wedged UART cannot hang the appliance, but long: QEMU holds
+/// the line busy while its backend (a pipe, a socket) is full, and console
+/// output must not be lost then. A missing UART reads all ones (room).
 pub fn put_uart(base: u16, b: u8) {
     // SAFETY: the UART's line status and transmit registers.
     unsafe {
         let mut spins = 0u32;
-        while inb(base + 5) & 0x20 == 0 && spins < 100_000 {
+        while inb(base + 5) & 0x20 == 0 && spins < 20_000_000 {
             spins += 1;
         }
         outb(base, b);
+    }
+}
+
+/// Waits until COM1 has sent everything (transmitter empty), so that
+/// nothing printed is lost when the VM stops right after.
+pub fn flush() {
+    // SAFETY: COM1's line status register.
+    unsafe {
+        let mut spins = 0u32;
+        while inb(COM1 + 5) & 0x40 == 0 && spins < 20_000_000 {
+            spins += 1;
+        }
     }
 }
 

@@ -74,6 +74,7 @@ pub enum Failure {
 
 /// Leaves with a failure status when QEMU has isa-debug-exit, else halts.
 pub fn fail(why: Failure) -> ! {
+    crate::serial::flush();
     // SAFETY: 0xf4 is isa-debug-exit when present and unused otherwise.
     unsafe { outb(0xf4, why as u8) };
     halt()
@@ -82,6 +83,7 @@ pub fn fail(why: Failure) -> ! {
 /// Resets the machine by triple fault; QEMU run with `-no-reboot` exits
 /// with status 0. This is sluice's clean shutdown.
 pub fn reset() -> ! {
+    crate::serial::flush();
     #[repr(C, packed)]
     struct Idtr {
         limit: u16,
