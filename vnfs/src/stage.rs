@@ -119,7 +119,6 @@ impl<'a> StageContext<'a> {
     pub fn host(&mut self, port: PortId) -> Option<&mut crate::hoststack::HostStack> {
         self.ports.get_mut(port as usize).map(|p| &mut p.host)
     }
-
 }
 
 /// Runs `f` on every packet of `batch` in order; the packets it gives back

@@ -62,8 +62,10 @@ impl Health {
                     return None;
                 }
                 self.seq = self.seq.wrapping_add(1);
-                // Rotate source ports so a check never meets the last one's TIME-WAIT.
-                let local = local_base + self.seq % 4;
+                // A new source port each time, not reused for 256 checks:
+                // the backend keeps each closed connection in TIME-WAIT for
+                // a minute, and a SYN that meets one is answered late.
+                let local = local_base + self.seq % 256;
                 match host.tcp_open((ep.addr, ep.port), local) {
                     Some(handle) => {
                         self.probe = Some(Probe { handle, started: now, sent: false, response: heapless::Vec::new() });

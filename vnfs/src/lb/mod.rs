@@ -35,8 +35,10 @@ const ETH: usize = 14;
 const NONE: u16 = u16::MAX;
 /// Flows whose timers each loop turn checks.
 const SWEEP_PER_POLL: usize = 16;
-/// Full-NAT source ports (health checks use the ephemeral range above).
+/// Full-NAT source ports.
 const SNAT_PORTS: (u16, u16) = (1024, 32767);
+/// Health-check source ports, 256 per backend.
+const HEALTH_PORTS: (u16, u16) = (32768, 65535);
 
 #[derive(Clone, Debug, Default)]
 pub struct BackendCounters {
@@ -563,8 +565,10 @@ impl Stage for Lb {
             }
             let mut changed = false;
             for (bi, b) in svc.backends.iter_mut().enumerate() {
-                let local_port = 49152 + ((si * 64 + bi) % 4096) as u16 * 4;
-                let Some(ok) = b.health.step(cx, &svc.check, b.ep, b.via_port, local_port, svc.interval, svc.timeout)
+                // Each backend's checks walk their own 256 source ports.
+                let slot = (si * 64 + bi) % ((HEALTH_PORTS.1 - HEALTH_PORTS.0) as usize / 256 + 1);
+                let local_base = HEALTH_PORTS.0 + slot as u16 * 256;
+                let Some(ok) = b.health.step(cx, &svc.check, b.ep, b.via_port, local_base, svc.interval, svc.timeout)
                 else {
                     continue;
                 };
