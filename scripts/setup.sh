@@ -48,6 +48,13 @@ if ! python3 -c 'import prometheus_client' 2>/dev/null; then
         || PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --break-system-packages prometheus_client >&2
 fi
 
+# make bench plots its end-to-end table.
+if ! python3 -c 'import matplotlib' 2>/dev/null; then
+    echo "setup: installing matplotlib (PyPI)" >&2
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet matplotlib >&2 \
+        || PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --break-system-packages matplotlib >&2
+fi
+
 if have rustup; then
     # rust-toolchain.toml names the target; install it even where rustup's
     # auto-install is switched off (RUSTUP_AUTO_INSTALL=0).

@@ -103,7 +103,13 @@ fn sweep(
     out
 }
 
+thread_local! {
+    /// Every step measured, for the CSV and the plot.
+    static ROWS: std::cell::RefCell<Vec<(String, u64, f64)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn report(name: &str, steps: &[(u64, f64, f64)]) {
+    ROWS.with(|r| r.borrow_mut().extend(steps.iter().map(|(o, d, _)| (name.to_string(), *o, *d))));
     let lossless = steps.iter().filter(|(_, _, loss)| *loss < 0.001).map(|(o, _, _)| *o).max().unwrap_or(0);
     let peak = steps.iter().map(|(_, d, _)| *d).fold(0.0, f64::max);
     let cells: Vec<String> =
@@ -131,6 +137,9 @@ fn sluice_case(name: &str, extra: &str, wire: bool, machine: Machine) {
     let dir = lab.config_path.parent().unwrap().to_path_buf();
     let steps = sweep(&lan.ns, &lan.tap.name, &dst_mac, &wan.ns, &wan.tap.name, &dir);
     report(name, &steps);
+    if extra.contains("nat") {
+        iperf(name, &lan.ns, &wan.ns);
+    }
 }
 
 /// The Linux-VM NAT, booted with `mb` MiB, its lan and wan namespaces
@@ -187,7 +196,28 @@ fn linux_vm_case() {
     std::fs::create_dir_all(&dir).unwrap();
     let steps = sweep(&l.lan, &l.taps[0].name, "52:54:00:11:00:00", &l.wan, &l.taps[1].name, &dir);
     report(name, &steps);
+    iperf(name, &l.lan, &l.wan);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// iperf3 TCP throughput from `client` to a server at 10.1.0.2 in `server`.
+fn iperf(name: &str, client: &Netns, server: &Netns) {
+    let pid = server.spawn(&["iperf3", "-s", "-B", "10.1.0.2", "-1"]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = client.output(&["iperf3", "-c", "10.1.0.2", "-t", "5", "-J"]).unwrap();
+    let json = String::from_utf8_lossy(&out.stdout);
+    // "sum_received": { ... "bits_per_second": N
+    let bps = json
+        .split("\"sum_received\"")
+        .nth(1)
+        .and_then(|r| r.split("\"bits_per_second\":").nth(1))
+        .and_then(|v| v.split([',', '}']).next())
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    match bps {
+        Some(b) => println!("{:<28} iperf3 TCP {:>8.1} Mbit/s", name, b / 1e6),
+        None => println!("{:<28} iperf3 TCP failed", name),
+    }
+    let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
 }
 
 /// Whether sluice boots with `mb` MiB and forwards through a NAT with a
@@ -236,6 +266,7 @@ fn namespace_router() {
     std::fs::create_dir_all(&dir).unwrap();
     let steps = sweep(&a, &a0, &mac_of(&r, &r0), &b, &b0, &dir);
     report("baseline: namespace NAT (nft)", &steps);
+    iperf("baseline: namespace NAT (nft)", &a, &b);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -255,4 +286,21 @@ fn main() {
     let l = smallest(&[32, 48, 64, 96, 128, 192, 256, 512], linux_forwards_in);
     let show = |m: Option<u32>| m.map(|m| format!("{m} MiB")).unwrap_or_else(|| "none tried".into());
     println!("\nsmallest -m that forwards: sluice (NAT, 64k sessions) {}; Linux VM NAT {}", show(s), show(l));
+    // The table as CSV, and a plot of it.
+    let out = sluice::workspace_root().join("target/bench");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut csv = String::from("forwarder,offered,delivered\n");
+    ROWS.with(|r| {
+        for (name, o, d) in r.borrow().iter() {
+            csv += &format!("{name},{o},{d:.0}\n");
+        }
+    });
+    std::fs::write(out.join("e2e.csv"), csv).unwrap();
+    let plotted = std::process::Command::new("python3")
+        .arg(format!("{}/scripts/plot_e2e.py", env!("CARGO_MANIFEST_DIR")))
+        .arg(out.join("e2e.csv"))
+        .arg(out.join("e2e.png"))
+        .status()
+        .is_ok_and(|s| s.success());
+    println!("{} {}", out.join("e2e.csv").display(), if plotted { format!("and {}", out.join("e2e.png").display()) } else { "(no plot: matplotlib missing)".into() });
 }
