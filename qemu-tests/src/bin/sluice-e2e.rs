@@ -292,7 +292,7 @@ fn main() {
     let mut csv = String::from("forwarder,offered,delivered\n");
     ROWS.with(|r| {
         for (name, o, d) in r.borrow().iter() {
-            csv += &format!("{name},{o},{d:.0}\n");
+            csv += &format!("\"{}\",{o},{d:.0}\n", name.replace('"', "'"));
         }
     });
     std::fs::write(out.join("e2e.csv"), csv).unwrap();
@@ -302,5 +302,5 @@ fn main() {
         .arg(out.join("e2e.png"))
         .status()
         .is_ok_and(|s| s.success());
-    println!("{} {}", out.join("e2e.csv").display(), if plotted { format!("and {}", out.join("e2e.png").display()) } else { "(no plot: matplotlib missing)".into() });
+    println!("{} {}", out.join("e2e.csv").display(), if plotted { format!("and {}", out.join("e2e.png").display()) } else { "(plot failed: is matplotlib installed?)".into() });
 }
