@@ -109,7 +109,9 @@ thread_local! {
 }
 
 fn report(name: &str, steps: &[(u64, f64, f64)]) {
-    ROWS.with(|r| r.borrow_mut().extend(steps.iter().map(|(o, d, _)| (name.to_string(), *o, *d))));
+    // Plotted against the rate asked of trafgen: where a line flattens is
+    // where the forwarder saturates.
+    ROWS.with(|r| r.borrow_mut().extend(RATES.iter().zip(steps).map(|(asked, (_, d, _))| (name.to_string(), *asked, *d))));
     let lossless = steps.iter().filter(|(_, _, loss)| *loss < 0.001).map(|(o, _, _)| *o).max().unwrap_or(0);
     let peak = steps.iter().map(|(_, d, _)| *d).fold(0.0, f64::max);
     let cells: Vec<String> =
@@ -289,7 +291,7 @@ fn main() {
     // The table as CSV, and a plot of it.
     let out = sluice::workspace_root().join("target/bench");
     std::fs::create_dir_all(&out).unwrap();
-    let mut csv = String::from("forwarder,offered,delivered\n");
+    let mut csv = String::from("forwarder,asked,delivered\n");
     ROWS.with(|r| {
         for (name, o, d) in r.borrow().iter() {
             csv += &format!("\"{}\",{o},{d:.0}\n", name.replace('"', "'"));
