@@ -70,8 +70,10 @@ pub struct Dataplane {
     stage_counters: Vec<StageCounters>,
     /// Per input port: indices into `stages`, in order.
     pipelines: Vec<Vec<usize>>,
-    /// Every address of the appliance.
+    /// Every address of the appliance (ports' first, the order host stacks
+    /// take them in) and the same sorted, for the per-packet test.
     local: Vec<Ipv4Addr>,
+    local_sorted: Vec<Ipv4Addr>,
     egress: Egress,
     last_host_poll: Micros,
     /// The config running now, its text and where the text came from.
@@ -96,6 +98,12 @@ fn local_addresses(config: &Config) -> Vec<Ipv4Addr> {
         }
     }
     local
+}
+
+fn sorted(v: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
+    let mut s = v.to_vec();
+    s.sort_unstable();
+    s
 }
 
 fn wires_of(config: &Config) -> Vec<Option<PortId>> {
@@ -182,6 +190,7 @@ impl Dataplane {
             stage_counters,
             stages,
             pipelines,
+            local_sorted: sorted(&local),
             local,
             egress: Egress::new(config.router.neighbors, config.router.arp_timeout as Micros * 1_000_000),
             last_host_poll: now,
@@ -258,6 +267,7 @@ impl Dataplane {
             self.egress = Egress::new(new.router.neighbors, new.router.arp_timeout as Micros * 1_000_000);
         }
         self.local = local_addresses(&new);
+        self.local_sorted = sorted(&self.local);
         for p in &mut self.ports {
             p.host.set_also(&self.local);
         }
@@ -383,7 +393,7 @@ impl Dataplane {
         if let Some(peer) = self.wires[port as usize] {
             return self.wire(port, peer, batch, pool);
         }
-        let Dataplane { ports, stages, stage_counters, pipelines, local, egress, events, .. } = self;
+        let Dataplane { ports, stages, stage_counters, pipelines, local_sorted, egress, events, .. } = self;
         let pipeline = &pipelines[port as usize];
         let mut onward = Batch::new();
         for mut pkt in batch.drain(..) {
@@ -391,7 +401,7 @@ impl Dataplane {
             let p = &mut ports[port as usize];
             p.counters.rx_packets += 1;
             p.counters.rx_bytes += pkt.len() as u64;
-            match classify(p.mac, p.address, local, pkt.data()) {
+            match classify(p.mac, p.address, local_sorted, pkt.data()) {
                 Verdict::Pipeline => {
                     // `onward` has the capacity of `batch`.
                     let _ = onward.push(pkt);
@@ -589,7 +599,7 @@ fn arp_of(frame: &[u8]) -> Option<ArpRepr> {
 }
 
 /// Decides what happens to a frame received on a port with `mac` and
-/// `address`; `local` holds every address of the appliance.
+/// `address`; `local` holds every address of the appliance, sorted.
 pub fn classify(mac: [u8; 6], address: Option<Ipv4Net>, local: &[Ipv4Addr], frame: &[u8]) -> Verdict {
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
         return Verdict::Drop(DropReason::EthTruncated);
@@ -609,7 +619,7 @@ pub fn classify(mac: [u8; 6], address: Option<Ipv4Net>, local: &[Ipv4Addr], fram
         },
         EthernetProtocol::Ipv4 => match check_ipv4(eth.payload()) {
             Err(reason) => Verdict::Drop(reason),
-            Ok(ip) if ip.is_broadcast() || local.contains(&ip) => Verdict::Local,
+            Ok(ip) if ip.is_broadcast() || local.binary_search(&ip).is_ok() => Verdict::Local,
             Ok(ip) if address.is_some_and(|a| a.prefix_len() < 31 && ip == a.broadcast()) => Verdict::Local,
             // Multicast and broadcast frames are for the link, not for routing.
             Ok(_) if !dst.is_unicast() => Verdict::Drop(DropReason::MartianDestination),

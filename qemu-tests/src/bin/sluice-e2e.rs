@@ -111,7 +111,9 @@ thread_local! {
 fn report(name: &str, steps: &[(u64, f64, f64)]) {
     // Plotted against the rate asked of trafgen: where a line flattens is
     // where the forwarder saturates.
-    ROWS.with(|r| r.borrow_mut().extend(RATES.iter().zip(steps).map(|(asked, (_, d, _))| (name.to_string(), *asked, *d))));
+    ROWS.with(|r| {
+        r.borrow_mut().extend(RATES.iter().zip(steps).map(|(asked, (_, d, _))| (name.to_string(), *asked, *d)))
+    });
     let lossless = steps.iter().filter(|(_, _, loss)| *loss < 0.001).map(|(o, _, _)| *o).max().unwrap_or(0);
     let peak = steps.iter().map(|(_, d, _)| *d).fold(0.0, f64::max);
     let cells: Vec<String> =
@@ -304,5 +306,13 @@ fn main() {
         .arg(out.join("e2e.png"))
         .status()
         .is_ok_and(|s| s.success());
-    println!("{} {}", out.join("e2e.csv").display(), if plotted { format!("and {}", out.join("e2e.png").display()) } else { "(plot failed: is matplotlib installed?)".into() });
+    println!(
+        "{} {}",
+        out.join("e2e.csv").display(),
+        if plotted {
+            format!("and {}", out.join("e2e.png").display())
+        } else {
+            "(plot failed: is matplotlib installed?)".into()
+        }
+    );
 }

@@ -163,6 +163,8 @@ pub struct NatTable {
     by_outside: IndexTable,
     by_remote: IndexTable,
     pool: Vec<Ipv4Addr>,
+    /// The pool sorted, for the per-packet membership test.
+    pool_sorted: Vec<Ipv4Addr>,
     ports: (u16, u16),
     pub filtering: Filtering,
     pub timeouts: Timeouts,
@@ -208,6 +210,11 @@ impl NatTable {
             by_inside: IndexTable::new(capacity),
             by_outside: IndexTable::new(capacity),
             by_remote: IndexTable::new(capacity),
+            pool_sorted: {
+                let mut p = pool.clone();
+                p.sort_unstable();
+                p
+            },
             pool,
             ports,
             filtering,
@@ -240,8 +247,9 @@ impl NatTable {
             + self.by_remote.memory()
     }
 
+    #[inline]
     pub fn is_pool_address(&self, a: Ipv4Addr) -> bool {
-        self.pool.contains(&a)
+        self.pool_sorted.binary_search(&a).is_ok()
     }
 
     fn h_ep(proto: u8, e: Endpoint, salt: u64) -> u64 {
