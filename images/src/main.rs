@@ -156,6 +156,10 @@ fn run(args: &[String]) -> ExitCode {
             shown = text.len();
         }
         if let Some(status) = lab.vm.wait_exit(Duration::from_millis(100)) {
+            // Give the console reader a moment, then show what is left.
+            std::thread::sleep(Duration::from_millis(200));
+            let text = lab.vm.console();
+            print!("{}", &text[shown.min(text.len())..]);
             eprintln!("sluice exited: {status}");
             break if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
         }
