@@ -6,7 +6,6 @@
 //!
 //! Cycles are ns × the CPU clock from /proc/cpuinfo.
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use vnfs::config;
@@ -76,6 +75,8 @@ fn dataplane(lb: bool, flows: usize) -> (Dataplane, PacketPool) {
     (dp, pool)
 }
 
+/// Sends `total` packets in bursts to `dst`; `next` picks each packet's
+/// client. Returns ns per packet.
 fn run(
     dp: &mut Dataplane,
     pool: &mut PacketPool,
@@ -83,39 +84,10 @@ fn run(
     dst: [u8; 4],
     mut next: impl FnMut() -> (u32, u16),
 ) -> f64 {
-    let mut ring: VecDeque<Packet> = (0..2048)
-        .map(|_| {
-            let mut p = pool.alloc().unwrap();
-            let (a, port) = next();
-            p.fill(&frame(a, port, dst));
-            p
-        })
-        .collect();
-    let mut sent = 0;
-    let start = Instant::now();
-    while sent < total {
-        let mut batch = Batch::new();
-        for _ in 0..BATCH {
-            let mut p = ring.pop_front().unwrap();
-            let (a, port) = next();
-            rearm(&mut p, a, port, dst);
-            batch.push(p).unwrap();
-        }
-        dp.receive(0, &mut batch, pool, 0);
-        sent += BATCH;
-        let q = &mut dp.port_mut(1).tx;
-        let mut back = 0;
-        while let Some(p) = q.pop_front() {
-            ring.push_back(p);
-            back += 1;
-        }
-        assert_eq!(back, BATCH, "every packet forwarded");
-    }
-    let ns = start.elapsed().as_nanos() as f64 / sent as f64;
-    for p in ring {
-        pool.free(p);
-    }
-    ns
+    common::run_ring(dp, pool, total, BATCH, &frame(0x0b00_0002, 1024, dst), |p| {
+        let (a, port) = next();
+        rearm(p, a, port, dst);
+    })
 }
 
 fn row(n: usize, what: &str, lb: f64, base: f64, mhz: f64) {

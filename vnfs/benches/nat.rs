@@ -6,9 +6,6 @@
 //!
 //! Cycles are ns × the CPU clock from /proc/cpuinfo.
 
-use std::collections::VecDeque;
-use std::time::Instant;
-
 use vnfs::config;
 use vnfs::csum;
 use vnfs::dataplane::Dataplane;
@@ -83,39 +80,10 @@ fn flow(rng: &mut Rng) -> (u32, u16) {
 /// Sends `total` packets in bursts; `next` picks each packet's flow.
 /// Returns ns per packet.
 fn run(dp: &mut Dataplane, pool: &mut PacketPool, total: usize, mut next: impl FnMut() -> (u32, u16)) -> f64 {
-    let mut ring: VecDeque<Packet> = (0..2048)
-        .map(|_| {
-            let mut p = pool.alloc().unwrap();
-            let (a, port) = next();
-            p.fill(&frame(a, port));
-            p
-        })
-        .collect();
-    let mut sent = 0;
-    let start = Instant::now();
-    while sent < total {
-        let mut batch = Batch::new();
-        for _ in 0..BATCH {
-            let mut p = ring.pop_front().unwrap();
-            let (a, port) = next();
-            rearm(&mut p, a, port);
-            batch.push(p).unwrap();
-        }
-        dp.receive(0, &mut batch, pool, 0);
-        sent += BATCH;
-        let q = &mut dp.port_mut(1).tx;
-        let mut back = 0;
-        while let Some(p) = q.pop_front() {
-            ring.push_back(p);
-            back += 1;
-        }
-        assert_eq!(back, BATCH, "every packet forwarded");
-    }
-    let ns = start.elapsed().as_nanos() as f64 / sent as f64;
-    for p in ring {
-        pool.free(p);
-    }
-    ns
+    common::run_ring(dp, pool, total, BATCH, &frame(0x0a00_0002, 1024), |p| {
+        let (a, port) = next();
+        rearm(p, a, port);
+    })
 }
 
 /// `cargo bench --bench nat -- profile`: only 1M established sessions,

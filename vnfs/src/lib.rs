@@ -1,6 +1,6 @@
 //! Portable packet processing for sluice.
 //!
-//! Everything here is `no_std` + `alloc` and free of `unsafe`, so it runs the
+//! Everything here is `no_std` + `alloc` under `#![forbid(unsafe_code)]`, so it runs the
 //! same inside the unikernel image and in `cargo test` on the host. The kernel
 //! wires NIC drivers to a [`dataplane::Dataplane`]; the dataplane owns the
 //! per-port host stacks and counters and decides, for every received packet,

@@ -61,27 +61,12 @@ pub fn echo_request(dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, ident: u16, 
 /// An IPv4 datagram in an Ethernet frame to `dst_mac`, with `payload` as
 /// a UDP-ish body (protocol 17, no real UDP header needed by the router).
 pub fn ipv4_frame(dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, df: bool, payload: &[u8]) -> Vec<u8> {
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: dst,
-        next_header: IpProtocol::Udp,
-        payload_len: payload.len(),
-        hop_limit: ttl,
-    };
-    let eth = EthernetRepr {
-        src_addr: EthernetAddress(PEER_MAC),
-        dst_addr: EthernetAddress(dst_mac),
-        ethertype: EthernetProtocol::Ipv4,
-    };
-    let mut buf = vec![0; eth.buffer_len() + ip.buffer_len() + payload.len()];
-    let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
-    eth.emit(&mut frame);
-    let mut ipp = Ipv4Packet::new_unchecked(frame.payload_mut());
-    ip.emit(&mut ipp, &ChecksumCapabilities::default());
+    let mut buf = l4_frame(dst_mac, src, dst, IpProtocol::Udp, payload);
+    let mut ipp = Ipv4Packet::new_unchecked(&mut buf[14..]);
+    ipp.set_hop_limit(ttl);
     ipp.set_dont_frag(df);
     ipp.set_ident(0x1234);
     ipp.fill_checksum();
-    ipp.payload_mut()[..payload.len()].copy_from_slice(payload);
     buf
 }
 
