@@ -12,7 +12,7 @@ use vnfs::config;
 use vnfs::csum;
 use vnfs::dataplane::Dataplane;
 use vnfs::lb::maglev::{MaglevTable, Member, DEFAULT_SIZE};
-use vnfs::packet::{Batch, Packet, PacketPool};
+use vnfs::packet::{Packet, PacketPool};
 
 mod common;
 use common::{arp_reply, cpu_mhz, Rng};
@@ -60,18 +60,9 @@ fn dataplane(lb: bool, flows: usize) -> (Dataplane, PacketPool) {
     let mut dp = Dataplane::new(&cfg, &[C_MAC, S_MAC], 0, 1);
     let mut pool = PacketPool::new(4096);
     // Backends (and, for the baseline, 10.2.0.53) answer ARP.
-    let mut b = Batch::new();
-    for last in (10..20).chain([53]) {
-        let arp = arp_reply([2, 0, 0, 0, 1, last], [10, 2, 0, last], S_MAC, [10, 2, 0, 1]);
-        let mut p = pool.alloc().unwrap();
-        p.fill(&arp);
-        b.push(p).unwrap();
-    }
-    dp.receive(1, &mut b, &mut pool, 0);
-    dp.poll(0, &mut pool);
-    while let Some(p) = dp.port_mut(1).tx.pop_front() {
-        pool.free(p);
-    }
+    let arps: Vec<Vec<u8>> =
+        (10..20).chain([53]).map(|l| arp_reply([2, 0, 0, 0, 1, l], [10, 2, 0, l], S_MAC, [10, 2, 0, 1])).collect();
+    common::prime(&mut dp, &mut pool, &arps);
     (dp, pool)
 }
 

@@ -9,7 +9,7 @@
 use vnfs::config;
 use vnfs::csum;
 use vnfs::dataplane::Dataplane;
-use vnfs::packet::{Batch, Packet, PacketPool};
+use vnfs::packet::{Packet, PacketPool};
 
 mod common;
 use common::{arp_reply, cpu_mhz, Rng};
@@ -60,16 +60,7 @@ fn dataplane(nat: bool, sessions: usize) -> (Dataplane, PacketPool) {
     let mut dp = Dataplane::new(&cfg, &[LAN_MAC, WAN_MAC], 0, 1);
     let mut pool = PacketPool::new(4096);
     // The gateway answers ARP.
-    let arp = arp_reply([2, 0, 0, 0, 0, 0xfe], [172, 16, 0, 254], WAN_MAC, [172, 16, 0, 1]);
-    let mut b = Batch::new();
-    let mut p = pool.alloc().unwrap();
-    p.fill(&arp);
-    b.push(p).unwrap();
-    dp.receive(1, &mut b, &mut pool, 0);
-    dp.poll(0, &mut pool);
-    while let Some(p) = dp.port_mut(1).tx.pop_front() {
-        pool.free(p);
-    }
+    common::prime(&mut dp, &mut pool, &[arp_reply([2, 0, 0, 0, 0, 0xfe], [172, 16, 0, 254], WAN_MAC, [172, 16, 0, 1])]);
     (dp, pool)
 }
 

@@ -65,16 +65,7 @@ fn bench_dataplane(routes: usize, batch_size: usize, mhz: f64) -> (f64, f64, f64
     let build_ms = t.elapsed().as_secs_f64() * 1e3;
     let mut pool = PacketPool::new(4096);
     // Resolve the gateway as ARP would.
-    let mut b = Batch::new();
-    let mut p = pool.alloc().unwrap();
-    let arp = arp_reply([2, 0, 0, 0, 0, 0xfe], [10, 1, 0, 254], WAN_MAC, [10, 1, 0, 1]);
-    p.fill(&arp);
-    b.push(p).unwrap();
-    dp.receive(1, &mut b, &mut pool, 0);
-    dp.poll(0, &mut pool);
-    while let Some(p) = dp.port_mut(1).tx.pop_front() {
-        pool.free(p);
-    }
+    common::prime(&mut dp, &mut pool, &[arp_reply([2, 0, 0, 0, 0, 0xfe], [10, 1, 0, 254], WAN_MAC, [10, 1, 0, 1])]);
 
     // A ring of packets to random destinations, reused: taken from the
     // front, received, and put back at the end once forwarded.

@@ -111,3 +111,19 @@ pub fn run_ring(
     }
     ns
 }
+
+/// Receives `frames` (ARP replies from next hops) on port 1 so the egress
+/// knows their MACs, and throws away what the dataplane sent meanwhile.
+pub fn prime(dp: &mut Dataplane, pool: &mut PacketPool, frames: &[Vec<u8>]) {
+    let mut b = Batch::new();
+    for f in frames {
+        let mut p = pool.alloc().unwrap();
+        p.fill(f);
+        b.push(p).unwrap();
+    }
+    dp.receive(1, &mut b, pool, 0);
+    dp.poll(0, pool);
+    while let Some(p) = dp.port_mut(1).tx.pop_front() {
+        pool.free(p);
+    }
+}
