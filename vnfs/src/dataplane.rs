@@ -469,8 +469,10 @@ impl Dataplane {
         }
         egress.poll(ports, pool, now);
         let since = now.wrapping_sub(self.last_host_poll);
-        let busy = self.ports.iter().any(|p| p.host.has_sockets());
-        let timers_due = since >= HOST_POLL_INTERVAL || busy && since >= HOST_POLL_INTERVAL_BUSY;
+        // The socket scan runs only when the short interval has passed, not
+        // on every turn of the loop.
+        let timers_due = since >= HOST_POLL_INTERVAL
+            || since >= HOST_POLL_INTERVAL_BUSY && self.ports.iter().any(|p| p.host.has_sockets());
         if timers_due {
             self.last_host_poll = now;
         }

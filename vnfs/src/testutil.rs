@@ -22,11 +22,12 @@ pub fn arp_request(src_mac: [u8; 6], src_ip: Ipv4Addr, target: Ipv4Addr) -> Vec<
         target_hardware_addr: EthernetAddress([0; 6]),
         target_protocol_addr: target,
     };
-    let eth = EthernetRepr {
-        src_addr: EthernetAddress(src_mac),
-        dst_addr: EthernetAddress::BROADCAST,
-        ethertype: EthernetProtocol::Arp,
-    };
+    arp_frame(&arp, src_mac, EthernetAddress::BROADCAST)
+}
+
+/// `arp` in an Ethernet frame from `src_mac` to `dst`.
+fn arp_frame(arp: &ArpRepr, src_mac: [u8; 6], dst: EthernetAddress) -> Vec<u8> {
+    let eth = EthernetRepr { src_addr: EthernetAddress(src_mac), dst_addr: dst, ethertype: EthernetProtocol::Arp };
     let mut buf = vec![0; eth.buffer_len() + arp.buffer_len()];
     let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
     eth.emit(&mut frame);
@@ -79,16 +80,7 @@ pub fn arp_reply(mac: [u8; 6], ip: Ipv4Addr, to_mac: [u8; 6], to_ip: Ipv4Addr) -
         target_hardware_addr: EthernetAddress(to_mac),
         target_protocol_addr: to_ip,
     };
-    let eth = EthernetRepr {
-        src_addr: EthernetAddress(mac),
-        dst_addr: EthernetAddress(to_mac),
-        ethertype: EthernetProtocol::Arp,
-    };
-    let mut buf = vec![0; eth.buffer_len() + arp.buffer_len()];
-    let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
-    eth.emit(&mut frame);
-    arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
-    buf
+    arp_frame(&arp, mac, EthernetAddress(to_mac))
 }
 
 /// A UDP datagram in an Ethernet frame, with a correct checksum.
