@@ -1,5 +1,5 @@
-//! NAT cost per packet on the host: the receive path of a burst of 32 on
-//! the inside port (ingress check, router, NAT, egress), with 1k and 1M
+//! NAT cost per packet on the host: the receive path of a burst (1, 8 or
+//! 32 packets) on the inside port (ingress check, router, NAT, egress), with 1k and 1M
 //! sessions, for packets of established sessions and for packets that open
 //! new ones. Beside each, in the same run, the baseline: the same packets
 //! through a router-only pipeline, so the difference is what NAT costs.
@@ -68,19 +68,26 @@ fn flow(rng: &mut Rng) -> (u32, u16) {
     (0x0a00_0000 | (rng.next() & 0x00ff_fffe) | 2, 1024 + (rng.next() % 60000) as u16)
 }
 
-/// Sends `total` packets in bursts; `next` picks each packet's flow.
-/// Returns ns per packet.
-fn run(dp: &mut Dataplane, pool: &mut PacketPool, total: usize, mut next: impl FnMut() -> (u32, u16)) -> f64 {
-    common::run_ring(dp, pool, total, BATCH, &frame(0x0a00_0002, 1024), |p| {
+/// Sends `total` packets in bursts of `batch`; `next` picks each packet's
+/// flow. Returns ns per packet.
+fn run(
+    dp: &mut Dataplane,
+    pool: &mut PacketPool,
+    total: usize,
+    batch: usize,
+    mut next: impl FnMut() -> (u32, u16),
+) -> f64 {
+    common::run_ring(dp, pool, total, batch, &frame(0x0a00_0002, 1024), |p| {
         let (a, port) = next();
         rearm(p, a, port);
     })
 }
 
-/// `cargo bench --bench nat -- profile`: only 1M established sessions,
-/// few packets, for cachegrind/callgrind (see README: what stands in the way).
-fn profile() {
-    let n = 1_000_000;
+/// `cargo bench --bench nat -- profile [SESSIONS] [router]`: only the
+/// established case (1M sessions unless given; `router`: the router-only
+/// baseline), few packets, for cachegrind/callgrind (README: what stands in
+/// the way).
+fn profile(n: usize, nat: bool) {
     let mut rng = Rng(0x1234_5678 ^ n as u64);
     let mut seen = std::collections::HashSet::new();
     let mut flows = Vec::with_capacity(n);
@@ -90,30 +97,32 @@ fn profile() {
             flows.push(f);
         }
     }
-    let (mut dp, mut pool) = dataplane(true, n + 4096);
+    let (mut dp, mut pool) = dataplane(nat, n + 4096);
     let mut i = 0;
-    run(&mut dp, &mut pool, n / BATCH * BATCH, || {
+    run(&mut dp, &mut pool, n / BATCH * BATCH, BATCH, || {
         let f = flows[i % flows.len()];
         i += 1;
         f
     });
     let mut r = Rng(99);
-    let ns = run(&mut dp, &mut pool, 320_000, || flows[r.next() as usize % flows.len()]);
-    println!("profile: 1M sessions, 320k established packets, {ns:.0} ns/packet");
+    let ns = run(&mut dp, &mut pool, 320_000, BATCH, || flows[r.next() as usize % flows.len()]);
+    println!("profile: {n} sessions (nat: {nat}), 320k established packets, {ns:.0} ns/packet");
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "profile") {
-        return profile();
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "profile") {
+        // `profile [SESSIONS] [router]`
+        let n = args.get(i + 1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+        return profile(n, !args.iter().any(|a| a == "router"));
     }
     let mhz = cpu_mhz();
-    println!("NAT, host, one core, burst {BATCH} ({mhz:.0} MHz; cycles = ns x clock)\n");
+    println!("NAT, host, one core ({mhz:.0} MHz; cycles = ns x clock; established: best of {REPEAT} runs)\n");
     println!(
-        "{:<10} {:<12} {:>16} {:>24} {:>18}",
-        "sessions", "packets", "router+nat", "baseline: router only", "nat's share"
+        "{:<10} {:<12} {:>5} {:>16} {:>24} {:>18}",
+        "sessions", "packets", "batch", "router+nat", "baseline: router only", "nat's share"
     );
     for n in [1_000usize, 1_000_000] {
-        // New flows: every packet opens a session, until n exist.
         let mut rng = Rng(0x1234_5678 ^ n as u64);
         let flows: Vec<(u32, u16)> = {
             let mut seen = std::collections::HashSet::new();
@@ -126,28 +135,33 @@ fn main() {
             }
             v
         };
+        // New flows: every packet opens a session, until n exist.
         let total = n / BATCH * BATCH;
         let (mut dp, mut pool) = dataplane(true, n + 4096);
-        let mut i = 0;
-        let new_ns = run(&mut dp, &mut pool, total, || {
-            let f = flows[i % flows.len()];
-            i += 1;
-            f
-        });
         let (mut base, mut bpool) = dataplane(false, 0);
-        let mut j = 0;
-        let base_new = run(&mut base, &mut bpool, total, || {
-            let f = flows[j % flows.len()];
-            j += 1;
-            f
+        let mut i = 0;
+        let new_ns = run(&mut dp, &mut pool, total, BATCH, || {
+            i += 1;
+            flows[(i - 1) % flows.len()]
         });
-        row(n, "new flows", new_ns, base_new, mhz);
+        let mut j = 0;
+        let base_new = run(&mut base, &mut bpool, total, BATCH, || {
+            j += 1;
+            flows[(j - 1) % flows.len()]
+        });
+        row(n, "new flows", BATCH, new_ns, base_new, mhz);
         // Established: random packets of the n sessions now open.
-        let mut r2 = Rng(99);
-        let est = run(&mut dp, &mut pool, 4_000_000, || flows[r2.next() as usize % flows.len()]);
-        let mut r3 = Rng(99);
-        let base_est = run(&mut base, &mut bpool, 4_000_000, || flows[r3.next() as usize % flows.len()]);
-        row(n, "established", est, base_est, mhz);
+        for batch in [1, 8, 32] {
+            let est = common::best_of(REPEAT, || {
+                let mut r = Rng(99);
+                run(&mut dp, &mut pool, 1_000_000, batch, || flows[r.next() as usize % flows.len()])
+            });
+            let base_est = common::best_of(REPEAT, || {
+                let mut r = Rng(99);
+                run(&mut base, &mut bpool, 1_000_000, batch, || flows[r.next() as usize % flows.len()])
+            });
+            row(n, "established", batch, est, base_est, mhz);
+        }
         let mut s = String::new();
         dp.write_stats(&mut s).unwrap();
         let nat = s.lines().find(|l| l.starts_with("stage name=nat")).unwrap_or("");
@@ -162,11 +176,16 @@ fn main() {
     }
 }
 
-fn row(n: usize, what: &str, nat: f64, base: f64, mhz: f64) {
+/// Runs of the established case; the best one counts (the host is shared,
+/// and slower runs measure its other work, not sluice).
+const REPEAT: usize = 3;
+
+fn row(n: usize, what: &str, batch: usize, nat: f64, base: f64, mhz: f64) {
     println!(
-        "{:<10} {:<12} {:>8.1} ns {:>4.0} cyc {:>13.1} ns {:>4.0} cyc {:>10.1} ns {:>4.0} cyc",
+        "{:<10} {:<12} {:>5} {:>8.1} ns {:>4.0} cyc {:>13.1} ns {:>4.0} cyc {:>10.1} ns {:>4.0} cyc",
         n,
         what,
+        batch,
         nat,
         nat * mhz / 1e3,
         base,

@@ -845,7 +845,7 @@ fn parse_nat(stmt: &Stmt<'_>, config: &Config, errors: &mut Vec<ConfigError>) ->
                 )),
             },
             "sessions" | "udp-timeout" | "tcp-established-timeout" | "tcp-transitory-timeout" | "icmp-timeout" if want(1, errors) => {
-                let (min, max) = if key.text == "sessions" { (16u64, 1u64 << 24) } else { (1, 1 << 20) };
+                let (min, max) = if key.text == "sessions" { (16u64, 16_000_000) } else { (1, 1 << 20) };
                 match args[0].text.parse::<u64>() {
                     Ok(v) if (min..=max).contains(&v) => match key.text {
                         "sessions" => nat.sessions = v as usize,
@@ -1070,9 +1070,9 @@ fn parse_lb(stmt: &Stmt<'_>, lb: &mut LbConfig, errors: &mut Vec<ConfigError>) {
                 &value,
                 format!("bad table-size `{}`: expected a prime from 251 to 1048573, such as 65537", value.text),
             )),
-            ("flows", Some(n)) if (16..=1 << 24).contains(&n) => lb.flows = n,
+            ("flows", Some(n)) if (16..=16_000_000).contains(&n) => lb.flows = n,
             ("flows", _) => {
-                errors.push(ConfigError::at(&value, format!("bad flows `{}`: expected 16 to 16777216", value.text)))
+                errors.push(ConfigError::at(&value, format!("bad flows `{}`: expected 16 to 16000000", value.text)))
             }
             (other, _) => errors
                 .push(ConfigError::at(&key, format!("unknown lb setting `{other}`: expected table-size or flows"))),

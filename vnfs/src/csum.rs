@@ -18,6 +18,27 @@ pub fn update32(hc: u16, old: u32, new: u32) -> u16 {
     update16(hc, old as u16, new as u16)
 }
 
+/// The ones'-complement difference that adds to a checksum when an
+/// address (32 bits) and a port (16 bits) change: fold it in with [`apply`].
+#[inline]
+pub fn delta(old_addr: u32, new_addr: u32, old_port: u16, new_port: u16) -> u32 {
+    (!old_addr >> 16)
+        + (!old_addr & 0xffff)
+        + (new_addr >> 16)
+        + (new_addr & 0xffff)
+        + (!old_port) as u32
+        + new_port as u32
+}
+
+/// HC' = ~(~HC + delta), for a `delta` from [`delta`].
+#[inline]
+pub fn apply(hc: u16, delta: u32) -> u16 {
+    let mut sum = (!hc) as u32 + delta;
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
 /// Reads the 16-bit big-endian checksum at `at`.
 #[inline]
 pub fn get(b: &[u8], at: usize) -> u16 {
@@ -67,6 +88,13 @@ mod tests {
             let fresh = checksum(&data);
             // 0x0000 and 0xffff are the same number in ones' complement.
             prop_assert!(inc == fresh || inc ^ fresh == 0xffff && (inc == 0 || fresh == 0), "{inc:#x} {fresh:#x}");
+        }
+
+        #[test]
+        fn one_delta_equals_two_updates(hc in any::<u16>(), a in any::<u32>(), b in any::<u32>(), p in any::<u16>(), q in any::<u16>()) {
+            let two = update16(update32(hc, a, b), p, q);
+            let one = apply(hc, delta(a, b, p, q));
+            prop_assert!(one == two || one ^ two == 0xffff && (one == 0 || two == 0), "{one:#x} {two:#x}");
         }
     }
 }

@@ -57,6 +57,40 @@ pub fn set_addr(ip: &mut [u8], field: usize, new: Ipv4Addr, l4: Option<usize>, p
     }
 }
 
+/// Rewrites the source (`src`) or destination endpoint of a whole TCP or
+/// UDP datagram or ICMP echo at `ip` (transport header at `l4`, complete:
+/// the caller checked its length) in one pass: address, port (or echo
+/// identifier), IPv4 header checksum and transport checksum. The fast path
+/// of the translators.
+#[inline]
+pub fn set_endpoint(ip: &mut [u8], src: bool, new: Ipv4Addr, new_port: u16, l4: usize, proto: u8) {
+    let field = if src { 12 } else { 16 };
+    let (port_at, sum_at) = match proto {
+        TCP => (l4 + if src { 0 } else { 2 }, l4 + 16),
+        UDP => (l4 + if src { 0 } else { 2 }, l4 + 6),
+        _ => (l4 + 4, l4 + 2),
+    };
+    let old = u32::from_be_bytes([ip[field], ip[field + 1], ip[field + 2], ip[field + 3]]);
+    let new = u32::from(new);
+    let old_port = csum::get(ip, port_at);
+    ip[field..field + 4].copy_from_slice(&new.to_be_bytes());
+    csum::set(ip, port_at, new_port);
+    csum::set(ip, 10, csum::update32(csum::get(ip, 10), old, new));
+    let c = csum::get(ip, sum_at);
+    let c = match proto {
+        // No checksum: stays none (RFC 768); a computed zero is sent as all ones.
+        UDP if c == 0 => return,
+        UDP => match csum::apply(c, csum::delta(old, new, old_port, new_port)) {
+            0 => 0xffff,
+            n => n,
+        },
+        TCP => csum::apply(c, csum::delta(old, new, old_port, new_port)),
+        // ICMP covers no pseudo-header: only the identifier changed.
+        _ => csum::update16(c, old_port, new_port),
+    };
+    csum::set(ip, sum_at, c);
+}
+
 /// Rewrites the 16-bit port (or ICMP identifier) at `at`, fixing the
 /// transport checksum at `l4`.
 pub fn set_port(ip: &mut [u8], at: usize, new: u16, l4: usize, proto: u8) {

@@ -32,6 +32,11 @@ pub fn cpu_mhz() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The smallest of `k` measurements.
+pub fn best_of(k: usize, mut f: impl FnMut() -> f64) -> f64 {
+    (0..k).map(|_| f()).fold(f64::INFINITY, f64::min)
+}
+
 /// An ARP reply from `ip` (MAC `mac`) to `to_mac`/`to_ip`.
 pub fn arp_reply(mac: [u8; 6], ip: [u8; 4], to_mac: [u8; 6], to_ip: [u8; 4]) -> Vec<u8> {
     let mut arp = vec![0u8; 42];

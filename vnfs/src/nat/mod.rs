@@ -25,11 +25,11 @@ use ipnet::Ipv4Net;
 use crate::config::{Config, NatFiltering};
 use crate::counters::DropReason;
 use crate::csum;
-use crate::packet::{Batch, Packet, PortId};
-use crate::rewrite::{is_icmp_error, l4_checksum, parse, ports, set_addr, set_port, Parsed};
+use crate::packet::{Batch, Packet, PortId, BURST};
+use crate::rewrite::{is_icmp_error, l4_checksum, parse, ports, set_addr, set_endpoint, set_port, Parsed};
 use crate::stage::{for_each_packet, Stage, StageContext};
 use crate::Micros;
-use table::{Endpoint, Filtering, NatTable, Refusal, Timeouts, ICMP, TCP, UDP};
+use table::{flow_hash, Dir, Endpoint, Filtering, Hint, NatTable, Refusal, Timeouts, ICMP, TCP, UDP};
 
 const ETH: usize = 14;
 /// Fragment translations remembered at once.
@@ -48,6 +48,29 @@ pub struct NatCounters {
     pub fragments: u64,
 }
 
+/// A packet as the first pass over a burst saw it.
+struct Look {
+    p: Parsed,
+    /// To a pool address and not routed yet: inbound (or hairpin).
+    to_pool: bool,
+    from_inside: bool,
+    /// From inside, routed out of the outside port: SNAT.
+    outbound: bool,
+    /// The session key for the fast path.
+    key: Option<Key>,
+}
+
+/// A packet's session key, as the table looks it up.
+#[derive(Clone, Copy)]
+struct Key {
+    dir: Dir,
+    h: u64,
+    local: Endpoint,
+    remote: Endpoint,
+    /// TCP flags (0 for others).
+    flags: u8,
+}
+
 #[derive(Clone, Copy)]
 struct FragEntry {
     src: Ipv4Addr,
@@ -61,7 +84,8 @@ struct FragEntry {
 }
 
 pub struct Nat {
-    inside: Vec<Ipv4Net>,
+    /// Inside prefixes as (network, mask).
+    inside: Vec<(u32, u32)>,
     outside_port: PortId,
     pub table: NatTable,
     frags: Vec<FragEntry>,
@@ -105,7 +129,7 @@ impl Nat {
 
     pub fn new(inside: Vec<Ipv4Net>, outside_port: PortId, table: NatTable) -> Nat {
         Nat {
-            inside,
+            inside: inside.iter().map(|n| (u32::from(n.network()), u32::from(n.netmask()))).collect(),
             outside_port,
             table,
             frags: Vec::with_capacity(FRAG_CACHE),
@@ -114,19 +138,86 @@ impl Nat {
         }
     }
 
+    #[inline]
     fn is_inside(&self, a: Ipv4Addr) -> bool {
-        self.inside.iter().any(|n| n.contains(&a))
+        let a = u32::from(a);
+        self.inside.iter().any(|&(net, mask)| a & mask == net)
+    }
+
+    /// What the burst's first pass learns about a packet: its parsed
+    /// header, which way it crosses, and the session key of a packet the
+    /// fast path can translate (a first fragment or whole datagram of TCP,
+    /// UDP or an ICMP echo, crossing one way, not hairpinned).
+    #[inline]
+    fn look(&self, pkt: &Packet) -> Look {
+        let ip = &pkt.data()[ETH..];
+        let p = parse(ip);
+        let to_pool = pkt.meta.out_port.is_none() && self.table.is_pool_address(p.dst);
+        let from_inside = self.is_inside(p.src);
+        let outbound = !to_pool && from_inside && pkt.meta.out_port == Some(self.outside_port);
+        // The fast path takes whole datagrams with complete transport headers.
+        let key = if p.first && !p.more && ((to_pool && !from_inside) || outbound) {
+            let l4 = p.ihl;
+            let t = &ip[..p.total];
+            match p.proto {
+                TCP if t.len() >= l4 + 20 => Some((csum::get(t, l4), csum::get(t, l4 + 2), t[l4 + 13])),
+                UDP if t.len() >= l4 + 8 => Some((csum::get(t, l4), csum::get(t, l4 + 2), 0)),
+                // Echo request out, echo reply in: the identifier is the port.
+                ICMP if t.len() >= l4 + 8 && t[l4] == if outbound { 8 } else { 0 } => {
+                    Some((csum::get(t, l4 + 4), 0, 0))
+                }
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let key = key.map(|(sport, dport, flags)| {
+            let (dir, local, remote) = if outbound {
+                (Dir::Out, Endpoint::new(p.src, sport), Endpoint::new(p.dst, dport))
+            } else if p.proto == ICMP {
+                (Dir::In, Endpoint::new(p.dst, sport), Endpoint::new(p.src, 0))
+            } else {
+                (Dir::In, Endpoint::new(p.dst, dport), Endpoint::new(p.src, sport))
+            };
+            Key { dir, h: flow_hash(dir, p.proto, local, remote), local, remote, flags }
+        });
+        Look { p, to_pool, from_inside, outbound, key }
     }
 
     /// Translates one packet; `None` if it was dropped.
-    pub fn handle(&mut self, mut pkt: Packet, cx: &mut StageContext<'_>) -> Option<Packet> {
-        let p = parse(&pkt.data()[ETH..]);
-        let to_pool = self.table.is_pool_address(p.dst) && pkt.meta.out_port.is_none();
-        let from_inside = self.is_inside(p.src);
-        let result = if to_pool {
-            self.inbound(&mut pkt, &p, from_inside, cx.now)
-        } else if from_inside && pkt.meta.out_port == Some(self.outside_port) {
-            self.outbound(&mut pkt, &p, cx.now).map(|_| true)
+    pub fn handle(&mut self, pkt: Packet, cx: &mut StageContext<'_>) -> Option<Packet> {
+        let look = self.look(&pkt);
+        self.translate(pkt, &look, None, cx)
+    }
+
+    /// Translates one packet the burst's passes looked at; `hint` is the
+    /// session they found.
+    fn translate(
+        &mut self,
+        mut pkt: Packet,
+        look: &Look,
+        hint: Option<Hint>,
+        cx: &mut StageContext<'_>,
+    ) -> Option<Packet> {
+        let p = &look.p;
+        if let (Some(k), Some(hint)) = (look.key, hint) {
+            if let Some(to) = self.table.established(hint, p.proto, k.local, k.remote, k.flags, cx.now) {
+                // An established flow: one rewrite, nothing else to decide.
+                let out = k.dir == Dir::Out;
+                set_endpoint(&mut pkt.data_mut()[ETH..ETH + p.total], out, to.addr, to.port, p.ihl, p.proto);
+                if out {
+                    self.counters.out += 1;
+                } else {
+                    pkt.meta.local = false;
+                    self.counters.r#in += 1;
+                }
+                return Some(pkt);
+            }
+        }
+        let result = if look.to_pool {
+            self.inbound(&mut pkt, p, look.from_inside, hint, cx.now)
+        } else if look.outbound {
+            self.outbound(&mut pkt, p, hint, cx.now).map(|_| true)
         } else {
             Ok(false)
         };
@@ -140,7 +231,7 @@ impl Nat {
     }
 
     /// SNAT of a packet from inside routed out of the outside port.
-    fn outbound(&mut self, pkt: &mut Packet, p: &Parsed, now: Micros) -> Result<(), DropReason> {
+    fn outbound(&mut self, pkt: &mut Packet, p: &Parsed, hint: Option<Hint>, now: Micros) -> Result<(), DropReason> {
         // The datagram only: no Ethernet padding.
         let ip = &mut pkt.data_mut()[ETH..ETH + p.total];
         if !p.first {
@@ -162,8 +253,12 @@ impl Nat {
         }
         let (sport, dport, flags) = ports(ip, l4, p.proto).ok_or(DropReason::L4Truncated)?;
         let remote = Endpoint::new(p.dst, if p.proto == ICMP { 0 } else { dport });
-        let out =
-            self.table.outbound(p.proto, Endpoint::new(p.src, sport), remote, flags, now).map_err(refusal_reason)?;
+        let inside = Endpoint::new(p.src, sport);
+        let out = match hint {
+            Some(h) => self.table.outbound_hinted(h, p.proto, inside, remote, flags, now),
+            None => self.table.outbound(p.proto, inside, remote, flags, now),
+        }
+        .map_err(refusal_reason)?;
         set_addr(ip, 12, out.addr, Some(l4), p.proto);
         set_port(ip, l4 + if p.proto == ICMP { 4 } else { 0 }, out.port, l4, p.proto);
         if p.more {
@@ -176,7 +271,14 @@ impl Nat {
     /// DNAT of a packet to a pool address, and hairpinning when it came
     /// from inside. Returns whether it was translated (if not, it goes on
     /// to the appliance's own host stack).
-    fn inbound(&mut self, pkt: &mut Packet, p: &Parsed, from_inside: bool, now: Micros) -> Result<bool, DropReason> {
+    fn inbound(
+        &mut self,
+        pkt: &mut Packet,
+        p: &Parsed,
+        from_inside: bool,
+        hint: Option<Hint>,
+        now: Micros,
+    ) -> Result<bool, DropReason> {
         let in_port = pkt.meta.in_port;
         let local = pkt.meta.local;
         let l4 = p.ihl;
@@ -228,7 +330,11 @@ impl Nat {
             }
             remote = src_out;
         }
-        let inside = match self.table.inbound(p.proto, outside, remote, flags, now) {
+        let found = match hint {
+            Some(h) if !from_inside => self.table.inbound_hinted(h, p.proto, outside, remote, flags, now),
+            _ => self.table.inbound(p.proto, outside, remote, flags, now),
+        };
+        let inside = match found {
             Ok(e) => e,
             Err(Refusal::NoMapping) if local => return Ok(false),
             Err(r) => return Err(refusal_reason(r)),
@@ -361,8 +467,29 @@ impl Stage for Nat {
         "nat"
     }
 
+    /// Three passes over the burst: parse each packet, hash its flow and
+    /// prefetch its index slot; read the slots and prefetch the session
+    /// records; translate. The cache misses of a large table then overlap
+    /// across the burst instead of coming one after another.
     fn process(&mut self, batch: &mut Batch, cx: &mut StageContext<'_>) {
-        for_each_packet(batch, |pkt| self.handle(pkt, cx));
+        let mut looks: heapless::Vec<Look, BURST> = heapless::Vec::new();
+        for pkt in batch.iter() {
+            let look = self.look(pkt);
+            if let Some(k) = look.key {
+                self.table.prefetch(k.dir, k.h);
+            }
+            // As many looks as packets: the capacities are equal.
+            let _ = looks.push(look);
+        }
+        let mut hints = [None; BURST];
+        for (hint, look) in hints.iter_mut().zip(&looks) {
+            *hint = look.key.map(|k| self.table.hint(k.dir, k.h));
+        }
+        let mut each = looks.iter().zip(hints);
+        for_each_packet(batch, |pkt| match each.next() {
+            Some((look, hint)) => self.translate(pkt, look, hint, cx),
+            None => self.handle(pkt, cx),
+        });
     }
 
     fn poll(&mut self, cx: &mut StageContext<'_>) {

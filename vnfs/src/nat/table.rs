@@ -109,25 +109,70 @@ const RST_SEEN: u8 = 16;
 
 const NONE: u32 = u32::MAX;
 
-#[derive(Clone, Copy, Debug)]
-struct Mapping {
-    proto: u8,
-    inside: Endpoint,
-    outside: Endpoint,
-    first_session: u32,
-    /// A static port forward: never expires.
-    fixed: bool,
-    live: bool,
+/// Session timers count in ticks of 1024 µs, in 32 bits: they wrap after
+/// 50 days, and compare correctly while deadlines are less than 25 days
+/// away (the longest configurable timeout is 12 days).
+type Tick = u32;
+
+#[inline]
+fn tick(now: Micros) -> Tick {
+    (now >> 10) as Tick
 }
 
+/// Whether deadline `at` has passed at `now`.
+#[inline]
+fn passed(at: Tick, now: Tick) -> bool {
+    (at.wrapping_sub(now) as i32) <= 0
+}
+
+/// An endpoint-independent binding (proto 0: a free slot).
 #[derive(Clone, Copy, Debug)]
+#[repr(C)]
+struct Mapping {
+    first_session: u32,
+    inside: Endpoint,
+    outside: Endpoint,
+    proto: u8,
+    /// A static port forward: never expires.
+    fixed: bool,
+}
+
+/// One mapping talking to one remote endpoint (proto 0: a free slot).
+///
+/// The record carries copies of its mapping's endpoints, so a packet of an
+/// established flow, either way, costs one index slot and this one record:
+/// 32 bytes, aligned so it never straddles two cache lines.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(32))]
 struct Session {
-    mapping: u32,
-    remote: Endpoint,
-    expires: Micros,
+    proto: u8,
     tcp: u8,
+    inside: Endpoint,
+    outside: Endpoint,
+    remote: Endpoint,
+    expires: Tick,
+    mapping: u32,
     next_in_mapping: u32,
-    live: bool,
+}
+
+const _: () = assert!(core::mem::size_of::<Session>() == 32 && core::mem::size_of::<Mapping>() == 20);
+
+/// Which way a packet crosses the NAT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// From an inside endpoint to a remote one: keyed on (inside, remote).
+    Out,
+    /// From a remote endpoint to an outside one: keyed on (outside, remote).
+    In,
+}
+
+/// What a burst's first passes learned about one packet's flow: its hash,
+/// and the session the index pointed at then (re-checked before use).
+#[derive(Clone, Copy, Debug)]
+pub struct Hint {
+    dir: Dir,
+    h: u64,
+    session: u32,
 }
 
 /// Why a packet found no way through.
@@ -156,15 +201,23 @@ pub struct TableCounters {
 /// The translation state of one NAT.
 pub struct NatTable {
     mappings: Vec<Mapping>,
-    free_mappings: Vec<u32>,
+    /// Free mappings, linked through `first_session`.
+    free_mappings: u32,
+    live_mappings: usize,
     sessions: Vec<Session>,
-    free_sessions: Vec<u32>,
+    /// Free sessions, linked through `next_in_mapping`.
+    free_sessions: u32,
+    /// Mappings by (proto, inside endpoint): new outbound sessions.
     by_inside: IndexTable,
+    /// Mappings by (proto, outside endpoint): new inbound sessions, port allocation.
     by_outside: IndexTable,
-    by_remote: IndexTable,
+    /// Sessions by (proto, inside, remote): outbound packets.
+    flows_out: IndexTable,
+    /// Sessions by (proto, outside, remote): inbound packets.
+    flows_in: IndexTable,
     pool: Vec<Ipv4Addr>,
-    /// The pool sorted, for the per-packet membership test.
-    pool_sorted: Vec<Ipv4Addr>,
+    /// The pool as sorted integers, for the per-packet membership test.
+    pool_sorted: Vec<u32>,
     ports: (u16, u16),
     pub filtering: Filtering,
     pub timeouts: Timeouts,
@@ -172,6 +225,41 @@ pub struct NatTable {
     sweep_at: usize,
     live_sessions: usize,
     pub counters: TableCounters,
+}
+
+#[inline]
+fn h_ep(proto: u8, e: Endpoint, salt: u64) -> u64 {
+    hash_words(salt, &[(proto as u64) << 48 | (e.port as u64) << 32 | u32::from(e.addr) as u64])
+}
+
+/// The hash of a flow key: `local` is the inside endpoint (`Dir::Out`) or
+/// the outside one (`Dir::In`).
+#[inline]
+pub fn flow_hash(dir: Dir, proto: u8, local: Endpoint, remote: Endpoint) -> u64 {
+    let salt = if dir == Dir::Out { 4 } else { 5 };
+    hash_words(
+        salt,
+        &[
+            (proto as u64) << 48 | (local.port as u64) << 32 | u32::from(local.addr) as u64,
+            (remote.port as u64) << 32 | u32::from(remote.addr) as u64,
+        ],
+    )
+}
+
+impl Session {
+    #[inline]
+    fn local(&self, dir: Dir) -> Endpoint {
+        if dir == Dir::Out {
+            self.inside
+        } else {
+            self.outside
+        }
+    }
+
+    #[inline]
+    fn is(&self, dir: Dir, proto: u8, local: Endpoint, remote: Endpoint) -> bool {
+        self.proto == proto && self.remote == remote && self.local(dir) == local
+    }
 }
 
 impl NatTable {
@@ -186,32 +274,32 @@ impl NatTable {
         seed: u64,
     ) -> Self {
         assert!(!pool.is_empty() && ports.0 <= ports.1 && capacity > 0);
-        let blank_m = Mapping {
-            proto: 0,
-            inside: Endpoint::new(Ipv4Addr::UNSPECIFIED, 0),
-            outside: Endpoint::new(Ipv4Addr::UNSPECIFIED, 0),
-            first_session: NONE,
-            fixed: false,
-            live: false,
-        };
+        let nowhere = Endpoint::new(Ipv4Addr::UNSPECIFIED, 0);
+        let blank_m = Mapping { first_session: NONE, inside: nowhere, outside: nowhere, proto: 0, fixed: false };
         let blank_s = Session {
-            mapping: NONE,
-            remote: Endpoint::new(Ipv4Addr::UNSPECIFIED, 0),
-            expires: 0,
+            proto: 0,
             tcp: 0,
+            inside: nowhere,
+            outside: nowhere,
+            remote: nowhere,
+            expires: 0,
+            mapping: NONE,
             next_in_mapping: NONE,
-            live: false,
         };
+        // Every slot starts on its free list, in index order.
+        let link = |i: usize| if i + 1 < capacity { i as u32 + 1 } else { NONE };
         NatTable {
-            mappings: alloc::vec![blank_m; capacity],
-            free_mappings: (0..capacity as u32).rev().collect(),
-            sessions: alloc::vec![blank_s; capacity],
-            free_sessions: (0..capacity as u32).rev().collect(),
+            mappings: (0..capacity).map(|i| Mapping { first_session: link(i), ..blank_m }).collect(),
+            free_mappings: 0,
+            live_mappings: 0,
+            sessions: (0..capacity).map(|i| Session { next_in_mapping: link(i), ..blank_s }).collect(),
+            free_sessions: 0,
             by_inside: IndexTable::new(capacity),
             by_outside: IndexTable::new(capacity),
-            by_remote: IndexTable::new(capacity),
+            flows_out: IndexTable::new(capacity),
+            flows_in: IndexTable::new(capacity),
             pool_sorted: {
-                let mut p = pool.clone();
+                let mut p: Vec<u32> = pool.iter().map(|&a| u32::from(a)).collect();
                 p.sort_unstable();
                 p
             },
@@ -235,7 +323,7 @@ impl NatTable {
     }
 
     pub fn mappings(&self) -> usize {
-        self.mappings.len() - self.free_mappings.len()
+        self.live_mappings
     }
 
     /// Bytes the table uses.
@@ -244,61 +332,109 @@ impl NatTable {
             + self.sessions.len() * core::mem::size_of::<Session>()
             + self.by_inside.memory()
             + self.by_outside.memory()
-            + self.by_remote.memory()
+            + self.flows_out.memory()
+            + self.flows_in.memory()
     }
 
     #[inline]
     pub fn is_pool_address(&self, a: Ipv4Addr) -> bool {
-        self.pool_sorted.binary_search(&a).is_ok()
+        let a = u32::from(a);
+        match self.pool_sorted.as_slice() {
+            [only] => *only == a,
+            all => all.binary_search(&a).is_ok(),
+        }
     }
 
-    fn h_ep(proto: u8, e: Endpoint, salt: u64) -> u64 {
-        hash_words(salt, &[proto as u64, u32::from(e.addr) as u64, e.port as u64])
+    fn flows(&self, dir: Dir) -> &IndexTable {
+        if dir == Dir::Out {
+            &self.flows_out
+        } else {
+            &self.flows_in
+        }
     }
 
-    fn h_inside(&self, m: u32) -> u64 {
-        let m = &self.mappings[m as usize];
-        Self::h_ep(m.proto, m.inside, 1)
-    }
-
-    fn h_outside(&self, m: u32) -> u64 {
-        let m = &self.mappings[m as usize];
-        Self::h_ep(m.proto, m.outside, 2)
-    }
-
-    fn h_remote(mapping: u32, r: Endpoint) -> u64 {
-        hash_words(3, &[mapping as u64, u32::from(r.addr) as u64, r.port as u64])
-    }
-
-    fn h_session(&self, s: u32) -> u64 {
+    fn session_hash(&self, s: u32, dir: Dir) -> u64 {
         let s = &self.sessions[s as usize];
-        Self::h_remote(s.mapping, s.remote)
+        flow_hash(dir, s.proto, s.local(dir), s.remote)
+    }
+
+    /// First pass over a burst: reads the index slot of each packet's flow.
+    #[inline]
+    pub fn prefetch(&self, dir: Dir, h: u64) {
+        self.flows(dir).prefetch(h);
+    }
+
+    /// Second pass: reads the (prefetched) index slot for the candidate
+    /// session and prefetches its record, so the third pass finds it cached.
+    /// The answer is a hint: the third pass verifies the key, and earlier
+    /// packets of the burst may change the table before this one is
+    /// translated.
+    #[inline]
+    pub fn hint(&self, dir: Dir, h: u64) -> Hint {
+        let session = self.flows(dir).candidate(h).unwrap_or(NONE);
+        if let Some(s) = self.sessions.get(session as usize) {
+            cpu::prefetch(s);
+        }
+        Hint { dir, h, session }
+    }
+
+    /// The fast path: if `hint` still names this flow's session and it has
+    /// not expired, updates its timer and returns the endpoint to translate
+    /// to (the outside one for `Dir::Out`, the inside one for `Dir::In`).
+    /// `None`: take the general way.
+    #[inline]
+    pub fn established(
+        &mut self,
+        hint: Hint,
+        proto: u8,
+        local: Endpoint,
+        remote: Endpoint,
+        flags: u8,
+        now: Micros,
+    ) -> Option<Endpoint> {
+        let dir = hint.dir;
+        let s = self.sessions.get(hint.session as usize)?;
+        if !s.is(dir, proto, local, remote) || passed(s.expires, tick(now)) {
+            return None;
+        }
+        self.touch(hint.session, flags, dir == Dir::Out, now);
+        let s = &self.sessions[hint.session as usize];
+        Some(if dir == Dir::Out { s.outside } else { s.inside })
+    }
+
+    /// The session of a flow, live and unexpired (an expired one is removed).
+    fn find_flow(
+        &mut self,
+        dir: Dir,
+        hint: Hint,
+        proto: u8,
+        local: Endpoint,
+        remote: Endpoint,
+        now: Micros,
+    ) -> Option<u32> {
+        let fresh = self.sessions.get(hint.session as usize).is_some_and(|s| s.is(dir, proto, local, remote));
+        let found = if fresh {
+            hint.session
+        } else {
+            let s = &self.sessions;
+            self.flows(dir).find(hint.h, |i| s[i as usize].is(dir, proto, local, remote))?
+        };
+        if passed(self.sessions[found as usize].expires, tick(now)) {
+            self.remove_session(found);
+            return None;
+        }
+        Some(found)
     }
 
     fn find_inside(&self, proto: u8, inside: Endpoint) -> Option<u32> {
         let m = &self.mappings;
-        self.by_inside
-            .find(Self::h_ep(proto, inside, 1), |i| m[i as usize].proto == proto && m[i as usize].inside == inside)
+        self.by_inside.find(h_ep(proto, inside, 1), |i| m[i as usize].proto == proto && m[i as usize].inside == inside)
     }
 
     fn find_outside(&self, proto: u8, outside: Endpoint) -> Option<u32> {
         let m = &self.mappings;
         self.by_outside
-            .find(Self::h_ep(proto, outside, 2), |i| m[i as usize].proto == proto && m[i as usize].outside == outside)
-    }
-
-    /// The live, unexpired session of `mapping` with `remote`; removes it
-    /// if it expired.
-    fn find_session(&mut self, mapping: u32, remote: Endpoint, now: Micros) -> Option<u32> {
-        let s = &self.sessions;
-        let found = self.by_remote.find(Self::h_remote(mapping, remote), |i| {
-            s[i as usize].mapping == mapping && s[i as usize].remote == remote
-        })?;
-        if self.sessions[found as usize].expires <= now {
-            self.remove_session(found);
-            return None;
-        }
-        Some(found)
+            .find(h_ep(proto, outside, 2), |i| m[i as usize].proto == proto && m[i as usize].outside == outside)
     }
 
     fn next_rand(&mut self) -> u64 {
@@ -335,40 +471,62 @@ impl NatTable {
     }
 
     fn new_mapping(&mut self, proto: u8, inside: Endpoint, outside: Endpoint, fixed: bool) -> Option<u32> {
-        let m = self.free_mappings.pop()?;
-        self.mappings[m as usize] = Mapping { proto, inside, outside, first_session: NONE, fixed, live: true };
-        self.by_inside.insert(self.h_inside(m), m);
-        self.by_outside.insert(self.h_outside(m), m);
+        let m = self.free_mappings;
+        self.free_mappings = self.mappings.get(m as usize)?.first_session;
+        self.live_mappings += 1;
+        self.mappings[m as usize] = Mapping { first_session: NONE, inside, outside, proto, fixed };
+        self.by_inside.insert(h_ep(proto, inside, 1), m);
+        self.by_outside.insert(h_ep(proto, outside, 2), m);
         self.counters.mappings_created += 1;
         Some(m)
     }
 
     fn remove_mapping(&mut self, m: u32) {
-        let (hi, ho) = (self.h_inside(m), self.h_outside(m));
+        let Mapping { proto, inside, outside, .. } = self.mappings[m as usize];
         let maps = &self.mappings;
-        let hash_in = |i: u32| Self::h_ep(maps[i as usize].proto, maps[i as usize].inside, 1);
-        let hash_out = |i: u32| Self::h_ep(maps[i as usize].proto, maps[i as usize].outside, 2);
-        self.by_inside.remove(hi, m, hash_in);
-        self.by_outside.remove(ho, m, hash_out);
-        self.mappings[m as usize].live = false;
-        self.free_mappings.push(m);
+        let hash_in = |i: u32| h_ep(maps[i as usize].proto, maps[i as usize].inside, 1);
+        let hash_out = |i: u32| h_ep(maps[i as usize].proto, maps[i as usize].outside, 2);
+        self.by_inside.remove(h_ep(proto, inside, 1), m, hash_in);
+        self.by_outside.remove(h_ep(proto, outside, 2), m, hash_out);
+        self.mappings[m as usize].proto = 0;
+        self.mappings[m as usize].first_session = self.free_mappings;
+        self.free_mappings = m;
+        self.live_mappings -= 1;
     }
 
     fn new_session(&mut self, mapping: u32, remote: Endpoint) -> Option<u32> {
-        let s = self.free_sessions.pop()?;
-        let next = self.mappings[mapping as usize].first_session;
-        self.sessions[s as usize] = Session { mapping, remote, expires: 0, tcp: 0, next_in_mapping: next, live: true };
+        let s = self.free_sessions;
+        self.free_sessions = self.sessions.get(s as usize)?.next_in_mapping;
+        let m = self.mappings[mapping as usize];
+        self.sessions[s as usize] = Session {
+            proto: m.proto,
+            tcp: 0,
+            inside: m.inside,
+            outside: m.outside,
+            remote,
+            expires: 0,
+            mapping,
+            next_in_mapping: m.first_session,
+        };
         self.mappings[mapping as usize].first_session = s;
-        self.by_remote.insert(Self::h_remote(mapping, remote), s);
+        self.flows_out.insert(flow_hash(Dir::Out, m.proto, m.inside, remote), s);
+        self.flows_in.insert(flow_hash(Dir::In, m.proto, m.outside, remote), s);
         self.live_sessions += 1;
         self.counters.sessions_created += 1;
         Some(s)
     }
 
     fn remove_session(&mut self, s: u32) {
-        let h = self.h_session(s);
+        let (h_out, h_in) = (self.session_hash(s, Dir::Out), self.session_hash(s, Dir::In));
         let sess = &self.sessions;
-        self.by_remote.remove(h, s, |i| Self::h_remote(sess[i as usize].mapping, sess[i as usize].remote));
+        let rehash = |dir: Dir| {
+            move |i: u32| {
+                let x = &sess[i as usize];
+                flow_hash(dir, x.proto, x.local(dir), x.remote)
+            }
+        };
+        self.flows_out.remove(h_out, s, rehash(Dir::Out));
+        self.flows_in.remove(h_in, s, rehash(Dir::In));
         let Session { mapping, next_in_mapping, .. } = self.sessions[s as usize];
         // Unlink from the mapping's list.
         let mut at = self.mappings[mapping as usize].first_session;
@@ -384,8 +542,9 @@ impl NatTable {
                 at = next;
             }
         }
-        self.sessions[s as usize].live = false;
-        self.free_sessions.push(s);
+        self.sessions[s as usize].proto = 0;
+        self.sessions[s as usize].next_in_mapping = self.free_sessions;
+        self.free_sessions = s;
         self.live_sessions -= 1;
         self.counters.sessions_expired += 1;
         let m = &self.mappings[mapping as usize];
@@ -396,9 +555,12 @@ impl NatTable {
 
     /// Updates a session's TCP state and timer for a packet (`outbound`
     /// from inside) with `flags`.
-    fn touch(&mut self, s: u32, proto: u8, flags: u8, outbound: bool, now: Micros) {
+    #[inline]
+    fn touch(&mut self, s: u32, flags: u8, outbound: bool, now: Micros) {
         let sess = &mut self.sessions[s as usize];
-        sess.expires = now + idle_timeout(&self.timeouts, &mut sess.tcp, proto, flags, outbound);
+        let timeout = idle_timeout(&self.timeouts, &mut sess.tcp, sess.proto, flags, outbound);
+        // Rounded up: a session never expires early, at most a tick late.
+        sess.expires = tick(now + timeout + 1023);
     }
 
     /// Adds a static port forward: `outside` (a pool address) to `inside`.
@@ -419,10 +581,28 @@ impl NatTable {
         flags: u8,
         now: Micros,
     ) -> Result<Endpoint, Refusal> {
+        let hint = Hint { dir: Dir::Out, h: flow_hash(Dir::Out, proto, inside, remote), session: NONE };
+        self.outbound_hinted(hint, proto, inside, remote, flags, now)
+    }
+
+    /// [`outbound`](Self::outbound) with what [`hint`](Self::hint) found.
+    pub fn outbound_hinted(
+        &mut self,
+        hint: Hint,
+        proto: u8,
+        inside: Endpoint,
+        remote: Endpoint,
+        flags: u8,
+        now: Micros,
+    ) -> Result<Endpoint, Refusal> {
+        if let Some(s) = self.find_flow(Dir::Out, hint, proto, inside, remote, now) {
+            self.touch(s, flags, true, now);
+            return Ok(self.sessions[s as usize].outside);
+        }
         let m = match self.find_inside(proto, inside) {
             Some(m) => m,
             None => {
-                if self.free_sessions.is_empty() || self.free_mappings.is_empty() {
+                if self.free_sessions == NONE || self.free_mappings == NONE {
                     self.counters.refused_table_full += 1;
                     return Err(Refusal::TableFull);
                 }
@@ -433,27 +613,15 @@ impl NatTable {
                 self.new_mapping(proto, inside, outside, false).ok_or(Refusal::TableFull)?
             }
         };
-        let s = match self.find_session(m, remote, now) {
-            Some(s) => s,
-            None => {
-                // Expiry inside find_session may have removed the mapping.
-                if !self.mappings[m as usize].live {
-                    return self.outbound(proto, inside, remote, flags, now);
-                }
-                match self.new_session(m, remote) {
-                    Some(s) => s,
-                    None => {
-                        self.counters.refused_table_full += 1;
-                        if self.mappings[m as usize].first_session == NONE && !self.mappings[m as usize].fixed {
-                            self.remove_mapping(m);
-                        }
-                        return Err(Refusal::TableFull);
-                    }
-                }
+        let Some(s) = self.new_session(m, remote) else {
+            self.counters.refused_table_full += 1;
+            if self.mappings[m as usize].first_session == NONE && !self.mappings[m as usize].fixed {
+                self.remove_mapping(m);
             }
+            return Err(Refusal::TableFull);
         };
-        self.touch(s, proto, flags, true, now);
-        Ok(self.mappings[m as usize].outside)
+        self.touch(s, flags, true, now);
+        Ok(self.sessions[s as usize].outside)
     }
 
     /// `remote` sends to an outside endpoint: returns the inside endpoint
@@ -466,37 +634,43 @@ impl NatTable {
         flags: u8,
         now: Micros,
     ) -> Result<Endpoint, Refusal> {
+        let hint = Hint { dir: Dir::In, h: flow_hash(Dir::In, proto, outside, remote), session: NONE };
+        self.inbound_hinted(hint, proto, outside, remote, flags, now)
+    }
+
+    /// [`inbound`](Self::inbound) with what [`hint`](Self::hint) found.
+    pub fn inbound_hinted(
+        &mut self,
+        hint: Hint,
+        proto: u8,
+        outside: Endpoint,
+        remote: Endpoint,
+        flags: u8,
+        now: Micros,
+    ) -> Result<Endpoint, Refusal> {
+        if let Some(s) = self.find_flow(Dir::In, hint, proto, outside, remote, now) {
+            self.touch(s, flags, false, now);
+            return Ok(self.sessions[s as usize].inside);
+        }
         let Some(m) = self.find_outside(proto, outside) else {
             return Err(Refusal::NoMapping);
         };
-        let s = match self.find_session(m, remote, now) {
-            Some(s) => s,
-            None => {
-                if !self.mappings[m as usize].live {
-                    return Err(Refusal::NoMapping);
-                }
-                let fixed = self.mappings[m as usize].fixed;
-                let allowed = fixed
-                    || match self.filtering {
-                        Filtering::EndpointIndependent => true,
-                        Filtering::AddressDependent => self.has_session_with(m, remote.addr, now),
-                        Filtering::AddressAndPortDependent => false,
-                    };
-                if !allowed {
-                    self.counters.filtered += 1;
-                    return Err(Refusal::Filtered);
-                }
-                match self.new_session(m, remote) {
-                    Some(s) => s,
-                    None => {
-                        self.counters.refused_table_full += 1;
-                        return Err(Refusal::TableFull);
-                    }
-                }
-            }
+        let allowed = self.mappings[m as usize].fixed
+            || match self.filtering {
+                Filtering::EndpointIndependent => true,
+                Filtering::AddressDependent => self.has_session_with(m, remote.addr, now),
+                Filtering::AddressAndPortDependent => false,
+            };
+        if !allowed {
+            self.counters.filtered += 1;
+            return Err(Refusal::Filtered);
+        }
+        let Some(s) = self.new_session(m, remote) else {
+            self.counters.refused_table_full += 1;
+            return Err(Refusal::TableFull);
         };
-        self.touch(s, proto, flags, false, now);
-        Ok(self.mappings[m as usize].inside)
+        self.touch(s, flags, false, now);
+        Ok(self.sessions[s as usize].inside)
     }
 
     /// Whether some mapping owns `outside` (no state change).
@@ -507,23 +681,23 @@ impl NatTable {
     /// For translating ICMP errors: the inside endpoint behind `outside`
     /// if a live session with `remote` exists (no state change).
     pub fn peek_inbound(&mut self, proto: u8, outside: Endpoint, remote: Endpoint, now: Micros) -> Option<Endpoint> {
-        let m = self.find_outside(proto, outside)?;
-        self.find_session(m, remote, now)?;
-        self.mappings.get(m as usize).filter(|m| m.live).map(|m| m.inside)
+        let hint = Hint { dir: Dir::In, h: flow_hash(Dir::In, proto, outside, remote), session: NONE };
+        let s = self.find_flow(Dir::In, hint, proto, outside, remote, now)?;
+        Some(self.sessions[s as usize].inside)
     }
 
     /// The outside endpoint of `inside` if a live session with `remote` exists.
     pub fn peek_outbound(&mut self, proto: u8, inside: Endpoint, remote: Endpoint, now: Micros) -> Option<Endpoint> {
-        let m = self.find_inside(proto, inside)?;
-        self.find_session(m, remote, now)?;
-        self.mappings.get(m as usize).filter(|m| m.live).map(|m| m.outside)
+        let hint = Hint { dir: Dir::Out, h: flow_hash(Dir::Out, proto, inside, remote), session: NONE };
+        let s = self.find_flow(Dir::Out, hint, proto, inside, remote, now)?;
+        Some(self.sessions[s as usize].outside)
     }
 
     fn has_session_with(&self, m: u32, addr: Ipv4Addr, now: Micros) -> bool {
         let mut s = self.mappings[m as usize].first_session;
         while s != NONE {
             let sess = &self.sessions[s as usize];
-            if sess.remote.addr == addr && sess.expires > now {
+            if sess.remote.addr == addr && !passed(sess.expires, tick(now)) {
                 return true;
             }
             s = sess.next_in_mapping;
@@ -536,7 +710,7 @@ impl NatTable {
         for _ in 0..budget.min(self.sessions.len()) {
             let s = self.sweep_at;
             self.sweep_at = (self.sweep_at + 1) % self.sessions.len();
-            if self.sessions[s].live && self.sessions[s].expires <= now {
+            if self.sessions[s].proto != 0 && passed(self.sessions[s].expires, tick(now)) {
                 self.remove_session(s as u32);
             }
         }
@@ -547,6 +721,8 @@ impl NatTable {
 mod tests {
     use super::*;
 
+    /// Timers are exact to one tick: a deadline passes at most this late.
+    const TICK_US: Micros = 1024;
     const IN_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
     const IN_B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
     const OUT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -603,13 +779,17 @@ mod tests {
         let o = t.outbound(UDP, ep(IN_A, 5000), R1, 0, 0).unwrap();
         assert!(t.inbound(UDP, o, R1, 0, tm.udp - 1).is_ok(), "inbound refreshes");
         assert!(t.inbound(UDP, o, R1, 0, 2 * tm.udp - 2).is_ok());
-        assert_eq!(t.inbound(UDP, o, R1, 0, 3 * tm.udp), Err(Refusal::NoMapping), "expired lazily, mapping gone");
+        assert_eq!(
+            t.inbound(UDP, o, R1, 0, 3 * tm.udp + TICK_US),
+            Err(Refusal::NoMapping),
+            "expired lazily, mapping gone"
+        );
         assert_eq!(t.sessions(), 0);
         assert_eq!(t.mappings(), 0);
         // ICMP query: 60 s.
         let o = t.outbound(ICMP, ep(IN_A, 77), ep(R1.addr, 0), 0, 0).unwrap();
         assert!(t.inbound(ICMP, o, ep(R1.addr, 0), 0, tm.icmp - 1).is_ok());
-        t.sweep(2 * tm.icmp, 16);
+        t.sweep(2 * tm.icmp + TICK_US, 16);
         assert_eq!(t.sessions(), 0, "the sweep removes expired sessions");
     }
 
@@ -620,7 +800,7 @@ mod tests {
         let r = ep(R1.addr, 80);
         let o = t.outbound(TCP, ep(IN_A, 40000), r, tcp_flags::SYN, 0).unwrap();
         // Only a SYN out: transitory.
-        assert!(t.peek_inbound(TCP, o, r, tm.tcp_transitory + 1).is_none());
+        assert!(t.peek_inbound(TCP, o, r, tm.tcp_transitory + TICK_US).is_none());
         let o = t.outbound(TCP, ep(IN_A, 40000), r, tcp_flags::SYN, 0).unwrap();
         t.inbound(TCP, o, r, tcp_flags::SYN, 1).unwrap();
         t.outbound(TCP, ep(IN_A, 40000), r, 0, 2).unwrap();
@@ -630,7 +810,7 @@ mod tests {
         // FIN both ways: back to transitory.
         t.outbound(TCP, ep(IN_A, 40000), r, tcp_flags::FIN, 1_000_000_000).unwrap();
         t.inbound(TCP, o, r, tcp_flags::FIN, 1_000_000_000).unwrap();
-        assert!(t.peek_inbound(TCP, o, r, 1_000_000_000 + tm.tcp_transitory + 1).is_none());
+        assert!(t.peek_inbound(TCP, o, r, 1_000_000_000 + tm.tcp_transitory + TICK_US).is_none());
     }
 
     #[test]
@@ -696,7 +876,8 @@ mod tests {
             now += Timeouts::default().udp / 3;
             t.sweep(now, 8);
             assert!(t.sessions() <= 32);
-            assert_eq!(t.sessions(), t.by_remote.len());
+            assert_eq!(t.sessions(), t.flows_out.len());
+            assert_eq!(t.sessions(), t.flows_in.len());
             assert_eq!(t.mappings(), t.by_inside.len());
             assert_eq!(t.mappings(), t.by_outside.len());
         }

@@ -251,8 +251,31 @@ fn full_session_table_refuses_and_counts() {
     r.finish();
 }
 
+fn transport_checksum(ip: &Ipv4Packet<&[u8]>, is_tcp: bool) -> u16 {
+    csum::get(ip.payload(), if is_tcp { 16 } else { 6 })
+}
+
+/// The TCP or UDP checksum of `ip` computed from scratch.
+fn fresh_checksum(ip: &Ipv4Packet<&[u8]>, is_tcp: bool) -> u16 {
+    let mut zeroed = ip.payload().to_vec();
+    let at = if is_tcp { 16 } else { 6 };
+    zeroed[at] = 0;
+    zeroed[at + 1] = 0;
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&ip.src_addr().octets());
+    pseudo.extend_from_slice(&ip.dst_addr().octets());
+    pseudo.extend_from_slice(&[0, if is_tcp { 6 } else { 17 }]);
+    pseudo.extend_from_slice(&(zeroed.len() as u16).to_be_bytes());
+    pseudo.extend_from_slice(&zeroed);
+    match csum::checksum(&pseudo) {
+        0 if !is_tcp => 0xffff,
+        c => c,
+    }
+}
+
 proptest! {
-    // Every translated checksum equals one computed from scratch.
+    // Every translated checksum equals one computed from scratch, on the
+    // general path and on the fast path, both ways.
     #[test]
     fn translated_checksums_equal_recomputed(
         a in 2u8..250, sport in 1u16.., dport in 1u16.., payload in proptest::collection::vec(any::<u8>(), 0..64), is_tcp in any::<bool>(),
@@ -262,22 +285,22 @@ proptest! {
         r.send(0, &arp_request(PEER_MAC, src, Ipv4Addr::new(10, 0, 0, 1)));
         r.sent(0);
         let frame = if is_tcp { tcp_frame(LAN_MAC, (src, sport), (SERVER, dport), true, false) } else { udp_frame(LAN_MAC, (src, sport), (SERVER, dport), &payload) };
-        let out = r.through(0, &frame, 1);
-        let o = ip(&out);
-        let l4 = o.payload().to_vec();
-        let mut zeroed = l4.clone();
-        let at = if is_tcp { 16 } else { 6 };
-        zeroed[at] = 0;
-        zeroed[at + 1] = 0;
-        let mut pseudo = Vec::new();
-        pseudo.extend_from_slice(&o.src_addr().octets());
-        pseudo.extend_from_slice(&o.dst_addr().octets());
-        pseudo.extend_from_slice(&[0, if is_tcp { 6 } else { 17 }]);
-        pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-        pseudo.extend_from_slice(&zeroed);
-        let mut fresh = csum::checksum(&pseudo);
-        if !is_tcp && fresh == 0 { fresh = 0xffff; }
-        prop_assert_eq!(csum::get(&l4, at), fresh);
+        // The first packet opens the session (general path), the second
+        // takes the established fast path; then a reply comes in.
+        let mut outside = None;
+        for _ in 0..2 {
+            let out = r.through(0, &frame, 1);
+            let o = ip(&out);
+            prop_assert_eq!(transport_checksum(&o, is_tcp), fresh_checksum(&o, is_tcp));
+            let port = u16::from_be_bytes([o.payload()[0], o.payload()[1]]);
+            prop_assert!(outside.is_none_or(|p| p == port));
+            outside = Some(port);
+        }
+        let reply = if is_tcp { tcp_frame(WAN_MAC, (SERVER, dport), (OUT, outside.unwrap()), true, true) } else { udp_frame(WAN_MAC, (SERVER, dport), (OUT, outside.unwrap()), &payload) };
+        let back = r.through(1, &reply, 0);
+        let b = ip(&back);
+        prop_assert_eq!(b.dst_addr(), src);
+        prop_assert_eq!(transport_checksum(&b, is_tcp), fresh_checksum(&b, is_tcp));
         r.finish();
     }
 
