@@ -33,6 +33,16 @@ pub struct NicStats {
     /// Packets refused for transmit because a stage left no room in front
     /// of the frame for the device's header.
     pub tx_no_headroom: u64,
+    /// Frames received in several buffers or as segmentation super-packets.
+    pub rx_large: u64,
+    /// Segmentation super-packets transmitted (the device cuts them).
+    pub tx_large: u64,
+    /// Frames dropped because the pool had no tail list to chain them.
+    pub rx_chain_dropped: u64,
+    /// Frames whose offload header asked for work never negotiated.
+    pub rx_bad_offload: u64,
+    /// Packets needing offloads handed to a NIC without them (a bug upstream).
+    pub tx_bad_offload: u64,
 }
 
 /// One network port's device: burst receive and burst transmit of owned buffers.
@@ -53,6 +63,11 @@ pub trait Nic {
     fn tx_burst(&mut self, queue: &mut TxQueue, pool: &mut PacketPool) -> (usize, usize);
     /// The driver's own counters.
     fn stats(&self) -> NicStats;
+    /// Whether the NIC completes partial checksums and cuts segmentation
+    /// super-packets on transmit (and may receive them).
+    fn offloads(&self) -> bool {
+        false
+    }
     /// Buffers the driver holds (posted to the device or waiting to be reclaimed).
     fn buffers_held(&self) -> usize;
 }

@@ -48,6 +48,9 @@ pub struct LabSpec {
     /// Statements appended to the generated config (routes, pipelines...).
     pub extra_config: String,
     pub memory_mb: u32,
+    /// Words for the kernel command line ahead of any config (e.g.
+    /// `offloads=off`).
+    pub kernel_args: String,
 }
 
 impl LabSpec {
@@ -64,6 +67,7 @@ impl LabSpec {
             netns_names: None,
             config_override: None,
             config_on_cmdline: false,
+            kernel_args: String::new(),
             extra_config: String::new(),
             memory_mb: 64,
         })
@@ -135,9 +139,12 @@ impl Lab {
         vm_spec.log_file = Some(dir.join("defmt.log"));
         if spec.config_on_cmdline {
             let stmts: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with('#')).collect();
-            vm_spec.cmdline = Some(format!("-- {}", stmts.join("; ")));
+            vm_spec.cmdline = Some(format!("{} -- {}", spec.kernel_args, stmts.join("; ")));
         } else {
             vm_spec.config = Some((config_path.clone(), config_path.display().to_string()));
+            if !spec.kernel_args.is_empty() {
+                vm_spec.cmdline = Some(spec.kernel_args.clone());
+            }
         }
         vm_spec.nics = taps.iter().enumerate().map(|(i, t)| NicSpec { tap: t.name.clone(), mac: mac(i) }).collect();
         let vm = Vm::start(&vm_spec)?;

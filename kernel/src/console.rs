@@ -59,17 +59,31 @@ fn dump<N: Nic>(dp: &Dataplane, nics: &[N], pool: &PacketPool) {
     for (p, nic) in dp.ports().iter().zip(nics) {
         let n = nic.stats();
         println!(
-            "nic port={} rx_bursts={} tx_bursts={} rx_kicks={} tx_kicks={} rx_bad_len={} tx_no_headroom={} host_tx_no_buffer={}",
-            p.name, n.rx_bursts, n.tx_bursts, n.rx_kicks, n.tx_kicks, n.rx_bad_len, n.tx_no_headroom, p.host.counters.tx_no_buffer
+            "nic port={} offloads={} rx_bursts={} tx_bursts={} rx_kicks={} tx_kicks={} rx_bad_len={} tx_no_headroom={} rx_large={} tx_large={} rx_chain_dropped={} rx_bad_offload={} tx_bad_offload={} host_tx_no_buffer={}",
+            p.name,
+            nic.offloads() as u8,
+            n.rx_bursts,
+            n.tx_bursts,
+            n.rx_kicks,
+            n.tx_kicks,
+            n.rx_bad_len,
+            n.tx_no_headroom,
+            n.rx_large,
+            n.tx_large,
+            n.rx_chain_dropped,
+            n.rx_bad_offload,
+            n.tx_bad_offload,
+            p.host.counters.tx_no_buffer
         );
     }
     let held: usize = nics.iter().map(|n| n.buffers_held()).sum();
     println!(
-        "pool available={} held_by_nics={} capacity={} exhausted={} heap_used={}",
+        "pool available={} held_by_nics={} capacity={} exhausted={} tails_exhausted={} heap_used={}",
         pool.available(),
         held,
         pool.capacity(),
         pool.exhausted,
+        pool.tails_exhausted,
         crate::heap::used()
     );
     println!("stats end");

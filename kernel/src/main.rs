@@ -68,26 +68,36 @@ fn config_source(cmdline: &str) -> ConfigSource {
     ConfigSource { name: "embedded:default.conf".into(), text: EMBEDDED_CONFIG.into() }
 }
 
-/// Every virtio-net NIC on the machine, PCI (bus order) then MMIO (slot order).
-fn discover_nics() -> Vec<Port> {
+/// Every virtio-net NIC on the machine, PCI (bus order) then MMIO (slot
+/// order). Each negotiates checksum offload and TCP segmentation if it
+/// offers them and the command line does not say `offloads=off`; where a
+/// super-packet from one goes out of a NIC without them, the egress cuts
+/// it and completes its checksums in software.
+fn discover_nics(cmdline: &str) -> Vec<Port> {
     let mut nics = Vec::new();
     let scan = pci::scan();
     println!("pci: {} config access, {} virtio-net function(s)", scan.mechanism, scan.transports.len());
     for (df, err) in &scan.errors {
         println!("pci: {df}: {err}");
     }
-    let transports =
-        scan.transports.into_iter().map(|(df, t)| (alloc::format!("pci {df}"), SomeTransport::from(t))).chain(
-            mmio::scan().into_iter().map(|(slot, t)| (alloc::format!("mmio slot {slot}"), SomeTransport::from(t))),
-        );
+    let transports: Vec<(String, SomeTransport<'static>)> = scan
+        .transports
+        .into_iter()
+        .map(|(df, t)| (alloc::format!("pci {df}"), SomeTransport::from(t)))
+        .chain(mmio::scan().into_iter().map(|(slot, t)| (alloc::format!("mmio slot {slot}"), SomeTransport::from(t))))
+        .filter(|(_, t)| t.device_type() == virtio_drivers::transport::DeviceType::Network)
+        .collect();
+    let offloads = !cmdline.split_whitespace().any(|w| w == "offloads=off");
     for (what, t) in transports {
-        if t.device_type() != virtio_drivers::transport::DeviceType::Network {
-            continue;
-        }
-        match VirtioNet::new(t) {
+        match VirtioNet::new(t, offloads) {
             Ok(nic) => {
                 let (rx, tx) = nic.ring_sizes();
-                println!("nic{}: virtio-net at {what}, mac {}, rings {rx}/{tx}", nics.len(), fmt_mac(&nic.mac()));
+                println!(
+                    "nic{}: virtio-net at {what}, mac {}, rings {rx}/{tx}, offloads {}",
+                    nics.len(),
+                    fmt_mac(&nic.mac()),
+                    if nic.offloads() { "on" } else { "off" }
+                );
                 nics.push(nic);
             }
             Err(e) => println!("{what}: virtio-net not usable: {e}"),
@@ -175,7 +185,7 @@ extern "C" fn kmain(start_info: usize) -> ! {
     );
 
     let t_config = clock::now_us();
-    let mut nics = bind_ports(&config, discover_nics()).unwrap_or_else(|(line, msg)| {
+    let mut nics = bind_ports(&config, discover_nics(boot.cmdline)).unwrap_or_else(|(line, msg)| {
         println!("{}:{line}:1: {msg}", source.name);
         fail(Failure::Startup)
     });
@@ -184,11 +194,16 @@ extern "C" fn kmain(start_info: usize) -> ! {
     // host stacks.
     let t_nics = clock::now_us();
     let buffers = nics.len() * 768 + 256;
-    let mut pool = PacketPool::new(buffers);
+    // Frames spanning several buffers (offloads) each hold a tail list.
+    let tails = nics.iter().filter(|n| n.offloads()).count() * 64;
+    let mut pool = PacketPool::with_tails(buffers, tails);
     let t_pool = clock::now_us();
     let macs: Vec<[u8; 6]> = nics.iter().map(|n| n.mac()).collect();
     let mut dp = Dataplane::new(&config, &macs, clock::now_us(), x86::rdtsc());
     dp.set_config_text(&source.text);
+    for (i, nic) in nics.iter().enumerate() {
+        dp.port_mut(i as u8).offloads = nic.offloads();
+    }
     for (p, nic) in dp.ports().iter().zip(&nics) {
         let addr = p.address.map(|a| alloc::format!("{a}")).unwrap_or_else(|| "no address".into());
         println!("port {}: {} mac {} mtu {}", p.name, addr, fmt_mac(&nic.mac()), p.mtu);

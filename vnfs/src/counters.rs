@@ -66,6 +66,8 @@ drop_reasons! {
     LbFlowTableFull => "lb_flow_table_full", "load balancer flow table full: new flow refused";
     HostStackBacklog => "host_stack_backlog", "packets for the appliance itself arrived faster than its host stack drains them";
     TxRingFull => "tx_ring_full", "the egress NIC's transmit ring was full";
+    OffloadUnsupported => "offload_unsupported", "a frame in several buffers, or a partial checksum or super-packet that is not TCP/UDP over IPv4, that cannot go on as it is";
+    SegmentNoBuffer => "segment_no_buffer", "no free buffer to cut a TCP super-packet into segments in software";
 }
 
 impl fmt::Display for DropReason {

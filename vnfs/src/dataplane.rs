@@ -56,6 +56,9 @@ pub struct Port {
     pub counters: PortCounters,
     pub host: HostStack,
     pub tx: TxQueue,
+    /// The port's NIC completes partial checksums and cuts TCP
+    /// super-packets on transmit (set by whoever binds the NIC).
+    pub offloads: bool,
 }
 
 /// How often the host stacks run when nothing arrives for them (ARP cache
@@ -181,6 +184,7 @@ impl Dataplane {
                 counters: PortCounters::default(),
                 host: HostStack::new(*mac, pc.address, &local, default_gw(i), pc.mtu, now, seed ^ i as u64),
                 tx: TxQueue::new(),
+                offloads: false,
             })
             .collect();
         let (stages, stage_counters, pipelines) = build_stages(config, macs, seed, Vec::new());
@@ -401,7 +405,7 @@ impl Dataplane {
             let p = &mut ports[port as usize];
             p.counters.rx_packets += 1;
             p.counters.rx_bytes += pkt.len() as u64;
-            match classify(p.mac, p.address, local_sorted, pkt.data()) {
+            match classify(p.mac, p.address, local_sorted, pkt.data(), pkt.total_len()) {
                 Verdict::Pipeline => {
                     // `onward` has the capacity of `batch`.
                     let _ = onward.push(pkt);
@@ -538,9 +542,12 @@ impl Dataplane {
         let e = &self.egress;
         writeln!(
             w,
-            "egress name=egress fragments={} arp_requests={} neighbors={} neighbor_capacity={} neighbors_evicted={} neighbors_failed={}",
+            "egress name=egress fragments={} arp_requests={} large_sent={} segments_cut={} checksums_completed={} neighbors={} neighbor_capacity={} neighbors_evicted={} neighbors_failed={}",
             e.counters.fragments,
             e.counters.arp_requests,
+            e.counters.large_sent,
+            e.counters.segments_cut,
+            e.counters.checksums_completed,
             e.neighbors.len(),
             e.neighbors.capacity(),
             e.neighbors.counters.evicted,
@@ -581,7 +588,36 @@ fn write_drops(w: &mut dyn fmt::Write, drops: &[u64; DropReason::COUNT]) -> fmt:
     Ok(())
 }
 
-fn to_host(ports: &mut [Port], pool: &mut PacketPool, pkt: crate::packet::Packet) {
+/// Hands a packet to the host stack of the port it came in on. The host
+/// stack takes only whole, ordinary frames: a super-packet is cut into
+/// segments here and a partial checksum completed (what a NIC without
+/// offloads would have delivered).
+pub(crate) fn to_host(ports: &mut [Port], pool: &mut PacketPool, mut pkt: crate::packet::Packet) {
+    let o = pkt.meta.offload;
+    if o.is_gso() {
+        let in_port = pkt.meta.in_port as usize;
+        let mut cut = match crate::offload::Segmenter::new(pkt, o.gso_size) {
+            Ok(c) => c,
+            Err(pkt) => return drop_at(ports, pool, pkt, DropReason::OffloadUnsupported),
+        };
+        while let Some(seg) = cut.next(pool) {
+            match seg {
+                Some(seg) => enqueue_host(ports, pool, seg),
+                None => {
+                    ports[in_port].counters.drop(DropReason::SegmentNoBuffer);
+                    break;
+                }
+            }
+        }
+        return cut.finish(pool);
+    }
+    if pkt.is_chained() || !crate::offload::complete_checksum(&mut pkt) {
+        return drop_at(ports, pool, pkt, DropReason::OffloadUnsupported);
+    }
+    enqueue_host(ports, pool, pkt);
+}
+
+fn enqueue_host(ports: &mut [Port], pool: &mut PacketPool, pkt: crate::packet::Packet) {
     let p = &mut ports[pkt.meta.in_port as usize];
     match p.host.enqueue(pkt) {
         Ok(()) => p.counters.local_packets += 1,
@@ -590,6 +626,11 @@ fn to_host(ports: &mut [Port], pool: &mut PacketPool, pkt: crate::packet::Packet
             pool.free(pkt);
         }
     }
+}
+
+fn drop_at(ports: &mut [Port], pool: &mut PacketPool, pkt: crate::packet::Packet, reason: DropReason) {
+    ports[pkt.meta.in_port as usize].counters.drop(reason);
+    pool.free(pkt);
 }
 
 fn arp_of(frame: &[u8]) -> Option<ArpRepr> {
@@ -602,7 +643,9 @@ fn arp_of(frame: &[u8]) -> Option<ArpRepr> {
 
 /// Decides what happens to a frame received on a port with `mac` and
 /// `address`; `local` holds every address of the appliance, sorted.
-pub fn classify(mac: [u8; 6], address: Option<Ipv4Net>, local: &[Ipv4Addr], frame: &[u8]) -> Verdict {
+/// `frame` is the frame's first buffer; `frame_len` counts the whole frame
+/// (a chained frame continues in further buffers).
+pub fn classify(mac: [u8; 6], address: Option<Ipv4Net>, local: &[Ipv4Addr], frame: &[u8], frame_len: usize) -> Verdict {
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
         return Verdict::Drop(DropReason::EthTruncated);
     };
@@ -619,7 +662,7 @@ pub fn classify(mac: [u8; 6], address: Option<Ipv4Net>, local: &[Ipv4Addr], fram
             }
             _ => Verdict::Drop(DropReason::ArpMalformed),
         },
-        EthernetProtocol::Ipv4 => match check_ipv4(eth.payload()) {
+        EthernetProtocol::Ipv4 => match check_ipv4(eth.payload(), frame_len.saturating_sub(14)) {
             Err(reason) => Verdict::Drop(reason),
             Ok(ip) if ip.is_broadcast() || local.binary_search(&ip).is_ok() => Verdict::Local,
             Ok(ip) if address.is_some_and(|a| a.prefix_len() < 31 && ip == a.broadcast()) => Verdict::Local,
@@ -633,8 +676,10 @@ pub fn classify(mac: [u8; 6], address: Option<Ipv4Net>, local: &[Ipv4Addr], fram
 }
 
 /// Validates an IPv4 header against the frame it came in (RFC 1812 §5.2.2)
-/// and returns the destination address.
-pub fn check_ipv4(bytes: &[u8]) -> Result<Ipv4Addr, DropReason> {
+/// and returns the destination address. `bytes` starts at the header (all
+/// of it must be there); `available` counts the datagram's bytes in the
+/// whole frame, further buffers included.
+pub fn check_ipv4(bytes: &[u8], available: usize) -> Result<Ipv4Addr, DropReason> {
     if bytes.len() < 20 {
         return Err(DropReason::Ipv4Truncated);
     }
@@ -647,7 +692,7 @@ pub fn check_ipv4(bytes: &[u8]) -> Result<Ipv4Addr, DropReason> {
     if ihl < 20 || total < ihl {
         return Err(DropReason::Ipv4BadHeaderLen);
     }
-    if ihl > bytes.len() || total > bytes.len() {
+    if ihl > bytes.len() || total > available.max(bytes.len()) {
         return Err(DropReason::Ipv4Truncated);
     }
     if !ip.verify_checksum() {
@@ -673,7 +718,7 @@ mod tests {
     }
 
     fn classify1(frame: &[u8]) -> Verdict {
-        classify(MAC, net(), &[ME, Ipv4Addr::new(10, 1, 0, 1)], frame)
+        classify(MAC, net(), &[ME, Ipv4Addr::new(10, 1, 0, 1)], frame, frame.len())
     }
 
     #[test]

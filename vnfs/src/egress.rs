@@ -18,6 +18,7 @@ use smoltcp::wire::{
 use crate::counters::DropReason;
 use crate::dataplane::Port;
 use crate::neighbor::{Enqueued, Lookup, NeighborCache, TimerAction, QUEUE};
+use crate::offload::{self, Segmenter};
 use crate::packet::{Packet, PacketPool, PortId};
 use crate::Micros;
 
@@ -29,6 +30,12 @@ const SWEEP_PER_POLL: usize = 8;
 pub struct EgressCounters {
     pub arp_requests: u64,
     pub fragments: u64,
+    /// Super-packets sent on whole for the NIC to cut.
+    pub large_sent: u64,
+    /// Segments cut in software (for a port without offloads, or a smaller MTU).
+    pub segments_cut: u64,
+    /// Partial checksums completed in software.
+    pub checksums_completed: u64,
 }
 
 pub struct Egress {
@@ -46,6 +53,10 @@ impl Egress {
         let Some(out) = pkt.meta.out_port.filter(|p| (*p as usize) < ports.len()) else {
             return drop(ports, pool, pkt, DropReason::NoRoute);
         };
+        let o = pkt.meta.offload;
+        if o.csum_partial || o.is_gso() || pkt.is_chained() {
+            return self.send_large(pkt, out, ports, pool, now);
+        }
         let mtu = ports[out as usize].mtu as usize;
         let total = pkt.len() - ETH;
         if total > mtu {
@@ -54,6 +65,66 @@ impl Egress {
                 return drop(ports, pool, pkt, DropReason::FragNeeded);
             }
             return self.fragment(pkt, mtu, ports, pool, now);
+        }
+        self.resolve(pkt, ports, pool, now);
+    }
+
+    /// Sends a packet that carries offload work (a partial checksum, a
+    /// super-packet to cut) or spans several buffers: on whole to a port
+    /// whose NIC does that work, else done here first.
+    fn send_large(&mut self, mut pkt: Packet, out: PortId, ports: &mut [Port], pool: &mut PacketPool, now: Micros) {
+        let mtu = ports[out as usize].mtu as usize;
+        let nic_offloads = ports[out as usize].offloads;
+        let o = pkt.meta.offload;
+        if o.is_gso() {
+            let Some(seg_len) = offload::segment_len(&pkt, o.gso_size) else {
+                return drop(ports, pool, pkt, DropReason::OffloadUnsupported);
+            };
+            if nic_offloads && seg_len <= mtu {
+                if !offload::refresh_partial(&mut pkt) {
+                    return drop(ports, pool, pkt, DropReason::OffloadUnsupported);
+                }
+                self.counters.large_sent += 1;
+                return self.resolve(pkt, ports, pool, now);
+            }
+            // Cut here, to the MTU if it is the smaller (the router already
+            // answered DF super-packets whose segments do not fit).
+            let headers = seg_len - o.gso_size as usize;
+            let mss = (o.gso_size as usize).min(mtu.saturating_sub(headers)).max(1) as u16;
+            let in_port = pkt.meta.in_port as usize;
+            let mut cut = match Segmenter::new(pkt, mss) {
+                Ok(c) => c,
+                Err(pkt) => return drop(ports, pool, pkt, DropReason::OffloadUnsupported),
+            };
+            while let Some(seg) = cut.next(pool) {
+                match seg {
+                    Some(seg) => {
+                        self.counters.segments_cut += 1;
+                        self.resolve(seg, ports, pool, now);
+                    }
+                    None => {
+                        if let Some(p) = ports.get_mut(in_port) {
+                            p.counters.drop(DropReason::SegmentNoBuffer);
+                        }
+                        break;
+                    }
+                }
+            }
+            return cut.finish(pool);
+        }
+        if pkt.total_len() - ETH > mtu {
+            // Fragmenting a frame spread over several buffers is not done
+            // (the router answered it if DF was set).
+            return drop(ports, pool, pkt, DropReason::OffloadUnsupported);
+        }
+        let ok = if nic_offloads {
+            offload::refresh_partial(&mut pkt)
+        } else {
+            self.counters.checksums_completed += o.csum_partial as u64;
+            offload::complete_checksum(&mut pkt)
+        };
+        if !ok {
+            return drop(ports, pool, pkt, DropReason::OffloadUnsupported);
         }
         self.resolve(pkt, ports, pool, now);
     }

@@ -23,6 +23,7 @@ pub mod lb;
 pub mod mgmt;
 pub mod nat;
 pub mod neighbor;
+pub mod offload;
 pub mod packet;
 pub mod rewrite;
 pub mod router;

@@ -10,6 +10,14 @@
 //! starts at `head`. Receive places the frame at [`HEADROOM`], leaving room in
 //! front for the NIC's own header (virtio-net's 12 bytes) and for stages that
 //! push headers. A received buffer can be transmitted as is.
+//!
+//! A frame larger than one buffer (a TCP segmentation super-packet of up to
+//! 64 KiB that a NIC with offloads received in several buffers) is a *chain*:
+//! the head packet holds the first buffer — every header is in it — and a
+//! tail of further buffers that hold the rest of the payload. Stages see and
+//! rewrite the head; [`Packet::total_len`] counts the whole frame. Tails come
+//! from the pool's spare lists, so chaining allocates nothing either, and
+//! [`PacketPool::free`] returns a chain whole.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -30,6 +38,38 @@ pub type Batch = heapless::Vec<Packet, BURST>;
 /// Index of a port, in config order.
 pub type PortId = u8;
 
+/// Buffers one frame may span: 64 KiB of a segmentation super-packet in
+/// buffers of at least 1.9 KiB.
+pub const MAX_SEGMENTS: usize = 36;
+
+/// The further buffers of a chained frame.
+pub type Tail = heapless::Vec<Packet, MAX_SEGMENTS>;
+
+/// Work a NIC with offloads left for the next one (VIRTIO 1.2 §5.1.6: the
+/// fields of `virtio_net_hdr`, NIC-neutral). A stage that rewrites headers
+/// keeps them valid: offsets count from the frame start and no stage moves
+/// the L3 header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offload {
+    /// The transport checksum is *partial*: its field holds only the
+    /// pseudo-header sum, and whoever transmits completes it over the bytes
+    /// from `csum_start` (NIC or software).
+    pub csum_partial: bool,
+    pub csum_start: u16,
+    /// Where the checksum field is, from `csum_start`.
+    pub csum_offset: u16,
+    /// A TCP/IPv4 segmentation super-packet: the NIC that sends it cuts it
+    /// into segments of `gso_size` payload bytes (0: an ordinary packet).
+    pub gso_size: u16,
+}
+
+impl Offload {
+    #[inline]
+    pub fn is_gso(&self) -> bool {
+        self.gso_size != 0
+    }
+}
+
 /// Per-packet metadata that travels with the buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Meta {
@@ -41,11 +81,19 @@ pub struct Meta {
     pub next_hop: core::net::Ipv4Addr,
     /// Addressed to one of the appliance's own addresses.
     pub local: bool,
+    /// Checksum and segmentation work left to the transmitting NIC.
+    pub offload: Offload,
 }
 
 impl Default for Meta {
     fn default() -> Self {
-        Meta { in_port: 0, out_port: None, next_hop: core::net::Ipv4Addr::UNSPECIFIED, local: false }
+        Meta {
+            in_port: 0,
+            out_port: None,
+            next_hop: core::net::Ipv4Addr::UNSPECIFIED,
+            local: false,
+            offload: Offload::default(),
+        }
     }
 }
 
@@ -63,21 +111,36 @@ pub struct Packet {
     buf: Box<[u8; BUF_SIZE]>,
     head: u16,
     len: u16,
+    /// Bytes of the frame in `tail`.
+    tail_len: u32,
+    tail: Option<Box<Tail>>,
     pub meta: Meta,
 }
 
 impl core::fmt::Debug for Packet {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Packet").field("head", &self.head).field("len", &self.len).field("meta", &self.meta).finish()
+        f.debug_struct("Packet")
+            .field("head", &self.head)
+            .field("len", &self.len)
+            .field("tail_len", &self.tail_len)
+            .field("meta", &self.meta)
+            .finish()
     }
 }
 
 impl Packet {
     fn new() -> Self {
-        Packet { buf: Box::new([0; BUF_SIZE]), head: HEADROOM as u16, len: 0, meta: Meta::default() }
+        Packet {
+            buf: Box::new([0; BUF_SIZE]),
+            head: HEADROOM as u16,
+            len: 0,
+            tail_len: 0,
+            tail: None,
+            meta: Meta::default(),
+        }
     }
 
-    /// The frame bytes.
+    /// The frame bytes in this buffer (the whole frame unless chained).
     #[inline]
     pub fn data(&self) -> &[u8] {
         &self.buf[self.head as usize..self.head as usize + self.len as usize]
@@ -89,10 +152,49 @@ impl Packet {
         &mut self.buf[self.head as usize..self.head as usize + self.len as usize]
     }
 
-    /// Frame length in bytes.
+    /// Frame bytes in this buffer.
     #[inline]
     pub fn len(&self) -> usize {
         self.len as usize
+    }
+
+    /// Length of the whole frame, tail included.
+    #[inline]
+    pub fn total_len(&self) -> usize {
+        self.len as usize + self.tail_len as usize
+    }
+
+    /// Whether the frame continues in further buffers.
+    #[inline]
+    pub fn is_chained(&self) -> bool {
+        self.tail.as_ref().is_some_and(|t| !t.is_empty())
+    }
+
+    /// The further buffers of a chained frame (empty if not chained).
+    #[inline]
+    pub fn tail(&self) -> &[Packet] {
+        self.tail.as_deref().map_or(&[], |t| t.as_slice())
+    }
+
+    /// Copies `out.len()` frame bytes starting at `offset` of the whole
+    /// frame (across the tail). Returns `false` if the frame is shorter.
+    pub fn copy_out(&self, mut offset: usize, out: &mut [u8]) -> bool {
+        let mut done = 0;
+        for seg in core::iter::once(self).chain(self.tail()) {
+            let d = seg.data();
+            if offset >= d.len() {
+                offset -= d.len();
+                continue;
+            }
+            let n = (d.len() - offset).min(out.len() - done);
+            out[done..done + n].copy_from_slice(&d[offset..offset + n]);
+            done += n;
+            offset = 0;
+            if done == out.len() {
+                return true;
+            }
+        }
+        done == out.len()
     }
 
     #[inline]
@@ -107,10 +209,12 @@ impl Packet {
     }
 
     /// Sets the frame window. Returns `false` (and changes nothing) if the
-    /// window does not fit in the buffer.
+    /// window does not fit in the buffer, or the packet is chained (a
+    /// rebuild in place must first return the tail with
+    /// [`PacketPool::release_tail`]).
     #[inline]
     pub fn set_window(&mut self, head: usize, len: usize) -> bool {
-        if head.checked_add(len).is_none_or(|end| end > BUF_SIZE) {
+        if self.tail_len != 0 || head.checked_add(len).is_none_or(|end| end > BUF_SIZE) {
             return false;
         }
         self.head = head as u16;
@@ -140,7 +244,7 @@ impl Packet {
     /// Replaces the frame with `frame` at the standard headroom (slow path:
     /// the host stack and tests use it; the fast path never copies).
     pub fn fill(&mut self, frame: &[u8]) -> bool {
-        if frame.len() > MAX_FRAME {
+        if frame.len() > MAX_FRAME || self.tail_len != 0 {
             return false;
         }
         self.head = HEADROOM as u16;
@@ -154,16 +258,59 @@ impl Packet {
 pub struct PacketPool {
     free: Vec<Packet>,
     capacity: usize,
+    /// Empty tail lists for chaining (allocated at start, reused).
+    tails: Vec<Box<Tail>>,
     /// Allocation requests refused because the pool was empty.
     pub exhausted: u64,
+    /// Chains refused because no tail list was free.
+    pub tails_exhausted: u64,
 }
 
 impl PacketPool {
     /// Allocates all `capacity` buffers now; nothing allocates later.
     pub fn new(capacity: usize) -> Self {
+        Self::with_tails(capacity, 0)
+    }
+
+    /// A pool that can also chain `tails` frames at once (NICs with
+    /// receive offloads need some).
+    pub fn with_tails(capacity: usize, tails: usize) -> Self {
         let mut free = Vec::with_capacity(capacity);
         free.extend((0..capacity).map(|_| Packet::new()));
-        PacketPool { free, capacity, exhausted: 0 }
+        let tails = (0..tails).map(|_| Box::new(Tail::new())).collect();
+        PacketPool { free, capacity, tails, exhausted: 0, tails_exhausted: 0 }
+    }
+
+    /// Appends `seg`'s frame bytes to `head`'s frame as a further buffer.
+    /// Gives `seg` back if no tail list is free or the chain is full.
+    pub fn append(&mut self, head: &mut Packet, seg: Packet) -> Result<(), Packet> {
+        if head.tail.is_none() {
+            match self.tails.pop() {
+                Some(t) => head.tail = Some(t),
+                None => {
+                    self.tails_exhausted += 1;
+                    return Err(seg);
+                }
+            }
+        }
+        let n = seg.len() as u32;
+        // `tail` was just made Some.
+        let tail = head.tail.as_mut().expect("tail list attached");
+        tail.push(seg)?;
+        head.tail_len += n;
+        Ok(())
+    }
+
+    /// Returns a chained packet's tail buffers to the pool: the packet keeps
+    /// only the bytes in its first buffer.
+    pub fn release_tail(&mut self, pkt: &mut Packet) {
+        if let Some(mut t) = pkt.tail.take() {
+            while let Some(seg) = t.pop() {
+                self.free(seg);
+            }
+            self.tails.push(t);
+        }
+        pkt.tail_len = 0;
     }
 
     /// Takes a buffer with an empty frame at the standard headroom.
@@ -183,9 +330,12 @@ impl PacketPool {
         }
     }
 
-    /// Returns a buffer to the pool.
+    /// Returns a buffer (a chain: all its buffers) to the pool.
     #[inline]
-    pub fn free(&mut self, p: Packet) {
+    pub fn free(&mut self, mut p: Packet) {
+        if p.tail.is_some() {
+            self.release_tail(&mut p);
+        }
         debug_assert!(self.free.len() < self.capacity, "pool overfilled");
         self.free.push(p);
     }
@@ -241,6 +391,34 @@ mod tests {
         assert_eq!(moved[0].buffer_addr(), addr);
         let [p] = moved;
         pool.free(p);
+    }
+
+    #[test]
+    fn chains_count_copy_and_return_whole() {
+        let mut pool = PacketPool::with_tails(4, 1);
+        let mut head = pool.alloc().unwrap();
+        head.fill(&[1, 2, 3]);
+        for bytes in [&[4u8, 5][..], &[6]] {
+            let mut seg = pool.alloc().unwrap();
+            seg.fill(bytes);
+            pool.append(&mut head, seg).unwrap();
+        }
+        assert_eq!(head.total_len(), 6);
+        assert!(head.is_chained());
+        let mut out = [0; 4];
+        assert!(head.copy_out(2, &mut out));
+        assert_eq!(out, [3, 4, 5, 6]);
+        assert!(!head.copy_out(3, &mut out), "past the end");
+        assert!(!head.set_window(HEADROOM, 2), "a chained window is fixed");
+        // No second tail list: a second chain is refused, not allocated.
+        let mut other = pool.alloc().unwrap();
+        let seg = Packet::new();
+        assert!(pool.append(&mut other, seg).is_err());
+        assert_eq!(pool.tails_exhausted, 1);
+        pool.free(head);
+        pool.free(other);
+        assert_eq!(pool.available(), 4, "every buffer of the chain came back");
+        assert_eq!(pool.tails.len(), 1);
     }
 
     #[test]

@@ -82,15 +82,7 @@ impl<'a> StageContext<'a> {
 
     /// Hands `pkt` to the host stack of the port it arrived on.
     pub fn local(&mut self, pkt: Packet) {
-        let in_port = pkt.meta.in_port as usize;
-        let p = &mut self.ports[in_port];
-        match p.host.enqueue(pkt) {
-            Ok(()) => p.counters.local_packets += 1,
-            Err(pkt) => {
-                p.counters.drop(DropReason::HostStackBacklog);
-                self.pool.free(pkt);
-            }
-        }
+        crate::dataplane::to_host(self.ports, self.pool, pkt);
     }
 
     /// Drops `pkt`: counted on its input port and on this stage.

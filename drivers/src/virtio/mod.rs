@@ -10,4 +10,4 @@
 mod net;
 mod queue;
 
-pub use net::{VirtioNet, VirtioNetError};
+pub use net::{VirtioNet, VirtioNetError, OFFLOADS};

@@ -5,7 +5,7 @@ use core::fmt;
 use virtio_drivers::transport::{DeviceStatus, DeviceType, Transport};
 use virtio_drivers::Hal;
 use vnfs::hoststack::TxQueue;
-use vnfs::packet::{Batch, PacketPool, BUF_SIZE, HEADROOM};
+use vnfs::packet::{Batch, Packet, PacketPool, BUF_SIZE, HEADROOM};
 
 use super::queue::VirtQueue;
 use crate::{Nic, NicStats};
@@ -16,11 +16,26 @@ const TX_QUEUE: u16 = 1;
 /// `rx_queue_size`: 256).
 const QUEUE_SIZE: u16 = 256;
 
+const F_CSUM: u64 = 1 << 0;
+const F_GUEST_CSUM: u64 = 1 << 1;
 const F_MAC: u64 = 1 << 5;
+const F_GUEST_TSO4: u64 = 1 << 7;
+const F_HOST_TSO4: u64 = 1 << 11;
+const F_MRG_RXBUF: u64 = 1 << 15;
 const F_STATUS: u64 = 1 << 16;
 const F_EVENT_IDX: u64 = 1 << 29;
 const F_VERSION_1: u64 = 1 << 32;
 const SUPPORTED: u64 = F_MAC | F_STATUS | F_EVENT_IDX | F_VERSION_1;
+/// Checksum offload and TCP segmentation both ways, with mergeable receive
+/// buffers so a 64 KiB super-packet arrives in ordinary pool buffers: all
+/// five or none.
+pub const OFFLOADS: u64 = F_CSUM | F_GUEST_CSUM | F_GUEST_TSO4 | F_HOST_TSO4 | F_MRG_RXBUF;
+
+// virtio_net_hdr (VIRTIO 1.2 §5.1.6).
+const HDR_F_NEEDS_CSUM: u8 = 1;
+const GSO_NONE: u8 = 0;
+const GSO_TCPV4: u8 = 1;
+const GSO_ECN: u8 = 0x80;
 
 /// Why a virtio device could not be brought up as a NIC.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,14 +71,21 @@ pub struct VirtioNet<H: Hal, T: Transport> {
     rx: VirtQueue<H>,
     tx: VirtQueue<H>,
     mac: [u8; 6],
-    /// virtio_net_hdr length: 12 with VERSION_1 (modern), 10 for legacy.
+    /// virtio_net_hdr length: 12 with VERSION_1 or MRG_RXBUF, else 10.
     hdr_len: usize,
+    /// [`OFFLOADS`] negotiated.
+    offloads: bool,
+    /// A frame whose further buffers have not all come back yet (mergeable
+    /// receive buffers), with how many are still to come.
+    partial: Option<(Packet, u16)>,
     stats: NicStats,
 }
 
 impl<H: Hal, T: Transport> VirtioNet<H, T> {
     /// Resets the device, negotiates features and sets up both queues.
-    pub fn new(mut transport: T) -> Result<Self, VirtioNetError> {
+    /// With `offloads`, also negotiates [`OFFLOADS`] if the device offers
+    /// all of them.
+    pub fn new(mut transport: T, offloads: bool) -> Result<Self, VirtioNetError> {
         let ty = transport.device_type();
         if ty != DeviceType::Network {
             return Err(VirtioNetError::NotANetworkDevice(ty));
@@ -71,7 +93,10 @@ impl<H: Hal, T: Transport> VirtioNet<H, T> {
         transport.set_status(DeviceStatus::empty());
         transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
         let offered = transport.read_device_features();
-        let features = offered & SUPPORTED;
+        let mut features = offered & SUPPORTED;
+        if offloads && offered & OFFLOADS == OFFLOADS {
+            features |= OFFLOADS;
+        }
         if features & F_MAC == 0 {
             transport.set_status(DeviceStatus::FAILED);
             return Err(VirtioNetError::NoMac);
@@ -84,7 +109,8 @@ impl<H: Hal, T: Transport> VirtioNet<H, T> {
         }
         transport.set_guest_page_size(virtio_drivers::PAGE_SIZE as u32);
         let event_idx = features & F_EVENT_IDX != 0;
-        let hdr_len = if features & F_VERSION_1 != 0 { 12 } else { 10 };
+        let hdr_len = if features & (F_VERSION_1 | F_MRG_RXBUF) != 0 { 12 } else { 10 };
+        let offloads = features & OFFLOADS == OFFLOADS;
 
         let mut mac = [0u8; 6];
         for (i, b) in mac.iter_mut().enumerate() {
@@ -93,7 +119,7 @@ impl<H: Hal, T: Transport> VirtioNet<H, T> {
         let rx = Self::setup_queue(&mut transport, RX_QUEUE, event_idx)?;
         let tx = Self::setup_queue(&mut transport, TX_QUEUE, event_idx)?;
         transport.finish_init();
-        Ok(VirtioNet { transport, rx, tx, mac, hdr_len, stats: NicStats::default() })
+        Ok(VirtioNet { transport, rx, tx, mac, hdr_len, offloads, partial: None, stats: NicStats::default() })
     }
 
     fn setup_queue(transport: &mut T, queue: u16, event_idx: bool) -> Result<VirtQueue<H>, VirtioNetError> {
@@ -115,6 +141,77 @@ impl<H: Hal, T: Transport> VirtioNet<H, T> {
     /// Whether the link is up (always true without VIRTIO_NET_F_STATUS).
     pub fn link_up(&self) -> bool {
         self.transport.read_config_space::<u16>(6).map(|s| s & 1 == 1).unwrap_or(true)
+    }
+
+    /// Whether checksum offload and TCP segmentation were negotiated.
+    pub fn offloads(&self) -> bool {
+        self.offloads
+    }
+
+    /// Takes the next frame off the receive ring: its first buffer, with
+    /// the others of a merged frame chained on. `None` when the ring has
+    /// nothing (more) for now.
+    fn next_frame(&mut self, pool: &mut PacketPool) -> Option<Packet> {
+        loop {
+            let (mut pkt, mut remaining) = match self.partial.take() {
+                Some(p) => p,
+                None => {
+                    let (mut pkt, len) = self.rx.pop_used()?;
+                    let len = len as usize;
+                    if len < self.hdr_len || !pkt.set_window(HEADROOM, len - self.hdr_len) {
+                        self.stats.rx_bad_len += 1;
+                        pool.free(pkt);
+                        continue;
+                    }
+                    let h = &pkt.headroom_mut()[HEADROOM - self.hdr_len..];
+                    let (flags, gso_type) = (h[0], h[1]);
+                    let word = |at: usize| u16::from_le_bytes([h[at], h[at + 1]]);
+                    let (gso_size, csum_start, csum_offset) = (word(4), word(6), word(8));
+                    let buffers = if self.hdr_len == 12 && self.offloads { word(10).max(1) } else { 1 };
+                    let o = &mut pkt.meta.offload;
+                    o.csum_partial = flags & HDR_F_NEEDS_CSUM != 0;
+                    o.csum_start = csum_start;
+                    o.csum_offset = csum_offset;
+                    o.gso_size = match gso_type & !GSO_ECN {
+                        GSO_NONE => 0,
+                        GSO_TCPV4 if gso_size > 0 => gso_size,
+                        // Not negotiated: UDP or IPv6 segmentation, or nonsense.
+                        _ => u16::MAX,
+                    };
+                    (pkt, buffers - 1)
+                }
+            };
+            while remaining > 0 {
+                let Some((mut seg, len)) = self.rx.pop_used() else {
+                    // The rest is not back yet: finish the frame next time.
+                    self.partial = Some((pkt, remaining));
+                    return None;
+                };
+                remaining -= 1;
+                // Further buffers carry no header: the data starts where
+                // the buffer posted to the device starts.
+                if !seg.set_window(HEADROOM - self.hdr_len, len as usize) {
+                    self.stats.rx_bad_len += 1;
+                    pool.free(seg);
+                    continue;
+                }
+                if let Err(seg) = pool.append(&mut pkt, seg) {
+                    self.stats.rx_chain_dropped += 1;
+                    pool.free(seg);
+                    // The frame lost bytes: drain its other buffers, drop it.
+                    pkt.meta.offload.gso_size = u16::MAX;
+                }
+            }
+            if pkt.meta.offload.gso_size == u16::MAX {
+                self.stats.rx_bad_offload += 1;
+                pool.free(pkt);
+                continue;
+            }
+            if pkt.is_chained() || pkt.meta.offload.is_gso() {
+                self.stats.rx_large += 1;
+            }
+            return Some(pkt);
+        }
     }
 
     /// Size of the receive and transmit rings.
@@ -146,15 +243,9 @@ impl<H: Hal, T: Transport> Nic for VirtioNet<H, T> {
     fn rx_burst(&mut self, batch: &mut Batch, pool: &mut PacketPool) -> usize {
         let before = batch.len();
         while !batch.is_full() {
-            let Some((mut pkt, len)) = self.rx.pop_used() else {
+            let Some(pkt) = self.next_frame(pool) else {
                 break;
             };
-            let len = len as usize;
-            if len < self.hdr_len || !pkt.set_window(HEADROOM, len - self.hdr_len) {
-                self.stats.rx_bad_len += 1;
-                pool.free(pkt);
-                continue;
-            }
             // `batch` was checked not full.
             let _ = batch.push(pkt);
         }
@@ -186,13 +277,35 @@ impl<H: Hal, T: Transport> Nic for VirtioNet<H, T> {
                 continue;
             }
             let len = pkt.len();
-            pkt.headroom_mut()[head - self.hdr_len..].fill(0);
-            if let Err(pkt) = self.tx.add(pkt, head - self.hdr_len, len + self.hdr_len, false) {
+            let o = pkt.meta.offload;
+            if !self.offloads && (o.csum_partial || o.is_gso()) {
+                // The egress completes this work in software for a port
+                // without offloads; reaching here is a bug upstream.
+                self.stats.tx_bad_offload += 1;
+                pool.free(pkt);
+                continue;
+            }
+            let total = pkt.total_len();
+            let h = &mut pkt.headroom_mut()[head - self.hdr_len..];
+            h.fill(0);
+            if o.csum_partial {
+                h[0] = HDR_F_NEEDS_CSUM;
+                h[6..8].copy_from_slice(&o.csum_start.to_le_bytes());
+                h[8..10].copy_from_slice(&o.csum_offset.to_le_bytes());
+            }
+            if o.is_gso() {
+                h[1] = GSO_TCPV4;
+                h[4..6].copy_from_slice(&o.gso_size.to_le_bytes());
+            }
+            if let Err(pkt) = self.tx.add_chain(pkt, head - self.hdr_len, len + self.hdr_len, false) {
                 let _ = queue.push_front(pkt);
                 break;
             }
+            if o.is_gso() {
+                self.stats.tx_large += 1;
+            }
             pkts += 1;
-            bytes += len;
+            bytes += total;
         }
         if pkts > 0 {
             self.stats.tx_bursts += 1;
@@ -206,6 +319,10 @@ impl<H: Hal, T: Transport> Nic for VirtioNet<H, T> {
 
     fn stats(&self) -> NicStats {
         self.stats
+    }
+
+    fn offloads(&self) -> bool {
+        self.offloads
     }
 
     fn buffers_held(&self) -> usize {

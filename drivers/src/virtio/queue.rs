@@ -1,8 +1,10 @@
-//! A split virtqueue (VIRTIO 1.2 §2.7) with one descriptor per packet.
+//! A split virtqueue (VIRTIO 1.2 §2.7): one descriptor per buffer, a chain
+//! of descriptors for a chained packet.
 //!
-//! Each descriptor slot owns the [`Packet`] whose buffer it points at while
-//! the device has it, so ownership is never ambiguous: a packet is either in
-//! a slot (the device may touch its bytes) or somewhere else (it may not).
+//! The head descriptor's slot owns the [`Packet`] whose buffers the chain
+//! points at while the device has it, so ownership is never ambiguous: a
+//! packet is either in a slot (the device may touch its bytes) or somewhere
+//! else (it may not).
 
 use alloc::vec::Vec;
 use core::marker::PhantomData;
@@ -12,6 +14,7 @@ use core::sync::atomic::{fence, Ordering};
 use virtio_drivers::{BufferDirection, Hal, PAGE_SIZE};
 use vnfs::packet::Packet;
 
+const DESC_F_NEXT: u16 = 1;
 const DESC_F_WRITE: u16 = 2;
 const AVAIL_F_NO_INTERRUPT: u16 = 1;
 const USED_F_NO_NOTIFY: u16 = 1;
@@ -44,6 +47,11 @@ pub(crate) struct VirtQueue<H: Hal> {
     /// Descriptor ids not in use.
     free: Vec<u16>,
     slots: Vec<Option<Packet>>,
+    /// Our copy of each descriptor's `next` (for freeing chains without
+    /// reading memory the device may write).
+    next: Vec<u16>,
+    /// Descriptors in the chain that starts at each head.
+    chain_len: Vec<u16>,
     /// Our copy of avail->idx (what we will publish next).
     avail_idx: u16,
     /// avail->idx as last published.
@@ -67,6 +75,8 @@ impl<H: Hal> VirtQueue<H> {
             event_idx,
             free: (0..size).rev().collect(),
             slots: (0..size).map(|_| None).collect(),
+            next: alloc::vec![0; size as usize],
+            chain_len: alloc::vec![0; size as usize],
             avail_idx: 0,
             published: 0,
             last_used: 0,
@@ -133,31 +143,54 @@ impl<H: Hal> VirtQueue<H> {
     /// The device writes it if `device_writes`. Not visible to the device
     /// until [`publish`](Self::publish).
     pub fn add(&mut self, pkt: Packet, offset: usize, len: usize, device_writes: bool) -> Result<(), Packet> {
-        let Some(id) = self.free.pop() else {
+        self.add_chain(pkt, offset, len, device_writes)
+    }
+
+    /// Adds `offset..offset+len` of `pkt`'s buffer and then the frame bytes
+    /// of each buffer of its tail, as one descriptor chain. Gives the packet
+    /// back if the ring lacks free descriptors for the whole chain.
+    pub fn add_chain(&mut self, pkt: Packet, offset: usize, len: usize, device_writes: bool) -> Result<(), Packet> {
+        let n = 1 + pkt.tail().len();
+        if self.free.len() < n {
             return Err(pkt);
-        };
-        let direction = if device_writes { BufferDirection::DeviceToDriver } else { BufferDirection::DriverToDevice };
-        let start = pkt.buffer_addr() + offset;
-        let region = NonNull::slice_from_raw_parts(
-            NonNull::new(start as *mut u8).expect("packet buffers are never at address 0"),
-            len,
-        );
-        // SAFETY: `region` lies inside the packet's buffer (the caller gives
-        // an in-buffer window), which stays put while the slot owns it.
-        let addr = unsafe { H::share(region, direction) };
-        let d = id as usize * 16;
-        // SAFETY: descriptor `id` is free, so the device is not reading it;
-        // the 16-byte descriptor lies inside the table.
-        unsafe {
-            let p = self.ptr(d);
-            (p as *mut u64).write_volatile(addr);
-            (p.add(8) as *mut u32).write_volatile(len as u32);
-            (p.add(12) as *mut u16).write_volatile(if device_writes { DESC_F_WRITE } else { 0 });
-            (p.add(14) as *mut u16).write_volatile(0);
         }
-        self.slots[id as usize] = Some(pkt);
+        let direction = if device_writes { BufferDirection::DeviceToDriver } else { BufferDirection::DriverToDevice };
+        let flags = if device_writes { DESC_F_WRITE } else { 0 };
+        let first = (pkt.buffer_addr() + offset, len);
+        let rest = pkt.tail().iter().map(|s| (s.buffer_addr() + s.head(), s.len()));
+        let mut ids = [0u16; 1 + vnfs::packet::MAX_SEGMENTS];
+        for id in ids.iter_mut().take(n) {
+            // Counted above: at least `n` are free.
+            *id = self.free.pop().expect("free descriptors counted");
+        }
+        for (i, (start, len)) in core::iter::once(first).chain(rest).enumerate() {
+            let region = NonNull::slice_from_raw_parts(
+                NonNull::new(start as *mut u8).expect("packet buffers are never at address 0"),
+                len,
+            );
+            // SAFETY: `region` lies inside one of the packet's buffers (the
+            // caller gives an in-buffer window for the first; the others are
+            // frame windows), which stay put while the slot owns the packet.
+            let addr = unsafe { H::share(region, direction) };
+            let id = ids[i];
+            let (f, next) = if i + 1 < n { (flags | DESC_F_NEXT, ids[i + 1]) } else { (flags, 0) };
+            self.next[id as usize] = next;
+            let d = id as usize * 16;
+            // SAFETY: descriptor `id` is free, so the device is not reading
+            // it; the 16-byte descriptor lies inside the table.
+            unsafe {
+                let p = self.ptr(d);
+                (p as *mut u64).write_volatile(addr);
+                (p.add(8) as *mut u32).write_volatile(len as u32);
+                (p.add(12) as *mut u16).write_volatile(f);
+                (p.add(14) as *mut u16).write_volatile(next);
+            }
+        }
+        let head = ids[0];
+        self.chain_len[head as usize] = n as u16;
+        self.slots[head as usize] = Some(pkt);
         let ring = self.layout.avail + 4 + 2 * (self.avail_idx % self.size) as usize;
-        self.write_u16(ring, id);
+        self.write_u16(ring, head);
         self.avail_idx = self.avail_idx.wrapping_add(1);
         Ok(())
     }
@@ -205,7 +238,11 @@ impl<H: Hal> VirtQueue<H> {
             }
             // A device returning an id we never gave it is skipped, never a panic.
             if let Some(pkt) = self.slots.get_mut(id).and_then(Option::take) {
-                self.free.push(id as u16);
+                let mut d = id as u16;
+                for _ in 0..self.chain_len[id] {
+                    self.free.push(d);
+                    d = self.next[d as usize];
+                }
                 return Some((pkt, len));
             }
         }

@@ -122,9 +122,15 @@ fn report(name: &str, steps: &[(u64, f64, f64)]) {
 }
 
 fn sluice_case(name: &str, extra: &str, wire: bool, machine: Machine) {
+    sluice_case_with(name, extra, wire, machine, "", true)
+}
+
+/// One sluice configuration: the UDP sweep (if `sweep`), then iperf3 for a NAT.
+fn sluice_case_with(name: &str, extra: &str, wire: bool, machine: Machine, kernel_args: &str, udp: bool) {
     let mut spec = LabSpec::two_ports(machine).unwrap();
     spec.extra_config = extra.into();
-    let lab = Lab::start(&spec).unwrap();
+    spec.kernel_args = kernel_args.into();
+    let mut lab = Lab::start(&spec).unwrap();
     if !wire && extra.contains("nat") {
         println!("{:<28} boot: QEMU start → ready {:.2} s", name, lab.vm.elapsed().as_secs_f64());
     }
@@ -139,10 +145,21 @@ fn sluice_case(name: &str, extra: &str, wire: bool, machine: Machine) {
         let _ = wan.ns.exec(&["ip", "addr", "add", "10.1.0.2/24", "dev", &wan.tap.name]);
     }
     let dir = lab.config_path.parent().unwrap().to_path_buf();
-    let steps = sweep(&lan.ns, &lan.tap.name, &dst_mac, &wan.ns, &wan.tap.name, &dir);
-    report(name, &steps);
+    if udp {
+        let steps = sweep(&lan.ns, &lan.tap.name, &dst_mac, &wan.ns, &wan.tap.name, &dir);
+        report(name, &steps);
+    }
     if extra.contains("nat") {
         iperf(name, &lan.ns, &wan.ns);
+    }
+    if !udp {
+        // What the NICs did: large frames in and out.
+        let mark = lab.vm.mark();
+        if lab.vm.stats().is_ok() {
+            for l in lab.vm.console()[mark..].lines().filter(|l| l.starts_with("nic") || l.starts_with("egress")) {
+                println!("{:<28}   {l}", "");
+            }
+        }
     }
 }
 
@@ -275,6 +292,14 @@ fn namespace_router() {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "tcp") {
+        // Only the TCP figures: `sluice-e2e tcp`.
+        let nat = "nat {\n  inside 10.0.0.0/24\n  outside wan\n}\n";
+        sluice_case_with("sluice NAT", nat, false, Machine::Microvm, "", false);
+        sluice_case_with("sluice NAT, offloads off", nat, false, Machine::Microvm, "offloads=off", false);
+        sluice_case_with("sluice NAT, pc", nat, false, Machine::PcQboot, "", false);
+        return;
+    }
     println!("end to end, 64-byte UDP, {SECONDS} s per step ({})\n", sluice::qemu::Accel::from_env().unwrap().name());
     println!("{:<28} {:>10} {:>10}   offered→delivered (loss)", "forwarder", "lossless", "peak pps");
     let nat = "nat {\n  inside 10.0.0.0/24\n  outside wan\n}\n";

@@ -435,8 +435,12 @@ impl Lb {
         let svc = &mut self.services[si as usize];
         svc.counters.no_backend += 1;
         let vip = svc.vip.addr;
+        // The answer is a new small packet in this buffer.
+        let total = pkt.total_len();
+        cx.pool.release_tail(&mut pkt);
+        pkt.meta.offload = Default::default();
         let ok = match svc.proto {
-            TCP => make_reset(&mut pkt),
+            TCP => make_reset(&mut pkt, total),
             _ => {
                 self.ident = self.ident.wrapping_add(1);
                 crate::router::icmp::may_send_error(pkt.data(), &[])
@@ -463,8 +467,11 @@ impl Lb {
 
 /// Turns a TCP segment into the RST that refuses it (RFC 9293 §3.10.7.1),
 /// in place: addresses and ports swapped, no payload.
-fn make_reset(pkt: &mut Packet) -> bool {
+/// Turns a TCP segment (its whole frame `frame_len` bytes, of which the
+/// buffer may hold only the head) into the reset that answers it.
+fn make_reset(pkt: &mut Packet, frame_len: usize) -> bool {
     let p = parse(&pkt.data()[ETH..]);
+    let ip_total = (csum::get(pkt.data(), ETH + 2) as usize).min(frame_len.saturating_sub(ETH));
     let l4 = p.ihl;
     if pkt.len() < ETH + l4 + 20 || p.total < l4 + 20 {
         return false;
@@ -478,7 +485,7 @@ fn make_reset(pkt: &mut Packet) -> bool {
         return false;
     }
     let doff = ((d[l4 + 12] >> 4) as usize * 4).max(20);
-    let payload = p.total.saturating_sub(l4 + doff) as u32;
+    let payload = ip_total.saturating_sub(l4 + doff) as u32;
     let (new_seq, new_ack, new_flags) = if flags & 0x10 != 0 {
         (ack, 0, 0x04)
     } else {

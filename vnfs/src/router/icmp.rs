@@ -129,7 +129,12 @@ pub fn build_error(pkt: &mut Packet, kind: IcmpError, src: Ipv4Addr, ident: u16)
     };
     let quote = orig_len.min(MAX_ERROR_LEN - NEW_HEADERS);
     let new_head = ip_start - NEW_HEADERS - ETH;
-    pkt.set_window(new_head, ETH + NEW_HEADERS + quote);
+    // Refused for a chained packet (the caller releases its tail first).
+    if !pkt.set_window(new_head, ETH + NEW_HEADERS + quote) {
+        return None;
+    }
+    // A new packet with a complete checksum: no offload work left.
+    pkt.meta.offload = Default::default();
     let data = pkt.data_mut();
     let repr = Ipv4Repr {
         src_addr: src,

@@ -153,9 +153,15 @@ impl Router {
             return self.icmp_error(pkt, IcmpError::NetUnreachable, DropReason::NoRoute, cx);
         };
         let mtu = self.ports[nh.port as usize].mtu as usize;
-        // Ethernet padding is not part of the datagram.
+        // Ethernet padding is not part of the datagram (a chained frame has
+        // none: its window stays).
         pkt.set_len(ETH + total);
-        if total > mtu && df {
+        // A segmentation super-packet leaves as segments: each must fit.
+        let size = match pkt.meta.offload.gso_size {
+            0 => total,
+            mss => crate::offload::segment_len(&pkt, mss).unwrap_or(usize::MAX),
+        };
+        if size > mtu && df {
             return self.icmp_error(pkt, IcmpError::FragNeeded { mtu: mtu as u16 }, DropReason::FragNeeded, cx);
         }
         decrement_ttl(&mut pkt.data_mut()[ETH..]);
@@ -188,6 +194,8 @@ impl Router {
             return None;
         }
         self.ident = self.ident.wrapping_add(1);
+        // The error quotes the head of the packet; the rest goes back.
+        cx.pool.release_tail(&mut pkt);
         let routed =
             build_error(&mut pkt, kind, src.unwrap(), self.ident).and_then(|dst| Some((dst, self.lookup(dst)?)));
         let Some((dst, nh)) = routed else {
