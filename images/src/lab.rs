@@ -19,11 +19,20 @@ pub struct PortSpec {
     pub host: String,
     /// More settings for the `port` statement, e.g. `mtu 1400`.
     pub extra: String,
+    /// The NIC offers checksum offload and segmentation (its tap carries
+    /// virtio-net headers).
+    pub offloads: bool,
 }
 
 impl PortSpec {
     pub fn new(name: &str, appliance: &str, host: &str) -> PortSpec {
-        PortSpec { name: name.into(), appliance: appliance.into(), host: host.into(), extra: String::new() }
+        PortSpec {
+            name: name.into(),
+            appliance: appliance.into(),
+            host: host.into(),
+            extra: String::new(),
+            offloads: true,
+        }
     }
 
     pub fn with(mut self, extra: &str) -> PortSpec {
@@ -146,7 +155,12 @@ impl Lab {
                 vm_spec.cmdline = Some(spec.kernel_args.clone());
             }
         }
-        vm_spec.nics = taps.iter().enumerate().map(|(i, t)| NicSpec { tap: t.name.clone(), mac: mac(i) }).collect();
+        vm_spec.nics = taps
+            .iter()
+            .zip(&spec.ports)
+            .enumerate()
+            .map(|(i, (t, p))| NicSpec { offloads: p.offloads, ..NicSpec::new(&t.name, &mac(i)) })
+            .collect();
         let vm = Vm::start(&vm_spec)?;
         // QMP answers only once QEMU's main loop runs, i.e. after it has
         // opened every tap; moving a tap before that makes QEMU create a

@@ -117,6 +117,15 @@ impl Machine {
 pub struct NicSpec {
     pub tap: String,
     pub mac: String,
+    /// `false`: the tap gets no virtio-net header (`vnet_hdr=off`), so the
+    /// NIC offers no checksum offload or segmentation.
+    pub offloads: bool,
+}
+
+impl NicSpec {
+    pub fn new(tap: &str, mac: &str) -> NicSpec {
+        NicSpec { tap: tap.into(), mac: mac.into(), offloads: true }
+    }
 }
 
 /// Everything needed to start one appliance VM.
@@ -188,7 +197,8 @@ impl VmSpec {
             c.arg("-fw_cfg").arg(format!("name=opt/sluice/config-name,string={}", name.replace(',', ",,")));
         }
         for (i, nic) in self.nics.iter().enumerate() {
-            c.arg("-netdev").arg(format!("tap,id=n{i},ifname={},script=no,downscript=no", nic.tap));
+            let vnet_hdr = if nic.offloads { "" } else { ",vnet_hdr=off" };
+            c.arg("-netdev").arg(format!("tap,id=n{i},ifname={},script=no,downscript=no{vnet_hdr}", nic.tap));
             c.arg("-device").arg(format!("{},netdev=n{i},mac={}", self.machine.nic_device(), nic.mac));
         }
         if self.paused {

@@ -39,9 +39,7 @@ fn client_reaches_the_backends_through_router_nat_and_lb_vms() {
         let mut spec = VmSpec::new(sluice::image_path(), Machine::Microvm, accel);
         spec.paused = true;
         spec.config = Some((example(conf), conf.to_string()));
-        spec.nics = (0..2)
-            .map(|j| NicSpec { tap: taps[k * 2 + j].name.clone(), mac: format!("52:54:00:c{k}:00:0{j}") })
-            .collect();
+        spec.nics = (0..2).map(|j| NicSpec::new(&taps[k * 2 + j].name, &format!("52:54:00:c{k}:00:0{j}"))).collect();
         let vm = Vm::start(&spec).unwrap();
         vm.qmp("query-status").unwrap();
         vms.push(vm);

@@ -31,8 +31,7 @@ fn boot_once(machine: Machine, accel: Accel) -> Boot {
     let id = unique_id();
     let taps: Vec<Tap> = (0..2).map(|i| Tap::create(&format!("st{id}p{i}")).unwrap()).collect();
     let mut spec = VmSpec::new(sluice::image_path(), machine, accel);
-    spec.nics =
-        taps.iter().enumerate().map(|(i, t)| NicSpec { tap: t.name.clone(), mac: sluice::lab::mac(i) }).collect();
+    spec.nics = taps.iter().enumerate().map(|(i, t)| NicSpec::new(&t.name, &sluice::lab::mac(i))).collect();
     let mut vm = Vm::start(&spec).unwrap();
     vm.wait_for("sluice ", Duration::from_secs(60)).unwrap();
     let first = vm.elapsed();

@@ -186,11 +186,7 @@ fn linux_vm(mb: u32) -> Result<LinuxVm, String> {
     spec.cmdline = Some("console=ttyS0 quiet".into());
     spec.memory_mb = mb;
     spec.paused = true;
-    spec.nics = taps
-        .iter()
-        .enumerate()
-        .map(|(i, t)| NicSpec { tap: t.name.clone(), mac: format!("52:54:00:11:00:0{i}") })
-        .collect();
+    spec.nics = taps.iter().enumerate().map(|(i, t)| NicSpec::new(&t.name, &format!("52:54:00:11:00:0{i}"))).collect();
     let mut vm = Vm::start(&spec).map_err(|e| e.to_string())?;
     vm.qmp("query-status").map_err(|e| e.what)?;
     let lan = Netns::create(&format!("sluice-t{id}-lan")).unwrap();
