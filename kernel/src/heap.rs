@@ -49,3 +49,8 @@ pub fn init(ram: &[(u64, u64)], avoid: (u64, u64)) -> Result<usize, &'static str
 pub fn used() -> usize {
     HEAP.lock().used()
 }
+
+/// Bytes of heap not in use (not all in one piece).
+pub fn free() -> usize {
+    HEAP.lock().free()
+}

@@ -137,6 +137,15 @@ fn bind_ports(config: &Config, mut nics: Vec<Port>) -> Result<Vec<Port>, (u32, S
     Ok(slots.into_iter().map(|s| s.expect("every port bound above")).collect())
 }
 
+/// Heap kept free after start for what allocates later (host-stack
+/// buffers, management responses, a reloaded config's new stages).
+const RESERVE_BYTES: usize = 384 << 10;
+/// Heap one packet buffer takes (the buffer, its slot in the pool, the
+/// allocator's overhead).
+const BUFFER_BYTES: usize = vnfs::packet::BUF_SIZE + 64;
+/// The fewest buffers worth starting with: a quarter ring per NIC.
+const MIN_POOL_BYTES: usize = 256 * BUFFER_BYTES;
+
 #[no_mangle]
 extern "C" fn kmain(start_info: usize) -> ! {
     serial::init();
@@ -190,20 +199,37 @@ extern "C" fn kmain(start_info: usize) -> ! {
         fail(Failure::Startup)
     });
 
-    // Enough buffers to fill every ring and queue once, plus slack for the
-    // host stacks.
+    // The tables the config asks for are allocated whole at start: refuse
+    // clearly, before allocating, if the RAM cannot hold them.
+    let tables = config.table_bytes();
+    if tables + MIN_POOL_BYTES + RESERVE_BYTES > heap::free() {
+        println!(
+            "{}: the tables this config asks for need {} KiB (nat sessions {}, lb flows {}) but {} KiB of RAM is free: give the VM more memory (-m) or lower `sessions` / `flows`",
+            source.name,
+            tables / 1024,
+            config.nat.as_ref().map_or(0, |n| n.sessions),
+            if config.services.is_empty() { 0 } else { config.lb.flows },
+            heap::free().saturating_sub(MIN_POOL_BYTES + RESERVE_BYTES) / 1024
+        );
+        fail(Failure::Startup)
+    }
     let t_nics = clock::now_us();
-    let buffers = nics.len() * 768 + 256;
-    // Frames spanning several buffers (offloads) each hold a tail list.
-    let tails = nics.iter().filter(|n| n.offloads()).count() * 64;
-    let mut pool = PacketPool::with_tails(buffers, tails);
-    let t_pool = clock::now_us();
     let macs: Vec<[u8; 6]> = nics.iter().map(|n| n.mac()).collect();
     let mut dp = Dataplane::new(&config, &macs, clock::now_us(), x86::rdtsc());
     dp.set_config_text(&source.text);
+    dp.set_free_memory_probe(heap::free);
     for (i, nic) in nics.iter().enumerate() {
         dp.port_mut(i as u8).offloads = nic.offloads();
     }
+    // Buffers: enough to fill every ring and queue once plus slack for the
+    // host stacks, or what the RAM left after the tables holds.
+    let t_pool = clock::now_us();
+    // Frames spanning several buffers (offloads) each hold a tail list.
+    let tails = nics.iter().filter(|n| n.offloads()).count() * 64;
+    let tail_bytes = tails * core::mem::size_of::<vnfs::packet::Tail>();
+    let fits = heap::free().saturating_sub(RESERVE_BYTES + tail_bytes) / BUFFER_BYTES;
+    let buffers = (nics.len() * 768 + 256).min(fits);
+    let mut pool = PacketPool::with_tails(buffers, tails);
     for (p, nic) in dp.ports().iter().zip(&nics) {
         let addr = p.address.map(|a| alloc::format!("{a}")).unwrap_or_else(|| "no address".into());
         println!("port {}: {} mac {} mtu {}", p.name, addr, fmt_mac(&nic.mac()), p.mtu);
@@ -221,7 +247,7 @@ extern "C" fn kmain(start_info: usize) -> ! {
     dp.announce(&mut pool);
     let t_ready = clock::now_us();
     println!(
-        "sluice ready in {t_ready} us (platform {t_platform}, config {}, nics {}, pool {}, ports {}; {buffers} buffers, heap used {} KiB)",
+        "sluice ready in {t_ready} us (platform {t_platform}, config {}, nics {}, tables {}, pool {}; {buffers} buffers, heap used {} KiB)",
         t_config - t_platform,
         t_nics - t_config,
         t_pool - t_nics,

@@ -135,6 +135,19 @@ fn bad_config_is_refused_with_the_same_errors_as_sluice_check() {
 }
 
 #[test]
+fn tables_larger_than_the_ram_are_refused_before_they_are_allocated() {
+    let mut spec = LabSpec::two_ports(Machine::Microvm).unwrap();
+    spec.memory_mb = 16;
+    spec.extra_config = "nat {\n  inside 10.0.0.0/24\n  outside wan\n  sessions 1000000\n}\n".into();
+    let mut lab = Lab::boot(&spec).unwrap();
+    let status = lab.vm.wait_exit(Duration::from_secs(60)).expect("VM did not exit");
+    let console = lab.vm.console();
+    assert_eq!(Ending::from(status), Ending::StartupRefused, "{console}");
+    assert!(console.contains("nat sessions 1000000") && console.contains("give the VM more memory"), "{console}");
+    assert!(!console.contains("panic"), "{console}");
+}
+
+#[test]
 fn config_on_the_kernel_command_line() {
     let mut spec = LabSpec::two_ports(Machine::Microvm).unwrap();
     spec.config_on_cmdline = true;

@@ -242,6 +242,27 @@ impl Config {
     pub fn port_by_name(&self, name: &str) -> Option<usize> {
         self.ports.iter().position(|p| p.name == name)
     }
+
+    /// Bytes of the fixed-size tables this config asks for (NAT sessions,
+    /// load-balancer flows and Maglev tables), all allocated at start: what
+    /// the appliance needs beyond its packet buffers.
+    pub fn table_bytes(&self) -> usize {
+        self.nat_table_bytes() + self.lb_table_bytes()
+    }
+
+    /// Bytes of the NAT's session table.
+    pub fn nat_table_bytes(&self) -> usize {
+        self.nat.as_ref().map_or(0, |n| crate::nat::table::NatTable::memory_for(n.sessions))
+    }
+
+    /// Bytes of the load balancer's flow table and Maglev tables.
+    pub fn lb_table_bytes(&self) -> usize {
+        if self.services.is_empty() {
+            0
+        } else {
+            crate::lb::Lb::memory_for(self.lb.flows) + self.services.len() * self.lb.table_size * 2
+        }
+    }
 }
 
 /// One problem in a config text.

@@ -67,7 +67,13 @@ const HOST_POLL_INTERVAL: Micros = 100_000;
 /// The same while the host stack has connections open (health checks).
 const HOST_POLL_INTERVAL_BUSY: Micros = 2_000;
 
+/// Heap a reload leaves free beyond the new tables.
+const RELOAD_RESERVE: usize = 256 << 10;
+
 pub struct Dataplane {
+    /// Tells how much heap is free (the kernel sets it), so a reload that
+    /// asks for larger tables than the RAM holds is refused, not fatal.
+    free_memory: Option<fn() -> usize>,
     ports: Vec<Port>,
     stages: Vec<(StageKind, Box<dyn Stage>)>,
     stage_counters: Vec<StageCounters>,
@@ -190,6 +196,7 @@ impl Dataplane {
         let (stages, stage_counters, pipelines) = build_stages(config, macs, seed, Vec::new());
         let mgmt = config.management.as_ref().map(|m| (m.port, Management::new(&mut ports[m.port].host, m.listen)));
         Dataplane {
+            free_memory: None,
             ports,
             stage_counters,
             stages,
@@ -254,6 +261,26 @@ impl Dataplane {
             StageKind::Nat => new.nat == old.nat,
             StageKind::Lb => new.services == old.services && new.lb == old.lb,
         };
+        if let Some(free) = self.free_memory {
+            // Rebuilt tables replace the old ones: refuse before touching
+            // anything if the RAM cannot hold the new ones.
+            let (mut need, mut freed) = (0, 0);
+            if !unchanged(StageKind::Nat) {
+                (need, freed) = (new.nat_table_bytes(), old.nat_table_bytes());
+            }
+            if !unchanged(StageKind::Lb) {
+                need += new.lb_table_bytes();
+                freed += old.lb_table_bytes();
+            }
+            let available = (free() + freed).saturating_sub(RELOAD_RESERVE);
+            if need > available {
+                return Err(alloc::format!(
+                    "{name}: the new tables need {} KiB but {} KiB of RAM is free; the running config stays\n",
+                    need / 1024,
+                    available / 1024
+                ));
+            }
+        }
         let mut keep = Vec::new();
         let stages = core::mem::take(&mut self.stages);
         let counters = core::mem::take(&mut self.stage_counters);
@@ -372,6 +399,12 @@ impl Dataplane {
 
     pub fn ports(&self) -> &[Port] {
         &self.ports
+    }
+
+    /// Gives the dataplane a way to ask how much heap is free (see
+    /// [`reload`](Self::reload)).
+    pub fn set_free_memory_probe(&mut self, free: fn() -> usize) {
+        self.free_memory = Some(free);
     }
 
     pub fn port_mut(&mut self, id: PortId) -> &mut Port {
@@ -772,6 +805,26 @@ mod tests {
         let cfg = config::parse(&std::format!("port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\n{extra}"))
             .unwrap();
         Dataplane::new(&cfg, &[MAC, [0x52, 0x54, 0, 0, 0, 2]], 0, 7)
+    }
+
+    #[test]
+    fn a_reload_whose_tables_do_not_fit_is_refused_and_the_old_config_stays() {
+        let mut pool = PacketPool::new(8);
+        let base = "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\n";
+        let small = std::format!("{base}nat {{\n inside 10.0.0.0/24\n outside wan\n sessions 1000\n}}\n");
+        let mut dp = Dataplane::new(&config::parse(&small).unwrap(), &[MAC, [0x52, 0x54, 0, 0, 0, 2]], 0, 7);
+        dp.set_free_memory_probe(|| 4 << 20);
+        let big = small.replace("sessions 1000", "sessions 1000000");
+        let err = dp.reload("new.conf", &big, &mut pool).unwrap_err();
+        assert!(err.contains("new.conf: the new tables need") && err.contains("the running config stays"), "{err}");
+        let mut s = String::new();
+        dp.write_stats(&mut s).unwrap();
+        assert!(s.contains("session_capacity=1000 "), "{s}");
+        // Tables that fit are taken.
+        dp.reload("new.conf", &small.replace("sessions 1000", "sessions 2000"), &mut pool).unwrap();
+        let mut s = String::new();
+        dp.write_stats(&mut s).unwrap();
+        assert!(s.contains("session_capacity=2000 "), "{s}");
     }
 
     #[test]

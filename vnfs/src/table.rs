@@ -45,9 +45,17 @@ impl IndexTable {
     /// An index for up to `entries` entries (at most [`MAX_ENTRIES`]).
     pub fn new(entries: usize) -> Self {
         assert!(entries <= MAX_ENTRIES, "IndexTable of {entries} entries");
-        // Load at most 3/4, and always one empty slot so probes end.
-        let n = entries.max(1) * 4 / 3 + 2;
-        IndexTable { slots: vec![EMPTY; n], len: 0 }
+        IndexTable { slots: vec![EMPTY; Self::slots_for(entries)], len: 0 }
+    }
+
+    /// Load at most 3/4, and always one empty slot so probes end.
+    fn slots_for(entries: usize) -> usize {
+        entries.max(1) * 4 / 3 + 2
+    }
+
+    /// Bytes an index for `entries` entries takes.
+    pub fn memory_for(entries: usize) -> usize {
+        Self::slots_for(entries) * 4
     }
 
     pub fn len(&self) -> usize {

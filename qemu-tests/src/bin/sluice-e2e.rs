@@ -243,7 +243,15 @@ fn sluice_forwards_in(mb: u32) -> bool {
     let mut spec = LabSpec::two_ports(Machine::Microvm).unwrap();
     spec.memory_mb = mb;
     spec.extra_config = "nat {\n  inside 10.0.0.0/24\n  outside wan\n  sessions 65536\n}\n".into();
-    let Ok(lab) = Lab::start(&spec) else { return false };
+    let lab = match Lab::start(&spec) {
+        Ok(lab) => lab,
+        Err(e) => {
+            if std::env::var_os("SLUICE_VERBOSE").is_some() {
+                eprintln!("-m {mb}: {e}");
+            }
+            return false;
+        }
+    };
     lab.port("lan").ns.exec(&["ip", "route", "add", "default", "via", "10.0.0.1"]).ok();
     lab.port("lan").ns.output(&["ping", "-c", "2", "-W", "2", "10.1.0.2"]).is_ok_and(|o| o.status.success())
 }
@@ -288,6 +296,12 @@ fn namespace_router() {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "memory") {
+        // Only the memory figure: `sluice-e2e memory`.
+        let s = smallest(&[4, 5, 6, 7, 8, 10, 12, 16], sluice_forwards_in);
+        println!("smallest -m that forwards: sluice (NAT, 64k sessions) {s:?} MiB");
+        return;
+    }
     if std::env::args().any(|a| a == "tcp") {
         // Only the TCP figures: `sluice-e2e tcp`.
         let nat = "nat {\n  inside 10.0.0.0/24\n  outside wan\n}\n";

@@ -229,6 +229,11 @@ impl Lb {
         }
     }
 
+    /// Bytes the flow table for `flows` flows takes.
+    pub fn memory_for(flows: usize) -> usize {
+        flows * (core::mem::size_of::<Flow>() + 4) + 2 * IndexTable::memory_for(flows)
+    }
+
     /// Live flows.
     pub fn flows(&self) -> usize {
         self.flows.len() - self.free.len()

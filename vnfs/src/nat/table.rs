@@ -326,6 +326,13 @@ impl NatTable {
         self.live_mappings
     }
 
+    /// Bytes a table for `capacity` sessions takes (what [`memory`](Self::memory)
+    /// will say once it is built).
+    pub fn memory_for(capacity: usize) -> usize {
+        capacity * (core::mem::size_of::<Mapping>() + core::mem::size_of::<Session>())
+            + 4 * IndexTable::memory_for(capacity)
+    }
+
     /// Bytes the table uses.
     pub fn memory(&self) -> usize {
         self.mappings.len() * core::mem::size_of::<Mapping>()
@@ -863,6 +870,13 @@ mod tests {
         // Long after every session expired, the forward remains.
         assert_eq!(t.inbound(TCP, ep(OUT, 8080), R2, tcp_flags::SYN, 1 << 40), Ok(ep(IN_B, 80)));
         assert!(!t.add_forward(TCP, ep(OUT, 8080), ep(IN_A, 80)), "outside endpoint taken");
+    }
+
+    #[test]
+    fn memory_is_known_before_the_table_is_built() {
+        for n in [16, 1000, 65536] {
+            assert_eq!(NatTable::memory_for(n), table(n, Filtering::EndpointIndependent).memory());
+        }
     }
 
     #[test]
