@@ -51,6 +51,7 @@ bench: image host
 	$(CARGO) bench -p sluice-vnfs --bench router
 	$(CARGO) bench -p sluice-vnfs --bench nat
 	$(CARGO) bench -p sluice-vnfs --bench lb
+	$(CARGO) bench -p sluice-vnfs --bench chain
 	$(CARGO) run --release -p sluice-qemu-tests --bin sluice-bench
 	$(CARGO) run --release -p sluice-qemu-tests --bin sluice-e2e
 

@@ -1,4 +1,4 @@
-//! Load balancer cost per packet on the host: bursts of 32 from clients to
+//! Load balancer cost per packet on the host: bursts of 1, 8 and 32 from clients to
 //! a VIP (ingress, LB, router, egress), with 1k and 1M flows, for packets
 //! that open flows and packets of established flows; beside each, the same
 //! packets through a router-only pipeline. Then the Maglev table build time
@@ -66,26 +66,28 @@ fn dataplane(lb: bool, flows: usize) -> (Dataplane, PacketPool) {
     (dp, pool)
 }
 
-/// Sends `total` packets in bursts to `dst`; `next` picks each packet's
-/// client. Returns ns per packet.
+/// Sends `total` packets in bursts of `batch` to `dst`; `next` picks each
+/// packet's client. Returns ns per packet.
 fn run(
     dp: &mut Dataplane,
     pool: &mut PacketPool,
     total: usize,
+    batch: usize,
     dst: [u8; 4],
     mut next: impl FnMut() -> (u32, u16),
 ) -> f64 {
-    common::run_ring(dp, pool, total, BATCH, &frame(0x0b00_0002, 1024, dst), |p| {
+    common::run_ring(dp, pool, total, batch, &frame(0x0b00_0002, 1024, dst), |p| {
         let (a, port) = next();
         rearm(p, a, port, dst);
     })
 }
 
-fn row(n: usize, what: &str, lb: f64, base: f64, mhz: f64) {
+fn row(n: usize, what: &str, batch: usize, lb: f64, base: f64, mhz: f64) {
     println!(
-        "{:<10} {:<12} {:>8.1} ns {:>4.0} cyc {:>13.1} ns {:>4.0} cyc {:>10.1} ns {:>4.0} cyc",
+        "{:<10} {:<12} {:>5} {:>8.1} ns {:>4.0} cyc {:>13.1} ns {:>4.0} cyc {:>10.1} ns {:>4.0} cyc",
         n,
         what,
+        batch,
         lb,
         lb * mhz / 1e3,
         base,
@@ -97,10 +99,10 @@ fn row(n: usize, what: &str, lb: f64, base: f64, mhz: f64) {
 
 fn main() {
     let mhz = cpu_mhz();
-    println!("LB, host, one core, burst {BATCH}, 10 backends, DNAT ({mhz:.0} MHz; cycles = ns x clock)\n");
+    println!("LB, host, one core, 10 backends, DNAT ({mhz:.0} MHz; cycles = ns x clock; established: best of 3)\n");
     println!(
-        "{:<10} {:<12} {:>16} {:>24} {:>18}",
-        "flows", "packets", "lb+router", "baseline: router only", "lb's share"
+        "{:<10} {:<12} {:>5} {:>16} {:>24} {:>18}",
+        "flows", "packets", "batch", "lb+router", "baseline: router only", "lb's share"
     );
     const VIP: [u8; 4] = [10, 1, 0, 1];
     const ROUTED: [u8; 4] = [10, 2, 0, 53];
@@ -117,24 +119,30 @@ fn main() {
         let total = n.max(BATCH * 64) / BATCH * BATCH;
         let (mut dp, mut pool) = dataplane(true, n + 4096);
         let mut i = 0;
-        let new_ns = run(&mut dp, &mut pool, total, VIP, || {
+        let new_ns = run(&mut dp, &mut pool, total, BATCH, VIP, || {
             let f = flows[i % flows.len()];
             i += 1;
             f
         });
         let (mut base, mut bpool) = dataplane(false, 0);
         let mut j = 0;
-        let base_new = run(&mut base, &mut bpool, total, ROUTED, || {
+        let base_new = run(&mut base, &mut bpool, total, BATCH, ROUTED, || {
             let f = flows[j % flows.len()];
             j += 1;
             f
         });
-        row(n, "new flows", new_ns, base_new, mhz);
-        let mut r2 = Rng(5);
-        let est = run(&mut dp, &mut pool, 4_000_000, VIP, || flows[r2.next() as usize % flows.len()]);
-        let mut r3 = Rng(5);
-        let base_est = run(&mut base, &mut bpool, 4_000_000, ROUTED, || flows[r3.next() as usize % flows.len()]);
-        row(n, "established", est, base_est, mhz);
+        row(n, "new flows", BATCH, new_ns, base_new, mhz);
+        for batch in [1, 8, 32] {
+            let est = common::best_of(3, || {
+                let mut r = Rng(5);
+                run(&mut dp, &mut pool, 1_000_000, batch, VIP, || flows[r.next() as usize % flows.len()])
+            });
+            let base_est = common::best_of(3, || {
+                let mut r = Rng(5);
+                run(&mut base, &mut bpool, 1_000_000, batch, ROUTED, || flows[r.next() as usize % flows.len()])
+            });
+            row(n, "established", batch, est, base_est, mhz);
+        }
     }
     println!("\nMaglev table build, M = {DEFAULT_SIZE}");
     println!("{:<10} {:>14} {:>34}", "backends", "maglev build", "baseline: fill M slots round-robin");

@@ -150,7 +150,7 @@ fn main() {
     println!("router, host, one core ({:.0} MHz; cycles = ns x clock)\n", mhz);
     println!("{:<10} {:>7} {:>10} {:>12} {:>14}", "routes", "batch", "ns/pkt", "cycles/pkt", "table build");
     for routes in [1_000, 1_000_000] {
-        for batch in [1, 32] {
+        for batch in [1, 8, 32] {
             let (ns, cyc, build) = bench_dataplane(routes, batch, mhz);
             println!("{:<10} {:>7} {:>10.1} {:>12.0} {:>11.0} ms", routes, batch, ns, cyc, build);
         }

@@ -302,6 +302,15 @@ fn main() {
         println!("smallest -m that forwards: sluice (NAT, 64k sessions) {s:?} MiB");
         return;
     }
+    if std::env::args().any(|a| a == "udp") {
+        // Only sluice's UDP sweeps: `sluice-e2e udp`.
+        println!("{:<28} {:>10} {:>10}   offered→delivered (loss)", "forwarder", "lossless", "peak pps");
+        let nat = "nat {\n  inside 10.0.0.0/24\n  outside wan\n}\n";
+        sluice_case_with("sluice wire (null)", "wire lan wan\n", true, Machine::Microvm, "", true);
+        sluice_case_with("sluice router", "", false, Machine::Microvm, "", true);
+        sluice_case_with("sluice NAT", nat, false, Machine::Microvm, "", true);
+        return;
+    }
     if std::env::args().any(|a| a == "tcp") {
         // Only the TCP figures: `sluice-e2e tcp`.
         let nat = "nat {\n  inside 10.0.0.0/24\n  outside wan\n}\n";

@@ -22,7 +22,7 @@ use crate::config::{CheckKind, Config, LbMode};
 use crate::counters::DropReason;
 use crate::csum;
 use crate::nat::table::{idle_timeout, Endpoint, Timeouts, TCP, UDP};
-use crate::packet::{Batch, Packet, PortId};
+use crate::packet::{Batch, Packet, PortId, BURST};
 use crate::rewrite::{parse, ports, set_addr, set_port};
 use crate::router::icmp::{build_error, IcmpError};
 use crate::stage::{for_each_packet, Stage, StageContext};
@@ -243,9 +243,12 @@ impl Lb {
         self.services[f.service as usize].backends[f.backend as usize].ep
     }
 
-    fn find_fwd(&mut self, proto: u8, client: Endpoint, service: u16, now: Micros) -> Option<u32> {
+    /// The live flow of `client` to `service` (`h`: its hash, if the burst's
+    /// first pass computed it).
+    fn find_fwd(&mut self, h: Option<u64>, proto: u8, client: Endpoint, service: u16, now: Micros) -> Option<u32> {
         let flows = &self.flows;
-        let i = self.fwd.find(h_fwd(proto, client, service), |i| {
+        let h = h.unwrap_or_else(|| h_fwd(proto, client, service));
+        let i = self.fwd.find(h, |i| {
             let f = &flows[i as usize];
             f.proto == proto && f.client == client && f.service == service
         })?;
@@ -256,9 +259,10 @@ impl Lb {
         Some(i)
     }
 
-    fn find_rev(&mut self, proto: u8, backend: Endpoint, snat: Endpoint, now: Micros) -> Option<u32> {
+    fn find_rev(&mut self, h: Option<u64>, proto: u8, backend: Endpoint, snat: Endpoint, now: Micros) -> Option<u32> {
         let (flows, services) = (&self.flows, &self.services);
-        let i = self.rev.find(h_rev(proto, backend, snat), |i| {
+        let h = h.unwrap_or_else(|| h_rev(proto, backend, snat));
+        let i = self.rev.find(h, |i| {
             let f = &flows[i as usize];
             f.service != NONE
                 && f.proto == proto
@@ -312,13 +316,13 @@ impl Lb {
     ) -> Option<Endpoint> {
         let (lo, hi) = SNAT_PORTS;
         if (lo..=hi).contains(&client_port)
-            && self.find_rev(proto, backend, Endpoint::new(addr, client_port), now).is_none()
+            && self.find_rev(None, proto, backend, Endpoint::new(addr, client_port), now).is_none()
         {
             return Some(Endpoint::new(addr, client_port));
         }
         for _ in 0..64 {
             let p = lo + (self.next_rand() % (hi - lo + 1) as u64) as u16;
-            if self.find_rev(proto, backend, Endpoint::new(addr, p), now).is_none() {
+            if self.find_rev(None, proto, backend, Endpoint::new(addr, p), now).is_none() {
                 return Some(Endpoint::new(addr, p));
             }
         }
@@ -326,13 +330,13 @@ impl Lb {
     }
 
     /// A packet to a service's VIP: to its flow's backend, or a new one.
-    fn forward_to_backend(&mut self, pkt: &mut Packet, si: u16, now: Micros) -> Result<(), DropReason> {
+    fn forward_to_backend(&mut self, pkt: &mut Packet, si: u16, h: Option<u64>, now: Micros) -> Result<(), DropReason> {
         let p = parse(&pkt.data()[ETH..]);
         let l4 = p.ihl;
         let total = p.total;
         let (sport, dport, flags) = ports(&pkt.data()[ETH..ETH + total], l4, p.proto).ok_or(DropReason::L4Truncated)?;
         let client = Endpoint::new(p.src, sport);
-        let mut flow = self.find_fwd(p.proto, client, si, now);
+        let mut flow = self.find_fwd(h, p.proto, client, si, now);
         if let Some(i) = flow {
             let f = self.flows[i as usize];
             if !self.services[si as usize].backends[f.backend as usize].healthy {
@@ -399,13 +403,13 @@ impl Lb {
 
     /// A reply from a backend: back to the client from the VIP. `Ok(false)`
     /// if the packet is not one.
-    fn reply_from_backend(&mut self, pkt: &mut Packet, now: Micros) -> bool {
+    fn reply_from_backend(&mut self, pkt: &mut Packet, h: Option<u64>, now: Micros) -> bool {
         let p = parse(&pkt.data()[ETH..]);
         if !p.first || !(p.proto == TCP || p.proto == UDP) {
             return false;
         }
         let Some((sport, dport, flags)) = ports(&pkt.data()[ETH..ETH + p.total], p.ihl, p.proto) else { return false };
-        let Some(i) = self.find_rev(p.proto, Endpoint::new(p.src, sport), Endpoint::new(p.dst, dport), now) else {
+        let Some(i) = self.find_rev(h, p.proto, Endpoint::new(p.src, sport), Endpoint::new(p.dst, dport), now) else {
             return false;
         };
         let t = self.timeouts;
@@ -534,17 +538,46 @@ impl Stage for Lb {
         "lb"
     }
 
+    /// Three passes, as the NAT's: find each packet's service and hash its
+    /// flow key, prefetching the index slot; prefetch the candidate flow
+    /// records; forward. A million flows' misses then overlap.
     fn process(&mut self, batch: &mut Batch, cx: &mut StageContext<'_>) {
-        for_each_packet(batch, |mut pkt| {
+        // Per packet: (service if to a VIP, flow hash) for TCP/UDP first fragments.
+        let mut pre = [None; BURST];
+        for (slot, pkt) in pre.iter_mut().zip(batch.iter()) {
             let p = parse(&pkt.data()[ETH..]);
-            let to_vip = if p.first && (p.proto == TCP || p.proto == UDP) {
-                ports(&pkt.data()[ETH..ETH + p.total], p.ihl, p.proto)
-                    .and_then(|(_, dport, _)| self.service_for(p.proto, p.dst, dport))
-            } else {
-                None
+            if !p.first || !(p.proto == TCP || p.proto == UDP) {
+                continue;
+            }
+            let Some((sport, dport, _)) = ports(&pkt.data()[ETH..ETH + p.total], p.ihl, p.proto) else { continue };
+            let (src, dst) = (Endpoint::new(p.src, sport), Endpoint::new(p.dst, dport));
+            *slot = Some(match self.service_for(p.proto, p.dst, dport) {
+                Some(si) => {
+                    let h = h_fwd(p.proto, src, si);
+                    self.fwd.prefetch(h);
+                    (Some(si), h)
+                }
+                None => {
+                    let h = h_rev(p.proto, src, dst);
+                    self.rev.prefetch(h);
+                    (None, h)
+                }
+            });
+        }
+        for &(si, h) in pre.iter().flatten() {
+            let index = if si.is_some() { &self.fwd } else { &self.rev };
+            if let Some(f) = index.candidate(h).and_then(|c| self.flows.get(c as usize)) {
+                cpu::prefetch(f);
+            }
+        }
+        let mut pre = pre.into_iter();
+        for_each_packet(batch, |mut pkt| {
+            let (to_vip, h) = match pre.next().flatten() {
+                Some((si, h)) => (si, Some(h)),
+                None => (None, None),
             };
             match to_vip {
-                Some(si) => match self.forward_to_backend(&mut pkt, si, cx.now) {
+                Some(si) => match self.forward_to_backend(&mut pkt, si, h, cx.now) {
                     Ok(()) => Some(pkt),
                     Err(DropReason::LbNoBackend) => self.refuse(pkt, si, cx),
                     Err(reason) => {
@@ -553,7 +586,9 @@ impl Stage for Lb {
                     }
                 },
                 None => {
-                    self.reply_from_backend(&mut pkt, cx.now);
+                    if h.is_some() {
+                        self.reply_from_backend(&mut pkt, h, cx.now);
+                    }
                     Some(pkt)
                 }
             }

@@ -122,7 +122,7 @@ fn lb_and_pool(backends: usize) -> (Lb, PacketPool) {
 fn pick(lb: &mut Lb, pool: &mut PacketPool, client_port: u16) -> Ipv4Addr {
     let mut p = pool.alloc().unwrap();
     p.fill(&tcp_frame(C_MAC, (CLIENT, client_port), (VIP, 80), client_port.is_multiple_of(2), true));
-    lb.forward_to_backend(&mut p, 0, 0).unwrap();
+    lb.forward_to_backend(&mut p, 0, None, 0).unwrap();
     let dst = Ipv4Packet::new_unchecked(&p.data()[14..]).dst_addr();
     pool.free(p);
     dst

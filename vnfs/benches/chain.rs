@@ -1,0 +1,144 @@
+//! The three stages on one packet, on the host: clients on the inside
+//! port send to a VIP beyond the outside port; the load balancer picks a
+//! backend (DNAT), the router routes to it, the NAT translates the source
+//! (SNAT): `pipeline lan lb router nat`. Bursts of 1, 8 and 32, with 1k and
+//! 1M flows (as many LB flows as NAT sessions). Beside each, in the same
+//! run, the same packets through a router-only pipeline.
+//!
+//! Cycles are ns × the CPU clock from /proc/cpuinfo.
+
+use vnfs::config;
+use vnfs::csum;
+use vnfs::dataplane::Dataplane;
+use vnfs::packet::{Packet, PacketPool};
+
+mod common;
+use common::{arp_reply, cpu_mhz, Rng};
+
+const LAN_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
+const WAN_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 2];
+const BATCH: usize = 32;
+const VIP: [u8; 4] = [198, 51, 100, 1];
+/// For the baseline: a destination the router sends to the same gateway.
+const ROUTED: [u8; 4] = [198, 51, 100, 2];
+
+/// Makes a forwarded packet a fresh arrival from `src:sport` to `dst`:53.
+fn rearm(p: &mut Packet, src: u32, sport: u16, dst: [u8; 4]) {
+    let d = p.data_mut();
+    d[0..6].copy_from_slice(&LAN_MAC);
+    let ip = &mut d[14..];
+    ip[8] = 64;
+    ip[12..16].copy_from_slice(&src.to_be_bytes());
+    ip[16..20].copy_from_slice(&dst);
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let c = csum::checksum(&ip[..20]);
+    csum::set(ip, 10, c);
+    ip[20..22].copy_from_slice(&sport.to_be_bytes());
+    ip[22..24].copy_from_slice(&53u16.to_be_bytes());
+    ip[26] = 0;
+    ip[27] = 0;
+}
+
+fn dataplane(chain: bool, flows: usize) -> (Dataplane, PacketPool) {
+    let mut text =
+        String::from("port lan address 10.0.0.1/8\nport wan address 172.16.0.1/16\nroute 0.0.0.0/0 via 172.16.0.254\n");
+    if chain {
+        text += &format!("lb flows {flows}\nservice dns {{\n vip 198.51.100.1:53 udp\n mode dnat\n check none\n");
+        for i in 0..10 {
+            text += &format!(" backend 172.16.2.{}:53\n", 10 + i);
+        }
+        text += &format!(
+            "}}\nnat {{\n inside 10.0.0.0/8\n outside wan\n sessions {flows}\n filtering endpoint-independent\n"
+        );
+        for i in 0..32 {
+            text += &format!(" pool 172.16.1.{}\n", i + 1);
+        }
+        text += "}\npipeline lan lb router nat\npipeline wan nat lb router\n";
+    } else {
+        text += "pipeline lan router\npipeline wan router\n";
+    }
+    let cfg = config::parse(&text).unwrap();
+    let mut dp = Dataplane::new(&cfg, &[LAN_MAC, WAN_MAC], 0, 1);
+    let mut pool = PacketPool::new(4096);
+    // The backends and the gateway answer ARP.
+    let arps: Vec<Vec<u8>> = (10..20)
+        .map(|l| arp_reply([2, 0, 0, 0, 2, l], [172, 16, 2, l], WAN_MAC, [172, 16, 0, 1]))
+        .chain([arp_reply([2, 0, 0, 0, 0, 0xfe], [172, 16, 0, 254], WAN_MAC, [172, 16, 0, 1])])
+        .collect();
+    common::prime(&mut dp, &mut pool, &arps);
+    (dp, pool)
+}
+
+fn run(
+    dp: &mut Dataplane,
+    pool: &mut PacketPool,
+    total: usize,
+    batch: usize,
+    dst: [u8; 4],
+    mut next: impl FnMut() -> (u32, u16),
+) -> f64 {
+    common::run_ring(dp, pool, total, batch, &common::udp_frame(LAN_MAC, 0x0a00_0002, 1024, dst, 53), |p| {
+        let (a, port) = next();
+        rearm(p, a, port, dst);
+    })
+}
+
+fn row(n: usize, what: &str, batch: usize, chain: f64, base: f64, mhz: f64) {
+    println!(
+        "{:<10} {:<12} {:>5} {:>8.1} ns {:>4.0} cyc {:>13.1} ns {:>4.0} cyc {:>10.1} ns {:>4.0} cyc",
+        n,
+        what,
+        batch,
+        chain,
+        chain * mhz / 1e3,
+        base,
+        base * mhz / 1e3,
+        chain - base,
+        (chain - base) * mhz / 1e3
+    );
+}
+
+fn main() {
+    let mhz = cpu_mhz();
+    println!("LB -> router -> NAT on every packet, host, one core ({mhz:.0} MHz; established: best of 3)\n");
+    println!(
+        "{:<10} {:<12} {:>5} {:>16} {:>24} {:>18}",
+        "flows", "packets", "batch", "lb+router+nat", "baseline: router only", "lb+nat share"
+    );
+    for n in [1_000usize, 1_000_000] {
+        let mut rng = Rng(0x4242 ^ n as u64);
+        let mut seen = std::collections::HashSet::new();
+        let mut flows = Vec::with_capacity(n);
+        while flows.len() < n {
+            let f = (0x0a00_0000 | (rng.next() & 0x00ff_fffe) | 2, 1024 + (rng.next() % 60000) as u16);
+            if seen.insert(f) {
+                flows.push(f);
+            }
+        }
+        let total = n / BATCH * BATCH;
+        let (mut dp, mut pool) = dataplane(true, n + 4096);
+        let (mut base, mut bpool) = dataplane(false, 0);
+        let mut i = 0;
+        let new_ns = run(&mut dp, &mut pool, total, BATCH, VIP, || {
+            i += 1;
+            flows[(i - 1) % n]
+        });
+        let mut j = 0;
+        let base_new = run(&mut base, &mut bpool, total, BATCH, ROUTED, || {
+            j += 1;
+            flows[(j - 1) % n]
+        });
+        row(n, "new flows", BATCH, new_ns, base_new, mhz);
+        for batch in [1, 8, 32] {
+            let est = common::best_of(3, || {
+                let mut r = Rng(7);
+                run(&mut dp, &mut pool, 1_000_000, batch, VIP, || flows[r.next() as usize % n])
+            });
+            let base_est = common::best_of(3, || {
+                let mut r = Rng(7);
+                run(&mut base, &mut bpool, 1_000_000, batch, ROUTED, || flows[r.next() as usize % n])
+            });
+            row(n, "established", batch, est, base_est, mhz);
+        }
+    }
+}
