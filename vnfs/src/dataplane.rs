@@ -675,7 +675,7 @@ fn arp_of(frame: &[u8]) -> Option<ArpRepr> {
 }
 
 /// Decides what happens to a frame received on a port with `mac` and
-/// `address`; `local` holds every address of the appliance, sorted.
+/// `address`; `local` holds every address of the appliance (a few: scanned).
 /// `frame` is the frame's first buffer; `frame_len` counts the whole frame
 /// (a chained frame continues in further buffers).
 pub fn classify(mac: [u8; 6], address: Option<Ipv4Net>, local: &[Ipv4Addr], frame: &[u8], frame_len: usize) -> Verdict {
@@ -697,7 +697,7 @@ pub fn classify(mac: [u8; 6], address: Option<Ipv4Net>, local: &[Ipv4Addr], fram
         },
         EthernetProtocol::Ipv4 => match check_ipv4(eth.payload(), frame_len.saturating_sub(14)) {
             Err(reason) => Verdict::Drop(reason),
-            Ok(ip) if ip.is_broadcast() || local.binary_search(&ip).is_ok() => Verdict::Local,
+            Ok(ip) if ip.is_broadcast() || local.contains(&ip) => Verdict::Local,
             Ok(ip) if address.is_some_and(|a| a.prefix_len() < 31 && ip == a.broadcast()) => Verdict::Local,
             // Multicast and broadcast frames are for the link, not for routing.
             Ok(_) if !dst.is_unicast() => Verdict::Drop(DropReason::MartianDestination),

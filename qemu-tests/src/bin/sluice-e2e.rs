@@ -325,6 +325,8 @@ fn main() {
     sluice_case("sluice wire (null)", "wire lan wan\n", true, Machine::Microvm);
     sluice_case("sluice router", "", false, Machine::Microvm);
     sluice_case("sluice NAT", nat, false, Machine::Microvm);
+    // TCP without the virtio offloads: what they are worth.
+    sluice_case_with("sluice NAT, offloads off", nat, false, Machine::Microvm, "offloads=off", false);
     println!("same machine type for both (pc + qboot):");
     sluice_case("sluice NAT, pc", nat, false, Machine::PcQboot);
     linux_vm_case();
