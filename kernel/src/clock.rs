@@ -86,6 +86,11 @@ fn fallback() -> (u64, bool) {
     (hz, false)
 }
 
+/// The calibrated TSC frequency in MHz.
+pub fn tsc_mhz() -> u64 {
+    (1u64 << 32) / US_PER_TICK_FP.load(Ordering::Relaxed).max(1)
+}
+
 /// Converts a TSC interval to microseconds.
 pub fn tsc_to_us(ticks: u64) -> u64 {
     ((ticks as u128 * US_PER_TICK_FP.load(Ordering::Relaxed) as u128) >> 32) as u64

@@ -13,18 +13,29 @@ pub struct Console {
     line: heapless::String<64>,
 }
 
+/// What the poll loop itself did: turns that found packets and the TSC
+/// cycles they took, against idle turns. Busy cycles per packet is the
+/// appliance's own cost per packet, whatever the traffic generator manages.
+#[derive(Default)]
+pub struct LoopStats {
+    pub busy_turns: u64,
+    pub busy_cycles: u64,
+    pub packets: u64,
+    pub idle_turns: u64,
+}
+
 impl Console {
     pub fn new() -> Self {
         Console { line: heapless::String::new() }
     }
 
     /// Reads what arrived on COM1 and runs complete lines.
-    pub fn poll<N: Nic>(&mut self, dp: &Dataplane, nics: &[N], pool: &PacketPool) {
+    pub fn poll<N: Nic>(&mut self, dp: &Dataplane, nics: &[N], pool: &PacketPool, lp: &LoopStats) {
         while let Some(b) = serial::try_read() {
             match b {
                 b'\r' | b'\n' => {
                     let line = core::mem::take(&mut self.line);
-                    self.run(line.trim(), dp, nics, pool);
+                    self.run(line.trim(), dp, nics, pool, lp);
                 }
                 _ => {
                     // Over-long lines are cut, never overflow.
@@ -34,12 +45,12 @@ impl Console {
         }
     }
 
-    fn run<N: Nic>(&self, cmd: &str, dp: &Dataplane, nics: &[N], pool: &PacketPool) {
+    fn run<N: Nic>(&self, cmd: &str, dp: &Dataplane, nics: &[N], pool: &PacketPool, lp: &LoopStats) {
         match cmd {
             "" => {}
-            "stats" => dump(dp, nics, pool),
+            "stats" => dump(dp, nics, pool, lp),
             "quit" => {
-                dump(dp, nics, pool);
+                dump(dp, nics, pool, lp);
                 println!("sluice: shutting down");
                 crate::x86::reset();
             }
@@ -50,7 +61,7 @@ impl Console {
     }
 }
 
-fn dump<N: Nic>(dp: &Dataplane, nics: &[N], pool: &PacketPool) {
+fn dump<N: Nic>(dp: &Dataplane, nics: &[N], pool: &PacketPool, lp: &LoopStats) {
     let mut s = alloc::string::String::new();
     let _ = dp.write_stats(&mut s);
     for line in s.lines() {
@@ -85,6 +96,16 @@ fn dump<N: Nic>(dp: &Dataplane, nics: &[N], pool: &PacketPool) {
         pool.exhausted,
         pool.tails_exhausted,
         crate::heap::used()
+    );
+    println!(
+        "loop busy_turns={} idle_turns={} packets={} busy_cycles={} cycles_per_packet={} packets_per_busy_turn={} tsc_mhz={}",
+        lp.busy_turns,
+        lp.idle_turns,
+        lp.packets,
+        lp.busy_cycles,
+        lp.busy_cycles.checked_div(lp.packets).unwrap_or(0),
+        lp.packets.checked_div(lp.busy_turns).unwrap_or(0),
+        crate::clock::tsc_mhz()
     );
     println!("stats end");
 }

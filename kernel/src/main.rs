@@ -258,12 +258,21 @@ extern "C" fn kmain(start_info: usize) -> ! {
     defmt::info!("sluice ready in {=u64} us", t_ready);
     let mut console = console::Console::new();
     let mut next_console = 0;
+    let mut lp = console::LoopStats::default();
     loop {
+        let t0 = x86::rdtsc();
         let now = clock::now_us();
-        poll_once(&mut nics, &mut dp, &mut pool, now);
+        let n = poll_once(&mut nics, &mut dp, &mut pool, now);
+        if n > 0 {
+            lp.busy_turns += 1;
+            lp.packets += n as u64;
+            lp.busy_cycles += x86::rdtsc().wrapping_sub(t0);
+        } else {
+            lp.idle_turns += 1;
+        }
         if now >= next_console {
             next_console = now + 1000;
-            console.poll(&dp, &nics, &pool);
+            console.poll(&dp, &nics, &pool, &lp);
             while let Some(e) = dp.pop_event() {
                 log_event(&e);
             }

@@ -482,17 +482,46 @@ impl Dataplane {
         }
     }
 
-    /// The null pipeline: frames go out of the peer port untouched.
+    /// The null pipeline: frames go out of the peer port untouched (but
+    /// for offload work the peer's NIC cannot do: done here).
     fn wire(&mut self, port: PortId, peer: PortId, batch: &mut Batch, pool: &mut PacketPool) {
-        for pkt in batch.drain(..) {
-            let len = pkt.len() as u64;
+        let peer_offloads = self.ports[peer as usize].offloads;
+        for mut pkt in batch.drain(..) {
+            let len = pkt.total_len() as u64;
             let c = &mut self.ports[port as usize].counters;
             c.rx_packets += 1;
             c.rx_bytes += len;
-            if let Err(pkt) = self.ports[peer as usize].tx.push_back(pkt) {
-                self.ports[port as usize].counters.drop(DropReason::TxRingFull);
-                pool.free(pkt);
+            let o = pkt.meta.offload;
+            if !peer_offloads && o.is_gso() {
+                let mut cut = match crate::offload::Segmenter::new(pkt, o.gso_size) {
+                    Ok(c) => c,
+                    Err(pkt) => {
+                        drop_at(&mut self.ports, pool, pkt, DropReason::OffloadUnsupported);
+                        continue;
+                    }
+                };
+                while let Some(seg) = cut.next(pool) {
+                    let Some(seg) = seg else {
+                        self.ports[port as usize].counters.drop(DropReason::SegmentNoBuffer);
+                        break;
+                    };
+                    self.wire_one(port, peer, seg, pool);
+                }
+                cut.finish(pool);
+                continue;
             }
+            if !peer_offloads && !crate::offload::complete_checksum(&mut pkt) {
+                drop_at(&mut self.ports, pool, pkt, DropReason::OffloadUnsupported);
+                continue;
+            }
+            self.wire_one(port, peer, pkt, pool);
+        }
+    }
+
+    fn wire_one(&mut self, port: PortId, peer: PortId, pkt: crate::packet::Packet, pool: &mut PacketPool) {
+        if let Err(pkt) = self.ports[peer as usize].tx.push_back(pkt) {
+            self.ports[port as usize].counters.drop(DropReason::TxRingFull);
+            pool.free(pkt);
         }
     }
 

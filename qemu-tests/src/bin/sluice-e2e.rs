@@ -104,6 +104,8 @@ fn sweep(
 }
 
 thread_local! {
+    /// Per sluice case: guest cycles per packet and the pps they allow.
+    static GUEST: std::cell::RefCell<Vec<(String, f64, f64)>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Every step measured, for the CSV and the plot.
     static ROWS: std::cell::RefCell<Vec<(String, u64, f64)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -149,8 +151,31 @@ fn sluice_case_with(name: &str, extra: &str, wire: bool, machine: Machine, kerne
         let steps = sweep(&lan.ns, &lan.tap.name, &dst_mac, &wan.ns, &wan.tap.name, &dir);
         report(name, &steps);
     }
+    if udp {
+        // The appliance's own cost per packet (TSC cycles of poll-loop turns
+        // that moved packets), independent of what the generator achieved.
+        let mark = lab.vm.mark();
+        if lab.vm.stats().is_ok() {
+            let console = lab.vm.console();
+            if let Some(l) = console[mark..].lines().find(|l| l.starts_with("loop ")) {
+                let field = |k: &str| -> f64 {
+                    l.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+                };
+                let (cpp, mhz) = (field("cycles_per_packet="), field("tsc_mhz="));
+                let capacity = if cpp > 0.0 { mhz * 1e6 / cpp } else { 0.0 };
+                println!(
+                    "{:<28}   guest: {:.0} TSC cycles per packet, {:.1} packets per busy turn: at most {:.0}k pps of guest work",
+                    "",
+                    cpp,
+                    field("packets_per_busy_turn="),
+                    capacity / 1e3
+                );
+                GUEST.with(|g| g.borrow_mut().push((name.to_string(), cpp, capacity)));
+            }
+        }
+    }
     if extra.contains("nat") {
-        iperf(name, &lan.ns, &wan.ns);
+        iperf(name, &lab.port("lan").ns, &lab.port("wan").ns);
     }
     if !udp {
         // What the NICs did: large frames in and out.
