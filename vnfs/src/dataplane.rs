@@ -919,6 +919,90 @@ mod tests {
         assert_eq!(pool.available(), 8);
     }
 
+    /// A TCP super-packet of `payload` bytes from lan to 10.1.0.2, as a
+    /// NIC with offloads delivers it: chained, checksum partial.
+    fn super_packet(pool: &mut PacketPool, payload: usize) -> crate::packet::Packet {
+        use crate::csum;
+        use crate::packet::Offload;
+        let mut f = tcp_frame(MAC, (PEER_IP, 40000), (Ipv4Addr::new(10, 1, 0, 2), 80), false, true);
+        f.extend((0..payload).map(|i| (i % 253) as u8));
+        let ip_len = (f.len() - 14) as u16;
+        f[16..18].copy_from_slice(&ip_len.to_be_bytes());
+        f[24..26].copy_from_slice(&[0, 0]);
+        let c = csum::checksum(&f[14..34]);
+        csum::set(&mut f, 24, c);
+        // The partial checksum: the pseudo-header sum.
+        let mut sum = 6u32 + (ip_len as u32 - 20);
+        for at in [26, 28, 30, 32] {
+            sum += csum::get(&f, at) as u32;
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        csum::set(&mut f, 34 + 16, sum as u16);
+        let mut parts = f.chunks(1800);
+        let mut head = pool.alloc().unwrap();
+        head.fill(parts.next().unwrap());
+        for part in parts {
+            let mut s = pool.alloc().unwrap();
+            s.fill(part);
+            pool.append(&mut head, s).unwrap();
+        }
+        head.meta.offload = Offload { csum_partial: true, csum_start: 34, csum_offset: 16, gso_size: 1448 };
+        head
+    }
+
+    #[test]
+    fn super_packets_leave_whole_or_cut_as_the_out_port_allows() {
+        use smoltcp::wire::TcpPacket;
+        for offloads in [true, false] {
+            let mut pool = PacketPool::with_tails(64, 2);
+            let mut dp = dataplane("");
+            dp.port_mut(1).offloads = offloads;
+            // The next hop is known.
+            let mut b = Batch::new();
+            let mut p = pool.alloc().unwrap();
+            p.fill(&arp_reply(
+                [2, 0, 0, 0, 0, 9],
+                Ipv4Addr::new(10, 1, 0, 2),
+                [0x52, 0x54, 0, 0, 0, 2],
+                Ipv4Addr::new(10, 1, 0, 1),
+            ));
+            b.push(p).unwrap();
+            dp.receive(1, &mut b, &mut pool, 0);
+            while let Some(p) = dp.port_mut(1).tx.pop_front() {
+                pool.free(p);
+            }
+            let mut b = Batch::new();
+            b.push(super_packet(&mut pool, 10_000)).unwrap();
+            dp.receive(0, &mut b, &mut pool, 0);
+            let out: std::vec::Vec<_> = core::iter::from_fn(|| dp.port_mut(1).tx.pop_front()).collect();
+            if offloads {
+                assert_eq!(out.len(), 1, "sent whole for the NIC to cut");
+                assert!(out[0].is_chained() && out[0].meta.offload.is_gso());
+            } else {
+                assert_eq!(out.len(), 7, "10000 bytes in 1448-byte segments");
+                let mut seq = 1000;
+                for s in &out {
+                    let ip = Ipv4Packet::new_checked(&s.data()[14..]).unwrap();
+                    assert!(ip.verify_checksum());
+                    assert_eq!(ip.hop_limit(), 63);
+                    let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+                    assert!(tcp.verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into()));
+                    assert_eq!(tcp.seq_number().0, seq);
+                    seq += tcp.payload().len() as i32;
+                    assert_eq!(s.meta.offload, Default::default());
+                }
+                assert_eq!(seq, 11_000);
+            }
+            for p in out {
+                pool.free(p);
+            }
+            dp.drain(&mut pool);
+            assert_eq!(pool.available(), 64, "offloads {offloads}: every buffer back");
+        }
+    }
+
     #[test]
     fn announce_queues_one_gratuitous_arp_per_port() {
         let mut pool = PacketPool::new(8);

@@ -142,7 +142,8 @@ pub fn complete_checksum(pkt: &mut Packet) -> bool {
         c = 0xffff;
     }
     csum::set(pkt.data_mut(), field, c);
-    pkt.meta.offload.csum_partial = false;
+    let o = &mut pkt.meta.offload;
+    (o.csum_partial, o.csum_start, o.csum_offset) = (false, 0, 0);
     true
 }
 
