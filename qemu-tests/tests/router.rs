@@ -72,6 +72,19 @@ fn unrouted_prefix_gets_destination_net_unreachable() {
 }
 
 #[test]
+fn silent_neighbour_gets_destination_host_unreachable() {
+    let mut lab = routed_lab("", "", false);
+    // 10.1.0.77 is on the wan subnet but nobody answers ARP for it: sluice
+    // asks three times, a second apart, then tells the sender.
+    let (ok, out) = ns_run(lab.port("lan"), &["ping", "-c", "1", "-W", "8", "10.1.0.77"]);
+    assert!(!ok);
+    assert!(out.contains("From 10.0.0.1") && out.contains("Destination Host Unreachable"), "{out}");
+    let stats = lab.vm.stats().unwrap();
+    assert_eq!(stats.get("lan", "drop_neighbor_unreachable"), 1, "{stats:?}");
+    assert!(stats.get("egress", "arp_requests") >= 3, "{stats:?}");
+}
+
+#[test]
 fn mtu_1400_egress_reports_frag_needed_and_tracepath_finds_the_pmtu() {
     let mut lab = routed_lab("mtu 1400", "", false);
     let lan = lab.port("lan");

@@ -42,7 +42,8 @@ pub fn apply(hc: u16, delta: u32) -> u16 {
 /// Reads the 16-bit big-endian checksum at `at`.
 #[inline]
 pub fn get(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
+    let w: [u8; 2] = b[at..at + 2].try_into().expect("2 bytes");
+    u16::from_be_bytes(w)
 }
 
 /// Writes the 16-bit big-endian checksum at `at`.

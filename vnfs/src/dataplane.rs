@@ -534,6 +534,21 @@ impl Dataplane {
             s.poll(&mut StageContext::new(now, pool, ports, c, events));
         }
         egress.poll(ports, pool, now);
+        // Next hops that never answered ARP: the router tells the sources
+        // (not for the appliance's own packets, NAT-translated ones among them).
+        let router = stages.iter().position(|(k, _)| *k == StageKind::Router);
+        while let Some(pkt) = egress.unreachable.pop_front() {
+            let src = Ipv4Packet::new_unchecked(&pkt.data()[14..]).src_addr();
+            let Some(r) = router.filter(|_| !self.local.contains(&src)) else {
+                pool.free(pkt);
+                continue;
+            };
+            let (_, stage) = &mut stages[r];
+            let err = stage.unreachable(pkt, &mut StageContext::new(now, pool, ports, &mut stage_counters[r], events));
+            if let Some(err) = err {
+                egress.send(err, ports, pool, now);
+            }
+        }
         let since = now.wrapping_sub(self.last_host_poll);
         // The socket scan runs only when the short interval has passed, not
         // on every turn of the loop.

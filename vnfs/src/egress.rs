@@ -38,14 +38,26 @@ pub struct EgressCounters {
     pub checksums_completed: u64,
 }
 
+/// Packets whose next hop did not answer ARP, kept for the router to
+/// answer with ICMP host unreachable (at most this many between two turns
+/// of the loop; more are only dropped).
+pub const UNREACHABLE_BACKLOG: usize = 16;
+
 pub struct Egress {
     pub neighbors: NeighborCache,
     pub counters: EgressCounters,
+    /// Given up on (their next hop is unreachable): counted as dropped
+    /// already; the dataplane takes them for the ICMP error.
+    pub unreachable: heapless::Deque<Packet, UNREACHABLE_BACKLOG>,
 }
 
 impl Egress {
     pub fn new(neighbors: usize, reachable: Micros) -> Self {
-        Egress { neighbors: NeighborCache::new(neighbors, reachable), counters: EgressCounters::default() }
+        Egress {
+            neighbors: NeighborCache::new(neighbors, reachable),
+            counters: EgressCounters::default(),
+            unreachable: heapless::Deque::new(),
+        }
     }
 
     /// Sends a routed packet (`meta.out_port` set).
@@ -149,7 +161,7 @@ impl Egress {
                 }
                 Enqueued::QueueFull(p) => drop(ports, pool, p, DropReason::NeighborQueueFull),
                 Enqueued::TableFull(p) => drop(ports, pool, p, DropReason::NeighborTableFull),
-                Enqueued::Unreachable(p) => drop(ports, pool, p, DropReason::NeighborUnreachable),
+                Enqueued::Unreachable(p) => self.give_up(ports, pool, p),
             },
         }
     }
@@ -181,6 +193,17 @@ impl Egress {
         }
     }
 
+    /// Drops a packet whose next hop is unreachable, keeping it (if there is
+    /// room) for the ICMP host unreachable the dataplane has the router send.
+    fn give_up(&mut self, ports: &mut [Port], pool: &mut PacketPool, pkt: Packet) {
+        if let Some(p) = ports.get_mut(pkt.meta.in_port as usize) {
+            p.counters.drop(DropReason::NeighborUnreachable);
+        }
+        if let Err(pkt) = self.unreachable.push_back(pkt) {
+            pool.free(pkt);
+        }
+    }
+
     /// Neighbour timers: retries, and giving up on silent next hops.
     pub fn poll(&mut self, ports: &mut [Port], pool: &mut PacketPool, now: Micros) {
         let mut actions: heapless::Vec<TimerAction, { SWEEP_PER_POLL * (QUEUE + 1) }> = heapless::Vec::new();
@@ -190,7 +213,7 @@ impl Egress {
         for a in actions {
             match a {
                 TimerAction::Request { port, ip } => self.arp_request(port, ip, None, ports, pool),
-                TimerAction::GiveUp(p) => drop(ports, pool, p, DropReason::NeighborUnreachable),
+                TimerAction::GiveUp(p) => self.give_up(ports, pool, p),
             }
         }
     }
@@ -285,6 +308,9 @@ impl Egress {
     /// Returns every held packet to the pool.
     pub fn drain(&mut self, pool: &mut PacketPool) {
         self.neighbors.drain(|p| pool.free(p));
+        while let Some(p) = self.unreachable.pop_front() {
+            pool.free(p);
+        }
     }
 }
 

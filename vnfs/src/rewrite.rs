@@ -20,14 +20,16 @@ pub struct Parsed {
 }
 
 pub fn parse(ip: &[u8]) -> Parsed {
-    let flags_off = u16::from_be_bytes([ip[6], ip[7]]);
+    // One bounds check for the fixed header (the ingress checked its length).
+    let h: &[u8; 20] = ip[..20].try_into().expect("20 bytes");
+    let flags_off = u16::from_be_bytes([h[6], h[7]]);
     Parsed {
-        ihl: (ip[0] & 0x0f) as usize * 4,
-        total: (u16::from_be_bytes([ip[2], ip[3]]) as usize).min(ip.len()),
-        proto: ip[9],
-        src: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
-        dst: Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
-        ident: u16::from_be_bytes([ip[4], ip[5]]),
+        ihl: (h[0] & 0x0f) as usize * 4,
+        total: (u16::from_be_bytes([h[2], h[3]]) as usize).min(ip.len()),
+        proto: h[9],
+        src: Ipv4Addr::new(h[12], h[13], h[14], h[15]),
+        dst: Ipv4Addr::new(h[16], h[17], h[18], h[19]),
+        ident: u16::from_be_bytes([h[4], h[5]]),
         first: flags_off & 0x1fff == 0,
         more: flags_off & 0x2000 != 0,
     }

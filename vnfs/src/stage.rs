@@ -147,4 +147,12 @@ pub trait Stage {
 
     /// Returns every packet the stage holds to the pool.
     fn drain(&mut self, _pool: &mut PacketPool) {}
+
+    /// A packet the egress could not deliver because its next hop did not
+    /// answer ARP (already counted as dropped). The router answers it with
+    /// ICMP host unreachable and returns that, routed; others let it go.
+    fn unreachable(&mut self, pkt: Packet, cx: &mut StageContext<'_>) -> Option<Packet> {
+        cx.pool.free(pkt);
+        None
+    }
 }

@@ -175,13 +175,19 @@ impl Router {
     /// either way.
     fn icmp_error(
         &mut self,
-        mut pkt: Packet,
+        pkt: Packet,
         kind: IcmpError,
         reason: DropReason,
         cx: &mut StageContext<'_>,
     ) -> Option<Packet> {
+        cx.count_drop(pkt.meta.in_port, reason);
+        self.answer(pkt, kind, cx)
+    }
+
+    /// Turns `pkt` into the ICMP error `kind` back to its source, routed,
+    /// where RFC 1812 allows one (the drop is counted by the caller).
+    fn answer(&mut self, mut pkt: Packet, kind: IcmpError, cx: &mut StageContext<'_>) -> Option<Packet> {
         let in_port = pkt.meta.in_port;
-        cx.count_drop(in_port, reason);
         let src = self.ports.get(in_port as usize).and_then(|p| p.address).map(|a| a.addr());
         let allowed = src.is_some() && may_send_error(pkt.data(), &self.broadcasts);
         if !allowed {
@@ -235,6 +241,23 @@ impl Stage for Router {
                 self.route(pkt, cx)
             }
         });
+    }
+
+    /// ICMP host unreachable (RFC 1812 §4.3.3.1 / §5.2.7.1) for a packet
+    /// whose next hop never answered ARP.
+    fn unreachable(&mut self, pkt: Packet, cx: &mut StageContext<'_>) -> Option<Packet> {
+        // The packet was routed already: undo the TTL decrement so the
+        // quote shows what the source sent.
+        let mut pkt = pkt;
+        let ip = &mut pkt.data_mut()[ETH..];
+        ip[8] = ip[8].wrapping_add(1);
+        let c = crate::csum::update16(
+            crate::csum::get(ip, 10),
+            ((ip[8] as u16).wrapping_sub(1)) << 8 | ip[9] as u16,
+            (ip[8] as u16) << 8 | ip[9] as u16,
+        );
+        crate::csum::set(ip, 10, c);
+        self.answer(pkt, IcmpError::HostUnreachable, cx)
     }
 
     fn write_stats(&self, out: &mut String) {

@@ -191,8 +191,19 @@ fn icmp_errors_are_rate_limited() {
     r.finish();
 }
 
+/// The ICMP destination unreachable in `frame`: (code, quoted destination, quoted TTL).
+fn unreachable_of(frame: &[u8]) -> (u8, Ipv4Addr, u8) {
+    let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+    assert!(ip.verify_checksum());
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert!(icmp.verify_checksum());
+    assert_eq!(icmp.msg_type(), Icmpv4Message::DstUnreachable);
+    let quoted = Ipv4Packet::new_unchecked(icmp.data());
+    (icmp.msg_code(), quoted.dst_addr(), quoted.hop_limit())
+}
+
 #[test]
-fn silent_next_hop_is_asked_three_times_then_dropped() {
+fn silent_next_hop_is_asked_three_times_then_answered_host_unreachable() {
     let mut r = Rig::router("");
     r.learn_hosts();
     let silent = Ipv4Addr::new(10, 1, 0, 77);
@@ -206,11 +217,15 @@ fn silent_next_hop_is_asked_three_times_then_dropped() {
     }
     let requests = r.sent(1).len();
     assert_eq!(requests, 3, "one request a second, three in all");
-    assert!(r.sent(0).is_empty());
+    // RFC 1812 §5.2.7.1: the source hears host unreachable, quoting its packet as sent.
+    let back = r.sent(0);
+    assert_eq!(back.len(), 1);
+    assert_eq!(unreachable_of(&back[0]), (1, silent, 64));
     assert_eq!(r.dp.ports()[0].counters.dropped(DropReason::NeighborUnreachable), 1);
     // During the hold-down new packets are refused at once, without asking again.
     r.send(0, &ipv4_frame(LAN_MAC, LAN_HOST, silent, 64, false, b"y"));
     assert!(r.sent(1).is_empty());
+    assert_eq!(r.sent(0).len(), 1, "answered at once");
     assert_eq!(r.dp.ports()[0].counters.dropped(DropReason::NeighborUnreachable), 2);
     r.finish();
 }
