@@ -37,7 +37,8 @@ pub struct NicStats {
     pub rx_large: u64,
     /// Segmentation super-packets transmitted (the device cuts them).
     pub tx_large: u64,
-    /// Frames dropped because the pool had no tail list to chain them.
+    /// Frames in several buffers dropped because one of their buffers could
+    /// not be kept (no tail list free in the pool, or a bad length).
     pub rx_chain_dropped: u64,
     /// Frames whose offload header asked for work never negotiated.
     pub rx_bad_offload: u64,

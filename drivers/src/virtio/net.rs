@@ -37,6 +37,16 @@ const GSO_NONE: u8 = 0;
 const GSO_TCPV4: u8 = 1;
 const GSO_ECN: u8 = 0x80;
 
+/// What becomes of a frame being taken off the receive ring.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Deliver,
+    /// Its header asks for an offload never negotiated.
+    BadOffload,
+    /// A buffer of it could not be kept (no tail list free, bad length).
+    Lost,
+}
+
 /// Why a virtio device could not be brought up as a NIC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VirtioNetError {
@@ -76,8 +86,9 @@ pub struct VirtioNet<H: Hal, T: Transport> {
     /// [`OFFLOADS`] negotiated.
     offloads: bool,
     /// A frame whose further buffers have not all come back yet (mergeable
-    /// receive buffers), with how many are still to come.
-    partial: Option<(Packet, u16)>,
+    /// receive buffers), with how many are still to come and whether it is
+    /// already doomed.
+    partial: Option<(Packet, u16, Fate)>,
     stats: NicStats,
 }
 
@@ -153,7 +164,7 @@ impl<H: Hal, T: Transport> VirtioNet<H, T> {
     /// nothing (more) for now.
     fn next_frame(&mut self, pool: &mut PacketPool) -> Option<Packet> {
         loop {
-            let (mut pkt, mut remaining) = match self.partial.take() {
+            let (mut pkt, mut remaining, mut fate) = match self.partial.take() {
                 Some(p) => p,
                 None => {
                     let (mut pkt, len) = self.rx.pop_used()?;
@@ -168,6 +179,7 @@ impl<H: Hal, T: Transport> VirtioNet<H, T> {
                     let word = |at: usize| u16::from_le_bytes([h[at], h[at + 1]]);
                     let (gso_size, csum_start, csum_offset) = (word(4), word(6), word(8));
                     let buffers = if self.hdr_len == 12 && self.offloads { word(10).max(1) } else { 1 };
+                    let mut fate = Fate::Deliver;
                     let o = &mut pkt.meta.offload;
                     o.csum_partial = flags & HDR_F_NEEDS_CSUM != 0;
                     o.csum_start = csum_start;
@@ -176,36 +188,45 @@ impl<H: Hal, T: Transport> VirtioNet<H, T> {
                         GSO_NONE => 0,
                         GSO_TCPV4 if gso_size > 0 => gso_size,
                         // Not negotiated: UDP or IPv6 segmentation, or nonsense.
-                        _ => u16::MAX,
+                        _ => {
+                            fate = Fate::BadOffload;
+                            0
+                        }
                     };
-                    (pkt, buffers - 1)
+                    (pkt, buffers - 1, fate)
                 }
             };
             while remaining > 0 {
                 let Some((mut seg, len)) = self.rx.pop_used() else {
                     // The rest is not back yet: finish the frame next time.
-                    self.partial = Some((pkt, remaining));
+                    self.partial = Some((pkt, remaining, fate));
                     return None;
                 };
                 remaining -= 1;
                 // Further buffers carry no header: the data starts where
                 // the buffer posted to the device starts.
-                if !seg.set_window(HEADROOM - self.hdr_len, len as usize) {
-                    self.stats.rx_bad_len += 1;
+                if fate != Fate::Deliver || !seg.set_window(HEADROOM - self.hdr_len, len as usize) {
+                    fate = if fate == Fate::Deliver { Fate::Lost } else { fate };
                     pool.free(seg);
                     continue;
                 }
                 if let Err(seg) = pool.append(&mut pkt, seg) {
-                    self.stats.rx_chain_dropped += 1;
                     pool.free(seg);
-                    // The frame lost bytes: drain its other buffers, drop it.
-                    pkt.meta.offload.gso_size = u16::MAX;
+                    fate = Fate::Lost;
                 }
             }
-            if pkt.meta.offload.gso_size == u16::MAX {
-                self.stats.rx_bad_offload += 1;
-                pool.free(pkt);
-                continue;
+            match fate {
+                Fate::Deliver => {}
+                Fate::BadOffload | Fate::Lost => {
+                    // Drained whole (its other buffers too), then dropped.
+                    if fate == Fate::Lost {
+                        self.stats.rx_chain_dropped += 1;
+                    } else {
+                        self.stats.rx_bad_offload += 1;
+                    }
+                    pool.free(pkt);
+                    continue;
+                }
             }
             if pkt.is_chained() || pkt.meta.offload.is_gso() {
                 self.stats.rx_large += 1;
