@@ -320,7 +320,78 @@ fn namespace_router() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `sluice-e2e profile`: where QEMU's time goes while sluice's NAT forwards
+/// as much 64-byte UDP as trafgen offers (perf sampling on the CPU clock;
+/// this machine has no hardware counters).
+fn profile() {
+    let nat = "nat {\n  inside 10.0.0.0/24\n  outside wan\n}\n";
+    let mut spec = LabSpec::two_ports(Machine::Microvm).unwrap();
+    spec.extra_config = nat.into();
+    let lab = Lab::start(&spec).unwrap();
+    let (lan, wan) = (lab.port("lan"), lab.port("wan"));
+    lan.ns.exec(&["ip", "route", "add", "10.1.0.0/24", "via", "10.0.0.1"]).ok();
+    sink(&wan.ns);
+    let _ = lan.ns.output(&["ping", "-c", "2", "-i", "0.2", "-W", "1", "10.1.0.2"]);
+    let dir = lab.config_path.parent().unwrap().to_path_buf();
+    let conf = dir.join("udp64.trafgen");
+    let hex = |m: &str| m.split(':').map(|b| format!("0x{b}")).collect::<Vec<_>>().join(", ");
+    std::fs::write(
+        &conf,
+        format!(
+            "{{ {}, {}, 0x08, 0x00, 0x45, 0, 0, 46, 0, 0, 0, 0, 64, 17, csumip(14, 33), 10, 0, 0, 2, 10, 1, 0, 2, \
+             0x0f, 0xa0, 0, 9, 0, 26, 0, 0, fill(0, 18) }}\n",
+            hex(&lan.mac),
+            hex(&mac_of(&lan.ns, &lan.tap.name))
+        ),
+    )
+    .unwrap();
+    let mut gen = lan
+        .ns
+        .command(&[
+            "trafgen",
+            "-o",
+            &lan.tap.name,
+            "-i",
+            conf.to_str().unwrap(),
+            "-b",
+            "400000pps",
+            "-n",
+            "2400000",
+            "-P",
+            "1",
+            "-C",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let data = std::env::temp_dir().join("sluice-e2e-perf.data");
+    let pid = lab.vm.pid().to_string();
+    let _ = std::process::Command::new("perf")
+        .args(["record", "-e", "cpu-clock", "-F", "2000", "-o", data.to_str().unwrap(), "-p", &pid, "--", "sleep", "3"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    let _ = gen.wait();
+    for sort in ["comm", "comm,dso", "comm,dso,sym"] {
+        let report = std::process::Command::new("perf")
+            .args(["report", "-i", data.to_str().unwrap(), "--stdio", "--sort", sort, "--percent-limit", "1"])
+            .output()
+            .unwrap();
+        println!("by {sort}:");
+        for l in String::from_utf8_lossy(&report.stdout).lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
+            println!("  {l}");
+        }
+    }
+    println!("(perf data: {})", data.display());
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "profile") {
+        return profile();
+    }
     if std::env::args().any(|a| a == "memory") {
         // Only the memory figure: `sluice-e2e memory`.
         let s = smallest(&[4, 5, 6, 7, 8, 10, 12, 16], sluice_forwards_in);
