@@ -350,3 +350,58 @@ fn reload_keeps_sessions_and_refuses_bad_configs() {
     assert!(m.contains("sluice_config_reloads_total 1\n"), "{m}");
     r.finish();
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    // Whatever offload metadata and chaining a NIC hands over (a guest on
+    // the other side of a tap writes the virtio-net header), packets through
+    // the NAT never panic and every buffer comes back.
+    #[test]
+    fn any_offload_metadata_through_the_nat_never_panics_or_leaks(
+        frames in proptest::collection::vec(
+            (any::<bool>(), any::<bool>(), 0usize..4000, 64usize..1900, any::<bool>(), 0u16..80, 0u16..40, prop_oneof![Just(0u16), Just(1448u16), any::<u16>()]),
+            1..6,
+        ),
+        wan_offloads in any::<bool>(),
+    ) {
+        let mut r = Rig::nat(" filtering endpoint-independent");
+        r.pool = crate::packet::PacketPool::with_tails(RIG_BUFFERS, 4);
+        r.dp.port_mut(1).offloads = wan_offloads;
+        for (inbound, tcp, payload, chunk, partial, csum_start, csum_offset, gso_size) in frames {
+            let mut body = std::vec![0u8; if tcp { 20 } else { 8 }];
+            if tcp {
+                body[12] = 5 << 4;
+                body[13] = 0x10;
+            } else {
+                body[4..6].copy_from_slice(&((8 + payload) as u16).to_be_bytes());
+            }
+            body[0..4].copy_from_slice(&[0x9c, 0x40, 0, 80]);
+            body.extend((0..payload).map(|i| i as u8));
+            let proto = if tcp { IpProtocol::Tcp } else { IpProtocol::Udp };
+            let frame = if inbound {
+                l4_frame(WAN_MAC, SERVER, OUT, proto, &body)
+            } else {
+                l4_frame(LAN_MAC, A, SERVER, proto, &body)
+            };
+            let mut parts = frame.chunks(chunk);
+            let mut head = r.pool.alloc().unwrap();
+            head.fill(parts.next().unwrap());
+            for part in parts {
+                let mut s = r.pool.alloc().unwrap();
+                s.fill(part);
+                if let Err(s) = r.pool.append(&mut head, s) {
+                    r.pool.free(s);
+                }
+            }
+            head.meta.offload = crate::packet::Offload { csum_partial: partial, csum_start, csum_offset, gso_size };
+            let mut batch = crate::packet::Batch::new();
+            batch.push(head).unwrap();
+            r.dp.receive(if inbound { 1 } else { 0 }, &mut batch, &mut r.pool, r.now);
+            r.dp.poll(r.now, &mut r.pool);
+            r.sent(0);
+            r.sent(1);
+        }
+        // Every buffer, chained or cut, is back in the pool.
+        r.finish();
+    }
+}
