@@ -29,7 +29,7 @@ use crate::packet::{Batch, Packet, PortId, BURST};
 use crate::rewrite::{is_icmp_error, l4_checksum, parse, ports, set_addr, set_endpoint, set_port, Parsed};
 use crate::stage::{for_each_packet, Stage, StageContext};
 use crate::Micros;
-use table::{flow_hash, Dir, Endpoint, Filtering, Hint, NatTable, Refusal, Timeouts, ICMP, TCP, UDP};
+use table::{flow_hash, Dir, Endpoint, Filtering, NatTable, Refusal, Timeouts, ICMP, TCP, UDP};
 
 const ETH: usize = 14;
 /// Fragment translations remembered at once.
@@ -48,27 +48,18 @@ pub struct NatCounters {
     pub fragments: u64,
 }
 
-/// A packet as the first pass over a burst saw it.
-struct Look {
-    p: Parsed,
-    /// To a pool address and not routed yet: inbound (or hairpin).
-    to_pool: bool,
-    from_inside: bool,
-    /// From inside, routed out of the outside port: SNAT.
-    outbound: bool,
-    /// The session key for the fast path.
-    key: Option<Key>,
-}
-
-/// A packet's session key, as the table looks it up.
+/// What the burst's first pass keeps of a packet for the fast path.
 #[derive(Clone, Copy)]
-struct Key {
+struct FastKey {
     dir: Dir,
     h: u64,
+    proto: u8,
     local: Endpoint,
     remote: Endpoint,
-    /// TCP flags (0 for others).
+    /// TCP flags (0 for UDP).
     flags: u8,
+    /// The IPv4 datagram's length in the first buffer.
+    total: u16,
 }
 
 #[derive(Clone, Copy)]
@@ -144,80 +135,53 @@ impl Nat {
         self.inside.iter().any(|&(net, mask)| a & mask == net)
     }
 
-    /// What the burst's first pass learns about a packet: its parsed
-    /// header, which way it crosses, and the session key of a packet the
-    /// fast path can translate (a first fragment or whole datagram of TCP,
-    /// UDP or an ICMP echo, crossing one way, not hairpinned).
+    /// The session key of a packet the fast path can translate: a whole
+    /// TCP or UDP datagram with a plain 20-byte IPv4 header and a complete
+    /// transport header, crossing the NAT one way (not hairpinned).
     #[inline]
-    fn look(&self, pkt: &Packet) -> Look {
-        let ip = &pkt.data()[ETH..];
-        let p = parse(ip);
+    fn fast_key(&self, pkt: &Packet) -> Option<FastKey> {
+        let d = pkt.data();
+        let h: &[u8; ETH + 28] = d.get(..ETH + 28)?.try_into().ok()?;
+        let proto = h[ETH + 9];
+        // IHL 5, no MF, offset 0 (DF may be set).
+        if h[ETH] != 0x45 || h[ETH + 6] & 0x3f != 0 || h[ETH + 7] != 0 {
+            return None;
+        }
+        let total = u16::from_be_bytes([h[ETH + 2], h[ETH + 3]]).min((d.len() - ETH) as u16);
+        let flags = match proto {
+            TCP if total >= 40 => d[ETH + 33],
+            UDP if total >= 28 => 0,
+            _ => return None,
+        };
+        let src = Ipv4Addr::new(h[ETH + 12], h[ETH + 13], h[ETH + 14], h[ETH + 15]);
+        let dst = Ipv4Addr::new(h[ETH + 16], h[ETH + 17], h[ETH + 18], h[ETH + 19]);
+        let sport = u16::from_be_bytes([h[ETH + 20], h[ETH + 21]]);
+        let dport = u16::from_be_bytes([h[ETH + 22], h[ETH + 23]]);
+        let (dir, local, remote) = if pkt.meta.out_port.is_none() {
+            if !self.table.is_pool_address(dst) || self.is_inside(src) {
+                return None;
+            }
+            (Dir::In, Endpoint::new(dst, dport), Endpoint::new(src, sport))
+        } else {
+            // Routed: never to a pool address (those are the appliance's
+            // own, so the router left them unrouted).
+            if pkt.meta.out_port != Some(self.outside_port) || !self.is_inside(src) {
+                return None;
+            }
+            (Dir::Out, Endpoint::new(src, sport), Endpoint::new(dst, dport))
+        };
+        Some(FastKey { dir, h: flow_hash(dir, proto, local, remote), proto, local, remote, flags, total })
+    }
+
+    /// Translates one packet the general way; `None` if it was dropped.
+    pub fn handle(&mut self, mut pkt: Packet, cx: &mut StageContext<'_>) -> Option<Packet> {
+        let p = parse(&pkt.data()[ETH..]);
         let to_pool = pkt.meta.out_port.is_none() && self.table.is_pool_address(p.dst);
         let from_inside = self.is_inside(p.src);
-        let outbound = !to_pool && from_inside && pkt.meta.out_port == Some(self.outside_port);
-        // The fast path takes whole datagrams with complete transport headers.
-        let key = if p.first && !p.more && ((to_pool && !from_inside) || outbound) {
-            let l4 = p.ihl;
-            let t = &ip[..p.total];
-            match p.proto {
-                TCP if t.len() >= l4 + 20 => Some((csum::get(t, l4), csum::get(t, l4 + 2), t[l4 + 13])),
-                UDP if t.len() >= l4 + 8 => Some((csum::get(t, l4), csum::get(t, l4 + 2), 0)),
-                // Echo request out, echo reply in: the identifier is the port.
-                ICMP if t.len() >= l4 + 8 && t[l4] == if outbound { 8 } else { 0 } => {
-                    Some((csum::get(t, l4 + 4), 0, 0))
-                }
-                _ => None,
-            }
-        } else {
-            None
-        };
-        let key = key.map(|(sport, dport, flags)| {
-            let (dir, local, remote) = if outbound {
-                (Dir::Out, Endpoint::new(p.src, sport), Endpoint::new(p.dst, dport))
-            } else if p.proto == ICMP {
-                (Dir::In, Endpoint::new(p.dst, sport), Endpoint::new(p.src, 0))
-            } else {
-                (Dir::In, Endpoint::new(p.dst, dport), Endpoint::new(p.src, sport))
-            };
-            Key { dir, h: flow_hash(dir, p.proto, local, remote), local, remote, flags }
-        });
-        Look { p, to_pool, from_inside, outbound, key }
-    }
-
-    /// Translates one packet; `None` if it was dropped.
-    pub fn handle(&mut self, pkt: Packet, cx: &mut StageContext<'_>) -> Option<Packet> {
-        let look = self.look(&pkt);
-        self.translate(pkt, &look, None, cx)
-    }
-
-    /// Translates one packet the burst's passes looked at; `hint` is the
-    /// session they found.
-    fn translate(
-        &mut self,
-        mut pkt: Packet,
-        look: &Look,
-        hint: Option<Hint>,
-        cx: &mut StageContext<'_>,
-    ) -> Option<Packet> {
-        let p = &look.p;
-        if let (Some(k), Some(hint)) = (look.key, hint) {
-            if let Some(to) = self.table.established(hint, p.proto, k.local, k.remote, k.flags, cx.now) {
-                // An established flow: one rewrite, nothing else to decide.
-                let out = k.dir == Dir::Out;
-                set_endpoint(&mut pkt.data_mut()[ETH..ETH + p.total], out, to.addr, to.port, p.ihl, p.proto);
-                if out {
-                    self.counters.out += 1;
-                } else {
-                    pkt.meta.local = false;
-                    self.counters.r#in += 1;
-                }
-                return Some(pkt);
-            }
-        }
-        let result = if look.to_pool {
-            self.inbound(&mut pkt, p, look.from_inside, hint, cx.now)
-        } else if look.outbound {
-            self.outbound(&mut pkt, p, hint, cx.now).map(|_| true)
+        let result = if to_pool {
+            self.inbound(&mut pkt, &p, from_inside, cx.now)
+        } else if from_inside && pkt.meta.out_port == Some(self.outside_port) {
+            self.outbound(&mut pkt, &p, cx.now).map(|_| true)
         } else {
             Ok(false)
         };
@@ -231,7 +195,7 @@ impl Nat {
     }
 
     /// SNAT of a packet from inside routed out of the outside port.
-    fn outbound(&mut self, pkt: &mut Packet, p: &Parsed, hint: Option<Hint>, now: Micros) -> Result<(), DropReason> {
+    fn outbound(&mut self, pkt: &mut Packet, p: &Parsed, now: Micros) -> Result<(), DropReason> {
         // The datagram only: no Ethernet padding.
         let ip = &mut pkt.data_mut()[ETH..ETH + p.total];
         if !p.first {
@@ -254,11 +218,7 @@ impl Nat {
         let (sport, dport, flags) = ports(ip, l4, p.proto).ok_or(DropReason::L4Truncated)?;
         let remote = Endpoint::new(p.dst, if p.proto == ICMP { 0 } else { dport });
         let inside = Endpoint::new(p.src, sport);
-        let out = match hint {
-            Some(h) => self.table.outbound_hinted(h, p.proto, inside, remote, flags, now),
-            None => self.table.outbound(p.proto, inside, remote, flags, now),
-        }
-        .map_err(refusal_reason)?;
+        let out = self.table.outbound(p.proto, inside, remote, flags, now).map_err(refusal_reason)?;
         set_addr(ip, 12, out.addr, Some(l4), p.proto);
         set_port(ip, l4 + if p.proto == ICMP { 4 } else { 0 }, out.port, l4, p.proto);
         if p.more {
@@ -271,14 +231,7 @@ impl Nat {
     /// DNAT of a packet to a pool address, and hairpinning when it came
     /// from inside. Returns whether it was translated (if not, it goes on
     /// to the appliance's own host stack).
-    fn inbound(
-        &mut self,
-        pkt: &mut Packet,
-        p: &Parsed,
-        from_inside: bool,
-        hint: Option<Hint>,
-        now: Micros,
-    ) -> Result<bool, DropReason> {
+    fn inbound(&mut self, pkt: &mut Packet, p: &Parsed, from_inside: bool, now: Micros) -> Result<bool, DropReason> {
         let in_port = pkt.meta.in_port;
         let local = pkt.meta.local;
         let l4 = p.ihl;
@@ -330,11 +283,7 @@ impl Nat {
             }
             remote = src_out;
         }
-        let found = match hint {
-            Some(h) if !from_inside => self.table.inbound_hinted(h, p.proto, outside, remote, flags, now),
-            _ => self.table.inbound(p.proto, outside, remote, flags, now),
-        };
-        let inside = match found {
+        let inside = match self.table.inbound(p.proto, outside, remote, flags, now) {
             Ok(e) => e,
             Err(Refusal::NoMapping) if local => return Ok(false),
             Err(r) => return Err(refusal_reason(r)),
@@ -467,29 +416,48 @@ impl Stage for Nat {
         "nat"
     }
 
-    /// Three passes over the burst: parse each packet, hash its flow and
-    /// prefetch its index slot; read the slots and prefetch the session
-    /// records; translate. The cache misses of a large table then overlap
-    /// across the burst instead of coming one after another.
+    /// Three passes over the burst: read each packet's flow key, hash it
+    /// and prefetch its index slot; read the slots and prefetch the session
+    /// records; translate the packets of established sessions in place. The
+    /// cache misses of a large table then overlap across the burst instead
+    /// of coming one after another. The rest (new flows, ICMP, fragments,
+    /// hairpins…) take the general way afterwards, in their burst order.
     fn process(&mut self, batch: &mut Batch, cx: &mut StageContext<'_>) {
-        let mut looks: heapless::Vec<Look, BURST> = heapless::Vec::new();
-        for pkt in batch.iter() {
-            let look = self.look(pkt);
-            if let Some(k) = look.key {
+        let mut keys = [None; BURST];
+        for (key, pkt) in keys.iter_mut().zip(batch.iter()) {
+            *key = self.fast_key(pkt);
+            if let Some(k) = key {
                 self.table.prefetch(k.dir, k.h);
             }
-            // As many looks as packets: the capacities are equal.
-            let _ = looks.push(look);
         }
         let mut hints = [None; BURST];
-        for (hint, look) in hints.iter_mut().zip(&looks) {
-            *hint = look.key.map(|k| self.table.hint(k.dir, k.h));
+        for (hint, key) in hints.iter_mut().zip(&keys) {
+            *hint = key.map(|k| self.table.hint(k.dir, k.h));
         }
-        let mut each = looks.iter().zip(hints);
-        for_each_packet(batch, |pkt| match each.next() {
-            Some((look, hint)) => self.translate(pkt, look, hint, cx),
-            None => self.handle(pkt, cx),
-        });
+        let mut done = [false; BURST];
+        let mut rest = false;
+        for (i, pkt) in batch.iter_mut().enumerate() {
+            if let (Some(k), Some(hint)) = (keys[i], hints[i]) {
+                if let Some(to) = self.table.established(hint, k.proto, k.local, k.remote, k.flags, cx.now) {
+                    let out = k.dir == Dir::Out;
+                    let total = k.total as usize;
+                    set_endpoint(&mut pkt.data_mut()[ETH..ETH + total], out, to.addr, to.port, 20, k.proto);
+                    if out {
+                        self.counters.out += 1;
+                    } else {
+                        pkt.meta.local = false;
+                        self.counters.r#in += 1;
+                    }
+                    done[i] = true;
+                    continue;
+                }
+            }
+            rest = true;
+        }
+        if rest {
+            let mut done = done.into_iter();
+            for_each_packet(batch, |pkt| if done.next().unwrap_or(false) { Some(pkt) } else { self.handle(pkt, cx) });
+        }
     }
 
     fn poll(&mut self, cx: &mut StageContext<'_>) {
