@@ -157,6 +157,9 @@ fn sluice_case_with(name: &str, extra: &str, wire: bool, machine: Machine, kerne
         let mark = lab.vm.mark();
         if lab.vm.stats().is_ok() {
             let console = lab.vm.console();
+            if std::env::var_os("SLUICE_VERBOSE").is_some() {
+                eprintln!("{}", &console[mark..]);
+            }
             if let Some(l) = console[mark..].lines().find(|l| l.starts_with("loop ")) {
                 let field = |k: &str| -> f64 {
                     l.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| v.parse().ok()).unwrap_or(0.0)
@@ -396,6 +399,13 @@ fn main() {
         // Only the memory figure: `sluice-e2e memory`.
         let s = smallest(&[4, 5, 6, 7, 8, 10, 12, 16], sluice_forwards_in);
         println!("smallest -m that forwards: sluice (NAT, 64k sessions) {s:?} MiB");
+        return;
+    }
+    if std::env::args().any(|a| a == "wire") {
+        // Only the null pipeline, a few times: `sluice-e2e wire`.
+        for _ in 0..3 {
+            sluice_case_with("sluice wire (null)", "wire lan wan\n", true, Machine::Microvm, "", true);
+        }
         return;
     }
     if std::env::args().any(|a| a == "udp") {

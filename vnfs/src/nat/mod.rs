@@ -36,6 +36,9 @@ const ETH: usize = 14;
 const FRAG_CACHE: usize = 256;
 /// How long a fragment translation is kept after the first fragment.
 const FRAG_LIFETIME: Micros = 5_000_000;
+/// From this many sessions on, the table outgrows the caches and a burst
+/// prefetches its index slots and records before translating.
+const PREFETCH_FROM: usize = 256 * 1024;
 /// Sessions whose timers each loop turn checks.
 const SWEEP_PER_POLL: usize = 16;
 
@@ -424,15 +427,23 @@ impl Stage for Nat {
     /// hairpins…) take the general way afterwards, in their burst order.
     fn process(&mut self, batch: &mut Batch, cx: &mut StageContext<'_>) {
         let mut keys = [None; BURST];
-        for (key, pkt) in keys.iter_mut().zip(batch.iter()) {
-            *key = self.fast_key(pkt);
-            if let Some(k) = key {
-                self.table.prefetch(k.dir, k.h);
-            }
-        }
         let mut hints = [None; BURST];
-        for (hint, key) in hints.iter_mut().zip(&keys) {
-            *hint = key.map(|k| self.table.hint(k.dir, k.h));
+        if self.table.capacity() >= PREFETCH_FROM {
+            for (key, pkt) in keys.iter_mut().zip(batch.iter()) {
+                *key = self.fast_key(pkt);
+                if let Some(k) = key {
+                    self.table.prefetch(k.dir, k.h);
+                }
+            }
+            for (hint, key) in hints.iter_mut().zip(&keys) {
+                *hint = key.map(|k| self.table.hint(k.dir, k.h));
+            }
+        } else {
+            // A table this small stays in the caches: one pass is cheaper.
+            for ((key, hint), pkt) in keys.iter_mut().zip(hints.iter_mut()).zip(batch.iter()) {
+                *key = self.fast_key(pkt);
+                *hint = key.map(|k| self.table.hint(k.dir, k.h));
+            }
         }
         let mut done = [false; BURST];
         let mut rest = false;
