@@ -17,19 +17,24 @@ fn nat_lab(wan_offloads: bool) -> Lab {
     lab
 }
 
-/// A file of `mb` MiB of random bytes served over HTTP from the wan host;
-/// returns its SHA-256.
-fn serve_file(lab: &Lab, mb: usize) -> String {
-    let dir = lab.config_path.parent().unwrap().join("www");
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("blob");
+/// Writes `mb` MiB of random bytes to `path`.
+fn random_file(path: &std::path::Path, mb: usize) -> std::path::PathBuf {
     let ok = std::process::Command::new("dd")
-        .args(["if=/dev/urandom", &format!("of={}", file.display()), "bs=1M", &format!("count={mb}")])
+        .args(["if=/dev/urandom", &format!("of={}", path.display()), "bs=1M", &format!("count={mb}")])
         .stderr(std::process::Stdio::null())
         .status()
         .unwrap()
         .success();
     assert!(ok, "dd");
+    path.to_path_buf()
+}
+
+/// A file of `mb` MiB of random bytes served over HTTP from the wan host;
+/// returns its SHA-256.
+fn serve_file(lab: &Lab, mb: usize) -> String {
+    let dir = lab.config_path.parent().unwrap().join("www");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = random_file(&dir.join("blob"), mb);
     let wan = lab.port("wan");
     let d = dir.display().to_string();
     wan.ns.spawn(&["python3", "-m", "http.server", "8000", "--bind", "10.1.0.2", "--directory", &d]).unwrap();
@@ -56,14 +61,7 @@ fn download(lab: &Lab) -> String {
 /// host through the NAT; asserts the sink got exactly those bytes.
 fn upload(lab: &Lab, mb: usize) {
     let dir = lab.config_path.parent().unwrap();
-    let file = dir.join("upload");
-    let ok = std::process::Command::new("dd")
-        .args(["if=/dev/urandom", &format!("of={}", file.display()), "bs=1M", &format!("count={mb}")])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "dd");
+    let file = random_file(&dir.join("upload"), mb);
     let f = file.display().to_string();
     let want = format!("{} {}", mb << 20, sha256(&f));
     lab.port("wan").ns.spawn(&["python3", &script("tcp_sink.py"), "10.1.0.2", "9000"]).unwrap();

@@ -8,9 +8,8 @@
 //! Cycles are ns × the CPU clock from /proc/cpuinfo.
 
 use vnfs::config;
-use vnfs::csum;
 use vnfs::dataplane::Dataplane;
-use vnfs::packet::{Packet, PacketPool};
+use vnfs::packet::PacketPool;
 
 mod common;
 use common::{arp_reply, cpu_mhz, Rng};
@@ -21,23 +20,6 @@ const BATCH: usize = 32;
 const VIP: [u8; 4] = [198, 51, 100, 1];
 /// For the baseline: a destination the router sends to the same gateway.
 const ROUTED: [u8; 4] = [198, 51, 100, 2];
-
-/// Makes a forwarded packet a fresh arrival from `src:sport` to `dst`:53.
-fn rearm(p: &mut Packet, src: u32, sport: u16, dst: [u8; 4]) {
-    let d = p.data_mut();
-    d[0..6].copy_from_slice(&LAN_MAC);
-    let ip = &mut d[14..];
-    ip[8] = 64;
-    ip[12..16].copy_from_slice(&src.to_be_bytes());
-    ip[16..20].copy_from_slice(&dst);
-    ip[10..12].copy_from_slice(&[0, 0]);
-    let c = csum::checksum(&ip[..20]);
-    csum::set(ip, 10, c);
-    ip[20..22].copy_from_slice(&sport.to_be_bytes());
-    ip[22..24].copy_from_slice(&53u16.to_be_bytes());
-    ip[26] = 0;
-    ip[27] = 0;
-}
 
 fn dataplane(chain: bool, flows: usize) -> (Dataplane, PacketPool) {
     let mut text =
@@ -79,7 +61,7 @@ fn run(
 ) -> f64 {
     common::run_ring(dp, pool, total, batch, &common::udp_frame(LAN_MAC, 0x0a00_0002, 1024, dst, 53), |p| {
         let (a, port) = next();
-        rearm(p, a, port, dst);
+        common::rearm_udp(p, LAN_MAC, a, port, dst);
     })
 }
 

@@ -9,10 +9,9 @@
 use std::time::Instant;
 
 use vnfs::config;
-use vnfs::csum;
 use vnfs::dataplane::Dataplane;
 use vnfs::lb::maglev::{MaglevTable, Member, DEFAULT_SIZE};
-use vnfs::packet::{Packet, PacketPool};
+use vnfs::packet::PacketPool;
 
 mod common;
 use common::{arp_reply, cpu_mhz, Rng};
@@ -25,23 +24,6 @@ fn frame(src: u32, sport: u16, dst: [u8; 4]) -> Vec<u8> {
 const C_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
 const S_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 2];
 const BATCH: usize = 32;
-
-/// Restores a forwarded packet to a fresh arrival from `src:sport` to `dst`.
-fn rearm(p: &mut Packet, src: u32, sport: u16, dst: [u8; 4]) {
-    let d = p.data_mut();
-    d[0..6].copy_from_slice(&C_MAC);
-    let ip = &mut d[14..];
-    ip[8] = 64;
-    ip[12..16].copy_from_slice(&src.to_be_bytes());
-    ip[16..20].copy_from_slice(&dst);
-    ip[10..12].copy_from_slice(&[0, 0]);
-    let c = csum::checksum(&ip[..20]);
-    csum::set(ip, 10, c);
-    ip[20..22].copy_from_slice(&sport.to_be_bytes());
-    ip[22..24].copy_from_slice(&53u16.to_be_bytes());
-    ip[26] = 0;
-    ip[27] = 0;
-}
 
 fn dataplane(lb: bool, flows: usize) -> (Dataplane, PacketPool) {
     let mut text = String::from(
@@ -78,7 +60,7 @@ fn run(
 ) -> f64 {
     common::run_ring(dp, pool, total, batch, &frame(0x0b00_0002, 1024, dst), |p| {
         let (a, port) = next();
-        rearm(p, a, port, dst);
+        common::rearm_udp(p, C_MAC, a, port, dst);
     })
 }
 

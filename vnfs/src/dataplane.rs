@@ -955,14 +955,7 @@ mod tests {
             sum = (sum & 0xffff) + (sum >> 16);
         }
         csum::set(&mut f, 34 + 16, sum as u16);
-        let mut parts = f.chunks(1800);
-        let mut head = pool.alloc().unwrap();
-        head.fill(parts.next().unwrap());
-        for part in parts {
-            let mut s = pool.alloc().unwrap();
-            s.fill(part);
-            pool.append(&mut head, s).unwrap();
-        }
+        let mut head = chained(pool, &f, 1800);
         head.meta.offload = Offload { csum_partial: true, csum_start: 34, csum_offset: 16, gso_size: 1448 };
         head
     }

@@ -291,16 +291,9 @@ mod tests {
         f
     }
 
-    /// `frame` as a chain of buffers of at most `chunk` bytes.
+    /// `frame` chained as a NIC with offloads delivers it, checksum partial.
     fn chained(pool: &mut PacketPool, frame: &[u8], chunk: usize, gso: u16) -> Packet {
-        let mut parts = frame.chunks(chunk);
-        let mut head = pool.alloc().unwrap();
-        head.fill(parts.next().unwrap());
-        for part in parts {
-            let mut s = pool.alloc().unwrap();
-            s.fill(part);
-            pool.append(&mut head, s).unwrap();
-        }
+        let mut head = crate::testutil::chained(pool, frame, chunk);
         head.meta.offload = Offload { csum_partial: true, csum_start: 34, csum_offset: 16, gso_size: gso };
         head
     }

@@ -144,6 +144,23 @@ pub fn l4_frame(dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, proto: IpProtoco
     buf
 }
 
+/// `frame` as a chain of pool buffers of at most `chunk` bytes each, as a
+/// NIC with mergeable receive buffers delivers a large one (a buffer the
+/// pool cannot chain goes back to it).
+pub fn chained(pool: &mut crate::packet::PacketPool, frame: &[u8], chunk: usize) -> crate::packet::Packet {
+    let mut parts = frame.chunks(chunk);
+    let mut head = pool.alloc().expect("a buffer");
+    assert!(head.fill(parts.next().unwrap_or(&[])));
+    for part in parts {
+        let mut s = pool.alloc().expect("a buffer");
+        assert!(s.fill(part));
+        if let Err(s) = pool.append(&mut head, s) {
+            pool.free(s);
+        }
+    }
+    head
+}
+
 /// Buffers in a rig's pool.
 pub const RIG_BUFFERS: usize = 256;
 

@@ -39,6 +39,24 @@ fn sink(ns: &Netns) {
     let _ = ns.exec(&["nft", "add rule inet sink in udp dport 9 drop"]);
 }
 
+/// Writes the trafgen packet: 64-byte UDP 10.0.0.2:4000 → 10.1.0.2:9
+/// from `src_mac` to `dst_mac`.
+fn trafgen_conf(dir: &std::path::Path, dst_mac: &str, src_mac: &str) -> std::path::PathBuf {
+    let conf = dir.join("udp64.trafgen");
+    let hex = |m: &str| m.split(':').map(|b| format!("0x{b}")).collect::<Vec<_>>().join(", ");
+    std::fs::write(
+        &conf,
+        format!(
+            "{{ {}, {}, 0x08, 0x00, 0x45, 0, 0, 46, 0, 0, 0, 0, 64, 17, csumip(14, 33), 10, 0, 0, 2, 10, 1, 0, 2, \
+             0x0f, 0xa0, 0, 9, 0, 26, 0, 0, fill(0, 18) }}\n",
+            hex(dst_mac),
+            hex(src_mac)
+        ),
+    )
+    .unwrap();
+    conf
+}
+
 /// Sends at each rate; returns (offered pps, delivered pps, loss) per step.
 fn sweep(
     tx_ns: &Netns,
@@ -49,18 +67,7 @@ fn sweep(
     dir: &std::path::Path,
 ) -> Vec<(u64, f64, f64)> {
     let src_mac = mac_of(tx_ns, tx_dev);
-    let conf = dir.join("udp64.trafgen");
-    let hex = |m: &str| m.split(':').map(|b| format!("0x{b}")).collect::<Vec<_>>().join(", ");
-    std::fs::write(
-        &conf,
-        format!(
-            "{{ {}, {}, 0x08, 0x00, 0x45, 0, 0, 46, 0, 0, 0, 0, 64, 17, csumip(14, 33), 10, 0, 0, 2, 10, 1, 0, 2, \
-             0x0f, 0xa0, 0, 9, 0, 26, 0, 0, fill(0, 18) }}\n",
-            hex(dst_mac),
-            hex(&src_mac)
-        ),
-    )
-    .unwrap();
+    let conf = trafgen_conf(dir, dst_mac, &src_mac);
     let mut out = Vec::new();
     for &rate in RATES {
         let n = rate * SECONDS;
@@ -336,18 +343,7 @@ fn profile() {
     sink(&wan.ns);
     let _ = lan.ns.output(&["ping", "-c", "2", "-i", "0.2", "-W", "1", "10.1.0.2"]);
     let dir = lab.config_path.parent().unwrap().to_path_buf();
-    let conf = dir.join("udp64.trafgen");
-    let hex = |m: &str| m.split(':').map(|b| format!("0x{b}")).collect::<Vec<_>>().join(", ");
-    std::fs::write(
-        &conf,
-        format!(
-            "{{ {}, {}, 0x08, 0x00, 0x45, 0, 0, 46, 0, 0, 0, 0, 64, 17, csumip(14, 33), 10, 0, 0, 2, 10, 1, 0, 2, \
-             0x0f, 0xa0, 0, 9, 0, 26, 0, 0, fill(0, 18) }}\n",
-            hex(&lan.mac),
-            hex(&mac_of(&lan.ns, &lan.tap.name))
-        ),
-    )
-    .unwrap();
+    let conf = trafgen_conf(&dir, &lan.mac, &mac_of(&lan.ns, &lan.tap.name));
     let mut gen = lan
         .ns
         .command(&[

@@ -72,6 +72,25 @@ pub fn udp_frame(dst_mac: [u8; 6], src: u32, sport: u16, dst: [u8; 4], dport: u1
     f
 }
 
+/// Makes a forwarded 60-byte UDP frame a fresh arrival at `mac` from
+/// `src:sport` to `dst`:53 again (stages rewrote addresses, ports, TTL and
+/// MACs); the IPv4 checksum is computed afresh.
+pub fn rearm_udp(p: &mut Packet, mac: [u8; 6], src: u32, sport: u16, dst: [u8; 4]) {
+    let d = p.data_mut();
+    d[0..6].copy_from_slice(&mac);
+    let ip = &mut d[14..];
+    ip[8] = 64;
+    ip[12..16].copy_from_slice(&src.to_be_bytes());
+    ip[16..20].copy_from_slice(&dst);
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let c = csum::checksum(&ip[..20]);
+    csum::set(ip, 10, c);
+    ip[20..22].copy_from_slice(&sport.to_be_bytes());
+    ip[22..24].copy_from_slice(&53u16.to_be_bytes());
+    ip[26] = 0;
+    ip[27] = 0;
+}
+
 /// Sends `total` packets in bursts of `burst` into port 0 and expects each
 /// out of port 1. A ring of 2048 buffers (filled with `template`) is reused;
 /// `rearm` makes a buffer a fresh arrival (its flow, MACs, TTL) before it

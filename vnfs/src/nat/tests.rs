@@ -383,16 +383,7 @@ proptest! {
             } else {
                 l4_frame(LAN_MAC, A, SERVER, proto, &body)
             };
-            let mut parts = frame.chunks(chunk);
-            let mut head = r.pool.alloc().unwrap();
-            head.fill(parts.next().unwrap());
-            for part in parts {
-                let mut s = r.pool.alloc().unwrap();
-                s.fill(part);
-                if let Err(s) = r.pool.append(&mut head, s) {
-                    r.pool.free(s);
-                }
-            }
+            let mut head = chained(&mut r.pool, &frame, chunk);
             head.meta.offload = crate::packet::Offload { csum_partial: partial, csum_start, csum_offset, gso_size };
             let mut batch = crate::packet::Batch::new();
             batch.push(head).unwrap();
