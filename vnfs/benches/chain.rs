@@ -65,21 +65,6 @@ fn run(
     })
 }
 
-fn row(n: usize, what: &str, batch: usize, chain: f64, base: f64, mhz: f64) {
-    println!(
-        "{:<10} {:<12} {:>5} {:>8.1} ns {:>4.0} cyc {:>13.1} ns {:>4.0} cyc {:>10.1} ns {:>4.0} cyc",
-        n,
-        what,
-        batch,
-        chain,
-        chain * mhz / 1e3,
-        base,
-        base * mhz / 1e3,
-        chain - base,
-        (chain - base) * mhz / 1e3
-    );
-}
-
 fn main() {
     let mhz = cpu_mhz();
     println!("LB -> router -> NAT on every packet, host, one core ({mhz:.0} MHz; established: best of 3)\n");
@@ -89,14 +74,9 @@ fn main() {
     );
     for n in [1_000usize, 1_000_000] {
         let mut rng = Rng(0x4242 ^ n as u64);
-        let mut seen = std::collections::HashSet::new();
-        let mut flows = Vec::with_capacity(n);
-        while flows.len() < n {
-            let f = (0x0a00_0000 | (rng.next() & 0x00ff_fffe) | 2, 1024 + (rng.next() % 60000) as u16);
-            if seen.insert(f) {
-                flows.push(f);
-            }
-        }
+        let flows = common::unique_flows(n, || {
+            (0x0a00_0000 | (rng.next() & 0x00ff_fffe) | 2, 1024 + (rng.next() % 60000) as u16)
+        });
         let total = n / BATCH * BATCH;
         let (mut dp, mut pool) = dataplane(true, n + 4096);
         let (mut base, mut bpool) = dataplane(false, 0);
@@ -110,7 +90,7 @@ fn main() {
             j += 1;
             flows[(j - 1) % n]
         });
-        row(n, "new flows", BATCH, new_ns, base_new, mhz);
+        common::row(n, "new flows", BATCH, new_ns, base_new, mhz);
         for batch in [1, 8, 32] {
             let est = common::best_of(3, || {
                 let mut r = Rng(7);
@@ -120,7 +100,7 @@ fn main() {
                 let mut r = Rng(7);
                 run(&mut base, &mut bpool, 1_000_000, batch, ROUTED, || flows[r.next() as usize % n])
             });
-            row(n, "established", batch, est, base_est, mhz);
+            common::row(n, "established", batch, est, base_est, mhz);
         }
     }
 }

@@ -64,21 +64,6 @@ fn run(
     })
 }
 
-fn row(n: usize, what: &str, batch: usize, lb: f64, base: f64, mhz: f64) {
-    println!(
-        "{:<10} {:<12} {:>5} {:>8.1} ns {:>4.0} cyc {:>13.1} ns {:>4.0} cyc {:>10.1} ns {:>4.0} cyc",
-        n,
-        what,
-        batch,
-        lb,
-        lb * mhz / 1e3,
-        base,
-        base * mhz / 1e3,
-        lb - base,
-        (lb - base) * mhz / 1e3
-    );
-}
-
 fn main() {
     let mhz = cpu_mhz();
     println!("LB, host, one core, 10 backends, DNAT ({mhz:.0} MHz; cycles = ns x clock; established: best of 3)\n");
@@ -90,14 +75,8 @@ fn main() {
     const ROUTED: [u8; 4] = [10, 2, 0, 53];
     for n in [1_000usize, 1_000_000] {
         let mut rng = Rng(0x77 ^ n as u64);
-        let mut seen = std::collections::HashSet::new();
-        let mut flows = Vec::with_capacity(n);
-        while flows.len() < n {
-            let f = (0x0b00_0000 | (rng.next() & 0x00ff_ffff), 1024 + (rng.next() % 60000) as u16);
-            if seen.insert(f) {
-                flows.push(f);
-            }
-        }
+        let flows =
+            common::unique_flows(n, || (0x0b00_0000 | (rng.next() & 0x00ff_ffff), 1024 + (rng.next() % 60000) as u16));
         let total = n.max(BATCH * 64) / BATCH * BATCH;
         let (mut dp, mut pool) = dataplane(true, n + 4096);
         let mut i = 0;
@@ -113,7 +92,7 @@ fn main() {
             j += 1;
             f
         });
-        row(n, "new flows", BATCH, new_ns, base_new, mhz);
+        common::row(n, "new flows", BATCH, new_ns, base_new, mhz);
         for batch in [1, 8, 32] {
             let est = common::best_of(3, || {
                 let mut r = Rng(5);
@@ -123,7 +102,7 @@ fn main() {
                 let mut r = Rng(5);
                 run(&mut base, &mut bpool, 1_000_000, batch, ROUTED, || flows[r.next() as usize % flows.len()])
             });
-            row(n, "established", batch, est, base_est, mhz);
+            common::row(n, "established", batch, est, base_est, mhz);
         }
     }
     println!("\nMaglev table build, M = {DEFAULT_SIZE}");

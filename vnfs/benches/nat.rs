@@ -89,14 +89,7 @@ fn run(
 /// the way).
 fn profile(n: usize, nat: bool) {
     let mut rng = Rng(0x1234_5678 ^ n as u64);
-    let mut seen = std::collections::HashSet::new();
-    let mut flows = Vec::with_capacity(n);
-    while flows.len() < n {
-        let f = flow(&mut rng);
-        if seen.insert(f) {
-            flows.push(f);
-        }
-    }
+    let flows = common::unique_flows(n, || flow(&mut rng));
     let (mut dp, mut pool) = dataplane(nat, n + 4096);
     let mut i = 0;
     run(&mut dp, &mut pool, n / BATCH * BATCH, BATCH, || {
@@ -124,17 +117,7 @@ fn main() {
     );
     for n in [1_000usize, 1_000_000] {
         let mut rng = Rng(0x1234_5678 ^ n as u64);
-        let flows: Vec<(u32, u16)> = {
-            let mut seen = std::collections::HashSet::new();
-            let mut v = Vec::with_capacity(n);
-            while v.len() < n {
-                let f = flow(&mut rng);
-                if seen.insert(f) {
-                    v.push(f);
-                }
-            }
-            v
-        };
+        let flows = common::unique_flows(n, || flow(&mut rng));
         // New flows: every packet opens a session, until n exist.
         let total = n / BATCH * BATCH;
         let (mut dp, mut pool) = dataplane(true, n + 4096);
@@ -149,7 +132,7 @@ fn main() {
             j += 1;
             flows[(j - 1) % flows.len()]
         });
-        row(n, "new flows", BATCH, new_ns, base_new, mhz);
+        common::row(n, "new flows", BATCH, new_ns, base_new, mhz);
         // Established: random packets of the n sessions now open.
         for batch in [1, 8, 32] {
             let est = common::best_of(REPEAT, || {
@@ -160,7 +143,7 @@ fn main() {
                 let mut r = Rng(99);
                 run(&mut base, &mut bpool, 1_000_000, batch, || flows[r.next() as usize % flows.len()])
             });
-            row(n, "established", batch, est, base_est, mhz);
+            common::row(n, "established", batch, est, base_est, mhz);
         }
         let mut s = String::new();
         dp.write_stats(&mut s).unwrap();
@@ -179,18 +162,3 @@ fn main() {
 /// Runs of the established case; the best one counts (the host is shared,
 /// and slower runs measure its other work, not sluice).
 const REPEAT: usize = 3;
-
-fn row(n: usize, what: &str, batch: usize, nat: f64, base: f64, mhz: f64) {
-    println!(
-        "{:<10} {:<12} {:>5} {:>8.1} ns {:>4.0} cyc {:>13.1} ns {:>4.0} cyc {:>10.1} ns {:>4.0} cyc",
-        n,
-        what,
-        batch,
-        nat,
-        nat * mhz / 1e3,
-        base,
-        base * mhz / 1e3,
-        nat - base,
-        (nat - base) * mhz / 1e3
-    );
-}

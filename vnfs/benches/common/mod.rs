@@ -32,6 +32,36 @@ pub fn cpu_mhz() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `n` distinct flows (source address, source port) drawn by `draw`.
+pub fn unique_flows(n: usize, mut draw: impl FnMut() -> (u32, u16)) -> Vec<(u32, u16)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut flows = Vec::with_capacity(n);
+    while flows.len() < n {
+        let f = draw();
+        if seen.insert(f) {
+            flows.push(f);
+        }
+    }
+    flows
+}
+
+/// One table row: the stage(s) measured beside the baseline, and the
+/// difference (the stage's share), in ns and cycles.
+pub fn row(n: usize, what: &str, batch: usize, with: f64, base: f64, mhz: f64) {
+    println!(
+        "{:<10} {:<12} {:>5} {:>8.1} ns {:>4.0} cyc {:>13.1} ns {:>4.0} cyc {:>10.1} ns {:>4.0} cyc",
+        n,
+        what,
+        batch,
+        with,
+        with * mhz / 1e3,
+        base,
+        base * mhz / 1e3,
+        with - base,
+        (with - base) * mhz / 1e3
+    );
+}
+
 /// The smallest of `k` measurements.
 pub fn best_of(k: usize, mut f: impl FnMut() -> f64) -> f64 {
     (0..k).map(|_| f()).fold(f64::INFINITY, f64::min)
