@@ -593,7 +593,7 @@ impl NatTable {
     }
 
     /// [`outbound`](Self::outbound) with what [`hint`](Self::hint) found.
-    pub fn outbound_hinted(
+    fn outbound_hinted(
         &mut self,
         hint: Hint,
         proto: u8,
@@ -646,7 +646,7 @@ impl NatTable {
     }
 
     /// [`inbound`](Self::inbound) with what [`hint`](Self::hint) found.
-    pub fn inbound_hinted(
+    fn inbound_hinted(
         &mut self,
         hint: Hint,
         proto: u8,
