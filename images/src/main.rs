@@ -106,7 +106,9 @@ fn run(args: &[String]) -> ExitCode {
     }
     for ns in ["sluice-lan", "sluice-wan"] {
         // A previous run killed hard leaves these behind.
-        let _ = std::process::Command::new("ip").args(["netns", "del", ns]).status();
+        if std::path::Path::new("/run/netns").join(ns).exists() {
+            let _ = std::process::Command::new("ip").args(["netns", "del", ns]).status();
+        }
     }
 
     let stop = Arc::new(AtomicBool::new(false));
