@@ -505,7 +505,7 @@ impl Stats {
             let kv: Vec<(&str, &str)> = words.filter_map(|w| w.split_once('=')).collect();
             match kind {
                 // Ports by `port=`, stages by `name=`: one map of counter sets.
-                Some("stats") | Some("nic") | Some("stage") | Some("egress") | Some("lb-service")
+                Some("stats") | Some("nic") | Some("loop") | Some("stage") | Some("egress") | Some("lb-service")
                 | Some("lb-backend") => {
                     let Some((_, port)) = kv.iter().find(|(k, _)| *k == "port" || *k == "name") else {
                         continue;

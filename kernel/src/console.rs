@@ -24,18 +24,57 @@ pub struct LoopStats {
     pub idle_turns: u64,
 }
 
+/// Copies the drivers' and the poll loop's counters into the dataplane,
+/// which shows them with its own (`stats`, `/metrics`).
+pub fn publish<N: Nic>(dp: &mut Dataplane, nics: &[N], lp: &LoopStats) {
+    for (i, nic) in nics.iter().enumerate() {
+        let n = nic.stats();
+        let c = &mut dp.port_mut(i as u8).nic_counters;
+        c.clear();
+        for kv in [
+            ("rx_bursts", n.rx_bursts),
+            ("tx_bursts", n.tx_bursts),
+            ("rx_kicks", n.rx_kicks),
+            ("tx_kicks", n.tx_kicks),
+            ("rx_bad_len", n.rx_bad_len),
+            ("tx_no_headroom", n.tx_no_headroom),
+            ("rx_large", n.rx_large),
+            ("tx_large", n.tx_large),
+            ("rx_chain_dropped", n.rx_chain_dropped),
+            ("rx_bad_offload", n.rx_bad_offload),
+            ("tx_bad_offload", n.tx_bad_offload),
+            ("buffers_held", nic.buffers_held() as u64),
+        ] {
+            let _ = c.push(kv);
+        }
+    }
+    let c = &mut dp.loop_counters;
+    c.clear();
+    for kv in [
+        ("busy_turns", lp.busy_turns),
+        ("idle_turns", lp.idle_turns),
+        ("packets", lp.packets),
+        ("busy_cycles", lp.busy_cycles),
+        ("cycles_per_packet", lp.busy_cycles.checked_div(lp.packets).unwrap_or(0)),
+        ("packets_per_busy_turn", lp.packets.checked_div(lp.busy_turns).unwrap_or(0)),
+        ("tsc_mhz", crate::clock::tsc_mhz()),
+    ] {
+        let _ = c.push(kv);
+    }
+}
+
 impl Console {
     pub fn new() -> Self {
         Console { line: heapless::String::new() }
     }
 
     /// Reads what arrived on COM1 and runs complete lines.
-    pub fn poll<N: Nic>(&mut self, dp: &Dataplane, nics: &[N], pool: &PacketPool, lp: &LoopStats) {
+    pub fn poll<N: Nic>(&mut self, dp: &Dataplane, nics: &[N], pool: &PacketPool) {
         while let Some(b) = serial::try_read() {
             match b {
                 b'\r' | b'\n' => {
                     let line = core::mem::take(&mut self.line);
-                    self.run(line.trim(), dp, nics, pool, lp);
+                    self.run(line.trim(), dp, nics, pool);
                 }
                 _ => {
                     // Over-long lines are cut, never overflow.
@@ -45,12 +84,12 @@ impl Console {
         }
     }
 
-    fn run<N: Nic>(&self, cmd: &str, dp: &Dataplane, nics: &[N], pool: &PacketPool, lp: &LoopStats) {
+    fn run<N: Nic>(&self, cmd: &str, dp: &Dataplane, nics: &[N], pool: &PacketPool) {
         match cmd {
             "" => {}
-            "stats" => dump(dp, nics, pool, lp),
+            "stats" => dump(dp, nics, pool),
             "quit" => {
-                dump(dp, nics, pool, lp);
+                dump(dp, nics, pool);
                 println!("sluice: shutting down");
                 crate::x86::reset();
             }
@@ -61,31 +100,11 @@ impl Console {
     }
 }
 
-fn dump<N: Nic>(dp: &Dataplane, nics: &[N], pool: &PacketPool, lp: &LoopStats) {
+fn dump<N: Nic>(dp: &Dataplane, nics: &[N], pool: &PacketPool) {
     let mut s = alloc::string::String::new();
     let _ = dp.write_stats(&mut s);
     for line in s.lines() {
         println!("{line}");
-    }
-    for (p, nic) in dp.ports().iter().zip(nics) {
-        let n = nic.stats();
-        println!(
-            "nic port={} offloads={} rx_bursts={} tx_bursts={} rx_kicks={} tx_kicks={} rx_bad_len={} tx_no_headroom={} rx_large={} tx_large={} rx_chain_dropped={} rx_bad_offload={} tx_bad_offload={} host_tx_no_buffer={}",
-            p.name,
-            nic.offloads() as u8,
-            n.rx_bursts,
-            n.tx_bursts,
-            n.rx_kicks,
-            n.tx_kicks,
-            n.rx_bad_len,
-            n.tx_no_headroom,
-            n.rx_large,
-            n.tx_large,
-            n.rx_chain_dropped,
-            n.rx_bad_offload,
-            n.tx_bad_offload,
-            p.host.counters.tx_no_buffer
-        );
     }
     let held: usize = nics.iter().map(|n| n.buffers_held()).sum();
     println!(
@@ -96,16 +115,6 @@ fn dump<N: Nic>(dp: &Dataplane, nics: &[N], pool: &PacketPool, lp: &LoopStats) {
         pool.exhausted,
         pool.tails_exhausted,
         crate::heap::used()
-    );
-    println!(
-        "loop busy_turns={} idle_turns={} packets={} busy_cycles={} cycles_per_packet={} packets_per_busy_turn={} tsc_mhz={}",
-        lp.busy_turns,
-        lp.idle_turns,
-        lp.packets,
-        lp.busy_cycles,
-        lp.busy_cycles.checked_div(lp.packets).unwrap_or(0),
-        lp.packets.checked_div(lp.busy_turns).unwrap_or(0),
-        crate::clock::tsc_mhz()
     );
     println!("stats end");
 }

@@ -272,7 +272,8 @@ extern "C" fn kmain(start_info: usize) -> ! {
         }
         if now >= next_console {
             next_console = now + 1000;
-            console.poll(&dp, &nics, &pool, &lp);
+            console::publish(&mut dp, &nics, &lp);
+            console.poll(&dp, &nics, &pool);
             while let Some(e) = dp.pop_event() {
                 log_event(&e);
             }

@@ -59,7 +59,15 @@ pub struct Port {
     /// The port's NIC completes partial checksums and cuts TCP
     /// super-packets on transmit (set by whoever binds the NIC).
     pub offloads: bool,
+    /// The NIC driver's own counters (kicks, bursts, large frames…), as
+    /// its owner last copied them in; shown on the `nic` line and in
+    /// `/metrics`.
+    pub nic_counters: DriverCounters,
 }
+
+/// Named counters a NIC driver or the poll loop keeps, copied into the
+/// dataplane so that `stats` and `/metrics` show them (vnfs knows no driver).
+pub type DriverCounters = heapless::Vec<(&'static str, u64), 16>;
 
 /// How often the host stacks run when nothing arrives for them (ARP cache
 /// and, later, TCP timers).
@@ -71,6 +79,9 @@ const HOST_POLL_INTERVAL_BUSY: Micros = 2_000;
 const RELOAD_RESERVE: usize = 256 << 10;
 
 pub struct Dataplane {
+    /// The poll loop's own counters (busy turns, cycles per packet…), as
+    /// the kernel last copied them in.
+    pub loop_counters: DriverCounters,
     /// Tells how much heap is free (the kernel sets it), so a reload that
     /// asks for larger tables than the RAM holds is refused, not fatal.
     free_memory: Option<fn() -> usize>,
@@ -191,11 +202,13 @@ impl Dataplane {
                 host: HostStack::new(*mac, pc.address, &local, default_gw(i), pc.mtu, now, seed ^ i as u64),
                 tx: TxQueue::new(),
                 offloads: false,
+                nic_counters: DriverCounters::new(),
             })
             .collect();
         let (stages, stage_counters, pipelines) = build_stages(config, macs, seed, Vec::new());
         let mgmt = config.management.as_ref().map(|m| (m.port, Management::new(&mut ports[m.port].host, m.listen)));
         Dataplane {
+            loop_counters: DriverCounters::new(),
             free_memory: None,
             ports,
             stage_counters,
@@ -357,6 +370,8 @@ impl Dataplane {
                 Some("stats") => ("sluice_port", "port"),
                 Some("stage") => ("sluice_stage", "stage"),
                 Some("egress") => ("sluice_egress", "egress"),
+                Some("nic") => ("sluice_nic", "port"),
+                Some("loop") => ("sluice_loop", "loop"),
                 Some("lb-service") => ("sluice_lb_service", "service"),
                 Some("lb-backend") => ("sluice_lb_backend", "backend"),
                 _ => continue,
@@ -630,6 +645,20 @@ impl Dataplane {
             e.neighbors.counters.evicted,
             e.neighbors.counters.failed
         )?;
+        for p in self.ports.iter().filter(|p| !p.nic_counters.is_empty()) {
+            write!(w, "nic port={} offloads={}", p.name, p.offloads as u8)?;
+            for (k, v) in &p.nic_counters {
+                write!(w, " {k}={v}")?;
+            }
+            writeln!(w, " host_tx_no_buffer={}", p.host.counters.tx_no_buffer)?;
+        }
+        if !self.loop_counters.is_empty() {
+            write!(w, "loop name=poll")?;
+            for (k, v) in &self.loop_counters {
+                write!(w, " {k}={v}")?;
+            }
+            writeln!(w)?;
+        }
         Ok(())
     }
 }
@@ -652,6 +681,10 @@ fn is_gauge(k: &str) -> bool {
             | "routes"
             | "route_table_bytes"
             | "table_bytes"
+            | "offloads"
+            | "cycles_per_packet"
+            | "packets_per_busy_turn"
+            | "tsc_mhz"
     )
 }
 
@@ -869,6 +902,32 @@ mod tests {
         let mut s = String::new();
         dp.write_stats(&mut s).unwrap();
         assert!(s.contains("session_capacity=2000 "), "{s}");
+    }
+
+    #[test]
+    fn driver_and_loop_counters_reach_stats_and_metrics() {
+        let pool = PacketPool::new(4);
+        let mut dp = dataplane("");
+        dp.port_mut(0).offloads = true;
+        dp.port_mut(0).nic_counters.extend([("rx_kicks", 7), ("rx_large", 5)]);
+        dp.loop_counters.extend([("busy_turns", 3), ("cycles_per_packet", 900)]);
+        let mut s = String::new();
+        dp.write_stats(&mut s).unwrap();
+        assert!(s.contains("nic port=lan offloads=1 rx_kicks=7 rx_large=5 host_tx_no_buffer=0\n"), "{s}");
+        assert!(s.contains("loop name=poll busy_turns=3 cycles_per_packet=900\n"), "{s}");
+        let mut m = String::new();
+        dp.write_metrics(&mut m, &pool).unwrap();
+        assert!(
+            m.contains("# TYPE sluice_nic_rx_large_total counter\nsluice_nic_rx_large_total{port=\"lan\"} 5\n"),
+            "{m}"
+        );
+        assert!(m.contains("# TYPE sluice_nic_offloads gauge\n"), "{m}");
+        assert!(
+            m.contains(
+                "# TYPE sluice_loop_cycles_per_packet gauge\nsluice_loop_cycles_per_packet{loop=\"poll\"} 900\n"
+            ),
+            "{m}"
+        );
     }
 
     #[test]
