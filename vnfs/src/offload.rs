@@ -114,7 +114,7 @@ pub fn complete_checksum(pkt: &mut Packet) -> bool {
     for seg in core::iter::once(&*pkt).chain(pkt.tail()) {
         let d = seg.data();
         let from = start.saturating_sub(at).min(d.len());
-        let to = ip_end.saturating_sub(at).min(d.len());
+        let to = ip_end.saturating_sub(at).min(d.len()).max(from);
         at += d.len();
         let mut bytes = &d[from..to];
         if let Some(hi) = odd.take() {
