@@ -1071,6 +1071,62 @@ mod tests {
     }
 
     #[test]
+    fn a_partial_checksum_datagram_too_big_for_the_port_is_completed_and_fragmented() {
+        use crate::csum;
+        use smoltcp::wire::UdpPacket;
+        let cfg = config::parse("port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24 mtu 1400\n").unwrap();
+        let mut dp = Dataplane::new(&cfg, &[MAC, [0x52, 0x54, 0, 0, 0, 2]], 0, 7);
+        dp.port_mut(1).offloads = true;
+        let mut pool = PacketPool::new(16);
+        let dst = Ipv4Addr::new(10, 1, 0, 2);
+        let mut b = Batch::new();
+        let mut p = pool.alloc().unwrap();
+        p.fill(&arp_reply([2, 0, 0, 0, 0, 9], dst, [0x52, 0x54, 0, 0, 0, 2], Ipv4Addr::new(10, 1, 0, 1)));
+        b.push(p).unwrap();
+        dp.receive(1, &mut b, &mut pool, 0);
+        while let Some(p) = dp.port_mut(1).tx.pop_front() {
+            pool.free(p);
+        }
+        // 1472 bytes of UDP, DF clear, checksum left partial by the sender.
+        let payload: std::vec::Vec<u8> = (0..1464u32).map(|i| i as u8).collect();
+        let mut f = udp_frame(MAC, (PEER_IP, 5000), (dst, 53), &payload);
+        f[20] &= !0x40; // DF clear
+        csum::set(&mut f, 24, 0);
+        let c = csum::checksum(&f[14..34]);
+        csum::set(&mut f, 24, c);
+        let mut sum = 17u32 + 1472;
+        for at in [26, 28, 30, 32] {
+            sum += csum::get(&f, at) as u32;
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        csum::set(&mut f, 34 + 6, sum as u16);
+        let mut p = pool.alloc().unwrap();
+        p.fill(&f);
+        p.meta.offload = crate::packet::Offload { csum_partial: true, csum_start: 34, csum_offset: 6, gso_size: 0 };
+        let mut b = Batch::new();
+        b.push(p).unwrap();
+        dp.receive(0, &mut b, &mut pool, 0);
+        let out: std::vec::Vec<_> = core::iter::from_fn(|| dp.port_mut(1).tx.pop_front()).collect();
+        assert_eq!(out.len(), 2, "fragmented to the 1400-byte MTU");
+        let mut datagram = std::vec::Vec::new();
+        for s in &out {
+            let ip = Ipv4Packet::new_checked(&s.data()[14..]).unwrap();
+            assert!(ip.verify_checksum() && ip.total_len() <= 1400);
+            datagram.extend_from_slice(ip.payload());
+        }
+        let udp = UdpPacket::new_checked(&datagram[..]).unwrap();
+        assert!(udp.verify_checksum(&PEER_IP.into(), &dst.into()), "the completed checksum verifies");
+        assert_eq!(udp.payload(), &payload[..]);
+        for p in out {
+            pool.free(p);
+        }
+        dp.drain(&mut pool);
+        assert_eq!(pool.available(), 16);
+    }
+
+    #[test]
     fn announce_queues_one_gratuitous_arp_per_port() {
         let mut pool = PacketPool::new(8);
         let mut dp = dataplane("");

@@ -125,9 +125,18 @@ impl Egress {
             return cut.finish(pool);
         }
         if pkt.total_len() - ETH > mtu {
-            // Fragmenting a frame spread over several buffers is not done
-            // (the router answered it if DF was set).
-            return drop(ports, pool, pkt, DropReason::OffloadUnsupported);
+            if pkt.is_chained() {
+                // Fragmenting a frame spread over several buffers is not
+                // done (the router answered it if DF was set).
+                return drop(ports, pool, pkt, DropReason::OffloadUnsupported);
+            }
+            // One buffer, too big for the port: complete the checksum and
+            // fragment it like any other datagram.
+            self.counters.checksums_completed += o.csum_partial as u64;
+            if !offload::complete_checksum(&mut pkt) {
+                return drop(ports, pool, pkt, DropReason::OffloadUnsupported);
+            }
+            return self.fragment(pkt, mtu, ports, pool, now);
         }
         let ok = if nic_offloads {
             offload::refresh_partial(&mut pkt)
