@@ -12,6 +12,13 @@
 //! UDP checksum stays zero) and ICMP; ICMP errors are translated both ways
 //! with their quoted packet (RFC 5508); non-first fragments follow their
 //! first fragment's translation through a small bounded cache.
+//!
+//! A burst first takes its fast path: packets of established TCP/UDP
+//! sessions (plain 20-byte IPv4 header, whole datagram, one way across) are
+//! found from a key read at fixed offsets and rewritten in place in one pass
+//! (address, port, both checksums). The rest go the general way afterwards,
+//! in their order. A super-packet's partial transport checksum is rewritten
+//! like any other; the egress recomputes it from the final header.
 
 pub mod table;
 
