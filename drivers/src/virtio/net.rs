@@ -347,7 +347,10 @@ impl<H: Hal, T: Transport> Nic for VirtioNet<H, T> {
     }
 
     fn buffers_held(&self) -> usize {
-        self.rx.in_flight() + self.tx.in_flight()
+        // Descriptors in use (one per buffer), and a merged frame still
+        // waiting for its last buffers.
+        let partial = self.partial.as_ref().map_or(0, |(p, ..)| 1 + p.tail().len());
+        self.rx.in_flight() + self.tx.in_flight() + partial
     }
 }
 
