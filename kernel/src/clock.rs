@@ -98,5 +98,10 @@ pub fn tsc_to_us(ticks: u64) -> u64 {
 
 /// Microseconds since kernel entry.
 pub fn now_us() -> u64 {
-    tsc_to_us(rdtsc().wrapping_sub(crate::boot::boot_tsc()))
+    us_at(rdtsc())
+}
+
+/// Microseconds since kernel entry at TSC value `tsc` (one already read).
+pub fn us_at(tsc: u64) -> u64 {
+    tsc_to_us(tsc.wrapping_sub(crate::boot::boot_tsc()))
 }

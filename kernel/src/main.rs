@@ -261,7 +261,7 @@ extern "C" fn kmain(start_info: usize) -> ! {
     let mut lp = console::LoopStats::default();
     loop {
         let t0 = x86::rdtsc();
-        let now = clock::now_us();
+        let now = clock::us_at(t0);
         let n = poll_once(&mut nics, &mut dp, &mut pool, now);
         if n > 0 {
             lp.busy_turns += 1;

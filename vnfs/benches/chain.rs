@@ -7,7 +7,6 @@
 //!
 //! Cycles are ns × the CPU clock from /proc/cpuinfo.
 
-use vnfs::config;
 use vnfs::dataplane::Dataplane;
 use vnfs::packet::PacketPool;
 
@@ -39,30 +38,12 @@ fn dataplane(chain: bool, flows: usize) -> (Dataplane, PacketPool) {
     } else {
         text += "pipeline lan router\npipeline wan router\n";
     }
-    let cfg = config::parse(&text).unwrap();
-    let mut dp = Dataplane::new(&cfg, &[LAN_MAC, WAN_MAC], 0, 1);
-    let mut pool = PacketPool::new(4096);
     // The backends and the gateway answer ARP.
     let arps: Vec<Vec<u8>> = (10..20)
         .map(|l| arp_reply([2, 0, 0, 0, 2, l], [172, 16, 2, l], WAN_MAC, [172, 16, 0, 1]))
         .chain([arp_reply([2, 0, 0, 0, 0, 0xfe], [172, 16, 0, 254], WAN_MAC, [172, 16, 0, 1])])
         .collect();
-    common::prime(&mut dp, &mut pool, &arps);
-    (dp, pool)
-}
-
-fn run(
-    dp: &mut Dataplane,
-    pool: &mut PacketPool,
-    total: usize,
-    batch: usize,
-    dst: [u8; 4],
-    mut next: impl FnMut() -> (u32, u16),
-) -> f64 {
-    common::run_ring(dp, pool, total, batch, &common::udp_frame(LAN_MAC, 0x0a00_0002, 1024, dst, 53), |p| {
-        let (a, port) = next();
-        common::rearm_udp(p, LAN_MAC, a, port, dst);
-    })
+    common::build(&text, [LAN_MAC, WAN_MAC], &arps)
 }
 
 fn main() {
@@ -81,12 +62,12 @@ fn main() {
         let (mut dp, mut pool) = dataplane(true, n + 4096);
         let (mut base, mut bpool) = dataplane(false, 0);
         let mut i = 0;
-        let new_ns = run(&mut dp, &mut pool, total, BATCH, VIP, || {
+        let new_ns = common::run_udp(&mut dp, &mut pool, total, BATCH, LAN_MAC, VIP, || {
             i += 1;
             flows[(i - 1) % n]
         });
         let mut j = 0;
-        let base_new = run(&mut base, &mut bpool, total, BATCH, ROUTED, || {
+        let base_new = common::run_udp(&mut base, &mut bpool, total, BATCH, LAN_MAC, ROUTED, || {
             j += 1;
             flows[(j - 1) % n]
         });
@@ -94,11 +75,13 @@ fn main() {
         for batch in [1, 8, 32] {
             let est = common::best_of(3, || {
                 let mut r = Rng(7);
-                run(&mut dp, &mut pool, 1_000_000, batch, VIP, || flows[r.next() as usize % n])
+                common::run_udp(&mut dp, &mut pool, 1_000_000, batch, LAN_MAC, VIP, || flows[r.next() as usize % n])
             });
             let base_est = common::best_of(3, || {
                 let mut r = Rng(7);
-                run(&mut base, &mut bpool, 1_000_000, batch, ROUTED, || flows[r.next() as usize % n])
+                common::run_udp(&mut base, &mut bpool, 1_000_000, batch, LAN_MAC, ROUTED, || {
+                    flows[r.next() as usize % n]
+                })
             });
             common::row(n, "established", batch, est, base_est, mhz);
         }

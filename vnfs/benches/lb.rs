@@ -8,18 +8,12 @@
 
 use std::time::Instant;
 
-use vnfs::config;
 use vnfs::dataplane::Dataplane;
 use vnfs::lb::maglev::{MaglevTable, Member, DEFAULT_SIZE};
 use vnfs::packet::PacketPool;
 
 mod common;
 use common::{arp_reply, cpu_mhz, Rng};
-
-/// UDP (checksum 0) from `src:sport` to `dst`:53.
-fn frame(src: u32, sport: u16, dst: [u8; 4]) -> Vec<u8> {
-    common::udp_frame(C_MAC, src, sport, dst, 53)
-}
 
 const C_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
 const S_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 2];
@@ -38,30 +32,10 @@ fn dataplane(lb: bool, flows: usize) -> (Dataplane, PacketPool) {
     } else {
         text += "pipeline client router\npipeline servers router\n";
     }
-    let cfg = config::parse(&text).unwrap();
-    let mut dp = Dataplane::new(&cfg, &[C_MAC, S_MAC], 0, 1);
-    let mut pool = PacketPool::new(4096);
     // Backends (and, for the baseline, 10.2.0.53) answer ARP.
     let arps: Vec<Vec<u8>> =
         (10..20).chain([53]).map(|l| arp_reply([2, 0, 0, 0, 1, l], [10, 2, 0, l], S_MAC, [10, 2, 0, 1])).collect();
-    common::prime(&mut dp, &mut pool, &arps);
-    (dp, pool)
-}
-
-/// Sends `total` packets in bursts of `batch` to `dst`; `next` picks each
-/// packet's client. Returns ns per packet.
-fn run(
-    dp: &mut Dataplane,
-    pool: &mut PacketPool,
-    total: usize,
-    batch: usize,
-    dst: [u8; 4],
-    mut next: impl FnMut() -> (u32, u16),
-) -> f64 {
-    common::run_ring(dp, pool, total, batch, &frame(0x0b00_0002, 1024, dst), |p| {
-        let (a, port) = next();
-        common::rearm_udp(p, C_MAC, a, port, dst);
-    })
+    common::build(&text, [C_MAC, S_MAC], &arps)
 }
 
 fn main() {
@@ -80,14 +54,14 @@ fn main() {
         let total = n.max(BATCH * 64) / BATCH * BATCH;
         let (mut dp, mut pool) = dataplane(true, n + 4096);
         let mut i = 0;
-        let new_ns = run(&mut dp, &mut pool, total, BATCH, VIP, || {
+        let new_ns = common::run_udp(&mut dp, &mut pool, total, BATCH, C_MAC, VIP, || {
             let f = flows[i % flows.len()];
             i += 1;
             f
         });
         let (mut base, mut bpool) = dataplane(false, 0);
         let mut j = 0;
-        let base_new = run(&mut base, &mut bpool, total, BATCH, ROUTED, || {
+        let base_new = common::run_udp(&mut base, &mut bpool, total, BATCH, C_MAC, ROUTED, || {
             let f = flows[j % flows.len()];
             j += 1;
             f
@@ -96,11 +70,15 @@ fn main() {
         for batch in [1, 8, 32] {
             let est = common::best_of(3, || {
                 let mut r = Rng(5);
-                run(&mut dp, &mut pool, 1_000_000, batch, VIP, || flows[r.next() as usize % flows.len()])
+                common::run_udp(&mut dp, &mut pool, 1_000_000, batch, C_MAC, VIP, || {
+                    flows[r.next() as usize % flows.len()]
+                })
             });
             let base_est = common::best_of(3, || {
                 let mut r = Rng(5);
-                run(&mut base, &mut bpool, 1_000_000, batch, ROUTED, || flows[r.next() as usize % flows.len()])
+                common::run_udp(&mut base, &mut bpool, 1_000_000, batch, C_MAC, ROUTED, || {
+                    flows[r.next() as usize % flows.len()]
+                })
             });
             common::row(n, "established", batch, est, base_est, mhz);
         }

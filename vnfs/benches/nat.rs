@@ -6,41 +6,16 @@
 //!
 //! Cycles are ns × the CPU clock from /proc/cpuinfo.
 
-use vnfs::config;
-use vnfs::csum;
 use vnfs::dataplane::Dataplane;
-use vnfs::packet::{Packet, PacketPool};
+use vnfs::packet::PacketPool;
 
 mod common;
 use common::{arp_reply, cpu_mhz, Rng};
-
-/// A UDP frame (checksum 0) from `src:sport` to 198.51.100.1:53.
-fn frame(src: u32, sport: u16) -> Vec<u8> {
-    common::udp_frame(LAN_MAC, src, sport, [198, 51, 100, 1], 53)
-}
 
 const LAN_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
 const WAN_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 2];
 const BATCH: usize = 32;
 const POOL_ADDRS: u8 = 32;
-
-/// Makes a forwarded packet a fresh arrival from `src:sport` again (the
-/// NAT rewrote the source, the router the TTL and MACs).
-fn rearm(p: &mut Packet, src: u32, sport: u16) {
-    let d = p.data_mut();
-    d[0..6].copy_from_slice(&LAN_MAC);
-    let ip = &mut d[14..];
-    let old_ttl = csum::get(ip, 8);
-    ip[8] = 64;
-    let mut c = csum::update16(csum::get(ip, 10), old_ttl, csum::get(ip, 8));
-    let old = u32::from_be_bytes(ip[12..16].try_into().unwrap());
-    ip[12..16].copy_from_slice(&src.to_be_bytes());
-    c = csum::update32(c, old, src);
-    csum::set(ip, 10, c);
-    ip[20..22].copy_from_slice(&sport.to_be_bytes());
-    ip[26] = 0;
-    ip[27] = 0;
-}
 
 fn dataplane(nat: bool, sessions: usize) -> (Dataplane, PacketPool) {
     let mut text =
@@ -56,12 +31,12 @@ fn dataplane(nat: bool, sessions: usize) -> (Dataplane, PacketPool) {
     } else {
         text += "pipeline lan router\npipeline wan router\n";
     }
-    let cfg = config::parse(&text).unwrap();
-    let mut dp = Dataplane::new(&cfg, &[LAN_MAC, WAN_MAC], 0, 1);
-    let mut pool = PacketPool::new(4096);
     // The gateway answers ARP.
-    common::prime(&mut dp, &mut pool, &[arp_reply([2, 0, 0, 0, 0, 0xfe], [172, 16, 0, 254], WAN_MAC, [172, 16, 0, 1])]);
-    (dp, pool)
+    common::build(
+        &text,
+        [LAN_MAC, WAN_MAC],
+        &[arp_reply([2, 0, 0, 0, 0, 0xfe], [172, 16, 0, 254], WAN_MAC, [172, 16, 0, 1])],
+    )
 }
 
 fn flow(rng: &mut Rng) -> (u32, u16) {
@@ -70,17 +45,8 @@ fn flow(rng: &mut Rng) -> (u32, u16) {
 
 /// Sends `total` packets in bursts of `batch`; `next` picks each packet's
 /// flow. Returns ns per packet.
-fn run(
-    dp: &mut Dataplane,
-    pool: &mut PacketPool,
-    total: usize,
-    batch: usize,
-    mut next: impl FnMut() -> (u32, u16),
-) -> f64 {
-    common::run_ring(dp, pool, total, batch, &frame(0x0a00_0002, 1024), |p| {
-        let (a, port) = next();
-        rearm(p, a, port);
-    })
+fn run(dp: &mut Dataplane, pool: &mut PacketPool, total: usize, batch: usize, next: impl FnMut() -> (u32, u16)) -> f64 {
+    common::run_udp(dp, pool, total, batch, LAN_MAC, [198, 51, 100, 1], next)
 }
 
 /// `cargo bench --bench nat -- profile [SESSIONS] [router]`: only the

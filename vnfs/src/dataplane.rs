@@ -551,7 +551,8 @@ impl Dataplane {
         egress.poll(ports, pool, now);
         // Next hops that never answered ARP: the router tells the sources
         // (not for the appliance's own packets, NAT-translated ones among them).
-        let router = stages.iter().position(|(k, _)| *k == StageKind::Router);
+        let router =
+            if egress.unreachable.is_empty() { None } else { stages.iter().position(|(k, _)| *k == StageKind::Router) };
         while let Some(pkt) = egress.unreachable.pop_front() {
             let src = Ipv4Packet::new_unchecked(&pkt.data()[14..]).src_addr();
             let Some(r) = router.filter(|_| !self.local.contains(&src)) else {

@@ -35,6 +35,16 @@ pub fn hash_words(seed: u64, words: &[u64]) -> u64 {
     h ^ (h >> 29)
 }
 
+/// xorshift64: the tables' own random numbers (port choice), seeded per
+/// instance; never zero if the seed is not.
+#[inline]
+pub fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
 #[inline]
 fn tag(h: u64) -> u32 {
     // Bits the home slot (the high 32) does not use.
@@ -98,18 +108,7 @@ impl IndexTable {
     /// verifies (1 in 256 entries it passes has the same tag).
     #[inline]
     pub fn candidate(&self, h: u64) -> Option<u32> {
-        let t = tag(h);
-        let mut i = self.home(h);
-        loop {
-            let e = self.slots[i];
-            if e == EMPTY {
-                return None;
-            }
-            if e & !INDEX_MASK == t {
-                return Some(e & INDEX_MASK);
-            }
-            i = self.next(i);
-        }
+        self.find(h, |_| true)
     }
 
     /// The entry with hash `h` for which `is` holds.

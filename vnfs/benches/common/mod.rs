@@ -166,6 +166,33 @@ pub fn run_ring(
     ns
 }
 
+/// A dataplane for `config` with ports at `macs`, a pool of 4096 buffers,
+/// and the next hops' ARP replies `arps` already received on port 1.
+pub fn build(config: &str, macs: [[u8; 6]; 2], arps: &[Vec<u8>]) -> (Dataplane, PacketPool) {
+    let cfg = vnfs::config::parse(config).unwrap();
+    let mut dp = Dataplane::new(&cfg, &macs, 0, 1);
+    let mut pool = PacketPool::new(4096);
+    prime(&mut dp, &mut pool, arps);
+    (dp, pool)
+}
+
+/// [`run_ring`] with 60-byte UDP to `dst`:53 arriving at `mac`; `next`
+/// picks each packet's source. Returns ns per packet.
+pub fn run_udp(
+    dp: &mut Dataplane,
+    pool: &mut PacketPool,
+    total: usize,
+    batch: usize,
+    mac: [u8; 6],
+    dst: [u8; 4],
+    mut next: impl FnMut() -> (u32, u16),
+) -> f64 {
+    run_ring(dp, pool, total, batch, &udp_frame(mac, 0x0a00_0002, 1024, dst, 53), |p| {
+        let (src, sport) = next();
+        rearm_udp(p, mac, src, sport, dst);
+    })
+}
+
 /// Receives `frames` (ARP replies from next hops) on port 1 so the egress
 /// knows their MACs, and throws away what the dataplane sent meanwhile.
 pub fn prime(dp: &mut Dataplane, pool: &mut PacketPool, frames: &[Vec<u8>]) {

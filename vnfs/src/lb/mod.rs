@@ -26,7 +26,7 @@ use crate::packet::{Batch, Packet, PortId, BURST};
 use crate::rewrite::{parse, ports, set_addr, set_port};
 use crate::router::icmp::{build_error, IcmpError};
 use crate::stage::{for_each_packet, Stage, StageContext};
-use crate::table::{hash_words, IndexTable};
+use crate::table::{hash_words, xorshift, IndexTable};
 use crate::Micros;
 use health::Health;
 use maglev::{MaglevTable, Member};
@@ -299,10 +299,7 @@ impl Lb {
     }
 
     fn next_rand(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
+        xorshift(&mut self.rng)
     }
 
     /// A full-NAT source endpoint unused towards `backend`.

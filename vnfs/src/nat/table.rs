@@ -15,7 +15,7 @@
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 
-use crate::table::{hash_words, IndexTable};
+use crate::table::{hash_words, xorshift, IndexTable};
 use crate::Micros;
 
 pub const TCP: u8 = 6;
@@ -166,12 +166,11 @@ pub enum Dir {
     In,
 }
 
-/// What a burst's first passes learned about one packet's flow: its hash,
-/// and the session the index pointed at then (re-checked before use).
+/// What a burst's first passes learned about one packet's flow: the
+/// session the index pointed at then (re-checked before use).
 #[derive(Clone, Copy, Debug)]
 pub struct Hint {
     dir: Dir,
-    h: u64,
     session: u32,
 }
 
@@ -382,7 +381,7 @@ impl NatTable {
         if let Some(s) = self.sessions.get(session as usize) {
             cpu::prefetch(s);
         }
-        Hint { dir, h, session }
+        Hint { dir, session }
     }
 
     /// The fast path: if `hint` still names this flow's session and it has
@@ -410,22 +409,11 @@ impl NatTable {
     }
 
     /// The session of a flow, live and unexpired (an expired one is removed).
-    fn find_flow(
-        &mut self,
-        dir: Dir,
-        hint: Hint,
-        proto: u8,
-        local: Endpoint,
-        remote: Endpoint,
-        now: Micros,
-    ) -> Option<u32> {
-        let fresh = self.sessions.get(hint.session as usize).is_some_and(|s| s.is(dir, proto, local, remote));
-        let found = if fresh {
-            hint.session
-        } else {
-            let s = &self.sessions;
-            self.flows(dir).find(hint.h, |i| s[i as usize].is(dir, proto, local, remote))?
-        };
+    fn find_flow(&mut self, dir: Dir, proto: u8, local: Endpoint, remote: Endpoint, now: Micros) -> Option<u32> {
+        let s = &self.sessions;
+        let found = self
+            .flows(dir)
+            .find(flow_hash(dir, proto, local, remote), |i| s[i as usize].is(dir, proto, local, remote))?;
         if passed(self.sessions[found as usize].expires, tick(now)) {
             self.remove_session(found);
             return None;
@@ -445,10 +433,7 @@ impl NatTable {
     }
 
     fn next_rand(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
+        xorshift(&mut self.rng)
     }
 
     /// Paired pooling (RFC 4787 REQ-2): an inside address always gets the
@@ -588,21 +573,7 @@ impl NatTable {
         flags: u8,
         now: Micros,
     ) -> Result<Endpoint, Refusal> {
-        let hint = Hint { dir: Dir::Out, h: flow_hash(Dir::Out, proto, inside, remote), session: NONE };
-        self.outbound_hinted(hint, proto, inside, remote, flags, now)
-    }
-
-    /// [`outbound`](Self::outbound) with what [`hint`](Self::hint) found.
-    fn outbound_hinted(
-        &mut self,
-        hint: Hint,
-        proto: u8,
-        inside: Endpoint,
-        remote: Endpoint,
-        flags: u8,
-        now: Micros,
-    ) -> Result<Endpoint, Refusal> {
-        if let Some(s) = self.find_flow(Dir::Out, hint, proto, inside, remote, now) {
+        if let Some(s) = self.find_flow(Dir::Out, proto, inside, remote, now) {
             self.touch(s, flags, true, now);
             return Ok(self.sessions[s as usize].outside);
         }
@@ -641,21 +612,7 @@ impl NatTable {
         flags: u8,
         now: Micros,
     ) -> Result<Endpoint, Refusal> {
-        let hint = Hint { dir: Dir::In, h: flow_hash(Dir::In, proto, outside, remote), session: NONE };
-        self.inbound_hinted(hint, proto, outside, remote, flags, now)
-    }
-
-    /// [`inbound`](Self::inbound) with what [`hint`](Self::hint) found.
-    fn inbound_hinted(
-        &mut self,
-        hint: Hint,
-        proto: u8,
-        outside: Endpoint,
-        remote: Endpoint,
-        flags: u8,
-        now: Micros,
-    ) -> Result<Endpoint, Refusal> {
-        if let Some(s) = self.find_flow(Dir::In, hint, proto, outside, remote, now) {
+        if let Some(s) = self.find_flow(Dir::In, proto, outside, remote, now) {
             self.touch(s, flags, false, now);
             return Ok(self.sessions[s as usize].inside);
         }
@@ -688,15 +645,13 @@ impl NatTable {
     /// For translating ICMP errors: the inside endpoint behind `outside`
     /// if a live session with `remote` exists (no state change).
     pub fn peek_inbound(&mut self, proto: u8, outside: Endpoint, remote: Endpoint, now: Micros) -> Option<Endpoint> {
-        let hint = Hint { dir: Dir::In, h: flow_hash(Dir::In, proto, outside, remote), session: NONE };
-        let s = self.find_flow(Dir::In, hint, proto, outside, remote, now)?;
+        let s = self.find_flow(Dir::In, proto, outside, remote, now)?;
         Some(self.sessions[s as usize].inside)
     }
 
     /// The outside endpoint of `inside` if a live session with `remote` exists.
     pub fn peek_outbound(&mut self, proto: u8, inside: Endpoint, remote: Endpoint, now: Micros) -> Option<Endpoint> {
-        let hint = Hint { dir: Dir::Out, h: flow_hash(Dir::Out, proto, inside, remote), session: NONE };
-        let s = self.find_flow(Dir::Out, hint, proto, inside, remote, now)?;
+        let s = self.find_flow(Dir::Out, proto, inside, remote, now)?;
         Some(self.sessions[s as usize].outside)
     }
 

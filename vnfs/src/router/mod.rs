@@ -219,8 +219,14 @@ impl Router {
 /// holding TTL and protocol changes).
 #[inline]
 pub fn decrement_ttl(ip: &mut [u8]) {
+    set_ttl(ip, ip[8] - 1);
+}
+
+/// Sets the TTL with the header checksum updated per RFC 1624.
+#[inline]
+fn set_ttl(ip: &mut [u8], ttl: u8) {
     let old = u16::from_be_bytes([ip[8], ip[9]]);
-    ip[8] -= 1;
+    ip[8] = ttl;
     let new = u16::from_be_bytes([ip[8], ip[9]]);
     let hc = crate::csum::update16(crate::csum::get(ip, 10), old, new);
     crate::csum::set(ip, 10, hc);
@@ -250,13 +256,7 @@ impl Stage for Router {
         // quote shows what the source sent.
         let mut pkt = pkt;
         let ip = &mut pkt.data_mut()[ETH..];
-        ip[8] = ip[8].wrapping_add(1);
-        let c = crate::csum::update16(
-            crate::csum::get(ip, 10),
-            ((ip[8] as u16).wrapping_sub(1)) << 8 | ip[9] as u16,
-            (ip[8] as u16) << 8 | ip[9] as u16,
-        );
-        crate::csum::set(ip, 10, c);
+        set_ttl(ip, ip[8].wrapping_add(1));
         self.answer(pkt, IcmpError::HostUnreachable, cx)
     }
 
