@@ -5,7 +5,40 @@ set -euo pipefail
 
 need_apt=()
 have() { command -v "$1" >/dev/null 2>&1; }
-have qemu-system-x86_64 || need_apt+=(qemu-system-x86)
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+
+# QEMU is one matched set from bookworm-backports (10.0): qemu-system-x86,
+# qemu-system-data and qemu-utils. Installing bookworm's qemu-system-x86 7.2
+# removes the machine image's backports qemu-utils (FACTS.md), so packages
+# and versions are checked, not commands, and checked again afterwards.
+QEMU_PKGS=(qemu-system-x86 qemu-system-data qemu-utils)
+qemu_major() { dpkg-query -W -f='${db:Status-Abbrev} ${Version}\n' "$1" 2>/dev/null \
+    | awk '$1=="ii" { v=$2; sub(/^[0-9]+:/, "", v); split(v, a, "."); print a[1] }'; }
+qemu_ok() {
+    local p
+    for p in "${QEMU_PKGS[@]}"; do
+        [ "$(qemu_major "$p")" = "10" ] || return 1
+    done
+}
+if ! qemu_ok; then
+    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        echo "setup: adding the bookworm-backports source" >&2
+        echo 'deb http://deb.debian.org/debian bookworm-backports main' \
+            | $SUDO tee /etc/apt/sources.list.d/bookworm-backports.list >/dev/null
+    fi
+    echo "setup: installing ${QEMU_PKGS[*]} from bookworm-backports" >&2
+    $SUDO apt-get update >/dev/null
+    $SUDO apt-get install -y --no-install-recommends -t bookworm-backports "${QEMU_PKGS[@]}" >/dev/null
+    for p in "${QEMU_PKGS[@]}"; do
+        [ "$(qemu_major "$p")" = "10" ] || {
+            echo "setup: $p is not QEMU 10 from bookworm-backports after installing it:" >&2
+            dpkg-query -W "$p" >&2 || true
+            exit 1
+        }
+    done
+fi
 have ip || need_apt+=(iproute2)
 have ping || need_apt+=(iputils-ping)
 have arping || need_apt+=(arping)
@@ -19,8 +52,8 @@ have nft || need_apt+=(nftables)
 # The Linux-VM baseline of make bench: depmod/modprobe and cpio.
 have depmod || need_apt+=(kmod)
 have cpio || need_apt+=(cpio)
-[ -f /usr/share/qemu/qboot.rom ] || need_apt+=(qemu-system-x86)
-have qemu-img || need_apt+=(qemu-utils)
+[ -f /usr/share/qemu/qboot.rom ] || { echo "setup: qboot.rom missing from qemu-system-data" >&2; exit 1; }
+[ -f /usr/share/seabios/bios-256k.bin ] || need_apt+=(seabios)
 # The disk image: GRUB for BIOS and UEFI, xorriso and mtools for
 # grub-mkrescue, OVMF to test the UEFI boot.
 have grub-mkrescue || need_apt+=(grub-common)
@@ -32,9 +65,6 @@ have mformat || need_apt+=(mtools)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]}" >&2
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get install -y --no-install-recommends "${need_apt[@]}" >/dev/null 2>&1 || {
         $SUDO apt-get update >/dev/null
         $SUDO apt-get install -y --no-install-recommends "${need_apt[@]}" >/dev/null

@@ -60,6 +60,9 @@ pub struct LabSpec {
     /// Words for the kernel command line ahead of any config (e.g.
     /// `offloads=off`).
     pub kernel_args: String,
+    /// The management bearer token, handed to the image through fw_cfg
+    /// (`opt/sluice/token`) as `sluice run` does with a `token-file`.
+    pub token: Option<String>,
 }
 
 impl LabSpec {
@@ -79,6 +82,7 @@ impl LabSpec {
             kernel_args: String::new(),
             extra_config: String::new(),
             memory_mb: 64,
+            token: None,
         })
     }
 }
@@ -146,6 +150,11 @@ impl Lab {
         vm_spec.memory_mb = spec.memory_mb;
         vm_spec.paused = true;
         vm_spec.log_file = Some(dir.join("defmt.log"));
+        if let Some(token) = &spec.token {
+            let file = dir.join("token");
+            std::fs::write(&file, token)?;
+            vm_spec.token_file = Some(file);
+        }
         if spec.config_on_cmdline {
             let stmts: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with('#')).collect();
             vm_spec.cmdline = Some(format!("{} -- {}", spec.kernel_args, stmts.join("; ")));

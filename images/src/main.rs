@@ -6,6 +6,10 @@
 //!   ports on taps in network namespaces, shows the console, and removes
 //!   everything when stopped (Ctrl-C or `quit`).
 //! - `sluice metrics ADDRESS:PORT` prints a management endpoint's /metrics.
+//! - `sluice reload ADDRESS:PORT FILE` checks FILE, then applies it with
+//!   `PUT /config`.
+//!
+//! The management token comes from `--token-file F`, else `$SLUICE_TOKEN`.
 //! - `sluice logs [--follow] CAPTURE` decodes the defmt stream from COM2.
 
 use std::io::BufRead;
@@ -19,7 +23,11 @@ use sluice::qemu::Machine;
 
 const USAGE: &str = "usage:
   sluice check FILE...              validate config files
-  sluice metrics ADDRESS:PORT       fetch /metrics from a management endpoint
+  sluice metrics ADDRESS:PORT [--token-file F]
+                                    fetch /metrics from a management endpoint
+  sluice reload ADDRESS:PORT FILE [--token-file F]
+                                    check FILE, then apply it (PUT /config); the
+                                    token may also come from $SLUICE_TOKEN
   sluice logs [--follow] [--elf ELF] CAPTURE
                                     decode the defmt log stream (COM2) captured
                                     in CAPTURE, with the image's unstripped ELF
@@ -34,7 +42,8 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("check") if args.len() > 1 => check(&args[1..]),
         Some("run") => run(&args[1..]),
-        Some("metrics") if args.len() == 2 => metrics(&args[1]),
+        Some("metrics") if args.len() >= 2 => metrics(&args[1], &args[2..]),
+        Some("reload") if args.len() >= 3 => reload(&args[1], &args[2], &args[3..]),
         Some("logs") => logs(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
@@ -55,7 +64,12 @@ fn check(files: &[String]) -> ExitCode {
             }
         };
         match vnfs::config::parse(&text) {
-            Ok(c) => println!("{file}: ok ({} port(s))", c.ports.len()),
+            Ok(c) => {
+                for (line, w) in c.warnings() {
+                    eprintln!("{file}:{line}:1: warning: {w}");
+                }
+                println!("{file}: ok ({} port(s))", c.ports.len())
+            }
             Err(errors) => {
                 ok = false;
                 for e in errors {
@@ -93,11 +107,24 @@ fn run(args: &[String]) -> ExitCode {
     if let Some(file) = &config {
         match std::fs::read_to_string(file) {
             Ok(text) => {
-                if let Err(errors) = vnfs::config::parse(&text) {
-                    for e in errors {
-                        eprintln!("{}", e.display(file));
+                match vnfs::config::parse(&text) {
+                    Err(errors) => {
+                        for e in errors {
+                            eprintln!("{}", e.display(file));
+                        }
+                        return ExitCode::FAILURE;
                     }
-                    return ExitCode::FAILURE;
+                    Ok(c) => {
+                        // The token file is read here, on the host, and
+                        // reaches the image through fw_cfg.
+                        if let Some(t) = c.management.as_ref().and_then(|m| m.token_file.as_ref()) {
+                            let path = std::path::Path::new(file).parent().unwrap_or(std::path::Path::new(".")).join(t);
+                            match std::fs::read_to_string(&path) {
+                                Ok(token) => spec.token = Some(token.trim().to_string()),
+                                Err(e) => return usage(&format!("{}: token-file: {e}", path.display())),
+                            }
+                        }
+                    }
                 }
                 spec.config_override = Some(text);
             }
@@ -171,29 +198,84 @@ fn run(args: &[String]) -> ExitCode {
     code
 }
 
-fn metrics(addr: &str) -> ExitCode {
+/// The token from `--token-file F` in `rest`, else `$SLUICE_TOKEN`.
+fn token_from(rest: &[String]) -> Result<Option<String>, String> {
+    match rest {
+        [] => Ok(std::env::var("SLUICE_TOKEN").ok().filter(|t| !t.is_empty())),
+        [flag, file] if flag == "--token-file" => {
+            std::fs::read_to_string(file).map(|t| Some(t.trim().to_string())).map_err(|e| format!("{file}: {e}"))
+        }
+        _ => Err(format!("unexpected arguments: {}", rest.join(" "))),
+    }
+}
+
+/// One HTTP/1.1 request to a management endpoint: (status, body).
+fn http(addr: &str, method: &str, path: &str, body: &[u8], token: Option<&str>) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
-    let result = (|| -> std::io::Result<String> {
-        let mut s = std::net::TcpStream::connect(addr)?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    })();
-    match result {
-        Ok(resp) => match resp.split_once("\r\n\r\n") {
-            Some((head, body)) if head.starts_with("HTTP/1.1 200") => {
-                print!("{body}");
-                ExitCode::SUCCESS
-            }
-            _ => {
-                eprintln!("sluice metrics: unexpected answer from {addr}:\n{resp}");
-                ExitCode::FAILURE
-            }
-        },
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    s.write_all(body)?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((status, body.to_string()))
+}
+
+fn metrics(addr: &str, rest: &[String]) -> ExitCode {
+    let token = match token_from(rest) {
+        Ok(t) => t,
+        Err(e) => return usage(&e),
+    };
+    match http(addr, "GET", "/metrics", b"", token.as_deref()) {
+        Ok((200, body)) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprintln!("sluice metrics: {addr} answered {status}: {body}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("sluice metrics: {addr}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn reload(addr: &str, file: &str, rest: &[String]) -> ExitCode {
+    let token = match token_from(rest) {
+        Ok(t) => t,
+        Err(e) => return usage(&e),
+    };
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => return usage(&format!("{file}: {e}")),
+    };
+    // The same parser as the image: a bad file never leaves this machine.
+    if let Err(errors) = vnfs::config::parse(&text) {
+        for e in errors {
+            eprintln!("{}", e.display(file));
+        }
+        return ExitCode::FAILURE;
+    }
+    match http(addr, "PUT", "/config", text.as_bytes(), token.as_deref()) {
+        Ok((200, body)) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprintln!("sluice reload: {addr} refused it ({status}):\n{body}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("sluice reload: {addr}: {e}");
             ExitCode::FAILURE
         }
     }

@@ -146,6 +146,9 @@ pub struct VmSpec {
     pub log_file: Option<PathBuf>,
     /// An initramfs (for booting a Linux baseline with the same harness).
     pub initrd: Option<PathBuf>,
+    /// A file holding the management token, given as fw_cfg
+    /// `opt/sluice/token` (never on the command line, where `ps` shows it).
+    pub token_file: Option<PathBuf>,
 }
 
 impl VmSpec {
@@ -161,6 +164,7 @@ impl VmSpec {
             paused: false,
             log_file: None,
             initrd: None,
+            token_file: None,
         }
     }
 
@@ -195,6 +199,10 @@ impl VmSpec {
         if let Some((file, name)) = &self.config {
             c.arg("-fw_cfg").arg(format!("name=opt/sluice/config,file={}", file.display()));
             c.arg("-fw_cfg").arg(format!("name=opt/sluice/config-name,string={}", name.replace(',', ",,")));
+        }
+        if let Some(token) = &self.token_file {
+            c.arg("-fw_cfg")
+                .arg(format!("name=opt/sluice/token,file={}", token.display().to_string().replace(',', ",,")));
         }
         for (i, nic) in self.nics.iter().enumerate() {
             let vnet_hdr = if nic.offloads { "" } else { ",vnet_hdr=off" };

@@ -45,6 +45,9 @@ mb2_header_end:
 boot_pml4:  .skip 4096
 boot_pdpt:  .skip 4096
 boot_pd:    .skip 4 * 4096
+    .global boot_pd
+    .global boot_stack_guard
+boot_stack_guard: .skip 4096       /* unmapped by guard::init */
 boot_stack: .skip 128 * 1024
 boot_stack_top:
 

@@ -80,6 +80,10 @@ extern "C" fn exception(vector: u64, frame: *const u64) -> ! {
     let cr2: u64;
     // SAFETY: reading CR2 has no side effects.
     unsafe { asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack)) };
+    let (guard, guard_end) = crate::guard::guard_page();
+    if matches!(vector, 8 | 14) && (guard..guard_end).contains(&cr2) {
+        crate::println!("\nsluice: kernel stack overflow (the guard page below the stack was hit at rip={rip:#x})");
+    }
     crate::println!(
         "\nsluice: CPU exception {} ({}) at rip={:#x} error={:#x} cr2={:#x}",
         vector,
@@ -98,7 +102,10 @@ pub fn init() {
     let idt = unsafe { &mut *core::ptr::addr_of_mut!(IDT) };
     for v in 0..32 {
         let addr = base + 16 * v as u64;
-        let low = (addr & 0xffff) | (0x08 << 16) | (0x8e00 << 32) | ((addr >> 16) & 0xffff) << 48;
+        // Page, stack and double faults run on IST1 (guard.rs): the stack
+        // they come from may be the one that just overflowed.
+        let ist = if matches!(v, 8 | 12 | 14) { 1u64 } else { 0 };
+        let low = (addr & 0xffff) | (0x08 << 16) | (ist << 32) | (0x8e00 << 32) | ((addr >> 16) & 0xffff) << 48;
         idt.0[v * 2] = low;
         idt.0[v * 2 + 1] = addr >> 32;
     }

@@ -13,6 +13,7 @@ mod boot;
 mod clock;
 mod console;
 mod fwcfg;
+mod guard;
 mod hal;
 mod heap;
 mod idt;
@@ -42,6 +43,16 @@ const EMBEDDED_CONFIG: &str = include_str!("../../images/configs/default.conf");
 const FWCFG_CONFIG: &str = "opt/sluice/config";
 /// Optional: the host file name, so errors name the file the user edited.
 const FWCFG_CONFIG_NAME: &str = "opt/sluice/config-name";
+/// Optional: the management bearer token (`token-file` in the config names
+/// the host file the host tools put here). Never printed.
+const FWCFG_TOKEN: &str = "opt/sluice/token";
+
+/// The management token from fw_cfg, trimmed; `None` if absent or empty.
+fn management_token() -> Option<String> {
+    let text = fwcfg::FwCfg::probe()?.text(FWCFG_TOKEN)?;
+    let t = text.trim();
+    (!t.is_empty()).then(|| String::from(t))
+}
 
 /// Where the config came from: a name for error messages, and the text.
 struct ConfigSource {
@@ -115,7 +126,7 @@ fn bind_ports(config: &Config, mut nics: Vec<Port>) -> Result<Vec<Port>, (u32, S
         if let Some(mac) = p.mac {
             let at = nics.iter().position(|n| n.mac() == mac).ok_or_else(|| {
                 (
-                    p.line,
+                    p.line.0,
                     alloc::format!(
                         "port `{}`: no NIC has MAC {} ({found} virtio-net NIC(s) found)",
                         p.name,
@@ -130,7 +141,7 @@ fn bind_ports(config: &Config, mut nics: Vec<Port>) -> Result<Vec<Port>, (u32, S
     for (i, p) in config.ports.iter().enumerate() {
         if slots[i].is_none() {
             slots[i] = Some(rest.next().ok_or_else(|| {
-                (p.line, alloc::format!("port `{}`: no NIC left for it ({found} virtio-net NIC(s) found)", p.name))
+                (p.line.0, alloc::format!("port `{}`: no NIC left for it ({found} virtio-net NIC(s) found)", p.name))
             })?);
         }
     }
@@ -148,6 +159,7 @@ const MIN_POOL_BYTES: usize = 256 * BUFFER_BYTES;
 
 #[no_mangle]
 extern "C" fn kmain(start_info: usize) -> ! {
+    guard::init();
     serial::init();
     log::init();
     idt::init();
@@ -170,6 +182,12 @@ extern "C" fn kmain(start_info: usize) -> ! {
     );
     if !boot.cmdline.is_empty() {
         println!("cmdline: {}", boot.cmdline);
+    }
+
+    if boot.cmdline.split_whitespace().any(|w| w == "selftest=stack-overflow") {
+        // Proves the guard page: this must end in a reported fault.
+        println!("selftest: overflowing the kernel stack");
+        println!("selftest: depth {}", overflow(0, &[0; 512]));
     }
 
     let t_platform = clock::now_us();
@@ -204,19 +222,37 @@ extern "C" fn kmain(start_info: usize) -> ! {
     let tables = config.table_bytes();
     if tables + MIN_POOL_BYTES + RESERVE_BYTES > heap::free() {
         println!(
-            "{}: the tables this config asks for need {} KiB (nat sessions {}, lb flows {}) but {} KiB of RAM is free: give the VM more memory (-m) or lower `sessions` / `flows`",
+            "{}: the tables this config asks for need {} KiB (nat sessions {}, lb flows {}, routes {} KiB, neighbors {} KiB) but {} KiB of RAM is free: give the VM more memory (-m) or lower `sessions` / `flows` / `neighbors`",
             source.name,
             tables / 1024,
             config.nat.as_ref().map_or(0, |n| n.sessions),
             if config.services.is_empty() { 0 } else { config.lb.flows },
+            config.router_table_bytes() / 1024,
+            config.neighbor_table_bytes() / 1024,
             heap::free().saturating_sub(MIN_POOL_BYTES + RESERVE_BYTES) / 1024
         );
         fail(Failure::Startup)
     }
     let t_nics = clock::now_us();
     let macs: Vec<[u8; 6]> = nics.iter().map(|n| n.mac()).collect();
+    let token = management_token();
+    if let (Some(m), None) = (&config.management, &token) {
+        if m.token_file.is_some() {
+            println!(
+                "{}:{}:1: management asks for a token (token-file) but fw_cfg has no {FWCFG_TOKEN}: not starting without one",
+                source.name, m.line
+            );
+            fail(Failure::Startup)
+        }
+    }
     let mut dp = Dataplane::new(&config, &macs, clock::now_us(), x86::rdtsc());
     dp.set_config_text(&source.text);
+    dp.set_config_origin(&source.name);
+    dp.set_management_token(token.as_deref().map(str::as_bytes));
+    dp.set_clock(clock::now_us);
+    if config.management.is_some() {
+        println!("management: {}", if token.is_some() { "token required" } else { "no token: reloads refused" });
+    }
     dp.set_free_memory_probe(heap::free);
     for (i, nic) in nics.iter().enumerate() {
         dp.port_mut(i as u8).offloads = nic.offloads();
@@ -285,8 +321,11 @@ extern "C" fn kmain(start_info: usize) -> ! {
 fn log_event(e: &vnfs::dataplane::Event) {
     use vnfs::dataplane::Event;
     match e {
-        Event::Reloaded { ok: true } => defmt::info!("config reloaded"),
-        Event::Reloaded { ok: false } => defmt::warn!("config reload refused"),
+        Event::Reloaded { ok: true, .. } => defmt::info!("config reloaded"),
+        Event::Reloaded { ok: false, why } => {
+            println!("config reload refused: {why}");
+            defmt::warn!("config reload refused: {=str}", why.as_str())
+        }
         Event::Backend { service, backend, up } => {
             defmt::info!(
                 "lb {=str}: backend {=str} {=str}",
@@ -296,6 +335,14 @@ fn log_event(e: &vnfs::dataplane::Event) {
             )
         }
     }
+}
+
+/// Recurses until the stack runs out (for `selftest=stack-overflow`).
+#[allow(unconditional_recursion)]
+#[inline(never)]
+fn overflow(depth: u64, pad: &[u8; 512]) -> u64 {
+    let mine = core::hint::black_box([depth as u8; 512]);
+    overflow(depth + 1, &mine) + pad[0] as u64
 }
 
 #[panic_handler]

@@ -40,6 +40,33 @@ use crate::MAX_PORTS;
 pub const MAX_MTU: u16 = 1500;
 /// Smallest MTU an IPv4 link may have (RFC 791).
 pub const MIN_MTU: u16 = 68;
+/// Load-balanced services a config may define.
+pub const MAX_SERVICES: usize = 256;
+/// Backends one service may have.
+pub const MAX_BACKENDS: usize = 4096;
+/// Addresses a NAT pool may have.
+pub const MAX_POOL: usize = 256;
+
+/// The line a statement was written on: for messages only. Two configs
+/// that say the same thing on different lines are equal, so a reload
+/// compares meaning, not positions (a comment added at the top changes
+/// nothing).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Line(pub u32);
+
+impl PartialEq for Line {
+    fn eq(&self, _: &Line) -> bool {
+        true
+    }
+}
+
+impl Eq for Line {}
+
+impl fmt::Display for Line {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// A configured port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,9 +78,25 @@ pub struct PortConfig {
     /// The appliance's own address and the connected prefix on this port.
     pub address: Option<Ipv4Net>,
     pub mtu: u16,
+    /// The reverse-path check on this port (`rpf strict|loose|off`); `None`
+    /// only while parsing (the default is decided once the management
+    /// port is known).
+    pub rpf: Option<Rpf>,
     /// Line of the `port` statement, for errors found after parsing
     /// (e.g. a MAC that matches no NIC).
-    pub line: u32,
+    pub line: Line,
+}
+
+/// Which sources a port accepts (a simple reverse-path check, RFC 3704):
+/// `Strict` drops a packet whose source lies in another port's connected
+/// prefix (or is an appliance address); `Loose` drops only sources that are
+/// the appliance's own addresses or in the management prefix; `Off` checks
+/// nothing. The management port defaults to strict, data ports to loose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rpf {
+    Strict,
+    Loose,
+    Off,
 }
 
 impl PortConfig {
@@ -70,7 +113,7 @@ pub struct RouteConfig {
     pub port: usize,
     /// The next hop; `None` for a route straight onto the port's link.
     pub via: Option<Ipv4Addr>,
-    pub line: u32,
+    pub line: Line,
 }
 
 /// Router settings (`router ...`).
@@ -115,7 +158,7 @@ pub struct ForwardConfig {
     pub proto: u8,
     pub outside: (Ipv4Addr, u16),
     pub inside: (Ipv4Addr, u16),
-    pub line: u32,
+    pub line: Line,
 }
 
 /// Inbound filtering of the NAT (RFC 4787 §5).
@@ -143,7 +186,7 @@ pub struct NatConfig {
     pub tcp_transitory_timeout: u32,
     pub icmp_timeout: u32,
     pub forwards: Vec<ForwardConfig>,
-    pub line: u32,
+    pub line: Line,
 }
 
 /// How a service reaches its backends.
@@ -171,7 +214,7 @@ pub struct BackendConfig {
     pub weight: u32,
     /// Port the backend is reached through (connected prefix or route).
     pub via_port: usize,
-    pub line: u32,
+    pub line: Line,
 }
 
 /// A load-balanced service (`service NAME { ... }`).
@@ -192,7 +235,7 @@ pub struct ServiceConfig {
     pub timeout: u32,
     pub rise: u32,
     pub fall: u32,
-    pub line: u32,
+    pub line: Line,
 }
 
 /// Load-balancer settings (`lb table-size N flows N`).
@@ -210,14 +253,22 @@ impl Default for LbConfig {
     }
 }
 
-/// The management endpoint (`management PORT [listen TCPPORT]`).
+/// The management endpoint (`management PORT [listen TCPPORT]
+/// [token-file PATH] [metrics open|token]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ManagementConfig {
     /// Index of the dedicated management port.
     pub port: usize,
     /// TCP port of the HTTP endpoint.
     pub listen: u16,
-    pub line: u32,
+    /// The file on the host holding the bearer token. The host tools
+    /// (`sluice run`, the lab) hand its contents to the image through
+    /// fw_cfg (`opt/sluice/token`); the image only sees that a token is
+    /// required and refuses to start without one.
+    pub token_file: Option<String>,
+    /// `/metrics` answers without the token (for a scraper that has none).
+    pub metrics_open: bool,
+    pub line: Line,
 }
 
 /// A validated configuration.
@@ -247,7 +298,44 @@ impl Config {
     /// load-balancer flows and Maglev tables), all allocated at start: what
     /// the appliance needs beyond its packet buffers.
     pub fn table_bytes(&self) -> usize {
-        self.nat_table_bytes() + self.lb_table_bytes()
+        self.nat_table_bytes() + self.lb_table_bytes() + self.router_table_bytes() + self.neighbor_table_bytes()
+    }
+
+    /// Bytes of the router's route table (connected and static routes)
+    /// and its next hops.
+    pub fn router_table_bytes(&self) -> usize {
+        let connected = self.ports.iter().filter_map(|p| p.address.map(|a| a.trunc())).collect::<Vec<_>>();
+        crate::router::lpm::Lpm::memory_for(self.routes.iter().map(|r| &r.prefix).chain(connected.iter()))
+            + self.routes.len() * 16
+    }
+
+    /// Bytes of the egress's neighbour cache.
+    pub fn neighbor_table_bytes(&self) -> usize {
+        crate::neighbor::NeighborCache::memory_for(self.router.neighbors)
+    }
+
+    /// Things that are allowed but probably not what the operator meant.
+    pub fn warnings(&self) -> Vec<(u32, String)> {
+        let mut w = Vec::new();
+        if let Some(n) = &self.nat {
+            let ports = (n.ports.1 - n.ports.0) as usize + 1;
+            let most = ports * n.pool.len();
+            if n.sessions > most {
+                w.push((
+                    n.line.0,
+                    format!(
+                        "nat: sessions {} exceed the {} outside ports of the pool ({} address(es) x {} ports): \
+                         at most {} inside endpoints can be mapped at once; add pool addresses or lower sessions",
+                        n.sessions,
+                        most,
+                        n.pool.len(),
+                        ports,
+                        most
+                    ),
+                ));
+            }
+        }
+        w
     }
 
     /// Bytes of the NAT's session table.
@@ -304,66 +392,153 @@ struct Stmt<'a> {
     block: Option<Vec<Stmt<'a>>>,
 }
 
-fn tokenize_line(line: &str, line_no: u32) -> Vec<Token<'_>> {
+/// Splits one line into tokens. Linear in the line's length: the column
+/// is counted as the scan goes, never recomputed from the line's start.
+fn tokenize_line<'a>(line: &'a str, line_no: u32, out: &mut Vec<Token<'a>>) {
     let line = match line.find('#') {
         Some(i) => &line[..i],
         None => line,
     };
-    let mut out = Vec::new();
-    let mut start: Option<usize> = None;
-    fn push<'a>(out: &mut Vec<Token<'a>>, line: &'a str, line_no: u32, s: usize, e: usize) {
-        out.push(Token { text: &line[s..e], line: line_no, column: line[..s].chars().count() as u32 + 1 })
-    }
+    // (byte offset, column) of the word being read.
+    let mut start: Option<(usize, u32)> = None;
+    let mut column = 0u32;
     for (i, c) in line.char_indices() {
+        column = column.saturating_add(1);
         if c.is_whitespace() || c == '{' || c == '}' || c == ';' {
-            if let Some(s) = start.take() {
-                push(&mut out, line, line_no, s, i);
+            if let Some((s, col)) = start.take() {
+                out.push(Token { text: &line[s..i], line: line_no, column: col });
             }
             if c == '{' || c == '}' || c == ';' {
-                push(&mut out, line, line_no, i, i + 1);
+                out.push(Token { text: &line[i..i + 1], line: line_no, column });
             }
         } else if start.is_none() {
-            start = Some(i);
+            start = Some((i, column));
         }
     }
-    if let Some(s) = start {
-        push(&mut out, line, line_no, s, line.len());
+    if let Some((s, col)) = start {
+        out.push(Token { text: &line[s..], line: line_no, column: col });
     }
-    out
+}
+
+/// Blocks may nest this deep (the grammar uses one level; the rest is
+/// room). Deeper input is refused, so nothing that walks the statement
+/// tree, its drop included, recurses more than this.
+pub const MAX_DEPTH: usize = 4;
+/// Statements a config may hold (a million routes fit).
+pub const MAX_STATEMENTS: usize = 1 << 21;
+/// Errors reported in full; the rest are counted ("… and N more").
+pub const MAX_ERRORS: usize = 100;
+
+/// The errors of one parse: the first [`MAX_ERRORS`] kept, the rest only
+/// counted, so a hostile text of a million errors costs no more memory or
+/// response size than a hundred. `len` counts them all.
+#[derive(Debug, Default)]
+struct Errors {
+    kept: Vec<ConfigError>,
+    more: usize,
+    first_dropped: Option<(u32, u32)>,
+}
+
+impl Errors {
+    fn push(&mut self, e: ConfigError) {
+        if self.kept.len() < MAX_ERRORS {
+            self.kept.push(e);
+        } else {
+            self.more += 1;
+            let at = (e.line, e.column);
+            self.first_dropped = Some(self.first_dropped.map_or(at, |f| f.min(at)));
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.kept.len() + self.more
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The kept errors in line order, then one line for the rest.
+    fn into_vec(mut self) -> Vec<ConfigError> {
+        self.kept.sort_by_key(|e| (e.line, e.column));
+        if let Some((line, column)) = self.first_dropped {
+            self.kept.push(ConfigError {
+                line,
+                column,
+                message: format!(
+                    "… and {} more error(s) from here on (only the first {MAX_ERRORS} are shown)",
+                    self.more
+                ),
+            });
+        }
+        self.kept
+    }
 }
 
 /// Splits the text into statements and blocks. `;` ends a statement like a
 /// newline does, so a whole config fits on a kernel command line.
-fn parse_statements<'a>(text: &'a str, errors: &mut Vec<ConfigError>) -> Vec<Stmt<'a>> {
-    // Stack of open blocks: (opening token, statement words, children).
+/// Linear in the text's length; blocks deeper than [`MAX_DEPTH`] and
+/// statements beyond [`MAX_STATEMENTS`] are errors.
+fn parse_statements<'a>(text: &'a str, errors: &mut Errors) -> Vec<Stmt<'a>> {
+    // Open blocks: (opening token, statement words, children).
     let mut stack: Vec<(Token<'a>, Vec<Token<'a>>, Vec<Stmt<'a>>)> = Vec::new();
     let mut top: Vec<Stmt<'a>> = Vec::new();
+    let mut count = 0usize;
+    // `{`s beyond the depth limit: their blocks are skipped whole.
+    let mut skipped = 0usize;
+    let mut tokens = Vec::new();
+    let finish = |words: &mut Vec<Token<'a>>,
+                  stack: &mut Vec<(Token<'a>, Vec<Token<'a>>, Vec<Stmt<'a>>)>,
+                  top: &mut Vec<Stmt<'a>>,
+                  count: &mut usize,
+                  errors: &mut Errors| {
+        if words.is_empty() {
+            return;
+        }
+        *count += 1;
+        if *count > MAX_STATEMENTS {
+            if *count == MAX_STATEMENTS + 1 {
+                errors.push(ConfigError::at(&words[0], format!("more than {MAX_STATEMENTS} statements")));
+            }
+            words.clear();
+            return;
+        }
+        let stmt = Stmt { words: core::mem::take(words), block: None };
+        match stack.last_mut() {
+            Some((_, _, children)) => children.push(stmt),
+            None => top.push(stmt),
+        }
+    };
     for (i, line) in text.lines().enumerate() {
         let mut words: Vec<Token<'a>> = Vec::new();
-        let tokens = tokenize_line(line, i as u32 + 1);
-        let finish = |words: &mut Vec<Token<'a>>,
-                      stack: &mut Vec<(Token<'a>, Vec<Token<'a>>, Vec<Stmt<'a>>)>,
-                      top: &mut Vec<Stmt<'a>>| {
-            if words.is_empty() {
-                return;
+        tokens.clear();
+        tokenize_line(line, u32::try_from(i + 1).unwrap_or(u32::MAX), &mut tokens);
+        for &tok in &tokens {
+            if skipped > 0 {
+                match tok.text {
+                    "{" => skipped += 1,
+                    "}" => skipped -= 1,
+                    _ => {}
+                }
+                continue;
             }
-            let stmt = Stmt { words: core::mem::take(words), block: None };
-            match stack.last_mut() {
-                Some((_, _, children)) => children.push(stmt),
-                None => top.push(stmt),
-            }
-        };
-        for tok in tokens {
             match tok.text {
                 "{" => {
                     if words.is_empty() {
                         errors.push(ConfigError::at(&tok, "`{` must follow a statement on the same line"));
+                    } else if stack.len() >= MAX_DEPTH {
+                        errors.push(ConfigError::at(
+                            &tok,
+                            format!("blocks nest at most {MAX_DEPTH} deep; this block and everything in it is ignored"),
+                        ));
+                        words.clear();
+                        skipped = 1;
                     } else {
                         stack.push((tok, core::mem::take(&mut words), Vec::new()));
                     }
                 }
                 "}" => {
-                    finish(&mut words, &mut stack, &mut top);
+                    finish(&mut words, &mut stack, &mut top, &mut count, errors);
                     match stack.pop() {
                         Some((_, words, children)) => {
                             let stmt = Stmt { words, block: Some(children) };
@@ -375,18 +550,22 @@ fn parse_statements<'a>(text: &'a str, errors: &mut Vec<ConfigError>) -> Vec<Stm
                         None => errors.push(ConfigError::at(&tok, "`}` without an open block")),
                     }
                 }
-                ";" => finish(&mut words, &mut stack, &mut top),
+                ";" => finish(&mut words, &mut stack, &mut top, &mut count, errors),
                 _ => words.push(tok),
             }
         }
-        finish(&mut words, &mut stack, &mut top);
+        finish(&mut words, &mut stack, &mut top, &mut count, errors);
     }
     while let Some((open, words, children)) = stack.pop() {
         errors.push(ConfigError::at(
             &open,
             format!("block of `{}` is never closed: add a line with `}}`", words[0].text),
         ));
-        top.push(Stmt { words, block: Some(children) });
+        let stmt = Stmt { words, block: Some(children) };
+        match stack.last_mut() {
+            Some((_, _, c)) => c.push(stmt),
+            None => top.push(stmt),
+        }
     }
     top
 }
@@ -394,7 +573,7 @@ fn parse_statements<'a>(text: &'a str, errors: &mut Vec<ConfigError>) -> Vec<Stm
 /// Parses and validates a config. On failure returns every error found, in
 /// line order.
 pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
-    let mut errors = Vec::new();
+    let mut errors = Errors::default();
     let stmts = parse_statements(text, &mut errors);
     let mut config = Config::default();
     let mut later: Vec<&Stmt<'_>> = Vec::new();
@@ -402,6 +581,10 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
         let kw = stmt.words[0];
         match kw.text {
             "route" | "pipeline" | "router" | "nat" | "service" | "lb" | "management" | "wire" => later.push(stmt),
+            "port" if config.ports.len() >= MAX_PORTS => errors.push(ConfigError::at(
+                &kw,
+                format!("too many ports: sluice drives at most {MAX_PORTS}"),
+            )),
             "port" => {
                 if let Some(port) = parse_port(stmt, &mut errors) {
                     if config.ports.iter().any(|p| p.name == port.name) {
@@ -412,6 +595,20 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
                             format!(
                                 "port `{}` has the same MAC as port `{}` (line {})",
                                 port.name, other.name, other.line
+                            ),
+                        ));
+                    } else if let Some(other) = port.address.and_then(|a| {
+                        config.ports.iter().find(|p| p.address.is_some_and(|b| b.contains(&a.network()) || a.contains(&b.network())))
+                    }) {
+                        errors.push(ConfigError::at(
+                            &stmt.words[1],
+                            format!(
+                                "port `{}`: {} overlaps {} of port `{}` (line {}); each port needs its own subnet",
+                                port.name,
+                                port.address.map(|a| a.trunc()).unwrap_or_default(),
+                                other.address.map(|a| a.trunc()).unwrap_or_default(),
+                                other.name,
+                                other.line
                             ),
                         ));
                     } else {
@@ -441,13 +638,16 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
                             format!("route {} is already given on line {}", r.prefix, o.get()),
                         )),
                         Entry::Vacant(v) => {
-                            v.insert(r.line);
+                            v.insert(r.line.0);
                             config.routes.push(r);
                         }
                     }
                 }
             }
             "pipeline" => parse_pipeline(stmt, &mut config, &mut pipeline_lines, &mut errors),
+            "service" if config.services.len() >= MAX_SERVICES => {
+                errors.push(ConfigError::at(&stmt.words[0], format!("too many services: at most {MAX_SERVICES}")))
+            }
             "service" => {
                 if let Some(svc) = parse_service(stmt, &config, &mut errors) {
                     if let Some(other) = config.services.iter().find(|o| o.name == svc.name) {
@@ -496,17 +696,47 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
                 if let Some(m) = &config.management {
                     errors.push(ConfigError::at(&kw, format!("`management` is already given on line {}", m.line)));
                 } else if let Some(name) = stmt.words.get(1) {
-                    let mut listen = 80u16;
-                    match (stmt.words.get(2).map(|t| t.text), stmt.words.get(3)) {
-                        (None, _) => {}
-                        (Some("listen"), Some(p)) => match p.text.parse::<u16>() {
-                            Ok(v) if v > 0 => listen = v,
-                            _ => errors.push(ConfigError::at(p, format!("bad TCP port `{}`", p.text))),
-                        },
-                        _ => errors.push(ConfigError::at(&stmt.words[2], "expected `listen TCPPORT`")),
+                    let mut m = ManagementConfig {
+                        port: 0,
+                        listen: 80,
+                        token_file: None,
+                        metrics_open: false,
+                        line: Line(kw.line),
+                    };
+                    for (key, value) in key_values(stmt, 2, &mut errors) {
+                        let Some(value) = value else {
+                            errors.push(ConfigError::at(&key, format!("`{}` needs a value", key.text)));
+                            continue;
+                        };
+                        match key.text {
+                            "listen" => match value.text.parse::<u16>() {
+                                Ok(v) if v > 0 => m.listen = v,
+                                _ => errors.push(ConfigError::at(&value, format!("bad TCP port `{}`", value.text))),
+                            },
+                            "token-file" => m.token_file = Some(value.text.to_string()),
+                            "metrics" => match value.text {
+                                "open" => m.metrics_open = true,
+                                "token" => m.metrics_open = false,
+                                other => errors.push(ConfigError::at(
+                                    &value,
+                                    format!("unknown `metrics {other}`: expected `open` (no token for /metrics) or `token`"),
+                                )),
+                            },
+                            other => errors.push(ConfigError::at(
+                                &key,
+                                format!("unknown management setting `{other}`: expected `listen`, `token-file` or `metrics`"),
+                            )),
+                        }
                     }
                     match config.port_by_name(name.text) {
-                        Some(port) => config.management = Some(ManagementConfig { port, listen, line: kw.line }),
+                        Some(port) if config.ports[port].address.is_none() => errors.push(ConfigError::at(
+                            name,
+                            format!(
+                                "management port `{}` has no address: give it one (`address A.B.C.D/LEN`)",
+                                name.text
+                            ),
+                        )),
+                        Some(port) => config.management = Some(ManagementConfig { port, ..m }),
                         None => errors.push(ConfigError::at(name, format!("no port named `{}`", name.text))),
                     }
                 } else {
@@ -532,11 +762,37 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
             }
         }
     }
-    // The management port forwards nothing unless told to.
+    // The management port forwards nothing, and nothing is forwarded to it.
     if let Some(m) = &config.management {
-        if pipeline_lines[m.port].is_none() {
-            config.pipelines[m.port].clear();
-            pipeline_lines[m.port] = Some(m.line);
+        let name = &config.ports[m.port].name;
+        match pipeline_lines[m.port] {
+            Some(line) if !config.pipelines[m.port].is_empty() => errors.push(ConfigError {
+                line,
+                column: 1,
+                message: format!("`{name}` is the management port: it forwards nothing, so its pipeline must be empty"),
+            }),
+            _ => {}
+        }
+        config.pipelines[m.port].clear();
+        pipeline_lines[m.port] = Some(m.line.0);
+        for r in config.routes.iter().filter(|r| r.port == m.port) {
+            errors.push(ConfigError {
+                line: r.line.0,
+                column: 1,
+                message: format!(
+                    "route {} leads into the management port `{name}`: nothing is forwarded there",
+                    r.prefix
+                ),
+            });
+        }
+        if config.wires.iter().any(|(a, b)| *a == m.port || *b == m.port) {
+            errors.push(ConfigError::at(&stmt_kw_of(m), format!("the management port `{name}` cannot be in a wire")));
+        }
+    }
+    for (i, p) in config.ports.iter_mut().enumerate() {
+        if p.rpf.is_none() {
+            let mgmt = config.management.as_ref().is_some_and(|m| m.port == i);
+            p.rpf = Some(if mgmt { Rpf::Strict } else { Rpf::Loose });
         }
     }
     // With services and no explicit pipeline: the load balancer comes first.
@@ -584,14 +840,6 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
             }
         }
     }
-    if config.ports.len() > MAX_PORTS {
-        let extra = &config.ports[MAX_PORTS];
-        errors.push(ConfigError {
-            line: extra.line,
-            column: 1,
-            message: format!("too many ports: sluice drives at most {MAX_PORTS}"),
-        });
-    }
     if config.ports.is_empty() && errors.is_empty() {
         errors.push(ConfigError {
             line: 1,
@@ -602,13 +850,12 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     if errors.is_empty() {
         Ok(config)
     } else {
-        errors.sort_by_key(|e| (e.line, e.column));
-        Err(errors)
+        Err(errors.into_vec())
     }
 }
 
 /// Collects `key value` pairs from the words after `skip` and from a block.
-fn key_values<'a>(stmt: &Stmt<'a>, skip: usize, errors: &mut Vec<ConfigError>) -> Vec<(Token<'a>, Option<Token<'a>>)> {
+fn key_values<'a>(stmt: &Stmt<'a>, skip: usize, errors: &mut Errors) -> Vec<(Token<'a>, Option<Token<'a>>)> {
     let mut out = Vec::new();
     let mut rest = &stmt.words[skip..];
     while let Some((k, tail)) = rest.split_first() {
@@ -633,7 +880,7 @@ fn key_values<'a>(stmt: &Stmt<'a>, skip: usize, errors: &mut Vec<ConfigError>) -
     out
 }
 
-fn parse_port(stmt: &Stmt<'_>, errors: &mut Vec<ConfigError>) -> Option<PortConfig> {
+fn parse_port(stmt: &Stmt<'_>, errors: &mut Errors) -> Option<PortConfig> {
     let kw = stmt.words[0];
     let Some(name) = stmt.words.get(1) else {
         errors.push(ConfigError::at(&kw, "`port` needs a name: `port NAME address A.B.C.D/LEN`"));
@@ -646,7 +893,8 @@ fn parse_port(stmt: &Stmt<'_>, errors: &mut Vec<ConfigError>) -> Option<PortConf
             format!("bad port name `{}`: use 1 to 15 letters, digits, `-` or `_`, starting with a letter", name.text),
         ));
     }
-    let mut port = PortConfig { name: name.text.to_string(), mac: None, address: None, mtu: 1500, line: kw.line };
+    let mut port =
+        PortConfig { name: name.text.to_string(), mac: None, address: None, mtu: 1500, rpf: None, line: Line(kw.line) };
     let mut seen: Vec<&str> = Vec::new();
     for (key, value) in key_values(stmt, 2, errors) {
         let Some(value) = value else {
@@ -670,7 +918,12 @@ fn parse_port(stmt: &Stmt<'_>, errors: &mut Vec<ConfigError>) -> Option<PortConf
                 )),
             },
             "address" => match value.text.parse::<Ipv4Net>() {
-                Ok(net) if net.prefix_len() == 32 || net.addr() != net.network() && net.addr() != net.broadcast() => {
+                Ok(net) if usable_unicast(net.addr()).is_err() => errors.push(ConfigError::at(
+                    &value,
+                    format!("port address {} {}", net.addr(), usable_unicast(net.addr()).unwrap_err()),
+                )),
+                // A /31 has no network or broadcast address (RFC 3021).
+                Ok(net) if net.prefix_len() >= 31 || net.addr() != net.network() && net.addr() != net.broadcast() => {
                     port.address = Some(net)
                 }
                 Ok(_) => errors.push(ConfigError::at(
@@ -692,9 +945,16 @@ fn parse_port(stmt: &Stmt<'_>, errors: &mut Vec<ConfigError>) -> Option<PortConf
                     format!("bad MTU `{}`: expected a number from {MIN_MTU} to {MAX_MTU}", value.text),
                 )),
             },
+            "rpf" => match value.text {
+                "strict" => port.rpf = Some(Rpf::Strict),
+                "loose" => port.rpf = Some(Rpf::Loose),
+                "off" => port.rpf = Some(Rpf::Off),
+                other => errors
+                    .push(ConfigError::at(&value, format!("unknown rpf `{other}`: expected strict, loose or off"))),
+            },
             other => errors.push(ConfigError::at(
                 &key,
-                format!("unknown port setting `{other}`: expected `address`, `mac` or `mtu`"),
+                format!("unknown port setting `{other}`: expected `address`, `mac`, `mtu` or `rpf`"),
             )),
         }
         seen.push(key.text);
@@ -703,7 +963,7 @@ fn parse_port(stmt: &Stmt<'_>, errors: &mut Vec<ConfigError>) -> Option<PortConf
 }
 
 /// `route PREFIX via ADDRESS` or `route PREFIX port NAME`.
-fn parse_route(stmt: &Stmt<'_>, config: &Config, errors: &mut Vec<ConfigError>) -> Option<RouteConfig> {
+fn parse_route(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<RouteConfig> {
     let kw = stmt.words[0];
     const FORM: &str = "expected `route PREFIX via ADDRESS` or `route PREFIX port NAME`";
     let (Some(prefix), Some(kind), Some(target)) = (stmt.words.get(1), stmt.words.get(2), stmt.words.get(3)) else {
@@ -738,7 +998,7 @@ fn parse_route(stmt: &Stmt<'_>, config: &Config, errors: &mut Vec<ConfigError>) 
             let on_link =
                 config.ports.iter().position(|p| p.address.is_some_and(|a| a.contains(&gw) && a.addr() != gw));
             match on_link {
-                Some(port) => Some(RouteConfig { prefix: net, port, via: Some(gw), line: kw.line }),
+                Some(port) => Some(RouteConfig { prefix: net, port, via: Some(gw), line: Line(kw.line) }),
                 None => {
                     errors.push(ConfigError::at(
                         target,
@@ -749,7 +1009,7 @@ fn parse_route(stmt: &Stmt<'_>, config: &Config, errors: &mut Vec<ConfigError>) 
             }
         }
         "port" => match config.port_by_name(target.text) {
-            Some(port) => Some(RouteConfig { prefix: net, port, via: None, line: kw.line }),
+            Some(port) => Some(RouteConfig { prefix: net, port, via: None, line: Line(kw.line) }),
             None => {
                 errors.push(ConfigError::at(target, format!("no port named `{}`", target.text)));
                 None
@@ -763,7 +1023,7 @@ fn parse_route(stmt: &Stmt<'_>, config: &Config, errors: &mut Vec<ConfigError>) 
 }
 
 /// `pipeline PORT STAGE...`
-fn parse_pipeline(stmt: &Stmt<'_>, config: &mut Config, seen: &mut [Option<u32>], errors: &mut Vec<ConfigError>) {
+fn parse_pipeline(stmt: &Stmt<'_>, config: &mut Config, seen: &mut [Option<u32>], errors: &mut Errors) {
     let kw = stmt.words[0];
     let Some(port) = stmt.words.get(1) else {
         errors.push(ConfigError::at(&kw, "`pipeline` needs a port and stages: `pipeline PORT router`"));
@@ -800,7 +1060,7 @@ fn parse_pipeline(stmt: &Stmt<'_>, config: &mut Config, seen: &mut [Option<u32>]
 
 /// `nat { inside PREFIX; outside PORT; pool ADDRESS; ports LO-HI; filtering
 /// MODE; sessions N; udp-timeout S; ...; forward PROTO ADDR:PORT ADDR:PORT }`
-fn parse_nat(stmt: &Stmt<'_>, config: &Config, errors: &mut Vec<ConfigError>) -> Option<NatConfig> {
+fn parse_nat(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<NatConfig> {
     let kw = stmt.words[0];
     let before = errors.len();
     if let Some(extra) = stmt.words.get(1) {
@@ -818,13 +1078,14 @@ fn parse_nat(stmt: &Stmt<'_>, config: &Config, errors: &mut Vec<ConfigError>) ->
         tcp_transitory_timeout: 240,
         icmp_timeout: 60,
         forwards: Vec::new(),
-        line: kw.line,
+        line: Line(kw.line),
     };
     let mut outside_tok = None;
+    let mut forward_lines: BTreeMap<(u8, (Ipv4Addr, u16)), u32> = BTreeMap::new();
     for child in stmt.block.iter().flatten() {
         let key = child.words[0];
         let args = &child.words[1..];
-        let want = |n: usize, errors: &mut Vec<ConfigError>| -> bool {
+        let want = |n: usize, errors: &mut Errors| -> bool {
             if args.len() != n {
                 errors.push(ConfigError::at(&key, format!("`{}` takes {n} value(s), got {}", key.text, args.len())));
                 false
@@ -846,6 +1107,8 @@ fn parse_nat(stmt: &Stmt<'_>, config: &Config, errors: &mut Vec<ConfigError>) ->
             },
             "pool" if want(1, errors) => match args[0].text.parse::<Ipv4Addr>() {
                 Ok(a) if nat.pool.contains(&a) => errors.push(ConfigError::at(&args[0], format!("{a} is already in the pool"))),
+                Ok(_) if nat.pool.len() >= MAX_POOL => errors.push(ConfigError::at(&args[0], format!("a pool holds at most {MAX_POOL} addresses"))),
+                Ok(a) if let Err(why) = usable_unicast(a) => errors.push(ConfigError::at(&args[0], format!("pool address {a} {why}"))),
                 Ok(a) => nat.pool.push(a),
                 Err(_) => errors.push(ConfigError::at(&args[0], format!("bad pool address `{}`", args[0].text))),
             },
@@ -887,15 +1150,23 @@ fn parse_nat(stmt: &Stmt<'_>, config: &Config, errors: &mut Vec<ConfigError>) ->
                         continue;
                     }
                 };
-                let ep = |t: &Token<'_>, errors: &mut Vec<ConfigError>| {
-                    let parsed = t.text.split_once(':').and_then(|(a, p)| Some((a.parse::<Ipv4Addr>().ok()?, p.parse::<u16>().ok()?)));
+                let ep = |t: &Token<'_>, errors: &mut Errors| {
+                    let parsed = t.text.split_once(':').and_then(|(a, p)| Some((a.parse::<Ipv4Addr>().ok()?, p.parse::<u16>().ok().filter(|p| *p != 0)?)));
                     if parsed.is_none() {
                         errors.push(ConfigError::at(t, format!("bad endpoint `{}`: expected ADDRESS:PORT", t.text)));
                     }
                     parsed
                 };
                 if let (Some(outside), Some(inside)) = (ep(&args[1], errors), ep(&args[2], errors)) {
-                    nat.forwards.push(ForwardConfig { proto, outside, inside, line: key.line });
+                    // Few forwards in practice, but a scan per forward would be
+                    // quadratic in a hostile config: a set.
+                    match forward_lines.entry((proto, outside)) {
+                        Entry::Occupied(o) => errors.push(ConfigError::at(&args[1], format!("forward {} {}:{} is already given on line {}", args[0].text, outside.0, outside.1, o.get()))),
+                        Entry::Vacant(v) => {
+                            v.insert(key.line);
+                            nat.forwards.push(ForwardConfig { proto, outside, inside, line: Line(key.line) });
+                        }
+                    }
                 }
             }
             "inside" | "outside" | "pool" | "ports" | "filtering" | "sessions" | "udp-timeout" | "tcp-established-timeout"
@@ -924,17 +1195,23 @@ fn parse_nat(stmt: &Stmt<'_>, config: &Config, errors: &mut Vec<ConfigError>) ->
             }
         }
     }
+    for (a, n) in nat.pool.iter().flat_map(|a| nat.inside.iter().filter(move |n| n.contains(a)).map(move |n| (a, n))) {
+        errors.push(ConfigError::at(
+            &kw,
+            format!("pool address {a} is inside {n}: it would take over an inside host's address"),
+        ));
+    }
     for f in &nat.forwards {
         if !nat.pool.contains(&f.outside.0) {
             errors.push(ConfigError {
-                line: f.line,
+                line: f.line.0,
                 column: 1,
                 message: format!("forward address {} is not a NAT pool address", f.outside.0),
             });
         }
         if !nat.inside.iter().any(|n| n.contains(&f.inside.0)) {
             errors.push(ConfigError {
-                line: f.line,
+                line: f.line.0,
                 column: 1,
                 message: format!("forward target {} is not inside the NAT", f.inside.0),
             });
@@ -953,7 +1230,7 @@ fn port_for(config: &Config, addr: Ipv4Addr) -> Option<usize> {
 /// `service NAME { vip ADDR:PORT [tcp|udp]; mode full-nat|dnat; snat ADDR;
 /// backend ADDR:PORT [weight N]; check tcp|http PATH|none; interval S;
 /// timeout S; rise N; fall N }`
-fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Vec<ConfigError>) -> Option<ServiceConfig> {
+fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<ServiceConfig> {
     let kw = stmt.words[0];
     let before = errors.len();
     let Some(name) = stmt.words.get(1) else {
@@ -976,10 +1253,11 @@ fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Vec<ConfigError>
         timeout: 1,
         rise: 2,
         fall: 2,
-        line: kw.line,
+        line: Line(kw.line),
     };
     let mut have_vip = false;
-    let endpoint = |t: &Token<'_>, errors: &mut Vec<ConfigError>| {
+    let mut backends_seen = alloc::collections::BTreeSet::new();
+    let endpoint = |t: &Token<'_>, errors: &mut Errors| {
         let parsed = t
             .text
             .split_once(':')
@@ -998,7 +1276,9 @@ fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Vec<ConfigError>
         };
         match key.text {
             "vip" => {
-                if let Some((a, p)) = endpoint(first, errors) {
+                if let Some((a, _)) = endpoint(first, errors).filter(|(a, _)| usable_unicast(*a).is_err()) {
+                    errors.push(ConfigError::at(first, format!("VIP {a} {}", usable_unicast(a).unwrap_err())));
+                } else if let Some((a, p)) = endpoint(first, errors) {
                     svc.vip = a;
                     svc.port = p;
                     have_vip = true;
@@ -1033,11 +1313,23 @@ fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Vec<ConfigError>
                     errors.push(ConfigError::at(first, format!("backend {addr} is on no port's subnet and no route reaches it")));
                     continue;
                 };
-                if svc.backends.iter().any(|b| (b.addr, b.port) == (addr, port)) {
+                if !backends_seen.insert((addr, port)) {
                     errors.push(ConfigError::at(first, format!("backend {addr}:{port} is listed twice")));
                     continue;
                 }
-                svc.backends.push(BackendConfig { addr, port, weight, via_port, line: key.line });
+                if svc.backends.len() >= MAX_BACKENDS {
+                    errors.push(ConfigError::at(first, format!("a service may have at most {MAX_BACKENDS} backends")));
+                    continue;
+                }
+                if let Err(why) = usable_unicast(addr) {
+                    errors.push(ConfigError::at(first, format!("backend {addr} {why}")));
+                    continue;
+                }
+                if let Some(p) = config.ports.iter().find(|p| p.ip() == Some(addr)) {
+                    errors.push(ConfigError::at(first, format!("backend {addr} is the address of port `{}`: a backend must be another host", p.name)));
+                    continue;
+                }
+                svc.backends.push(BackendConfig { addr, port, weight, via_port, line: Line(key.line) });
             }
             "check" => match first.text {
                 "tcp" => svc.check = CheckKind::Tcp,
@@ -1069,14 +1361,17 @@ fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Vec<ConfigError>
     if svc.backends.is_empty() && errors.len() == before {
         errors.push(ConfigError::at(&kw, format!("service `{}` needs at least one `backend ADDRESS:PORT`", svc.name)));
     }
-    if svc.backends.len() > 4096 {
-        errors.push(ConfigError::at(&kw, "a service may have at most 4096 backends"));
+    if svc.backends.iter().any(|b| b.addr == svc.vip) {
+        errors.push(ConfigError::at(
+            &kw,
+            format!("service `{}`: the VIP {} cannot be one of its backends", svc.name, svc.vip),
+        ));
     }
     (errors.len() == before).then_some(svc)
 }
 
 /// `lb table-size PRIME flows N`
-fn parse_lb(stmt: &Stmt<'_>, lb: &mut LbConfig, errors: &mut Vec<ConfigError>) {
+fn parse_lb(stmt: &Stmt<'_>, lb: &mut LbConfig, errors: &mut Errors) {
     for (key, value) in key_values(stmt, 1, errors) {
         let Some(value) = value else {
             errors.push(ConfigError::at(&key, format!("`{}` needs a value", key.text)));
@@ -1102,7 +1397,7 @@ fn parse_lb(stmt: &Stmt<'_>, lb: &mut LbConfig, errors: &mut Vec<ConfigError>) {
 }
 
 /// `router icmp-rate N icmp-burst N arp-timeout SECONDS neighbors N`
-fn parse_router(stmt: &Stmt<'_>, r: &mut RouterConfig, errors: &mut Vec<ConfigError>) {
+fn parse_router(stmt: &Stmt<'_>, r: &mut RouterConfig, errors: &mut Errors) {
     for (key, value) in key_values(stmt, 1, errors) {
         let Some(value) = value else {
             errors.push(ConfigError::at(&key, format!("`{}` needs a value", key.text)));
@@ -1134,6 +1429,24 @@ fn parse_router(stmt: &Stmt<'_>, r: &mut RouterConfig, errors: &mut Vec<ConfigEr
             )),
         }
     }
+}
+
+/// Why `a` cannot be an address the appliance owns or sends to (a pool
+/// address, a VIP, a backend): unspecified, loopback, multicast, broadcast
+/// or reserved (RFC 1122 §3.2.1.3, RFC 1112, RFC 1812 §5.3.7).
+fn usable_unicast(a: Ipv4Addr) -> Result<(), &'static str> {
+    match a.octets()[0] {
+        0 => Err("is in 0.0.0.0/8 (\"this network\"), not a usable address"),
+        127 => Err("is a loopback address"),
+        224..=239 => Err("is a multicast address"),
+        240..=255 if a.is_broadcast() => Err("is the broadcast address"),
+        240..=255 => Err("is in the reserved 240.0.0.0/4"),
+        _ => Ok(()),
+    }
+}
+
+fn stmt_kw_of(m: &ManagementConfig) -> Token<'static> {
+    Token { text: "management", line: m.line.0, column: 1 }
 }
 
 fn is_name(s: &str) -> bool {
@@ -1267,7 +1580,7 @@ mod tests {
                 prefix: "0.0.0.0/0".parse().unwrap(),
                 port: 1,
                 via: Some(Ipv4Addr::new(10, 1, 0, 254)),
-                line: 3
+                line: Line(3)
             }
         );
         assert_eq!(c.routes[1].port, 0);
@@ -1322,7 +1635,7 @@ mod tests {
                 proto: 6,
                 outside: (Ipv4Addr::new(10, 1, 0, 1), 8080),
                 inside: (Ipv4Addr::new(10, 0, 0, 2), 80),
-                line: 9
+                line: Line(9)
             }
         );
         assert_eq!(

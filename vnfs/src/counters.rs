@@ -46,6 +46,7 @@ drop_reasons! {
     Ipv4BadHeaderLen => "ipv4_bad_header_len", "IHL below 5 or total length below IHL";
     Ipv4BadChecksum => "ipv4_bad_checksum", "IPv4 header checksum does not verify";
     NoRoute => "no_route", "IPv4 packet not for the appliance and no route for it";
+    SourceWrongPort => "source_wrong_port", "source address that belongs on another port, or is the appliance's own (reverse-path check, `rpf`)";
     TtlExpired => "ttl_expired", "TTL reached zero in transit (ICMP time exceeded sent)";
     MartianSource => "martian_source", "source address that cannot be a host: 0/8, loopback, multicast, broadcast, 240/4";
     MartianDestination => "martian_destination", "destination that is never routed: 0/8, loopback, multicast, broadcast, 240/4";
@@ -76,6 +77,29 @@ impl fmt::Display for DropReason {
     }
 }
 
+/// A counter per drop reason (an array too long for `derive(Default)`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Drops(pub [u64; DropReason::COUNT]);
+
+impl Default for Drops {
+    fn default() -> Self {
+        Drops([0; DropReason::COUNT])
+    }
+}
+
+impl core::ops::Deref for Drops {
+    type Target = [u64; DropReason::COUNT];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl core::ops::DerefMut for Drops {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
 /// Counters of one port.
 #[derive(Clone, Debug, Default)]
 pub struct PortCounters {
@@ -85,7 +109,7 @@ pub struct PortCounters {
     pub tx_bytes: u64,
     /// Packets handed to the appliance's own host stack.
     pub local_packets: u64,
-    pub drops: [u64; DropReason::COUNT],
+    pub drops: Drops,
 }
 
 impl PortCounters {

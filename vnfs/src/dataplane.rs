@@ -31,8 +31,16 @@ use crate::Micros;
 /// Something an operator wants in the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    Reloaded { ok: bool },
-    Backend { service: String, backend: String, up: bool },
+    /// A `PUT /config`: applied, or refused with the reason.
+    Reloaded {
+        ok: bool,
+        why: String,
+    },
+    Backend {
+        service: String,
+        backend: String,
+        up: bool,
+    },
 }
 
 /// What ingress decided for one packet.
@@ -106,6 +114,49 @@ pub struct Dataplane {
     wires: Vec<Option<PortId>>,
     reloads: u64,
     events: crate::stage::Events,
+    /// The management bearer token (from fw_cfg, never from the config
+    /// text, never printed).
+    mgmt_token: Option<Vec<u8>>,
+    /// Where the running config came from, for `/health`.
+    config_origin: String,
+    /// Reads the clock (the kernel sets it): reloads are timed with it.
+    clock: Option<fn() -> Micros>,
+    /// How long the last reload took, parse to tables (µs).
+    last_reload_us: Option<Micros>,
+    /// Per port: source prefixes the reverse-path check refuses there.
+    rpf: Vec<Vec<Ipv4Net>>,
+}
+
+/// Per port, the source prefixes its reverse-path check refuses (see
+/// [`config::Rpf`]): a handful, scanned per packet.
+fn rpf_of(config: &Config, local: &[Ipv4Addr]) -> Vec<Vec<Ipv4Net>> {
+    let mgmt = config.management.as_ref().map(|m| m.port);
+    let own = || local.iter().map(|a| Ipv4Net::new(*a, 32).expect("a /32 is valid"));
+    config
+        .ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut v: Vec<Ipv4Net> = match p.rpf.unwrap_or(config::Rpf::Loose) {
+                config::Rpf::Off => Vec::new(),
+                config::Rpf::Loose => {
+                    let m = mgmt.filter(|m| *m != i).and_then(|m| config.ports[m].address).map(|a| a.trunc());
+                    own().chain(m).collect()
+                }
+                config::Rpf::Strict => config
+                    .ports
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .filter_map(|(_, q)| q.address.map(|a| a.trunc()))
+                    .chain(own())
+                    .collect(),
+            };
+            v.sort_unstable();
+            v.dedup();
+            v
+        })
+        .collect()
 }
 
 /// The appliance's addresses: its ports', the NAT pool and the VIPs (so ARP
@@ -225,7 +276,19 @@ impl Dataplane {
             wires: wires_of(config),
             reloads: 0,
             events: crate::stage::Events::new(),
+            mgmt_token: None,
+            config_origin: String::from("boot"),
+            clock: None,
+            last_reload_us: None,
+            rpf: rpf_of(config, &local_addresses(config)),
         }
+    }
+
+    /// Sets the bearer token every management request but `/health` (and
+    /// `/metrics` with `metrics open`) must carry. Without one, the
+    /// endpoint answers reads and refuses reloads.
+    pub fn set_management_token(&mut self, token: Option<&[u8]>) {
+        self.mgmt_token = token.map(|t| t.to_vec());
     }
 
     fn push_event(&mut self, e: Event) {
@@ -243,6 +306,18 @@ impl Dataplane {
     /// Records the text the running config came from (served by GET /config).
     pub fn set_config_text(&mut self, text: &str) {
         self.config_text = text.into();
+    }
+
+    /// Gives the dataplane a clock, so reloads report how long forwarding
+    /// waited for them.
+    pub fn set_clock(&mut self, clock: fn() -> Micros) {
+        self.clock = Some(clock);
+    }
+
+    /// Records where the boot config came from (fw_cfg, the command line,
+    /// the embedded default), for `/health`.
+    pub fn set_config_origin(&mut self, origin: &str) {
+        self.config_origin = alloc::format!("boot ({origin})");
     }
 
     /// Replaces the running config with `text`, between bursts. Ports and
@@ -265,6 +340,11 @@ impl Dataplane {
         if new.management != self.config.management {
             return Err(alloc::format!("{name}: the management endpoint cannot change while running\n"));
         }
+        if let Some(m) = &new.management {
+            if new.pipelines[m.port] != self.config.pipelines[m.port] {
+                return Err(alloc::format!("{name}: the management port's pipeline cannot change\n"));
+            }
+        }
         if new.wires != self.config.wires {
             return Err(alloc::format!("{name}: wires cannot change while running\n"));
         }
@@ -277,9 +357,16 @@ impl Dataplane {
         if let Some(free) = self.free_memory {
             // Rebuilt tables replace the old ones: refuse before touching
             // anything if the RAM cannot hold the new ones.
-            let (mut need, mut freed) = (0, 0);
+            // The router is always rebuilt; its old table goes once the
+            // new one stands, so both are counted.
+            let (mut need, mut freed) = (new.router_table_bytes(), 0);
+            if new.router.neighbors != old.router.neighbors {
+                need += new.neighbor_table_bytes();
+                freed += old.neighbor_table_bytes();
+            }
             if !unchanged(StageKind::Nat) {
-                (need, freed) = (new.nat_table_bytes(), old.nat_table_bytes());
+                need += new.nat_table_bytes();
+                freed += old.nat_table_bytes();
             }
             if !unchanged(StageKind::Lb) {
                 need += new.lb_table_bytes();
@@ -288,8 +375,13 @@ impl Dataplane {
             let available = (free() + freed).saturating_sub(RELOAD_RESERVE);
             if need > available {
                 return Err(alloc::format!(
-                    "{name}: the new tables need {} KiB but {} KiB of RAM is free; the running config stays\n",
+                    "{name}: the new tables need {} KiB (routes {} KiB, neighbours {} KiB, nat {} KiB, lb {} KiB) \
+                     but {} KiB of RAM is free; the running config stays\n",
                     need / 1024,
+                    new.router_table_bytes() / 1024,
+                    new.neighbor_table_bytes() / 1024,
+                    new.nat_table_bytes() / 1024,
+                    new.lb_table_bytes() / 1024,
                     available / 1024
                 ));
             }
@@ -312,6 +404,7 @@ impl Dataplane {
         }
         self.local = local_addresses(&new);
         self.local_sorted = sorted(&self.local);
+        self.rpf = rpf_of(&new, &self.local);
         for p in &mut self.ports {
             p.host.set_also(&self.local);
         }
@@ -325,22 +418,65 @@ impl Dataplane {
     }
 
     /// Answers a management request.
-    fn answer(&mut self, req: &Request, pool: &mut PacketPool) -> Response {
+    fn answer(&mut self, req: &Request, pool: &mut PacketPool, counters: &mut crate::mgmt::MgmtCounters) -> Response {
+        let open = match req.path.as_str() {
+            "/health" => true,
+            "/metrics" => self.config.management.as_ref().is_some_and(|m| m.metrics_open),
+            _ => false,
+        };
+        match &self.mgmt_token {
+            Some(token) if !open => {
+                let ok = req.bearer.as_ref().is_some_and(|b| crate::mgmt::token_matches(b.as_bytes(), token));
+                if !ok {
+                    counters.unauthorized += 1;
+                    return Response::text(401, "this endpoint needs `Authorization: Bearer TOKEN`\n");
+                }
+            }
+            None if req.method != "GET" => {
+                counters.unauthorized += 1;
+                return Response::text(
+                    403,
+                    "reloads need a management token: add `token-file PATH` to the `management` statement \
+                     (the token reaches the image through fw_cfg opt/sluice/token)\n",
+                );
+            }
+            _ => {}
+        }
         match (req.method.as_str(), req.path.as_str()) {
             ("GET", "/metrics") => {
                 let mut s = String::new();
                 let _ = self.write_metrics(&mut s, pool);
                 Response { status: 200, content_type: "text/plain; version=0.0.4; charset=utf-8", body: s.into_bytes() }
             }
-            ("GET", "/health") => Response::text(200, "ok\n"),
+            ("GET", "/health") => Response::text(
+                200,
+                alloc::format!(
+                    "ok\nconfig: {} ({} reloads)\n{}",
+                    self.config_origin,
+                    self.reloads,
+                    self.last_reload_us.map(|us| alloc::format!("last reload: {us} us\n")).unwrap_or_default()
+                ),
+            ),
             ("GET", "/config") => Response::text(200, self.config_text.clone()),
             ("PUT", "/config") => match core::str::from_utf8(&req.body) {
                 Err(_) => Response::text(400, "config is not UTF-8\n"),
                 Ok(text) => {
+                    let t0 = self.clock.map(|c| c());
                     let result = self.reload("PUT /config", text, pool);
-                    self.push_event(Event::Reloaded { ok: result.is_ok() });
+                    if let (Some(c), Some(t0)) = (self.clock, t0) {
+                        self.last_reload_us = Some(c().saturating_sub(t0));
+                    }
+                    let why = result.as_ref().err().and_then(|e| e.lines().next()).unwrap_or("").into();
+                    self.push_event(Event::Reloaded { ok: result.is_ok(), why });
                     match result {
-                        Ok(()) => Response::text(200, "config applied\n"),
+                        Ok(()) => {
+                            self.config_origin = alloc::format!("PUT /config, reload {}", self.reloads);
+                            Response::text(
+                                200,
+                                "config applied; it lasts until the appliance restarts (the boot config \
+                                 comes from fw_cfg, the command line or the image)\n",
+                            )
+                        }
                         Err(e) => Response::text(400, e),
                     }
                 }
@@ -445,15 +581,24 @@ impl Dataplane {
         if let Some(peer) = self.wires[port as usize] {
             return self.wire(port, peer, batch, pool);
         }
-        let Dataplane { ports, stages, stage_counters, pipelines, local_sorted, egress, events, .. } = self;
+        let Dataplane { ports, stages, stage_counters, pipelines, local_sorted, egress, events, rpf, .. } = self;
         let pipeline = &pipelines[port as usize];
+        let refused = &rpf[port as usize];
         let mut onward = Batch::new();
         for mut pkt in batch.drain(..) {
             pkt.meta.in_port = port;
             let p = &mut ports[port as usize];
             p.counters.rx_packets += 1;
             p.counters.rx_bytes += pkt.len() as u64;
-            match classify(p.mac, p.address, local_sorted, pkt.data(), pkt.total_len()) {
+            let mut verdict = classify(p.mac, p.address, local_sorted, pkt.data(), pkt.total_len());
+            if matches!(verdict, Verdict::Pipeline | Verdict::Local) && !refused.is_empty() {
+                // classify checked the IPv4 header: the source is there.
+                let src = Ipv4Packet::new_unchecked(&pkt.data()[14..]).src_addr();
+                if refused.iter().any(|n| n.contains(&src)) {
+                    verdict = Verdict::Drop(DropReason::SourceWrongPort);
+                }
+            }
+            match verdict {
                 Verdict::Pipeline => {
                     // `onward` has the capacity of `batch`.
                     let _ = onward.push(pkt);
@@ -581,7 +726,7 @@ impl Dataplane {
         if let Some((port, mut mgmt)) = self.mgmt.take() {
             let requests = mgmt.poll(&mut self.ports[port].host, now);
             for (conn, req) in requests {
-                let response = self.answer(&req, pool);
+                let response = self.answer(&req, pool, &mut mgmt.counters);
                 mgmt.respond(conn, &response);
             }
             self.mgmt = Some((port, mgmt));

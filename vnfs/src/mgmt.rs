@@ -15,13 +15,22 @@ use smoltcp::socket::tcp::State;
 use crate::hoststack::HostStack;
 use crate::Micros;
 
-/// Connections served at once; more get a reset from smoltcp.
+/// Connections served at once. One more socket always listens: when it
+/// takes a connection, the connection that has been reading its request the
+/// longest is closed, so clients that trickle bytes (slowloris) cannot lock
+/// a new client out.
 pub const MAX_CONNECTIONS: usize = 4;
 /// Largest request (headers and body): a config of a few thousand lines.
 pub const MAX_REQUEST: usize = 256 * 1024;
-const MAX_HEADER: usize = 8 * 1024;
+/// Largest request header.
+pub const MAX_HEADER: usize = 8 * 1024;
 /// A connection idle this long is dropped.
 pub const IDLE_TIMEOUT: Micros = 10_000_000;
+/// A whole request must arrive within this time of the connection opening,
+/// however steadily its bytes come.
+pub const REQUEST_DEADLINE: Micros = 15_000_000;
+/// A response must be taken by the client within this time.
+pub const RESPONSE_DEADLINE: Micros = 30_000_000;
 
 /// A parsed request.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,6 +38,8 @@ pub struct Request {
     pub method: String,
     pub path: String,
     pub body: Vec<u8>,
+    /// The token of an `Authorization: Bearer TOKEN` header.
+    pub bearer: Option<String>,
 }
 
 /// A response to send.
@@ -60,13 +71,20 @@ struct Conn {
     out: Vec<u8>,
     sent: usize,
     last: Micros,
+    /// When the connection opened (or the response began).
+    started: Micros,
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct MgmtCounters {
     pub requests: u64,
     pub rejected: u64,
+    /// Connections closed because they were idle or missed a deadline.
     pub timeouts: u64,
+    /// Connections closed to let a new client in.
+    pub evicted: u64,
+    /// Requests refused for a missing or wrong token.
+    pub unauthorized: u64,
 }
 
 pub struct Management {
@@ -76,42 +94,90 @@ pub struct Management {
 }
 
 /// Parses a complete request from `buf`: `Ok(None)` if more bytes are needed.
+///
+/// Every number from the request is bounded before it is used: a
+/// `Content-Length` is parsed as a decimal of at most a few digits and
+/// compared with what is left of [`MAX_REQUEST`] after the header, never
+/// added to anything first. A request with two `Content-Length` headers is
+/// refused (RFC 9112 §6.3: conflicting lengths are unrecoverable, and
+/// "the last one wins" lets a proxy and sluice disagree on where the body
+/// ends).
 pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, (u16, &'static str)> {
-    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+    let limit = buf.len().min(MAX_HEADER + 4);
+    let Some(end) = buf[..limit].windows(4).position(|w| w == b"\r\n\r\n") else {
         return if buf.len() > MAX_HEADER { Err((431, "request header too large\n")) } else { Ok(None) };
     };
     let head = core::str::from_utf8(&buf[..end]).map_err(|_| (400, "request header is not UTF-8\n"))?;
     let mut lines = head.split("\r\n");
     let mut first = lines.next().unwrap_or("").split(' ');
-    let (Some(method), Some(path), Some(version)) = (first.next(), first.next(), first.next()) else {
+    let (Some(method), Some(path), Some(version), None) = (first.next(), first.next(), first.next(), first.next())
+    else {
         return Err((400, "bad request line\n"));
     };
     if !version.starts_with("HTTP/1.") {
         return Err((505, "HTTP/1.x only\n"));
     }
-    let mut length = 0usize;
+    if method.is_empty() || path.is_empty() || method.len() > 16 || path.len() > 1024 {
+        return Err((400, "bad request line\n"));
+    }
+    let mut length: Option<usize> = None;
+    let mut authorization: Option<&str> = None;
     for l in lines {
-        if let Some((k, v)) = l.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().map_err(|_| (400, "bad Content-Length\n"))?;
-            } else if k.trim().eq_ignore_ascii_case("transfer-encoding") {
-                return Err((411, "send a Content-Length, not chunked encoding\n"));
+        let Some((k, v)) = l.split_once(':') else {
+            return Err((400, "bad header line\n"));
+        };
+        let (k, v) = (k.trim(), v.trim());
+        if k.eq_ignore_ascii_case("content-length") {
+            if length.is_some() {
+                return Err((400, "more than one Content-Length\n"));
             }
+            // Digits only (no sign, no spaces), few enough that the value
+            // cannot overflow; anything above the limit is refused below.
+            if v.is_empty() || v.len() > 12 || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err((400, "bad Content-Length\n"));
+            }
+            length = Some(v.parse().map_err(|_| (400, "bad Content-Length\n"))?);
+        } else if k.eq_ignore_ascii_case("transfer-encoding") {
+            return Err((411, "send a Content-Length, not chunked encoding\n"));
+        } else if k.eq_ignore_ascii_case("authorization") {
+            if authorization.is_some() {
+                return Err((400, "more than one Authorization\n"));
+            }
+            authorization = Some(v);
         }
     }
-    if end + 4 + length > MAX_REQUEST {
+    let length = length.unwrap_or(0);
+    let body_start = end + 4;
+    // `body_start <= MAX_HEADER + 4 < MAX_REQUEST`: no underflow, no overflow.
+    if length > MAX_REQUEST - body_start {
         return Err((413, "request too large\n"));
     }
-    if buf.len() < end + 4 + length {
+    let Some(body) = buf.get(body_start..body_start + length) else {
         return Ok(None);
+    };
+    let bearer = authorization.and_then(|a| {
+        let (scheme, token) = a.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| String::from(token.trim()))
+    });
+    Ok(Some(Request { method: method.into(), path: path.into(), body: body.to_vec(), bearer }))
+}
+
+/// Compares a presented token with the configured one in time that depends
+/// only on the configured token's length, not on where they differ.
+pub fn token_matches(presented: &[u8], expected: &[u8]) -> bool {
+    let mut diff = (presented.len() != expected.len()) as u8;
+    for (i, e) in expected.iter().enumerate() {
+        diff |= e ^ presented.get(i).copied().unwrap_or(!e);
     }
-    Ok(Some(Request { method: method.into(), path: path.into(), body: buf[end + 4..end + 4 + length].to_vec() }))
+    core::hint::black_box(diff) == 0
 }
 
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         409 => "Conflict",
@@ -127,9 +193,17 @@ fn reason(status: u16) -> &'static str {
 impl Management {
     /// Opens the listening sockets on `host`.
     pub fn new(host: &mut HostStack, listen: u16) -> Management {
-        let conns = (0..MAX_CONNECTIONS)
+        let conns = (0..MAX_CONNECTIONS + 1)
             .filter_map(|_| host.tcp_listen(listen, 16 * 1024, 16 * 1024))
-            .map(|handle| Conn { handle, phase: Phase::Idle, buf: Vec::new(), out: Vec::new(), sent: 0, last: 0 })
+            .map(|handle| Conn {
+                handle,
+                phase: Phase::Idle,
+                buf: Vec::new(),
+                out: Vec::new(),
+                sent: 0,
+                last: 0,
+                started: 0,
+            })
             .collect();
         Management { listen, conns, counters: MgmtCounters::default() }
     }
@@ -144,6 +218,7 @@ impl Management {
                 Phase::Idle if state != State::Listen => {
                     c.phase = Phase::Reading;
                     c.last = now;
+                    c.started = now;
                     c.buf.clear();
                 }
                 Phase::Idle => continue,
@@ -162,6 +237,7 @@ impl Management {
                         self.counters.rejected += 1;
                         c.out = response_bytes(&Response::text(413, "request too large\n"));
                         c.sent = 0;
+                        c.started = now;
                         c.phase = Phase::Writing;
                         break;
                     }
@@ -180,6 +256,7 @@ impl Management {
                             self.counters.rejected += 1;
                             c.out = response_bytes(&Response::text(status, why));
                             c.sent = 0;
+                            c.started = now;
                             c.phase = Phase::Writing;
                         }
                     }
@@ -197,11 +274,37 @@ impl Management {
             }
             let gone = matches!(state, State::Closed | State::TimeWait | State::Closing | State::LastAck)
                 || c.phase == Phase::Writing && c.sent == c.out.len() && state == State::FinWait2;
-            let idle = now.saturating_sub(c.last) > IDLE_TIMEOUT && c.phase != Phase::Handling;
+            let deadline = match c.phase {
+                Phase::Reading => REQUEST_DEADLINE,
+                Phase::Writing => RESPONSE_DEADLINE,
+                _ => Micros::MAX,
+            };
+            let idle = c.phase != Phase::Handling
+                && (now.saturating_sub(c.last) > IDLE_TIMEOUT || now.saturating_sub(c.started) > deadline);
             if (gone && c.phase != Phase::Handling) || idle {
                 if idle && !gone {
                     self.counters.timeouts += 1;
                 }
+                host.tcp_relisten(c.handle, self.listen);
+                c.phase = Phase::Idle;
+                c.out = Vec::new();
+                c.buf = Vec::new();
+            }
+        }
+        // Keep one socket listening: if every socket holds a connection,
+        // close the one that has been reading its request the longest.
+        let listening = self.conns.iter().any(|c| c.phase == Phase::Idle);
+        if !listening {
+            let oldest = self
+                .conns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.phase == Phase::Reading)
+                .min_by_key(|(_, c)| c.started)
+                .map(|(i, _)| i);
+            if let Some(i) = oldest {
+                let c = &mut self.conns[i];
+                self.counters.evicted += 1;
                 host.tcp_relisten(c.handle, self.listen);
                 c.phase = Phase::Idle;
                 c.out = Vec::new();
@@ -217,6 +320,7 @@ impl Management {
             c.out = response_bytes(r);
             c.sent = 0;
             c.phase = Phase::Writing;
+            c.started = c.last;
         }
     }
 }

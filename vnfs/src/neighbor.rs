@@ -104,6 +104,11 @@ pub struct NeighborCache {
 }
 
 impl NeighborCache {
+    /// Bytes a cache of `capacity` entries takes (computed before building it).
+    pub fn memory_for(capacity: usize) -> usize {
+        capacity.max(WINDOW).next_power_of_two() * core::mem::size_of::<Entry>()
+    }
+
     /// `capacity` is rounded up to a power of two (at least `WINDOW`).
     pub fn new(capacity: usize, reachable: Micros) -> Self {
         let n = capacity.max(WINDOW).next_power_of_two();

@@ -28,7 +28,7 @@ pub struct StageCounters {
     /// Packets it queued for transmission (forwarded, and any it originated).
     pub tx: u64,
     /// Packets it dropped, by reason.
-    pub drops: [u64; DropReason::COUNT],
+    pub drops: crate::counters::Drops,
 }
 
 /// What a stage sees of the dataplane while it runs.

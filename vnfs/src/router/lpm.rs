@@ -72,6 +72,25 @@ impl Lpm {
         (self.top.len() + self.chunks.len()) * 4
     }
 
+    /// Bytes a table of `prefixes` will take, computed before building it
+    /// (so a config that does not fit the RAM is refused, not fatal): the
+    /// top level, one chunk per /16 that holds a longer prefix and one per
+    /// /24 that holds a prefix longer than /24.
+    pub fn memory_for<'a>(prefixes: impl Iterator<Item = &'a Ipv4Net>) -> usize {
+        let mut level2 = alloc::collections::BTreeSet::new();
+        let mut level3 = alloc::collections::BTreeSet::new();
+        for p in prefixes {
+            let a = u32::from(p.trunc().addr());
+            if p.prefix_len() > 16 {
+                level2.insert(a >> 16);
+            }
+            if p.prefix_len() > 24 {
+                level3.insert(a >> 8);
+            }
+        }
+        ((1 << 16) + (level2.len() + level3.len()) * CHUNK) * 4
+    }
+
     /// Adds `prefix → nh`. A prefix inserted twice keeps the last next hop.
     pub fn insert(&mut self, prefix: Ipv4Net, nh: NextHopId) {
         assert!(nh <= MAX_NEXT_HOPS, "next hop id out of range");

@@ -81,8 +81,11 @@ impl Router {
             .map(|(p, mac)| RouterPort { mac: *mac, address: p.address, mtu: p.mtu })
             .collect();
         let mut routes: Vec<(Ipv4Net, NextHop)> = Vec::new();
+        // The management port's prefix is not a route: nothing is forwarded
+        // into the management network.
+        let mgmt = config.management.as_ref().map(|m| m.port);
         for (i, p) in ports.iter().enumerate() {
-            if let Some(a) = p.address {
+            if let Some(a) = p.address.filter(|_| Some(i) != mgmt) {
                 routes.push((a.trunc(), NextHop { port: i as PortId, gateway: None }));
             }
         }
