@@ -7,10 +7,15 @@ use std::time::Duration;
 
 use sluice_qemu_tests::*;
 
+/// The bearer token the management lab's endpoint requires.
+const TOKEN: &str = "lab-token-4f1c9a";
+
 fn mgmt_lab() -> Lab {
     let mut spec = LabSpec::two_ports(Machine::Microvm).unwrap();
     spec.ports.push(PortSpec::new("mgmt", "10.9.0.1/24", "10.9.0.2/24"));
-    spec.extra_config = "nat {\n  inside 10.0.0.0/24\n  outside wan\n}\nmanagement mgmt listen 8080\n".into();
+    spec.extra_config =
+        "nat {\n  inside 10.0.0.0/24\n  outside wan\n}\nmanagement mgmt listen 8080 token-file token\n".into();
+    spec.token = Some(TOKEN.into());
     let lab = Lab::start(&spec).unwrap_or_else(|e| panic!("lab did not start: {e}"));
     route_via_appliance(lab.port("lan"));
     lab
@@ -19,7 +24,16 @@ fn mgmt_lab() -> Lab {
 fn get(lab: &Lab, path: &str) -> String {
     let (ok, out) = ns_retry(
         lab.port("mgmt"),
-        &["curl", "-sS", "--fail-with-body", "--max-time", "5", &format!("http://10.9.0.1:8080{path}")],
+        &[
+            "curl",
+            "-sS",
+            "--fail-with-body",
+            "--max-time",
+            "5",
+            "-H",
+            &format!("Authorization: Bearer {TOKEN}"),
+            &format!("http://10.9.0.1:8080{path}"),
+        ],
         20,
     );
     assert!(ok, "GET {path}: {out}");
@@ -37,6 +51,8 @@ fn put_config(lab: &Lab, text: &str) -> (bool, String) {
             "--fail-with-body",
             "--max-time",
             "10",
+            "-H",
+            &format!("Authorization: Bearer {TOKEN}"),
             "-X",
             "PUT",
             "--data-binary",
@@ -85,7 +101,7 @@ fn metrics_parse_and_count_what_was_sent() {
     assert!(m.contains("sluice_port_drops_total{port=\"lan\",reason=\"unknown_ethertype\"} 4\n"), "{m}");
     assert!(m.lines().any(|l| l.starts_with("sluice_port_local_packets_total{port=\"lan\"}")), "{m}");
     assert!(m.contains("sluice_stage_sessions{stage=\"nat\"} 0\n"), "{m}");
-    assert_eq!(get(&lab, "/health"), "ok\n");
+    assert!(get(&lab, "/health").starts_with("ok\nconfig: boot ("), "{}", get(&lab, "/health"));
     assert!(get(&lab, "/config").contains("management mgmt listen 8080"));
 }
 
@@ -141,6 +157,13 @@ fn sluice_metrics_command_reads_the_endpoint() {
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("sluice");
     let out = lab.port("mgmt").ns.output(&[bin.to_str().unwrap(), "metrics", "10.9.0.1:8080"]).unwrap();
+    assert!(!out.status.success(), "no token, no metrics");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("answered 401"), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = lab.config_path.with_extension("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let t = token.to_str().unwrap();
+    let out =
+        lab.port("mgmt").ns.output(&[bin.to_str().unwrap(), "metrics", "10.9.0.1:8080", "--token-file", t]).unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("# TYPE sluice_port_rx_packets_total counter"));
 }
@@ -153,6 +176,24 @@ fn oversized_and_malformed_requests_are_refused() {
         mgmt,
         &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "http://10.9.0.1:8080/nope"],
         20,
+    );
+    assert_eq!(out, "401", "no token");
+    let bearer = format!("Authorization: Bearer {TOKEN}");
+    let (_, out) = ns_run(
+        mgmt,
+        &[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+            "-H",
+            &bearer,
+            "http://10.9.0.1:8080/nope",
+        ],
     );
     assert_eq!(out, "404");
     let big = lab.config_path.with_extension("big");

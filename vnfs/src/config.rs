@@ -450,6 +450,16 @@ impl Errors {
         }
     }
 
+    /// Pushes the error `message()` builds at `tok`, building it only if
+    /// it will be kept (a flood of errors costs a count each, not a string).
+    fn push_at(&mut self, tok: &Token<'_>, message: impl FnOnce() -> String) {
+        if self.kept.len() < MAX_ERRORS {
+            self.kept.push(ConfigError::at(tok, message()));
+        } else {
+            self.push(ConfigError { line: tok.line, column: tok.column, message: String::new() });
+        }
+    }
+
     fn len(&self) -> usize {
         self.kept.len() + self.more
     }
@@ -616,10 +626,9 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
                     }
                 }
             }
-            other => errors.push(ConfigError::at(
-                &kw,
-                format!("unknown statement `{other}`: expected `port`, `route`, `router`, `nat`, `service`, `lb`, `management`, `wire` or `pipeline`"),
-            )),
+            other => errors.push_at(&kw, || {
+                format!("unknown statement `{other}`: expected `port`, `route`, `router`, `nat`, `service`, `lb`, `management`, `wire` or `pipeline`")
+            }),
         }
     }
     // Routes and pipelines name ports, so they are read once all ports are known.
@@ -1488,6 +1497,133 @@ mod tests {
 
     fn errs(text: &str) -> Vec<String> {
         parse(text).unwrap_err().iter().map(|e| e.display("t.conf").to_string()).collect()
+    }
+
+    const TWO: &str = "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\n";
+
+    #[test]
+    fn deep_nesting_is_refused_without_recursion() {
+        // 20,000 levels once overflowed the stack when the tree was dropped.
+        for text in ["port lan {\n".repeat(20_000), "port lan {".repeat(20_000), "a {\n".repeat(3000)] {
+            let e = errs(&text);
+            assert!(e.iter().any(|e| e.contains("blocks nest at most 4 deep")), "{:?}", &e[..3]);
+            assert!(e.len() <= MAX_ERRORS + 1, "{}", e.len());
+        }
+        let ok = std::format!("{TWO}nat {{\n inside 10.0.0.0/24\n outside wan\n}}\n");
+        parse(&ok).unwrap();
+    }
+
+    #[test]
+    fn errors_are_capped_and_the_rest_counted() {
+        let text = "a\n".repeat(131_072);
+        let e = errs(&text);
+        assert_eq!(e.len(), MAX_ERRORS + 1);
+        assert!(e[0].starts_with("t.conf:1:1: unknown statement `a`"), "{}", e[0]);
+        assert!(e[MAX_ERRORS].contains("and 130972 more error(s)"), "{}", e[MAX_ERRORS]);
+        assert!(e[MAX_ERRORS].starts_with("t.conf:101:1:"), "{}", e[MAX_ERRORS]);
+    }
+
+    #[test]
+    fn columns_are_counted_in_one_pass() {
+        // 131k tokens on one line: once quadratic (a column recount per token).
+        let line = std::format!("port lan address 10.0.0.1/24 {}", "x ".repeat(131_072));
+        let e = errs(&line);
+        assert!(e[0].contains(":1:30: "), "{}", e[0]);
+        // Columns count characters, not bytes.
+        assert!(errs("port lan ä mtu 9999")[0].starts_with("t.conf:1:"), "ok");
+        let e = errs("port lan address 10.0.0.1/24 mtu ä9");
+        assert!(e[0].starts_with("t.conf:1:34: bad MTU"), "{}", e[0]);
+    }
+
+    #[test]
+    fn positions_are_not_part_of_meaning() {
+        let a = parse(&std::format!(
+            "{TWO}nat {{\n inside 10.0.0.0/24\n outside wan\n forward tcp 10.1.0.1:80 10.0.0.2:80\n}}\n"
+        ))
+        .unwrap();
+        let b = parse(&std::format!("# a comment\n\n{TWO}route 192.168.0.0/16 via 10.1.0.2\nnat {{\n inside 10.0.0.0/24\n\n outside wan\n forward tcp 10.1.0.1:80 10.0.0.2:80\n}}\n")).unwrap();
+        assert_eq!(a.ports, b.ports);
+        assert_eq!(a.nat, b.nat);
+        assert_ne!(a.routes, b.routes);
+    }
+
+    #[test]
+    fn nonsense_addresses_and_duplicates_are_refused() {
+        let nat = |body: &str| errs(&std::format!("{TWO}nat {{\n inside 10.0.0.0/24\n outside wan\n{body}}}\n"));
+        for bad in ["0.0.0.0", "127.0.0.1", "224.0.0.1", "255.255.255.255", "240.0.0.1"] {
+            let e = nat(&std::format!(" pool {bad}\n"));
+            assert!(e[0].starts_with("t.conf:6:7: pool address"), "{bad}: {e:?}");
+        }
+        let e = nat(" pool 10.0.0.2\n");
+        assert!(e[0].contains("pool address 10.0.0.2 is inside 10.0.0.0/24"), "{e:?}");
+        let e = nat(" forward tcp 10.1.0.1:80 10.0.0.2:80\n forward tcp 10.1.0.1:80 10.0.0.3:80\n");
+        assert!(e[0].starts_with("t.conf:7:14: forward tcp 10.1.0.1:80 is already given on line 6"), "{e:?}");
+        let e = nat(" forward tcp 10.1.0.1:0 10.0.0.2:80\n");
+        assert!(e[0].contains("bad endpoint `10.1.0.1:0`"), "{e:?}");
+        let svc = |body: &str| errs(&std::format!("{TWO}service web {{\n{body}}}\n"));
+        for bad in ["0.0.0.0", "127.0.0.1", "224.0.0.1", "255.255.255.255"] {
+            let e = svc(&std::format!(" vip {bad}:80\n backend 10.1.0.2:80\n"));
+            assert!(e[0].contains(&std::format!("VIP {bad} ")), "{bad}: {e:?}");
+        }
+        let e = svc(" vip 10.1.0.9:80\n backend 10.1.0.1:80\n");
+        assert!(e[0].contains("backend 10.1.0.1 is the address of port `wan`"), "{e:?}");
+        let e = errs("port lan address 10.0.0.1/24\nport wan address 10.0.0.129/25\n");
+        assert!(e[0].starts_with("t.conf:2:6: port `wan`: 10.0.0.128/25 overlaps 10.0.0.0/24 of port `lan`"), "{e:?}");
+        let e = errs("port lan address 10.0.0.1/24\nport mgmt\nmanagement mgmt\n");
+        assert!(e[0].contains("management port `mgmt` has no address"), "{e:?}");
+        // RFC 3021: both addresses of a /31 are hosts.
+        let c = parse("port lan address 10.0.0.0/31\nport wan address 10.1.0.1/31\n").unwrap();
+        assert_eq!(c.ports[0].address.unwrap().prefix_len(), 31);
+    }
+
+    #[test]
+    fn the_management_port_forwards_nothing() {
+        let base =
+            std::format!("{TWO}port mgmt address 10.9.0.1/24\nmanagement mgmt listen 8080 token-file t metrics open\n");
+        let c = parse(&base).unwrap();
+        let m = c.management.as_ref().unwrap();
+        assert_eq!((m.listen, m.token_file.as_deref(), m.metrics_open), (8080, Some("t"), true));
+        assert!(c.pipelines[2].is_empty());
+        assert_eq!(c.ports[2].rpf, Some(Rpf::Strict));
+        assert_eq!(c.ports[0].rpf, Some(Rpf::Loose));
+        let e = errs(&std::format!("{base}pipeline mgmt router\n"));
+        assert!(e[0].contains("`mgmt` is the management port: it forwards nothing"), "{e:?}");
+        let e = errs(&std::format!("{base}route 192.168.0.0/16 via 10.9.0.2\n"));
+        assert!(e[0].contains("route 192.168.0.0/16 leads into the management port"), "{e:?}");
+    }
+
+    #[test]
+    fn table_sizes_are_known_before_building() {
+        let c = parse(&std::format!("{TWO}router neighbors 1048576\n")).unwrap();
+        assert!(c.neighbor_table_bytes() > 64 << 20, "{}", c.neighbor_table_bytes());
+        let routes: std::string::String = (0..4096u32)
+            .map(|i| std::format!("route 172.{}.{}.{}/32 via 10.1.0.2\n", 16 + i / 65536, (i >> 8) & 255, i & 255))
+            .collect();
+        let c = parse(&std::format!("{TWO}{routes}")).unwrap();
+        // 16 /24s with /32s under one /16 (1 + 16 chunks), and the /24s of
+        // the two ports (one chunk each) beside the top level.
+        assert_eq!(c.router_table_bytes(), ((1 << 16) + 19 * 256) * 4 + 4096 * 16);
+        let mut lpm = crate::router::lpm::Lpm::new();
+        for (i, r) in c.routes.iter().enumerate() {
+            lpm.insert(r.prefix, i as u32);
+        }
+        for p in &c.ports {
+            lpm.insert(p.address.unwrap().trunc(), 0);
+        }
+        assert_eq!(
+            lpm.memory(),
+            crate::router::lpm::Lpm::memory_for(
+                c.routes.iter().map(|r| &r.prefix).chain(c.ports.iter().map(|p| p.address.as_ref().unwrap()))
+            )
+        );
+    }
+
+    #[test]
+    fn more_sessions_than_ports_is_a_warning() {
+        let c = parse(&std::format!("{TWO}nat {{\n inside 10.0.0.0/24\n outside wan\n}}\n")).unwrap();
+        let w = c.warnings();
+        assert_eq!(w.len(), 1);
+        assert!(w[0].1.contains("sessions 65536 exceed the 64512 outside ports"), "{w:?}");
     }
 
     #[test]

@@ -14,7 +14,9 @@ use core::fmt::{self, Write as _};
 use core::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use smoltcp::wire::{ArpHardware, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, Ipv4Packet};
+use smoltcp::wire::{
+    ArpHardware, ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, Ipv4Packet,
+};
 
 use crate::config::{self, Config, StageKind};
 use crate::counters::{DropReason, PortCounters};
@@ -119,6 +121,8 @@ pub struct Dataplane {
     mgmt_token: Option<Vec<u8>>,
     /// Where the running config came from, for `/health`.
     config_origin: String,
+    /// The management endpoint's counters as of its last poll (`stats`).
+    mgmt_counters: crate::mgmt::MgmtCounters,
     /// Reads the clock (the kernel sets it): reloads are timed with it.
     clock: Option<fn() -> Micros>,
     /// How long the last reload took, parse to tables (µs).
@@ -278,6 +282,7 @@ impl Dataplane {
             events: crate::stage::Events::new(),
             mgmt_token: None,
             config_origin: String::from("boot"),
+            mgmt_counters: Default::default(),
             clock: None,
             last_reload_us: None,
             rpf: rpf_of(config, &local_addresses(config)),
@@ -508,6 +513,7 @@ impl Dataplane {
                 Some("egress") => ("sluice_egress", "egress"),
                 Some("nic") => ("sluice_nic", "port"),
                 Some("loop") => ("sluice_loop", "loop"),
+                Some("mgmt") => ("sluice_mgmt", "endpoint"),
                 Some("lb-service") => ("sluice_lb_service", "service"),
                 Some("lb-backend") => ("sluice_lb_backend", "backend"),
                 _ => continue,
@@ -610,10 +616,22 @@ impl Dataplane {
                 }
                 Verdict::Local => to_host(ports, pool, pkt),
                 Verdict::Arp => {
-                    if let Some(arp) = arp_of(pkt.data()) {
-                        egress.observe_arp(port, &arp, ports, pool, now);
+                    let arp = arp_of(pkt.data());
+                    if let Some(arp) = &arp {
+                        egress.observe_arp(port, arp, ports, pool, now);
                     }
-                    to_host(ports, pool, pkt);
+                    let p = &mut ports[port as usize];
+                    match arp.filter(|_| !pkt.is_chained()).and_then(|a| off_link_request(p, local_sorted, &a)) {
+                        Some(reply) => {
+                            answer_arp(&mut pkt, p.mac, &reply);
+                            p.counters.local_packets += 1;
+                            if let Err(pkt) = p.tx.push_back(pkt) {
+                                p.counters.drop(DropReason::TxRingFull);
+                                pool.free(pkt);
+                            }
+                        }
+                        None => to_host(ports, pool, pkt),
+                    }
                 }
                 Verdict::Drop(reason) => {
                     p.counters.drop(reason);
@@ -726,9 +744,11 @@ impl Dataplane {
         if let Some((port, mut mgmt)) = self.mgmt.take() {
             let requests = mgmt.poll(&mut self.ports[port].host, now);
             for (conn, req) in requests {
+                self.mgmt_counters = mgmt.counters.clone();
                 let response = self.answer(&req, pool, &mut mgmt.counters);
                 mgmt.respond(conn, &response);
             }
+            self.mgmt_counters = mgmt.counters.clone();
             self.mgmt = Some((port, mgmt));
         }
     }
@@ -797,6 +817,14 @@ impl Dataplane {
                 write!(w, " {k}={v}")?;
             }
             writeln!(w, " host_tx_no_buffer={}", p.host.counters.tx_no_buffer)?;
+        }
+        if self.config.management.is_some() {
+            let c = &self.mgmt_counters;
+            writeln!(
+                w,
+                "mgmt name=http requests={} rejected={} timeouts={} evicted={} unauthorized={}",
+                c.requests, c.rejected, c.timeouts, c.evicted, c.unauthorized
+            )?;
         }
         if !self.loop_counters.is_empty() {
             write!(w, "loop name=poll")?;
@@ -887,6 +915,58 @@ fn enqueue_host(ports: &mut [Port], pool: &mut PacketPool, pkt: crate::packet::P
 fn drop_at(ports: &mut [Port], pool: &mut PacketPool, pkt: crate::packet::Packet, reason: DropReason) {
     ports[pkt.meta.in_port as usize].counters.drop(reason);
     pool.free(pkt);
+}
+
+/// An ARP request for one of the appliance's addresses from a sender
+/// outside the port's subnet: (sender MAC, sender IP, target IP). Linux asks
+/// this way when the packet it wants to send has a source address from
+/// another interface (a loopback service address, a multi-homed host);
+/// RFC 826 answers every request whose target is ours. smoltcp ignores such
+/// requests, so the dataplane answers them itself. Requests from on-link
+/// senders go to the host stack as before.
+fn off_link_request(port: &Port, local: &[Ipv4Addr], arp: &ArpRepr) -> Option<([u8; 6], Ipv4Addr, Ipv4Addr)> {
+    let ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr,
+        source_protocol_addr,
+        target_protocol_addr,
+        ..
+    } = *arp
+    else {
+        return None;
+    };
+    let sender_ok = source_hardware_addr.is_unicast()
+        && !source_protocol_addr.is_unspecified()
+        && !source_protocol_addr.is_broadcast()
+        && !source_protocol_addr.is_multicast();
+    let on_link = port.address.is_some_and(|a| a.contains(&source_protocol_addr));
+    let ours = local.binary_search(&target_protocol_addr).is_ok();
+    (sender_ok && !on_link && ours).then_some((source_hardware_addr.0, source_protocol_addr, target_protocol_addr))
+}
+
+/// Turns the request in `pkt` into the reply, in place.
+fn answer_arp(
+    pkt: &mut crate::packet::Packet,
+    mac: [u8; 6],
+    (peer_mac, peer_ip, ours): &([u8; 6], Ipv4Addr, Ipv4Addr),
+) {
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Reply,
+        source_hardware_addr: EthernetAddress(mac),
+        source_protocol_addr: *ours,
+        target_hardware_addr: EthernetAddress(*peer_mac),
+        target_protocol_addr: *peer_ip,
+    };
+    let eth = smoltcp::wire::EthernetRepr {
+        src_addr: EthernetAddress(mac),
+        dst_addr: EthernetAddress(*peer_mac),
+        ethertype: EthernetProtocol::Arp,
+    };
+    pkt.set_len(eth.buffer_len() + arp.buffer_len());
+    pkt.meta.offload = Default::default();
+    let mut frame = EthernetFrame::new_unchecked(pkt.data_mut());
+    eth.emit(&mut frame);
+    arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
 }
 
 fn arp_of(frame: &[u8]) -> Option<ArpRepr> {
@@ -1048,6 +1128,140 @@ mod tests {
         let mut s = String::new();
         dp.write_stats(&mut s).unwrap();
         assert!(s.contains("session_capacity=2000 "), "{s}");
+    }
+
+    fn request(method: &str, path: &str, body: &str, bearer: Option<&str>) -> Request {
+        Request {
+            method: method.into(),
+            path: path.into(),
+            body: body.as_bytes().to_vec(),
+            bearer: bearer.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn management_requests_need_the_token_and_reloads_need_one_configured() {
+        let mut pool = PacketPool::new(8);
+        let base = "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\nport mgmt address 10.9.0.1/24\n";
+        let text = std::format!("{base}management mgmt listen 8080\n");
+        let cfg = config::parse(&text).unwrap();
+        let mut dp = Dataplane::new(&cfg, &[MAC, [0x52, 0x54, 0, 0, 0, 2], [0x52, 0x54, 0, 0, 0, 3]], 0, 7);
+        let mut c = crate::mgmt::MgmtCounters::default();
+        // No token configured: reads work, reloads are refused.
+        assert_eq!(dp.answer(&request("GET", "/metrics", "", None), &mut pool, &mut c).status, 200);
+        assert_eq!(dp.answer(&request("PUT", "/config", &text, None), &mut pool, &mut c).status, 403);
+        dp.set_management_token(Some(b"s3cret"));
+        for (path, status) in [("/health", 200), ("/metrics", 401), ("/config", 401)] {
+            assert_eq!(dp.answer(&request("GET", path, "", None), &mut pool, &mut c).status, status, "{path}");
+            assert_eq!(dp.answer(&request("GET", path, "", Some("wrong")), &mut pool, &mut c).status, status, "{path}");
+            assert_eq!(dp.answer(&request("GET", path, "", Some("s3cret")), &mut pool, &mut c).status, 200, "{path}");
+        }
+        assert_eq!(c.unauthorized, 5, "the 403 and two refusals each for /metrics and /config");
+        let r = dp.answer(
+            &request("PUT", "/config", &std::format!("# moved\n\n{text}"), Some("s3cret")),
+            &mut pool,
+            &mut c,
+        );
+        assert_eq!(r.status, 200, "{}", std::string::String::from_utf8_lossy(&r.body));
+        assert!(std::str::from_utf8(&r.body).unwrap().contains("lasts until the appliance restarts"));
+        let health = dp.answer(&request("GET", "/health", "", None), &mut pool, &mut c);
+        assert!(std::str::from_utf8(&health.body).unwrap().contains("config: PUT /config, reload 1"));
+        // The token never shows in the config the endpoint serves.
+        let served = dp.answer(&request("GET", "/config", "", Some("s3cret")), &mut pool, &mut c);
+        assert!(!std::str::from_utf8(&served.body).unwrap().contains("s3cret"));
+        // The management port's pipeline cannot be changed by a reload.
+        let r = dp.answer(
+            &request("PUT", "/config", &std::format!("{text}pipeline mgmt router\n"), Some("s3cret")),
+            &mut pool,
+            &mut c,
+        );
+        assert_eq!(r.status, 400);
+        // metrics open: /metrics without the token.
+        let open = std::format!("{base}management mgmt listen 8080 metrics open\n");
+        let mut dp = Dataplane::new(&config::parse(&open).unwrap(), &[MAC, [2; 6], [4; 6]], 0, 7);
+        dp.set_management_token(Some(b"s3cret"));
+        assert_eq!(dp.answer(&request("GET", "/metrics", "", None), &mut pool, &mut c).status, 200);
+        assert_eq!(dp.answer(&request("GET", "/config", "", None), &mut pool, &mut c).status, 401);
+    }
+
+    #[test]
+    fn sources_that_belong_on_another_port_are_dropped() {
+        let mut pool = PacketPool::new(16);
+        let base = "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24 rpf strict\nport mgmt address 10.9.0.1/24\nmanagement mgmt\nroute 0.0.0.0/0 via 10.1.0.254\n";
+        let cfg = config::parse(base).unwrap();
+        let mut dp = Dataplane::new(&cfg, &[MAC, [0x52, 0x54, 0, 0, 0, 2], [0x52, 0x54, 0, 0, 0, 3]], 0, 7);
+        let far = Ipv4Addr::new(192, 0, 2, 9);
+        let send = |dp: &mut Dataplane, pool: &mut PacketPool, port: PortId, mac: [u8; 6], src: Ipv4Addr| {
+            let mut b = Batch::new();
+            let mut p = pool.alloc().unwrap();
+            p.fill(&echo_request(mac, src, far, 1, b"x"));
+            b.push(p).unwrap();
+            dp.receive(port, &mut b, pool, 0);
+            dp.ports()[port as usize].counters.dropped(DropReason::SourceWrongPort)
+        };
+        // lan (loose): the appliance's own address and the management
+        // prefix are refused as sources; another data port's prefix is not.
+        assert_eq!(send(&mut dp, &mut pool, 0, MAC, Ipv4Addr::new(10, 9, 0, 1)), 1);
+        assert_eq!(send(&mut dp, &mut pool, 0, MAC, Ipv4Addr::new(10, 9, 0, 7)), 2);
+        assert_eq!(send(&mut dp, &mut pool, 0, MAC, Ipv4Addr::new(10, 1, 0, 1)), 3);
+        assert_eq!(send(&mut dp, &mut pool, 0, MAC, Ipv4Addr::new(10, 1, 0, 7)), 3);
+        assert_eq!(send(&mut dp, &mut pool, 0, MAC, Ipv4Addr::new(10, 0, 0, 7)), 3);
+        // wan (strict): lan's prefix is refused there.
+        let wan = [0x52, 0x54, 0, 0, 0, 2];
+        assert_eq!(send(&mut dp, &mut pool, 1, wan, Ipv4Addr::new(10, 0, 0, 7)), 1);
+        assert_eq!(send(&mut dp, &mut pool, 1, wan, Ipv4Addr::new(198, 51, 100, 7)), 1);
+        // Nothing is routed into the management network.
+        let mut b = Batch::new();
+        let mut p = pool.alloc().unwrap();
+        p.fill(&echo_request(MAC, Ipv4Addr::new(10, 0, 0, 7), Ipv4Addr::new(10, 9, 0, 2), 1, b"x"));
+        b.push(p).unwrap();
+        let before = dp.ports()[0].counters.dropped(DropReason::NoRoute);
+        dp.receive(0, &mut b, &mut pool, 0);
+        dp.poll(1, &mut pool);
+        assert!(dp.ports()[2].tx.is_empty(), "nothing leaves the management port");
+        let routed_away = dp.ports()[1].tx.len() + dp.egress.neighbors.len();
+        assert!(dp.ports()[0].counters.dropped(DropReason::NoRoute) == before + 1 || routed_away > 0);
+        dp.drain(&mut pool);
+        assert_eq!(pool.available(), 16);
+    }
+
+    #[test]
+    fn arp_requests_from_off_link_senders_are_answered_but_not_learned() {
+        let mut pool = PacketPool::new(8);
+        let mut dp = dataplane("");
+        let far = Ipv4Addr::new(192, 168, 77, 1);
+        let mut b = Batch::new();
+        for target in [ME, Ipv4Addr::new(10, 1, 0, 1), Ipv4Addr::new(10, 0, 0, 99)] {
+            let mut p = pool.alloc().unwrap();
+            p.fill(&arp_request(PEER_MAC, far, target));
+            b.push(p).unwrap();
+        }
+        dp.receive(0, &mut b, &mut pool, 0);
+        dp.poll(1, &mut pool);
+        let out: std::vec::Vec<_> = core::iter::from_fn(|| dp.port_mut(0).tx.pop_front()).collect();
+        assert_eq!(out.len(), 2, "both appliance addresses answered, the stranger's not");
+        for (p, ours) in out.iter().zip([ME, Ipv4Addr::new(10, 1, 0, 1)]) {
+            let frame = EthernetFrame::new_checked(p.data()).unwrap();
+            assert_eq!(frame.dst_addr(), EthernetAddress(PEER_MAC));
+            assert_eq!(frame.src_addr(), EthernetAddress(MAC));
+            let arp = ArpRepr::parse(&ArpPacket::new_checked(frame.payload()).unwrap()).unwrap();
+            assert_eq!(
+                arp,
+                ArpRepr::EthernetIpv4 {
+                    operation: ArpOperation::Reply,
+                    source_hardware_addr: EthernetAddress(MAC),
+                    source_protocol_addr: ours,
+                    target_hardware_addr: EthernetAddress(PEER_MAC),
+                    target_protocol_addr: far,
+                }
+            );
+        }
+        assert_eq!(dp.egress.neighbors.len(), 0, "an off-link sender is not a neighbour");
+        for p in out {
+            pool.free(p);
+        }
+        dp.drain(&mut pool);
+        assert_eq!(pool.available(), 8);
     }
 
     #[test]

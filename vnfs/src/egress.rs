@@ -193,7 +193,13 @@ impl Egress {
         if source_protocol_addr.is_unspecified() || !source_hardware_addr.is_unicast() {
             return;
         }
-        let mine = ports.get(in_port as usize).and_then(|p| p.address).map(|a| a.addr());
+        let address = ports.get(in_port as usize).and_then(|p| p.address);
+        // Only neighbours on the port's own link are learned (a request from
+        // an off-link source address is still answered: see the dataplane).
+        if !address.is_some_and(|a| a.contains(&source_protocol_addr)) {
+            return;
+        }
+        let mine = address.map(|a| a.addr());
         let create = Some(target_protocol_addr) == mine;
         let waiting = self.neighbors.learn(in_port, source_protocol_addr, source_hardware_addr.0, now, create);
         for mut p in waiting {

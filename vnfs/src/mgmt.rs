@@ -362,6 +362,36 @@ mod tests {
     }
 
     #[test]
+    fn request_numbers_are_bounded_before_arithmetic() {
+        // This once wrapped `end + 4 + length` and panicked the appliance.
+        let r = parse_request(b"GET /health HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n");
+        assert_eq!(r.unwrap_err().0, 400);
+        for v in ["-1", "+5", "1 2", "0x10", "", "99999999999999999999999"] {
+            let req = std::format!("PUT /config HTTP/1.1\r\nContent-Length: {v}\r\n\r\n");
+            assert_eq!(parse_request(req.as_bytes()).unwrap_err().0, 400, "{v}");
+        }
+        let req = std::format!("PUT /config HTTP/1.1\r\nContent-Length: {}\r\n\r\n", MAX_REQUEST);
+        assert_eq!(parse_request(req.as_bytes()).unwrap_err().0, 413);
+        let two = b"PUT /config HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 0\r\n\r\nport ";
+        assert_eq!(parse_request(two).unwrap_err().0, 400);
+        let same = b"PUT /config HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\nport ";
+        assert_eq!(parse_request(same).unwrap_err().0, 400);
+        assert_eq!(parse_request(b"GET / HTTP/1.1\r\nno colon here\r\n\r\n").unwrap_err().0, 400);
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_and_compared_whole() {
+        let r = parse_request(b"GET /config HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n").unwrap().unwrap();
+        assert_eq!(r.bearer.as_deref(), Some("s3cret"));
+        let r = parse_request(b"GET /config HTTP/1.1\r\nAuthorization: Basic abc\r\n\r\n").unwrap().unwrap();
+        assert_eq!(r.bearer, None);
+        assert!(token_matches(b"s3cret", b"s3cret"));
+        for bad in [&b""[..], b"s3cre", b"s3cret!", b"S3cret", b"\0\0\0\0\0\0"] {
+            assert!(!token_matches(bad, b"s3cret"), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn response_format() {
         let b = response_bytes(&Response::text(404, "no\n"));
         assert_eq!(b, b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 3\r\nConnection: close\r\n\r\nno\n");
