@@ -12,6 +12,7 @@ extern crate alloc;
 mod boot;
 mod clock;
 mod console;
+mod entropy;
 mod fwcfg;
 mod guard;
 mod hal;
@@ -245,7 +246,9 @@ extern "C" fn kmain(start_info: usize) -> ! {
             fail(Failure::Startup)
         }
     }
-    let mut dp = Dataplane::new(&config, &macs, clock::now_us(), x86::rdtsc());
+    let (secret, entropy) = entropy::boot_secret(&source.text);
+    println!("hash key: from {entropy}");
+    let mut dp = Dataplane::new(&config, &macs, clock::now_us(), secret);
     dp.set_config_text(&source.text);
     dp.set_config_origin(&source.name);
     dp.set_management_token(token.as_deref().map(str::as_bytes));

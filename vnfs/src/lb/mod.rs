@@ -128,18 +128,20 @@ pub struct Lb {
     table_size: usize,
     timeouts: Timeouts,
     rng: u64,
+    /// The secret the flow indexes are keyed with (drawn at boot).
+    key: u64,
     sweep_at: usize,
     ident: u16,
     pub counters: LbCounters,
 }
 
-fn h_fwd(proto: u8, client: Endpoint, service: u16) -> u64 {
-    hash_words(11, &[proto as u64, u32::from(client.addr) as u64, client.port as u64, service as u64])
+fn h_fwd(key: u64, proto: u8, client: Endpoint, service: u16) -> u64 {
+    hash_words(key ^ 11, &[proto as u64, u32::from(client.addr) as u64, client.port as u64, service as u64])
 }
 
-fn h_rev(proto: u8, backend: Endpoint, snat: Endpoint) -> u64 {
+fn h_rev(key: u64, proto: u8, backend: Endpoint, snat: Endpoint) -> u64 {
     hash_words(
-        12,
+        key ^ 12,
         &[
             proto as u64,
             u32::from(backend.addr) as u64,
@@ -223,6 +225,7 @@ impl Lb {
             table_size,
             timeouts: Timeouts::default(),
             rng: seed | 1,
+            key: hash_words(seed, &[0x6b65_795f_6c62]),
             sweep_at: 0,
             ident: 0,
             counters: LbCounters::default(),
@@ -246,8 +249,9 @@ impl Lb {
     /// The live flow of `client` to `service` (`h`: its hash, if the burst's
     /// first pass computed it).
     fn find_fwd(&mut self, h: Option<u64>, proto: u8, client: Endpoint, service: u16, now: Micros) -> Option<u32> {
+        let key = self.key;
         let flows = &self.flows;
-        let h = h.unwrap_or_else(|| h_fwd(proto, client, service));
+        let h = h.unwrap_or_else(|| h_fwd(key, proto, client, service));
         let i = self.fwd.find(h, |i| {
             let f = &flows[i as usize];
             f.proto == proto && f.client == client && f.service == service
@@ -260,8 +264,9 @@ impl Lb {
     }
 
     fn find_rev(&mut self, h: Option<u64>, proto: u8, backend: Endpoint, snat: Endpoint, now: Micros) -> Option<u32> {
+        let key = self.key;
         let (flows, services) = (&self.flows, &self.services);
-        let h = h.unwrap_or_else(|| h_rev(proto, backend, snat));
+        let h = h.unwrap_or_else(|| h_rev(key, proto, backend, snat));
         let i = self.rev.find(h, |i| {
             let f = &flows[i as usize];
             f.service != NONE
@@ -277,6 +282,7 @@ impl Lb {
     }
 
     fn remove(&mut self, i: u32) {
+        let key = self.key;
         let f = self.flows[i as usize];
         let b = self.backend_ep(&f);
         let (flows, services) = (&self.flows, &self.services);
@@ -284,12 +290,13 @@ impl Lb {
             let g = &flows[j as usize];
             services[g.service as usize].backends[g.backend as usize].ep
         };
-        self.fwd.remove(h_fwd(f.proto, f.client, f.service), i, |j| {
+        self.fwd.remove(h_fwd(key, f.proto, f.client, f.service), i, |j| {
             let g = &flows[j as usize];
-            h_fwd(g.proto, g.client, g.service)
+            h_fwd(key, g.proto, g.client, g.service)
         });
-        self.rev
-            .remove(h_rev(f.proto, b, f.snat), i, |j| h_rev(flows[j as usize].proto, be(j), flows[j as usize].snat));
+        self.rev.remove(h_rev(key, f.proto, b, f.snat), i, |j| {
+            h_rev(key, flows[j as usize].proto, be(j), flows[j as usize].snat)
+        });
         let svc = &mut self.services[f.service as usize];
         svc.counters.active_flows -= 1;
         svc.backends[f.backend as usize].counters.active_flows -= 1;
@@ -328,6 +335,7 @@ impl Lb {
 
     /// A packet to a service's VIP: to its flow's backend, or a new one.
     fn forward_to_backend(&mut self, pkt: &mut Packet, si: u16, h: Option<u64>, now: Micros) -> Result<(), DropReason> {
+        let key = self.key;
         let p = parse(&pkt.data()[ETH..]);
         let l4 = p.ihl;
         let total = p.total;
@@ -364,8 +372,8 @@ impl Lb {
                 };
                 self.flows[i as usize] =
                     Flow { proto: p.proto, service: si, backend: b as u16, client, snat, expires: 0, tcp: 0 };
-                self.fwd.insert(h_fwd(p.proto, client, si), i);
-                self.rev.insert(h_rev(p.proto, backend, snat), i);
+                self.fwd.insert(h_fwd(key, p.proto, client, si), i);
+                self.rev.insert(h_rev(key, p.proto, backend, snat), i);
                 self.counters.flows_created += 1;
                 let svc = &mut self.services[si as usize];
                 svc.counters.new_flows += 1;
@@ -539,6 +547,7 @@ impl Stage for Lb {
     /// flow key, prefetching the index slot; prefetch the candidate flow
     /// records; forward. A million flows' misses then overlap.
     fn process(&mut self, batch: &mut Batch, cx: &mut StageContext<'_>) {
+        let key = self.key;
         // Per packet: (service if to a VIP, flow hash) for TCP/UDP first fragments.
         let mut pre = [None; BURST];
         for (slot, pkt) in pre.iter_mut().zip(batch.iter()) {
@@ -550,12 +559,12 @@ impl Stage for Lb {
             let (src, dst) = (Endpoint::new(p.src, sport), Endpoint::new(p.dst, dport));
             *slot = Some(match self.service_for(p.proto, p.dst, dport) {
                 Some(si) => {
-                    let h = h_fwd(p.proto, src, si);
+                    let h = h_fwd(key, p.proto, src, si);
                     self.fwd.prefetch(h);
                     (Some(si), h)
                 }
                 None => {
-                    let h = h_rev(p.proto, src, dst);
+                    let h = h_rev(key, p.proto, src, dst);
                     self.rev.prefetch(h);
                     (None, h)
                 }

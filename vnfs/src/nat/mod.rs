@@ -180,7 +180,15 @@ impl Nat {
             }
             (Dir::Out, Endpoint::new(src, sport), Endpoint::new(dst, dport))
         };
-        Some(FastKey { dir, h: flow_hash(dir, proto, local, remote), proto, local, remote, flags, total })
+        Some(FastKey {
+            dir,
+            h: flow_hash(self.table.key(), dir, proto, local, remote),
+            proto,
+            local,
+            remote,
+            flags,
+            total,
+        })
     }
 
     /// Translates one packet the general way; `None` if it was dropped.

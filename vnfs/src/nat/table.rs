@@ -69,17 +69,31 @@ pub mod tcp_flags {
     pub const FIN: u8 = 0x01;
     pub const SYN: u8 = 0x02;
     pub const RST: u8 = 0x04;
+    pub const ACK: u8 = 0x10;
 }
 
 /// Advances the TCP state bits `state` for a packet with `flags` (sent from
 /// the inside/client side if `outbound`) and returns the idle timeout that
-/// applies now (RFC 7857 §2.2: transitory until both SYNs, again after both
-/// FINs or an RST). Shared by the NAT and the load balancer.
+/// applies now. A connection is established only once the three-way
+/// handshake is complete: a SYN each way, then an ACK from the side that
+/// sent the first SYN (RFC 7857 §2.2 counts only the two SYNs; that let a
+/// spoofed SYN answered by an inside server hold a session for the 2 h
+/// established timeout). It is transitory again after both FINs or an RST.
+/// Shared by the NAT and the load balancer.
 pub fn idle_timeout(t: &Timeouts, state: &mut u8, proto: u8, flags: u8, outbound: bool) -> Micros {
     match proto {
         TCP => {
-            if flags & tcp_flags::SYN != 0 {
+            let syn = flags & tcp_flags::SYN != 0;
+            if syn {
+                if *state & (SYN_OUT | SYN_IN) == 0 && !outbound {
+                    *state |= INIT_IN;
+                }
                 *state |= if outbound { SYN_OUT } else { SYN_IN };
+            }
+            let both_syns = *state & (SYN_OUT | SYN_IN) == SYN_OUT | SYN_IN;
+            let from_initiator = outbound == (*state & INIT_IN == 0);
+            if both_syns && !syn && flags & tcp_flags::ACK != 0 && from_initiator {
+                *state |= ACKED;
             }
             if flags & tcp_flags::FIN != 0 {
                 *state |= if outbound { FIN_OUT } else { FIN_IN };
@@ -87,9 +101,8 @@ pub fn idle_timeout(t: &Timeouts, state: &mut u8, proto: u8, flags: u8, outbound
             if flags & tcp_flags::RST != 0 {
                 *state |= RST_SEEN;
             }
-            let open = *state & (SYN_OUT | SYN_IN) == SYN_OUT | SYN_IN;
             let closing = *state & RST_SEEN != 0 || *state & (FIN_OUT | FIN_IN) == FIN_OUT | FIN_IN;
-            if open && !closing {
+            if is_established(*state) && !closing {
                 t.tcp_established
             } else {
                 t.tcp_transitory
@@ -100,12 +113,22 @@ pub fn idle_timeout(t: &Timeouts, state: &mut u8, proto: u8, flags: u8, outbound
     }
 }
 
+/// Whether TCP state bits say the handshake completed.
+pub fn is_established(state: u8) -> bool {
+    state & (SYN_OUT | SYN_IN | ACKED) == SYN_OUT | SYN_IN | ACKED
+}
+
 // Session TCP state bits.
 const SYN_OUT: u8 = 1;
 const SYN_IN: u8 = 2;
 const FIN_OUT: u8 = 4;
 const FIN_IN: u8 = 8;
 const RST_SEEN: u8 = 16;
+/// The initiator's ACK of the SYN-ACK was seen.
+const ACKED: u8 = 32;
+/// The first SYN came from the outside (a port forward, or a backend's
+/// client for the LB's reverse direction).
+const INIT_IN: u8 = 64;
 
 const NONE: u32 = u32::MAX;
 
@@ -221,6 +244,9 @@ pub struct NatTable {
     pub filtering: Filtering,
     pub timeouts: Timeouts,
     rng: u64,
+    /// The secret the index hashes are keyed with (drawn at boot), so
+    /// nobody can choose flows that collide in the indexes.
+    key: u64,
     sweep_at: usize,
     live_sessions: usize,
     pub counters: TableCounters,
@@ -234,8 +260,8 @@ fn h_ep(proto: u8, e: Endpoint, salt: u64) -> u64 {
 /// The hash of a flow key: `local` is the inside endpoint (`Dir::Out`) or
 /// the outside one (`Dir::In`).
 #[inline]
-pub fn flow_hash(dir: Dir, proto: u8, local: Endpoint, remote: Endpoint) -> u64 {
-    let salt = if dir == Dir::Out { 4 } else { 5 };
+pub fn flow_hash(key: u64, dir: Dir, proto: u8, local: Endpoint, remote: Endpoint) -> u64 {
+    let salt = key ^ if dir == Dir::Out { 4 } else { 5 };
     hash_words(
         salt,
         &[
@@ -307,6 +333,7 @@ impl NatTable {
             filtering,
             timeouts,
             rng: seed | 1,
+            key: hash_words(seed, &[0x6b65_795f_6e61_74]),
             sweep_at: 0,
             live_sessions: 0,
             counters: TableCounters::default(),
@@ -315,6 +342,12 @@ impl NatTable {
 
     pub fn capacity(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// The hash key (for callers that hash a flow before looking it up).
+    #[inline]
+    pub fn key(&self) -> u64 {
+        self.key
     }
 
     pub fn sessions(&self) -> usize {
@@ -360,8 +393,9 @@ impl NatTable {
     }
 
     fn session_hash(&self, s: u32, dir: Dir) -> u64 {
+        let key = self.key;
         let s = &self.sessions[s as usize];
-        flow_hash(dir, s.proto, s.local(dir), s.remote)
+        flow_hash(key, dir, s.proto, s.local(dir), s.remote)
     }
 
     /// First pass over a burst: reads the index slot of each packet's flow.
@@ -410,10 +444,11 @@ impl NatTable {
 
     /// The session of a flow, live and unexpired (an expired one is removed).
     fn find_flow(&mut self, dir: Dir, proto: u8, local: Endpoint, remote: Endpoint, now: Micros) -> Option<u32> {
+        let key = self.key;
         let s = &self.sessions;
         let found = self
             .flows(dir)
-            .find(flow_hash(dir, proto, local, remote), |i| s[i as usize].is(dir, proto, local, remote))?;
+            .find(flow_hash(key, dir, proto, local, remote), |i| s[i as usize].is(dir, proto, local, remote))?;
         if passed(self.sessions[found as usize].expires, tick(now)) {
             self.remove_session(found);
             return None;
@@ -422,14 +457,17 @@ impl NatTable {
     }
 
     fn find_inside(&self, proto: u8, inside: Endpoint) -> Option<u32> {
+        let key = self.key;
         let m = &self.mappings;
-        self.by_inside.find(h_ep(proto, inside, 1), |i| m[i as usize].proto == proto && m[i as usize].inside == inside)
+        self.by_inside
+            .find(h_ep(proto, inside, key ^ 1), |i| m[i as usize].proto == proto && m[i as usize].inside == inside)
     }
 
     fn find_outside(&self, proto: u8, outside: Endpoint) -> Option<u32> {
+        let key = self.key;
         let m = &self.mappings;
         self.by_outside
-            .find(h_ep(proto, outside, 2), |i| m[i as usize].proto == proto && m[i as usize].outside == outside)
+            .find(h_ep(proto, outside, key ^ 2), |i| m[i as usize].proto == proto && m[i as usize].outside == outside)
     }
 
     fn next_rand(&mut self) -> u64 {
@@ -463,23 +501,25 @@ impl NatTable {
     }
 
     fn new_mapping(&mut self, proto: u8, inside: Endpoint, outside: Endpoint, fixed: bool) -> Option<u32> {
+        let key = self.key;
         let m = self.free_mappings;
         self.free_mappings = self.mappings.get(m as usize)?.first_session;
         self.live_mappings += 1;
         self.mappings[m as usize] = Mapping { first_session: NONE, inside, outside, proto, fixed };
-        self.by_inside.insert(h_ep(proto, inside, 1), m);
-        self.by_outside.insert(h_ep(proto, outside, 2), m);
+        self.by_inside.insert(h_ep(proto, inside, key ^ 1), m);
+        self.by_outside.insert(h_ep(proto, outside, key ^ 2), m);
         self.counters.mappings_created += 1;
         Some(m)
     }
 
     fn remove_mapping(&mut self, m: u32) {
+        let key = self.key;
         let Mapping { proto, inside, outside, .. } = self.mappings[m as usize];
         let maps = &self.mappings;
-        let hash_in = |i: u32| h_ep(maps[i as usize].proto, maps[i as usize].inside, 1);
-        let hash_out = |i: u32| h_ep(maps[i as usize].proto, maps[i as usize].outside, 2);
-        self.by_inside.remove(h_ep(proto, inside, 1), m, hash_in);
-        self.by_outside.remove(h_ep(proto, outside, 2), m, hash_out);
+        let hash_in = |i: u32| h_ep(maps[i as usize].proto, maps[i as usize].inside, key ^ 1);
+        let hash_out = |i: u32| h_ep(maps[i as usize].proto, maps[i as usize].outside, key ^ 2);
+        self.by_inside.remove(h_ep(proto, inside, key ^ 1), m, hash_in);
+        self.by_outside.remove(h_ep(proto, outside, key ^ 2), m, hash_out);
         self.mappings[m as usize].proto = 0;
         self.mappings[m as usize].first_session = self.free_mappings;
         self.free_mappings = m;
@@ -487,6 +527,7 @@ impl NatTable {
     }
 
     fn new_session(&mut self, mapping: u32, remote: Endpoint) -> Option<u32> {
+        let key = self.key;
         let s = self.free_sessions;
         self.free_sessions = self.sessions.get(s as usize)?.next_in_mapping;
         let m = self.mappings[mapping as usize];
@@ -501,20 +542,21 @@ impl NatTable {
             next_in_mapping: m.first_session,
         };
         self.mappings[mapping as usize].first_session = s;
-        self.flows_out.insert(flow_hash(Dir::Out, m.proto, m.inside, remote), s);
-        self.flows_in.insert(flow_hash(Dir::In, m.proto, m.outside, remote), s);
+        self.flows_out.insert(flow_hash(key, Dir::Out, m.proto, m.inside, remote), s);
+        self.flows_in.insert(flow_hash(key, Dir::In, m.proto, m.outside, remote), s);
         self.live_sessions += 1;
         self.counters.sessions_created += 1;
         Some(s)
     }
 
     fn remove_session(&mut self, s: u32) {
+        let key = self.key;
         let (h_out, h_in) = (self.session_hash(s, Dir::Out), self.session_hash(s, Dir::In));
         let sess = &self.sessions;
         let rehash = |dir: Dir| {
             move |i: u32| {
                 let x = &sess[i as usize];
-                flow_hash(dir, x.proto, x.local(dir), x.remote)
+                flow_hash(key, dir, x.proto, x.local(dir), x.remote)
             }
         };
         self.flows_out.remove(h_out, s, rehash(Dir::Out));
@@ -700,6 +742,32 @@ mod tests {
     }
 
     #[test]
+    fn a_syn_answered_without_the_final_ack_stays_transitory() {
+        let t = Timeouts::default();
+        let syn = tcp_flags::SYN;
+        let synack = tcp_flags::SYN | tcp_flags::ACK;
+        let ack = tcp_flags::ACK;
+        // A spoofed SYN from outside through a port forward, answered by
+        // the inside server: the spoofer never completes the handshake.
+        let mut st = 0;
+        assert_eq!(idle_timeout(&t, &mut st, TCP, syn, false), t.tcp_transitory);
+        assert_eq!(idle_timeout(&t, &mut st, TCP, synack, true), t.tcp_transitory);
+        // The server's retransmitted SYN-ACK or a bare ACK from the inside
+        // does not complete it either.
+        assert_eq!(idle_timeout(&t, &mut st, TCP, ack, true), t.tcp_transitory);
+        assert!(!is_established(st));
+        // The real client's ACK does.
+        assert_eq!(idle_timeout(&t, &mut st, TCP, ack, false), t.tcp_established);
+        // Outbound connections: the inside client's ACK completes it.
+        let mut st = 0;
+        idle_timeout(&t, &mut st, TCP, syn, true);
+        idle_timeout(&t, &mut st, TCP, synack, false);
+        assert_eq!(idle_timeout(&t, &mut st, TCP, ack, false), t.tcp_transitory, "the server's ACK is not the one");
+        assert_eq!(idle_timeout(&t, &mut st, TCP, ack, true), t.tcp_established);
+        assert_eq!(idle_timeout(&t, &mut st, TCP, tcp_flags::RST, false), t.tcp_transitory);
+    }
+
+    #[test]
     fn endpoint_independent_mapping_and_port_preservation() {
         let mut t = table(16, Filtering::AddressAndPortDependent);
         let o1 = t.outbound(UDP, ep(IN_A, 5000), R1, 0, 0).unwrap();
@@ -764,8 +832,10 @@ mod tests {
         // Only a SYN out: transitory.
         assert!(t.peek_inbound(TCP, o, r, tm.tcp_transitory + TICK_US).is_none());
         let o = t.outbound(TCP, ep(IN_A, 40000), r, tcp_flags::SYN, 0).unwrap();
-        t.inbound(TCP, o, r, tcp_flags::SYN, 1).unwrap();
-        t.outbound(TCP, ep(IN_A, 40000), r, 0, 2).unwrap();
+        t.inbound(TCP, o, r, tcp_flags::SYN | tcp_flags::ACK, 1).unwrap();
+        // Both SYNs but not yet the client's ACK: still transitory.
+        assert!(!is_established(t.sessions[0].tcp) && !is_established(t.sessions[1].tcp));
+        t.outbound(TCP, ep(IN_A, 40000), r, tcp_flags::ACK, 2).unwrap();
         // Established: survives well past the transitory timeout.
         assert!(t.peek_inbound(TCP, o, r, 2 + tm.tcp_transitory * 10).is_some());
         t.outbound(TCP, ep(IN_A, 40000), r, 0, 1_000_000_000).unwrap();
