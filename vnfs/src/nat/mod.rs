@@ -495,7 +495,7 @@ impl Stage for Nat {
         let t = &self.table.counters;
         let _ = write!(
             out,
-            " translated_out={} translated_in={} hairpinned={} icmp_errors_translated={} fragments_translated={} sessions={} session_capacity={} mappings={} sessions_created={} sessions_expired={} refused_table_full={} refused_ports={} filtered={} table_bytes={}",
+            " translated_out={} translated_in={} hairpinned={} icmp_errors_translated={} fragments_translated={} sessions={} session_capacity={} mappings={} sessions_created={} sessions_expired={} refused_table_full={} evicted_transitory={} refused_ports={} filtered={} table_bytes={}",
             c.out,
             c.r#in,
             c.hairpinned,
@@ -507,6 +507,7 @@ impl Stage for Nat {
             t.sessions_created,
             t.sessions_expired,
             t.refused_table_full,
+            t.evicted_transitory,
             t.refused_ports,
             t.filtered,
             self.table.memory()

@@ -131,6 +131,8 @@ const ACKED: u8 = 32;
 const INIT_IN: u8 = 64;
 
 const NONE: u32 = u32::MAX;
+/// Records a full table looks at for one to evict.
+const EVICT_SCAN: usize = 64;
 
 /// Session timers count in ticks of 1024 µs, in 32 bits: they wrap after
 /// 50 days, and compare correctly while deadlines are less than 25 days
@@ -216,6 +218,9 @@ pub struct TableCounters {
     pub sessions_expired: u64,
     pub mappings_created: u64,
     pub refused_table_full: u64,
+    /// Transitory TCP sessions (handshake not complete, or closing) that
+    /// made room for a new session when the table was full.
+    pub evicted_transitory: u64,
     pub refused_ports: u64,
     pub filtered: u64,
 }
@@ -619,6 +624,9 @@ impl NatTable {
             self.touch(s, flags, true, now);
             return Ok(self.sessions[s as usize].outside);
         }
+        if self.free_sessions == NONE {
+            self.evict_transitory(now);
+        }
         let m = match self.find_inside(proto, inside) {
             Some(m) => m,
             None => {
@@ -657,6 +665,9 @@ impl NatTable {
         if let Some(s) = self.find_flow(Dir::In, proto, outside, remote, now) {
             self.touch(s, flags, false, now);
             return Ok(self.sessions[s as usize].inside);
+        }
+        if self.free_sessions == NONE && self.has_mapping_at(proto, outside) {
+            self.evict_transitory(now);
         }
         let Some(m) = self.find_outside(proto, outside) else {
             return Err(Refusal::NoMapping);
@@ -710,6 +721,34 @@ impl NatTable {
     }
 
     /// Removes expired sessions among the next `budget` slots.
+    /// With the table full, makes room by removing one transitory TCP
+    /// session (handshake incomplete or closing) or an expired one, found
+    /// within [`EVICT_SCAN`] records of the sweep cursor, which walks the
+    /// table in order so the entries it passes are the ones longest
+    /// unvisited. Established sessions, UDP and ICMP are never evicted for
+    /// new ones: those are refused instead (`nat_table_full`).
+    fn evict_transitory(&mut self, now: Micros) -> bool {
+        let n = self.sessions.len();
+        for _ in 0..EVICT_SCAN.min(n) {
+            let s = self.sweep_at;
+            self.sweep_at = (self.sweep_at + 1) % n;
+            let x = &self.sessions[s];
+            if x.proto == 0 {
+                continue;
+            }
+            let expired = passed(x.expires, tick(now));
+            let closing = x.tcp & (RST_SEEN | FIN_OUT | FIN_IN) != 0;
+            if expired || x.proto == TCP && (!is_established(x.tcp) || closing) {
+                self.remove_session(s as u32);
+                if !expired {
+                    self.counters.evicted_transitory += 1;
+                }
+                return true;
+            }
+        }
+        false
+    }
+
     pub fn sweep(&mut self, now: Micros, budget: usize) {
         for _ in 0..budget.min(self.sessions.len()) {
             let s = self.sweep_at;
@@ -843,6 +882,42 @@ mod tests {
         t.outbound(TCP, ep(IN_A, 40000), r, tcp_flags::FIN, 1_000_000_000).unwrap();
         t.inbound(TCP, o, r, tcp_flags::FIN, 1_000_000_000).unwrap();
         assert!(t.peek_inbound(TCP, o, r, 1_000_000_000 + tm.tcp_transitory + TICK_US).is_none());
+    }
+
+    #[test]
+    fn a_full_table_evicts_half_open_tcp_but_never_established_sessions() {
+        let mut t = table(8, Filtering::EndpointIndependent);
+        let r = ep(R1.addr, 80);
+        // Two established TCP connections and a UDP flow.
+        for p in [1000, 1001] {
+            let o = t.outbound(TCP, ep(IN_A, p), r, tcp_flags::SYN, 0).unwrap();
+            t.inbound(TCP, o, r, tcp_flags::SYN | tcp_flags::ACK, 1).unwrap();
+            t.outbound(TCP, ep(IN_A, p), r, tcp_flags::ACK, 2).unwrap();
+        }
+        t.outbound(UDP, ep(IN_A, 5353), R1, 0, 3).unwrap();
+        // A SYN flood from one inside host fills the rest.
+        for p in 2000..2005 {
+            t.outbound(TCP, ep(IN_B, p), ep(R2.addr, 80), tcp_flags::SYN, 4).unwrap();
+        }
+        assert_eq!(t.sessions(), 8);
+        // New flows still get sessions: half-open ones make room.
+        for p in 3000..3010 {
+            t.outbound(TCP, ep(IN_B, p), ep(R2.addr, 80), tcp_flags::SYN, 5).unwrap();
+        }
+        assert_eq!(t.counters.evicted_transitory, 10);
+        // The established ones and the UDP flow are all still there.
+        for p in [1000, 1001] {
+            assert!(t.outbound(TCP, ep(IN_A, p), r, tcp_flags::ACK, 6).is_ok());
+        }
+        assert_eq!(t.counters.sessions_created, 8 + 10);
+        t.outbound(UDP, ep(IN_A, 5353), R1, 0, 7).unwrap();
+        assert_eq!(t.counters.sessions_created, 8 + 10, "kept, not re-created");
+        // With only established sessions and UDP left, a new flow is refused.
+        let mut t = table(2, Filtering::EndpointIndependent);
+        t.outbound(UDP, ep(IN_A, 1), R1, 0, 0).unwrap();
+        t.outbound(UDP, ep(IN_A, 2), R1, 0, 0).unwrap();
+        assert_eq!(t.outbound(TCP, ep(IN_A, 3), r, tcp_flags::SYN, 1), Err(Refusal::TableFull));
+        assert_eq!(t.counters.evicted_transitory, 0);
     }
 
     #[test]
