@@ -229,10 +229,10 @@ pub struct ServiceConfig {
     pub snat: Option<Ipv4Addr>,
     pub backends: Vec<BackendConfig>,
     pub check: CheckKind,
-    /// Seconds between checks.
-    pub interval: u32,
-    /// Seconds a check may take.
-    pub timeout: u32,
+    /// Between checks (µs; `interval 500ms`, `interval 2`).
+    pub interval: u64,
+    /// How long a check may take (µs).
+    pub timeout: u64,
     pub rise: u32,
     pub fall: u32,
     pub line: Line,
@@ -245,12 +245,46 @@ pub struct LbConfig {
     pub table_size: usize,
     /// Flow (connection) table entries.
     pub flows: usize,
+    /// Idle timeouts of flows, seconds (as the NAT's).
+    pub udp_timeout: u32,
+    pub tcp_established_timeout: u32,
+    pub tcp_transitory_timeout: u32,
 }
 
 impl Default for LbConfig {
     fn default() -> Self {
-        LbConfig { table_size: 65537, flows: 65536 }
+        LbConfig {
+            table_size: 65537,
+            flows: 65536,
+            udp_timeout: 300,
+            tcp_established_timeout: 7440,
+            tcp_transitory_timeout: 240,
+        }
     }
+}
+
+/// A duration in µs: `2` or `0.5` (seconds), `500ms`, `2s`.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    let (num, scale) = if let Some(ms) = s.strip_suffix("ms") {
+        (ms, 1_000u64)
+    } else {
+        (s.strip_suffix('s').unwrap_or(s), 1_000_000)
+    };
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    if int.is_empty() && frac.is_empty() || int.len() > 7 || frac.len() > 6 {
+        return None;
+    }
+    if !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let whole: u64 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    let mut part = 0u64;
+    let mut unit = scale;
+    for d in frac.bytes() {
+        unit /= 10;
+        part += (d - b'0') as u64 * unit;
+    }
+    whole.checked_mul(scale)?.checked_add(part)
 }
 
 /// The management endpoint (`management PORT [listen TCPPORT]
@@ -1258,8 +1292,8 @@ fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Optio
         snat: None,
         backends: Vec::new(),
         check: CheckKind::Tcp,
-        interval: 2,
-        timeout: 1,
+        interval: 2_000_000,
+        timeout: 1_000_000,
         rise: 2,
         fall: 2,
         line: Line(kw.line),
@@ -1313,8 +1347,8 @@ fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Optio
                 match (args.get(1).map(|t| t.text), args.get(2)) {
                     (None, _) => {}
                     (Some("weight"), Some(w)) => match w.text.parse::<u32>() {
-                        Ok(v) if (1..=1000).contains(&v) => weight = v,
-                        _ => errors.push(ConfigError::at(w, format!("bad weight `{}`: expected 1 to 1000", w.text))),
+                        Ok(v) if (0..=1000).contains(&v) => weight = v,
+                        _ => errors.push(ConfigError::at(w, format!("bad weight `{}`: expected 0 (drain) to 1000", w.text))),
                     },
                     (Some(_), _) => errors.push(ConfigError::at(&args[1], "expected `weight N` after the backend")),
                 }
@@ -1349,13 +1383,17 @@ fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Optio
                 },
                 other => errors.push(ConfigError::at(first, format!("unknown check `{other}`: expected tcp, http PATH or none"))),
             },
-            "interval" | "timeout" | "rise" | "fall" => match first.text.parse::<u32>() {
-                Ok(v) if (1..=3600).contains(&v) => match key.text {
-                    "interval" => svc.interval = v,
-                    "timeout" => svc.timeout = v,
-                    "rise" => svc.rise = v,
-                    _ => svc.fall = v,
-                },
+            "interval" | "timeout" => match parse_duration(first.text) {
+                Some(v) if (10_000..=3_600_000_000).contains(&v) => {
+                    if key.text == "interval" { svc.interval = v } else { svc.timeout = v }
+                }
+                _ => errors.push(ConfigError::at(
+                    first,
+                    format!("bad {} `{}`: expected a duration from 10ms to 3600s, such as 2, 0.5, 500ms or 2s", key.text, first.text),
+                )),
+            },
+            "rise" | "fall" => match first.text.parse::<u32>() {
+                Ok(v) if (1..=3600).contains(&v) => if key.text == "rise" { svc.rise = v } else { svc.fall = v },
                 _ => errors.push(ConfigError::at(first, format!("bad {} `{}`: expected 1 to 3600", key.text, first.text))),
             },
             other => errors.push(ConfigError::at(
@@ -1399,8 +1437,21 @@ fn parse_lb(stmt: &Stmt<'_>, lb: &mut LbConfig, errors: &mut Errors) {
             ("flows", _) => {
                 errors.push(ConfigError::at(&value, format!("bad flows `{}`: expected 16 to 16000000", value.text)))
             }
-            (other, _) => errors
-                .push(ConfigError::at(&key, format!("unknown lb setting `{other}`: expected table-size or flows"))),
+            ("udp-timeout" | "tcp-established-timeout" | "tcp-transitory-timeout", Some(n)) if (1..=1 << 20).contains(&n) => {
+                match key.text {
+                    "udp-timeout" => lb.udp_timeout = n as u32,
+                    "tcp-established-timeout" => lb.tcp_established_timeout = n as u32,
+                    _ => lb.tcp_transitory_timeout = n as u32,
+                }
+            }
+            ("udp-timeout" | "tcp-established-timeout" | "tcp-transitory-timeout", _) => errors.push(ConfigError::at(
+                &value,
+                format!("bad {} `{}`: expected seconds from 1 to 1048576", key.text, value.text),
+            )),
+            (other, _) => errors.push(ConfigError::at(
+                &key,
+                format!("unknown lb setting `{other}`: expected table-size, flows, udp-timeout, tcp-established-timeout or tcp-transitory-timeout"),
+            )),
         }
     }
 }
@@ -1619,6 +1670,30 @@ mod tests {
     }
 
     #[test]
+    fn durations_take_sub_second_values() {
+        for (t, us) in [
+            ("2", 2_000_000),
+            ("0.5", 500_000),
+            ("500ms", 500_000),
+            ("2s", 2_000_000),
+            ("1.25s", 1_250_000),
+            ("10ms", 10_000),
+            (".5", 500_000),
+        ] {
+            assert_eq!(parse_duration(t), Some(us), "{t}");
+        }
+        for t in ["", "s", "ms", "-1", "1.2.3", "5m", "1e3", "99999999999", "0.0000001"] {
+            assert_eq!(parse_duration(t), None, "{t}");
+        }
+        let c = parse(&std::format!("{TWO}service w {{\n vip 10.1.0.9:80\n backend 10.1.0.2:80 weight 0\n backend 10.1.0.3:80\n interval 500ms\n timeout 0.2\n}}\nlb tcp-established-timeout 600 udp-timeout 30\n")).unwrap();
+        let s = &c.services[0];
+        assert_eq!((s.interval, s.timeout, s.backends[0].weight), (500_000, 200_000, 0));
+        assert_eq!((c.lb.tcp_established_timeout, c.lb.udp_timeout, c.lb.tcp_transitory_timeout), (600, 30, 240));
+        let e = errs(&std::format!("{TWO}service w {{\n vip 10.1.0.9:80\n backend 10.1.0.2:80\n interval 5ms\n}}\n"));
+        assert!(e[0].contains("bad interval `5ms`"), "{e:?}");
+    }
+
+    #[test]
     fn more_sessions_than_ports_is_a_warning() {
         let c = parse(&std::format!("{TWO}nat {{\n inside 10.0.0.0/24\n outside wan\n}}\n")).unwrap();
         let w = c.warnings();
@@ -1798,7 +1873,7 @@ mod tests {
         assert_eq!(s.backends[0].weight, 2);
         assert_eq!(s.backends[1].via_port, 1);
         assert_eq!(s.check, CheckKind::Http("/healthz".into()));
-        assert_eq!((s.interval, s.timeout, s.rise, s.fall), (2, 1, 2, 3));
+        assert_eq!((s.interval, s.timeout, s.rise, s.fall), (2_000_000, 1_000_000, 2, 3));
         assert_eq!(c.lb.table_size, 251);
         assert_eq!(c.pipelines[0], [StageKind::Lb, StageKind::Router]);
         let e = errs("port a address 10.1.0.1/24\nservice web {\n vip 10.1.0.1:80\n backend 10.9.0.1:80\n}\nlb table-size 1000\n");

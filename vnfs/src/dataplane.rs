@@ -395,7 +395,7 @@ impl Dataplane {
         let stages = core::mem::take(&mut self.stages);
         let counters = core::mem::take(&mut self.stage_counters);
         for ((kind, mut stage), c) in stages.into_iter().zip(counters) {
-            if unchanged(kind) {
+            if unchanged(kind) || kind == StageKind::Lb && !new.services.is_empty() && stage.reconfigure(&new) {
                 keep.push((kind, stage, c));
             } else {
                 stage.drain(pool);

@@ -148,6 +148,12 @@ pub trait Stage {
     /// Returns every packet the stage holds to the pool.
     fn drain(&mut self, _pool: &mut PacketPool) {}
 
+    /// Takes a changed config in place, keeping the state that did not
+    /// change; `false` if it cannot, and the dataplane builds a new stage.
+    fn reconfigure(&mut self, _config: &crate::config::Config) -> bool {
+        false
+    }
+
     /// A packet the egress could not deliver because its next hop did not
     /// answer ARP (already counted as dropped). The router answers it with
     /// ICMP host unreachable and returns that, routed; others let it go.

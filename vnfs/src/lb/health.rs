@@ -42,6 +42,12 @@ fn http_ok(resp: &[u8]) -> Option<bool> {
 }
 
 impl Health {
+    /// Gives up the check in flight (its backend is gone): the socket, for
+    /// the caller to close.
+    pub fn abandon(&mut self) -> Option<SocketHandle> {
+        self.probe.take().map(|p| p.handle)
+    }
+
     /// Advances the check; returns its result when one completes.
     #[allow(clippy::too_many_arguments)]
     pub fn step(

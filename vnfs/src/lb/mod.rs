@@ -85,16 +85,70 @@ pub struct Service {
 }
 
 impl Service {
-    fn rebuild(&mut self, size: usize) {
-        let members: Vec<Member> = self
-            .backends
+    /// What the Maglev table is built from: each backend with its weight
+    /// (0 while down or draining).
+    fn members(&self) -> Vec<Member> {
+        self.backends
             .iter()
             .map(|b| Member {
                 id: (u32::from(b.ep.addr) as u64) << 16 | b.ep.port as u64,
                 weight: if b.healthy { b.weight } else { 0 },
             })
-            .collect();
-        self.table = MaglevTable::build(&members, size);
+            .collect()
+    }
+
+    fn rebuild(&mut self, size: usize) {
+        self.table = MaglevTable::build(&self.members(), size);
+    }
+}
+
+/// The services of a config, with empty Maglev tables.
+fn services_of(config: &Config) -> Vec<Service> {
+    config
+        .services
+        .iter()
+        .map(|s| {
+            let backends: Vec<Backend> = s
+                .backends
+                .iter()
+                .map(|b| Backend {
+                    ep: Endpoint::new(b.addr, b.port),
+                    weight: b.weight,
+                    via_port: b.via_port as PortId,
+                    healthy: s.check == CheckKind::None,
+                    counters: BackendCounters::default(),
+                    health: Health::default(),
+                })
+                .collect();
+            let snat = s
+                .snat
+                .or_else(|| s.backends.first().and_then(|b| config.ports[b.via_port].ip()))
+                .unwrap_or(Ipv4Addr::UNSPECIFIED);
+            Service {
+                name: s.name.clone(),
+                proto: s.proto,
+                vip: Endpoint::new(s.vip, s.port),
+                mode: s.mode,
+                snat,
+                backends,
+                table: MaglevTable::build(&[], 0),
+                check: s.check.clone(),
+                interval: s.interval,
+                timeout: s.timeout,
+                rise: s.rise,
+                fall: s.fall,
+                counters: ServiceCounters::default(),
+            }
+        })
+        .collect()
+}
+
+fn timeouts_of(config: &Config) -> Timeouts {
+    Timeouts {
+        udp: config.lb.udp_timeout as Micros * 1_000_000,
+        tcp_established: config.lb.tcp_established_timeout as Micros * 1_000_000,
+        tcp_transitory: config.lb.tcp_transitory_timeout as Micros * 1_000_000,
+        ..Timeouts::default()
     }
 }
 
@@ -117,6 +171,10 @@ pub struct LbCounters {
     pub flows_moved: u64,
     pub table_full: u64,
     pub no_backend: u64,
+    /// Flows ended because a reload removed their backend.
+    pub flows_backend_removed: u64,
+    /// Maglev tables built by reloads (only changed services rebuild).
+    pub maglev_rebuilds: u64,
 }
 
 pub struct Lb {
@@ -132,6 +190,8 @@ pub struct Lb {
     key: u64,
     sweep_at: usize,
     ident: u16,
+    /// Health-check sockets of backends a reload removed, to close.
+    orphans: Vec<(PortId, smoltcp::iface::SocketHandle)>,
     pub counters: LbCounters,
 }
 
@@ -164,46 +224,101 @@ pub fn flow_hash(proto: u8, src: Endpoint, dst: Endpoint) -> u64 {
 impl Lb {
     /// The load balancer of a config (which has services).
     pub fn from_config(config: &Config, seed: u64) -> Lb {
-        let services = config
-            .services
-            .iter()
-            .map(|s| {
-                let backends: Vec<Backend> = s
-                    .backends
-                    .iter()
-                    .map(|b| Backend {
-                        ep: Endpoint::new(b.addr, b.port),
-                        weight: b.weight,
-                        via_port: b.via_port as PortId,
-                        healthy: s.check == CheckKind::None,
-                        counters: BackendCounters::default(),
-                        health: Health::default(),
-                    })
-                    .collect();
-                let snat = s
-                    .snat
-                    .or_else(|| s.backends.first().and_then(|b| config.ports[b.via_port].ip()))
-                    .unwrap_or(Ipv4Addr::UNSPECIFIED);
-                let mut svc = Service {
-                    name: s.name.clone(),
-                    proto: s.proto,
-                    vip: Endpoint::new(s.vip, s.port),
-                    mode: s.mode,
-                    snat,
-                    backends,
-                    table: MaglevTable::build(&[], 0),
-                    check: s.check.clone(),
-                    interval: s.interval as Micros * 1_000_000,
-                    timeout: s.timeout as Micros * 1_000_000,
-                    rise: s.rise,
-                    fall: s.fall,
-                    counters: ServiceCounters::default(),
-                };
-                svc.rebuild(config.lb.table_size);
-                svc
-            })
-            .collect();
-        Lb::new(services, config.lb.flows, config.lb.table_size, seed)
+        let mut services = services_of(config);
+        for svc in &mut services {
+            svc.rebuild(config.lb.table_size);
+        }
+        let mut lb = Lb::new(services, config.lb.flows, config.lb.table_size, seed);
+        lb.timeouts = timeouts_of(config);
+        lb
+    }
+
+    /// Takes a changed config in place: established flows stay on their
+    /// backends unless a backend was removed (its flows end; counted), every
+    /// backend whose address, port and check did not change keeps its
+    /// health state and counters, Maglev tables are rebuilt only for the
+    /// services whose members changed, and the checks in flight of removed
+    /// backends are closed on the next poll. `false` if the flow table's
+    /// size or the Maglev size changed: then the stage is built anew.
+    pub fn reconfigure(&mut self, config: &Config) -> bool {
+        if config.lb.flows != self.flows.len() || config.lb.table_size != self.table_size {
+            return false;
+        }
+        let mut fresh = services_of(config);
+        let mut old = core::mem::take(&mut self.services);
+        // Old (service, backend) -> new (service, backend).
+        let mut remap: Vec<Vec<Option<(u16, u16)>>> = old.iter().map(|s| alloc::vec![None; s.backends.len()]).collect();
+        for (nsi, ns) in fresh.iter_mut().enumerate() {
+            let Some(osi) = old.iter().position(|o| o.name == ns.name && o.proto == ns.proto && o.vip == ns.vip) else {
+                ns.rebuild(self.table_size);
+                self.counters.maglev_rebuilds += 1;
+                continue;
+            };
+            let os = &mut old[osi];
+            let same_check = os.check == ns.check && os.interval == ns.interval && os.timeout == ns.timeout;
+            for (nbi, nb) in ns.backends.iter_mut().enumerate() {
+                let Some(obi) = os.backends.iter().position(|b| b.ep == nb.ep) else { continue };
+                let ob = &mut os.backends[obi];
+                remap[osi][obi] = Some((nsi as u16, nbi as u16));
+                nb.counters = core::mem::take(&mut ob.counters);
+                nb.counters.active_flows = 0;
+                if same_check {
+                    nb.healthy = ob.healthy;
+                    nb.health = core::mem::take(&mut ob.health);
+                }
+            }
+            ns.counters = core::mem::take(&mut os.counters);
+            ns.counters.active_flows = 0;
+            if ns.members() == os.members() {
+                ns.table = core::mem::replace(&mut os.table, MaglevTable::build(&[], 0));
+            } else {
+                ns.rebuild(self.table_size);
+                self.counters.maglev_rebuilds += 1;
+            }
+        }
+        // Checks in flight whose backend (or check) is gone.
+        for os in &mut old {
+            for ob in &mut os.backends {
+                if let Some(h) = ob.health.abandon() {
+                    self.orphans.push((ob.via_port, h));
+                }
+            }
+        }
+        self.services = fresh;
+        self.timeouts = timeouts_of(config);
+        // Flows follow their backend's new place; the indexes are rebuilt
+        // because both hash a service or backend of the flow.
+        let key = self.key;
+        self.fwd = IndexTable::new(self.flows.len());
+        self.rev = IndexTable::new(self.flows.len());
+        for i in 0..self.flows.len() {
+            let f = self.flows[i];
+            if f.service == NONE {
+                continue;
+            }
+            match remap.get(f.service as usize).and_then(|r| r.get(f.backend as usize)).copied().flatten() {
+                Some((si, bi)) => {
+                    let f = &mut self.flows[i];
+                    (f.service, f.backend) = (si, bi);
+                    let svc = &mut self.services[si as usize];
+                    svc.counters.active_flows += 1;
+                    svc.backends[bi as usize].counters.active_flows += 1;
+                    let b = svc.backends[bi as usize].ep;
+                    self.fwd.insert(h_fwd(key, f.proto, f.client, f.service), i as u32);
+                    self.rev.insert(h_rev(key, f.proto, b, f.snat), i as u32);
+                }
+                None => {
+                    // Its backend was removed: the flow ends here. The
+                    // client's next packet picks a live backend, which
+                    // answers a TCP segment of an unknown connection
+                    // with a reset.
+                    self.flows[i].service = NONE;
+                    self.free.push(i as u32);
+                    self.counters.flows_backend_removed += 1;
+                }
+            }
+        }
+        true
     }
 
     pub fn new(services: Vec<Service>, flows: usize, table_size: usize, seed: u64) -> Lb {
@@ -228,6 +343,7 @@ impl Lb {
             key: hash_words(seed, &[0x6b65_795f_6c62]),
             sweep_at: 0,
             ident: 0,
+            orphans: Vec::new(),
             counters: LbCounters::default(),
         }
     }
@@ -601,7 +717,16 @@ impl Stage for Lb {
         });
     }
 
+    fn reconfigure(&mut self, config: &Config) -> bool {
+        Lb::reconfigure(self, config)
+    }
+
     fn poll(&mut self, cx: &mut StageContext<'_>) {
+        for (port, h) in self.orphans.drain(..) {
+            if let Some(host) = cx.host(port) {
+                host.tcp_close(h);
+            }
+        }
         // Expired flows, a few per turn.
         for _ in 0..SWEEP_PER_POLL.min(self.flows.len()) {
             let i = self.sweep_at;
@@ -651,14 +776,16 @@ impl Stage for Lb {
         let c = &self.counters;
         let _ = write!(
             out,
-            " flows={} flow_capacity={} flows_created={} flows_expired={} flows_moved={} flow_table_full={} no_backend={}",
+            " flows={} flow_capacity={} flows_created={} flows_expired={} flows_moved={} flow_table_full={} no_backend={} flows_backend_removed={} maglev_rebuilds={}",
             self.flows(),
             self.flows.len(),
             c.flows_created,
             c.flows_expired,
             c.flows_moved,
             c.table_full,
-            c.no_backend
+            c.no_backend,
+            c.flows_backend_removed,
+            c.maglev_rebuilds
         );
     }
 

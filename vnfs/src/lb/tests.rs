@@ -209,3 +209,43 @@ proptest! {
         r.finish();
     }
 }
+
+/// The config of `cfg("full-nat", 3)` with the backend lines replaced.
+fn cfg_backends(lines: &str) -> config::Config {
+    let text = std::format!(
+        "port client address 10.1.0.1/24\nport servers address 10.2.0.1/24\nservice web {{\n vip 10.1.0.1:80\n mode full-nat\n check none\n{lines}}}\nservice dns {{\n vip 10.1.0.1:53 udp\n check none\n backend 10.2.0.11:5353\n}}\nlb table-size 251\n"
+    );
+    config::parse(&text).unwrap()
+}
+
+#[test]
+fn a_reload_keeps_flows_on_their_backends_and_rebuilds_only_changed_services() {
+    let (mut lb, mut pool) = lb_and_pool(3);
+    // 300 flows spread over the three backends.
+    let before: Vec<Ipv4Addr> = (20000..20300).map(|p| pick(&mut lb, &mut pool, p)).collect();
+    let on_13 = before.iter().filter(|b| **b == BACKENDS[2]).count();
+    assert!(on_13 > 0);
+    // Add a backend, reweight one, drain one (weight 0), remove .13.
+    let new =
+        cfg_backends(" backend 10.2.0.11:8000 weight 3\n backend 10.2.0.12:8000 weight 0\n backend 10.2.0.14:8000\n");
+    assert!(lb.reconfigure(&new));
+    assert_eq!(lb.counters.flows_backend_removed as usize, on_13, "the removed backend's flows end");
+    assert_eq!(lb.counters.maglev_rebuilds, 1, "only `web` changed; `dns` keeps its table");
+    // Every other flow stays where it was, the drained backend's included.
+    for (p, b) in (20000..20300).zip(&before) {
+        let now = pick(&mut lb, &mut pool, p);
+        if *b != BACKENDS[2] {
+            assert_eq!(now, *b, "flow from port {p} moved");
+        } else {
+            assert_ne!(now, BACKENDS[2]);
+        }
+    }
+    // New flows never go to the drained backend.
+    for p in 30000..30300 {
+        assert_ne!(pick(&mut lb, &mut pool, p), BACKENDS[1], "a new flow on the drained backend");
+    }
+    // A different flow-table size cannot be taken in place.
+    let mut bigger = new.clone();
+    bigger.lb.flows *= 2;
+    assert!(!lb.reconfigure(&bigger));
+}
