@@ -374,7 +374,7 @@ impl Config {
 
     /// Bytes of the NAT's session table.
     pub fn nat_table_bytes(&self) -> usize {
-        self.nat.as_ref().map_or(0, |n| crate::nat::table::NatTable::memory_for(n.sessions))
+        self.nat.as_ref().map_or(0, |n| crate::nat::table::NatTable::memory_for(n.sessions, n.pool.len()))
     }
 
     /// Bytes of the load balancer's flow table and Maglev tables.
