@@ -4,6 +4,8 @@
 #   make run        boot a demo appliance on taps in namespaces sluice-lan/-wan
 #   make test       unit tests on the host + qemu-tests on the real image
 #   make bench      measurements side by side with a baseline (never in test)
+#   make fuzz       the AFL++ fuzz targets, FUZZ_SECONDS (default 600) each
+#   make soak       10 minutes of mixed traffic and reloads, sampled and plotted
 
 CARGO   ?= cargo
 KERNEL  := target/x86_64-unknown-none/release/sluice-kernel
@@ -12,7 +14,7 @@ SLUICE  := target/release/sluice
 # Passed to `sluice run`, e.g. make run ARGS="--machine q35-qboot"
 ARGS    ?=
 
-.PHONY: all setup image disk host run test unit-test qemu-test bench fmt lint clean
+.PHONY: all setup image disk host run test unit-test qemu-test fuzz-smoke fuzz soak bench fmt lint clean
 
 all: image host
 
@@ -43,9 +45,19 @@ qemu-test: disk
 	$(CARGO) test -p sluice-qemu-tests
 
 # Unit tests first (fast), then the qemu-tests on the freshly built image
-# and disk image.
+# and disk image, then a short bounded run of each fuzz target.
 test: disk
 	$(CARGO) test
+	@./scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS)
+
+FUZZ_SMOKE_SECONDS ?= 30
+FUZZ_SECONDS ?= 600
+
+fuzz-smoke: setup
+	@./scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS)
+
+fuzz: setup
+	@./scripts/fuzz.sh $(FUZZ_SECONDS)
 
 bench: image host
 	$(CARGO) bench -p sluice-vnfs --bench router

@@ -422,6 +422,15 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Answers a management request as the endpoint would (for tests and
+    /// the fuzzer; the endpoint itself calls this from `poll`).
+    pub fn handle_request(&mut self, req: &Request, pool: &mut PacketPool) -> Response {
+        let mut c = self.mgmt_counters.clone();
+        let r = self.answer(req, pool, &mut c);
+        self.mgmt_counters = c;
+        r
+    }
+
     /// Answers a management request.
     fn answer(&mut self, req: &Request, pool: &mut PacketPool, counters: &mut crate::mgmt::MgmtCounters) -> Response {
         let open = match req.path.as_str() {

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Writes the fuzzers' starting inputs (real frames, configs, requests).
+
+Frames follow vnfs/fuzz's record format: a config selector byte, then per
+burst (port, time step, count-1) and per frame (length/7, bytes), each
+frame padded to a multiple of 7 bytes (Ethernet padding)."""
+import os
+import struct
+import sys
+
+LAN, WAN, MGMT = bytes.fromhex("525400000001"), bytes.fromhex("525400000002"), bytes.fromhex("525400000003")
+PEER = bytes.fromhex("020000000002")
+
+
+def csum(b):
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return (~s) & 0xFFFF
+
+
+def ip(a):
+    return bytes(int(x) for x in a.split("."))
+
+
+def ipv4(src, dst, proto, payload, ttl=64, df=True):
+    h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, 0x4000 if df else 0, ttl, proto, 0, ip(src), ip(dst))
+    return h[:10] + struct.pack("!H", csum(h)) + h[12:] + payload
+
+
+def l4(src, dst, proto, body):
+    pseudo = ip(src) + ip(dst) + struct.pack("!BBH", 0, proto, len(body))
+    c = csum(pseudo + body)
+    at = 16 if proto == 6 else 6
+    return body[:at] + struct.pack("!H", c) + body[at + 2:]
+
+
+def udp(src, sport, dst, dport, data=b"hello"):
+    body = struct.pack("!HHHH", sport, dport, 8 + len(data), 0) + data
+    return ipv4(src, dst, 17, l4(src, dst, 17, body))
+
+
+def tcp(src, sport, dst, dport, flags):
+    body = struct.pack("!HHIIBBHHH", sport, dport, 1000, 0, 0x50, flags, 65535, 0, 0)
+    return ipv4(src, dst, 6, l4(src, dst, 6, body))
+
+
+def icmp_echo(src, dst):
+    body = struct.pack("!BBHHH", 8, 0, 0, 7, 1) + b"ping"
+    body = body[:2] + struct.pack("!H", csum(body)) + body[4:]
+    return ipv4(src, dst, 1, body)
+
+
+def eth(dst, payload, ethertype=0x0800):
+    return dst + PEER + struct.pack("!H", ethertype) + payload
+
+
+def arp(sender, target):
+    return eth(b"\xff" * 6, struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, PEER, ip(sender), b"\0" * 6, ip(target)), 0x0806)
+
+
+def record(frames):
+    out = b""
+    for f in frames:
+        f += b"\0" * (-len(f) % 7)
+        out += bytes([len(f) // 7]) + f
+    return out
+
+
+def burst(port, step, frames):
+    return bytes([port, step, len(frames) - 1]) + record(frames)
+
+
+def main(out):
+    seeds = {
+        "arp-ping": [burst(0, 0, [arp("10.0.0.2", "10.0.0.1"), eth(LAN, icmp_echo("10.0.0.2", "10.0.0.1"))])],
+        "nat-out-in": [
+            burst(1, 0, [arp("10.1.0.254", "10.1.0.1")]),
+            burst(0, 1, [eth(LAN, udp("10.0.0.2", 5000, "198.51.100.7", 53)), eth(LAN, tcp("10.0.0.2", 40000, "198.51.100.7", 80, 0x02))]),
+            burst(1, 1, [eth(WAN, udp("198.51.100.7", 53, "10.1.0.1", 5000)), eth(WAN, tcp("198.51.100.7", 80, "10.1.0.1", 40000, 0x12))]),
+        ],
+        "forward": [burst(1, 0, [eth(WAN, tcp("198.51.100.9", 3333, "10.1.0.1", 8080, 0x02)), eth(WAN, udp("198.51.100.9", 3333, "10.1.0.5", 53))])],
+        "lb-vip": [
+            burst(0, 0, [arp("10.0.0.11", "10.0.0.1")]),
+            burst(1, 0, [eth(WAN, tcp("10.1.0.77", 4000, "10.1.0.9", 80, 0x02)), eth(WAN, udp("10.1.0.77", 4001, "10.1.0.9", 53))]),
+            burst(0, 2, [eth(LAN, tcp("10.0.0.11", 8000, "10.0.0.1", 4000, 0x12))]),
+        ],
+        "ttl-frag": [burst(0, 0, [eth(LAN, ipv4("10.0.0.2", "198.51.100.7", 17, b"x" * 1400, ttl=1, df=False)), eth(LAN, ipv4("10.0.0.2", "198.51.100.7", 17, b"y" * 1200, df=False))])],
+        "spoof": [burst(0, 0, [eth(LAN, icmp_echo("10.9.0.1", "10.1.0.2")), eth(MGMT, icmp_echo("10.0.0.9", "10.9.0.1"))])],
+    }
+    os.makedirs(f"{out}/frames", exist_ok=True)
+    for i, (name, bursts) in enumerate(seeds.items()):
+        with open(f"{out}/frames/{name}", "wb") as f:
+            f.write(bytes([i * 37 % 256]) + b"".join(bursts))
+    os.makedirs(f"{out}/config", exist_ok=True)
+    for name in os.listdir("images/configs"):
+        with open(f"images/configs/{name}", "rb") as src, open(f"{out}/config/{name}", "wb") as dst:
+            dst.write(src.read())
+    with open(f"{out}/config/nested", "w") as f:
+        f.write("port lan {\n address 10.0.0.1/24\n}\nservice a { vip 10.0.0.9:80; backend 10.0.0.2:80 weight 0; interval 500ms }\n")
+    os.makedirs(f"{out}/mgmt", exist_ok=True)
+    reqs = {
+        "get": b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer fuzz-token\r\n\r\n",
+        "put": b"PUT /config HTTP/1.1\r\nContent-Length: 30\r\n\r\nport lan address 10.0.0.1/24\n\n",
+        "health": b"GET /health HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n",
+    }
+    for name, r in reqs.items():
+        with open(f"{out}/mgmt/{name}", "wb") as f:
+            f.write(r)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,142 @@
+//! What the fuzz targets share: a config built from the input's first
+//! bytes (so the fuzzer explores configs too) and the run of a whole
+//! dataplane over frames, which must never panic and never leak a buffer.
+//!
+//! `make fuzz` runs each target under AFL++ (cargo-afl); `make test` runs
+//! each for a short bounded time (scripts/fuzz.sh). A target built with
+//! `cargo afl build` also reads one input from stdin when run by hand
+//! (`target/fuzz/release/fuzz-frames < FILE`): that is how a crash is
+//! replayed. The crashes found so far are kept as regression tests in
+//! `tests/regressions.rs`.
+
+use vnfs::config;
+use vnfs::dataplane::Dataplane;
+use vnfs::packet::{Batch, PacketPool, BURST};
+
+pub const MACS: [[u8; 6]; 3] = [[0x52, 0x54, 0, 0, 0, 1], [0x52, 0x54, 0, 0, 0, 2], [0x52, 0x54, 0, 0, 0, 3]];
+
+/// A config with every stage, varied by `sel`: NAT filtering, LB mode,
+/// pipeline order, MTU, reverse-path mode.
+pub fn config_text(sel: u8) -> String {
+    let filtering = ["endpoint-independent", "address-dependent", "address-and-port-dependent"][sel as usize % 3];
+    let mode = if sel & 4 != 0 { "dnat" } else { "full-nat" };
+    let pipeline = match (sel >> 3) & 3 {
+        0 => "",
+        1 => "pipeline lan lb router nat\npipeline wan nat lb router\n",
+        2 => "pipeline lan router nat lb\npipeline wan lb nat router\n",
+        _ => "pipeline lan nat\npipeline wan router\n",
+    };
+    let mtu = if sel & 32 != 0 { 576 } else { 1500 };
+    let rpf = ["strict", "loose", "off", "loose"][(sel >> 6) as usize];
+    format!(
+        "port lan address 10.0.0.1/24 rpf {rpf}\nport wan address 10.1.0.1/24 mtu {mtu}\nport mgmt address 10.9.0.1/24\n\
+         management mgmt listen 8080\nroute 0.0.0.0/0 via 10.1.0.254\nroute 10.2.0.0/16 via 10.0.0.254\n\
+         nat {{\n inside 10.0.0.0/24\n outside wan\n pool 10.1.0.1\n pool 10.1.0.5\n filtering {filtering}\n sessions 64\n ports 1024-1100\n\
+         forward tcp 10.1.0.1:8080 10.0.0.3:80\n forward udp 10.1.0.5:53 10.0.0.4:53\n}}\n\
+         service web {{\n vip 10.1.0.9:80\n mode {mode}\n check none\n backend 10.0.0.11:8000\n backend 10.0.0.12:8000 weight 0\n backend 10.2.0.13:8000 weight 3\n}}\n\
+         service dns {{\n vip 10.1.0.9:53 udp\n check tcp\n interval 10ms\n backend 10.0.0.11:53\n}}\n\
+         lb table-size 251 flows 64\nrouter neighbors 16 icmp-rate 1000\n{pipeline}"
+    )
+}
+
+/// A dataplane per config selector, built once per process: building one
+/// costs ~250 µs (tables, host stacks), far more than a run, so AFL's
+/// persistent mode reuses it. Every run ends with all timers fired far in
+/// the future, so little state carries from one input to the next; a crash
+/// that needs earlier inputs still shows, and is replayed from AFL's queue.
+struct Rig {
+    sel: u8,
+    dp: Dataplane,
+    pool: PacketPool,
+    now: u64,
+}
+
+thread_local! {
+    static RIG: std::cell::RefCell<Option<Rig>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `data` through a dataplane: byte 0 picks the config, then records
+/// of (port, time step, count, then per frame length/7 and bytes) are
+/// bursts of frames.
+pub fn run_frames(data: &[u8]) {
+    let Some((&sel, rest)) = data.split_first() else { return };
+    RIG.with(|rig| {
+        let mut rig = rig.borrow_mut();
+        if rig.as_ref().is_none_or(|r| r.sel != sel) {
+            let cfg = config::parse(&config_text(sel)).expect("the fuzz configs are valid");
+            let mut dp = Dataplane::new(&cfg, &MACS, 0, 0x5eed);
+            for (i, offloads) in [sel & 1 != 0, sel & 2 != 0, false].into_iter().enumerate() {
+                dp.port_mut(i as u8).offloads = offloads;
+            }
+            *rig = Some(Rig { sel, dp, pool: PacketPool::with_tails(256, 8), now: 1 });
+        }
+        let r = rig.as_mut().expect("built above");
+        run_on(&mut r.dp, &mut r.pool, &mut r.now, rest);
+    });
+}
+
+fn run_on(dp: &mut Dataplane, pool: &mut PacketPool, now: &mut u64, mut rest: &[u8]) {
+    let capacity = pool.capacity();
+    while rest.len() >= 4 {
+        let port = rest[0] % 3;
+        *now += rest[1] as u64 * 4096;
+        let count = (rest[2] as usize % BURST) + 1;
+        rest = &rest[3..];
+        let mut batch = Batch::new();
+        for _ in 0..count {
+            let Some((&len_byte, tail)) = rest.split_first() else { break };
+            let len = (len_byte as usize * 7).min(tail.len());
+            let (frame, tail) = tail.split_at(len);
+            rest = tail;
+            let Some(mut p) = pool.alloc() else { break };
+            p.fill(frame);
+            if batch.push(p).is_err() {
+                break;
+            }
+        }
+        dp.receive(port, &mut batch, pool, *now);
+        dp.poll(*now, pool);
+        // Whatever the ports would transmit goes back to the pool.
+        for i in 0..3u8 {
+            while let Some(p) = dp.port_mut(i).tx.pop_front() {
+                pool.free(p);
+            }
+        }
+    }
+    // Time passes: every timer fires, every held packet is let go.
+    for _ in 0..4 {
+        *now += 8_000_000_000;
+        dp.poll(*now, pool);
+        for i in 0..3u8 {
+            while let Some(p) = dp.port_mut(i).tx.pop_front() {
+                pool.free(p);
+            }
+        }
+    }
+    dp.drain(pool);
+    assert_eq!(pool.available(), capacity, "a buffer leaked");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn seeds_run_clean() {
+        let t0 = std::time::Instant::now();
+        let seed = [0u8, 0, 0, 0, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+        for _ in 0..100 {
+            super::run_frames(&seed);
+        }
+        eprintln!("{:?} per run", t0.elapsed() / 100);
+        let cfg = vnfs::config::parse(&super::config_text(0)).unwrap();
+        let t0 = std::time::Instant::now();
+        for _ in 0..100 {
+            let _ = vnfs::dataplane::Dataplane::new(&cfg, &super::MACS, 0, 1);
+        }
+        eprintln!("{:?} per Dataplane::new", t0.elapsed() / 100);
+        let t0 = std::time::Instant::now();
+        for _ in 0..100 {
+            let _ = vnfs::packet::PacketPool::with_tails(256, 8);
+        }
+        eprintln!("{:?} per pool", t0.elapsed() / 100);
+    }
+}
