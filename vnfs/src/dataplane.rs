@@ -217,7 +217,9 @@ fn build_stages(
                         }
                         None => (
                             match kind {
-                                StageKind::Router => Box::new(Router::from_config(config, macs)) as Box<dyn Stage>,
+                                StageKind::Router => {
+                                    Box::new(Router::from_config(config, macs, seed)) as Box<dyn Stage>
+                                }
                                 StageKind::Nat => Box::new(Nat::from_config(config, seed)),
                                 StageKind::Lb => Box::new(Lb::from_config(config, seed)),
                             },

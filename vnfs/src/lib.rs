@@ -25,6 +25,7 @@ pub mod nat;
 pub mod neighbor;
 pub mod offload;
 pub mod packet;
+pub mod ratelimit;
 pub mod rewrite;
 pub mod router;
 pub mod stage;

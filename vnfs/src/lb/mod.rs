@@ -175,6 +175,9 @@ pub struct LbCounters {
     pub flows_backend_removed: u64,
     /// Maglev tables built by reloads (only changed services rebuild).
     pub maglev_rebuilds: u64,
+    /// Resets and port unreachables not sent: the client's allowance
+    /// (`router icmp-rate`/`icmp-burst`, per source) was used up.
+    pub refusals_rate_limited: u64,
 }
 
 pub struct Lb {
@@ -190,6 +193,8 @@ pub struct Lb {
     key: u64,
     sweep_at: usize,
     ident: u16,
+    /// Refusals (RST, port unreachable) per client address.
+    refusals: crate::ratelimit::PerSource,
     /// Health-check sockets of backends a reload removed, to close.
     orphans: Vec<(PortId, smoltcp::iface::SocketHandle)>,
     pub counters: LbCounters,
@@ -230,6 +235,11 @@ impl Lb {
         }
         let mut lb = Lb::new(services, config.lb.flows, config.lb.table_size, seed);
         lb.timeouts = timeouts_of(config);
+        lb.refusals = crate::ratelimit::PerSource::new(
+            config.router.icmp_rate,
+            config.router.icmp_burst,
+            hash_words(seed, &[0x7265_6675]),
+        );
         lb
     }
 
@@ -344,6 +354,7 @@ impl Lb {
             sweep_at: 0,
             ident: 0,
             orphans: Vec::new(),
+            refusals: crate::ratelimit::PerSource::new(100, 20, hash_words(seed, &[0x7265_6675])),
             counters: LbCounters::default(),
         }
     }
@@ -565,6 +576,12 @@ impl Lb {
         let svc = &mut self.services[si as usize];
         svc.counters.no_backend += 1;
         let vip = svc.vip.addr;
+        let client = smoltcp::wire::Ipv4Packet::new_unchecked(&pkt.data()[ETH..]).src_addr();
+        if !self.refusals.take(client, cx.now) {
+            self.counters.refusals_rate_limited += 1;
+            cx.pool.free(pkt);
+            return None;
+        }
         // The answer is a new small packet in this buffer.
         let total = pkt.total_len();
         cx.pool.release_tail(&mut pkt);
@@ -776,7 +793,7 @@ impl Stage for Lb {
         let c = &self.counters;
         let _ = write!(
             out,
-            " flows={} flow_capacity={} flows_created={} flows_expired={} flows_moved={} flow_table_full={} no_backend={} flows_backend_removed={} maglev_rebuilds={}",
+            " flows={} flow_capacity={} flows_created={} flows_expired={} flows_moved={} flow_table_full={} no_backend={} flows_backend_removed={} maglev_rebuilds={} refusals_rate_limited={}",
             self.flows(),
             self.flows.len(),
             c.flows_created,
@@ -785,7 +802,8 @@ impl Stage for Lb {
             c.table_full,
             c.no_backend,
             c.flows_backend_removed,
-            c.maglev_rebuilds
+            c.maglev_rebuilds,
+            c.refusals_rate_limited
         );
     }
 

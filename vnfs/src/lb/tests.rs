@@ -187,6 +187,28 @@ fn no_backend_up_gets_reset_or_port_unreachable() {
     r.finish();
 }
 
+#[test]
+fn refusals_are_rate_limited_per_client() {
+    let text = "port client address 10.1.0.1/24\nport servers address 10.2.0.1/24\n\
+                service web {\n vip 10.1.0.1:80\n backend 10.2.0.11:8000\n check tcp\n}\n\
+                router icmp-rate 1 icmp-burst 3\n";
+    let mut r = Rig::lb_with(config::parse(text).unwrap());
+    for p in 0..10 {
+        r.send(0, &tcp_frame(C_MAC, (CLIENT, 41000 + p), (VIP, 80), true, false));
+    }
+    assert_eq!(r.sent(0).len(), 3, "a SYN flood gets the burst of resets, no more");
+    // Another client still gets its reset.
+    let other = Ipv4Addr::new(10, 1, 0, 3);
+    r.send(0, &arp_request(PEER_MAC, other, VIP));
+    r.sent(0);
+    let rst = r.through(0, &tcp_frame(C_MAC, (other, 42000), (VIP, 80), true, false), 0);
+    assert_eq!(tcp4(&rst).2, other);
+    let mut s = std::string::String::new();
+    r.dp.write_stats(&mut s).unwrap();
+    assert!(s.contains(" refusals_rate_limited=7"), "{s}");
+    r.finish();
+}
+
 proptest! {
     #[test]
     fn random_frames_through_the_lb_never_panic_or_leak(

@@ -41,6 +41,8 @@ use table::{flow_hash, Dir, Endpoint, Filtering, NatTable, Refusal, Timeouts, IC
 const ETH: usize = 14;
 /// Fragment translations remembered at once.
 const FRAG_CACHE: usize = 256;
+/// Live entries one source may hold in the fragment cache.
+const FRAG_PER_SOURCE: usize = 16;
 /// How long a fragment translation is kept after the first fragment.
 const FRAG_LIFETIME: Micros = 5_000_000;
 /// From this many sessions on, the table outgrows the caches and a burst
@@ -56,6 +58,11 @@ pub struct NatCounters {
     pub hairpinned: u64,
     pub icmp_errors: u64,
     pub fragments: u64,
+    /// First-fragment entries that replaced the same source's oldest (its
+    /// quota was full).
+    pub fragments_evicted_own: u64,
+    /// Entries of other sources replaced while the cache was full of live ones.
+    pub fragments_evicted: u64,
 }
 
 /// What the burst's first pass keeps of a packet for the fast path.
@@ -90,7 +97,6 @@ pub struct Nat {
     outside_port: PortId,
     pub table: NatTable,
     frags: Vec<FragEntry>,
-    frag_next: usize,
     pub counters: NatCounters,
 }
 
@@ -134,7 +140,6 @@ impl Nat {
             outside_port,
             table,
             frags: Vec::with_capacity(FRAG_CACHE),
-            frag_next: 0,
             counters: NatCounters::default(),
         }
     }
@@ -399,12 +404,28 @@ impl Nat {
             outbound,
             expires: now + FRAG_LIFETIME,
         };
-        if self.frags.len() < FRAG_CACHE {
-            self.frags.push(e);
+        // Each source may hold FRAG_PER_SOURCE entries: beyond that its own
+        // oldest makes room, so one host's first fragments cannot flush
+        // everyone else's (bounded: one pass over the cache).
+        let live = |x: &FragEntry| x.expires > now;
+        let own = self.frags.iter().filter(|x| x.src == p.src && live(x)).count();
+        let oldest_where = |frags: &[FragEntry], f: &dyn Fn(&FragEntry) -> bool| {
+            frags.iter().enumerate().filter(|(_, x)| f(x)).min_by_key(|(_, x)| x.expires).map(|(i, _)| i)
+        };
+        let slot = if own >= FRAG_PER_SOURCE {
+            self.counters.fragments_evicted_own += 1;
+            oldest_where(&self.frags, &|x| x.src == p.src && live(x))
+        } else if self.frags.len() < FRAG_CACHE {
+            None
         } else {
-            // Oldest first: a ring.
-            self.frags[self.frag_next] = e;
-            self.frag_next = (self.frag_next + 1) % FRAG_CACHE;
+            oldest_where(&self.frags, &|x| !live(x)).or_else(|| {
+                self.counters.fragments_evicted += 1;
+                oldest_where(&self.frags, &|_| true)
+            })
+        };
+        match slot {
+            Some(i) => self.frags[i] = e,
+            None => self.frags.push(e),
         }
     }
 
@@ -495,12 +516,14 @@ impl Stage for Nat {
         let t = &self.table.counters;
         let _ = write!(
             out,
-            " translated_out={} translated_in={} hairpinned={} icmp_errors_translated={} fragments_translated={} sessions={} session_capacity={} mappings={} sessions_created={} sessions_expired={} refused_table_full={} evicted_transitory={} refused_ports={} filtered={} table_bytes={}",
+            " translated_out={} translated_in={} hairpinned={} icmp_errors_translated={} fragments_translated={} fragments_evicted_own={} fragments_evicted={} sessions={} session_capacity={} mappings={} sessions_created={} sessions_expired={} refused_table_full={} evicted_transitory={} refused_ports={} filtered={} table_bytes={}",
             c.out,
             c.r#in,
             c.hairpinned,
             c.icmp_errors,
             c.fragments,
+            c.fragments_evicted_own,
+            c.fragments_evicted,
             self.table.sessions(),
             self.table.capacity(),
             self.table.mappings(),

@@ -211,6 +211,33 @@ fn fragmented_udp_crosses_the_nat() {
 }
 
 #[test]
+fn one_host_cannot_flush_another_hosts_fragments() {
+    let mut r = Rig::nat("");
+    let frag = |src: Ipv4Addr, ident: u16, off: usize, more: bool| {
+        let mut f = udp_frame(LAN_MAC, (src, 7000 + ident), (SERVER, 9000), &[0x5a; 64]);
+        let mut p = Ipv4Packet::new_unchecked(&mut f[14..]);
+        p.set_ident(ident);
+        p.set_frag_offset(off as u16);
+        p.set_more_frags(more);
+        p.fill_checksum();
+        f
+    };
+    // B sends a first fragment, then A floods 600 first fragments.
+    r.send(0, &frag(B, 1, 0, true));
+    for i in 0..600u16 {
+        r.send(0, &frag(A, 100 + i, 0, true));
+        r.sent(1);
+    }
+    // B's second fragment still finds its translation.
+    let f2 = r.through(0, &frag(B, 1, 512, false), 1);
+    assert_eq!(ip(&f2).src_addr(), OUT);
+    let mut s = std::string::String::new();
+    r.dp.write_stats(&mut s).unwrap();
+    assert!(s.contains(" fragments_evicted_own=584 fragments_evicted=0 "), "{s}");
+    r.finish();
+}
+
+#[test]
 fn port_forward_and_hairpin() {
     let mut r = Rig::nat("forward tcp 10.1.0.1:8080 10.0.0.3:80");
     // From outside.

@@ -11,7 +11,6 @@ use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{EthernetFrame, Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Packet, Ipv4Repr};
 
 use crate::packet::Packet;
-use crate::Micros;
 
 /// The errors the router sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,34 +48,7 @@ const NEW_HEADERS: usize = 20 + 8;
 /// headers, Ethernet, and the NIC's own header.
 pub const HEADROOM_NEEDED: usize = NEW_HEADERS + ETH + 12;
 
-/// A token bucket: `rate` errors per second, bursts of `burst`.
-#[derive(Clone, Debug)]
-pub struct TokenBucket {
-    rate: u64,
-    burst: u64,
-    /// Tokens scaled by 1e6 so refills need no division per packet.
-    micro_tokens: u64,
-    last: Micros,
-}
-
-impl TokenBucket {
-    pub fn new(rate: u32, burst: u32) -> Self {
-        TokenBucket { rate: rate as u64, burst: burst as u64, micro_tokens: burst as u64 * 1_000_000, last: 0 }
-    }
-
-    /// Takes one token if there is one.
-    pub fn take(&mut self, now: Micros) -> bool {
-        let elapsed = now.saturating_sub(self.last);
-        self.last = now;
-        self.micro_tokens = (self.micro_tokens + elapsed.saturating_mul(self.rate)).min(self.burst * 1_000_000);
-        if self.micro_tokens >= 1_000_000 {
-            self.micro_tokens -= 1_000_000;
-            true
-        } else {
-            false
-        }
-    }
-}
+pub use crate::ratelimit::TokenBucket;
 
 pub(crate) fn is_unique_host(a: Ipv4Addr) -> bool {
     !(a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() || u32::from(a) >> 28 == 0xf)

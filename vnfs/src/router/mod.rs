@@ -23,8 +23,9 @@ use smoltcp::wire::Ipv4Packet;
 use crate::config::Config;
 use crate::counters::DropReason;
 use crate::packet::{Batch, Packet, PortId};
+use crate::ratelimit::PerSource;
 use crate::stage::{for_each_packet, Stage, StageContext};
-use icmp::{build_error, may_send_error, IcmpError, TokenBucket};
+use icmp::{build_error, may_send_error, IcmpError};
 use lpm::{Lpm, NextHopId};
 
 const ETH: usize = 14;
@@ -48,8 +49,11 @@ pub struct NextHop {
 /// Router settings.
 #[derive(Clone, Debug)]
 pub struct RouterSettings {
+    /// ICMP errors per second and burst, for each source address.
     pub icmp_rate: u32,
     pub icmp_burst: u32,
+    /// Keys the per-source buckets' slots.
+    pub key: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -65,7 +69,8 @@ pub struct Router {
     ports: Vec<RouterPort>,
     /// Directed broadcast addresses of our subnets.
     broadcasts: Vec<Ipv4Addr>,
-    icmp_bucket: TokenBucket,
+    /// ICMP errors per source of the offending packet (RFC 1812 §4.3.2.8).
+    icmp_limit: PerSource,
     ident: u16,
     pub counters: RouterCounters,
 }
@@ -73,7 +78,7 @@ pub struct Router {
 impl Router {
     /// Builds the router of a config: connected routes from port prefixes,
     /// then the static routes.
-    pub fn from_config(config: &Config, macs: &[[u8; 6]]) -> Router {
+    pub fn from_config(config: &Config, macs: &[[u8; 6]], seed: u64) -> Router {
         let ports: Vec<RouterPort> = config
             .ports
             .iter()
@@ -92,7 +97,11 @@ impl Router {
         for r in &config.routes {
             routes.push((r.prefix, NextHop { port: r.port as PortId, gateway: r.via }));
         }
-        let settings = RouterSettings { icmp_rate: config.router.icmp_rate, icmp_burst: config.router.icmp_burst };
+        let settings = RouterSettings {
+            icmp_rate: config.router.icmp_rate,
+            icmp_burst: config.router.icmp_burst,
+            key: crate::table::hash_words(seed, &[0x6963_6d70]),
+        };
         Router::new(ports, &routes, &settings)
     }
 
@@ -117,7 +126,7 @@ impl Router {
             next_hops,
             ports,
             broadcasts,
-            icmp_bucket: TokenBucket::new(settings.icmp_rate, settings.icmp_burst),
+            icmp_limit: PerSource::new(settings.icmp_rate, settings.icmp_burst, settings.key),
             ident: 0,
             counters: RouterCounters::default(),
         }
@@ -197,7 +206,8 @@ impl Router {
             cx.pool.free(pkt);
             return None;
         }
-        if !self.icmp_bucket.take(cx.now) {
+        let offender = Ipv4Packet::new_unchecked(&pkt.data()[14..]).src_addr();
+        if !self.icmp_limit.take(offender, cx.now) {
             self.counters.icmp_rate_limited += 1;
             cx.pool.free(pkt);
             return None;

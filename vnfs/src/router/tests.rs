@@ -185,6 +185,16 @@ fn icmp_errors_are_rate_limited() {
     }
     assert_eq!(r.sent(0).len(), 2);
     assert_eq!(r.dp.ports()[0].counters.dropped(DropReason::TtlExpired), 5);
+    // The limit is per source: another host on the link still gets its
+    // errors (one global bucket once let a single host starve everyone).
+    let other = Ipv4Addr::new(10, 0, 0, 3);
+    r.send(0, &arp_reply(PEER_MAC, other, LAN_MAC, Ipv4Addr::new(10, 0, 0, 1)));
+    r.sent(0);
+    r.send(0, &ipv4_frame(LAN_MAC, other, WAN_HOST, 1, false, b"x"));
+    assert_eq!(r.sent(0).len(), 1, "the other source's error is sent");
+    let mut s = std::string::String::new();
+    r.dp.write_stats(&mut s).unwrap();
+    assert!(s.contains(" icmp_errors=3 icmp_rate_limited=3 "), "{s}");
     r.now = 1_000_000;
     r.send(0, &ipv4_frame(LAN_MAC, LAN_HOST, WAN_HOST, 1, false, b"x"));
     assert_eq!(r.sent(0).len(), 1, "a token came back after a second");

@@ -1,0 +1,102 @@
+//! Rate limits per source address: a token bucket for each of a bounded
+//! set of recent sources, so one source that draws errors (ICMP errors,
+//! the LB's refusals) as fast as it can uses up only its own allowance and
+//! never starves anyone else's (with one global bucket, a single flooding
+//! host silenced the PMTU messages of every other host).
+//!
+//! A source's slot is found by a keyed hash; a new source takes the slot
+//! over (a fresh bucket). Memory is fixed; cost per packet is one slot.
+
+use alloc::vec::Vec;
+use core::net::Ipv4Addr;
+
+use crate::table::hash_words;
+use crate::Micros;
+
+/// Sources tracked at once.
+pub const SLOTS: usize = 1024;
+
+/// A token bucket: `rate` per second, bursts of `burst`.
+#[derive(Clone, Debug)]
+pub struct TokenBucket {
+    rate: u64,
+    burst: u64,
+    /// Tokens scaled by 1e6 so refills need no division per packet.
+    micro_tokens: u64,
+    last: Micros,
+}
+
+impl TokenBucket {
+    pub fn new(rate: u32, burst: u32) -> Self {
+        TokenBucket { rate: rate as u64, burst: burst as u64, micro_tokens: burst as u64 * 1_000_000, last: 0 }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: Micros) -> bool {
+        let elapsed = now.saturating_sub(self.last);
+        self.last = now;
+        self.micro_tokens = (self.micro_tokens + elapsed.saturating_mul(self.rate)).min(self.burst * 1_000_000);
+        if self.micro_tokens >= 1_000_000 {
+            self.micro_tokens -= 1_000_000;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Per-source token buckets.
+pub struct PerSource {
+    slots: Vec<(Ipv4Addr, TokenBucket)>,
+    rate: u32,
+    burst: u32,
+    key: u64,
+}
+
+impl PerSource {
+    /// `rate` per second and `burst` for each source; `key` keeps the slot
+    /// of a source unpredictable.
+    pub fn new(rate: u32, burst: u32, key: u64) -> Self {
+        PerSource {
+            slots: alloc::vec![(Ipv4Addr::UNSPECIFIED, TokenBucket::new(rate, burst)); SLOTS],
+            rate,
+            burst,
+            key,
+        }
+    }
+
+    /// Whether `src` may have one more now.
+    pub fn take(&mut self, src: Ipv4Addr, now: Micros) -> bool {
+        let i = (hash_words(self.key, &[u32::from(src) as u64]) >> 32) as usize % SLOTS;
+        let (owner, bucket) = &mut self.slots[i];
+        if *owner != src {
+            *owner = src;
+            *bucket = TokenBucket::new(self.rate, self.burst);
+            bucket.last = now;
+        }
+        bucket.take(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_bucket_limits_rate() {
+        let mut b = TokenBucket::new(10, 2);
+        assert!(b.take(0) && b.take(0));
+        assert!(!b.take(0));
+        assert!(b.take(100_000), "one token per 100 ms");
+        assert!(!b.take(100_000));
+    }
+
+    #[test]
+    fn one_source_cannot_use_up_another_ones_allowance() {
+        let mut l = PerSource::new(10, 5, 7);
+        let (flood, victim) = (Ipv4Addr::new(198, 51, 100, 1), Ipv4Addr::new(198, 51, 100, 2));
+        let allowed = (0..1000).filter(|i| l.take(flood, *i)).count();
+        assert_eq!(allowed, 5, "the flooding source gets its burst, no more");
+        assert!((0..5).all(|_| l.take(victim, 1000)), "the other source still gets its own");
+    }
+}
