@@ -186,6 +186,8 @@ pub struct NatConfig {
     pub tcp_transitory_timeout: u32,
     pub icmp_timeout: u32,
     pub forwards: Vec<ForwardConfig>,
+    /// Sessions one inside host / one port forward may hold.
+    pub quotas: crate::nat::table::Quotas,
     pub line: Line,
 }
 
@@ -1121,8 +1123,10 @@ fn parse_nat(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<Na
         tcp_transitory_timeout: 240,
         icmp_timeout: 60,
         forwards: Vec::new(),
+        quotas: crate::nat::table::Quotas { host: 0, forward: 0 },
         line: Line(kw.line),
     };
+    let (mut host_quota, mut forward_quota) = (None, None);
     let mut outside_tok = None;
     let mut forward_lines: BTreeMap<(u8, (Ipv4Addr, u16)), u32> = BTreeMap::new();
     for child in stmt.block.iter().flatten() {
@@ -1212,14 +1216,25 @@ fn parse_nat(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<Na
                     }
                 }
             }
+            "host-sessions" | "forward-sessions" if want(1, errors) => match args[0].text.parse::<u32>() {
+                Ok(v) if v >= 1 => {
+                    if key.text == "host-sessions" { host_quota = Some(v) } else { forward_quota = Some(v) }
+                }
+                _ => errors.push(ConfigError::at(&args[0], format!("bad {} `{}`: expected a number of sessions, at least 1", key.text, args[0].text))),
+            },
             "inside" | "outside" | "pool" | "ports" | "filtering" | "sessions" | "udp-timeout" | "tcp-established-timeout"
-            | "tcp-transitory-timeout" | "icmp-timeout" | "forward" => {}
+            | "tcp-transitory-timeout" | "icmp-timeout" | "forward" | "host-sessions" | "forward-sessions" => {}
             other => errors.push(ConfigError::at(
                 &key,
-                format!("unknown nat setting `{other}`: expected inside, outside, pool, ports, filtering, sessions, forward or a timeout"),
+                format!("unknown nat setting `{other}`: expected inside, outside, pool, ports, filtering, sessions, host-sessions, forward-sessions, forward or a timeout"),
             )),
         }
     }
+    let defaults = crate::nat::table::Quotas::default_for(nat.sessions);
+    nat.quotas = crate::nat::table::Quotas {
+        host: host_quota.unwrap_or(defaults.host),
+        forward: forward_quota.unwrap_or(defaults.forward),
+    };
     if outside_tok.is_none() && errors.len() == before {
         errors.push(ConfigError::at(&kw, "`nat` needs `outside PORT`"));
     }

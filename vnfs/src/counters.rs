@@ -57,6 +57,7 @@ drop_reasons! {
     NeighborTableFull => "neighbor_table_full", "no room in the neighbour cache for another next hop";
     NatTableFull => "nat_table_full", "NAT session table full: new session refused";
     NatPortsExhausted => "nat_ports_exhausted", "no free outside port for a new NAT mapping";
+    NatQuota => "nat_quota", "the inside host or port forward holds all the NAT sessions its quota allows (host-sessions, forward-sessions)";
     NatFiltered => "nat_filtered", "inbound packet the NAT's filtering does not let in";
     NatNoMapping => "nat_no_mapping", "inbound packet to a NAT address with no mapping";
     NatUnsupportedProtocol => "nat_unsupported_protocol", "protocol the NAT cannot translate (not TCP, UDP or ICMP)";

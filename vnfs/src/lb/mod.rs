@@ -171,6 +171,8 @@ pub struct LbCounters {
     pub flows_moved: u64,
     pub table_full: u64,
     pub no_backend: u64,
+    /// Transitory TCP flows that made room in a full flow table.
+    pub flows_evicted: u64,
     /// Flows ended because a reload removed their backend.
     pub flows_backend_removed: u64,
     /// Maglev tables built by reloads (only changed services rebuild).
@@ -436,6 +438,32 @@ impl Lb {
         xorshift(&mut self.rng)
     }
 
+    /// With the flow table full, frees one expired flow or one TCP flow
+    /// whose handshake is incomplete (or that is closing), found within 64
+    /// flows of the sweep cursor. Established flows are never evicted for
+    /// new ones.
+    fn evict_transitory(&mut self, now: Micros) {
+        let n = self.flows.len();
+        for _ in 0..64.min(n) {
+            let i = self.sweep_at;
+            self.sweep_at = (self.sweep_at + 1) % n;
+            let f = &self.flows[i];
+            if f.service == NONE {
+                continue;
+            }
+            let expired = f.expires <= now;
+            if expired
+                || f.proto == TCP && (!crate::nat::table::is_established(f.tcp) || crate::nat::table::is_closing(f.tcp))
+            {
+                self.remove(i as u32);
+                if !expired {
+                    self.counters.flows_evicted += 1;
+                }
+                return;
+            }
+        }
+    }
+
     /// A full-NAT source endpoint unused towards `backend`.
     fn snat_port(
         &mut self,
@@ -493,6 +521,9 @@ impl Lb {
                         self.snat_port(p.proto, snat_addr, sport, backend, now).ok_or(DropReason::LbFlowTableFull)?
                     }
                 };
+                if self.free.is_empty() {
+                    self.evict_transitory(now);
+                }
                 let Some(i) = self.free.pop() else {
                     self.counters.table_full += 1;
                     return Err(DropReason::LbFlowTableFull);
@@ -793,7 +824,7 @@ impl Stage for Lb {
         let c = &self.counters;
         let _ = write!(
             out,
-            " flows={} flow_capacity={} flows_created={} flows_expired={} flows_moved={} flow_table_full={} no_backend={} flows_backend_removed={} maglev_rebuilds={} refusals_rate_limited={}",
+            " flows={} flow_capacity={} flows_created={} flows_expired={} flows_moved={} flow_table_full={} no_backend={} flows_evicted={} flows_backend_removed={} maglev_rebuilds={} refusals_rate_limited={}",
             self.flows(),
             self.flows.len(),
             c.flows_created,
@@ -801,6 +832,7 @@ impl Stage for Lb {
             c.flows_moved,
             c.table_full,
             c.no_backend,
+            c.flows_evicted,
             c.flows_backend_removed,
             c.maglev_rebuilds,
             c.refusals_rate_limited

@@ -271,3 +271,38 @@ fn a_reload_keeps_flows_on_their_backends_and_rebuilds_only_changed_services() {
     bigger.lb.flows *= 2;
     assert!(!lb.reconfigure(&bigger));
 }
+
+#[test]
+fn a_full_flow_table_evicts_half_open_flows_never_established_ones() {
+    let text = "port client address 10.1.0.1/24\nport servers address 10.2.0.1/24\n\
+                service web {\n vip 10.1.0.1:80\n check none\n backend 10.2.0.11:8000\n}\nlb table-size 251 flows 16\n";
+    let mut lb = Lb::from_config(&config::parse(text).unwrap(), 1);
+    let mut pool = PacketPool::new(4);
+    let mut send = |lb: &mut Lb, port: u16, syn: bool, ack: bool| {
+        let mut p = pool.alloc().unwrap();
+        p.fill(&tcp_frame(C_MAC, (CLIENT, port), (VIP, 80), syn, ack));
+        let r = lb.forward_to_backend(&mut p, 0, None, 0);
+        pool.free(p);
+        r
+    };
+    // Four established flows (SYN, then the backend's SYN-ACK, then ACK).
+    for port in 1000..1004 {
+        send(&mut lb, port, true, false).unwrap();
+        let i = (0..lb.flows.len())
+            .find(|i| lb.flows[*i].client.port == port && lb.flows[*i].service != super::NONE)
+            .unwrap();
+        let mut st = lb.flows[i].tcp;
+        crate::nat::table::idle_timeout(&lb.timeouts, &mut st, 6, 0x12, false);
+        lb.flows[i].tcp = st;
+        send(&mut lb, port, false, true).unwrap();
+    }
+    // A SYN flood fills the rest and keeps coming.
+    for port in 2000..2200 {
+        send(&mut lb, port, true, false).unwrap();
+    }
+    assert!(lb.counters.flows_evicted >= 188, "{}", lb.counters.flows_evicted);
+    for port in 1000..1004 {
+        let i = (0..lb.flows.len()).find(|i| lb.flows[*i].client.port == port && lb.flows[*i].service != super::NONE);
+        assert!(i.is_some_and(|i| crate::nat::table::is_established(lb.flows[i].tcp)), "flow {port} survived");
+    }
+}

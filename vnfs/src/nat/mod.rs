@@ -114,6 +114,7 @@ fn refusal_reason(r: Refusal) -> DropReason {
         Refusal::PortsExhausted => DropReason::NatPortsExhausted,
         Refusal::Filtered => DropReason::NatFiltered,
         Refusal::NoMapping => DropReason::NatNoMapping,
+        Refusal::Quota => DropReason::NatQuota,
     }
 }
 
@@ -128,6 +129,7 @@ impl Nat {
             icmp: c.icmp_timeout as Micros * 1_000_000,
         };
         let mut table = NatTable::new(c.sessions, c.pool.clone(), c.ports, map_filtering(c.filtering), timeouts, seed);
+        table.set_quotas(c.quotas);
         for f in &c.forwards {
             table.add_forward(f.proto, Endpoint::new(f.outside.0, f.outside.1), Endpoint::new(f.inside.0, f.inside.1));
         }
@@ -516,7 +518,7 @@ impl Stage for Nat {
         let t = &self.table.counters;
         let _ = write!(
             out,
-            " translated_out={} translated_in={} hairpinned={} icmp_errors_translated={} fragments_translated={} fragments_evicted_own={} fragments_evicted={} sessions={} session_capacity={} mappings={} sessions_created={} sessions_expired={} refused_table_full={} evicted_transitory={} refused_ports={} filtered={} table_bytes={}",
+            " translated_out={} translated_in={} hairpinned={} icmp_errors_translated={} fragments_translated={} fragments_evicted_own={} fragments_evicted={} sessions={} session_capacity={} mappings={} sessions_created={} sessions_expired={} refused_table_full={} evicted_transitory={} refused_quota={} refused_ports={} filtered={} table_bytes={}",
             c.out,
             c.r#in,
             c.hairpinned,
@@ -531,6 +533,7 @@ impl Stage for Nat {
             t.sessions_expired,
             t.refused_table_full,
             t.evicted_transitory,
+            t.refused_quota,
             t.refused_ports,
             t.filtered,
             self.table.memory()

@@ -64,6 +64,24 @@ impl Default for Timeouts {
     }
 }
 
+/// Per-host and per-forward session quotas (`nat { host-sessions N;
+/// forward-sessions N }`), so one inside host or a flood through one port
+/// forward cannot take the whole table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quotas {
+    pub host: u32,
+    pub forward: u32,
+}
+
+impl Quotas {
+    /// The defaults: an eighth of the table per inside host (at least 64),
+    /// half of it per port forward.
+    pub fn default_for(capacity: usize) -> Quotas {
+        let c = capacity.min(u32::MAX as usize) as u32;
+        Quotas { host: (c / 8).max(64).min(c), forward: (c / 2).max(1) }
+    }
+}
+
 /// TCP flags the state tracking looks at.
 pub mod tcp_flags {
     pub const FIN: u8 = 0x01;
@@ -111,6 +129,11 @@ pub fn idle_timeout(t: &Timeouts, state: &mut u8, proto: u8, flags: u8, outbound
         UDP => t.udp,
         _ => t.icmp,
     }
+}
+
+/// Whether TCP state bits say the connection is closing (a FIN or RST seen).
+pub fn is_closing(state: u8) -> bool {
+    state & (RST_SEEN | FIN_OUT | FIN_IN) != 0
 }
 
 /// Whether TCP state bits say the handshake completed.
@@ -210,6 +233,9 @@ pub enum Refusal {
     NoMapping,
     /// Inbound, and the filter does not let this remote in.
     Filtered,
+    /// The inside host, or the port forward, has all the sessions its
+    /// quota allows (and none of them could make room).
+    Quota,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -221,6 +247,8 @@ pub struct TableCounters {
     /// Transitory TCP sessions (handshake not complete, or closing) that
     /// made room for a new session when the table was full.
     pub evicted_transitory: u64,
+    /// New sessions refused by a per-host or per-forward quota.
+    pub refused_quota: u64,
     pub refused_ports: u64,
     pub filtered: u64,
 }
@@ -244,6 +272,16 @@ pub struct NatTable {
     /// allocation is bounded and an exhausted range is refused at once.
     ports_used: Vec<u64>,
     ports_count: Vec<u32>,
+    /// Live sessions per mapping (a port forward's quota).
+    mapping_sessions: Vec<u32>,
+    /// Live sessions of dynamic mappings per inside host: slab of
+    /// (address, count) found through `by_host`, with its free slots.
+    hosts: Vec<(Ipv4Addr, u32)>,
+    free_hosts: Vec<u32>,
+    by_host: IndexTable,
+    /// Most sessions one inside host (dynamic mappings) or one port forward
+    /// may hold.
+    quotas: Quotas,
     /// Free sessions, linked through `next_in_mapping`.
     free_sessions: u32,
     /// Mappings by (proto, inside endpoint): new outbound sessions.
@@ -272,6 +310,11 @@ pub struct NatTable {
 #[inline]
 fn h_ep(proto: u8, e: Endpoint, salt: u64) -> u64 {
     hash_words(salt, &[(proto as u64) << 48 | (e.port as u64) << 32 | u32::from(e.addr) as u64])
+}
+
+#[inline]
+fn h_host(key: u64, addr: Ipv4Addr) -> u64 {
+    hash_words(key ^ 8, &[u32::from(addr) as u64])
 }
 
 #[inline]
@@ -341,6 +384,11 @@ impl NatTable {
             live_mappings: 0,
             sessions: (0..capacity).map(|i| Session { next_in_mapping: link(i), ..blank_s }).collect(),
             prev_in_mapping: alloc::vec![NONE; capacity],
+            mapping_sessions: alloc::vec![0; capacity],
+            hosts: alloc::vec![(Ipv4Addr::UNSPECIFIED, 0); capacity],
+            free_hosts: (0..capacity as u32).rev().collect(),
+            by_host: IndexTable::new(capacity),
+            quotas: Quotas::default_for(capacity),
             by_remote_addr: IndexTable::new(capacity),
             ports_used: alloc::vec![0; pool.len() * 3 * 1024],
             ports_count: alloc::vec![0; pool.len() * 3],
@@ -387,8 +435,8 @@ impl NatTable {
     /// Bytes a table for `capacity` sessions takes (what [`memory`](Self::memory)
     /// will say once it is built).
     pub fn memory_for(capacity: usize, pool: usize) -> usize {
-        capacity * (core::mem::size_of::<Mapping>() + core::mem::size_of::<Session>() + 4)
-            + 5 * IndexTable::memory_for(capacity)
+        capacity * (core::mem::size_of::<Mapping>() + core::mem::size_of::<Session>() + 4 + 4 + 8 + 4)
+            + 6 * IndexTable::memory_for(capacity)
             + pool * 3 * (1024 * 8 + 4)
     }
 
@@ -401,6 +449,10 @@ impl NatTable {
             + self.flows_out.memory()
             + self.flows_in.memory()
             + self.prev_in_mapping.len() * 4
+            + self.mapping_sessions.len() * 4
+            + self.hosts.len() * 8
+            + self.free_hosts.capacity() * 4
+            + self.by_host.memory()
             + self.by_remote_addr.memory()
             + self.ports_used.len() * 8
             + self.ports_count.len() * 4
@@ -636,6 +688,10 @@ impl NatTable {
         self.prev_in_mapping[s as usize] = NONE;
         self.mappings[mapping as usize].first_session = s;
         self.by_remote_addr.insert(h_remote(key, mapping, remote.addr), s);
+        self.mapping_sessions[mapping as usize] += 1;
+        if !m.fixed {
+            self.host_count(m.inside.addr, true);
+        }
         self.flows_out.insert(flow_hash(key, Dir::Out, m.proto, m.inside, remote), s);
         self.flows_in.insert(flow_hash(key, Dir::In, m.proto, m.outside, remote), s);
         self.live_sessions += 1;
@@ -667,6 +723,11 @@ impl NatTable {
         }
         if next_in_mapping != NONE {
             self.prev_in_mapping[next_in_mapping as usize] = prev;
+        }
+        self.mapping_sessions[mapping as usize] -= 1;
+        let map = self.mappings[mapping as usize];
+        if !map.fixed {
+            self.host_count(map.inside.addr, false);
         }
         self.sessions[s as usize].proto = 0;
         self.sessions[s as usize].next_in_mapping = self.free_sessions;
@@ -728,6 +789,12 @@ impl NatTable {
                 self.new_mapping(proto, inside, outside, false).ok_or(Refusal::TableFull)?
             }
         };
+        if self.free_sessions != NONE && !self.within_quota(m, now) {
+            if self.mappings[m as usize].first_session == NONE && !self.mappings[m as usize].fixed {
+                self.remove_mapping(m);
+            }
+            return Err(Refusal::Quota);
+        }
         let Some(s) = self.new_session(m, remote) else {
             self.counters.refused_table_full += 1;
             if self.mappings[m as usize].first_session == NONE && !self.mappings[m as usize].fixed {
@@ -769,6 +836,9 @@ impl NatTable {
             self.counters.filtered += 1;
             return Err(Refusal::Filtered);
         }
+        if self.free_sessions != NONE && !self.within_quota(m, now) {
+            return Err(Refusal::Quota);
+        }
         let Some(s) = self.new_session(m, remote) else {
             self.counters.refused_table_full += 1;
             return Err(Refusal::TableFull);
@@ -806,6 +876,81 @@ impl NatTable {
     }
 
     /// Removes expired sessions among the next `budget` slots.
+    /// Sets the quotas (a reload keeps sessions over a lowered quota; only
+    /// new ones are refused).
+    pub fn set_quotas(&mut self, q: Quotas) {
+        self.quotas = q;
+    }
+
+    fn host_slot(&self, addr: Ipv4Addr) -> Option<u32> {
+        let hosts = &self.hosts;
+        self.by_host.find(h_host(self.key, addr), |i| hosts[i as usize].0 == addr)
+    }
+
+    fn host_sessions(&self, addr: Ipv4Addr) -> u32 {
+        self.host_slot(addr).map_or(0, |i| self.hosts[i as usize].1)
+    }
+
+    fn host_count(&mut self, addr: Ipv4Addr, up: bool) {
+        match self.host_slot(addr) {
+            Some(i) => {
+                let h = &mut self.hosts[i as usize];
+                if up {
+                    h.1 += 1;
+                } else {
+                    h.1 -= 1;
+                    if h.1 == 0 {
+                        let (key, hosts) = (self.key, &self.hosts);
+                        self.by_host.remove(h_host(key, addr), i, |j| h_host(key, hosts[j as usize].0));
+                        self.free_hosts.push(i);
+                    }
+                }
+            }
+            None if up => {
+                if let Some(i) = self.free_hosts.pop() {
+                    self.hosts[i as usize] = (addr, 1);
+                    self.by_host.insert(h_host(self.key, addr), i);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Whether mapping `m` may take one more session: under its quota, or
+    /// one of its own transitory sessions makes room.
+    fn within_quota(&mut self, m: u32, now: Micros) -> bool {
+        let map = self.mappings[m as usize];
+        if map.fixed {
+            if self.mapping_sessions[m as usize] < self.quotas.forward || self.evict_transitory_of(m, now) {
+                return true;
+            }
+        } else if self.host_sessions(map.inside.addr) < self.quotas.host {
+            return true;
+        }
+        self.counters.refused_quota += 1;
+        false
+    }
+
+    /// Evicts one transitory TCP session of mapping `m` found within
+    /// 4 × [`EVICT_SCAN`] records of the sweep cursor.
+    fn evict_transitory_of(&mut self, m: u32, now: Micros) -> bool {
+        let n = self.sessions.len();
+        for _ in 0..(4 * EVICT_SCAN).min(n) {
+            let s = self.sweep_at;
+            self.sweep_at = (self.sweep_at + 1) % n;
+            let x = &self.sessions[s];
+            if x.proto == TCP && x.mapping == m {
+                let closing = x.tcp & (RST_SEEN | FIN_OUT | FIN_IN) != 0;
+                if passed(x.expires, tick(now)) || !is_established(x.tcp) || closing {
+                    self.remove_session(s as u32);
+                    self.counters.evicted_transitory += 1;
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// With the table full, makes room by removing one transitory TCP
     /// session (handshake incomplete or closing) or an expired one, found
     /// within [`EVICT_SCAN`] records of the sweep cursor, which walks the
@@ -1066,6 +1211,34 @@ mod tests {
         t.outbound(UDP, ep(IN_A, 2), R1, 0, 0).unwrap();
         assert_eq!(t.outbound(TCP, ep(IN_A, 3), r, tcp_flags::SYN, 1), Err(Refusal::TableFull));
         assert_eq!(t.counters.evicted_transitory, 0);
+    }
+
+    #[test]
+    fn quotas_bound_one_host_and_one_forward_and_floods_evict_their_own() {
+        let mut t = table(64, Filtering::EndpointIndependent);
+        t.set_quotas(Quotas { host: 4, forward: 8 });
+        for p in 0..4 {
+            t.outbound(UDP, ep(IN_A, 1000 + p), R1, 0, 0).unwrap();
+        }
+        assert_eq!(t.outbound(UDP, ep(IN_A, 2000), R1, 0, 0), Err(Refusal::Quota));
+        assert!(t.outbound(UDP, ep(IN_B, 2000), R1, 0, 0).is_ok(), "another host is not held back");
+        // A forward: a real client completes its handshake...
+        let fwd = ep(OUT, 8080);
+        assert!(t.add_forward(TCP, fwd, ep(IN_B, 80)));
+        let client = ep(Ipv4Addr::new(203, 0, 113, 9), 5555);
+        t.inbound(TCP, fwd, client, tcp_flags::SYN, 1).unwrap();
+        t.outbound(TCP, ep(IN_B, 80), client, tcp_flags::SYN | tcp_flags::ACK, 2).unwrap();
+        t.inbound(TCP, fwd, client, tcp_flags::ACK, 3).unwrap();
+        // ...then spoofed SYNs from 1000 sources flood it.
+        for i in 0..1000u32 {
+            let spoofed = ep(Ipv4Addr::from(0xc000_0200 + i), 1024 + i as u16);
+            t.inbound(TCP, fwd, spoofed, tcp_flags::SYN, 4).unwrap();
+        }
+        assert!(t.counters.evicted_transitory >= 990, "{}", t.counters.evicted_transitory);
+        // The established connection is still there, and a new real client gets in.
+        assert!(t.peek_inbound(TCP, fwd, client, 5).is_some());
+        assert!(t.inbound(TCP, fwd, ep(Ipv4Addr::new(203, 0, 113, 10), 6000), tcp_flags::SYN, 5).is_ok());
+        assert!(t.sessions() <= 5 + 8);
     }
 
     #[test]
