@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """HTTP server that answers every GET with its own name and the client
 address it saw: `whoami_http.py BIND_ADDR PORT NAME`. `/slow` streams 20
-lines over about four seconds (a long-lived connection). Used by the
+lines over about four seconds (a long-lived connection), `/slow?n=N` N lines. Used by the
 qemu-tests to see what a NAT or load balancer did."""
 import http.server
 import sys
@@ -14,10 +14,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
 
     def do_GET(self):
-        if self.path == "/slow":
+        if self.path.startswith("/slow"):
+            # /slow streams 20 lines, /slow?n=N streams N (0.2 s apart).
+            n = int(self.path.split("n=", 1)[1]) if "n=" in self.path else 20
             self.send_response(200)
             self.end_headers()
-            for i in range(20):
+            for i in range(n):
                 self.wfile.write(f"{name} chunk {i}\n".encode())
                 self.wfile.flush()
                 time.sleep(0.2)

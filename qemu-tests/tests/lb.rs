@@ -14,6 +14,7 @@ struct LbLab {
     servers: Vec<Option<u32>>,
 }
 
+const TOKEN: &str = "lb-lab-token";
 const INTERVAL: u64 = 1;
 const FALL: u64 = 2;
 const TIMEOUT: u64 = 1;
@@ -25,14 +26,16 @@ fn lb_lab(mode: &str, weights: &[u32], running: &[bool]) -> LbLab {
     spec.ports = vec![
         PortSpec::new("client", "10.1.0.1/24", "10.1.0.2/24"),
         PortSpec::new("servers", "10.2.0.1/24", "10.2.0.2/24"),
+        PortSpec::new("mgmt", "10.9.0.1/24", "10.9.0.2/24"),
     ];
+    spec.token = Some(TOKEN.into());
     let mut svc = format!(
         "service web {{\n  vip 10.1.0.1:80\n  mode {mode}\n  check http /healthz\n  interval {INTERVAL}\n  timeout {TIMEOUT}\n  rise 2\n  fall {FALL}\n"
     );
     for (i, w) in weights.iter().enumerate() {
         svc += &format!("  backend 10.2.0.{}:8000 weight {w}\n", 11 + i);
     }
-    spec.extra_config = svc + "}\n";
+    spec.extra_config = svc + "}\nmanagement mgmt listen 8080 token-file token\n";
     let lab = Lab::start(&spec).unwrap_or_else(|e| panic!("lab did not start: {e}"));
     let servers = lab.port("servers");
     // A bridge in the servers namespace joins the tap and one veth per backend.
@@ -187,4 +190,77 @@ fn all_backends_down_gets_a_reset() {
     assert!(out.contains("Couldn't connect") || out.contains("Connection refused"), "{out}");
     let stats = l.lab.vm.stats().unwrap();
     assert!(stats.get("web", "no_backend") >= 1, "{stats:?}");
+}
+
+impl LbLab {
+    /// PUTs the lab's config with `backends` (address, weight) instead of
+    /// the ones it booted with; the response body.
+    fn reload(&self, backends: &[(u8, u32)]) -> String {
+        let text = std::fs::read_to_string(&self.lab.config_path).unwrap();
+        let kept: String =
+            text.lines().filter(|l| !l.trim_start().starts_with("backend ")).map(|l| format!("{l}\n")).collect();
+        let lines: String = backends.iter().map(|(a, w)| format!("  backend 10.2.0.{a}:8000 weight {w}\n")).collect();
+        let new = kept.replacen("  check http /healthz\n", &format!("  check http /healthz\n{lines}"), 1);
+        let file = self.lab.config_path.with_extension(format!("reload{}", backends.len()));
+        std::fs::write(&file, new).unwrap();
+        let (ok, out) = ns_run(
+            self.lab.port("mgmt"),
+            &[
+                "curl",
+                "-sS",
+                "--fail-with-body",
+                "--max-time",
+                "20",
+                "-H",
+                &format!("Authorization: Bearer {TOKEN}"),
+                "-X",
+                "PUT",
+                "--data-binary",
+                &format!("@{}", file.display()),
+                "http://10.9.0.1:8080/config",
+            ],
+        );
+        assert!(ok, "reload refused: {out}");
+        out
+    }
+}
+
+#[test]
+fn reloads_keep_flows_and_health_and_close_their_checks() {
+    let mut l = lb_lab("full-nat", &[1, 1, 1], &[true, true, true, true]);
+    l.wait_up(3, Duration::from_secs(20));
+    let sockets = l.lab.vm.stats().unwrap().get("egress", "host_sockets");
+    // A stream of about 8 s through the VIP while the pool changes.
+    let client = l.lab.port("client");
+    let stream = client.ns.command(&["curl", "-sS", "--max-time", "30", "http://10.1.0.1/slow?n=40"]).output();
+    let handle = std::thread::spawn(move || stream);
+    std::thread::sleep(Duration::from_millis(500));
+    // A fourth backend joins and another is reweighted: the three that were
+    // up stay up (they do not restart as down for rise x interval).
+    let out = l.reload(&[(11, 1), (12, 2), (13, 1), (14, 1)]);
+    assert!(out.contains("config applied"), "{out}");
+    let stats = l.lab.vm.stats().unwrap();
+    assert_eq!(stats.get("web", "backends_up"), 3, "health kept across the reload: {stats:?}");
+    // Backend 14 drains (weight 0), then leaves; the others stay; ten times.
+    for i in 0..10 {
+        if i % 2 == 0 {
+            l.reload(&[(11, 1), (12, 2), (13, 1), (14, 0)]);
+        } else {
+            l.reload(&[(11, 1), (12, 2), (13, 1)]);
+        }
+    }
+    let out = handle.join().unwrap().unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the stream broke across 11 reloads: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(body.lines().count(), 40, "{body}");
+    let first = body.lines().next().unwrap().split_whitespace().next().unwrap().to_string();
+    assert!(body.lines().all(|x| x.starts_with(&first)), "one backend served the whole stream: {body}");
+    let stats = l.lab.vm.stats().unwrap();
+    assert_eq!(stats.get("web", "backends_up"), 3, "{stats:?}");
+    assert!(stats.get("lb", "maglev_rebuilds") <= 11, "{stats:?}");
+    // Checks of removed backends were closed: no sockets piled up.
+    let after = stats.get("egress", "host_sockets");
+    assert!(after <= sockets + 4, "host sockets {sockets} -> {after} after 11 reloads");
+    let counts = l.spread(30);
+    assert!(!counts.contains_key("FAILED") && !counts.contains_key("b3"), "{counts:?}");
 }

@@ -129,3 +129,93 @@ fn full_session_table_keeps_old_sessions_and_counts_refusals() {
     assert!(stats.get("lan", "drop_nat_table_full") >= 136, "{stats:?}");
     assert!(stats.get("nat", "refused_table_full") >= 136, "{stats:?}");
 }
+
+/// A trafgen packet: a TCP SYN from a random 198.18.0.0/16 source and port
+/// to `dst:dport`, checksums filled in.
+fn syn_flood_conf(dir: &std::path::Path, dst_mac: &str, src_mac: &str, dport: u16) -> std::path::PathBuf {
+    let conf = dir.join("synflood.trafgen");
+    let hex = |m: &str| m.split(':').map(|b| format!("0x{b}")).collect::<Vec<_>>().join(", ");
+    std::fs::write(
+        &conf,
+        format!(
+            "{{ {}, {}, 0x08, 0x00, 0x45, 0, 0, 40, drnd(2), 0x40, 0, 64, 6, csumip(14, 33), \
+             198, 18, drnd(2), 10, 1, 0, 1, drnd(2), {}, {}, drnd(4), 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, \
+             csumtcp(14, 34), 0, 0 }}\n",
+            hex(dst_mac),
+            hex(src_mac),
+            dport >> 8,
+            dport & 0xff
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+#[test]
+fn a_spoofed_syn_flood_through_a_forward_spares_established_flows_and_new_clients() {
+    // Replies to the spoofed sources leave by the default route.
+    let mut lab =
+        nat_lab("  sessions 2048\n  forward tcp 10.1.0.1:8080 10.0.0.2:8080", "route 0.0.0.0/0 via 10.1.0.2\n");
+    let (lan, wan) = (lab.port("lan"), lab.port("wan"));
+    serve_http(lan, "10.0.0.2", 8080, "inside");
+    serve_http(wan, "10.1.0.2", 8000, "far");
+    wan.ns.spawn(&["python3", &script("udp_echo.py"), "10.1.0.2", "9000", "far"]).unwrap();
+    curl(lan, "http://10.1.0.2:8000/");
+    curl(wan, "http://10.1.0.1:8080/");
+    // Established before the flood: a 12 s TCP stream and a UDP flow.
+    let stream = lan.ns.command(&["curl", "-sS", "--max-time", "40", "http://10.1.0.2:8000/slow?n=60"]).output();
+    let stream = std::thread::spawn(move || stream);
+    let udp = lan.ns.command(&["python3", &script("udp_steady.py"), "5353", "10.1.0.2:9000", "12"]).output();
+    let udp = std::thread::spawn(move || udp);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    // The flood: spoofed SYNs at 20k pps for 8 s at the forward.
+    let src_mac =
+        String::from_utf8(wan.ns.output(&["cat", &format!("/sys/class/net/{}/address", wan.tap.name)]).unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_string();
+    let conf = syn_flood_conf(&lab.config_path.parent().unwrap().to_path_buf(), &wan.mac, &src_mac, 8080);
+    let flood = wan
+        .ns
+        .command(&[
+            "trafgen",
+            "-o",
+            &wan.tap.name,
+            "-i",
+            conf.to_str().unwrap(),
+            "-b",
+            "20000pps",
+            "-n",
+            "160000",
+            "-P",
+            "1",
+            "-C",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    let flood = std::thread::spawn(move || flood);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // New legitimate clients get in during the flood, both ways.
+    let out = curl(wan, "http://10.1.0.1:8080/");
+    assert!(out.starts_with("inside saw 10.1.0.2:"), "{out}");
+    let out = curl(lan, "http://10.1.0.2:8000/");
+    assert!(out.starts_with("far saw 10.1.0.1:"), "{out}");
+    assert!(flood.join().unwrap().unwrap().success(), "trafgen failed");
+    let out = stream.join().unwrap().unwrap();
+    assert!(out.status.success(), "the stream broke: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 60, "the stream lost data");
+    let udp = String::from_utf8(udp.join().unwrap().unwrap().stdout).unwrap();
+    let w: Vec<u32> = udp.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    assert!(w.len() == 3 && w[1] * 10 >= w[0] * 9 && w[2] == 1, "the UDP flow: {udp}");
+    let stats = lab.vm.stats().unwrap();
+    let evicted = stats.get("nat", "evicted_transitory");
+    eprintln!(
+        "flood: evicted_transitory={evicted} refused_quota={} refused_table_full={} sessions={} udp: {}",
+        stats.get("nat", "refused_quota"),
+        stats.get("nat", "refused_table_full"),
+        stats.get("nat", "sessions"),
+        udp.trim()
+    );
+    assert!(evicted > 1000, "{stats:?}");
+}

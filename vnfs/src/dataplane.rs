@@ -409,12 +409,17 @@ impl Dataplane {
             self.egress.drain(pool);
             self.egress = Egress::new(new.router.neighbors, new.router.arp_timeout as Micros * 1_000_000);
         }
-        self.local = local_addresses(&new);
+        let local = local_addresses(&new);
+        if local != self.local {
+            // smoltcp flushes its neighbour cache when its addresses change,
+            // which stalls the health checks in flight: only when needed.
+            for p in &mut self.ports {
+                p.host.set_also(&local);
+            }
+        }
+        self.local = local;
         self.local_sorted = sorted(&self.local);
         self.rpf = rpf_of(&new, &self.local);
-        for p in &mut self.ports {
-            p.host.set_also(&self.local);
-        }
         self.stages = stages;
         self.stage_counters = counters;
         self.pipelines = pipelines;
@@ -811,7 +816,7 @@ impl Dataplane {
         let e = &self.egress;
         writeln!(
             w,
-            "egress name=egress fragments={} arp_requests={} large_sent={} segments_cut={} checksums_completed={} neighbors={} neighbor_capacity={} neighbors_evicted={} neighbors_failed={}",
+            "egress name=egress fragments={} arp_requests={} large_sent={} segments_cut={} checksums_completed={} neighbors={} neighbor_capacity={} neighbors_evicted={} neighbors_failed={} host_sockets={}",
             e.counters.fragments,
             e.counters.arp_requests,
             e.counters.large_sent,
@@ -820,7 +825,8 @@ impl Dataplane {
             e.neighbors.len(),
             e.neighbors.capacity(),
             e.neighbors.counters.evicted,
-            e.neighbors.counters.failed
+            e.neighbors.counters.failed,
+            self.ports.iter().map(|p| p.host.socket_count()).sum::<usize>()
         )?;
         for p in self.ports.iter().filter(|p| !p.nic_counters.is_empty()) {
             write!(w, "nic port={} offloads={}", p.name, p.offloads as u8)?;
@@ -863,6 +869,7 @@ fn is_gauge(k: &str) -> bool {
             | "backends_up"
             | "neighbors"
             | "neighbor_capacity"
+            | "host_sockets"
             | "routes"
             | "route_table_bytes"
             | "table_bytes"

@@ -241,6 +241,11 @@ impl HostStack {
         })
     }
 
+    /// Sockets held (listening, connected, or closing).
+    pub fn socket_count(&self) -> usize {
+        self.sockets.iter().count() + self.closing.len()
+    }
+
     /// Returns every queued packet to the pool (used when a port is torn down).
     pub fn drain(&mut self, pool: &mut PacketPool) {
         while let Some(p) = self.backlog.pop_front() {
