@@ -59,6 +59,10 @@ fuzz-smoke: setup
 fuzz: setup
 	@./scripts/fuzz.sh $(FUZZ_SECONDS)
 
+# SOAK_SECONDS=600 by default; writes target/soak/soak.csv and soak.png.
+soak: image host
+	$(CARGO) run --release -p sluice-qemu-tests --bin sluice-soak
+
 bench: image host
 	$(CARGO) bench -p sluice-vnfs --bench router
 	$(CARGO) bench -p sluice-vnfs --bench nat

@@ -58,6 +58,8 @@ pub fn publish<N: Nic>(dp: &mut Dataplane, nics: &[N], lp: &LoopStats) {
         ("cycles_per_packet", lp.busy_cycles.checked_div(lp.packets).unwrap_or(0)),
         ("packets_per_busy_turn", lp.packets.checked_div(lp.busy_turns).unwrap_or(0)),
         ("tsc_mhz", crate::clock::tsc_mhz()),
+        ("heap_used_bytes", crate::heap::used() as u64),
+        ("heap_free_bytes", crate::heap::free() as u64),
     ] {
         let _ = c.push(kv);
     }

@@ -807,6 +807,20 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
             }
         }
     }
+    // Maglev needs more table slots than backends (NSDI 2016 §3.4: M ≫ N).
+    for svc in config.services.iter().filter(|s| s.backends.len() >= config.lb.table_size) {
+        errors.push(ConfigError {
+            line: svc.line.0,
+            column: 1,
+            message: format!(
+                "service `{}` has {} backends but the Maglev table has {} slots: raise `lb table-size` to a prime above {}",
+                svc.name,
+                svc.backends.len(),
+                config.lb.table_size,
+                svc.backends.len() * 10
+            ),
+        });
+    }
     // The management port forwards nothing, and nothing is forwarded to it.
     if let Some(m) = &config.management {
         let name = &config.ports[m.port].name;
@@ -1635,6 +1649,10 @@ mod tests {
         assert!(e[0].contains("backend 10.1.0.1 is the address of port `wan`"), "{e:?}");
         let e = errs("port lan address 10.0.0.1/24\nport wan address 10.0.0.129/25\n");
         assert!(e[0].starts_with("t.conf:2:6: port `wan`: 10.0.0.128/25 overlaps 10.0.0.0/24 of port `lan`"), "{e:?}");
+        let many: std::string::String =
+            (0..300).map(|i| std::format!(" backend 10.1.{}.{}:80\n", i / 200, 2 + i % 200)).collect();
+        let e = errs(&std::format!("port lan address 10.0.0.1/24\nport wan address 10.1.0.1/16\nservice w {{\n vip 10.0.0.9:80\n{many}}}\nlb table-size 251\n"));
+        assert!(e[0].contains("has 300 backends but the Maglev table has 251 slots"), "{e:?}");
         let e = errs("port lan address 10.0.0.1/24\nport mgmt\nmanagement mgmt\n");
         assert!(e[0].contains("management port `mgmt` has no address"), "{e:?}");
         // RFC 3021: both addresses of a /31 are hosts.

@@ -877,6 +877,8 @@ fn is_gauge(k: &str) -> bool {
             | "cycles_per_packet"
             | "packets_per_busy_turn"
             | "tsc_mhz"
+            | "heap_used_bytes"
+            | "heap_free_bytes"
     )
 }
 
