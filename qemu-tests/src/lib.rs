@@ -43,3 +43,29 @@ pub fn ns_retry(port: &sluice::lab::LabPort, cmd: &[&str], tries: usize) -> (boo
 pub fn script(name: &str) -> String {
     format!("{}/scripts/{name}", env!("CARGO_MANIFEST_DIR"))
 }
+
+/// The management endpoint of the labs that have a `mgmt` port.
+pub const MGMT_URL: &str = "http://10.9.0.1:8080";
+
+/// curl from `port` to the management endpoint's `path`, with
+/// `Authorization: Bearer TOKEN` when a token is given and `args` before
+/// the URL: (success, output).
+pub fn mgmt_curl(port: &sluice::lab::LabPort, token: Option<&str>, args: &[&str], path: &str) -> (bool, String) {
+    let bearer = token.map(|t| format!("Authorization: Bearer {t}"));
+    let url = format!("{MGMT_URL}{path}");
+    let mut cmd = vec!["curl", "-sS", "--max-time", "20"];
+    if let Some(b) = &bearer {
+        cmd.extend(["-H", b.as_str()]);
+    }
+    cmd.extend_from_slice(args);
+    cmd.push(&url);
+    ns_run(port, &cmd)
+}
+
+/// PUTs `text` (written to `file` first) as the config, with the token:
+/// (accepted, the response).
+pub fn mgmt_put(port: &sluice::lab::LabPort, file: &std::path::Path, token: &str, text: &[u8]) -> (bool, String) {
+    std::fs::write(file, text).expect("write the config to PUT");
+    let data = format!("@{}", file.display());
+    mgmt_curl(port, Some(token), &["--fail-with-body", "-X", "PUT", "--data-binary", &data], "/config")
+}

@@ -36,22 +36,13 @@ fn raw(lab: &Lab, request: &str) -> String {
 fn put(lab: &Lab, body: &[u8]) -> (String, String) {
     let file = lab.config_path.with_extension(format!("put{}", body.len()));
     std::fs::write(&file, body).unwrap();
-    let out = lab.port("mgmt").ns.output(&[
-        "curl",
-        "-sS",
-        "--max-time",
-        "120",
-        "-w",
-        "\n%{http_code}",
-        "-H",
-        &format!("Authorization: Bearer {TOKEN}"),
-        "-X",
-        "PUT",
-        "--data-binary",
-        &format!("@{}", file.display()),
-        "http://10.9.0.1:8080/config",
-    ]);
-    let text = String::from_utf8_lossy(&out.unwrap().stdout).to_string();
+    let data = format!("@{}", file.display());
+    let (_, text) = mgmt_curl(
+        lab.port("mgmt"),
+        Some(TOKEN),
+        &["-w", "\n%{http_code}", "-X", "PUT", "--data-binary", &data],
+        "/config",
+    );
     let (body, status) = text.rsplit_once('\n').unwrap_or((&text, ""));
     (status.to_string(), body.to_string())
 }
@@ -152,18 +143,7 @@ fn slow_clients_cannot_lock_the_endpoint_out() {
     }
     let out = slow.join().unwrap().unwrap();
     eprintln!("slow clients: {}", String::from_utf8_lossy(&out.stdout).trim());
-    let (ok, m) = ns_run(
-        mgmt,
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "5",
-            "-H",
-            &format!("Authorization: Bearer {TOKEN}"),
-            "http://10.9.0.1:8080/metrics",
-        ],
-    );
+    let (ok, m) = mgmt_curl(mgmt, Some(TOKEN), &[], "/metrics");
     assert!(ok, "{m}");
     let evicted = m.lines().find(|l| l.starts_with("sluice_mgmt_evicted_total")).unwrap_or("");
     assert!(!evicted.ends_with(" 0") && !evicted.is_empty(), "slow connections were closed for new ones: {evicted}");
@@ -197,34 +177,17 @@ fn the_management_token_is_required_and_never_shown() {
     .unwrap();
     let token = lab.config_path.with_extension("tok");
     std::fs::write(&token, TOKEN).unwrap();
-    let out = mgmt
-        .ns
-        .output(&[
-            bin.to_str().unwrap(),
-            "reload",
-            "10.9.0.1:8080",
-            file.to_str().unwrap(),
-            "--token-file",
-            token.to_str().unwrap(),
-        ])
-        .unwrap();
+    let (f, t) = (file.to_str().unwrap().to_string(), token.to_str().unwrap().to_string());
+    let sluice_reload =
+        || mgmt.ns.output(&[bin.to_str().unwrap(), "reload", "10.9.0.1:8080", &f, "--token-file", &t]).unwrap();
+    let out = sluice_reload();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("lasts until the appliance restarts"));
     assert!(health(&lab).contains("config: PUT /config, reload 1"));
     // A reload may not open the management port to forwarding.
     std::fs::write(&file, format!("{}pipeline mgmt router\n", std::fs::read_to_string(&lab.config_path).unwrap()))
         .unwrap();
-    let out = mgmt
-        .ns
-        .output(&[
-            bin.to_str().unwrap(),
-            "reload",
-            "10.9.0.1:8080",
-            file.to_str().unwrap(),
-            "--token-file",
-            token.to_str().unwrap(),
-        ])
-        .unwrap();
+    let out = sluice_reload();
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("is the management port: it forwards nothing"),
@@ -263,18 +226,7 @@ fn data_ports_cannot_reach_or_spoof_the_management_network() {
     // A packet from lan claiming the management address as its source.
     lan.ns.exec(&["ip", "addr", "add", "10.9.0.1/32", "dev", &lan.tap.name]).unwrap();
     let _ = ns_run(lan, &["ping", "-c", "3", "-i", "0.2", "-W", "1", "-I", "10.9.0.1", "10.1.0.2"]);
-    let (ok, m) = ns_run(
-        mgmt,
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "5",
-            "-H",
-            &format!("Authorization: Bearer {TOKEN}"),
-            "http://10.9.0.1:8080/metrics",
-        ],
-    );
+    let (ok, m) = mgmt_curl(mgmt, Some(TOKEN), &[], "/metrics");
     assert!(ok, "{m}");
     assert!(m.contains("sluice_port_drops_total{port=\"lan\",reason=\"source_wrong_port\"} 3"), "{m}");
 }

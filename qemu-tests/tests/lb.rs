@@ -202,24 +202,7 @@ impl LbLab {
         let lines: String = backends.iter().map(|(a, w)| format!("  backend 10.2.0.{a}:8000 weight {w}\n")).collect();
         let new = kept.replacen("  check http /healthz\n", &format!("  check http /healthz\n{lines}"), 1);
         let file = self.lab.config_path.with_extension(format!("reload{}", backends.len()));
-        std::fs::write(&file, new).unwrap();
-        let (ok, out) = ns_run(
-            self.lab.port("mgmt"),
-            &[
-                "curl",
-                "-sS",
-                "--fail-with-body",
-                "--max-time",
-                "20",
-                "-H",
-                &format!("Authorization: Bearer {TOKEN}"),
-                "-X",
-                "PUT",
-                "--data-binary",
-                &format!("@{}", file.display()),
-                "http://10.9.0.1:8080/config",
-            ],
-        );
+        let (ok, out) = mgmt_put(self.lab.port("mgmt"), &file, TOKEN, new.as_bytes());
         assert!(ok, "reload refused: {out}");
         out
     }

@@ -22,44 +22,20 @@ fn mgmt_lab() -> Lab {
 }
 
 fn get(lab: &Lab, path: &str) -> String {
-    let (ok, out) = ns_retry(
-        lab.port("mgmt"),
-        &[
-            "curl",
-            "-sS",
-            "--fail-with-body",
-            "--max-time",
-            "5",
-            "-H",
-            &format!("Authorization: Bearer {TOKEN}"),
-            &format!("http://10.9.0.1:8080{path}"),
-        ],
-        20,
-    );
-    assert!(ok, "GET {path}: {out}");
-    out
+    let mut last = (false, String::new());
+    for _ in 0..20 {
+        last = mgmt_curl(lab.port("mgmt"), Some(TOKEN), &["--fail-with-body"], path);
+        if last.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(last.0, "GET {path}: {}", last.1);
+    last.1
 }
 
 fn put_config(lab: &Lab, text: &str) -> (bool, String) {
-    let file = lab.config_path.with_extension("new");
-    std::fs::write(&file, text).unwrap();
-    ns_run(
-        lab.port("mgmt"),
-        &[
-            "curl",
-            "-sS",
-            "--fail-with-body",
-            "--max-time",
-            "10",
-            "-H",
-            &format!("Authorization: Bearer {TOKEN}"),
-            "-X",
-            "PUT",
-            "--data-binary",
-            &format!("@{}", file.display()),
-            "http://10.9.0.1:8080/config",
-        ],
-    )
+    mgmt_put(lab.port("mgmt"), &lab.config_path.with_extension("new"), TOKEN, text.as_bytes())
 }
 
 /// Samples as the reference parser reads them: `name{labels} value` lines.
@@ -178,23 +154,7 @@ fn oversized_and_malformed_requests_are_refused() {
         20,
     );
     assert_eq!(out, "401", "no token");
-    let bearer = format!("Authorization: Bearer {TOKEN}");
-    let (_, out) = ns_run(
-        mgmt,
-        &[
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "5",
-            "-H",
-            &bearer,
-            "http://10.9.0.1:8080/nope",
-        ],
-    );
+    let (_, out) = mgmt_curl(mgmt, Some(TOKEN), &["-o", "/dev/null", "-w", "%{http_code}"], "/nope");
     assert_eq!(out, "404");
     let big = lab.config_path.with_extension("big");
     std::fs::write(&big, vec![b'#'; 300 * 1024]).unwrap();

@@ -44,23 +44,13 @@ fn sample(lab: &Lab) -> Option<[f64; 4]> {
 }
 
 fn reload(lab: &Lab, text: &str, n: usize) -> bool {
-    let file = lab.config_path.with_extension(format!("soak{n}"));
-    std::fs::write(&file, text).unwrap();
-    let out = lab.port("mgmt").ns.output(&[
-        "curl",
-        "-sS",
-        "--fail-with-body",
-        "--max-time",
-        "20",
-        "-H",
-        &format!("Authorization: Bearer {TOKEN}"),
-        "-X",
-        "PUT",
-        "--data-binary",
-        &format!("@{}", file.display()),
-        "http://10.9.0.1:8080/config",
-    ]);
-    out.is_ok_and(|o| o.status.success())
+    sluice_qemu_tests::mgmt_put(
+        lab.port("mgmt"),
+        &lab.config_path.with_extension(format!("soak{n}")),
+        TOKEN,
+        text.as_bytes(),
+    )
+    .0
 }
 
 fn spawn(lab: &Lab, port: &str, cmd: &[&str]) -> Child {
@@ -160,7 +150,7 @@ fn main() {
         .status();
     let mut failed = false;
     for (what, (ok, out)) in &results {
-        let line = out.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("").trim();
+        let line = out.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("").trim();
         let summary = if *what == "iperf3 TCP stream" {
             out.lines().find(|l| l.contains("\"bits_per_second\"")).unwrap_or("").trim().to_string()
         } else {

@@ -407,7 +407,7 @@ impl NatTable {
             filtering,
             timeouts,
             rng: seed | 1,
-            key: hash_words(seed, &[0x6b65_795f_6e61_74]),
+            key: hash_words(seed, &[0x006b_6579_5f6e_6174]),
             sweep_at: 0,
             live_sessions: 0,
             counters: TableCounters::default(),
