@@ -456,6 +456,9 @@ fn tokenize_line<'a>(line: &'a str, line_no: u32, out: &mut Vec<Token<'a>>) {
     }
 }
 
+/// The statements a config's top level may hold.
+const TOP_KEYWORDS: &[&str] = &["port", "route", "router", "nat", "service", "lb", "management", "wire", "pipeline"];
+
 /// Blocks may nest this deep (the grammar uses one level; the rest is
 /// room). Deeper input is refused, so nothing that walks the statement
 /// tree, its drop included, recurses more than this.
@@ -549,14 +552,24 @@ fn parse_statements<'a>(text: &'a str, errors: &mut Errors) -> Vec<Stmt<'a>> {
             words.clear();
             return;
         }
+        if stack.is_empty() && !TOP_KEYWORDS.contains(&words[0].text) {
+            // Refused here, before a statement is built: a flood of
+            // unknown lines costs a count each.
+            let kw = words[0];
+            errors.push_at(&kw, || {
+                format!("unknown statement `{}`: expected `port`, `route`, `router`, `nat`, `service`, `lb`, `management`, `wire` or `pipeline`", kw.text)
+            });
+            words.clear();
+            return;
+        }
         let stmt = Stmt { words: core::mem::take(words), block: None };
         match stack.last_mut() {
             Some((_, _, children)) => children.push(stmt),
             None => top.push(stmt),
         }
     };
+    let mut words: Vec<Token<'a>> = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let mut words: Vec<Token<'a>> = Vec::new();
         tokens.clear();
         tokenize_line(line, u32::try_from(i + 1).unwrap_or(u32::MAX), &mut tokens);
         for &tok in &tokens {
