@@ -1468,7 +1468,9 @@ fn parse_lb(stmt: &Stmt<'_>, lb: &mut LbConfig, errors: &mut Errors) {
         };
         let v = value.text.parse::<usize>().ok();
         match (key.text, v) {
-            ("table-size", Some(n)) if crate::lb::maglev::is_prime(n) && (251..=1_048_573).contains(&n) => {
+            // The range first: trial division of a 19-digit number took
+            // minutes (found by the config fuzzer).
+            ("table-size", Some(n)) if (251..=1_048_573).contains(&n) && crate::lb::maglev::is_prime(n) => {
                 lb.table_size = n
             }
             ("table-size", _) => errors.push(ConfigError::at(
@@ -1713,6 +1715,14 @@ mod tests {
                 c.routes.iter().map(|r| &r.prefix).chain(c.ports.iter().map(|p| p.address.as_ref().unwrap()))
             )
         );
+    }
+
+    #[test]
+    fn a_huge_maglev_size_is_refused_before_any_primality_test() {
+        // From the config fuzzer: this once spent minutes in trial division.
+        let e = errs(&std::format!("{TWO}lb table-size 6553333333333333333\n"));
+        assert!(e[0].contains("bad table-size `6553333333333333333`"), "{e:?}");
+        assert!(errs(&std::format!("{TWO}lb table-size 18446744073709551557\n"))[0].contains("bad table-size"));
     }
 
     #[test]

@@ -35,7 +35,8 @@ pub struct MaglevTable {
 
 /// Whether `n` is prime (table sizes are checked at config time).
 pub fn is_prime(n: usize) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
+    // `d <= n / d`, not `d * d <= n`: no overflow near usize::MAX.
+    n >= 2 && (2..).take_while(|d| *d <= n / d).all(|d| !n.is_multiple_of(d))
 }
 
 impl MaglevTable {
