@@ -233,17 +233,22 @@ fn metrics(addr: &str, rest: &[String]) -> ExitCode {
         Ok(t) => t,
         Err(e) => return usage(&e),
     };
-    match http(addr, "GET", "/metrics", b"", token.as_deref()) {
+    report("metrics", addr, http(addr, "GET", "/metrics", b"", token.as_deref()))
+}
+
+/// Prints a 200's body, else what went wrong; the exit code says which.
+fn report(cmd: &str, addr: &str, answer: std::io::Result<(u16, String)>) -> ExitCode {
+    match answer {
         Ok((200, body)) => {
             print!("{body}");
             ExitCode::SUCCESS
         }
         Ok((status, body)) => {
-            eprintln!("sluice metrics: {addr} answered {status}: {body}");
+            eprintln!("sluice {cmd}: {addr} answered {status}:\n{body}");
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("sluice metrics: {addr}: {e}");
+            eprintln!("sluice {cmd}: {addr}: {e}");
             ExitCode::FAILURE
         }
     }
@@ -265,20 +270,7 @@ fn reload(addr: &str, file: &str, rest: &[String]) -> ExitCode {
         }
         return ExitCode::FAILURE;
     }
-    match http(addr, "PUT", "/config", text.as_bytes(), token.as_deref()) {
-        Ok((200, body)) => {
-            print!("{body}");
-            ExitCode::SUCCESS
-        }
-        Ok((status, body)) => {
-            eprintln!("sluice reload: {addr} refused it ({status}):\n{body}");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("sluice reload: {addr}: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    report("reload", addr, http(addr, "PUT", "/config", text.as_bytes(), token.as_deref()))
 }
 
 fn logs(args: &[String]) -> ExitCode {

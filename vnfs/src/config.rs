@@ -858,7 +858,11 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
             });
         }
         if config.wires.iter().any(|(a, b)| *a == m.port || *b == m.port) {
-            errors.push(ConfigError::at(&stmt_kw_of(m), format!("the management port `{name}` cannot be in a wire")));
+            errors.push(ConfigError {
+                line: m.line.0,
+                column: 1,
+                message: format!("the management port `{name}` cannot be in a wire"),
+            });
         }
     }
     for (i, p) in config.ports.iter_mut().enumerate() {
@@ -1547,10 +1551,6 @@ fn usable_unicast(a: Ipv4Addr) -> Result<(), &'static str> {
         240..=255 => Err("is in the reserved 240.0.0.0/4"),
         _ => Ok(()),
     }
-}
-
-fn stmt_kw_of(m: &ManagementConfig) -> Token<'static> {
-    Token { text: "management", line: m.line.0, column: 1 }
 }
 
 fn is_name(s: &str) -> bool {

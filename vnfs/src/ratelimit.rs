@@ -85,10 +85,14 @@ mod tests {
     #[test]
     fn token_bucket_limits_rate() {
         let mut b = TokenBucket::new(10, 2);
-        assert!(b.take(0) && b.take(0));
+        assert!(b.take(0));
+        assert!(b.take(0));
         assert!(!b.take(0));
-        assert!(b.take(100_000), "one token per 100 ms");
-        assert!(!b.take(100_000));
+        assert!(!b.take(50_000), "half a token");
+        assert!(b.take(100_000));
+        assert!(b.take(10_000_000));
+        assert!(b.take(10_000_000));
+        assert!(!b.take(10_000_000), "burst caps the refill");
     }
 
     #[test]

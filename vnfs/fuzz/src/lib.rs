@@ -56,6 +56,25 @@ thread_local! {
     static RIG: std::cell::RefCell<Option<Rig>> = const { std::cell::RefCell::new(None) };
 }
 
+thread_local! {
+    static BASE: std::cell::RefCell<(Dataplane, PacketPool)> = std::cell::RefCell::new((
+        Dataplane::new(&config::parse(&config_text(0)).expect("valid"), &MACS, 0, 1),
+        PacketPool::new(BASE_BUFFERS),
+    ));
+}
+
+/// Buffers of the pool [`with_base`] lends.
+pub const BASE_BUFFERS: usize = 16;
+
+/// Runs `f` on one dataplane of `config_text(0)` and its pool, built once
+/// per process (the config and mgmt targets share this).
+pub fn with_base<R>(f: impl FnOnce(&mut Dataplane, &mut PacketPool) -> R) -> R {
+    BASE.with(|b| {
+        let (dp, pool) = &mut *b.borrow_mut();
+        f(dp, pool)
+    })
+}
+
 /// Runs `data` through a dataplane: byte 0 picks the config, then records
 /// of (port, time step, count, then per frame length/7 and bytes) are
 /// bursts of frames.

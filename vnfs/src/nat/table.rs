@@ -931,26 +931,6 @@ impl NatTable {
         false
     }
 
-    /// Evicts one transitory TCP session of mapping `m` found within
-    /// 4 × [`EVICT_SCAN`] records of the sweep cursor.
-    fn evict_transitory_of(&mut self, m: u32, now: Micros) -> bool {
-        let n = self.sessions.len();
-        for _ in 0..(4 * EVICT_SCAN).min(n) {
-            let s = self.sweep_at;
-            self.sweep_at = (self.sweep_at + 1) % n;
-            let x = &self.sessions[s];
-            if x.proto == TCP && x.mapping == m {
-                let closing = x.tcp & (RST_SEEN | FIN_OUT | FIN_IN) != 0;
-                if passed(x.expires, tick(now)) || !is_established(x.tcp) || closing {
-                    self.remove_session(s as u32);
-                    self.counters.evicted_transitory += 1;
-                    return true;
-                }
-            }
-        }
-        false
-    }
-
     /// With the table full, makes room by removing one transitory TCP
     /// session (handshake incomplete or closing) or an expired one, found
     /// within [`EVICT_SCAN`] records of the sweep cursor, which walks the
@@ -958,17 +938,26 @@ impl NatTable {
     /// unvisited. Established sessions, UDP and ICMP are never evicted for
     /// new ones: those are refused instead (`nat_table_full`).
     fn evict_transitory(&mut self, now: Micros) -> bool {
+        self.evict_one(now, None, EVICT_SCAN)
+    }
+
+    /// The same for one mapping (a port forward at its quota), looking
+    /// further: 4 × [`EVICT_SCAN`] records.
+    fn evict_transitory_of(&mut self, m: u32, now: Micros) -> bool {
+        self.evict_one(now, Some(m), 4 * EVICT_SCAN)
+    }
+
+    fn evict_one(&mut self, now: Micros, of: Option<u32>, scan: usize) -> bool {
         let n = self.sessions.len();
-        for _ in 0..EVICT_SCAN.min(n) {
+        for _ in 0..scan.min(n) {
             let s = self.sweep_at;
             self.sweep_at = (self.sweep_at + 1) % n;
             let x = &self.sessions[s];
-            if x.proto == 0 {
+            if x.proto == 0 || of.is_some_and(|m| x.mapping != m) {
                 continue;
             }
             let expired = passed(x.expires, tick(now));
-            let closing = x.tcp & (RST_SEEN | FIN_OUT | FIN_IN) != 0;
-            if expired || x.proto == TCP && (!is_established(x.tcp) || closing) {
+            if expired || x.proto == TCP && (!is_established(x.tcp) || is_closing(x.tcp)) {
                 self.remove_session(s as u32);
                 if !expired {
                     self.counters.evicted_transitory += 1;

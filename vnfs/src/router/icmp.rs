@@ -48,8 +48,6 @@ const NEW_HEADERS: usize = 20 + 8;
 /// headers, Ethernet, and the NIC's own header.
 pub const HEADROOM_NEEDED: usize = NEW_HEADERS + ETH + 12;
 
-pub use crate::ratelimit::TokenBucket;
-
 pub(crate) fn is_unique_host(a: Ipv4Addr) -> bool {
     !(a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() || u32::from(a) >> 28 == 0xf)
 }
@@ -213,18 +211,5 @@ mod tests {
         let mut zero_src = ok.clone();
         zero_src[ETH + 12..ETH + 16].copy_from_slice(&[0; 4]);
         assert!(!may_send_error(&zero_src, &[]));
-    }
-
-    #[test]
-    fn token_bucket_limits_rate() {
-        let mut b = TokenBucket::new(10, 2);
-        assert!(b.take(0));
-        assert!(b.take(0));
-        assert!(!b.take(0));
-        assert!(!b.take(50_000), "half a token");
-        assert!(b.take(100_000));
-        assert!(b.take(10_000_000));
-        assert!(b.take(10_000_000));
-        assert!(!b.take(10_000_000), "burst caps the refill");
     }
 }
