@@ -17,33 +17,23 @@ use vnfs::packet::{Batch, PacketPool};
 
 pub use vnfs::packet::Packet;
 
-/// Counters a driver keeps about its own work (not about packets' fates).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NicStats {
-    /// Device notifications for the receive queue (after refills).
-    pub rx_kicks: u64,
-    /// Device notifications for the transmit queue.
-    pub tx_kicks: u64,
-    /// Receive bursts that returned at least one packet.
-    pub rx_bursts: u64,
-    /// Transmit bursts that posted at least one packet.
-    pub tx_bursts: u64,
-    /// Frames the device returned with a length below its own header.
-    pub rx_bad_len: u64,
-    /// Packets refused for transmit because a stage left no room in front
-    /// of the frame for the device's header.
-    pub tx_no_headroom: u64,
-    /// Frames received in several buffers or as segmentation super-packets.
-    pub rx_large: u64,
-    /// Segmentation super-packets transmitted (the device cuts them).
-    pub tx_large: u64,
-    /// Frames in several buffers dropped because one of their buffers could
-    /// not be kept (no tail list free in the pool, or a bad length).
-    pub rx_chain_dropped: u64,
-    /// Frames whose offload header asked for work never negotiated.
-    pub rx_bad_offload: u64,
-    /// Packets needing offloads handed to a NIC without them (a bug upstream).
-    pub tx_bad_offload: u64,
+vnfs::counters! {
+    /// Counters a driver keeps about its own work (not about packets'
+    /// fates), declared once: `stats` and `/metrics` take names and help
+    /// from here.
+    pub struct NicStats {
+        rx_bursts: counter "receive bursts that returned at least one packet",
+        tx_bursts: counter "transmit bursts that posted at least one packet",
+        rx_kicks: counter "device notifications for the receive queue (after refills)",
+        tx_kicks: counter "device notifications for the transmit queue",
+        rx_bad_len: counter "frames the device returned shorter than its own header",
+        tx_no_headroom: counter "packets refused for transmit: no room in front of the frame for the device header",
+        rx_large: counter "frames received in several buffers or as segmentation super-packets",
+        tx_large: counter "segmentation super-packets transmitted (the device cuts them)",
+        rx_chain_dropped: counter "multi-buffer frames dropped: a buffer could not be kept",
+        rx_bad_offload: counter "frames whose offload header asked for work never negotiated",
+        tx_bad_offload: counter "packets needing offloads handed to a NIC without them",
+    }
 }
 
 /// One network port's device: burst receive and burst transmit of owned buffers.

@@ -63,7 +63,7 @@ fn check(files: &[String]) -> ExitCode {
                 continue;
             }
         };
-        match vnfs::config::parse(&text) {
+        match vnfs::registry::parse(&text) {
             Ok(c) => {
                 for (line, w) in c.warnings() {
                     eprintln!("{file}:{line}:1: warning: {w}");
@@ -107,7 +107,7 @@ fn run(args: &[String]) -> ExitCode {
     if let Some(file) = &config {
         match std::fs::read_to_string(file) {
             Ok(text) => {
-                match vnfs::config::parse(&text) {
+                match vnfs::registry::parse(&text) {
                     Err(errors) => {
                         for e in errors {
                             eprintln!("{}", e.display(file));
@@ -264,7 +264,7 @@ fn reload(addr: &str, file: &str, rest: &[String]) -> ExitCode {
         Err(e) => return usage(&format!("{file}: {e}")),
     };
     // The same parser as the image: a bad file never leaves this machine.
-    if let Err(errors) = vnfs::config::parse(&text) {
+    if let Err(errors) = vnfs::registry::parse(&text) {
         for e in errors {
             eprintln!("{}", e.display(file));
         }

@@ -6,6 +6,7 @@
 use drivers::Nic;
 use vnfs::dataplane::Dataplane;
 use vnfs::packet::PacketPool;
+use vnfs::stats::Sample;
 
 use crate::{println, serial};
 
@@ -28,40 +29,43 @@ pub struct LoopStats {
 /// which shows them with its own (`stats`, `/metrics`).
 pub fn publish<N: Nic>(dp: &mut Dataplane, nics: &[N], lp: &LoopStats) {
     for (i, nic) in nics.iter().enumerate() {
-        let n = nic.stats();
         let c = &mut dp.port_mut(i as u8).nic_counters;
         c.clear();
-        for kv in [
-            ("rx_bursts", n.rx_bursts),
-            ("tx_bursts", n.tx_bursts),
-            ("rx_kicks", n.rx_kicks),
-            ("tx_kicks", n.tx_kicks),
-            ("rx_bad_len", n.rx_bad_len),
-            ("tx_no_headroom", n.tx_no_headroom),
-            ("rx_large", n.rx_large),
-            ("tx_large", n.tx_large),
-            ("rx_chain_dropped", n.rx_chain_dropped),
-            ("rx_bad_offload", n.rx_bad_offload),
-            ("tx_bad_offload", n.tx_bad_offload),
-            ("buffers_held", nic.buffers_held() as u64),
-        ] {
-            let _ = c.push(kv);
+        let held = Sample {
+            name: "buffers_held",
+            help: "buffers the driver holds (posted or awaiting reclaim)",
+            gauge: true,
+            value: nic.buffers_held() as u64,
+        };
+        for s in nic.stats().samples().chain([held]) {
+            let _ = c.push(s);
         }
     }
     let c = &mut dp.loop_counters;
     c.clear();
-    for kv in [
-        ("busy_turns", lp.busy_turns),
-        ("idle_turns", lp.idle_turns),
-        ("packets", lp.packets),
-        ("busy_cycles", lp.busy_cycles),
-        ("cycles_per_packet", lp.busy_cycles.checked_div(lp.packets).unwrap_or(0)),
-        ("packets_per_busy_turn", lp.packets.checked_div(lp.busy_turns).unwrap_or(0)),
-        ("tsc_mhz", crate::clock::tsc_mhz()),
-        ("heap_used_bytes", crate::heap::used() as u64),
-        ("heap_free_bytes", crate::heap::free() as u64),
+    let sample = |name, help, gauge, value| Sample { name, help, gauge, value };
+    for s in [
+        sample("busy_turns", "loop turns that found packets", false, lp.busy_turns),
+        sample("idle_turns", "loop turns that found nothing", false, lp.idle_turns),
+        sample("packets", "packets received by the loop", false, lp.packets),
+        sample("busy_cycles", "TSC cycles spent in busy turns", false, lp.busy_cycles),
+        sample(
+            "cycles_per_packet",
+            "busy cycles per packet since boot",
+            true,
+            lp.busy_cycles.checked_div(lp.packets).unwrap_or(0),
+        ),
+        sample(
+            "packets_per_busy_turn",
+            "packets per busy turn since boot",
+            true,
+            lp.packets.checked_div(lp.busy_turns).unwrap_or(0),
+        ),
+        sample("tsc_mhz", "the calibrated TSC frequency", true, crate::clock::tsc_mhz()),
+        sample("heap_used_bytes", "heap in use", true, crate::heap::used() as u64),
+        sample("heap_free_bytes", "heap free", true, crate::heap::free() as u64),
     ] {
-        let _ = c.push(kv);
+        let _ = c.push(s);
     }
 }
 

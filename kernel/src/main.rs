@@ -31,7 +31,7 @@ use drivers::poll::poll_once;
 use drivers::virtio::VirtioNet;
 use drivers::Nic;
 use virtio_drivers::transport::{SomeTransport, Transport};
-use vnfs::config::{self, fmt_mac, Config};
+use vnfs::config::{fmt_mac, Config};
 use vnfs::dataplane::Dataplane;
 use vnfs::packet::PacketPool;
 
@@ -193,7 +193,7 @@ extern "C" fn kmain(start_info: usize) -> ! {
 
     let t_platform = clock::now_us();
     let source = config_source(boot.cmdline);
-    let config = match config::parse(&source.text) {
+    let config = match vnfs::registry::parse(&source.text) {
         Ok(c) => c,
         Err(errors) => {
             for e in &errors {
@@ -205,11 +205,11 @@ extern "C" fn kmain(start_info: usize) -> ! {
     };
     println!("config: {} ({} port(s))", source.name, config.ports.len());
     defmt::info!(
-        "config {=str}: {=usize} ports, {=usize} routes, {=usize} services",
+        "config {=str}: {=usize} ports, {=usize} routes, {=usize} stages",
         source.name.as_str(),
         config.ports.len(),
         config.routes.len(),
-        config.services.len()
+        config.stages.len()
     );
 
     let t_config = clock::now_us();
@@ -222,13 +222,18 @@ extern "C" fn kmain(start_info: usize) -> ! {
     // clearly, before allocating, if the RAM cannot hold them.
     let tables = config.table_bytes();
     if tables + MIN_POOL_BYTES + RESERVE_BYTES > heap::free() {
+        let mut parts = alloc::string::String::new();
+        for s in &config.stages {
+            let _ = core::fmt::Write::write_fmt(
+                &mut parts,
+                format_args!("{} {} KiB, ", s.name, s.config.table_bytes(&config) / 1024),
+            );
+        }
         println!(
-            "{}: the tables this config asks for need {} KiB (nat sessions {}, lb flows {}, routes {} KiB, neighbors {} KiB) but {} KiB of RAM is free: give the VM more memory (-m) or lower `sessions` / `flows` / `neighbors`",
+            "{}: the tables this config asks for need {} KiB ({}neighbours {} KiB) but {} KiB of RAM is free: give the VM more memory (-m) or lower `sessions` / `flows` / `arp entries`",
             source.name,
             tables / 1024,
-            config.nat.as_ref().map_or(0, |n| n.sessions),
-            if config.services.is_empty() { 0 } else { config.lb.flows },
-            config.router_table_bytes() / 1024,
+            parts,
             config.neighbor_table_bytes() / 1024,
             heap::free().saturating_sub(MIN_POOL_BYTES + RESERVE_BYTES) / 1024
         );
@@ -329,14 +334,7 @@ fn log_event(e: &vnfs::dataplane::Event) {
             println!("config reload refused: {why}");
             defmt::warn!("config reload refused: {=str}", why.as_str())
         }
-        Event::Backend { service, backend, up } => {
-            defmt::info!(
-                "lb {=str}: backend {=str} {=str}",
-                service.as_str(),
-                backend.as_str(),
-                if *up { "up" } else { "down" }
-            )
-        }
+        Event::Stage { stage, text } => defmt::info!("{=str}: {=str}", stage.as_str(), text.as_str()),
     }
 }
 

@@ -11,7 +11,7 @@ fn examples_dir() -> PathBuf {
 
 fn boot_example(file: &str) {
     let text = std::fs::read_to_string(examples_dir().join(file)).unwrap();
-    let config = vnfs::config::parse(&text).unwrap_or_else(|e| panic!("{file}: {e:?}"));
+    let config = vnfs::registry::parse(&text).unwrap_or_else(|e| panic!("{file}: {e:?}"));
     let mut spec = LabSpec::two_ports(Machine::Microvm).unwrap();
     // One namespace per port, with a host at the first other address.
     spec.ports = config

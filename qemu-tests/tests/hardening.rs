@@ -201,7 +201,7 @@ fn a_reload_whose_tables_do_not_fit_is_refused_with_the_sizes() {
     let lab = mgmt_lab();
     let base = std::fs::read_to_string(&lab.config_path).unwrap();
     // A million neighbours once passed the check and exhausted the RAM.
-    let (status, body) = put(&lab, format!("{base}router neighbors 1048576\n").as_bytes());
+    let (status, body) = put(&lab, format!("{base}arp entries 1048576\n").as_bytes());
     assert_eq!(status, "400", "{body}");
     assert!(
         body.contains("the new tables need") && body.contains("neighbours") && body.contains("running config stays"),

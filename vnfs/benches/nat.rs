@@ -135,7 +135,8 @@ fn main() {
 /// turn). Then the cost of refusing a new flow when the port range is full.
 fn churn() {
     use std::time::Instant;
-    use vnfs::nat::table::{Endpoint, Filtering, NatTable, Timeouts, UDP};
+    use vnfs::flow::{Endpoint, Timeouts, UDP};
+    use vnfs::nat::table::{Filtering, NatTable};
     const N: usize = 60_000;
     let out = std::net::Ipv4Addr::new(192, 0, 2, 1);
     let remote = |i: usize| Endpoint::new(std::net::Ipv4Addr::from(0xc633_0000 + i as u32), 53);

@@ -12,9 +12,9 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
-use vnfs::config;
 use vnfs::dataplane::Dataplane;
 use vnfs::packet::{Batch, PacketPool};
+use vnfs::registry as config;
 
 mod common;
 use common::{arp_reply, cpu_mhz, Rng};

@@ -11,24 +11,25 @@ fn main() {
     }
     let t = std::time::Instant::now();
     for _ in 0..20 {
-        let _ = vnfs::config::parse(&text).unwrap();
+        let _ = vnfs::registry::parse(&text).unwrap();
     }
     println!("{i} routes, {} bytes", text.len());
     println!("parse: {:?}", t.elapsed() / 20);
-    let c = vnfs::config::parse(&text).unwrap();
+    let c = vnfs::registry::parse(&text).unwrap();
+    let router = &c.stages[c.stage_by_name("router").unwrap()];
     let t = std::time::Instant::now();
     for _ in 0..20 {
-        let _ = c.router_table_bytes();
+        let _ = router.config.table_bytes(&c);
     }
-    println!("router_table_bytes: {:?}", t.elapsed() / 20);
+    println!("router table_bytes: {:?}", t.elapsed() / 20);
     let macs = [[2u8, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 3]];
     let t = std::time::Instant::now();
     for _ in 0..20 {
-        let _ = vnfs::router::Router::from_config(&c, &macs, 1);
+        let _ = vnfs::router::Router::from_config(router.settings().unwrap(), &c, &macs, 1);
     }
     println!("router build: {:?}", t.elapsed() / 20);
     let mut pool = vnfs::packet::PacketPool::new(8);
-    let mut dp = vnfs::dataplane::Dataplane::new(&vnfs::config::parse(base).unwrap(), &macs, 0, 1);
+    let mut dp = vnfs::dataplane::Dataplane::new(&vnfs::registry::parse(base).unwrap(), &macs, 0, 1);
     let t = std::time::Instant::now();
     for _ in 0..20 {
         dp.reload("x", &text, &mut pool).unwrap();

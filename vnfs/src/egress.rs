@@ -16,26 +16,28 @@ use smoltcp::wire::{
 };
 
 use crate::counters::DropReason;
-use crate::dataplane::Port;
 use crate::neighbor::{Enqueued, Lookup, NeighborCache, TimerAction, QUEUE};
 use crate::offload::{self, Segmenter};
 use crate::packet::{Packet, PacketPool, PortId};
+use crate::port::Port;
 use crate::Micros;
 
 const ETH: usize = 14;
 /// Neighbour-cache slots whose timers each loop turn advances.
 const SWEEP_PER_POLL: usize = 8;
 
-#[derive(Clone, Debug, Default)]
-pub struct EgressCounters {
-    pub arp_requests: u64,
-    pub fragments: u64,
-    /// Super-packets sent on whole for the NIC to cut.
-    pub large_sent: u64,
-    /// Segments cut in software (for a port without offloads, or a smaller MTU).
-    pub segments_cut: u64,
-    /// Partial checksums completed in software.
-    pub checksums_completed: u64,
+crate::counters! {
+    /// What the egress did besides sending.
+    pub struct EgressCounters {
+        fragments: counter "IPv4 fragments made for a smaller MTU",
+        arp_requests: counter "ARP requests sent for next hops",
+        /// Super-packets sent on whole for the NIC to cut.
+        large_sent: counter "segmentation super-packets handed whole to a NIC that cuts them",
+        /// Segments cut in software (for a port without offloads, or a smaller MTU).
+        segments_cut: counter "TCP segments cut in software",
+        /// Partial checksums completed in software.
+        checksums_completed: counter "partial checksums completed in software",
+    }
 }
 
 /// Packets whose next hop did not answer ARP, kept for the router to

@@ -14,21 +14,27 @@ extern crate alloc;
 extern crate std;
 
 pub mod config;
+pub mod conntrack;
 pub mod counters;
 pub mod csum;
 pub mod dataplane;
 pub mod egress;
+pub mod flow;
 pub mod hoststack;
+pub mod icmp;
 pub mod lb;
 pub mod mgmt;
 pub mod nat;
 pub mod neighbor;
 pub mod offload;
 pub mod packet;
+pub mod port;
 pub mod ratelimit;
+pub mod registry;
 pub mod rewrite;
 pub mod router;
 pub mod stage;
+pub mod stats;
 pub mod table;
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -75,16 +75,18 @@ struct Conn {
     started: Micros,
 }
 
-#[derive(Clone, Debug, Default)]
-pub struct MgmtCounters {
-    pub requests: u64,
-    pub rejected: u64,
-    /// Connections closed because they were idle or missed a deadline.
-    pub timeouts: u64,
-    /// Connections closed to let a new client in.
-    pub evicted: u64,
-    /// Requests refused for a missing or wrong token.
-    pub unauthorized: u64,
+crate::counters! {
+    /// The management endpoint's own counters.
+    pub struct MgmtCounters {
+        requests: counter "management requests answered",
+        rejected: counter "management requests refused as malformed or too large",
+        /// Connections closed because they were idle or missed a deadline.
+        timeouts: counter "management connections closed for idling or missing the deadline",
+        /// Connections closed to let a new client in.
+        evicted: counter "management connections closed to let a new client in",
+        /// Requests refused for a missing or wrong token.
+        unauthorized: counter "management requests refused for a missing or wrong token",
+    }
 }
 
 pub struct Management {

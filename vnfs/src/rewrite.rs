@@ -5,7 +5,7 @@
 use core::net::Ipv4Addr;
 
 use crate::csum;
-use crate::nat::table::{ICMP, TCP, UDP};
+use crate::flow::{ICMP, TCP, UDP};
 
 /// The parts of an IPv4 packet a translator looks at.
 pub struct Parsed {

@@ -14,11 +14,22 @@
 //! per-stage counters, so a stage cannot forget to count.
 
 use alloc::string::String;
+use core::any::Any;
 
 use crate::counters::DropReason;
-use crate::dataplane::Port;
 use crate::packet::{Batch, Packet, PacketPool, PortId};
+use crate::port::Port;
+use crate::stats::StatsSink;
 use crate::Micros;
+
+/// Something an operator wants in the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A `PUT /config`: applied, or refused with the reason.
+    Reloaded { ok: bool, why: String },
+    /// A stage's news (a backend went up or down), as one line.
+    Stage { stage: String, text: String },
+}
 
 /// Counters of one stage (all ports together).
 #[derive(Clone, Debug, Default)]
@@ -34,6 +45,8 @@ pub struct StageCounters {
 /// What a stage sees of the dataplane while it runs.
 pub struct StageContext<'a> {
     pub now: Micros,
+    /// The running stage's instance name.
+    pub name: &'a str,
     pub pool: &'a mut PacketPool,
     ports: &'a mut [Port],
     counters: &'a mut StageCounters,
@@ -41,23 +54,30 @@ pub struct StageContext<'a> {
 }
 
 /// Things worth a log line (the kernel logs them with defmt).
-pub type Events = alloc::collections::VecDeque<crate::dataplane::Event>;
+pub type Events = alloc::collections::VecDeque<Event>;
 /// Events kept until the kernel takes them; older ones are dropped.
 pub const MAX_EVENTS: usize = 64;
 
 impl<'a> StageContext<'a> {
     pub(crate) fn new(
         now: Micros,
+        name: &'a str,
         pool: &'a mut PacketPool,
         ports: &'a mut [Port],
         counters: &'a mut StageCounters,
         events: &'a mut Events,
     ) -> Self {
-        StageContext { now, pool, ports, counters, events }
+        StageContext { now, name, pool, ports, counters, events }
+    }
+
+    /// Records a line of the stage's news for the log.
+    pub fn note(&mut self, text: String) {
+        let stage = self.name.into();
+        self.event(Event::Stage { stage, text });
     }
 
     /// Records an event for the log.
-    pub fn event(&mut self, e: crate::dataplane::Event) {
+    pub fn event(&mut self, e: Event) {
         if self.events.len() >= MAX_EVENTS {
             self.events.pop_front();
         }
@@ -82,7 +102,7 @@ impl<'a> StageContext<'a> {
 
     /// Hands `pkt` to the host stack of the port it arrived on.
     pub fn local(&mut self, pkt: Packet) {
-        crate::dataplane::to_host(self.ports, self.pool, pkt);
+        crate::port::to_host(self.ports, self.pool, pkt);
     }
 
     /// Drops `pkt`: counted on its input port and on this stage.
@@ -130,27 +150,33 @@ pub fn for_each_packet(batch: &mut Batch, mut f: impl FnMut(Packet) -> Option<Pa
 
 /// A packet-processing feature.
 pub trait Stage {
-    /// The name the config and the counters use.
-    fn name(&self) -> &'static str;
-
     /// Processes a burst. Packets left in `batch` go on to the next stage.
     fn process(&mut self, batch: &mut Batch, cx: &mut StageContext<'_>);
 
     /// Runs timers; called once per loop turn. Must do bounded work.
     fn poll(&mut self, _cx: &mut StageContext<'_>) {}
 
-    /// Extra `key=value` pairs for the stage's line in the counter dump.
-    fn write_stats(&self, _out: &mut String) {}
+    /// Reports the stage's own counters and gauges, on the stage's
+    /// object (the framework has opened it and reported packets, tx and
+    /// drops).
+    fn report(&self, _sink: &mut dyn StatsSink) {}
 
-    /// Whole extra lines for the counter dump (per service, per backend…).
-    fn write_details(&self, _out: &mut String) {}
+    /// Reports objects of its own (per service, per backend…).
+    fn report_details(&self, _sink: &mut dyn StatsSink) {}
 
     /// Returns every packet the stage holds to the pool.
     fn drain(&mut self, _pool: &mut PacketPool) {}
 
-    /// Takes a changed config in place, keeping the state that did not
-    /// change; `false` if it cannot, and the dataplane builds a new stage.
-    fn reconfigure(&mut self, _config: &crate::config::Config) -> bool {
+    /// Takes changed settings (the feature's own config type) in place,
+    /// keeping the state that did not change; `false` if it cannot, and
+    /// the dataplane builds a new stage.
+    fn reconfigure(&mut self, _settings: &dyn Any) -> bool {
+        false
+    }
+
+    /// Whether the stage answers packets whose next hop never answered
+    /// ARP ([`unreachable`](Self::unreachable)): the router does.
+    fn answers_unreachable(&self) -> bool {
         false
     }
 

@@ -174,7 +174,7 @@ pub struct Rig {
 
 impl Rig {
     pub fn with_config(text: &str, macs: &[[u8; 6]]) -> Rig {
-        let cfg = crate::config::parse(text).unwrap_or_else(|e| panic!("test config: {e:?}"));
+        let cfg = crate::registry::parse(text).unwrap_or_else(|e| panic!("test config: {e:?}"));
         Rig::with(&cfg, macs)
     }
 

@@ -169,7 +169,7 @@ pub fn run_ring(
 /// A dataplane for `config` with ports at `macs`, a pool of 4096 buffers,
 /// and the next hops' ARP replies `arps` already received on port 1.
 pub fn build(config: &str, macs: [[u8; 6]; 2], arps: &[Vec<u8>]) -> (Dataplane, PacketPool) {
-    let cfg = vnfs::config::parse(config).unwrap();
+    let cfg = vnfs::registry::parse(config).unwrap();
     let mut dp = Dataplane::new(&cfg, &macs, 0, 1);
     let mut pool = PacketPool::new(4096);
     prime(&mut dp, &mut pool, arps);

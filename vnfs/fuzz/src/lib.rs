@@ -10,9 +10,9 @@
 //! the code it hit (so far: `config::tests::a_huge_maglev_size_is_refused_
 //! before_any_primality_test`, a hang the config target found).
 
-use vnfs::config;
 use vnfs::dataplane::Dataplane;
 use vnfs::packet::{Batch, PacketPool, BURST};
+use vnfs::registry as config;
 
 pub const MACS: [[u8; 6]; 3] = [[0x52, 0x54, 0, 0, 0, 1], [0x52, 0x54, 0, 0, 0, 2], [0x52, 0x54, 0, 0, 0, 3]];
 
@@ -36,7 +36,7 @@ pub fn config_text(sel: u8) -> String {
          forward tcp 10.1.0.1:8080 10.0.0.3:80\n forward udp 10.1.0.5:53 10.0.0.4:53\n}}\n\
          service web {{\n vip 10.1.0.9:80\n mode {mode}\n check none\n backend 10.0.0.11:8000\n backend 10.0.0.12:8000 weight 0\n backend 10.2.0.13:8000 weight 3\n}}\n\
          service dns {{\n vip 10.1.0.9:53 udp\n check tcp\n interval 10ms\n backend 10.0.0.11:53\n}}\n\
-         lb table-size 251 flows 64\nrouter neighbors 16 icmp-rate 1000\n{pipeline}"
+         lb table-size 251 flows 64\nrouter icmp-rate 1000\narp entries 16\n{pipeline}"
     )
 }
 
@@ -144,7 +144,7 @@ mod tests {
     #[test]
     fn configs_are_valid_and_a_run_returns_every_buffer() {
         for sel in 0..=255u8 {
-            vnfs::config::parse(&super::config_text(sel)).unwrap_or_else(|e| panic!("selector {sel}: {e:?}"));
+            vnfs::registry::parse(&super::config_text(sel)).unwrap_or_else(|e| panic!("selector {sel}: {e:?}"));
         }
         let input = [0u8, 0, 1, 0, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
         super::run_frames(&input);

@@ -5,8 +5,8 @@
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::State;
 
-use crate::config::CheckKind;
-use crate::nat::table::Endpoint;
+use super::CheckKind;
+use crate::flow::Endpoint;
 use crate::packet::PortId;
 use crate::stage::StageContext;
 use crate::Micros;

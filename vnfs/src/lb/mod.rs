@@ -10,22 +10,25 @@
 //! connection table's reverse index and restores the VIP. Header rewriting
 //! and the TCP timers are the NAT's (`vnfs::rewrite`, `nat::table`).
 
+pub mod config;
 mod health;
 pub mod maglev;
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::fmt::Write;
+use core::any::Any;
 use core::net::Ipv4Addr;
 
-use crate::config::{CheckKind, Config, LbMode};
+pub use self::config::{BackendConfig, CheckKind, LbConfig, LbMode, ServiceConfig};
+use crate::config::{BuildContext, StageConfig, StageDef};
 use crate::counters::DropReason;
-use crate::csum;
-use crate::nat::table::{idle_timeout, Endpoint, Timeouts, TCP, UDP};
+use crate::flow::{idle_timeout, Endpoint, Timeouts, TCP, UDP};
+use crate::icmp::{build_error, IcmpError};
 use crate::packet::{Batch, Packet, PortId, BURST};
 use crate::rewrite::{parse, ports, set_addr, set_port};
-use crate::router::icmp::{build_error, IcmpError};
 use crate::stage::{for_each_packet, Stage, StageContext};
+use crate::stats::StatsSink;
 use crate::table::{hash_words, xorshift, IndexTable};
 use crate::Micros;
 use health::Health;
@@ -103,7 +106,7 @@ impl Service {
 }
 
 /// The services of a config, with empty Maglev tables.
-fn services_of(config: &Config) -> Vec<Service> {
+fn services_of(config: &LbConfig) -> Vec<Service> {
     config
         .services
         .iter()
@@ -120,10 +123,7 @@ fn services_of(config: &Config) -> Vec<Service> {
                     health: Health::default(),
                 })
                 .collect();
-            let snat = s
-                .snat
-                .or_else(|| s.backends.first().and_then(|b| config.ports[b.via_port].ip()))
-                .unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let snat = s.snat;
             Service {
                 name: s.name.clone(),
                 proto: s.proto,
@@ -143,11 +143,11 @@ fn services_of(config: &Config) -> Vec<Service> {
         .collect()
 }
 
-fn timeouts_of(config: &Config) -> Timeouts {
+fn timeouts_of(config: &LbConfig) -> Timeouts {
     Timeouts {
-        udp: config.lb.udp_timeout as Micros * 1_000_000,
-        tcp_established: config.lb.tcp_established_timeout as Micros * 1_000_000,
-        tcp_transitory: config.lb.tcp_transitory_timeout as Micros * 1_000_000,
+        udp: config.udp_timeout as Micros * 1_000_000,
+        tcp_established: config.tcp_established_timeout as Micros * 1_000_000,
+        tcp_transitory: config.tcp_transitory_timeout as Micros * 1_000_000,
         ..Timeouts::default()
     }
 }
@@ -230,16 +230,16 @@ pub fn flow_hash(proto: u8, src: Endpoint, dst: Endpoint) -> u64 {
 
 impl Lb {
     /// The load balancer of a config (which has services).
-    pub fn from_config(config: &Config, seed: u64) -> Lb {
+    pub fn from_config(config: &LbConfig, seed: u64) -> Lb {
         let mut services = services_of(config);
         for svc in &mut services {
-            svc.rebuild(config.lb.table_size);
+            svc.rebuild(config.table_size);
         }
-        let mut lb = Lb::new(services, config.lb.flows, config.lb.table_size, seed);
+        let mut lb = Lb::new(services, config.flows, config.table_size, seed);
         lb.timeouts = timeouts_of(config);
         lb.refusals = crate::ratelimit::PerSource::new(
-            config.router.icmp_rate,
-            config.router.icmp_burst,
+            config.refusal_rate,
+            config.refusal_burst,
             hash_words(seed, &[0x7265_6675]),
         );
         lb
@@ -252,8 +252,8 @@ impl Lb {
     /// services whose members changed, and the checks in flight of removed
     /// backends are closed on the next poll. `false` if the flow table's
     /// size or the Maglev size changed: then the stage is built anew.
-    pub fn reconfigure(&mut self, config: &Config) -> bool {
-        if config.lb.flows != self.flows.len() || config.lb.table_size != self.table_size {
+    pub fn reconfigure(&mut self, config: &LbConfig) -> bool {
+        if config.flows != self.flows.len() || config.table_size != self.table_size {
             return false;
         }
         let mut fresh = services_of(config);
@@ -452,9 +452,7 @@ impl Lb {
                 continue;
             }
             let expired = f.expires <= now;
-            if expired
-                || f.proto == TCP && (!crate::nat::table::is_established(f.tcp) || crate::nat::table::is_closing(f.tcp))
-            {
+            if expired || f.proto == TCP && (!crate::flow::is_established(f.tcp) || crate::flow::is_closing(f.tcp)) {
                 self.remove(i as u32);
                 if !expired {
                     self.counters.flows_evicted += 1;
@@ -618,10 +616,10 @@ impl Lb {
         cx.pool.release_tail(&mut pkt);
         pkt.meta.offload = Default::default();
         let ok = match svc.proto {
-            TCP => make_reset(&mut pkt, total),
+            TCP => crate::icmp::tcp_reset(&mut pkt, total),
             _ => {
                 self.ident = self.ident.wrapping_add(1);
-                crate::router::icmp::may_send_error(pkt.data(), &[])
+                crate::icmp::may_send_error(pkt.data(), &[])
                     && build_error(&mut pkt, IcmpError::PortUnreachable, vip, self.ident).is_some()
             }
         };
@@ -643,70 +641,7 @@ impl Lb {
     }
 }
 
-/// Turns a TCP segment into the RST that refuses it (RFC 9293 §3.10.7.1),
-/// in place: addresses and ports swapped, no payload.
-/// Turns a TCP segment (its whole frame `frame_len` bytes, of which the
-/// buffer may hold only the head) into the reset that answers it.
-fn make_reset(pkt: &mut Packet, frame_len: usize) -> bool {
-    let p = parse(&pkt.data()[ETH..]);
-    let ip_total = (csum::get(pkt.data(), ETH + 2) as usize).min(frame_len.saturating_sub(ETH));
-    let l4 = p.ihl;
-    if pkt.len() < ETH + l4 + 20 || p.total < l4 + 20 {
-        return false;
-    }
-    let d = &mut pkt.data_mut()[ETH..];
-    let seq = u32::from_be_bytes(d[l4 + 4..l4 + 8].try_into().unwrap());
-    let ack = u32::from_be_bytes(d[l4 + 8..l4 + 12].try_into().unwrap());
-    let flags = d[l4 + 13];
-    if flags & 0x04 != 0 {
-        // Never answer a reset.
-        return false;
-    }
-    let doff = ((d[l4 + 12] >> 4) as usize * 4).max(20);
-    let payload = ip_total.saturating_sub(l4 + doff) as u32;
-    let (new_seq, new_ack, new_flags) = if flags & 0x10 != 0 {
-        (ack, 0, 0x04)
-    } else {
-        (0, seq.wrapping_add(payload + (flags & 0x02 != 0) as u32 + (flags & 0x01 != 0) as u32), 0x14)
-    };
-    // Move the TCP header right after a plain 20-byte IP header.
-    let (sport, dport) = (csum::get(d, l4), csum::get(d, l4 + 2));
-    d[0] = 0x45;
-    d[1] = 0;
-    d[2..4].copy_from_slice(&40u16.to_be_bytes());
-    d[4..6].copy_from_slice(&[0, 0]);
-    d[6..8].copy_from_slice(&[0x40, 0]);
-    d[8] = 64;
-    let (src, dst) = (p.src, p.dst);
-    d[12..16].copy_from_slice(&dst.octets());
-    d[16..20].copy_from_slice(&src.octets());
-    d[10..12].copy_from_slice(&[0, 0]);
-    let c = csum::checksum(&d[..20]);
-    csum::set(d, 10, c);
-    let t = &mut d[20..40];
-    t[0..2].copy_from_slice(&dport.to_be_bytes());
-    t[2..4].copy_from_slice(&sport.to_be_bytes());
-    t[4..8].copy_from_slice(&new_seq.to_be_bytes());
-    t[8..12].copy_from_slice(&new_ack.to_be_bytes());
-    t[12] = 5 << 4;
-    t[13] = new_flags;
-    t[14..20].fill(0);
-    let mut pseudo = [0u8; 32];
-    pseudo[0..4].copy_from_slice(&dst.octets());
-    pseudo[4..8].copy_from_slice(&src.octets());
-    pseudo[9] = TCP;
-    pseudo[10..12].copy_from_slice(&20u16.to_be_bytes());
-    pseudo[12..32].copy_from_slice(t);
-    let c = csum::checksum(&pseudo);
-    csum::set(t, 16, c);
-    pkt.set_len(ETH + 40)
-}
-
 impl Stage for Lb {
-    fn name(&self) -> &'static str {
-        "lb"
-    }
-
     /// Three passes, as the NAT's: find each packet's service and hash its
     /// flow key, prefetching the index slot; prefetch the candidate flow
     /// records; forward. A million flows' misses then overlap.
@@ -765,8 +700,8 @@ impl Stage for Lb {
         });
     }
 
-    fn reconfigure(&mut self, config: &Config) -> bool {
-        Lb::reconfigure(self, config)
+    fn reconfigure(&mut self, settings: &dyn Any) -> bool {
+        settings.downcast_ref::<LbConfig>().is_some_and(|c| Lb::reconfigure(self, c))
     }
 
     fn poll(&mut self, cx: &mut StageContext<'_>) {
@@ -807,11 +742,13 @@ impl Stage for Lb {
                     b.healthy = ok;
                     b.counters.transitions += 1;
                     changed = true;
-                    cx.event(crate::dataplane::Event::Backend {
-                        service: svc.name.clone(),
-                        backend: alloc::format!("{}:{}", b.ep.addr, b.ep.port),
-                        up: ok,
-                    });
+                    cx.note(alloc::format!(
+                        "{}: backend {}:{} {}",
+                        svc.name,
+                        b.ep.addr,
+                        b.ep.port,
+                        if ok { "up" } else { "down" }
+                    ));
                 }
             }
             if changed {
@@ -820,64 +757,66 @@ impl Stage for Lb {
         }
     }
 
-    fn write_stats(&self, out: &mut String) {
+    fn report(&self, sink: &mut dyn StatsSink) {
         let c = &self.counters;
-        let _ = write!(
-            out,
-            " flows={} flow_capacity={} flows_created={} flows_expired={} flows_moved={} flow_table_full={} no_backend={} flows_evicted={} flows_backend_removed={} maglev_rebuilds={} refusals_rate_limited={}",
-            self.flows(),
-            self.flows.len(),
-            c.flows_created,
-            c.flows_expired,
-            c.flows_moved,
-            c.table_full,
-            c.no_backend,
-            c.flows_evicted,
+        sink.gauge("flows", "flows in the table", self.flows() as u64);
+        sink.gauge("flow_capacity", "flows the table holds", self.flows.len() as u64);
+        sink.counter("flows_created", "flows created", c.flows_created);
+        sink.counter("flows_expired", "flows removed after their idle timeout", c.flows_expired);
+        sink.counter("flows_moved", "flows moved off a backend that went down", c.flows_moved);
+        sink.counter("flow_table_full", "new flows refused: the table was full", c.table_full);
+        sink.counter("no_backend", "packets to a service with no healthy backend", c.no_backend);
+        sink.counter("flows_evicted", "transitory flows evicted for a new one", c.flows_evicted);
+        sink.counter(
+            "flows_backend_removed",
+            "flows ended because a reload removed their backend",
             c.flows_backend_removed,
-            c.maglev_rebuilds,
-            c.refusals_rate_limited
+        );
+        sink.counter("maglev_rebuilds", "Maglev tables rebuilt", c.maglev_rebuilds);
+        sink.counter(
+            "refusals_rate_limited",
+            "ICMP refusals not sent: the client's rate was used up",
+            c.refusals_rate_limited,
         );
     }
 
-    fn write_details(&self, out: &mut String) {
+    fn report_details(&self, sink: &mut dyn StatsSink) {
         for s in &self.services {
             let c = &s.counters;
             let up = s.backends.iter().filter(|b| b.healthy).count();
-            let _ = writeln!(
-                out,
-                "lb-service name={} vip={}:{} proto={} new_flows={} active_flows={} packets={} bytes={} no_backend={} backends_up={}",
-                s.name,
-                s.vip.addr,
-                s.vip.port,
-                if s.proto == TCP { "tcp" } else { "udp" },
-                c.new_flows,
-                c.active_flows,
-                c.packets,
-                c.bytes,
-                c.no_backend,
-                up
-            );
+            sink.object("lb_service", &[("service", &s.name)]);
+            sink.text("vip", &alloc::format!("{}:{}", s.vip.addr, s.vip.port));
+            sink.text("proto", if s.proto == TCP { "tcp" } else { "udp" });
+            sink.counter("new_flows", "flows the service began", c.new_flows);
+            sink.gauge("active_flows", "flows of the service in the table", c.active_flows);
+            sink.counter("packets", "packets to the service", c.packets);
+            sink.counter("bytes", "bytes to the service", c.bytes);
+            sink.counter("no_backend", "packets the service had no healthy backend for", c.no_backend);
+            sink.gauge("backends_up", "backends passing their checks", up as u64);
             for b in &s.backends {
                 let bc = &b.counters;
-                let _ = writeln!(
-                    out,
-                    "lb-backend name={}/{}:{} healthy={} weight={} new_flows={} active_flows={} packets={} bytes={} transitions={} checks_ok={} checks_failed={}",
-                    s.name,
-                    b.ep.addr,
-                    b.ep.port,
-                    b.healthy as u8,
-                    b.weight,
-                    bc.new_flows,
-                    bc.active_flows,
-                    bc.packets,
-                    bc.bytes,
-                    bc.transitions,
-                    b.health.total_ok,
-                    b.health.total_failed
-                );
+                let ep = alloc::format!("{}:{}", b.ep.addr, b.ep.port);
+                sink.object("lb_backend", &[("service", &s.name), ("backend", &ep)]);
+                sink.gauge("healthy", "1 if the backend passes its checks", b.healthy as u64);
+                sink.gauge("weight", "the backend's Maglev weight", b.weight as u64);
+                sink.counter("new_flows", "flows the backend was given", bc.new_flows);
+                sink.gauge("active_flows", "flows on the backend", bc.active_flows);
+                sink.counter("packets", "packets to the backend", bc.packets);
+                sink.counter("bytes", "bytes to the backend", bc.bytes);
+                sink.counter("transitions", "health state changes", bc.transitions);
+                sink.counter("checks_ok", "health checks passed", b.health.total_ok);
+                sink.counter("checks_failed", "health checks failed", b.health.total_failed);
             }
         }
     }
+}
+
+/// The load balancer's stage definition (one line of the registry).
+pub static DEF: StageDef = StageDef { kind: "lb", statements: &["service", "lb"], parse: config::parse, build };
+
+fn build(c: &dyn StageConfig, cx: &BuildContext<'_>) -> Box<dyn Stage> {
+    let c = c.as_any().downcast_ref::<LbConfig>().expect("the lb builds from its own settings");
+    Box::new(Lb::from_config(c, cx.seed))
 }
 
 #[cfg(test)]

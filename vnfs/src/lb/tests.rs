@@ -9,7 +9,7 @@ use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
 
 use super::{flow_hash, Lb};
 use crate::config;
-use crate::nat::table::Endpoint;
+use crate::flow::Endpoint;
 use crate::packet::PacketPool;
 use crate::testutil::*;
 
@@ -28,7 +28,7 @@ fn cfg(mode: &str, backends: usize) -> config::Config {
         text += &std::format!(" backend {b}:8000\n");
     }
     text += "}\nservice dns {\n vip 10.1.0.1:53 udp\n check none\n backend 10.2.0.11:5353\n}\nlb table-size 251\n";
-    config::parse(&text).unwrap()
+    crate::registry::parse(&text).unwrap()
 }
 
 impl Rig {
@@ -114,8 +114,12 @@ fn spread_follows_the_maglev_table() {
     r.finish();
 }
 
+fn lb_of(c: &crate::config::Config) -> &crate::lb::LbConfig {
+    c.first::<crate::lb::LbConfig>().unwrap()
+}
+
 fn lb_and_pool(backends: usize) -> (Lb, PacketPool) {
-    (Lb::from_config(&cfg("full-nat", backends), 1), PacketPool::new(4))
+    (Lb::from_config(lb_of(&cfg("full-nat", backends)), 1), PacketPool::new(4))
 }
 
 /// The backend `lb` sends a SYN from `client_port` to.
@@ -172,7 +176,7 @@ fn no_backend_up_gets_reset_or_port_unreachable() {
     let text = "port client address 10.1.0.1/24\nport servers address 10.2.0.1/24\n\
                 service web {\n vip 10.1.0.1:80\n backend 10.2.0.11:8000\n check tcp\n}\n\
                 service dns {\n vip 10.1.0.1:53 udp\n backend 10.2.0.11:5353\n check tcp\n}\n";
-    let mut r = Rig::lb_with(config::parse(text).unwrap());
+    let mut r = Rig::lb_with(crate::registry::parse(text).unwrap());
     let rst = r.through(0, &tcp_frame(C_MAC, (CLIENT, 40000), (VIP, 80), true, false), 0);
     let (src, sport, dst, dport, flags) = tcp4(&rst);
     assert_eq!((src, sport, dst, dport), (VIP, 80, CLIENT, 40000));
@@ -191,8 +195,8 @@ fn no_backend_up_gets_reset_or_port_unreachable() {
 fn refusals_are_rate_limited_per_client() {
     let text = "port client address 10.1.0.1/24\nport servers address 10.2.0.1/24\n\
                 service web {\n vip 10.1.0.1:80\n backend 10.2.0.11:8000\n check tcp\n}\n\
-                router icmp-rate 1 icmp-burst 3\n";
-    let mut r = Rig::lb_with(config::parse(text).unwrap());
+                lb table-size 251 refusal-rate 1 refusal-burst 3\n";
+    let mut r = Rig::lb_with(crate::registry::parse(text).unwrap());
     for p in 0..10 {
         r.send(0, &tcp_frame(C_MAC, (CLIENT, 41000 + p), (VIP, 80), true, false));
     }
@@ -237,7 +241,7 @@ fn cfg_backends(lines: &str) -> config::Config {
     let text = std::format!(
         "port client address 10.1.0.1/24\nport servers address 10.2.0.1/24\nservice web {{\n vip 10.1.0.1:80\n mode full-nat\n check none\n{lines}}}\nservice dns {{\n vip 10.1.0.1:53 udp\n check none\n backend 10.2.0.11:5353\n}}\nlb table-size 251\n"
     );
-    config::parse(&text).unwrap()
+    crate::registry::parse(&text).unwrap()
 }
 
 #[test]
@@ -250,7 +254,7 @@ fn a_reload_keeps_flows_on_their_backends_and_rebuilds_only_changed_services() {
     // Add a backend, reweight one, drain one (weight 0), remove .13.
     let new =
         cfg_backends(" backend 10.2.0.11:8000 weight 3\n backend 10.2.0.12:8000 weight 0\n backend 10.2.0.14:8000\n");
-    assert!(lb.reconfigure(&new));
+    assert!(lb.reconfigure(lb_of(&new)));
     assert_eq!(lb.counters.flows_backend_removed as usize, on_13, "the removed backend's flows end");
     assert_eq!(lb.counters.maglev_rebuilds, 1, "only `web` changed; `dns` keeps its table");
     // Every other flow stays where it was, the drained backend's included.
@@ -267,8 +271,8 @@ fn a_reload_keeps_flows_on_their_backends_and_rebuilds_only_changed_services() {
         assert_ne!(pick(&mut lb, &mut pool, p), BACKENDS[1], "a new flow on the drained backend");
     }
     // A different flow-table size cannot be taken in place.
-    let mut bigger = new.clone();
-    bigger.lb.flows *= 2;
+    let mut bigger = lb_of(&new).clone();
+    bigger.flows *= 2;
     assert!(!lb.reconfigure(&bigger));
 }
 
@@ -276,7 +280,7 @@ fn a_reload_keeps_flows_on_their_backends_and_rebuilds_only_changed_services() {
 fn a_full_flow_table_evicts_half_open_flows_never_established_ones() {
     let text = "port client address 10.1.0.1/24\nport servers address 10.2.0.1/24\n\
                 service web {\n vip 10.1.0.1:80\n check none\n backend 10.2.0.11:8000\n}\nlb table-size 251 flows 16\n";
-    let mut lb = Lb::from_config(&config::parse(text).unwrap(), 1);
+    let mut lb = Lb::from_config(lb_of(&crate::registry::parse(text).unwrap()), 1);
     let mut pool = PacketPool::new(4);
     let mut send = |lb: &mut Lb, port: u16, syn: bool, ack: bool| {
         let mut p = pool.alloc().unwrap();
@@ -292,7 +296,7 @@ fn a_full_flow_table_evicts_half_open_flows_never_established_ones() {
             .find(|i| lb.flows[*i].client.port == port && lb.flows[*i].service != super::NONE)
             .unwrap();
         let mut st = lb.flows[i].tcp;
-        crate::nat::table::idle_timeout(&lb.timeouts, &mut st, 6, 0x12, false);
+        crate::flow::idle_timeout(&lb.timeouts, &mut st, 6, 0x12, false);
         lb.flows[i].tcp = st;
         send(&mut lb, port, false, true).unwrap();
     }
@@ -303,6 +307,6 @@ fn a_full_flow_table_evicts_half_open_flows_never_established_ones() {
     assert!(lb.counters.flows_evicted >= 188, "{}", lb.counters.flows_evicted);
     for port in 1000..1004 {
         let i = (0..lb.flows.len()).find(|i| lb.flows[*i].client.port == port && lb.flows[*i].service != super::NONE);
-        assert!(i.is_some_and(|i| crate::nat::table::is_established(lb.flows[i].tcp)), "flow {port} survived");
+        assert!(i.is_some_and(|i| crate::flow::is_established(lb.flows[i].tcp)), "flow {port} survived");
     }
 }

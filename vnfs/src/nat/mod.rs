@@ -20,23 +20,26 @@
 //! in their order. A super-packet's partial transport checksum is rewritten
 //! like any other; the egress recomputes it from the final header.
 
+pub mod config;
 pub mod table;
 
-use alloc::string::String;
+use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::fmt::Write;
 use core::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use crate::config::{Config, NatFiltering};
+pub use self::config::{ForwardConfig, NatConfig, NatFiltering};
+use crate::config::{BuildContext, StageConfig, StageDef};
 use crate::counters::DropReason;
 use crate::csum;
+use crate::flow::{Endpoint, Timeouts, ICMP, TCP, UDP};
 use crate::packet::{Batch, Packet, PortId, BURST};
 use crate::rewrite::{is_icmp_error, l4_checksum, parse, ports, set_addr, set_endpoint, set_port, Parsed};
 use crate::stage::{for_each_packet, Stage, StageContext};
+use crate::stats::StatsSink;
 use crate::Micros;
-use table::{flow_hash, Dir, Endpoint, Filtering, NatTable, Refusal, Timeouts, ICMP, TCP, UDP};
+use table::{flow_hash, Dir, Filtering, NatTable, Refusal};
 
 const ETH: usize = 14;
 /// Fragment translations remembered at once.
@@ -119,9 +122,8 @@ fn refusal_reason(r: Refusal) -> DropReason {
 }
 
 impl Nat {
-    /// The NAT of a config (which has a `nat` block).
-    pub fn from_config(config: &Config, seed: u64) -> Nat {
-        let c = config.nat.as_ref().expect("pipelines use nat only with a nat block");
+    /// The NAT of a `nat` block.
+    pub fn from_config(c: &NatConfig, seed: u64) -> Nat {
         let timeouts = Timeouts {
             udp: c.udp_timeout as Micros * 1_000_000,
             tcp_established: c.tcp_established_timeout as Micros * 1_000_000,
@@ -453,10 +455,6 @@ fn set_port_quoted(ip: &mut [u8], at: usize, new: u16, ql4: usize, proto: u8, en
 }
 
 impl Stage for Nat {
-    fn name(&self) -> &'static str {
-        "nat"
-    }
-
     /// Three passes over the burst: read each packet's flow key, hash it
     /// and prefetch its index slot; read the slots and prefetch the session
     /// records; translate the packets of established sessions in place. The
@@ -513,32 +511,44 @@ impl Stage for Nat {
         self.table.sweep(cx.now, SWEEP_PER_POLL);
     }
 
-    fn write_stats(&self, out: &mut String) {
+    fn report(&self, sink: &mut dyn StatsSink) {
         let c = &self.counters;
         let t = &self.table.counters;
-        let _ = write!(
-            out,
-            " translated_out={} translated_in={} hairpinned={} icmp_errors_translated={} fragments_translated={} fragments_evicted_own={} fragments_evicted={} sessions={} session_capacity={} mappings={} sessions_created={} sessions_expired={} refused_table_full={} evicted_transitory={} refused_quota={} refused_ports={} filtered={} table_bytes={}",
-            c.out,
-            c.r#in,
-            c.hairpinned,
-            c.icmp_errors,
-            c.fragments,
+        sink.counter("translated_out", "packets translated inside to outside", c.out);
+        sink.counter("translated_in", "packets translated outside to inside", c.r#in);
+        sink.counter("hairpinned", "packets from inside to a pool address, sent back inside", c.hairpinned);
+        sink.counter("icmp_errors_translated", "ICMP errors whose embedded packet was translated", c.icmp_errors);
+        sink.counter("fragments_translated", "non-first fragments translated by their first's session", c.fragments);
+        sink.counter(
+            "fragments_evicted_own",
+            "fragment entries that replaced the same source's oldest",
             c.fragments_evicted_own,
-            c.fragments_evicted,
-            self.table.sessions(),
-            self.table.capacity(),
-            self.table.mappings(),
-            t.sessions_created,
-            t.sessions_expired,
-            t.refused_table_full,
-            t.evicted_transitory,
-            t.refused_quota,
-            t.refused_ports,
-            t.filtered,
-            self.table.memory()
         );
+        sink.counter(
+            "fragments_evicted",
+            "fragment entries of other sources replaced in a full cache",
+            c.fragments_evicted,
+        );
+        sink.gauge("sessions", "sessions in the table", self.table.sessions() as u64);
+        sink.gauge("session_capacity", "sessions the table holds", self.table.capacity() as u64);
+        sink.gauge("mappings", "endpoint-independent mappings in the table", self.table.mappings() as u64);
+        sink.counter("sessions_created", "sessions created", t.sessions_created);
+        sink.counter("sessions_expired", "sessions removed after their idle timeout", t.sessions_expired);
+        sink.counter("refused_table_full", "new sessions refused: the table was full", t.refused_table_full);
+        sink.counter("evicted_transitory", "transitory sessions evicted for a new one", t.evicted_transitory);
+        sink.counter("refused_quota", "new sessions refused by a host or forward quota", t.refused_quota);
+        sink.counter("refused_ports", "new sessions refused: no outside port free", t.refused_ports);
+        sink.counter("filtered", "inbound packets refused by the filtering", t.filtered);
+        sink.gauge("table_bytes", "bytes of the session table", self.table.memory() as u64);
     }
+}
+
+/// The NAT's stage definition (one line of the registry).
+pub static DEF: StageDef = StageDef { kind: "nat", statements: &["nat"], parse: config::parse, build };
+
+fn build(c: &dyn StageConfig, cx: &BuildContext<'_>) -> Box<dyn Stage> {
+    let c = c.as_any().downcast_ref::<NatConfig>().expect("the nat builds from its own settings");
+    Box::new(Nat::from_config(c, cx.seed))
 }
 
 #[cfg(test)]

@@ -15,25 +15,9 @@
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 
+use crate::flow::{idle_timeout, is_closing, is_established, Endpoint, Timeouts, TCP, UDP};
 use crate::table::{hash_words, xorshift, IndexTable};
 use crate::Micros;
-
-pub const TCP: u8 = 6;
-pub const UDP: u8 = 17;
-pub const ICMP: u8 = 1;
-
-/// An address and a port (or ICMP query identifier).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Endpoint {
-    pub addr: Ipv4Addr,
-    pub port: u16,
-}
-
-impl Endpoint {
-    pub fn new(addr: Ipv4Addr, port: u16) -> Self {
-        Endpoint { addr, port }
-    }
-}
 
 /// Which inbound packets a mapping lets in (RFC 4787 §5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,24 +28,6 @@ pub enum Filtering {
     AddressDependent,
     /// Remote address and port pairs the inside endpoint has sent to.
     AddressAndPortDependent,
-}
-
-/// Idle timeouts, in microseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timeouts {
-    pub udp: Micros,
-    pub tcp_established: Micros,
-    pub tcp_transitory: Micros,
-    pub icmp: Micros,
-}
-
-impl Default for Timeouts {
-    /// The RFC minimums: UDP 5 min (RFC 4787 REQ-5), TCP established
-    /// 2 h 4 min and transitory 4 min (RFC 5382 REQ-5), ICMP query 60 s
-    /// (RFC 5508 REQ-1).
-    fn default() -> Self {
-        Timeouts { udp: 300_000_000, tcp_established: 7_440_000_000, tcp_transitory: 240_000_000, icmp: 60_000_000 }
-    }
 }
 
 /// Per-host and per-forward session quotas (`nat { host-sessions N;
@@ -81,77 +47,6 @@ impl Quotas {
         Quotas { host: (c / 8).max(64).min(c), forward: (c / 2).max(1) }
     }
 }
-
-/// TCP flags the state tracking looks at.
-pub mod tcp_flags {
-    pub const FIN: u8 = 0x01;
-    pub const SYN: u8 = 0x02;
-    pub const RST: u8 = 0x04;
-    pub const ACK: u8 = 0x10;
-}
-
-/// Advances the TCP state bits `state` for a packet with `flags` (sent from
-/// the inside/client side if `outbound`) and returns the idle timeout that
-/// applies now. A connection is established only once the three-way
-/// handshake is complete: a SYN each way, then an ACK from the side that
-/// sent the first SYN (RFC 7857 §2.2 counts only the two SYNs; that let a
-/// spoofed SYN answered by an inside server hold a session for the 2 h
-/// established timeout). It is transitory again after both FINs or an RST.
-/// Shared by the NAT and the load balancer.
-pub fn idle_timeout(t: &Timeouts, state: &mut u8, proto: u8, flags: u8, outbound: bool) -> Micros {
-    match proto {
-        TCP => {
-            let syn = flags & tcp_flags::SYN != 0;
-            if syn {
-                if *state & (SYN_OUT | SYN_IN) == 0 && !outbound {
-                    *state |= INIT_IN;
-                }
-                *state |= if outbound { SYN_OUT } else { SYN_IN };
-            }
-            let both_syns = *state & (SYN_OUT | SYN_IN) == SYN_OUT | SYN_IN;
-            let from_initiator = outbound == (*state & INIT_IN == 0);
-            if both_syns && !syn && flags & tcp_flags::ACK != 0 && from_initiator {
-                *state |= ACKED;
-            }
-            if flags & tcp_flags::FIN != 0 {
-                *state |= if outbound { FIN_OUT } else { FIN_IN };
-            }
-            if flags & tcp_flags::RST != 0 {
-                *state |= RST_SEEN;
-            }
-            let closing = *state & RST_SEEN != 0 || *state & (FIN_OUT | FIN_IN) == FIN_OUT | FIN_IN;
-            if is_established(*state) && !closing {
-                t.tcp_established
-            } else {
-                t.tcp_transitory
-            }
-        }
-        UDP => t.udp,
-        _ => t.icmp,
-    }
-}
-
-/// Whether TCP state bits say the connection is closing (a FIN or RST seen).
-pub fn is_closing(state: u8) -> bool {
-    state & (RST_SEEN | FIN_OUT | FIN_IN) != 0
-}
-
-/// Whether TCP state bits say the handshake completed.
-pub fn is_established(state: u8) -> bool {
-    state & (SYN_OUT | SYN_IN | ACKED) == SYN_OUT | SYN_IN | ACKED
-}
-
-// Session TCP state bits.
-const SYN_OUT: u8 = 1;
-const SYN_IN: u8 = 2;
-const FIN_OUT: u8 = 4;
-const FIN_IN: u8 = 8;
-const RST_SEEN: u8 = 16;
-/// The initiator's ACK of the SYN-ACK was seen.
-const ACKED: u8 = 32;
-/// The first SYN came from the outside (a port forward, or a backend's
-/// client for the LB's reverse direction).
-const INIT_IN: u8 = 64;
 
 const NONE: u32 = u32::MAX;
 /// Records a full table looks at for one to evict.
@@ -982,6 +877,7 @@ impl NatTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::{tcp_flags, ICMP};
 
     /// Timers are exact to one tick: a deadline passes at most this late.
     const TICK_US: Micros = 1024;

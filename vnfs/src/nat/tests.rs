@@ -370,8 +370,7 @@ fn reload_keeps_sessions_and_refuses_bad_configs() {
     assert!(err.contains("ports cannot change"), "{err}");
     r.through(1, &udp_frame(WAN_MAC, (SERVER, 53), (OUT, 5000), b"a"), 0);
     // Metrics in the Prometheus text format.
-    let mut m = std::string::String::new();
-    r.dp.write_metrics(&mut m, &r.pool).unwrap();
+    let m = r.dp.metrics(&r.pool);
     assert!(m.contains("# TYPE sluice_port_rx_packets_total counter\n"), "{m}");
     assert!(m.contains("sluice_stage_sessions{stage=\"nat\"} 1\n"), "{m}");
     assert!(m.contains("sluice_config_reloads_total 1\n"), "{m}");

@@ -9,23 +9,24 @@
 //! the next hop's MAC. Errors are answered with rate-limited ICMP built in
 //! the offending packet's own buffer, itself routed back to the source.
 
-pub mod icmp;
+pub mod config;
 pub mod lpm;
 
-use alloc::string::String;
+use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::fmt::Write;
 use core::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use smoltcp::wire::Ipv4Packet;
 
-use crate::config::Config;
+pub use self::config::RouterConfig;
+use crate::config::{BuildContext, Config, StageConfig, StageDef};
 use crate::counters::DropReason;
+use crate::icmp::{self, build_error, may_send_error, IcmpError};
 use crate::packet::{Batch, Packet, PortId};
 use crate::ratelimit::PerSource;
 use crate::stage::{for_each_packet, Stage, StageContext};
-use icmp::{build_error, may_send_error, IcmpError};
+use crate::stats::StatsSink;
 use lpm::{Lpm, NextHopId};
 
 const ETH: usize = 14;
@@ -78,7 +79,7 @@ pub struct Router {
 impl Router {
     /// Builds the router of a config: connected routes from port prefixes,
     /// then the static routes.
-    pub fn from_config(config: &Config, macs: &[[u8; 6]], seed: u64) -> Router {
+    pub fn from_config(settings: &RouterConfig, config: &Config, macs: &[[u8; 6]], seed: u64) -> Router {
         let ports: Vec<RouterPort> = config
             .ports
             .iter()
@@ -98,8 +99,8 @@ impl Router {
             routes.push((r.prefix, NextHop { port: r.port as PortId, gateway: r.via }));
         }
         let settings = RouterSettings {
-            icmp_rate: config.router.icmp_rate,
-            icmp_burst: config.router.icmp_burst,
+            icmp_rate: settings.icmp_rate,
+            icmp_burst: settings.icmp_burst,
             key: crate::table::hash_words(seed, &[0x6963_6d70]),
         };
         Router::new(ports, &routes, &settings)
@@ -246,10 +247,6 @@ fn set_ttl(ip: &mut [u8], ttl: u8) {
 }
 
 impl Stage for Router {
-    fn name(&self) -> &'static str {
-        "router"
-    }
-
     fn process(&mut self, batch: &mut Batch, cx: &mut StageContext<'_>) {
         // Packets for the appliance itself, and packets an earlier stage
         // already routed, are not the router's business.
@@ -260,6 +257,10 @@ impl Stage for Router {
                 self.route(pkt, cx)
             }
         });
+    }
+
+    fn answers_unreachable(&self) -> bool {
+        true
     }
 
     /// ICMP host unreachable (RFC 1812 §4.3.3.1 / §5.2.7.1) for a packet
@@ -273,18 +274,22 @@ impl Stage for Router {
         self.answer(pkt, IcmpError::HostUnreachable, cx)
     }
 
-    fn write_stats(&self, out: &mut String) {
+    fn report(&self, sink: &mut dyn StatsSink) {
         let c = &self.counters;
-        let _ = write!(
-            out,
-            " forwarded={} icmp_errors={} icmp_rate_limited={} routes={} route_table_bytes={}",
-            c.forwarded,
-            c.icmp_errors,
-            c.icmp_rate_limited,
-            self.lpm.len(),
-            self.lpm.memory(),
-        );
+        sink.counter("forwarded", "packets routed", c.forwarded);
+        sink.counter("icmp_errors", "ICMP errors sent", c.icmp_errors);
+        sink.counter("icmp_rate_limited", "ICMP errors not sent: the source's rate was used up", c.icmp_rate_limited);
+        sink.gauge("routes", "prefixes in the route table", self.lpm.len() as u64);
+        sink.gauge("route_table_bytes", "bytes of the route table", self.lpm.memory() as u64);
     }
+}
+
+/// The router's stage definition (one line of the registry).
+pub static DEF: StageDef = StageDef { kind: "router", statements: &["router"], parse: config::parse, build };
+
+fn build(c: &dyn StageConfig, cx: &BuildContext<'_>) -> Box<dyn Stage> {
+    let c = c.as_any().downcast_ref::<RouterConfig>().expect("the router builds from its own settings");
+    Box::new(Router::from_config(c, cx.config, cx.macs, cx.seed))
 }
 
 #[cfg(test)]

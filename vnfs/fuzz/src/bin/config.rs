@@ -3,7 +3,7 @@
 //! dataplane is reloaded back to the fuzz config: reload, table sizing and
 //! stage reuse on every accepted input. The dataplane is built once (see
 //! `sluice_fuzz::run_frames` for why).
-use vnfs::config;
+use vnfs::registry as config;
 
 fn main() {
     afl::fuzz!(|data: &[u8]| {

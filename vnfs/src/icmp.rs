@@ -1,5 +1,7 @@
-//! ICMP errors the router originates (RFC 792, RFC 1812 §4.3.2): which
-//! packets may get one, the rate limit, and building one in place.
+//! Refusals any stage may send: ICMP errors (RFC 792, RFC 1812 §4.3.2) —
+//! which packets may get one, and building one in place — and the TCP
+//! reset that refuses a segment (the router, the load balancer and the ACL
+//! use them).
 //!
 //! The error is built in the offending packet's own buffer: the original IP
 //! header and data stay where they are and become the quoted part; the new
@@ -25,6 +27,9 @@ pub enum IcmpError {
     FragNeeded { mtu: u16 },
     /// Type 3 code 3 (a load-balanced UDP service with no backend up).
     PortUnreachable,
+    /// Type 3 code 13: communication administratively prohibited
+    /// (RFC 1812 §5.2.7.1), for a filter's `reject`.
+    AdminProhibited,
 }
 
 impl IcmpError {
@@ -35,6 +40,7 @@ impl IcmpError {
             IcmpError::HostUnreachable => (Icmpv4Message::DstUnreachable, 1),
             IcmpError::FragNeeded { .. } => (Icmpv4Message::DstUnreachable, 4),
             IcmpError::PortUnreachable => (Icmpv4Message::DstUnreachable, 3),
+            IcmpError::AdminProhibited => (Icmpv4Message::DstUnreachable, 13),
         }
     }
 }
@@ -130,6 +136,64 @@ pub fn build_error(pkt: &mut Packet, kind: IcmpError, src: Ipv4Addr, ident: u16)
     });
     icmp.fill_checksum();
     Some(orig_src)
+}
+
+/// Turns a TCP segment into the RST that refuses it (RFC 9293 §3.10.7.1),
+/// in place: addresses and ports swapped, no payload. Turns a TCP segment (its whole frame `frame_len` bytes, of which the
+/// buffer may hold only the head) into the reset that answers it.
+pub fn tcp_reset(pkt: &mut Packet, frame_len: usize) -> bool {
+    let p = crate::rewrite::parse(&pkt.data()[ETH..]);
+    let ip_total = (crate::csum::get(pkt.data(), ETH + 2) as usize).min(frame_len.saturating_sub(ETH));
+    let l4 = p.ihl;
+    if pkt.len() < ETH + l4 + 20 || p.total < l4 + 20 {
+        return false;
+    }
+    let d = &mut pkt.data_mut()[ETH..];
+    let seq = u32::from_be_bytes(d[l4 + 4..l4 + 8].try_into().unwrap());
+    let ack = u32::from_be_bytes(d[l4 + 8..l4 + 12].try_into().unwrap());
+    let flags = d[l4 + 13];
+    if flags & 0x04 != 0 {
+        // Never answer a reset.
+        return false;
+    }
+    let doff = ((d[l4 + 12] >> 4) as usize * 4).max(20);
+    let payload = ip_total.saturating_sub(l4 + doff) as u32;
+    let (new_seq, new_ack, new_flags) = if flags & 0x10 != 0 {
+        (ack, 0, 0x04)
+    } else {
+        (0, seq.wrapping_add(payload + (flags & 0x02 != 0) as u32 + (flags & 0x01 != 0) as u32), 0x14)
+    };
+    // Move the TCP header right after a plain 20-byte IP header.
+    let (sport, dport) = (crate::csum::get(d, l4), crate::csum::get(d, l4 + 2));
+    d[0] = 0x45;
+    d[1] = 0;
+    d[2..4].copy_from_slice(&40u16.to_be_bytes());
+    d[4..6].copy_from_slice(&[0, 0]);
+    d[6..8].copy_from_slice(&[0x40, 0]);
+    d[8] = 64;
+    let (src, dst) = (p.src, p.dst);
+    d[12..16].copy_from_slice(&dst.octets());
+    d[16..20].copy_from_slice(&src.octets());
+    d[10..12].copy_from_slice(&[0, 0]);
+    let c = crate::csum::checksum(&d[..20]);
+    crate::csum::set(d, 10, c);
+    let t = &mut d[20..40];
+    t[0..2].copy_from_slice(&dport.to_be_bytes());
+    t[2..4].copy_from_slice(&sport.to_be_bytes());
+    t[4..8].copy_from_slice(&new_seq.to_be_bytes());
+    t[8..12].copy_from_slice(&new_ack.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = new_flags;
+    t[14..20].fill(0);
+    let mut pseudo = [0u8; 32];
+    pseudo[0..4].copy_from_slice(&dst.octets());
+    pseudo[4..8].copy_from_slice(&src.octets());
+    pseudo[9] = crate::flow::TCP;
+    pseudo[10..12].copy_from_slice(&20u16.to_be_bytes());
+    pseudo[12..32].copy_from_slice(t);
+    let c = crate::csum::checksum(&pseudo);
+    crate::csum::set(t, 16, c);
+    pkt.set_len(ETH + 40)
 }
 
 #[cfg(test)]

@@ -1,0 +1,897 @@
+//! The sluice config language: parser and validated model.
+//!
+//! The same code runs in the image (on the text from fw_cfg, the kernel
+//! command line or the embedded default) and on the host in `sluice check`, so
+//! a config that passes `check` is exactly a config the image accepts.
+//!
+//! Syntax: one statement per line; `#` starts a comment. A statement is a
+//! keyword followed by words. A statement may end in `{`, in which case the
+//! following lines up to a line holding `}` are its sub-statements. These two
+//! are the same port:
+//!
+//! ```text
+//! port lan address 10.0.0.1/24 mac 52:54:00:00:00:01 mtu 1500
+//!
+//! port lan {
+//!     address 10.0.0.1/24
+//!     mac 52:54:00:00:00:01
+//!     mtu 1500
+//! }
+//! ```
+//!
+//! This module is the framework's part: the grammar ([`lexer`]), ports,
+//! routes, wires, the management endpoint, ARP and pipelines. Every other
+//! statement belongs to a feature: its folder's `config.rs` reads it and
+//! the stage registry ([`crate::registry`]) names the feature's
+//! [`StageDef`]. An instance of a stage has a name, so a config may hold
+//! two NATs or a policer per port; `pipeline PORT NAME...` lists the
+//! instances a port's packets pass.
+//!
+//! Every problem is reported with line and column, and parsing continues past
+//! it so that one run shows all errors.
+
+use alloc::boxed::Box;
+use alloc::collections::btree_map::{BTreeMap, Entry};
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::any::Any;
+use core::fmt;
+use core::net::Ipv4Addr;
+use ipnet::Ipv4Net;
+
+pub mod lexer;
+#[cfg(test)]
+mod tests;
+
+use lexer::parse_statements;
+pub use lexer::{key_values, ConfigError, Errors, Stmt, Token, MAX_DEPTH, MAX_ERRORS, MAX_STATEMENTS};
+
+use crate::stage::Stage;
+use crate::MAX_PORTS;
+
+/// Largest MTU a port may have: a full frame must fit one receive buffer
+/// (mergeable receive buffers are not negotiated yet).
+pub const MAX_MTU: u16 = 1500;
+/// Smallest MTU an IPv4 link may have (RFC 791).
+pub const MIN_MTU: u16 = 68;
+
+/// The line a statement was written on: for messages only. Two configs
+/// that say the same thing on different lines are equal, so a reload
+/// compares meaning, not positions (a comment added at the top changes
+/// nothing).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Line(pub u32);
+
+impl PartialEq for Line {
+    fn eq(&self, _: &Line) -> bool {
+        true
+    }
+}
+
+impl Eq for Line {}
+
+impl fmt::Display for Line {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A configured port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortConfig {
+    pub name: String,
+    /// Selects the NIC with this MAC; without it the port takes the next NIC
+    /// in discovery order.
+    pub mac: Option<[u8; 6]>,
+    /// The appliance's own address and the connected prefix on this port.
+    pub address: Option<Ipv4Net>,
+    pub mtu: u16,
+    /// The reverse-path check on this port (`rpf strict|loose|off`); `None`
+    /// only while parsing (the default is decided once the management
+    /// port is known).
+    pub rpf: Option<Rpf>,
+    /// Line of the `port` statement, for errors found after parsing
+    /// (e.g. a MAC that matches no NIC).
+    pub line: Line,
+}
+
+/// Which sources a port accepts (a simple reverse-path check, RFC 3704):
+/// `Strict` drops a packet whose source lies in another port's connected
+/// prefix (or is an appliance address); `Loose` drops only sources that are
+/// the appliance's own addresses or in the management prefix; `Off` checks
+/// nothing. The management port defaults to strict, data ports to loose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rpf {
+    Strict,
+    Loose,
+    Off,
+}
+
+impl PortConfig {
+    pub fn ip(&self) -> Option<Ipv4Addr> {
+        self.address.map(|a| a.addr())
+    }
+}
+
+/// Where a static route sends packets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteConfig {
+    pub prefix: Ipv4Net,
+    /// Index of the egress port.
+    pub port: usize,
+    /// The next hop; `None` for a route straight onto the port's link.
+    pub via: Option<Ipv4Addr>,
+    pub line: Line,
+}
+
+/// The management endpoint (`management PORT [listen TCPPORT]
+/// [token-file PATH] [metrics open|token]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManagementConfig {
+    /// Index of the dedicated management port.
+    pub port: usize,
+    /// TCP port of the HTTP endpoint.
+    pub listen: u16,
+    /// The file on the host holding the bearer token. The host tools
+    /// (`sluice run`, the lab) hand its contents to the image through
+    /// fw_cfg (`opt/sluice/token`); the image only sees that a token is
+    /// required and refuses to start without one.
+    pub token_file: Option<String>,
+    /// `/metrics` answers without the token (for a scraper that has none).
+    pub metrics_open: bool,
+    pub line: Line,
+}
+
+/// Neighbour (ARP) cache settings: `arp entries N timeout SECONDS`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArpConfig {
+    /// Neighbour cache entries.
+    pub entries: usize,
+    /// Seconds a resolved neighbour stays valid.
+    pub timeout: u32,
+    pub line: Line,
+}
+
+impl Default for ArpConfig {
+    fn default() -> Self {
+        ArpConfig { entries: 1024, timeout: 300, line: Line(0) }
+    }
+}
+
+/// Where a stage goes in the pipeline of a port that has no `pipeline`
+/// statement: before routing, the routing step itself, or after it. Ties
+/// go by rank, then by the registry's order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Place {
+    BeforeRouting(u8),
+    Routing,
+    AfterRouting(u8),
+}
+
+/// A feature's validated settings for one stage instance. The framework
+/// knows it only through this trait: it compares instances across a
+/// reload, asks for the memory their tables take, the addresses they
+/// answer for and where they go in a default pipeline.
+pub trait StageConfig: Any + fmt::Debug {
+    fn as_any(&self) -> &dyn Any;
+    /// Whether `other` says the same (a reload then keeps the stage and
+    /// its state). [`same_as`] implements it for a `PartialEq` type.
+    fn same(&self, other: &dyn StageConfig) -> bool;
+    /// Whether a reload from `old_config` (where this stage had the
+    /// settings `old`) to `new_config` may keep the running stage and its
+    /// state. By default: if its own settings are the same.
+    fn reusable(&self, old: &dyn StageConfig, _old_config: &Config, _new_config: &Config) -> bool {
+        self.same(old)
+    }
+    /// The line of the statement that made it, for messages.
+    fn line(&self) -> u32;
+    /// Bytes of the tables the stage allocates when it is built.
+    fn table_bytes(&self, _config: &Config) -> usize {
+        0
+    }
+    /// Addresses the stage answers for (a NAT pool, VIPs): the appliance
+    /// answers ARP and ping for them, and stages see their traffic.
+    fn addresses(&self) -> Vec<Ipv4Addr> {
+        Vec::new()
+    }
+    /// Where the stage goes in `port`'s pipeline when the port has no
+    /// `pipeline` statement; `None`: not there.
+    fn placement(&self, _port: usize, _config: &Config) -> Option<Place> {
+        None
+    }
+    /// Things that are allowed but probably not what the operator meant.
+    fn warnings(&self, _config: &Config) -> Vec<(u32, String)> {
+        Vec::new()
+    }
+}
+
+/// [`StageConfig::same`] for a type that is `PartialEq`.
+pub fn same_as<T: PartialEq + 'static>(this: &T, other: &dyn StageConfig) -> bool {
+    other.as_any().downcast_ref::<T>().is_some_and(|o| o == this)
+}
+
+/// Reads a feature's statements into named instances.
+pub type ParseFn = fn(&[&Stmt<'_>], &Config, &mut Errors) -> Vec<(String, Rc<dyn StageConfig>)>;
+
+/// What a stage's builder gets besides its own settings.
+pub struct BuildContext<'a> {
+    pub config: &'a Config,
+    /// Port `i`'s MAC.
+    pub macs: &'a [[u8; 6]],
+    /// The boot secret: hash keys are derived from it.
+    pub seed: u64,
+}
+
+/// A feature, as the registry lists it: the statements it reads, how it
+/// reads them into instances, and how it builds a stage from one.
+pub struct StageDef {
+    /// The kind of stage (`nat`), as messages say it.
+    pub kind: &'static str,
+    /// The top-level statements the feature reads.
+    pub statements: &'static [&'static str],
+    /// Reads all of the feature's statements (in text order; none if the
+    /// text has none) into named instances. Ports and routes are known.
+    pub parse: ParseFn,
+    /// Builds the stage of one instance.
+    pub build: fn(&dyn StageConfig, &BuildContext<'_>) -> Box<dyn Stage>,
+}
+
+impl fmt::Debug for StageDef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kind)
+    }
+}
+
+/// One named stage of a config.
+#[derive(Clone, Debug)]
+pub struct StageInstance {
+    pub def: &'static StageDef,
+    pub name: String,
+    pub config: Rc<dyn StageConfig>,
+}
+
+impl PartialEq for StageInstance {
+    fn eq(&self, o: &StageInstance) -> bool {
+        core::ptr::eq(self.def, o.def) && self.name == o.name && self.config.same(&*o.config)
+    }
+}
+
+impl Eq for StageInstance {}
+
+impl StageInstance {
+    /// The instance's settings as the feature's own type.
+    pub fn settings<T: 'static>(&self) -> Option<&T> {
+        self.config.as_any().downcast_ref::<T>()
+    }
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Port pairs joined by a wire: every frame in one goes out of the other
+    /// unchanged (the null pipeline: the ceiling of the I/O path).
+    pub wires: Vec<(usize, usize)>,
+    pub management: Option<ManagementConfig>,
+    pub ports: Vec<PortConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub arp: ArpConfig,
+    /// The stage instances, in registry order, then text order.
+    pub stages: Vec<StageInstance>,
+    /// Stages per input port, by port index: indices into `stages`.
+    pub pipelines: Vec<Vec<usize>>,
+    /// The features this config was read with: a reload reads the new
+    /// text with the same ones.
+    pub registry: Registry,
+}
+
+/// The stage definitions a config was read with (equal whatever they are:
+/// configs compare by meaning).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Registry(pub &'static [&'static StageDef]);
+
+impl PartialEq for Registry {
+    fn eq(&self, _: &Registry) -> bool {
+        true
+    }
+}
+
+impl Eq for Registry {}
+
+impl Config {
+    pub fn port_by_name(&self, name: &str) -> Option<usize> {
+        self.ports.iter().position(|p| p.name == name)
+    }
+
+    pub fn stage_by_name(&self, name: &str) -> Option<usize> {
+        self.stages.iter().position(|s| s.name == name)
+    }
+
+    /// The settings of the first instance of type `T` (tests, tools).
+    pub fn first<T: 'static>(&self) -> Option<&T> {
+        self.stages.iter().find_map(|s| s.settings::<T>())
+    }
+
+    /// The names of the stages port `port` runs, in order.
+    pub fn pipeline_names(&self, port: usize) -> Vec<&str> {
+        self.pipelines[port].iter().map(|&i| self.stages[i].name.as_str()).collect()
+    }
+
+    /// Bytes of the fixed-size tables this config asks for (every stage's
+    /// and the neighbour cache), all allocated at start: what the
+    /// appliance needs beyond its packet buffers.
+    pub fn table_bytes(&self) -> usize {
+        self.stages.iter().map(|s| s.config.table_bytes(self)).sum::<usize>() + self.neighbor_table_bytes()
+    }
+
+    /// Bytes of the egress's neighbour cache.
+    pub fn neighbor_table_bytes(&self) -> usize {
+        crate::neighbor::NeighborCache::memory_for(self.arp.entries)
+    }
+
+    /// Things that are allowed but probably not what the operator meant.
+    pub fn warnings(&self) -> Vec<(u32, String)> {
+        self.stages.iter().flat_map(|s| s.config.warnings(self)).collect()
+    }
+
+    /// Every address of the appliance: its ports' first (the order host
+    /// stacks take them in), then those its stages answer for.
+    pub fn local_addresses(&self) -> Vec<Ipv4Addr> {
+        let mut local: Vec<Ipv4Addr> = self.ports.iter().filter_map(|p| p.ip()).collect();
+        for s in &self.stages {
+            for a in s.config.addresses() {
+                if !local.contains(&a) {
+                    local.push(a);
+                }
+            }
+        }
+        local
+    }
+}
+/// A duration in µs: `2` or `0.5` (seconds), `500ms`, `2s`.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    let (num, scale) = if let Some(ms) = s.strip_suffix("ms") {
+        (ms, 1_000u64)
+    } else {
+        (s.strip_suffix('s').unwrap_or(s), 1_000_000)
+    };
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    if int.is_empty() && frac.is_empty() || int.len() > 7 || frac.len() > 6 {
+        return None;
+    }
+    if !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let whole: u64 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    let mut part = 0u64;
+    let mut unit = scale;
+    for d in frac.bytes() {
+        unit /= 10;
+        part += (d - b'0') as u64 * unit;
+    }
+    whole.checked_mul(scale)?.checked_add(part)
+}
+
+/// The statements the framework reads itself.
+const FRAMEWORK_STATEMENTS: &[&str] = &["port", "route", "management", "wire", "pipeline", "arp"];
+
+/// Parses and validates a config with the features in `defs` (the
+/// registry). On failure returns every error found, in line order.
+pub fn parse_with(text: &str, defs: &'static [&'static StageDef]) -> Result<Config, Vec<ConfigError>> {
+    let mut errors = Errors::default();
+    let mut top: Vec<&str> = FRAMEWORK_STATEMENTS.to_vec();
+    top.extend(defs.iter().flat_map(|d| d.statements.iter().copied()));
+    let stmts = parse_statements(text, &top, &mut errors);
+    let mut config = Config { registry: Registry(defs), ..Config::default() };
+    let mut later: Vec<&Stmt<'_>> = Vec::new();
+    for stmt in &stmts {
+        let kw = stmt.words[0];
+        match kw.text {
+            "port" if config.ports.len() >= MAX_PORTS => {
+                errors.push(ConfigError::at(&kw, format!("too many ports: sluice drives at most {MAX_PORTS}")))
+            }
+            "port" => {
+                if let Some(port) = parse_port(stmt, &mut errors) {
+                    if config.ports.iter().any(|p| p.name == port.name) {
+                        errors.push(ConfigError::at(&stmt.words[1], format!("port `{}` is defined twice", port.name)));
+                    } else if let Some(other) = port.mac.and_then(|m| config.ports.iter().find(|p| p.mac == Some(m))) {
+                        errors.push(ConfigError::at(
+                            &stmt.words[1],
+                            format!(
+                                "port `{}` has the same MAC as port `{}` (line {})",
+                                port.name, other.name, other.line
+                            ),
+                        ));
+                    } else if let Some(other) = port.address.and_then(|a| {
+                        config
+                            .ports
+                            .iter()
+                            .find(|p| p.address.is_some_and(|b| b.contains(&a.network()) || a.contains(&b.network())))
+                    }) {
+                        errors.push(ConfigError::at(
+                            &stmt.words[1],
+                            format!(
+                                "port `{}`: {} overlaps {} of port `{}` (line {}); each port needs its own subnet",
+                                port.name,
+                                port.address.map(|a| a.trunc()).unwrap_or_default(),
+                                other.address.map(|a| a.trunc()).unwrap_or_default(),
+                                other.name,
+                                other.line
+                            ),
+                        ));
+                    } else {
+                        config.ports.push(port);
+                    }
+                }
+            }
+            _ => later.push(stmt),
+        }
+    }
+    // Everything else names ports, so it is read once all ports are known:
+    // first the framework's statements, then each feature's.
+    let mut route_lines: BTreeMap<Ipv4Net, u32> = BTreeMap::new();
+    let mut pipeline_stmts = Vec::new();
+    for stmt in &later {
+        match stmt.words[0].text {
+            "route" => {
+                if let Some(r) = parse_route(stmt, &config, &mut errors) {
+                    // A map, not a scan: configs with a million routes are fine.
+                    match route_lines.entry(r.prefix) {
+                        Entry::Occupied(o) => errors.push(ConfigError::at(
+                            &stmt.words[1],
+                            format!("route {} is already given on line {}", r.prefix, o.get()),
+                        )),
+                        Entry::Vacant(v) => {
+                            v.insert(r.line.0);
+                            config.routes.push(r);
+                        }
+                    }
+                }
+            }
+            "pipeline" => pipeline_stmts.push(*stmt),
+            "wire" => parse_wire(stmt, &mut config, &mut errors),
+            "management" => parse_management(stmt, &mut config, &mut errors),
+            "arp" => parse_arp(stmt, &mut config, &mut errors),
+            _ => {}
+        }
+    }
+    for def in defs {
+        let mine: Vec<&Stmt<'_>> =
+            later.iter().copied().filter(|s| def.statements.contains(&s.words[0].text)).collect();
+        for (name, settings) in (def.parse)(&mine, &config, &mut errors) {
+            if let Some(other) = config.stages.iter().find(|s| s.name == name) {
+                errors.push(ConfigError {
+                    line: settings.line(),
+                    column: 1,
+                    message: format!(
+                        "a stage named `{name}` is already defined ({} on line {}): give this {} another name",
+                        other.def.kind,
+                        other.config.line(),
+                        def.kind
+                    ),
+                });
+            } else {
+                config.stages.push(StageInstance { def, name, config: settings });
+            }
+        }
+    }
+    let mut pipeline_lines: Vec<Option<u32>> = config.ports.iter().map(|_| None).collect();
+    config.pipelines = config.ports.iter().map(|_| Vec::new()).collect();
+    for stmt in pipeline_stmts {
+        parse_pipeline(stmt, &mut config, &mut pipeline_lines, &mut errors);
+    }
+    // The management port forwards nothing, and nothing is forwarded to it.
+    if let Some(m) = &config.management {
+        let name = &config.ports[m.port].name;
+        match pipeline_lines[m.port] {
+            Some(line) if !config.pipelines[m.port].is_empty() => errors.push(ConfigError {
+                line,
+                column: 1,
+                message: format!("`{name}` is the management port: it forwards nothing, so its pipeline must be empty"),
+            }),
+            _ => {}
+        }
+        config.pipelines[m.port].clear();
+        pipeline_lines[m.port] = Some(m.line.0);
+        for r in config.routes.iter().filter(|r| r.port == m.port) {
+            errors.push(ConfigError {
+                line: r.line.0,
+                column: 1,
+                message: format!(
+                    "route {} leads into the management port `{name}`: nothing is forwarded there",
+                    r.prefix
+                ),
+            });
+        }
+        if config.wires.iter().any(|(a, b)| *a == m.port || *b == m.port) {
+            errors.push(ConfigError {
+                line: m.line.0,
+                column: 1,
+                message: format!("the management port `{name}` cannot be in a wire"),
+            });
+        }
+    }
+    for (i, p) in config.ports.iter_mut().enumerate() {
+        if p.rpf.is_none() {
+            let mgmt = config.management.as_ref().is_some_and(|m| m.port == i);
+            p.rpf = Some(if mgmt { Rpf::Strict } else { Rpf::Loose });
+        }
+    }
+    // A port without a `pipeline` statement runs the stages that place
+    // themselves on it, ordered by place, then by registry order.
+    for (port, line) in pipeline_lines.iter().enumerate() {
+        if line.is_some() {
+            continue;
+        }
+        let mut placed: Vec<(Place, usize)> = config
+            .stages
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((s.config.placement(port, &config)?, i)))
+            .collect();
+        placed.sort();
+        config.pipelines[port] = placed.into_iter().map(|(_, i)| i).collect();
+    }
+    if config.ports.is_empty() && errors.is_empty() {
+        errors.push(ConfigError {
+            line: 1,
+            column: 1,
+            message: "no ports: add at least one `port NAME address A.B.C.D/LEN`".to_string(),
+        });
+    }
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(errors.into_vec())
+    }
+}
+
+/// `wire PORT PORT`
+fn parse_wire(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
+    let kw = stmt.words[0];
+    match (stmt.words.get(1), stmt.words.get(2), stmt.words.get(3)) {
+        (Some(a), Some(b), None) => match (config.port_by_name(a.text), config.port_by_name(b.text)) {
+            (Some(x), Some(y)) if x == y => errors.push(ConfigError::at(b, "a port cannot be wired to itself")),
+            (Some(x), Some(y)) => {
+                if config.wires.iter().any(|(p, q)| [*p, *q].iter().any(|v| *v == x || *v == y)) {
+                    errors.push(ConfigError::at(&kw, "each port can be in one wire only"));
+                } else {
+                    config.wires.push((x, y));
+                }
+            }
+            (None, _) => errors.push(ConfigError::at(a, format!("no port named `{}`", a.text))),
+            (_, None) => errors.push(ConfigError::at(b, format!("no port named `{}`", b.text))),
+        },
+        _ => errors.push(ConfigError::at(&kw, "expected `wire PORT PORT`")),
+    }
+}
+
+/// `management PORT [listen TCPPORT] [token-file PATH] [metrics open|token]`
+fn parse_management(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
+    let kw = stmt.words[0];
+    if let Some(m) = &config.management {
+        errors.push(ConfigError::at(&kw, format!("`management` is already given on line {}", m.line)));
+        return;
+    }
+    let Some(name) = stmt.words.get(1) else {
+        errors.push(ConfigError::at(&kw, "`management` needs a port: `management mgmt`"));
+        return;
+    };
+    let mut m = ManagementConfig { port: 0, listen: 80, token_file: None, metrics_open: false, line: Line(kw.line) };
+    for (key, value) in key_values(stmt, 2, errors) {
+        let Some(value) = value else {
+            errors.push(ConfigError::at(&key, format!("`{}` needs a value", key.text)));
+            continue;
+        };
+        match key.text {
+            "listen" => match value.text.parse::<u16>() {
+                Ok(v) if v > 0 => m.listen = v,
+                _ => errors.push(ConfigError::at(&value, format!("bad TCP port `{}`", value.text))),
+            },
+            "token-file" => m.token_file = Some(value.text.to_string()),
+            "metrics" => match value.text {
+                "open" => m.metrics_open = true,
+                "token" => m.metrics_open = false,
+                other => errors.push(ConfigError::at(
+                    &value,
+                    format!("unknown `metrics {other}`: expected `open` (no token for /metrics) or `token`"),
+                )),
+            },
+            other => errors.push(ConfigError::at(
+                &key,
+                format!("unknown management setting `{other}`: expected `listen`, `token-file` or `metrics`"),
+            )),
+        }
+    }
+    match config.port_by_name(name.text) {
+        Some(port) if config.ports[port].address.is_none() => errors.push(ConfigError::at(
+            name,
+            format!("management port `{}` has no address: give it one (`address A.B.C.D/LEN`)", name.text),
+        )),
+        Some(port) => config.management = Some(ManagementConfig { port, ..m }),
+        None => errors.push(ConfigError::at(name, format!("no port named `{}`", name.text))),
+    }
+}
+
+/// `arp entries N timeout SECONDS`
+fn parse_arp(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
+    let kw = stmt.words[0];
+    if config.arp.line.0 != 0 {
+        errors.push(ConfigError::at(&kw, format!("`arp` is already given on line {}", config.arp.line)));
+        return;
+    }
+    config.arp.line = Line(kw.line);
+    for (key, value) in key_values(stmt, 1, errors) {
+        let Some(value) = value else {
+            errors.push(ConfigError::at(&key, format!("`{}` needs a value", key.text)));
+            continue;
+        };
+        let (min, max): (u64, u64) = match key.text {
+            "timeout" => (1, 86_400),
+            "entries" => (16, 1 << 20),
+            other => {
+                errors.push(ConfigError::at(
+                    &key,
+                    format!("unknown arp setting `{other}`: expected `entries` or `timeout`"),
+                ));
+                continue;
+            }
+        };
+        match value.text.parse::<u64>() {
+            Ok(v) if (min..=max).contains(&v) => match key.text {
+                "timeout" => config.arp.timeout = v as u32,
+                _ => config.arp.entries = v as usize,
+            },
+            _ => errors.push(ConfigError::at(
+                &value,
+                format!("bad {} `{}`: expected a number from {min} to {max}", key.text, value.text),
+            )),
+        }
+    }
+}
+
+/// `pipeline PORT STAGE...`: the named stage instances, in order.
+fn parse_pipeline(stmt: &Stmt<'_>, config: &mut Config, seen: &mut [Option<u32>], errors: &mut Errors) {
+    let kw = stmt.words[0];
+    let Some(port) = stmt.words.get(1) else {
+        errors.push(ConfigError::at(&kw, "`pipeline` needs a port and stages: `pipeline PORT router`"));
+        return;
+    };
+    let name = port.text.trim_end_matches(':');
+    let Some(i) = config.port_by_name(name) else {
+        errors.push(ConfigError::at(port, format!("no port named `{name}`")));
+        return;
+    };
+    if let Some(line) = seen[i] {
+        errors.push(ConfigError::at(port, format!("port `{name}` already has a pipeline (line {line})")));
+        return;
+    }
+    seen[i] = Some(kw.line);
+    let mut stages = Vec::new();
+    for w in &stmt.words[2..] {
+        match config.stage_by_name(w.text) {
+            Some(k) if stages.contains(&k) => {
+                errors.push(ConfigError::at(w, format!("stage `{}` appears twice in this pipeline", w.text)))
+            }
+            Some(k) => stages.push(k),
+            None => {
+                let known: Vec<&str> = config.stages.iter().map(|s| s.name.as_str()).collect();
+                errors.push_at(w, || {
+                    format!(
+                        "no stage named `{}`: this config defines {}",
+                        w.text,
+                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    )
+                })
+            }
+        }
+    }
+    config.pipelines[i] = stages;
+}
+
+/// `ADDRESS:PORT` (port not 0), or an error at `t`.
+pub fn endpoint(t: &Token<'_>, errors: &mut Errors) -> Option<(Ipv4Addr, u16)> {
+    let parsed = t
+        .text
+        .split_once(':')
+        .and_then(|(a, p)| Some((a.parse::<Ipv4Addr>().ok()?, p.parse::<u16>().ok().filter(|p| *p != 0)?)));
+    if parsed.is_none() {
+        errors.push(ConfigError::at(t, format!("bad endpoint `{}`: expected ADDRESS:PORT", t.text)));
+    }
+    parsed
+}
+fn parse_port(stmt: &Stmt<'_>, errors: &mut Errors) -> Option<PortConfig> {
+    let kw = stmt.words[0];
+    let Some(name) = stmt.words.get(1) else {
+        errors.push(ConfigError::at(&kw, "`port` needs a name: `port NAME address A.B.C.D/LEN`"));
+        return None;
+    };
+    let before = errors.len();
+    if !is_name(name.text) {
+        errors.push(ConfigError::at(
+            name,
+            format!("bad port name `{}`: use 1 to 15 letters, digits, `-` or `_`, starting with a letter", name.text),
+        ));
+    }
+    let mut port =
+        PortConfig { name: name.text.to_string(), mac: None, address: None, mtu: 1500, rpf: None, line: Line(kw.line) };
+    let mut seen: Vec<&str> = Vec::new();
+    for (key, value) in key_values(stmt, 2, errors) {
+        let Some(value) = value else {
+            errors.push(ConfigError::at(&key, format!("`{}` needs a value", key.text)));
+            continue;
+        };
+        if seen.contains(&key.text) {
+            errors.push(ConfigError::at(&key, format!("`{}` is given twice for port `{}`", key.text, port.name)));
+            continue;
+        }
+        match key.text {
+            "mac" => match parse_mac(value.text) {
+                Some(m) if m[0] & 1 == 1 => errors.push(ConfigError::at(
+                    &value,
+                    format!("`{}` is a multicast MAC; a port needs a unicast MAC", value.text),
+                )),
+                Some(m) => port.mac = Some(m),
+                None => errors.push(ConfigError::at(
+                    &value,
+                    format!("bad MAC `{}`: expected six hex bytes like 52:54:00:12:34:56", value.text),
+                )),
+            },
+            "address" => match value.text.parse::<Ipv4Net>() {
+                Ok(net) if usable_unicast(net.addr()).is_err() => errors.push(ConfigError::at(
+                    &value,
+                    format!("port address {} {}", net.addr(), usable_unicast(net.addr()).unwrap_err()),
+                )),
+                // A /31 has no network or broadcast address (RFC 3021).
+                Ok(net) if net.prefix_len() >= 31 || net.addr() != net.network() && net.addr() != net.broadcast() => {
+                    port.address = Some(net)
+                }
+                Ok(_) => errors.push(ConfigError::at(
+                    &value,
+                    format!(
+                        "`{}` is the network or broadcast address of its prefix; give the port a host address",
+                        value.text
+                    ),
+                )),
+                Err(_) => errors.push(ConfigError::at(
+                    &value,
+                    format!("bad address `{}`: expected A.B.C.D/LEN such as 10.0.0.1/24", value.text),
+                )),
+            },
+            "mtu" => match value.text.parse::<u16>() {
+                Ok(m) if (MIN_MTU..=MAX_MTU).contains(&m) => port.mtu = m,
+                _ => errors.push(ConfigError::at(
+                    &value,
+                    format!("bad MTU `{}`: expected a number from {MIN_MTU} to {MAX_MTU}", value.text),
+                )),
+            },
+            "rpf" => match value.text {
+                "strict" => port.rpf = Some(Rpf::Strict),
+                "loose" => port.rpf = Some(Rpf::Loose),
+                "off" => port.rpf = Some(Rpf::Off),
+                other => errors
+                    .push(ConfigError::at(&value, format!("unknown rpf `{other}`: expected strict, loose or off"))),
+            },
+            other => errors.push(ConfigError::at(
+                &key,
+                format!("unknown port setting `{other}`: expected `address`, `mac`, `mtu` or `rpf`"),
+            )),
+        }
+        seen.push(key.text);
+    }
+    (errors.len() == before).then_some(port)
+}
+
+/// `route PREFIX via ADDRESS` or `route PREFIX port NAME`.
+fn parse_route(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<RouteConfig> {
+    let kw = stmt.words[0];
+    const FORM: &str = "expected `route PREFIX via ADDRESS` or `route PREFIX port NAME`";
+    let (Some(prefix), Some(kind), Some(target)) = (stmt.words.get(1), stmt.words.get(2), stmt.words.get(3)) else {
+        errors.push(ConfigError::at(&kw, format!("incomplete route: {FORM}")));
+        return None;
+    };
+    if let Some(extra) = stmt.words.get(4) {
+        errors.push(ConfigError::at(extra, format!("unexpected `{}`: {FORM}", extra.text)));
+        return None;
+    }
+    let Ok(net) = prefix.text.parse::<Ipv4Net>() else {
+        errors.push(ConfigError::at(
+            prefix,
+            format!("bad prefix `{}`: expected A.B.C.D/LEN such as 0.0.0.0/0", prefix.text),
+        ));
+        return None;
+    };
+    if net != net.trunc() {
+        errors.push(ConfigError::at(
+            prefix,
+            format!("`{}` has host bits set: did you mean {}?", prefix.text, net.trunc()),
+        ));
+        return None;
+    }
+    match kind.text {
+        "via" => {
+            let Ok(gw) = target.text.parse::<Ipv4Addr>() else {
+                errors
+                    .push(ConfigError::at(target, format!("bad next hop `{}`: expected an IPv4 address", target.text)));
+                return None;
+            };
+            let on_link =
+                config.ports.iter().position(|p| p.address.is_some_and(|a| a.contains(&gw) && a.addr() != gw));
+            match on_link {
+                Some(port) => Some(RouteConfig { prefix: net, port, via: Some(gw), line: Line(kw.line) }),
+                None => {
+                    errors.push(ConfigError::at(
+                        target,
+                        format!("next hop {gw} is not on the subnet of any port: give a port an address on its link"),
+                    ));
+                    None
+                }
+            }
+        }
+        "port" => match config.port_by_name(target.text) {
+            Some(port) => Some(RouteConfig { prefix: net, port, via: None, line: Line(kw.line) }),
+            None => {
+                errors.push(ConfigError::at(target, format!("no port named `{}`", target.text)));
+                None
+            }
+        },
+        other => {
+            errors.push(ConfigError::at(kind, format!("unexpected `{other}`: {FORM}")));
+            None
+        }
+    }
+}
+
+/// The port through which `addr` is reached: a connected prefix, else a route.
+pub fn port_for(config: &Config, addr: Ipv4Addr) -> Option<usize> {
+    config.ports.iter().position(|p| p.address.is_some_and(|a| a.contains(&addr))).or_else(|| {
+        config.routes.iter().filter(|r| r.prefix.contains(&addr)).max_by_key(|r| r.prefix.prefix_len()).map(|r| r.port)
+    })
+}
+
+/// Why `a` cannot be an address the appliance owns or sends to (a pool
+/// address, a VIP, a backend): unspecified, loopback, multicast, broadcast
+/// or reserved (RFC 1122 §3.2.1.3, RFC 1112, RFC 1812 §5.3.7).
+pub fn usable_unicast(a: Ipv4Addr) -> Result<(), &'static str> {
+    match a.octets()[0] {
+        0 => Err("is in 0.0.0.0/8 (\"this network\"), not a usable address"),
+        127 => Err("is a loopback address"),
+        224..=239 => Err("is a multicast address"),
+        240..=255 if a.is_broadcast() => Err("is the broadcast address"),
+        240..=255 => Err("is in the reserved 240.0.0.0/4"),
+        _ => Ok(()),
+    }
+}
+
+pub fn is_name(s: &str) -> bool {
+    (1..=15).contains(&s.len())
+        && s.as_bytes()[0].is_ascii_alphabetic()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` (or with `-`).
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut n = 0;
+    for part in s.split([':', '-']) {
+        if n == 6 || part.len() != 2 {
+            return None;
+        }
+        out[n] = u8::from_str_radix(part, 16).ok()?;
+        n += 1;
+    }
+    (n == 6).then_some(out)
+}
+
+/// Formats a MAC the way `ip link` prints it.
+pub fn fmt_mac(m: &[u8; 6]) -> impl fmt::Display + '_ {
+    struct M<'a>(&'a [u8; 6]);
+    impl fmt::Display for M<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            let m = self.0;
+            write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        }
+    }
+    M(m)
+}

@@ -1,0 +1,409 @@
+//! The dataplane: ports, their counters and host stacks, the ingress check
+//! every received packet goes through, and the pipelines of stages.
+//!
+//! Ingress decides, per packet: drop it (malformed, not for us: a named
+//! reason), hand it to the appliance's own host stack (ARP, and IPv4 to one
+//! of the appliance's addresses), or pass it to the input port's pipeline.
+//! ARP is shown to every stage on its way to the host stack (the router
+//! learns neighbours from it).
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use smoltcp::wire::Ipv4Packet;
+
+use crate::config::Config;
+use crate::counters::{DropReason, PortCounters};
+use crate::egress::Egress;
+use crate::hoststack::{HostStack, TxQueue};
+use crate::mgmt::Management;
+use crate::packet::{Batch, PacketPool, PortId};
+use crate::port::{drop_at, to_host, DriverCounters, Port};
+use crate::stage::StageContext;
+use crate::Micros;
+
+mod ingress;
+mod reload;
+mod routes;
+mod stats;
+#[cfg(test)]
+mod tests;
+
+pub use crate::stage::Event;
+use ingress::{answer_arp, arp_of, off_link_request};
+pub use ingress::{check_ipv4, classify, Verdict};
+pub use reload::Running;
+
+/// How often the host stacks run when nothing arrives for them (ARP cache
+/// and, later, TCP timers).
+const HOST_POLL_INTERVAL: Micros = 100_000;
+/// The same while the host stack has connections open (health checks).
+const HOST_POLL_INTERVAL_BUSY: Micros = 2_000;
+
+/// Heap a reload leaves free beyond the new tables.
+const RELOAD_RESERVE: usize = 256 << 10;
+
+pub struct Dataplane {
+    /// The poll loop's own counters (busy turns, cycles per packet…), as
+    /// the kernel last copied them in.
+    pub loop_counters: DriverCounters,
+    /// Tells how much heap is free (the kernel sets it), so a reload that
+    /// asks for larger tables than the RAM holds is refused, not fatal.
+    free_memory: Option<fn() -> usize>,
+    ports: Vec<Port>,
+    /// The running stages, in the order of `config.stages` (which
+    /// `config.pipelines` index).
+    stages: Vec<Running>,
+    /// Every address of the appliance (ports' first, the order host stacks
+    /// take them in) and the same sorted, for the per-packet test.
+    local: Vec<Ipv4Addr>,
+    local_sorted: Vec<Ipv4Addr>,
+    egress: Egress,
+    last_host_poll: Micros,
+    /// The config running now, its text and where the text came from.
+    config: Config,
+    config_text: String,
+    seed: u64,
+    /// The management endpoint and the port it serves on.
+    mgmt: Option<(usize, Management)>,
+    /// Per port: the port a wire sends its frames to.
+    wires: Vec<Option<PortId>>,
+    reloads: u64,
+    events: crate::stage::Events,
+    /// The management bearer token (from fw_cfg, never from the config
+    /// text, never printed).
+    mgmt_token: Option<Vec<u8>>,
+    /// Where the running config came from, for `/health`.
+    config_origin: String,
+    /// The management endpoint's counters as of its last poll (`stats`).
+    mgmt_counters: crate::mgmt::MgmtCounters,
+    /// Reads the clock (the kernel sets it): reloads are timed with it.
+    clock: Option<fn() -> Micros>,
+    /// How long the last reload took, parse to tables (µs).
+    last_reload_us: Option<Micros>,
+    /// Per port: source prefixes the reverse-path check refuses there.
+    rpf: Vec<Vec<Ipv4Net>>,
+}
+
+fn sorted(v: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
+    let mut s = v.to_vec();
+    s.sort_unstable();
+    s
+}
+
+fn wires_of(config: &Config) -> Vec<Option<PortId>> {
+    let mut w = alloc::vec![None; config.ports.len()];
+    for &(a, b) in &config.wires {
+        w[a] = Some(b as PortId);
+        w[b] = Some(a as PortId);
+    }
+    w
+}
+
+impl Dataplane {
+    /// Builds ports and stages from `config`; `macs[i]` is port `i`'s MAC.
+    pub fn new(config: &Config, macs: &[[u8; 6]], now: Micros, seed: u64) -> Self {
+        let local = config.local_addresses();
+        let default_gw = |port: usize| {
+            config.routes.iter().find(|r| r.prefix.prefix_len() == 0 && r.port == port).and_then(|r| r.via)
+        };
+        let mut ports: Vec<Port> = config
+            .ports
+            .iter()
+            .zip(macs)
+            .enumerate()
+            .map(|(i, (pc, mac))| Port {
+                name: pc.name.clone(),
+                mac: *mac,
+                address: pc.address,
+                mtu: pc.mtu,
+                counters: PortCounters::default(),
+                host: HostStack::new(*mac, pc.address, &local, default_gw(i), pc.mtu, now, seed ^ i as u64),
+                tx: TxQueue::new(),
+                offloads: false,
+                nic_counters: DriverCounters::new(),
+            })
+            .collect();
+        let mut scratch = PacketPool::new(0);
+        let stages = reload::build_stages(config, macs, seed, Vec::new(), None, &mut scratch);
+        let mgmt = config.management.as_ref().map(|m| (m.port, Management::new(&mut ports[m.port].host, m.listen)));
+        Dataplane {
+            loop_counters: DriverCounters::new(),
+            free_memory: None,
+            ports,
+            stages,
+            local_sorted: sorted(&local),
+            local,
+            egress: Egress::new(config.arp.entries, config.arp.timeout as Micros * 1_000_000),
+            last_host_poll: now,
+            config: config.clone(),
+            config_text: String::new(),
+            seed,
+            mgmt,
+            wires: wires_of(config),
+            reloads: 0,
+            events: crate::stage::Events::new(),
+            mgmt_token: None,
+            config_origin: String::from("boot"),
+            mgmt_counters: Default::default(),
+            clock: None,
+            last_reload_us: None,
+            rpf: ingress::rpf_of(config, &config.local_addresses()),
+        }
+    }
+
+    /// Sets the bearer token every management request but `/health` (and
+    /// `/metrics` with `metrics open`) must carry. Without one, the
+    /// endpoint answers reads and refuses reloads.
+    pub fn set_management_token(&mut self, token: Option<&[u8]>) {
+        self.mgmt_token = token.map(|t| t.to_vec());
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() >= crate::stage::MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+
+    /// The oldest event not yet taken.
+    pub fn pop_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Records the text the running config came from (served by GET /config).
+    pub fn set_config_text(&mut self, text: &str) {
+        self.config_text = text.into();
+    }
+
+    /// Gives the dataplane a clock, so reloads report how long forwarding
+    /// waited for them.
+    pub fn set_clock(&mut self, clock: fn() -> Micros) {
+        self.clock = Some(clock);
+    }
+
+    /// Records where the boot config came from (fw_cfg, the command line,
+    /// the embedded default), for `/health`.
+    pub fn set_config_origin(&mut self, origin: &str) {
+        self.config_origin = alloc::format!("boot ({origin})");
+    }
+
+    pub fn ports(&self) -> &[Port] {
+        &self.ports
+    }
+
+    /// Gives the dataplane a way to ask how much heap is free (see
+    /// [`reload`](Self::reload)).
+    pub fn set_free_memory_probe(&mut self, free: fn() -> usize) {
+        self.free_memory = Some(free);
+    }
+
+    pub fn port_mut(&mut self, id: PortId) -> &mut Port {
+        &mut self.ports[id as usize]
+    }
+
+    /// Queues one gratuitous ARP per addressed port, so neighbours learn the
+    /// appliance's MAC at start.
+    pub fn announce(&mut self, pool: &mut PacketPool) {
+        for port in &mut self.ports {
+            if let Some(p) = port.host.gratuitous_arp(pool) {
+                if let Err(p) = port.tx.push_back(p) {
+                    pool.free(p);
+                }
+            }
+        }
+    }
+
+    /// Processes a burst received on `port`. Every packet leaves the batch:
+    /// to the host stack, a transmit queue, a stage or the egress that
+    /// holds it, or back to the pool with a drop counted.
+    pub fn receive(&mut self, port: PortId, batch: &mut Batch, pool: &mut PacketPool, now: Micros) {
+        if let Some(peer) = self.wires[port as usize] {
+            return self.wire(port, peer, batch, pool);
+        }
+        let Dataplane { ports, stages, config, local_sorted, egress, events, rpf, .. } = self;
+        let pipeline = &config.pipelines[port as usize];
+        let refused = &rpf[port as usize];
+        let mut onward = Batch::new();
+        for mut pkt in batch.drain(..) {
+            pkt.meta.in_port = port;
+            let p = &mut ports[port as usize];
+            p.counters.rx_packets += 1;
+            p.counters.rx_bytes += pkt.len() as u64;
+            let mut verdict = classify(p.mac, p.address, local_sorted, pkt.data(), pkt.total_len());
+            if matches!(verdict, Verdict::Pipeline | Verdict::Local) && !refused.is_empty() {
+                // classify checked the IPv4 header: the source is there.
+                let src = Ipv4Packet::new_unchecked(&pkt.data()[14..]).src_addr();
+                if refused.iter().any(|n| n.contains(&src)) {
+                    verdict = Verdict::Drop(DropReason::SourceWrongPort);
+                }
+            }
+            match verdict {
+                Verdict::Pipeline => {
+                    // `onward` has the capacity of `batch`.
+                    let _ = onward.push(pkt);
+                }
+                // Stages may claim traffic to our addresses (NAT, LB VIPs).
+                Verdict::Local if !pipeline.is_empty() => {
+                    pkt.meta.local = true;
+                    let _ = onward.push(pkt);
+                }
+                Verdict::Local => to_host(ports, pool, pkt),
+                Verdict::Arp => {
+                    let arp = arp_of(pkt.data());
+                    if let Some(arp) = &arp {
+                        egress.observe_arp(port, arp, ports, pool, now);
+                    }
+                    let p = &mut ports[port as usize];
+                    match arp.filter(|_| !pkt.is_chained()).and_then(|a| off_link_request(p, local_sorted, &a)) {
+                        Some(reply) => {
+                            answer_arp(&mut pkt, p.mac, &reply);
+                            p.counters.local_packets += 1;
+                            if let Err(pkt) = p.tx.push_back(pkt) {
+                                p.counters.drop(DropReason::TxRingFull);
+                                pool.free(pkt);
+                            }
+                        }
+                        None => to_host(ports, pool, pkt),
+                    }
+                }
+                Verdict::Drop(reason) => {
+                    p.counters.drop(reason);
+                    pool.free(pkt);
+                }
+            }
+        }
+        for &s in pipeline {
+            if onward.is_empty() {
+                break;
+            }
+            let r = &mut stages[s];
+            r.counters.packets += onward.len() as u64;
+            r.stage.process(&mut onward, &mut StageContext::new(now, &r.name, pool, ports, &mut r.counters, events));
+        }
+        for pkt in onward.drain(..) {
+            if pkt.meta.out_port.is_some() {
+                egress.send(pkt, ports, pool, now);
+            } else if pkt.meta.local {
+                to_host(ports, pool, pkt);
+            } else {
+                // No stage routed it.
+                ports[port as usize].counters.drop(DropReason::NoRoute);
+                pool.free(pkt);
+            }
+        }
+    }
+
+    /// The null pipeline: frames go out of the peer port untouched (but
+    /// for offload work the peer's NIC cannot do: done here).
+    fn wire(&mut self, port: PortId, peer: PortId, batch: &mut Batch, pool: &mut PacketPool) {
+        let peer_offloads = self.ports[peer as usize].offloads;
+        for mut pkt in batch.drain(..) {
+            let len = pkt.total_len() as u64;
+            let c = &mut self.ports[port as usize].counters;
+            c.rx_packets += 1;
+            c.rx_bytes += len;
+            let o = pkt.meta.offload;
+            if !peer_offloads && o.is_gso() {
+                let mut cut = match crate::offload::Segmenter::new(pkt, o.gso_size) {
+                    Ok(c) => c,
+                    Err(pkt) => {
+                        drop_at(&mut self.ports, pool, pkt, DropReason::OffloadUnsupported);
+                        continue;
+                    }
+                };
+                while let Some(seg) = cut.next(pool) {
+                    let Some(seg) = seg else {
+                        self.ports[port as usize].counters.drop(DropReason::SegmentNoBuffer);
+                        break;
+                    };
+                    self.wire_one(port, peer, seg, pool);
+                }
+                cut.finish(pool);
+                continue;
+            }
+            if !peer_offloads && !crate::offload::complete_checksum(&mut pkt) {
+                drop_at(&mut self.ports, pool, pkt, DropReason::OffloadUnsupported);
+                continue;
+            }
+            self.wire_one(port, peer, pkt, pool);
+        }
+    }
+
+    fn wire_one(&mut self, port: PortId, peer: PortId, pkt: crate::packet::Packet, pool: &mut PacketPool) {
+        if let Err(pkt) = self.ports[peer as usize].tx.push_back(pkt) {
+            self.ports[port as usize].counters.drop(DropReason::TxRingFull);
+            pool.free(pkt);
+        }
+    }
+
+    /// Runs stage and egress timers, the host stacks (those with work, and
+    /// all of them now and then for their own timers) and the management
+    /// endpoint.
+    pub fn poll(&mut self, now: Micros, pool: &mut PacketPool) {
+        let Dataplane { ports, stages, egress, events, .. } = self;
+        for r in stages.iter_mut() {
+            r.stage.poll(&mut StageContext::new(now, &r.name, pool, ports, &mut r.counters, events));
+        }
+        egress.poll(ports, pool, now);
+        // Next hops that never answered ARP: the router tells the sources
+        // (not for the appliance's own packets, NAT-translated ones among them).
+        let router = if egress.unreachable.is_empty() {
+            None
+        } else {
+            stages.iter().position(|r| r.stage.answers_unreachable())
+        };
+        while let Some(pkt) = egress.unreachable.pop_front() {
+            let src = Ipv4Packet::new_unchecked(&pkt.data()[14..]).src_addr();
+            let Some(r) = router.filter(|_| !self.local.contains(&src)) else {
+                pool.free(pkt);
+                continue;
+            };
+            let r = &mut stages[r];
+            let err =
+                r.stage.unreachable(pkt, &mut StageContext::new(now, &r.name, pool, ports, &mut r.counters, events));
+            if let Some(err) = err {
+                egress.send(err, ports, pool, now);
+            }
+        }
+        let since = now.wrapping_sub(self.last_host_poll);
+        // The socket scan runs only when the short interval has passed, not
+        // on every turn of the loop.
+        let timers_due = since >= HOST_POLL_INTERVAL
+            || since >= HOST_POLL_INTERVAL_BUSY && self.ports.iter().any(|p| p.host.has_sockets());
+        if timers_due {
+            self.last_host_poll = now;
+        }
+        for port in &mut self.ports {
+            if timers_due || port.host.has_work() {
+                port.host.poll(now, pool, &mut port.tx);
+            }
+        }
+        if let Some((port, mut mgmt)) = self.mgmt.take() {
+            let requests = mgmt.poll(&mut self.ports[port].host, now);
+            for (conn, req) in requests {
+                self.mgmt_counters = mgmt.counters;
+                let response = self.answer(&req, pool, &mut mgmt.counters);
+                mgmt.respond(conn, &response);
+            }
+            self.mgmt_counters = mgmt.counters;
+            self.mgmt = Some((port, mgmt));
+        }
+    }
+
+    /// Returns every buffer the dataplane holds to the pool.
+    pub fn drain(&mut self, pool: &mut PacketPool) {
+        for r in &mut self.stages {
+            r.stage.drain(pool);
+        }
+        self.egress.drain(pool);
+        for port in &mut self.ports {
+            port.host.drain(pool);
+            while let Some(p) = port.tx.pop_front() {
+                pool.free(p);
+            }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The management endpoint's routes: `/health`, `/metrics`, `/config`
+//! (`GET` and `PUT`), with the bearer-token check in front.
+
+use super::{Dataplane, Event};
+use crate::mgmt::{Request, Response};
+use crate::packet::PacketPool;
+
+impl Dataplane {
+    /// Answers a management request as the endpoint would (for tests and
+    /// the fuzzer; the endpoint itself calls this from `poll`).
+    pub fn handle_request(&mut self, req: &Request, pool: &mut PacketPool) -> Response {
+        let mut c = self.mgmt_counters;
+        let r = self.answer(req, pool, &mut c);
+        self.mgmt_counters = c;
+        r
+    }
+
+    /// Answers a management request.
+    pub(super) fn answer(
+        &mut self,
+        req: &Request,
+        pool: &mut PacketPool,
+        counters: &mut crate::mgmt::MgmtCounters,
+    ) -> Response {
+        let open = match req.path.as_str() {
+            "/health" => true,
+            "/metrics" => self.config.management.as_ref().is_some_and(|m| m.metrics_open),
+            _ => false,
+        };
+        match &self.mgmt_token {
+            Some(token) if !open => {
+                let ok = req.bearer.as_ref().is_some_and(|b| crate::mgmt::token_matches(b.as_bytes(), token));
+                if !ok {
+                    counters.unauthorized += 1;
+                    return Response::text(401, "this endpoint needs `Authorization: Bearer TOKEN`\n");
+                }
+            }
+            None if req.method != "GET" => {
+                counters.unauthorized += 1;
+                return Response::text(
+                    403,
+                    "reloads need a management token: add `token-file PATH` to the `management` statement \
+                     (the token reaches the image through fw_cfg opt/sluice/token)\n",
+                );
+            }
+            _ => {}
+        }
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/metrics") => {
+                let s = self.metrics(pool);
+                Response { status: 200, content_type: "text/plain; version=0.0.4; charset=utf-8", body: s.into_bytes() }
+            }
+            ("GET", "/health") => Response::text(
+                200,
+                alloc::format!(
+                    "ok\nconfig: {} ({} reloads)\n{}",
+                    self.config_origin,
+                    self.reloads,
+                    self.last_reload_us.map(|us| alloc::format!("last reload: {us} us\n")).unwrap_or_default()
+                ),
+            ),
+            ("GET", "/config") => Response::text(200, self.config_text.clone()),
+            ("PUT", "/config") => match core::str::from_utf8(&req.body) {
+                Err(_) => Response::text(400, "config is not UTF-8\n"),
+                Ok(text) => {
+                    let t0 = self.clock.map(|c| c());
+                    let result = self.reload("PUT /config", text, pool);
+                    if let (Some(c), Some(t0)) = (self.clock, t0) {
+                        self.last_reload_us = Some(c().saturating_sub(t0));
+                    }
+                    let why = result.as_ref().err().and_then(|e| e.lines().next()).unwrap_or("").into();
+                    self.push_event(Event::Reloaded { ok: result.is_ok(), why });
+                    match result {
+                        Ok(()) => {
+                            self.config_origin = alloc::format!("PUT /config, reload {}", self.reloads);
+                            Response::text(
+                                200,
+                                "config applied; it lasts until the appliance restarts (the boot config \
+                                 comes from fw_cfg, the command line or the image)\n",
+                            )
+                        }
+                        Err(e) => Response::text(400, e),
+                    }
+                }
+            },
+            (_, "/metrics" | "/health" | "/config") => Response::text(405, "method not allowed\n"),
+            _ => Response::text(404, "not found: try /metrics, /health, /config\n"),
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The NAT's statement: `nat [NAME] { ... }`, one per instance (two NATs,
+//! one per outside port, are two blocks with names).
+
+use alloc::collections::btree_map::{BTreeMap, Entry};
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::any::Any;
+use core::net::Ipv4Addr;
+use ipnet::Ipv4Net;
+
+use super::table::{NatTable, Quotas};
+use crate::config::{
+    is_name, same_as, usable_unicast, Config, ConfigError, Errors, Line, Place, StageConfig, Stmt, Token,
+};
+
+/// Addresses a NAT pool may have.
+pub const MAX_POOL: usize = 256;
+
+/// A static port forward: outside address:port to an inside host:port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardConfig {
+    pub proto: u8,
+    pub outside: (Ipv4Addr, u16),
+    pub inside: (Ipv4Addr, u16),
+    pub line: Line,
+}
+
+/// Inbound filtering of the NAT (RFC 4787 §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatFiltering {
+    EndpointIndependent,
+    AddressDependent,
+    AddressAndPortDependent,
+}
+
+/// The source NAT (`nat { ... }`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatConfig {
+    pub inside: Vec<Ipv4Net>,
+    /// Index of the outside port.
+    pub outside: usize,
+    /// Outside addresses (default: the outside port's address).
+    pub pool: Vec<Ipv4Addr>,
+    pub ports: (u16, u16),
+    pub filtering: NatFiltering,
+    pub sessions: usize,
+    /// Seconds.
+    pub udp_timeout: u32,
+    pub tcp_established_timeout: u32,
+    pub tcp_transitory_timeout: u32,
+    pub icmp_timeout: u32,
+    pub forwards: Vec<ForwardConfig>,
+    /// Sessions one inside host / one port forward may hold.
+    pub quotas: Quotas,
+    pub line: Line,
+}
+
+/// `nat { inside PREFIX; outside PORT; pool ADDRESS; ports LO-HI; filtering
+/// MODE; sessions N; udp-timeout S; ...; forward PROTO ADDR:PORT ADDR:PORT }`
+fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<NatConfig> {
+    let kw = stmt.words[0];
+    let before = errors.len();
+    if let Some(name) = stmt.words.get(1).filter(|n| !is_name(n.text)) {
+        errors.push(ConfigError::at(
+            name,
+            format!("bad nat name `{}`: use 1 to 15 letters, digits, `-` or `_`", name.text),
+        ));
+    }
+    if let Some(extra) = stmt.words.get(2) {
+        errors.push(ConfigError::at(extra, "`nat [NAME]` takes its settings in a block: `nat {` ... `}`"));
+    }
+    let mut nat = NatConfig {
+        inside: Vec::new(),
+        outside: usize::MAX,
+        pool: Vec::new(),
+        ports: (1024, 65535),
+        filtering: NatFiltering::AddressDependent,
+        sessions: 65536,
+        udp_timeout: 300,
+        tcp_established_timeout: 7440,
+        tcp_transitory_timeout: 240,
+        icmp_timeout: 60,
+        forwards: Vec::new(),
+        quotas: Quotas { host: 0, forward: 0 },
+        line: Line(kw.line),
+    };
+    let (mut host_quota, mut forward_quota) = (None, None);
+    let mut outside_tok = None;
+    let mut forward_lines: BTreeMap<(u8, (Ipv4Addr, u16)), u32> = BTreeMap::new();
+    for child in stmt.block.iter().flatten() {
+        let key = child.words[0];
+        let args = &child.words[1..];
+        let want = |n: usize, errors: &mut Errors| -> bool {
+            if args.len() != n {
+                errors.push(ConfigError::at(&key, format!("`{}` takes {n} value(s), got {}", key.text, args.len())));
+                false
+            } else {
+                true
+            }
+        };
+        match key.text {
+            "inside" if want(1, errors) => match args[0].text.parse::<Ipv4Net>() {
+                Ok(n) => nat.inside.push(n.trunc()),
+                Err(_) => errors.push(ConfigError::at(&args[0], format!("bad prefix `{}`", args[0].text))),
+            },
+            "outside" if want(1, errors) => match config.port_by_name(args[0].text) {
+                Some(i) => {
+                    nat.outside = i;
+                    outside_tok = Some(args[0]);
+                }
+                None => errors.push(ConfigError::at(&args[0], format!("no port named `{}`", args[0].text))),
+            },
+            "pool" if want(1, errors) => match args[0].text.parse::<Ipv4Addr>() {
+                Ok(a) if nat.pool.contains(&a) => errors.push(ConfigError::at(&args[0], format!("{a} is already in the pool"))),
+                Ok(_) if nat.pool.len() >= MAX_POOL => errors.push(ConfigError::at(&args[0], format!("a pool holds at most {MAX_POOL} addresses"))),
+                Ok(a) if let Err(why) = usable_unicast(a) => errors.push(ConfigError::at(&args[0], format!("pool address {a} {why}"))),
+                Ok(a) => nat.pool.push(a),
+                Err(_) => errors.push(ConfigError::at(&args[0], format!("bad pool address `{}`", args[0].text))),
+            },
+            "ports" if want(1, errors) => {
+                let range = args[0].text.split_once('-').and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)));
+                match range {
+                    Some((lo, hi)) if lo >= 1 && lo <= hi => nat.ports = (lo, hi),
+                    _ => errors.push(ConfigError::at(&args[0], format!("bad port range `{}`: expected LOW-HIGH such as 1024-65535", args[0].text))),
+                }
+            }
+            "filtering" if want(1, errors) => match args[0].text {
+                "endpoint-independent" => nat.filtering = NatFiltering::EndpointIndependent,
+                "address-dependent" => nat.filtering = NatFiltering::AddressDependent,
+                "address-and-port-dependent" => nat.filtering = NatFiltering::AddressAndPortDependent,
+                other => errors.push(ConfigError::at(
+                    &args[0],
+                    format!("unknown filtering `{other}`: expected endpoint-independent, address-dependent or address-and-port-dependent"),
+                )),
+            },
+            "sessions" | "udp-timeout" | "tcp-established-timeout" | "tcp-transitory-timeout" | "icmp-timeout" if want(1, errors) => {
+                let (min, max) = if key.text == "sessions" { (16u64, 16_000_000) } else { (1, 1 << 20) };
+                match args[0].text.parse::<u64>() {
+                    Ok(v) if (min..=max).contains(&v) => match key.text {
+                        "sessions" => nat.sessions = v as usize,
+                        "udp-timeout" => nat.udp_timeout = v as u32,
+                        "tcp-established-timeout" => nat.tcp_established_timeout = v as u32,
+                        "tcp-transitory-timeout" => nat.tcp_transitory_timeout = v as u32,
+                        _ => nat.icmp_timeout = v as u32,
+                    },
+                    _ => errors.push(ConfigError::at(&args[0], format!("bad {} `{}`: expected a number from {min} to {max}", key.text, args[0].text))),
+                }
+            }
+            "forward" if want(3, errors) => {
+                let proto = match args[0].text {
+                    "tcp" => 6,
+                    "udp" => 17,
+                    other => {
+                        errors.push(ConfigError::at(&args[0], format!("unknown protocol `{other}`: expected tcp or udp")));
+                        continue;
+                    }
+                };
+                let ep = |t: &Token<'_>, errors: &mut Errors| {
+                    let parsed = t.text.split_once(':').and_then(|(a, p)| Some((a.parse::<Ipv4Addr>().ok()?, p.parse::<u16>().ok().filter(|p| *p != 0)?)));
+                    if parsed.is_none() {
+                        errors.push(ConfigError::at(t, format!("bad endpoint `{}`: expected ADDRESS:PORT", t.text)));
+                    }
+                    parsed
+                };
+                if let (Some(outside), Some(inside)) = (ep(&args[1], errors), ep(&args[2], errors)) {
+                    // Few forwards in practice, but a scan per forward would be
+                    // quadratic in a hostile config: a set.
+                    match forward_lines.entry((proto, outside)) {
+                        Entry::Occupied(o) => errors.push(ConfigError::at(&args[1], format!("forward {} {}:{} is already given on line {}", args[0].text, outside.0, outside.1, o.get()))),
+                        Entry::Vacant(v) => {
+                            v.insert(key.line);
+                            nat.forwards.push(ForwardConfig { proto, outside, inside, line: Line(key.line) });
+                        }
+                    }
+                }
+            }
+            "host-sessions" | "forward-sessions" if want(1, errors) => match args[0].text.parse::<u32>() {
+                Ok(v) if v >= 1 => {
+                    if key.text == "host-sessions" { host_quota = Some(v) } else { forward_quota = Some(v) }
+                }
+                _ => errors.push(ConfigError::at(&args[0], format!("bad {} `{}`: expected a number of sessions, at least 1", key.text, args[0].text))),
+            },
+            "inside" | "outside" | "pool" | "ports" | "filtering" | "sessions" | "udp-timeout" | "tcp-established-timeout"
+            | "tcp-transitory-timeout" | "icmp-timeout" | "forward" | "host-sessions" | "forward-sessions" => {}
+            other => errors.push(ConfigError::at(
+                &key,
+                format!("unknown nat setting `{other}`: expected inside, outside, pool, ports, filtering, sessions, host-sessions, forward-sessions, forward or a timeout"),
+            )),
+        }
+    }
+    let defaults = Quotas::default_for(nat.sessions);
+    nat.quotas =
+        Quotas { host: host_quota.unwrap_or(defaults.host), forward: forward_quota.unwrap_or(defaults.forward) };
+    if outside_tok.is_none() && errors.len() == before {
+        errors.push(ConfigError::at(&kw, "`nat` needs `outside PORT`"));
+    }
+    if nat.inside.is_empty() && errors.len() == before {
+        errors.push(ConfigError::at(&kw, "`nat` needs at least one `inside PREFIX`"));
+    }
+    if errors.len() != before {
+        return None;
+    }
+    if nat.pool.is_empty() {
+        match config.ports[nat.outside].ip() {
+            Some(a) => nat.pool.push(a),
+            None => {
+                errors.push(ConfigError::at(&kw, "the outside port has no address: give it one or add `pool ADDRESS`"));
+                return None;
+            }
+        }
+    }
+    for (a, n) in nat.pool.iter().flat_map(|a| nat.inside.iter().filter(move |n| n.contains(a)).map(move |n| (a, n))) {
+        errors.push(ConfigError::at(
+            &kw,
+            format!("pool address {a} is inside {n}: it would take over an inside host's address"),
+        ));
+    }
+    for f in &nat.forwards {
+        if !nat.pool.contains(&f.outside.0) {
+            errors.push(ConfigError {
+                line: f.line.0,
+                column: 1,
+                message: format!("forward address {} is not a NAT pool address", f.outside.0),
+            });
+        }
+        if !nat.inside.iter().any(|n| n.contains(&f.inside.0)) {
+            errors.push(ConfigError {
+                line: f.line.0,
+                column: 1,
+                message: format!("forward target {} is not inside the NAT", f.inside.0),
+            });
+        }
+    }
+    (errors.len() == before).then_some(nat)
+}
+
+/// Reads every `nat` statement: an instance each, named `nat` unless the
+/// statement names it.
+pub fn parse(stmts: &[&Stmt<'_>], config: &Config, errors: &mut Errors) -> Vec<(String, Rc<dyn StageConfig>)> {
+    let mut out: Vec<(String, Rc<dyn StageConfig>)> = Vec::new();
+    for stmt in stmts {
+        let name = stmt.words.get(1).map_or("nat", |t| t.text).to_string();
+        if let Some(nat) = parse_one(stmt, config, errors) {
+            out.push((name, Rc::new(nat)));
+        }
+    }
+    out
+}
+
+impl StageConfig for NatConfig {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn same(&self, other: &dyn StageConfig) -> bool {
+        same_as(self, other)
+    }
+
+    fn line(&self) -> u32 {
+        self.line.0
+    }
+
+    fn table_bytes(&self, _: &Config) -> usize {
+        NatTable::memory_for(self.sessions, self.pool.len())
+    }
+
+    fn addresses(&self) -> Vec<Ipv4Addr> {
+        self.pool.clone()
+    }
+
+    /// The outside port translates before routing (inbound), the others
+    /// after it (outbound).
+    fn placement(&self, port: usize, _: &Config) -> Option<Place> {
+        Some(if port == self.outside { Place::BeforeRouting(1) } else { Place::AfterRouting(0) })
+    }
+
+    fn warnings(&self, _: &Config) -> Vec<(u32, String)> {
+        let ports = (self.ports.1 - self.ports.0) as usize + 1;
+        let most = ports * self.pool.len();
+        if self.sessions <= most {
+            return Vec::new();
+        }
+        alloc::vec![(
+            self.line.0,
+            format!(
+                "nat: sessions {} exceed the {} outside ports of the pool ({} address(es) x {} ports): \
+                 at most {} inside endpoints can be mapped at once; add pool addresses or lower sessions",
+                self.sessions,
+                most,
+                self.pool.len(),
+                ports,
+                most
+            ),
+        )]
+    }
+}
