@@ -28,6 +28,7 @@ pub mod nat;
 pub mod neighbor;
 pub mod offload;
 pub mod packet;
+pub mod policer;
 pub mod port;
 pub mod ratelimit;
 pub mod registry;

@@ -15,6 +15,7 @@ pub static STAGES: &[&StageDef] = &[
     &crate::router::DEF,
     &crate::nat::DEF,
     &crate::lb::DEF,
+    &crate::policer::DEF,
 ];
 
 /// Parses and validates a config with every feature of the registry.

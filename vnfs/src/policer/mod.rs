@@ -1,0 +1,273 @@
+//! Policing: a token-bucket meter per policer, colour-blind, as the
+//! single-rate three-colour marker (RFC 2697) or the two-rate one
+//! (RFC 2698), and an action per colour: pass, drop (counted here and as
+//! the `policy` drop reason) or remark the DSCP (RFC 2474).
+//!
+//! Tokens are kept in byte-microseconds, so a refill is one multiply and
+//! no fraction of a token is lost between packets; the refill is bounded
+//! to the time that fills the bucket, so no product overflows.
+
+pub mod config;
+
+use alloc::boxed::Box;
+use core::any::Any;
+
+use smoltcp::wire::{EthernetFrame, EthernetProtocol, Ipv4Packet};
+
+pub use self::config::{Action, Meter, PolicerConfig};
+use crate::config::{BuildContext, StageConfig, StageDef};
+use crate::counters::DropReason;
+use crate::packet::{Batch, Packet};
+use crate::stage::{for_each_packet, Stage, StageContext};
+use crate::stats::StatsSink;
+use crate::Micros;
+
+/// One token bucket: `tokens` in byte·µs, up to `cap` (the burst, scaled).
+/// A segmentation super-packet (up to 64 KiB, more than most bursts) is
+/// admitted when one segment's worth is there and takes all its bytes:
+/// the bucket may go into debt by up to [`MAX_DEBT`], so the long-run
+/// rate holds and TCP with offloads is not starved by its own batching.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: i64,
+    cap: i64,
+}
+
+/// Bytes a bucket may owe (one largest super-packet).
+const MAX_DEBT: i64 = 65_536;
+const SCALE: i64 = 1_000_000;
+
+impl Bucket {
+    fn full(burst: u64) -> Bucket {
+        // Bursts are at most 1 GiB (config), so this fits.
+        let cap = burst as i64 * SCALE;
+        Bucket { tokens: cap, cap }
+    }
+
+    /// Adds `add` (scaled) and returns what did not fit.
+    fn fill(&mut self, add: u64) -> u64 {
+        let room = (self.cap - self.tokens) as u64;
+        let taken = add.min(room);
+        self.tokens += taken as i64;
+        add - taken
+    }
+
+    fn has(&self, bytes: u64) -> bool {
+        self.tokens >= bytes.min(1 << 20) as i64 * SCALE
+    }
+
+    fn take(&mut self, bytes: u64) {
+        let b = bytes.min(1 << 20) as i64 * SCALE;
+        self.tokens = (self.tokens - b).max(-MAX_DEBT * SCALE);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Colour {
+    Green,
+    Yellow,
+    Red,
+}
+
+/// The meter: RFC 2697 or RFC 2698, colour-blind.
+#[derive(Clone, Debug)]
+pub struct TokenMeter {
+    /// Committed bucket (CBS, filled at CIR).
+    c: Bucket,
+    /// srTCM: the excess bucket (EBS, filled by the committed one's
+    /// overflow). trTCM: the peak bucket (PBS, filled at PIR).
+    e: Bucket,
+    cir: u64,
+    pir: Option<u64>,
+    last: Micros,
+}
+
+impl TokenMeter {
+    /// Both buckets start full (RFC 2697 §3, RFC 2698 §3).
+    pub fn new(rate: u64, burst: u64, meter: Meter, now: Micros) -> TokenMeter {
+        let (e, pir) = match meter {
+            Meter::SingleRate { excess_burst } => (Bucket::full(excess_burst), None),
+            Meter::TwoRate { peak_rate, peak_burst } => (Bucket::full(peak_burst), Some(peak_rate)),
+        };
+        TokenMeter { c: Bucket::full(burst), e, cir: rate, pir, last: now }
+    }
+
+    fn refill(&mut self, now: Micros) {
+        let dt = now.saturating_sub(self.last);
+        self.last = self.last.max(now);
+        // No bucket holds more than 1 GiB and no rate is below 1 byte/s:
+        // past this, every bucket is full anyway (and the products fit).
+        let dt = dt.min(1 << 30);
+        match self.pir {
+            None => {
+                let over = self.c.fill(dt.saturating_mul(self.cir));
+                self.e.fill(over);
+            }
+            Some(pir) => {
+                self.c.fill(dt.saturating_mul(self.cir));
+                self.e.fill(dt.saturating_mul(pir));
+            }
+        }
+    }
+
+    /// The colour of a packet of `bytes` at `now`, its tokens taken.
+    pub fn colour(&mut self, bytes: u64, now: Micros) -> Colour {
+        self.colour_in(bytes, bytes, now)
+    }
+
+    /// The same for a packet whose wire units are at most `unit` bytes (a
+    /// super-packet's segments): a colour needs one unit's tokens.
+    pub fn colour_in(&mut self, bytes: u64, unit: u64, now: Micros) -> Colour {
+        self.refill(now);
+        let unit = unit.min(bytes);
+        match self.pir {
+            None => {
+                if self.c.has(unit) {
+                    self.c.take(bytes);
+                    Colour::Green
+                } else if self.e.has(unit) {
+                    self.e.take(bytes);
+                    Colour::Yellow
+                } else {
+                    Colour::Red
+                }
+            }
+            Some(_) => {
+                if !self.e.has(unit) {
+                    Colour::Red
+                } else if !self.c.has(unit) {
+                    self.e.take(bytes);
+                    Colour::Yellow
+                } else {
+                    self.e.take(bytes);
+                    self.c.take(bytes);
+                    Colour::Green
+                }
+            }
+        }
+    }
+}
+
+crate::counters! {
+    pub struct PolicerCounters {
+        green_packets: counter "packets within the committed rate",
+        green_bytes: counter "bytes within the committed rate",
+        yellow_packets: counter "packets above the committed rate, within the excess burst or peak rate",
+        yellow_bytes: counter "bytes above the committed rate, within the excess burst or peak rate",
+        red_packets: counter "packets above what the meter allows",
+        red_bytes: counter "bytes above what the meter allows",
+        dropped: counter "packets the policer dropped",
+        remarked: counter "packets the policer gave a new DSCP",
+        unmatched: counter "packets no `match` of the policer selects (passed unmetered)",
+    }
+}
+
+pub struct Policer {
+    settings: PolicerConfig,
+    meter: Option<TokenMeter>,
+    pub counters: PolicerCounters,
+}
+
+/// The IPv4 header of an Ethernet frame (ingress has checked it).
+fn ipv4(pkt: &Packet) -> Option<Ipv4Packet<&[u8]>> {
+    let eth = EthernetFrame::new_checked(pkt.data()).ok()?;
+    (eth.ethertype() == EthernetProtocol::Ipv4).then(|| Ipv4Packet::new_checked(eth.payload()).ok())?
+}
+
+/// Sets the DSCP, keeping ECN, with the header checksum recomputed.
+fn set_dscp(pkt: &mut Packet, dscp: u8) {
+    let Ok(mut eth) = EthernetFrame::new_checked(pkt.data_mut()) else { return };
+    let Ok(mut ip) = Ipv4Packet::new_checked(eth.payload_mut()) else { return };
+    let ecn = ip.ecn();
+    ip.set_dscp(dscp);
+    ip.set_ecn(ecn);
+    ip.fill_checksum();
+}
+
+impl Policer {
+    pub fn new(settings: &PolicerConfig) -> Policer {
+        Policer { settings: settings.clone(), meter: None, counters: PolicerCounters::default() }
+    }
+
+    fn selected(&self, pkt: &Packet) -> bool {
+        if self.settings.matches.is_empty() {
+            return true;
+        }
+        let Some(ip) = ipv4(pkt) else { return false };
+        self.settings.matches.iter().any(|(src, net)| net.contains(&if *src { ip.src_addr() } else { ip.dst_addr() }))
+    }
+
+    /// Meters one packet and applies its colour's action.
+    fn police(&mut self, mut pkt: Packet, cx: &mut StageContext<'_>) -> Option<Packet> {
+        if !self.selected(&pkt) {
+            self.counters.unmatched += 1;
+            return Some(pkt);
+        }
+        let s = &self.settings;
+        let bytes = pkt.total_len() as u64;
+        let meter = self.meter.get_or_insert_with(|| TokenMeter::new(s.rate, s.burst, s.meter, cx.now));
+        let c = &mut self.counters;
+        let o = pkt.meta.offload;
+        let unit =
+            if o.is_gso() { crate::offload::segment_len(&pkt, o.gso_size).map_or(bytes, |l| l as u64) } else { bytes };
+        let action = match meter.colour_in(bytes, unit, cx.now) {
+            Colour::Green => {
+                c.green_packets += 1;
+                c.green_bytes += bytes;
+                Action::Pass
+            }
+            Colour::Yellow => {
+                c.yellow_packets += 1;
+                c.yellow_bytes += bytes;
+                s.exceed
+            }
+            Colour::Red => {
+                c.red_packets += 1;
+                c.red_bytes += bytes;
+                s.violate
+            }
+        };
+        match action {
+            Action::Pass => Some(pkt),
+            Action::Drop => {
+                c.dropped += 1;
+                cx.drop(pkt, DropReason::Policy);
+                None
+            }
+            Action::Remark(dscp) => {
+                c.remarked += 1;
+                set_dscp(&mut pkt, dscp);
+                Some(pkt)
+            }
+        }
+    }
+}
+
+impl Stage for Policer {
+    fn process(&mut self, batch: &mut Batch, cx: &mut StageContext<'_>) {
+        for_each_packet(batch, |pkt| self.police(pkt, cx));
+    }
+
+    fn report(&self, sink: &mut dyn StatsSink) {
+        self.counters.report(sink);
+    }
+
+    /// New rates take effect at once with full buckets; the counters stay.
+    fn reconfigure(&mut self, settings: &dyn Any) -> bool {
+        let Some(s) = settings.downcast_ref::<PolicerConfig>() else { return false };
+        self.settings = s.clone();
+        self.meter = None;
+        true
+    }
+}
+
+/// The policer's stage definition (one line of the registry).
+pub static DEF: StageDef = StageDef { kind: "policer", statements: &["policer"], parse: config::parse, build };
+
+fn build(c: &dyn StageConfig, _: &BuildContext<'_>) -> Box<dyn Stage> {
+    let c = c.as_any().downcast_ref::<PolicerConfig>().expect("a policer builds from its own settings");
+    Box::new(Policer::new(c))
+}
+
+#[cfg(test)]
+mod tests;
