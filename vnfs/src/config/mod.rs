@@ -217,6 +217,8 @@ pub type ParseFn = fn(&[&Stmt<'_>], &Config, &mut Errors) -> Vec<(String, Rc<dyn
 
 /// What a stage's builder gets besides its own settings.
 pub struct BuildContext<'a> {
+    /// The instance's name (for its own reports).
+    pub name: &'a str,
     pub config: &'a Config,
     /// Port `i`'s MAC.
     pub macs: &'a [[u8; 6]],

@@ -33,7 +33,6 @@ pub(super) fn build_stages(
     old: Option<&Config>,
     pool: &mut PacketPool,
 ) -> Vec<Running> {
-    let cx = BuildContext { config, macs, seed };
     let mut out = Vec::with_capacity(config.stages.len());
     for inst in &config.stages {
         let same_name = keep.iter().position(|(o, _)| o.name == inst.name && core::ptr::eq(o.def, inst.def));
@@ -50,7 +49,7 @@ pub(super) fn build_stages(
         out.push(taken.unwrap_or_else(|| Running {
             name: inst.name.clone(),
             kind: inst.def.kind,
-            stage: (inst.def.build)(&*inst.config, &cx),
+            stage: (inst.def.build)(&*inst.config, &BuildContext { name: &inst.name, config, macs, seed }),
             counters: StageCounters::default(),
         }));
     }
