@@ -13,6 +13,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod acl;
 pub mod config;
 pub mod conntrack;
 pub mod counters;

@@ -16,6 +16,7 @@ pub static STAGES: &[&StageDef] = &[
     &crate::nat::DEF,
     &crate::lb::DEF,
     &crate::policer::DEF,
+    &crate::acl::DEF,
 ];
 
 /// Parses and validates a config with every feature of the registry.
