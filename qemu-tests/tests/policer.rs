@@ -21,8 +21,8 @@ fn iperf(lab: &Lab, client_args: &[&str]) -> (f64, u64) {
     let log = lab.config_path.parent().unwrap().join(format!("iperf-{}.json", client_args.len()));
     let _ = std::fs::remove_file(&log);
     let log_s = log.to_str().unwrap().to_string();
-    let mut server =
-        lab.port("wan").ns.spawn(&["iperf3", "-s", "-1", "-B", "10.1.0.2", "-J", "--logfile", &log_s]).unwrap();
+    lab.port("wan").ns.spawn(&["iperf3", "-s", "-1", "-B", "10.1.0.2", "-J", "--logfile", &log_s]).unwrap();
+    // The client retries until the server listens (connection refused fails at once).
     let mut args = vec!["iperf3", "-c", "10.1.0.2", "-t", "5"];
     args.extend_from_slice(client_args);
     let (ok, out) = ns_retry(lab.port("lan"), &args, 20);

@@ -106,7 +106,7 @@ impl IndexTable {
     /// misses then overlap instead of following one another.
     #[inline]
     pub fn prefetch(&self, h: u64) {
-        cpu::prefetch(&self.slots[self.home(h)]);
+        prefetch::prefetch(&self.slots[self.home(h)]);
     }
 
     /// The first entry whose tag matches `h`: a candidate the caller still

@@ -672,7 +672,7 @@ impl Stage for Lb {
         for &(si, h) in pre.iter().flatten() {
             let index = if si.is_some() { &self.fwd } else { &self.rev };
             if let Some(f) = index.candidate(h).and_then(|c| self.flows.get(c as usize)) {
-                cpu::prefetch(f);
+                prefetch::prefetch(f);
             }
         }
         let mut pre = pre.into_iter();

@@ -391,7 +391,7 @@ impl NatTable {
     pub fn hint(&self, dir: Dir, h: u64) -> Hint {
         let session = self.flows(dir).candidate(h).unwrap_or(NONE);
         if let Some(s) = self.sessions.get(session as usize) {
-            cpu::prefetch(s);
+            prefetch::prefetch(s);
         }
         Hint { dir, session }
     }

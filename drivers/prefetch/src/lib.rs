@@ -1,4 +1,4 @@
-//! CPU hints that portable code may use without `unsafe`.
+//! The cache-prefetch hint, for portable code that may not use `unsafe`.
 //!
 //! The translating stages look up tables far larger than the caches; a
 //! burst first *prefetches* every packet's index slot and record, so that
