@@ -17,12 +17,13 @@ use smoltcp::wire::{
 
 use crate::counters::DropReason;
 use crate::neighbor::{Enqueued, Lookup, NeighborCache, TimerAction, QUEUE};
-use crate::offload::{self, Segmenter};
+use crate::offload;
 use crate::packet::{Packet, PacketPool, PortId};
 use crate::port::Port;
 use crate::Micros;
 
-const ETH: usize = 14;
+/// The egress writes the frames' L2 headers: plain Ethernet.
+use crate::wire::ETH_HLEN as ETH;
 /// Neighbour-cache slots whose timers each loop turn advances.
 const SWEEP_PER_POLL: usize = 8;
 
@@ -63,10 +64,13 @@ impl Egress {
     }
 
     /// Sends a routed packet (`meta.out_port` set).
-    pub fn send(&mut self, pkt: Packet, ports: &mut [Port], pool: &mut PacketPool, now: Micros) {
+    pub fn send(&mut self, mut pkt: Packet, ports: &mut [Port], pool: &mut PacketPool, now: Micros) {
         let Some(out) = pkt.meta.out_port.filter(|p| (*p as usize) < ports.len()) else {
             return drop(ports, pool, pkt, DropReason::NoRoute);
         };
+        if !crate::wire::untag(&mut pkt) {
+            return drop(ports, pool, pkt, DropReason::OffloadUnsupported);
+        }
         let o = pkt.meta.offload;
         if o.csum_partial || o.is_gso() || pkt.is_chained() {
             return self.send_large(pkt, out, ports, pool, now);
@@ -106,25 +110,16 @@ impl Egress {
             let headers = seg_len - o.gso_size as usize;
             let mss = (o.gso_size as usize).min(mtu.saturating_sub(headers)).max(1) as u16;
             let in_port = pkt.meta.in_port as usize;
-            let mut cut = match Segmenter::new(pkt, mss) {
-                Ok(c) => c,
-                Err(pkt) => return drop(ports, pool, pkt, DropReason::OffloadUnsupported),
-            };
-            while let Some(seg) = cut.next(pool) {
-                match seg {
-                    Some(seg) => {
-                        self.counters.segments_cut += 1;
-                        self.resolve(seg, ports, pool, now);
-                    }
-                    None => {
-                        if let Some(p) = ports.get_mut(in_port) {
-                            p.counters.drop(DropReason::SegmentNoBuffer);
-                        }
-                        break;
-                    }
-                }
+            let mut cut = 0;
+            let sent = offload::normalize(pkt, mss, false, pool, |seg, pool| {
+                cut += 1;
+                self.resolve(seg, ports, pool, now);
+            });
+            self.counters.segments_cut += cut;
+            if let (Err(reason), Some(p)) = (sent, ports.get_mut(in_port)) {
+                p.counters.drop(reason);
             }
-            return cut.finish(pool);
+            return;
         }
         if pkt.total_len() - ETH > mtu {
             if pkt.is_chained() {

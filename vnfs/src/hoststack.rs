@@ -367,7 +367,7 @@ impl<'a> phy::Device for PortDevice<'a> {
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = self.mtu as usize + 14;
+        caps.max_transmission_unit = self.mtu as usize + crate::wire::ETH_HLEN;
         caps
     }
 }

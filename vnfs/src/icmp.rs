@@ -48,11 +48,11 @@ impl IcmpError {
 /// RFC 1812 §4.3.2.3: the error may quote as much of the original as fits
 /// in a 576-byte datagram.
 pub const MAX_ERROR_LEN: usize = 576;
-const ETH: usize = 14;
+use crate::wire::ETH_HLEN;
 const NEW_HEADERS: usize = 20 + 8;
 /// Headroom needed in front of the original IP header: new IP + ICMP
 /// headers, Ethernet, and the NIC's own header.
-pub const HEADROOM_NEEDED: usize = NEW_HEADERS + ETH + 12;
+pub const HEADROOM_NEEDED: usize = NEW_HEADERS + ETH_HLEN + 12;
 
 pub(crate) fn is_unique_host(a: Ipv4Addr) -> bool {
     !(a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() || u32::from(a) >> 28 == 0xf)
@@ -95,20 +95,23 @@ pub fn may_send_error(frame: &[u8], subnet_broadcasts: &[Ipv4Addr]) -> bool {
 /// is left for the caller to fill when it knows the next hop. Returns the
 /// destination, or `None` (packet unchanged) if the headroom is too small.
 pub fn build_error(pkt: &mut Packet, kind: IcmpError, src: Ipv4Addr, ident: u16) -> Option<Ipv4Addr> {
-    let ip_start = pkt.head() + ETH;
-    if ip_start < HEADROOM_NEEDED {
+    let l3 = pkt.meta.l3 as usize;
+    let ip_start = pkt.head() + l3;
+    if ip_start < HEADROOM_NEEDED || pkt.len() < l3 + 20 {
         return None;
     }
     let (orig_src, orig_len) = {
-        let ip = Ipv4Packet::new_unchecked(&pkt.data()[ETH..]);
-        (ip.src_addr(), (ip.total_len() as usize).min(pkt.len() - ETH))
+        let ip = Ipv4Packet::new_unchecked(pkt.l3());
+        (ip.src_addr(), (ip.total_len() as usize).min(pkt.len() - l3))
     };
     let quote = orig_len.min(MAX_ERROR_LEN - NEW_HEADERS);
-    let new_head = ip_start - NEW_HEADERS - ETH;
+    // The error leaves with a plain Ethernet header (the egress fills it).
+    let new_head = ip_start - NEW_HEADERS - ETH_HLEN;
     // Refused for a chained packet (the caller releases its tail first).
-    if !pkt.set_window(new_head, ETH + NEW_HEADERS + quote) {
+    if !pkt.set_window(new_head, ETH_HLEN + NEW_HEADERS + quote) {
         return None;
     }
+    pkt.meta.l3 = ETH_HLEN as u16;
     // A new packet with a complete checksum: no offload work left.
     pkt.meta.offload = Default::default();
     let data = pkt.data_mut();
@@ -119,11 +122,11 @@ pub fn build_error(pkt: &mut Packet, kind: IcmpError, src: Ipv4Addr, ident: u16)
         payload_len: 8 + quote,
         hop_limit: 64,
     };
-    let mut ip = Ipv4Packet::new_unchecked(&mut data[ETH..]);
+    let mut ip = Ipv4Packet::new_unchecked(&mut data[ETH_HLEN..]);
     repr.emit(&mut ip, &ChecksumCapabilities::default());
     ip.set_ident(ident);
     ip.fill_checksum();
-    let mut icmp = Icmpv4Packet::new_unchecked(&mut data[ETH + 20..]);
+    let mut icmp = Icmpv4Packet::new_unchecked(&mut data[ETH_HLEN + 20..]);
     let (ty, code) = kind.type_code();
     icmp.set_msg_type(ty);
     icmp.set_msg_code(code);
@@ -142,13 +145,17 @@ pub fn build_error(pkt: &mut Packet, kind: IcmpError, src: Ipv4Addr, ident: u16)
 /// in place: addresses and ports swapped, no payload. Turns a TCP segment (its whole frame `frame_len` bytes, of which the
 /// buffer may hold only the head) into the reset that answers it.
 pub fn tcp_reset(pkt: &mut Packet, frame_len: usize) -> bool {
-    let p = crate::rewrite::parse(&pkt.data()[ETH..]);
-    let ip_total = (crate::csum::get(pkt.data(), ETH + 2) as usize).min(frame_len.saturating_sub(ETH));
-    let l4 = p.ihl;
-    if pkt.len() < ETH + l4 + 20 || p.total < l4 + 20 {
+    let l3 = pkt.meta.l3 as usize;
+    if pkt.len() < l3 + 20 {
         return false;
     }
-    let d = &mut pkt.data_mut()[ETH..];
+    let p = crate::wire::rewrite::parse(pkt.l3());
+    let ip_total = (crate::csum::get(pkt.l3(), 2) as usize).min(frame_len.saturating_sub(l3));
+    let l4 = p.ihl;
+    if pkt.len() < l3 + l4 + 20 || p.total < l4 + 20 {
+        return false;
+    }
+    let d = pkt.l3_mut();
     let seq = u32::from_be_bytes(d[l4 + 4..l4 + 8].try_into().unwrap());
     let ack = u32::from_be_bytes(d[l4 + 8..l4 + 12].try_into().unwrap());
     let flags = d[l4 + 13];
@@ -193,12 +200,13 @@ pub fn tcp_reset(pkt: &mut Packet, frame_len: usize) -> bool {
     pseudo[12..32].copy_from_slice(t);
     let c = crate::csum::checksum(&pseudo);
     crate::csum::set(t, 16, c);
-    pkt.set_len(ETH + 40)
+    pkt.set_len(l3 + 40)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    const ETH: usize = ETH_HLEN;
     use crate::packet::PacketPool;
     use crate::testutil::*;
     use smoltcp::wire::{Icmpv4DstUnreachable, Icmpv4Repr, Icmpv4TimeExceeded, Ipv4Repr};

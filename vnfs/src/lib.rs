@@ -33,13 +33,13 @@ pub mod policer;
 pub mod port;
 pub mod ratelimit;
 pub mod registry;
-pub mod rewrite;
 pub mod router;
 pub mod stage;
 pub mod stats;
 pub mod table;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod wire;
 
 /// Time as the data path sees it: microseconds since boot, from the kernel's
 /// calibrated TSC (or any monotonic clock on the host).

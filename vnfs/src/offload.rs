@@ -15,10 +15,10 @@
 //!   own host stack, the segments are cut here ([`segment`]) and checksums
 //!   completed here ([`complete_checksum`]), as Linux's software GSO does.
 
+use crate::counters::DropReason;
 use crate::csum;
 use crate::packet::{Offload, Packet, PacketPool, MAX_FRAME};
 
-const ETH: usize = 14;
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 
@@ -26,13 +26,14 @@ const UDP: u8 = 17;
 /// one or its headers are not all in the first buffer).
 fn tcp_headers(pkt: &Packet) -> Option<(usize, usize)> {
     let d = pkt.data();
-    let ip = d.get(ETH..ETH + 20)?;
+    let l3 = pkt.meta.l3 as usize;
+    let ip = d.get(l3..l3 + 20)?;
     let ihl = (ip[0] & 0x0f) as usize * 4;
     if ip[9] != TCP || ihl < 20 {
         return None;
     }
-    let doff = (*d.get(ETH + ihl + 12)? >> 4) as usize * 4;
-    (doff >= 20 && d.len() >= ETH + ihl + doff).then_some((ihl, doff))
+    let doff = (*d.get(l3 + ihl + 12)? >> 4) as usize * 4;
+    (doff >= 20 && d.len() >= l3 + ihl + doff).then_some((ihl, doff))
 }
 
 /// The IPv4 datagram length of one segment `pkt` will be cut into, with
@@ -47,7 +48,8 @@ pub fn segment_len(pkt: &Packet, mss: u16) -> Option<usize> {
 fn partial_field(pkt: &Packet) -> Option<(usize, u8)> {
     let o = &pkt.meta.offload;
     let d = pkt.data();
-    let ip = d.get(ETH..ETH + 20)?;
+    let l3 = pkt.meta.l3 as usize;
+    let ip = d.get(l3..l3 + 20)?;
     let ihl = (ip[0] & 0x0f) as usize * 4;
     let proto = ip[9];
     let at = match proto {
@@ -55,14 +57,13 @@ fn partial_field(pkt: &Packet) -> Option<(usize, u8)> {
         UDP => 6,
         _ => return None,
     };
-    (o.csum_start as usize == ETH + ihl && o.csum_offset as usize == at && d.len() >= ETH + ihl + at + 2)
-        .then_some((ETH + ihl + at, proto))
+    (o.csum_start as usize == l3 + ihl && o.csum_offset as usize == at && d.len() >= l3 + ihl + at + 2)
+        .then_some((l3 + ihl + at, proto))
 }
 
 /// The pseudo-header sum (RFC 793 §3.1, RFC 768) of the IPv4 datagram in
-/// `frame`, folded but not complemented: what a partial checksum holds.
-fn pseudo_sum(frame: &[u8], proto: u8) -> u16 {
-    let ip = &frame[ETH..];
+/// `ip`, folded but not complemented: what a partial checksum holds.
+fn pseudo_sum(ip: &[u8], proto: u8) -> u16 {
     let ihl = (ip[0] & 0x0f) as usize * 4;
     let l4_len = (csum::get(ip, 2) as u32).saturating_sub(ihl as u32);
     let mut sum = proto as u32 + l4_len;
@@ -88,7 +89,7 @@ pub fn refresh_partial(pkt: &mut Packet) -> bool {
         return true;
     }
     let Some((field, proto)) = partial_field(pkt) else { return false };
-    let sum = pseudo_sum(pkt.data(), proto);
+    let sum = pseudo_sum(pkt.l3(), proto);
     csum::set(pkt.data_mut(), field, sum);
     true
 }
@@ -106,7 +107,7 @@ pub fn complete_checksum(pkt: &mut Packet) -> bool {
     }
     let Some((field, proto)) = partial_field(pkt) else { return false };
     let start = pkt.meta.offload.csum_start as usize;
-    let ip_end = ETH + csum::get(pkt.data(), ETH + 2) as usize;
+    let ip_end = pkt.meta.l3 as usize + csum::get(pkt.l3(), 2) as usize;
     let mut sum = 0u32;
     // Sum whole 16-bit words; a buffer may end on an odd byte.
     let mut odd: Option<u8> = None;
@@ -155,6 +156,8 @@ pub fn complete_checksum(pkt: &mut Packet) -> bool {
 /// each on while holding the pool.
 pub struct Segmenter {
     pkt: Packet,
+    /// Where the IPv4 header starts.
+    l3: usize,
     ihl: usize,
     doff: usize,
     mss: usize,
@@ -168,17 +171,18 @@ impl Segmenter {
     /// first buffer.
     pub fn new(pkt: Packet, mss: u16) -> Result<Segmenter, Packet> {
         let Some((ihl, doff)) = tcp_headers(&pkt) else { return Err(pkt) };
-        let hdrs = ETH + ihl + doff;
-        let end = (ETH + csum::get(pkt.data(), ETH + 2) as usize).min(pkt.total_len());
+        let l3 = pkt.meta.l3 as usize;
+        let hdrs = l3 + ihl + doff;
+        let end = (l3 + csum::get(pkt.l3(), 2) as usize).min(pkt.total_len());
         let mss = (mss as usize).clamp(1, MAX_FRAME - hdrs);
-        Ok(Segmenter { pkt, ihl, doff, mss, offset: hdrs, end, n: 0 })
+        Ok(Segmenter { pkt, l3, ihl, doff, mss, offset: hdrs, end, n: 0 })
     }
 
     /// The next segment; `None` when all are out; `Some(None)` when the pool
     /// had no buffer (the caller stops and calls [`finish`](Self::finish)).
     pub fn next(&mut self, pool: &mut PacketPool) -> Option<Option<Packet>> {
-        let (ihl, doff) = (self.ihl, self.doff);
-        let hdrs = ETH + ihl + doff;
+        let (l3, ihl, doff) = (self.l3, self.ihl, self.doff);
+        let hdrs = l3 + ihl + doff;
         if self.offset >= self.end && self.n > 0 {
             return None;
         }
@@ -192,7 +196,7 @@ impl Segmenter {
         let f = s.data_mut();
         f[..hdrs].copy_from_slice(&src[..hdrs]);
         let _ = self.pkt.copy_out(self.offset, &mut f[hdrs..]);
-        let ip = &mut f[ETH..];
+        let ip = &mut f[l3..];
         let id = csum::get(ip, 4).wrapping_add(self.n);
         csum::set(ip, 2, (ihl + doff + len) as u16);
         csum::set(ip, 4, id);
@@ -208,7 +212,7 @@ impl Segmenter {
         if self.n > 0 {
             tcp[13] &= !0x80; // CWR
         }
-        s.meta.offload = Offload { csum_partial: true, csum_start: (ETH + ihl) as u16, csum_offset: 16, gso_size: 0 };
+        s.meta.offload = Offload { csum_partial: true, csum_start: (l3 + ihl) as u16, csum_offset: 16, gso_size: 0 };
         complete_checksum(&mut s);
         self.offset += len;
         self.n += 1;
@@ -219,6 +223,50 @@ impl Segmenter {
     pub fn finish(self, pool: &mut PacketPool) {
         pool.free(self.pkt);
     }
+}
+
+/// Makes a packet what a receiver that does no offload work can take —
+/// the one place that decides it, for the host stacks, wires and the
+/// egress: a segmentation super-packet is cut into segments of at most
+/// `mss` payload bytes, a partial checksum is completed, and (with
+/// `single_buffer`) a frame spread over several buffers is refused. Every
+/// packet that results goes to `out`, which gets the pool back. On failure
+/// the packet is freed (after the segments already made went out) and the
+/// drop reason returned for the caller to count; on success, the number of
+/// segments cut (0: the packet went on whole).
+pub fn normalize(
+    mut pkt: Packet,
+    mss: u16,
+    single_buffer: bool,
+    pool: &mut PacketPool,
+    mut out: impl FnMut(Packet, &mut PacketPool),
+) -> Result<u64, DropReason> {
+    if pkt.meta.offload.is_gso() {
+        let mut cut = match Segmenter::new(pkt, mss) {
+            Ok(c) => c,
+            Err(pkt) => {
+                pool.free(pkt);
+                return Err(DropReason::OffloadUnsupported);
+            }
+        };
+        let mut n = 0;
+        while let Some(seg) = cut.next(pool) {
+            let Some(seg) = seg else {
+                cut.finish(pool);
+                return Err(DropReason::SegmentNoBuffer);
+            };
+            n += 1;
+            out(seg, pool);
+        }
+        cut.finish(pool);
+        return Ok(n);
+    }
+    if single_buffer && pkt.is_chained() || !complete_checksum(&mut pkt) {
+        pool.free(pkt);
+        return Err(DropReason::OffloadUnsupported);
+    }
+    out(pkt, pool);
+    Ok(0)
 }
 
 /// Why [`segment`] could not cut a packet.
@@ -259,6 +307,7 @@ pub fn segment(pkt: Packet, mss: u16, pool: &mut PacketPool, mut out: impl FnMut
 mod tests {
     use super::*;
     use crate::packet::HEADROOM;
+    use crate::wire::ETH_HLEN as ETH;
     use smoltcp::wire::{IpAddress, Ipv4Packet, TcpPacket};
     use std::vec;
     use std::vec::Vec;
@@ -286,7 +335,7 @@ mod tests {
         t[13] = flags;
         t[14..16].copy_from_slice(&[0xff, 0xff]);
         t[20..].copy_from_slice(payload);
-        let sum = pseudo_sum(&f, TCP);
+        let sum = pseudo_sum(&f[ETH..], TCP);
         csum::set(&mut f, ETH + 20 + 16, sum);
         f
     }

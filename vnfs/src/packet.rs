@@ -81,6 +81,9 @@ pub struct Meta {
     pub next_hop: core::net::Ipv4Addr,
     /// Addressed to one of the appliance's own addresses.
     pub local: bool,
+    /// Where the L3 (IPv4) header starts in the frame: the L2 header's
+    /// length, as ingress parsed it (an untagged frame until then).
+    pub l3: u16,
     /// Checksum and segmentation work left to the transmitting NIC.
     pub offload: Offload,
 }
@@ -92,6 +95,7 @@ impl Default for Meta {
             out_port: None,
             next_hop: core::net::Ipv4Addr::UNSPECIFIED,
             local: false,
+            l3: crate::wire::ETH_HLEN as u16,
             offload: Offload::default(),
         }
     }
@@ -150,6 +154,22 @@ impl Packet {
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
         &mut self.buf[self.head as usize..self.head as usize + self.len as usize]
+    }
+
+    /// The bytes from the L3 header on (in this buffer), where ingress
+    /// found it ([`Meta::l3`]); empty if the frame is shorter.
+    #[inline]
+    pub fn l3(&self) -> &[u8] {
+        self.data().get(self.meta.l3 as usize..).unwrap_or(&[])
+    }
+
+    /// The same, writable.
+    #[inline]
+    pub fn l3_mut(&mut self) -> &mut [u8] {
+        let at = self.meta.l3 as usize;
+        let d = self.data_mut();
+        let at = at.min(d.len());
+        &mut d[at..]
     }
 
     /// Frame bytes in this buffer.

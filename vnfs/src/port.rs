@@ -34,29 +34,14 @@ pub type DriverCounters = heapless::Vec<crate::stats::Sample, 24>;
 /// stack takes only whole, ordinary frames: a super-packet is cut into
 /// segments here and a partial checksum completed (what a NIC without
 /// offloads would have delivered).
-pub fn to_host(ports: &mut [Port], pool: &mut PacketPool, mut pkt: crate::packet::Packet) {
-    let o = pkt.meta.offload;
-    if o.is_gso() {
-        let in_port = pkt.meta.in_port as usize;
-        let mut cut = match crate::offload::Segmenter::new(pkt, o.gso_size) {
-            Ok(c) => c,
-            Err(pkt) => return drop_at(ports, pool, pkt, DropReason::OffloadUnsupported),
-        };
-        while let Some(seg) = cut.next(pool) {
-            match seg {
-                Some(seg) => enqueue_host(ports, pool, seg),
-                None => {
-                    ports[in_port].counters.drop(DropReason::SegmentNoBuffer);
-                    break;
-                }
-            }
+pub fn to_host(ports: &mut [Port], pool: &mut PacketPool, pkt: crate::packet::Packet) {
+    let in_port = pkt.meta.in_port as usize;
+    let mss = pkt.meta.offload.gso_size;
+    if let Err(reason) = crate::offload::normalize(pkt, mss, true, pool, |p, pool| enqueue_host(ports, pool, p)) {
+        if let Some(p) = ports.get_mut(in_port) {
+            p.counters.drop(reason);
         }
-        return cut.finish(pool);
     }
-    if pkt.is_chained() || !crate::offload::complete_checksum(&mut pkt) {
-        return drop_at(ports, pool, pkt, DropReason::OffloadUnsupported);
-    }
-    enqueue_host(ports, pool, pkt);
 }
 
 fn enqueue_host(ports: &mut [Port], pool: &mut PacketPool, pkt: crate::packet::Packet) {
@@ -68,9 +53,4 @@ fn enqueue_host(ports: &mut [Port], pool: &mut PacketPool, pkt: crate::packet::P
             pool.free(pkt);
         }
     }
-}
-
-pub(crate) fn drop_at(ports: &mut [Port], pool: &mut PacketPool, pkt: crate::packet::Packet, reason: DropReason) {
-    ports[pkt.meta.in_port as usize].counters.drop(reason);
-    pool.free(pkt);
 }

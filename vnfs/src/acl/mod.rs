@@ -15,7 +15,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 
-use smoltcp::wire::{EthernetFrame, EthernetProtocol, Icmpv4Packet, Ipv4Packet, TcpPacket, UdpPacket};
+use smoltcp::wire::{Icmpv4Packet, Ipv4Packet, TcpPacket, UdpPacket};
 
 use self::classifier::{Classifier, Fields};
 pub use self::config::{AclAction, AclConfig, Rule};
@@ -42,11 +42,8 @@ crate::counters! {
 
 /// What the ACL reads of a packet: the rule fields and the TCP flags.
 fn fields(pkt: &Packet) -> Option<(Fields, u8)> {
-    let eth = EthernetFrame::new_checked(pkt.data()).ok()?;
-    if eth.ethertype() != EthernetProtocol::Ipv4 {
-        return None;
-    }
-    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    // Ingress checked the IPv4 header and recorded where it starts.
+    let ip = Ipv4Packet::new_checked(pkt.l3()).ok()?;
     let proto = u8::from(ip.next_header());
     let mut f = Fields { proto, src: u32::from(ip.src_addr()), dst: u32::from(ip.dst_addr()), ports: None, icmp: None };
     let mut flags = 0;
@@ -82,12 +79,9 @@ fn endpoints(f: &Fields, pkt: &Packet) -> (Endpoint, Endpoint) {
     let (sp, dp) = match (f.ports, f.icmp) {
         (Some(p), _) => p,
         (None, Some((0 | 8 | 13 | 14, _))) => {
-            let id = EthernetFrame::new_checked(pkt.data())
+            let id = Ipv4Packet::new_checked(pkt.l3())
                 .ok()
-                .and_then(|e| {
-                    let ip = Ipv4Packet::new_checked(e.payload()).ok()?;
-                    Icmpv4Packet::new_checked(ip.payload()).ok().map(|i| i.echo_ident())
-                })
+                .and_then(|ip| Icmpv4Packet::new_checked(ip.payload()).ok().map(|i| i.echo_ident()))
                 .unwrap_or(0);
             (id, id)
         }

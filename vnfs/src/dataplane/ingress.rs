@@ -143,7 +143,7 @@ pub fn classify(mac: [u8; 6], address: Option<Ipv4Net>, local: &[Ipv4Addr], fram
             }
             _ => Verdict::Drop(DropReason::ArpMalformed),
         },
-        EthernetProtocol::Ipv4 => match check_ipv4(eth.payload(), frame_len.saturating_sub(14)) {
+        EthernetProtocol::Ipv4 => match check_ipv4(eth.payload(), frame_len.saturating_sub(crate::wire::ETH_HLEN)) {
             Err(reason) => Verdict::Drop(reason),
             Ok(ip) if ip.is_broadcast() || local.contains(&ip) => Verdict::Local,
             Ok(ip) if address.is_some_and(|a| a.prefix_len() < 31 && ip == a.broadcast()) => Verdict::Local,

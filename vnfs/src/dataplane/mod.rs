@@ -20,7 +20,7 @@ use crate::egress::Egress;
 use crate::hoststack::{HostStack, TxQueue};
 use crate::mgmt::Management;
 use crate::packet::{Batch, PacketPool, PortId};
-use crate::port::{drop_at, to_host, DriverCounters, Port};
+use crate::port::{to_host, DriverCounters, Port};
 use crate::stage::StageContext;
 use crate::Micros;
 
@@ -85,6 +85,14 @@ pub struct Dataplane {
     last_reload_us: Option<Micros>,
     /// Per port: source prefixes the reverse-path check refuses there.
     rpf: Vec<Vec<Ipv4Net>>,
+}
+
+/// Queues a wired frame on the peer port.
+fn wire_one(ports: &mut [Port], port: PortId, peer: PortId, pkt: crate::packet::Packet, pool: &mut PacketPool) {
+    if let Err(pkt) = ports[peer as usize].tx.push_back(pkt) {
+        ports[port as usize].counters.drop(DropReason::TxRingFull);
+        pool.free(pkt);
+    }
 }
 
 fn sorted(v: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
@@ -233,9 +241,12 @@ impl Dataplane {
             p.counters.rx_packets += 1;
             p.counters.rx_bytes += pkt.len() as u64;
             let mut verdict = classify(p.mac, p.address, local_sorted, pkt.data(), pkt.total_len());
+            // Untagged Ethernet is all ingress parses so far: the L3 header
+            // follows it (a VLAN tag would move this, and only this).
+            pkt.meta.l3 = crate::wire::ETH_HLEN as u16;
             if matches!(verdict, Verdict::Pipeline | Verdict::Local) && !refused.is_empty() {
                 // classify checked the IPv4 header: the source is there.
-                let src = Ipv4Packet::new_unchecked(&pkt.data()[14..]).src_addr();
+                let src = Ipv4Packet::new_unchecked(pkt.l3()).src_addr();
                 if refused.iter().any(|n| n.contains(&src)) {
                     verdict = Verdict::Drop(DropReason::SourceWrongPort);
                 }
@@ -300,43 +311,26 @@ impl Dataplane {
     /// for offload work the peer's NIC cannot do: done here).
     fn wire(&mut self, port: PortId, peer: PortId, batch: &mut Batch, pool: &mut PacketPool) {
         let peer_offloads = self.ports[peer as usize].offloads;
-        for mut pkt in batch.drain(..) {
+        for pkt in batch.drain(..) {
             let len = pkt.total_len() as u64;
             let c = &mut self.ports[port as usize].counters;
             c.rx_packets += 1;
             c.rx_bytes += len;
-            let o = pkt.meta.offload;
-            if !peer_offloads && o.is_gso() {
-                let mut cut = match crate::offload::Segmenter::new(pkt, o.gso_size) {
-                    Ok(c) => c,
-                    Err(pkt) => {
-                        drop_at(&mut self.ports, pool, pkt, DropReason::OffloadUnsupported);
-                        continue;
-                    }
-                };
-                while let Some(seg) = cut.next(pool) {
-                    let Some(seg) = seg else {
-                        self.ports[port as usize].counters.drop(DropReason::SegmentNoBuffer);
-                        break;
-                    };
-                    self.wire_one(port, peer, seg, pool);
-                }
-                cut.finish(pool);
+            if peer_offloads {
+                self.wire_one(port, peer, pkt, pool);
                 continue;
             }
-            if !peer_offloads && !crate::offload::complete_checksum(&mut pkt) {
-                drop_at(&mut self.ports, pool, pkt, DropReason::OffloadUnsupported);
-                continue;
+            let mss = pkt.meta.offload.gso_size;
+            let ports = &mut self.ports;
+            let sent = crate::offload::normalize(pkt, mss, false, pool, |p, pool| wire_one(ports, port, peer, p, pool));
+            if let Err(reason) = sent {
+                self.ports[port as usize].counters.drop(reason);
             }
-            self.wire_one(port, peer, pkt, pool);
         }
     }
 
     fn wire_one(&mut self, port: PortId, peer: PortId, pkt: crate::packet::Packet, pool: &mut PacketPool) {
-        if let Err(pkt) = self.ports[peer as usize].tx.push_back(pkt) {
-            self.ports[port as usize].counters.drop(DropReason::TxRingFull);
-            pool.free(pkt);
-        }
+        wire_one(&mut self.ports, port, peer, pkt, pool);
     }
 
     /// Runs stage and egress timers, the host stacks (those with work, and
@@ -356,7 +350,7 @@ impl Dataplane {
             stages.iter().position(|r| r.stage.answers_unreachable())
         };
         while let Some(pkt) = egress.unreachable.pop_front() {
-            let src = Ipv4Packet::new_unchecked(&pkt.data()[14..]).src_addr();
+            let src = Ipv4Packet::new_unchecked(pkt.l3()).src_addr();
             let Some(r) = router.filter(|_| !self.local.contains(&src)) else {
                 pool.free(pkt);
                 continue;

@@ -490,3 +490,55 @@ proptest! {
         prop_assert_eq!(pool.available(), BURST * 4);
     }
 }
+
+/// Runs `pkt` through port 0's pipeline and the egress as `receive` would
+/// after ingress, so a test can hand stages an L2 header ingress does not
+/// parse yet (an 802.1Q tag).
+fn through_pipeline(dp: &mut Dataplane, pool: &mut PacketPool, pkt: crate::packet::Packet) {
+    let Dataplane { ports, stages, config, egress, events, .. } = dp;
+    let mut batch = Batch::new();
+    batch.push(pkt).unwrap();
+    for &s in &config.pipelines[0] {
+        let r = &mut stages[s];
+        r.stage.process(
+            &mut batch,
+            &mut crate::stage::StageContext::new(0, &r.name, pool, ports, &mut r.counters, events),
+        );
+    }
+    for p in batch.drain(..) {
+        egress.send(p, ports, pool, 0);
+    }
+}
+
+#[test]
+fn stages_find_the_ip_header_where_ingress_recorded_it() {
+    let macs = [MAC, [0x52, 0x54, 0, 0, 0, 2]];
+    let mut r = Rig::with_config(
+        "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\nnat {\n inside 10.0.0.0/24\n outside wan\n}\n",
+        &macs,
+    );
+    let server = Ipv4Addr::new(10, 1, 0, 2);
+    r.send(1, &arp_reply([2, 0, 0, 0, 1, 2], server, macs[1], Ipv4Addr::new(10, 1, 0, 1)));
+    r.sent(1);
+    // Four bytes between the Ethernet header and IPv4, where a VLAN tag goes.
+    let plain = udp_frame(MAC, (Ipv4Addr::new(10, 0, 0, 2), 4000), (server, 53), b"tagged");
+    let mut tagged = plain[..12].to_vec();
+    tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x05]);
+    tagged.extend_from_slice(&plain[12..]);
+    let mut p = r.pool.alloc().unwrap();
+    assert!(p.fill(&tagged));
+    p.meta.l3 = 18;
+    through_pipeline(&mut r.dp, &mut r.pool, p);
+    let out = r.sent(1);
+    assert_eq!(out.len(), 1, "routed and translated");
+    // Out untagged, TTL decremented, source translated, checksums right.
+    let eth = EthernetFrame::new_checked(&out[0][..]).unwrap();
+    assert_eq!(eth.ethertype(), smoltcp::wire::EthernetProtocol::Ipv4);
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert!(ip.verify_checksum());
+    assert_eq!((ip.src_addr(), ip.dst_addr(), ip.hop_limit()), (Ipv4Addr::new(10, 1, 0, 1), server, 63));
+    let u = smoltcp::wire::UdpPacket::new_checked(ip.payload()).unwrap();
+    assert!(u.verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into()));
+    assert_eq!(u.payload(), b"tagged");
+    r.finish();
+}

@@ -26,15 +26,14 @@ use crate::counters::DropReason;
 use crate::flow::{idle_timeout, Endpoint, Timeouts, TCP, UDP};
 use crate::icmp::{build_error, IcmpError};
 use crate::packet::{Batch, Packet, PortId, BURST};
-use crate::rewrite::{parse, ports, set_addr, set_port};
 use crate::stage::{for_each_packet, Stage, StageContext};
 use crate::stats::StatsSink;
 use crate::table::{hash_words, xorshift, IndexTable};
+use crate::wire::rewrite::{parse, ports, set_addr, set_port};
 use crate::Micros;
 use health::Health;
 use maglev::{MaglevTable, Member};
 
-const ETH: usize = 14;
 const NONE: u16 = u16::MAX;
 /// Flows whose timers each loop turn checks.
 const SWEEP_PER_POLL: usize = 16;
@@ -489,10 +488,10 @@ impl Lb {
     /// A packet to a service's VIP: to its flow's backend, or a new one.
     fn forward_to_backend(&mut self, pkt: &mut Packet, si: u16, h: Option<u64>, now: Micros) -> Result<(), DropReason> {
         let key = self.key;
-        let p = parse(&pkt.data()[ETH..]);
+        let p = parse(pkt.l3());
         let l4 = p.ihl;
         let total = p.total;
-        let (sport, dport, flags) = ports(&pkt.data()[ETH..ETH + total], l4, p.proto).ok_or(DropReason::L4Truncated)?;
+        let (sport, dport, flags) = ports(&pkt.l3()[..total], l4, p.proto).ok_or(DropReason::L4Truncated)?;
         let client = Endpoint::new(p.src, sport);
         let mut flow = self.find_fwd(h, p.proto, client, si, now);
         if let Some(i) = flow {
@@ -551,7 +550,7 @@ impl Lb {
         backend.counters.packets += 1;
         backend.counters.bytes += total as u64;
         let be = backend.ep;
-        let ip = &mut pkt.data_mut()[ETH..ETH + total];
+        let ip = &mut pkt.l3_mut()[..total];
         set_addr(ip, 16, be.addr, Some(l4), p.proto);
         set_port(ip, l4 + 2, be.port, l4, p.proto);
         if f.snat != f.client {
@@ -565,11 +564,11 @@ impl Lb {
     /// A reply from a backend: back to the client from the VIP. `Ok(false)`
     /// if the packet is not one.
     fn reply_from_backend(&mut self, pkt: &mut Packet, h: Option<u64>, now: Micros) -> bool {
-        let p = parse(&pkt.data()[ETH..]);
+        let p = parse(pkt.l3());
         if !p.first || !(p.proto == TCP || p.proto == UDP) {
             return false;
         }
-        let Some((sport, dport, flags)) = ports(&pkt.data()[ETH..ETH + p.total], p.ihl, p.proto) else { return false };
+        let Some((sport, dport, flags)) = ports(&pkt.l3()[..p.total], p.ihl, p.proto) else { return false };
         let Some(i) = self.find_rev(h, p.proto, Endpoint::new(p.src, sport), Endpoint::new(p.dst, dport), now) else {
             return false;
         };
@@ -585,7 +584,7 @@ impl Lb {
         bc.packets += 1;
         bc.bytes += p.total as u64;
         let l4 = p.ihl;
-        let ip = &mut pkt.data_mut()[ETH..ETH + p.total];
+        let ip = &mut pkt.l3_mut()[..p.total];
         set_addr(ip, 12, vip.addr, Some(l4), p.proto);
         set_port(ip, l4, vip.port, l4, p.proto);
         if f.snat != f.client {
@@ -605,7 +604,7 @@ impl Lb {
         let svc = &mut self.services[si as usize];
         svc.counters.no_backend += 1;
         let vip = svc.vip.addr;
-        let client = smoltcp::wire::Ipv4Packet::new_unchecked(&pkt.data()[ETH..]).src_addr();
+        let client = smoltcp::wire::Ipv4Packet::new_unchecked(pkt.l3()).src_addr();
         if !self.refusals.take(client, cx.now) {
             self.counters.refusals_rate_limited += 1;
             cx.pool.free(pkt);
@@ -650,11 +649,11 @@ impl Stage for Lb {
         // Per packet: (service if to a VIP, flow hash) for TCP/UDP first fragments.
         let mut pre = [None; BURST];
         for (slot, pkt) in pre.iter_mut().zip(batch.iter()) {
-            let p = parse(&pkt.data()[ETH..]);
+            let p = parse(pkt.l3());
             if !p.first || !(p.proto == TCP || p.proto == UDP) {
                 continue;
             }
-            let Some((sport, dport, _)) = ports(&pkt.data()[ETH..ETH + p.total], p.ihl, p.proto) else { continue };
+            let Some((sport, dport, _)) = ports(&pkt.l3()[..p.total], p.ihl, p.proto) else { continue };
             let (src, dst) = (Endpoint::new(p.src, sport), Endpoint::new(p.dst, dport));
             *slot = Some(match self.service_for(p.proto, p.dst, dport) {
                 Some(si) => {

@@ -35,13 +35,12 @@ use crate::counters::DropReason;
 use crate::csum;
 use crate::flow::{Endpoint, Timeouts, ICMP, TCP, UDP};
 use crate::packet::{Batch, Packet, PortId, BURST};
-use crate::rewrite::{is_icmp_error, l4_checksum, parse, ports, set_addr, set_endpoint, set_port, Parsed};
 use crate::stage::{for_each_packet, Stage, StageContext};
 use crate::stats::StatsSink;
+use crate::wire::rewrite::{is_icmp_error, l4_checksum, parse, ports, set_addr, set_endpoint, set_port, Parsed};
 use crate::Micros;
 use table::{flow_hash, Dir, Filtering, NatTable, Refusal};
 
-const ETH: usize = 14;
 /// Fragment translations remembered at once.
 const FRAG_CACHE: usize = 256;
 /// Live entries one source may hold in the fragment cache.
@@ -159,23 +158,23 @@ impl Nat {
     /// transport header, crossing the NAT one way (not hairpinned).
     #[inline]
     fn fast_key(&self, pkt: &Packet) -> Option<FastKey> {
-        let d = pkt.data();
-        let h: &[u8; ETH + 28] = d.get(..ETH + 28)?.try_into().ok()?;
-        let proto = h[ETH + 9];
+        let d = pkt.l3();
+        let h: &[u8; 28] = d.get(..28)?.try_into().ok()?;
+        let proto = h[9];
         // IHL 5, no MF, offset 0 (DF may be set).
-        if h[ETH] != 0x45 || h[ETH + 6] & 0x3f != 0 || h[ETH + 7] != 0 {
+        if h[0] != 0x45 || h[6] & 0x3f != 0 || h[7] != 0 {
             return None;
         }
-        let total = u16::from_be_bytes([h[ETH + 2], h[ETH + 3]]).min((d.len() - ETH) as u16);
+        let total = u16::from_be_bytes([h[2], h[3]]).min(d.len().min(u16::MAX as usize) as u16);
         let flags = match proto {
-            TCP if total >= 40 => d[ETH + 33],
+            TCP if total >= 40 => d[33],
             UDP if total >= 28 => 0,
             _ => return None,
         };
-        let src = Ipv4Addr::new(h[ETH + 12], h[ETH + 13], h[ETH + 14], h[ETH + 15]);
-        let dst = Ipv4Addr::new(h[ETH + 16], h[ETH + 17], h[ETH + 18], h[ETH + 19]);
-        let sport = u16::from_be_bytes([h[ETH + 20], h[ETH + 21]]);
-        let dport = u16::from_be_bytes([h[ETH + 22], h[ETH + 23]]);
+        let src = Ipv4Addr::new(h[12], h[13], h[14], h[15]);
+        let dst = Ipv4Addr::new(h[16], h[17], h[18], h[19]);
+        let sport = u16::from_be_bytes([h[20], h[21]]);
+        let dport = u16::from_be_bytes([h[22], h[23]]);
         let (dir, local, remote) = if pkt.meta.out_port.is_none() {
             if !self.table.is_pool_address(dst) || self.is_inside(src) {
                 return None;
@@ -202,7 +201,7 @@ impl Nat {
 
     /// Translates one packet the general way; `None` if it was dropped.
     pub fn handle(&mut self, mut pkt: Packet, cx: &mut StageContext<'_>) -> Option<Packet> {
-        let p = parse(&pkt.data()[ETH..]);
+        let p = parse(pkt.l3());
         let to_pool = pkt.meta.out_port.is_none() && self.table.is_pool_address(p.dst);
         let from_inside = self.is_inside(p.src);
         let result = if to_pool {
@@ -224,7 +223,7 @@ impl Nat {
     /// SNAT of a packet from inside routed out of the outside port.
     fn outbound(&mut self, pkt: &mut Packet, p: &Parsed, now: Micros) -> Result<(), DropReason> {
         // The datagram only: no Ethernet padding.
-        let ip = &mut pkt.data_mut()[ETH..ETH + p.total];
+        let ip = &mut pkt.l3_mut()[..p.total];
         if !p.first {
             let to = self.frag_lookup(p, true, now).ok_or(DropReason::NatFragmentUnknown)?;
             set_addr(ip, 12, to, None, p.proto);
@@ -262,7 +261,7 @@ impl Nat {
         let in_port = pkt.meta.in_port;
         let local = pkt.meta.local;
         let l4 = p.ihl;
-        let ip = &mut pkt.data_mut()[ETH..ETH + p.total];
+        let ip = &mut pkt.l3_mut()[..p.total];
         if !p.first {
             let Some(to) = self.frag_lookup(p, false, now) else {
                 return if local { Ok(false) } else { Err(DropReason::NatFragmentUnknown) };
@@ -488,7 +487,7 @@ impl Stage for Nat {
                 if let Some(to) = self.table.established(hint, k.proto, k.local, k.remote, k.flags, cx.now) {
                     let out = k.dir == Dir::Out;
                     let total = k.total as usize;
-                    set_endpoint(&mut pkt.data_mut()[ETH..ETH + total], out, to.addr, to.port, 20, k.proto);
+                    set_endpoint(&mut pkt.l3_mut()[..total], out, to.addr, to.port, 20, k.proto);
                     if out {
                         self.counters.out += 1;
                     } else {

@@ -12,7 +12,7 @@ pub mod config;
 use alloc::boxed::Box;
 use core::any::Any;
 
-use smoltcp::wire::{EthernetFrame, EthernetProtocol, Ipv4Packet};
+use smoltcp::wire::Ipv4Packet;
 
 pub use self::config::{Action, Meter, PolicerConfig};
 use crate::config::{BuildContext, StageConfig, StageDef};
@@ -168,16 +168,14 @@ pub struct Policer {
     pub counters: PolicerCounters,
 }
 
-/// The IPv4 header of an Ethernet frame (ingress has checked it).
+/// The IPv4 header, where ingress found it (and checked it).
 fn ipv4(pkt: &Packet) -> Option<Ipv4Packet<&[u8]>> {
-    let eth = EthernetFrame::new_checked(pkt.data()).ok()?;
-    (eth.ethertype() == EthernetProtocol::Ipv4).then(|| Ipv4Packet::new_checked(eth.payload()).ok())?
+    Ipv4Packet::new_checked(pkt.l3()).ok()
 }
 
 /// Sets the DSCP, keeping ECN, with the header checksum recomputed.
 fn set_dscp(pkt: &mut Packet, dscp: u8) {
-    let Ok(mut eth) = EthernetFrame::new_checked(pkt.data_mut()) else { return };
-    let Ok(mut ip) = Ipv4Packet::new_checked(eth.payload_mut()) else { return };
+    let Ok(mut ip) = Ipv4Packet::new_checked(pkt.l3_mut()) else { return };
     let ecn = ip.ecn();
     ip.set_dscp(dscp);
     ip.set_ecn(ecn);

@@ -29,8 +29,6 @@ use crate::stage::{for_each_packet, Stage, StageContext};
 use crate::stats::StatsSink;
 use lpm::{Lpm, NextHopId};
 
-const ETH: usize = 14;
-
 /// What the router knows of a port.
 #[derive(Clone, Debug)]
 pub struct RouterPort {
@@ -148,7 +146,7 @@ impl Router {
     /// `None` if it was dropped.
     pub fn route(&mut self, mut pkt: Packet, cx: &mut StageContext<'_>) -> Option<Packet> {
         let (ttl, src, dst, total, df) = {
-            let ip = Ipv4Packet::new_unchecked(&pkt.data()[ETH..]);
+            let ip = Ipv4Packet::new_unchecked(pkt.l3());
             (ip.hop_limit(), ip.src_addr(), ip.dst_addr(), ip.total_len() as usize, ip.dont_frag())
         };
         if !icmp::is_unique_host(src) {
@@ -168,7 +166,7 @@ impl Router {
         let mtu = self.ports[nh.port as usize].mtu as usize;
         // Ethernet padding is not part of the datagram (a chained frame has
         // none: its window stays).
-        pkt.set_len(ETH + total);
+        pkt.set_len(pkt.meta.l3 as usize + total);
         // A segmentation super-packet leaves as segments: each must fit.
         let size = match pkt.meta.offload.gso_size {
             0 => total,
@@ -177,7 +175,7 @@ impl Router {
         if size > mtu && df {
             return self.icmp_error(pkt, IcmpError::FragNeeded { mtu: mtu as u16 }, DropReason::FragNeeded, cx);
         }
-        decrement_ttl(&mut pkt.data_mut()[ETH..]);
+        decrement_ttl(pkt.l3_mut());
         pkt.meta.route(nh.port, nh.gateway.unwrap_or(dst));
         self.counters.forwarded += 1;
         Some(pkt)
@@ -207,7 +205,7 @@ impl Router {
             cx.pool.free(pkt);
             return None;
         }
-        let offender = Ipv4Packet::new_unchecked(&pkt.data()[14..]).src_addr();
+        let offender = Ipv4Packet::new_unchecked(pkt.l3()).src_addr();
         if !self.icmp_limit.take(offender, cx.now) {
             self.counters.icmp_rate_limited += 1;
             cx.pool.free(pkt);
@@ -269,7 +267,7 @@ impl Stage for Router {
         // The packet was routed already: undo the TTL decrement so the
         // quote shows what the source sent.
         let mut pkt = pkt;
-        let ip = &mut pkt.data_mut()[ETH..];
+        let ip = pkt.l3_mut();
         set_ttl(ip, ip[8].wrapping_add(1));
         self.answer(pkt, IcmpError::HostUnreachable, cx)
     }
