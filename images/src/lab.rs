@@ -148,7 +148,6 @@ impl Lab {
         }
         let mut vm_spec = VmSpec::new(spec.kernel.clone(), spec.machine, spec.accel);
         vm_spec.memory_mb = spec.memory_mb;
-        vm_spec.paused = true;
         vm_spec.log_file = Some(dir.join("defmt.log"));
         if let Some(token) = &spec.token {
             let file = dir.join("token");
@@ -170,11 +169,7 @@ impl Lab {
             .enumerate()
             .map(|(i, (t, p))| NicSpec { offloads: p.offloads, ..NicSpec::new(&t.name, &mac(i)) })
             .collect();
-        let vm = Vm::start(&vm_spec)?;
-        // QMP answers only once QEMU's main loop runs, i.e. after it has
-        // opened every tap; moving a tap before that makes QEMU create a
-        // fresh one in the root namespace instead.
-        vm.qmp("query-status")?;
+        let vm = Vm::start_paused(&vm_spec)?;
 
         let mut ports = Vec::new();
         for (i, (p, mut tap)) in spec.ports.iter().zip(taps).enumerate() {

@@ -275,6 +275,18 @@ pub struct Vm {
 }
 
 impl Vm {
+    /// Starts QEMU with the CPU stopped (`-S`) and returns once QMP answers:
+    /// QEMU then has every tap open, so the caller may move them into
+    /// namespaces (moved earlier, QEMU would create fresh ones in the root
+    /// namespace) and then [`resume`](Self::resume).
+    pub fn start_paused(spec: &VmSpec) -> Result<Vm, Box<dyn std::error::Error>> {
+        let mut spec = spec.clone();
+        spec.paused = true;
+        let vm = Vm::start(&spec)?;
+        vm.qmp("query-status")?;
+        Ok(vm)
+    }
+
     pub fn start(spec: &VmSpec) -> io::Result<Vm> {
         let (file, make) = if spec.machine.boots_disk() {
             (crate::disk_path(), "make disk")

@@ -66,6 +66,31 @@ impl Netns {
         self.command(cmd).stdin(Stdio::null()).output()
     }
 
+    /// Adds a Linux bridge `br0` here and brings it up.
+    pub fn add_bridge(&self) -> io::Result<()> {
+        self.exec(&["ip", "link", "add", "br0", "type", "bridge"])?;
+        self.exec(&["ip", "link", "set", "br0", "up"])?;
+        Ok(())
+    }
+
+    /// A host behind a veth: creates namespace `name` and a veth pair, `here`
+    /// in this namespace (joined to `br0` with `bridge`, else given
+    /// `here_addr` if any) and `there` in the new one with `addr` (CIDR);
+    /// both ends up. The pair goes with the new namespace.
+    pub fn veth_host(&self, name: &str, here: &str, there: &str, addr: &str, bridge: bool) -> io::Result<Netns> {
+        let host = Netns::create(name)?;
+        run(&[
+            "ip", "-n", &self.name, "link", "add", here, "type", "veth", "peer", "name", there, "netns", &host.name,
+        ])?;
+        if bridge {
+            self.exec(&["ip", "link", "set", here, "master", "br0"])?;
+        }
+        self.exec(&["ip", "link", "set", here, "up"])?;
+        host.exec(&["ip", "addr", "add", addr, "dev", there])?;
+        host.exec(&["ip", "link", "set", there, "up"])?;
+        Ok(host)
+    }
+
     /// Starts a background process inside the namespace; it is killed when
     /// the namespace is dropped.
     pub fn spawn(&self, cmd: &[&str]) -> io::Result<u32> {
@@ -115,6 +140,14 @@ impl Tap {
     /// is deleted there.
     pub fn set_netns(&mut self, ns: &Netns) {
         self.netns = Some(ns.name.clone());
+    }
+
+    /// Moves the tap into `ns` without an address, as a member of its `br0`.
+    pub fn into_bridge(&mut self, ns: &Netns) -> io::Result<()> {
+        run(&["ip", "link", "set", &self.name, "netns", &ns.name])?;
+        self.netns = Some(ns.name.clone());
+        ns.exec(&["ip", "link", "set", &self.name, "master", "br0", "up"])?;
+        Ok(())
     }
 
     /// Moves the tap into `ns`, gives it `addr` (CIDR) and brings it up.

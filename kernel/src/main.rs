@@ -33,7 +33,7 @@ use drivers::Nic;
 use virtio_drivers::transport::{SomeTransport, Transport};
 use vnfs::config::{fmt_mac, Config};
 use vnfs::dataplane::Dataplane;
-use vnfs::packet::PacketPool;
+use vnfs::packet::{sizing, PacketPool};
 
 use crate::x86::{fail, Failure};
 
@@ -149,15 +149,6 @@ fn bind_ports(config: &Config, mut nics: Vec<Port>) -> Result<Vec<Port>, (u32, S
     Ok(slots.into_iter().map(|s| s.expect("every port bound above")).collect())
 }
 
-/// Heap kept free after start for what allocates later (host-stack
-/// buffers, management responses, a reloaded config's new stages).
-const RESERVE_BYTES: usize = 384 << 10;
-/// Heap one packet buffer takes (the buffer, its slot in the pool, the
-/// allocator's overhead).
-const BUFFER_BYTES: usize = vnfs::packet::BUF_SIZE + 64;
-/// The fewest buffers worth starting with: a quarter ring per NIC.
-const MIN_POOL_BYTES: usize = 256 * BUFFER_BYTES;
-
 #[no_mangle]
 extern "C" fn kmain(start_info: usize) -> ! {
     guard::init();
@@ -221,7 +212,7 @@ extern "C" fn kmain(start_info: usize) -> ! {
     // The tables the config asks for are allocated whole at start: refuse
     // clearly, before allocating, if the RAM cannot hold them.
     let tables = config.table_bytes();
-    if tables + MIN_POOL_BYTES + RESERVE_BYTES > heap::free() {
+    if !sizing::tables_fit(tables, heap::free()) {
         let mut parts = alloc::string::String::new();
         for s in &config.stages {
             let _ = core::fmt::Write::write_fmt(
@@ -235,7 +226,7 @@ extern "C" fn kmain(start_info: usize) -> ! {
             tables / 1024,
             parts,
             config.neighbor_table_bytes() / 1024,
-            heap::free().saturating_sub(MIN_POOL_BYTES + RESERVE_BYTES) / 1024
+            sizing::room_for_tables(heap::free()) / 1024
         );
         fail(Failure::Startup)
     }
@@ -265,14 +256,11 @@ extern "C" fn kmain(start_info: usize) -> ! {
     for (i, nic) in nics.iter().enumerate() {
         dp.port_mut(i as u8).offloads = nic.offloads();
     }
-    // Buffers: enough to fill every ring and queue once plus slack for the
-    // host stacks, or what the RAM left after the tables holds.
+    // Buffers: what the rings need, or what the RAM left after the tables
+    // holds (vnfs::packet::sizing has the rules).
     let t_pool = clock::now_us();
-    // Frames spanning several buffers (offloads) each hold a tail list.
-    let tails = nics.iter().filter(|n| n.offloads()).count() * 64;
-    let tail_bytes = tails * core::mem::size_of::<vnfs::packet::Tail>();
-    let fits = heap::free().saturating_sub(RESERVE_BYTES + tail_bytes) / BUFFER_BYTES;
-    let buffers = (nics.len() * 768 + 256).min(fits);
+    let offload_nics = nics.iter().filter(|n| n.offloads()).count();
+    let (buffers, tails) = sizing::plan(nics.len(), offload_nics, heap::free());
     let mut pool = PacketPool::with_tails(buffers, tails);
     for (p, nic) in dp.ports().iter().zip(&nics) {
         let addr = p.address.map(|a| alloc::format!("{a}")).unwrap_or_else(|| "no address".into());

@@ -14,17 +14,9 @@ fn example(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../images/configs").join(name)
 }
 
-/// Moves `tap` into `ns` without an address, as a bridge member.
-fn into_bridge(tap: &mut Tap, ns: &Netns) {
-    sluice::topology::run(&["ip", "link", "set", &tap.name, "netns", &ns.name]).unwrap();
-    tap.set_netns(ns);
-    ns.exec(&["ip", "link", "set", &tap.name, "master", "br0", "up"]).unwrap();
-}
-
 fn bridge_ns(name: &str) -> Netns {
     let ns = Netns::create(name).unwrap();
-    ns.exec(&["ip", "link", "add", "br0", "type", "bridge"]).unwrap();
-    ns.exec(&["ip", "link", "set", "br0", "up"]).unwrap();
+    ns.add_bridge().unwrap();
     ns
 }
 
@@ -37,12 +29,9 @@ fn client_reaches_the_backends_through_router_nat_and_lb_vms() {
     let mut vms = Vec::new();
     for (k, conf) in ["chain-router.conf", "chain-nat.conf", "chain-lb.conf"].iter().enumerate() {
         let mut spec = VmSpec::new(sluice::image_path(), Machine::Microvm, accel);
-        spec.paused = true;
         spec.config = Some((example(conf), conf.to_string()));
         spec.nics = (0..2).map(|j| NicSpec::new(&taps[k * 2 + j].name, &format!("52:54:00:c{k}:00:0{j}"))).collect();
-        let vm = Vm::start(&spec).unwrap();
-        vm.qmp("query-status").unwrap();
-        vms.push(vm);
+        vms.push(Vm::start_paused(&spec).unwrap());
     }
     let client = Netns::create(&format!("sluice-t{id}-client")).unwrap();
     let link2 = bridge_ns(&format!("sluice-t{id}-l2"));
@@ -51,35 +40,16 @@ fn client_reaches_the_backends_through_router_nat_and_lb_vms() {
     taps[0].move_to(&client, "10.10.0.2/24").unwrap();
     client.exec(&["ip", "route", "add", "default", "via", "10.10.0.1"]).unwrap();
     let (t1, rest) = taps.split_at_mut(2);
-    into_bridge(&mut t1[1], &link2);
-    into_bridge(&mut rest[0], &link2);
-    into_bridge(&mut rest[1], &link3);
-    into_bridge(&mut rest[2], &link3);
-    into_bridge(&mut rest[3], &backends);
+    t1[1].into_bridge(&link2).unwrap();
+    rest[0].into_bridge(&link2).unwrap();
+    rest[1].into_bridge(&link3).unwrap();
+    rest[2].into_bridge(&link3).unwrap();
+    rest[3].into_bridge(&backends).unwrap();
     // Two backends behind the LB, each in its own namespace on the bridge.
     let mut backend_ns = Vec::new();
     for (i, addr) in ["10.40.0.11", "10.40.0.12"].iter().enumerate() {
-        let ns = Netns::create(&format!("sluice-t{id}-b{i}")).unwrap();
         let (a, b) = (format!("st{id}v{i}"), format!("st{id}w{i}"));
-        sluice::topology::run(&[
-            "ip",
-            "-n",
-            &backends.name,
-            "link",
-            "add",
-            &a,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &b,
-            "netns",
-            &ns.name,
-        ])
-        .unwrap();
-        backends.exec(&["ip", "link", "set", &a, "master", "br0", "up"]).unwrap();
-        ns.exec(&["ip", "addr", "add", &format!("{addr}/24"), "dev", &b]).unwrap();
-        ns.exec(&["ip", "link", "set", &b, "up"]).unwrap();
+        let ns = backends.veth_host(&format!("sluice-t{id}-b{i}"), &a, &b, &format!("{addr}/24"), true).unwrap();
         ns.spawn(&["python3", &script("whoami_http.py"), addr, "8000", &format!("backend{i}")]).unwrap();
         backend_ns.push(ns);
     }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use sluice::topology::{run, Netns};
+use sluice::topology::Netns;
 use sluice_qemu_tests::*;
 
 struct LbLab {
@@ -48,14 +48,9 @@ fn lb_lab(mode: &str, weights: &[u32], running: &[bool]) -> LbLab {
     let mut backends = Vec::new();
     let mut pids = Vec::new();
     for (i, up) in running.iter().enumerate() {
-        let ns = Netns::create(&format!("{}-b{i}", sns.name)).unwrap();
         let (a, b) = (format!("{}b{i}", servers.tap.name), format!("{}c{i}", servers.tap.name));
-        run(&["ip", "-n", &sns.name, "link", "add", &a, "type", "veth", "peer", "name", &b, "netns", &ns.name])
-            .unwrap();
-        sns.exec(&["ip", "link", "set", &a, "master", "br0", "up"]).unwrap();
         let addr = format!("10.2.0.{}", 11 + i);
-        ns.exec(&["ip", "addr", "add", &format!("{addr}/24"), "dev", &b]).unwrap();
-        ns.exec(&["ip", "link", "set", &b, "up"]).unwrap();
+        let ns = sns.veth_host(&format!("{}-b{i}", sns.name), &a, &b, &format!("{addr}/24"), true).unwrap();
         // DNAT mode: backends answer clients through the appliance.
         ns.exec(&["ip", "route", "add", "default", "via", "10.2.0.1"]).unwrap();
         pids.push(if *up { Some(serve(&ns, &addr, i)) } else { None });

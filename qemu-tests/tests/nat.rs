@@ -61,29 +61,10 @@ fn tracepath_from_inside_shows_the_hops_beyond_the_nat() {
     // wan host 10.1.0.2 routes on to a far namespace 10.9.0.0/24.
     let lab = nat_lab("", "route 10.9.0.0/24 via 10.1.0.2\n");
     let wan = lab.port("wan");
-    let far = sluice::topology::Netns::create(&format!("{}-far", wan.ns.name)).unwrap();
     let (va, vb) = (format!("{}v", wan.tap.name), format!("{}f", wan.tap.name));
-    sluice::topology::run(&[
-        "ip",
-        "link",
-        "add",
-        &va,
-        "netns",
-        &wan.ns.name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &vb,
-        "netns",
-        &far.name,
-    ])
-    .unwrap();
+    let far = wan.ns.veth_host(&format!("{}-far", wan.ns.name), &va, &vb, "10.9.0.2/24", false).unwrap();
     wan.ns.exec(&["ip", "addr", "add", "10.9.0.1/24", "dev", &va]).unwrap();
-    wan.ns.exec(&["ip", "link", "set", &va, "up"]).unwrap();
     wan.ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]).unwrap();
-    far.exec(&["ip", "addr", "add", "10.9.0.2/24", "dev", &vb]).unwrap();
-    far.exec(&["ip", "link", "set", &vb, "up"]).unwrap();
     far.exec(&["ip", "route", "add", "default", "via", "10.9.0.1"]).unwrap();
     let (_, out) = ns_run(lab.port("lan"), &["tracepath", "-n", "-m", "6", "10.9.0.2"]);
     let hop = |n: &str| out.lines().find(|l| l.trim_start().starts_with(n)).unwrap_or("").to_string();

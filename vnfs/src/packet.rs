@@ -380,6 +380,59 @@ impl PacketPool {
     }
 }
 
+/// How the image divides its heap between tables and packet buffers
+/// (the kernel's board file asks; the rules live here, beside the pool).
+pub mod sizing {
+    /// Heap kept free after start for what allocates later (host-stack
+    /// buffers, management responses, a reloaded config's new stages).
+    pub const RESERVE_BYTES: usize = 384 << 10;
+    /// Heap one packet buffer takes (the buffer, its slot in the pool, the
+    /// allocator's overhead).
+    pub const BUFFER_BYTES: usize = super::BUF_SIZE + 64;
+    /// The fewest buffers worth starting with: a quarter ring per NIC.
+    pub const MIN_POOL_BYTES: usize = 256 * BUFFER_BYTES;
+    /// Buffers per NIC: both rings full once, and their queues.
+    pub const BUFFERS_PER_NIC: usize = 768;
+    /// Buffers beyond the NICs' (host stacks, ICMP errors, fragments).
+    pub const SPARE_BUFFERS: usize = 256;
+    /// Tail lists (frames in several buffers) per NIC with offloads.
+    pub const TAILS_PER_OFFLOAD_NIC: usize = 64;
+
+    /// Whether tables of `table_bytes` leave room for a minimal pool and
+    /// the reserve in `free` bytes of heap.
+    pub fn tables_fit(table_bytes: usize, free: usize) -> bool {
+        table_bytes.saturating_add(MIN_POOL_BYTES + RESERVE_BYTES) <= free
+    }
+
+    /// Heap the tables may take at most, for messages.
+    pub fn room_for_tables(free: usize) -> usize {
+        free.saturating_sub(MIN_POOL_BYTES + RESERVE_BYTES)
+    }
+
+    /// (buffers, tail lists) for `nics` NICs of which `offload_nics` do
+    /// offloads, with `free` bytes of heap left after the tables: enough to
+    /// fill every ring and queue once plus spares, or what fits.
+    pub fn plan(nics: usize, offload_nics: usize, free: usize) -> (usize, usize) {
+        let tails = offload_nics * TAILS_PER_OFFLOAD_NIC;
+        let tail_bytes = tails * core::mem::size_of::<super::Tail>();
+        let fits = free.saturating_sub(RESERVE_BYTES + tail_bytes) / BUFFER_BYTES;
+        ((nics * BUFFERS_PER_NIC + SPARE_BUFFERS).min(fits), tails)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn a_small_heap_gets_what_fits_a_large_one_what_the_rings_need() {
+            assert_eq!(super::plan(2, 2, 1 << 30), (2 * 768 + 256, 128));
+            let (b, _) = super::plan(2, 0, 2 << 20);
+            assert_eq!(b, ((2 << 20) - super::RESERVE_BYTES) / super::BUFFER_BYTES);
+            assert_eq!(super::plan(2, 2, 0).0, 0);
+            assert!(super::tables_fit(0, super::MIN_POOL_BYTES + super::RESERVE_BYTES));
+            assert!(!super::tables_fit(usize::MAX, 1 << 30));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -226,10 +226,8 @@ fn linux_vm(mb: u32) -> Result<LinuxVm, String> {
     spec.initrd = Some(cache.join("initramfs.cpio.gz"));
     spec.cmdline = Some("console=ttyS0 quiet".into());
     spec.memory_mb = mb;
-    spec.paused = true;
     spec.nics = taps.iter().enumerate().map(|(i, t)| NicSpec::new(&t.name, &format!("52:54:00:11:00:0{i}"))).collect();
-    let mut vm = Vm::start(&spec).map_err(|e| e.to_string())?;
-    vm.qmp("query-status").map_err(|e| e.what)?;
+    let mut vm = Vm::start_paused(&spec).map_err(|e| e.to_string())?;
     let lan = Netns::create(&format!("sluice-t{id}-lan")).unwrap();
     let wan = Netns::create(&format!("sluice-t{id}-wan")).unwrap();
     taps[0].move_to(&lan, "10.0.0.2/24").unwrap();
