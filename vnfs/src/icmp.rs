@@ -111,7 +111,7 @@ pub fn build_error(pkt: &mut Packet, kind: IcmpError, src: Ipv4Addr, ident: u16)
     if !pkt.set_window(new_head, ETH_HLEN + NEW_HEADERS + quote) {
         return None;
     }
-    pkt.meta.l3 = ETH_HLEN as u16;
+    pkt.meta.l3 = ETH_HLEN as u8;
     // A new packet with a complete checksum: no offload work left.
     pkt.meta.offload = Default::default();
     let data = pkt.data_mut();

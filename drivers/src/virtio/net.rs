@@ -183,7 +183,9 @@ impl<H: Hal, T: Transport> VirtioNet<H, T> {
                     let o = &mut pkt.meta.offload;
                     o.csum_partial = flags & HDR_F_NEEDS_CSUM != 0;
                     o.csum_start = csum_start;
-                    o.csum_offset = csum_offset;
+                    // Offsets past a byte are no TCP/UDP checksum: 255 makes
+                    // the packet one the offload code refuses (counted).
+                    o.csum_offset = u8::try_from(csum_offset).unwrap_or(u8::MAX);
                     o.gso_size = match gso_type & !GSO_ECN {
                         GSO_NONE => 0,
                         GSO_TCPV4 if gso_size > 0 => gso_size,
@@ -312,7 +314,7 @@ impl<H: Hal, T: Transport> Nic for VirtioNet<H, T> {
             if o.csum_partial {
                 h[0] = HDR_F_NEEDS_CSUM;
                 h[6..8].copy_from_slice(&o.csum_start.to_le_bytes());
-                h[8..10].copy_from_slice(&o.csum_offset.to_le_bytes());
+                h[8..10].copy_from_slice(&u16::from(o.csum_offset).to_le_bytes());
             }
             if o.is_gso() {
                 h[1] = GSO_TCPV4;

@@ -475,7 +475,7 @@ mod tests {
         let mut pool = PacketPool::new(16);
         let mut q = VirtQueue::<TestHal>::new(8, true);
         let dev = Device::of(&q);
-        let mut add = |q: &mut VirtQueue<TestHal>, pool: &mut PacketPool| {
+        let add = |q: &mut VirtQueue<TestHal>, pool: &mut PacketPool| {
             let p = packet(pool, 0);
             let at = p.head();
             assert!(q.add(p, at, 60, true).is_ok());

@@ -243,7 +243,7 @@ impl Dataplane {
             let mut verdict = classify(p.mac, p.address, local_sorted, pkt.data(), pkt.total_len());
             // Untagged Ethernet is all ingress parses so far: the L3 header
             // follows it (a VLAN tag would move this, and only this).
-            pkt.meta.l3 = crate::wire::ETH_HLEN as u16;
+            pkt.meta.l3 = crate::wire::ETH_HLEN as u8;
             if matches!(verdict, Verdict::Pipeline | Verdict::Local) && !refused.is_empty() {
                 // classify checked the IPv4 header: the source is there.
                 let src = Ipv4Packet::new_unchecked(pkt.l3()).src_addr();

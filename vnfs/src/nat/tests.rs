@@ -385,7 +385,7 @@ proptest! {
     #[test]
     fn any_offload_metadata_through_the_nat_never_panics_or_leaks(
         frames in proptest::collection::vec(
-            (any::<bool>(), any::<bool>(), 0usize..4000, 64usize..1900, any::<bool>(), 0u16..80, 0u16..40, prop_oneof![Just(0u16), Just(1448u16), any::<u16>()]),
+            (any::<bool>(), any::<bool>(), 0usize..4000, 64usize..1900, any::<bool>(), 0u16..80, 0u8..40, prop_oneof![Just(0u16), Just(1448u16), any::<u16>()]),
             1..6,
         ),
         wan_offloads in any::<bool>(),

@@ -29,6 +29,6 @@ pub fn untag(pkt: &mut crate::packet::Packet) -> bool {
     if !pkt.set_window(head, len) {
         return false;
     }
-    pkt.meta.l3 = ETH_HLEN as u16;
+    pkt.meta.l3 = ETH_HLEN as u8;
     true
 }
