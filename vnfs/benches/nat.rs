@@ -149,6 +149,9 @@ fn churn() {
         t0.elapsed().as_nanos() as f64 / N as f64
     };
     let mut one = NatTable::new(N, vec![out], (1024, 65535), Filtering::EndpointIndependent, Timeouts::default(), 1);
+    // This measures removal, not the per-forward quota (default: half the
+    // table): let one forward hold every session.
+    one.set_quotas(vnfs::nat::table::Quotas { host: N as u32, forward: N as u32 });
     let inside = Endpoint::new(std::net::Ipv4Addr::new(10, 0, 0, 3), 80);
     one.add_forward(UDP, Endpoint::new(out, 80), inside);
     for i in 0..N {
