@@ -46,7 +46,7 @@ qemu-test: disk
 
 # Unit tests first (fast), then the qemu-tests on the freshly built image
 # and disk image, then a short bounded run of each fuzz target.
-test: disk
+test: disk lint
 	$(CARGO) test
 	@./scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS)
 

@@ -68,7 +68,7 @@ impl Egress {
         let Some(out) = pkt.meta.out_port.filter(|p| (*p as usize) < ports.len()) else {
             return drop(ports, pool, pkt, DropReason::NoRoute);
         };
-        if !crate::wire::untag(&mut pkt) {
+        if !pkt.untag() {
             return drop(ports, pool, pkt, DropReason::OffloadUnsupported);
         }
         let o = pkt.meta.offload;

@@ -59,16 +59,21 @@ pub(crate) fn is_unique_host(a: Ipv4Addr) -> bool {
 }
 
 /// RFC 1812 §4.3.2.7: whether the router may send an error about this frame
-/// (Ethernet + valid IPv4). `subnet_broadcasts` are the directed broadcast
-/// addresses of the appliance's own subnets.
-pub fn may_send_error(frame: &[u8], subnet_broadcasts: &[Ipv4Addr]) -> bool {
+/// (Ethernet, its IPv4 header at `l3` and valid). `subnet_broadcasts` are
+/// the directed broadcast addresses of the appliance's own subnets.
+pub fn may_send_error(frame: &[u8], l3: usize, subnet_broadcasts: &[Ipv4Addr]) -> bool {
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
         return false;
     };
     if !eth.dst_addr().is_unicast() {
         return false;
     }
-    let ip = Ipv4Packet::new_unchecked(eth.payload());
+    // The header only: a frame in several buffers holds its payload
+    // elsewhere (ingress checked the datagram's length).
+    let Some(header) = frame.get(l3..).filter(|h| h.len() >= 20) else {
+        return false;
+    };
+    let ip = Ipv4Packet::new_unchecked(header);
     let dst = ip.dst_addr();
     if dst.is_broadcast() || dst.is_multicast() || subnet_broadcasts.contains(&dst) {
         return false;
@@ -269,19 +274,19 @@ mod tests {
     #[test]
     fn no_errors_about_errors_broadcasts_or_fragments() {
         let ok = frame(8);
-        assert!(may_send_error(&ok, &[]));
+        assert!(may_send_error(&ok, ETH, &[]));
         let mut bcast = ok.clone();
         bcast[0..6].copy_from_slice(&[0xff; 6]);
-        assert!(!may_send_error(&bcast, &[]));
-        assert!(!may_send_error(&ok, &[Ipv4Addr::new(192, 0, 2, 9)]), "directed broadcast");
+        assert!(!may_send_error(&bcast, ETH, &[]));
+        assert!(!may_send_error(&ok, ETH, &[Ipv4Addr::new(192, 0, 2, 9)]), "directed broadcast");
         let mut frag = ok.clone();
         frag[ETH + 7] = 8; // offset 64 bytes
-        assert!(!may_send_error(&frag, &[]));
+        assert!(!may_send_error(&frag, ETH, &[]));
         let mut err = ok.clone();
         err[ETH + 20] = 3; // ICMP type: destination unreachable
-        assert!(!may_send_error(&err, &[]));
+        assert!(!may_send_error(&err, ETH, &[]));
         let mut zero_src = ok.clone();
         zero_src[ETH + 12..ETH + 16].copy_from_slice(&[0; 4]);
-        assert!(!may_send_error(&zero_src, &[]));
+        assert!(!may_send_error(&zero_src, ETH, &[]));
     }
 }

@@ -166,6 +166,26 @@ impl Packet {
         self.data().get(self.meta.l3 as usize..).unwrap_or(&[])
     }
 
+    /// Makes the frame's L2 header a plain Ethernet header's length, moving
+    /// the window's start so that [`crate::wire::ETH_HLEN`] bytes precede the L3 header
+    /// (after a tag was parsed at ingress); the egress then writes the header.
+    /// `false` if the window cannot move (a frame in several buffers, or no
+    /// room in front).
+    pub fn untag(&mut self) -> bool {
+        use crate::wire::ETH_HLEN;
+        let l3 = self.meta.l3 as usize;
+        if l3 == ETH_HLEN {
+            return true;
+        }
+        let Some(head) = (self.head() + l3).checked_sub(ETH_HLEN) else { return false };
+        let Some(len) = (self.len() + ETH_HLEN).checked_sub(l3) else { return false };
+        if !self.set_window(head, len) {
+            return false;
+        }
+        self.meta.l3 = ETH_HLEN as u8;
+        true
+    }
+
     /// The same, writable.
     #[inline]
     pub fn l3_mut(&mut self) -> &mut [u8] {
@@ -385,7 +405,8 @@ impl PacketPool {
 
 /// How the image divides its heap between tables and packet buffers
 /// (the kernel's board file asks; the rules live here, beside the pool).
-const _: () = assert!(core::mem::size_of::<Packet>() <= 40, "Packet grew: every burst move pays (see Offload::csum_offset)");
+const _: () =
+    assert!(core::mem::size_of::<Packet>() <= 40, "Packet grew: every burst move pays (see Offload::csum_offset)");
 
 pub mod sizing {
     /// Heap kept free after start for what allocates later (host-stack

@@ -179,7 +179,7 @@ impl Acl {
         } else {
             self.ident = self.ident.wrapping_add(1);
             match from {
-                Some(from) if may_send_error(pkt.data(), &[]) => {
+                Some(from) if may_send_error(pkt.data(), pkt.meta.l3 as usize, &[]) => {
                     build_error(&mut pkt, IcmpError::AdminProhibited, from, self.ident).is_some()
                 }
                 _ => false,
@@ -199,6 +199,26 @@ impl Acl {
 impl Stage for Acl {
     fn process(&mut self, batch: &mut Batch, cx: &mut StageContext<'_>) {
         for_each_packet(batch, |pkt| self.filter(pkt, cx));
+    }
+
+    /// New rules take effect at once; the connection table stays (as
+    /// conntrack does under a new nftables ruleset), so established
+    /// connections keep flowing across a reload that edits the rules. The
+    /// table is rebuilt only if `stateful` or `connections` changed.
+    fn reconfigure(&mut self, settings: &dyn core::any::Any) -> bool {
+        let Some(c) = settings.downcast_ref::<AclConfig>() else { return false };
+        let same_table = match &self.conns {
+            Some(t) => c.stateful && t.capacity() == c.connections,
+            None => !c.stateful,
+        };
+        if !same_table {
+            return false;
+        }
+        self.classifier = Classifier::new(&c.rules);
+        self.default = c.default;
+        self.hits = alloc::vec![0; c.rules.len()];
+        self.default_hits = 0;
+        true
     }
 
     fn poll(&mut self, cx: &mut StageContext<'_>) {

@@ -100,6 +100,33 @@ fn stateful_mode_lets_replies_in_and_nothing_else() {
     r.finish();
 }
 
+#[test]
+fn a_reload_that_edits_the_rules_keeps_the_connections() {
+    let acl = |extra: &str| {
+        std::format!(
+            "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\nacl fw {{\n port lan wan\n stateful\n{extra} rule permit udp src 10.0.0.0/24\n default deny\n}}\n"
+        )
+    };
+    let mut r = rig(" port lan wan\n stateful\n rule permit udp src 10.0.0.0/24\n default deny\n");
+    r.dp.reload("t", &acl(""), &mut r.pool).unwrap();
+    r.through(0, &udp_frame(MACS[0], (LAN_HOST, 5000), (WAN_HOST, 53), b"q"), 1);
+    // A new rule: the connection opened before it still gets its replies.
+    r.dp.reload("t", &acl(" rule deny udp dport 123\n"), &mut r.pool).unwrap();
+    r.through(1, &udp_frame(MACS[1], (WAN_HOST, 53), (LAN_HOST, 5000), b"a"), 0);
+    // The new rule (before the permit) is in force.
+    let denied = r.drops(0, DropReason::Policy);
+    r.send(0, &udp_frame(MACS[0], (LAN_HOST, 5001), (WAN_HOST, 123), b"q"));
+    assert!(r.sent(1).is_empty());
+    assert_eq!(r.drops(0, DropReason::Policy), denied + 1);
+    // A different table size cannot keep the table: rebuilt, the old
+    // connection's replies are new (and denied) now.
+    let bigger = acl(" connections 1024\n");
+    r.dp.reload("t", &bigger, &mut r.pool).unwrap();
+    r.send(1, &udp_frame(MACS[1], (WAN_HOST, 53), (LAN_HOST, 5000), b"a"));
+    assert!(r.sent(0).is_empty(), "a rebuilt table knows no connection");
+    r.finish();
+}
+
 fn arb_rule() -> impl Strategy<Value = Rule> {
     (0u8..3, prop::option::of(prop_oneof![Just(6u8), Just(17u8), Just(1u8)]), 0u8..4, 0u8..4, any::<u16>(), 0u16..3)
         .prop_map(|(a, proto, s, d, port, span)| {

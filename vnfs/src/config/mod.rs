@@ -22,7 +22,8 @@
 //! This module is the framework's part: the grammar ([`lexer`]), ports,
 //! routes, wires, the management endpoint, ARP and pipelines. Every other
 //! statement belongs to a feature: its folder's `config.rs` reads it and
-//! the stage registry ([`crate::registry`]) names the feature's
+//! the stage registry (`registry.rs`, which only the crate root and the
+//! host tools use) names the feature's
 //! [`StageDef`]. An instance of a stage has a name, so a config may hold
 //! two NATs or a policer per port; `pipeline PORT NAME...` lists the
 //! instances a port's packets pass.

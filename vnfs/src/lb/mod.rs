@@ -618,7 +618,7 @@ impl Lb {
             TCP => crate::icmp::tcp_reset(&mut pkt, total),
             _ => {
                 self.ident = self.ident.wrapping_add(1);
-                crate::icmp::may_send_error(pkt.data(), &[])
+                crate::icmp::may_send_error(pkt.data(), pkt.meta.l3 as usize, &[])
                     && build_error(&mut pkt, IcmpError::PortUnreachable, vip, self.ident).is_some()
             }
         };

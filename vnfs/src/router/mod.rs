@@ -200,7 +200,7 @@ impl Router {
     fn answer(&mut self, mut pkt: Packet, kind: IcmpError, cx: &mut StageContext<'_>) -> Option<Packet> {
         let in_port = pkt.meta.in_port;
         let src = self.ports.get(in_port as usize).and_then(|p| p.address).map(|a| a.addr());
-        let allowed = src.is_some() && may_send_error(pkt.data(), &self.broadcasts);
+        let allowed = src.is_some() && may_send_error(pkt.data(), pkt.meta.l3 as usize, &self.broadcasts);
         if !allowed {
             cx.pool.free(pkt);
             return None;
