@@ -143,6 +143,14 @@ impl ConnTable {
         Some(way)
     }
 
+    /// Whether a live connection has `from` → `to` either way (no timer
+    /// moves: for ICMP errors about a connection, which prove nothing).
+    pub fn has(&self, proto: u8, from: Endpoint, to: Endpoint, now: Micros) -> bool {
+        self.find(proto, from, to)
+            .or_else(|| self.find(proto, to, from))
+            .is_some_and(|i| self.conns[i as usize].expires > now)
+    }
+
     /// Starts tracking `from` → `to`; `false` if the table is full.
     pub fn open(&mut self, proto: u8, from: Endpoint, to: Endpoint, flags: u8, now: Micros) -> bool {
         if self.seen(proto, from, to, flags, now).is_some() {

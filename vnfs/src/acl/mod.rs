@@ -36,6 +36,7 @@ crate::counters! {
         rejected: counter "packets rejected with a TCP reset or ICMP admin-prohibited",
         reject_rate_limited: counter "rejects not answered: the source's rate was used up",
         established: counter "packets of tracked connections passed without a lookup (stateful)",
+        related: counter "ICMP errors about a tracked connection passed (stateful)",
         connections_refused: counter "permitted connections not tracked: the table was full",
     }
 }
@@ -90,6 +91,30 @@ fn endpoints(f: &Fields, pkt: &Packet) -> (Endpoint, Endpoint) {
     (Endpoint::new(Ipv4Addr::from(f.src), sp), Endpoint::new(Ipv4Addr::from(f.dst), dp))
 }
 
+/// The connection an ICMP error quotes (RFC 792: the offending packet's IP
+/// header and first 8 bytes follow the ICMP header): its protocol and
+/// endpoints as that packet had them.
+fn quoted(f: &Fields, pkt: &Packet) -> Option<(u8, Endpoint, Endpoint)> {
+    if !matches!(f.icmp, Some((3 | 11 | 12, _))) {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(pkt.l3()).ok()?;
+    let q = ip.payload().get(8..)?;
+    let qip = Ipv4Packet::new_unchecked(q.get(..20)?);
+    let ihl = qip.header_len() as usize;
+    let l4 = q.get(ihl..ihl + 8)?;
+    let proto = u8::from(qip.next_header());
+    let (sp, dp) = match proto {
+        TCP | UDP => (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]])),
+        ICMP => {
+            let id = u16::from_be_bytes([l4[4], l4[5]]);
+            (id, id)
+        }
+        _ => (0, 0),
+    };
+    Some((proto, Endpoint::new(qip.src_addr(), sp), Endpoint::new(qip.dst_addr(), dp)))
+}
+
 pub struct Acl {
     name: String,
     classifier: Classifier,
@@ -128,6 +153,14 @@ impl Acl {
             if conns.seen(f.proto, a, b, flags, cx.now).is_some() {
                 self.counters.established += 1;
                 return Some(pkt);
+            }
+            // An ICMP error about a tracked connection (unreachable, time
+            // exceeded, parameter problem: path MTU discovery needs them).
+            if let Some((proto, qa, qb)) = quoted(&f, &pkt) {
+                if conns.has(proto, qa, qb, cx.now) {
+                    self.counters.related += 1;
+                    return Some(pkt);
+                }
             }
         }
         let action = match self.classifier.first_match(&f) {

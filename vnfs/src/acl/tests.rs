@@ -92,11 +92,24 @@ fn stateful_mode_lets_replies_in_and_nothing_else() {
     });
     crate::csum::set(&mut reply, 36, c);
     r.through(1, &reply, 0);
+    // An ICMP error about the tracked UDP connection (its quote) is let in;
+    // one about another connection is not.
+    let quote = |sport: u16| {
+        let q = udp_frame(MACS[0], (LAN_HOST, sport), (WAN_HOST, 53), b"q");
+        let mut body = std::vec![3u8, 3, 0, 0, 0, 0, 0, 0];
+        body.extend_from_slice(&q[14..14 + 28]);
+        let c = crate::csum::checksum(&body);
+        crate::csum::set(&mut body, 2, c);
+        l4_frame(MACS[1], WAN_HOST, LAN_HOST, IpProtocol::Icmp, &body)
+    };
+    r.through(1, &quote(5000), 0);
+    r.send(1, &quote(5999));
+    assert!(r.sent(0).is_empty(), "an error about no tracked connection is denied");
     // Another port of the same host is a new connection: denied.
     r.send(1, &udp_frame(MACS[1], (WAN_HOST, 53), (LAN_HOST, 5001), b"a"));
     assert!(r.sent(0).is_empty());
     let s = stage_line(&r);
-    assert!(s.contains(" established=2 ") && s.contains(" connections=2 "), "{s}");
+    assert!(s.contains(" established=2 related=1 ") && s.contains(" connections=2 "), "{s}");
     r.finish();
 }
 
