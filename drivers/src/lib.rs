@@ -9,6 +9,7 @@
 
 extern crate alloc;
 
+pub mod igb;
 pub mod poll;
 pub mod virtio;
 
@@ -61,4 +62,8 @@ pub trait Nic {
     }
     /// Buffers the driver holds (posted to the device or waiting to be reclaimed).
     fn buffers_held(&self) -> usize;
+    /// The device's own counters (statistics registers), if it has any.
+    fn device_counters(&self) -> heapless::Vec<vnfs::stats::Sample, 12> {
+        heapless::Vec::new()
+    }
 }

@@ -22,6 +22,8 @@ pub struct PortSpec {
     /// The NIC offers checksum offload and segmentation (its tap carries
     /// virtio-net headers).
     pub offloads: bool,
+    /// The QEMU NIC model (`igb`); `None`: the machine's virtio-net.
+    pub model: Option<String>,
 }
 
 impl PortSpec {
@@ -32,11 +34,18 @@ impl PortSpec {
             host: host.into(),
             extra: String::new(),
             offloads: true,
+            model: None,
         }
     }
 
     pub fn with(mut self, extra: &str) -> PortSpec {
         self.extra = extra.into();
+        self
+    }
+
+    /// The port's NIC is QEMU's `model` (`igb`) instead of virtio-net.
+    pub fn model(mut self, model: &str) -> PortSpec {
+        self.model = Some(model.into());
         self
     }
 }
@@ -167,7 +176,11 @@ impl Lab {
             .iter()
             .zip(&spec.ports)
             .enumerate()
-            .map(|(i, (t, p))| NicSpec { offloads: p.offloads, ..NicSpec::new(&t.name, &mac(i)) })
+            .map(|(i, (t, p))| NicSpec {
+                offloads: p.offloads,
+                model: p.model.clone(),
+                ..NicSpec::new(&t.name, &mac(i))
+            })
             .collect();
         let vm = Vm::start_paused(&vm_spec)?;
 

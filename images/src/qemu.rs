@@ -120,11 +120,13 @@ pub struct NicSpec {
     /// `false`: the tap gets no virtio-net header (`vnet_hdr=off`), so the
     /// NIC offers no checksum offload or segmentation.
     pub offloads: bool,
+    /// The QEMU device model (`igb`); `None`: the machine's virtio-net.
+    pub model: Option<String>,
 }
 
 impl NicSpec {
     pub fn new(tap: &str, mac: &str) -> NicSpec {
-        NicSpec { tap: tap.into(), mac: mac.into(), offloads: true }
+        NicSpec { tap: tap.into(), mac: mac.into(), offloads: true, model: None }
     }
 }
 
@@ -204,10 +206,21 @@ impl VmSpec {
             c.arg("-fw_cfg")
                 .arg(format!("name=opt/sluice/token,file={}", token.display().to_string().replace(',', ",,")));
         }
+        let mut igbs = 0;
         for (i, nic) in self.nics.iter().enumerate() {
             let vnet_hdr = if nic.offloads { "" } else { ",vnet_hdr=off" };
             c.arg("-netdev").arg(format!("tap,id=n{i},ifname={},script=no,downscript=no{vnet_hdr}", nic.tap));
-            c.arg("-device").arg(format!("{},netdev=n{i},mac={}", self.machine.nic_device(), nic.mac));
+            let device = match nic.model.as_deref() {
+                // An igb PF reserves the slots 16 and 17 after its own for
+                // its VFs (devfn + 0x80, stride 2): PFs at slots 8, 11, 14.
+                Some("igb") => {
+                    igbs += 1;
+                    format!("igb,romfile=,addr=0x{:x}", 8 + 3 * (igbs - 1))
+                }
+                Some(m) => format!("{m},romfile="),
+                None => self.machine.nic_device().to_string(),
+            };
+            c.arg("-device").arg(format!("{device},netdev=n{i},mac={}", nic.mac));
         }
         if self.paused {
             c.arg("-S");

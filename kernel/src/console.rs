@@ -37,7 +37,7 @@ pub fn publish<N: Nic>(dp: &mut Dataplane, nics: &[N], lp: &LoopStats) {
             gauge: true,
             value: nic.buffers_held() as u64,
         };
-        for s in nic.stats().samples().chain([held]) {
+        for s in nic.stats().samples().chain([held]).chain(nic.device_counters()) {
             let _ = c.push(s);
         }
     }

@@ -20,6 +20,7 @@ mod heap;
 mod idt;
 mod log;
 mod mmio;
+mod nics;
 mod pci;
 mod serial;
 mod x86;
@@ -37,7 +38,7 @@ use vnfs::packet::{sizing, PacketPool};
 
 use crate::x86::{fail, Failure};
 
-type Port = VirtioNet<hal::KernelHal, SomeTransport<'static>>;
+use nics::Port;
 
 /// The config compiled into the image, used when none is given.
 const EMBEDDED_CONFIG: &str = include_str!("../../images/configs/default.conf");
@@ -80,11 +81,12 @@ fn config_source(cmdline: &str) -> ConfigSource {
     ConfigSource { name: "embedded:default.conf".into(), text: EMBEDDED_CONFIG.into() }
 }
 
-/// Every virtio-net NIC on the machine, PCI (bus order) then MMIO (slot
+/// Every NIC on the machine: virtio-net on PCI (bus order) then MMIO (slot
 /// order). Each negotiates checksum offload and TCP segmentation if it
 /// offers them and the command line does not say `offloads=off`; where a
 /// super-packet from one goes out of a NIC without them, the egress cuts
-/// it and completes its checksums in software.
+/// it and completes its checksums in software. Then the Intel 82576 (igb)
+/// physical functions on PCI, which do no offloads yet.
 fn discover_nics(cmdline: &str) -> Vec<Port> {
     let mut nics = Vec::new();
     let scan = pci::scan();
@@ -110,9 +112,23 @@ fn discover_nics(cmdline: &str) -> Vec<Port> {
                     fmt_mac(&nic.mac()),
                     if nic.offloads() { "on" } else { "off" }
                 );
-                nics.push(nic);
+                nics.push(Port::Virtio(nic));
             }
             Err(e) => println!("{what}: virtio-net not usable: {e}"),
+        }
+    }
+    for (df, bar0) in scan.igb {
+        match drivers::igb::Igb::<hal::KernelHal>::new(bar0) {
+            Ok(nic) => {
+                let (rx, tx) = nic.ring_sizes();
+                println!(
+                    "nic{}: igb (82576) at pci {df}, mac {}, rings {rx}/{tx}, offloads off",
+                    nics.len(),
+                    fmt_mac(&nic.mac())
+                );
+                nics.push(Port::Igb(nic));
+            }
+            Err(e) => println!("pci {df}: igb not usable: {e}"),
         }
     }
     nics
@@ -126,14 +142,7 @@ fn bind_ports(config: &Config, mut nics: Vec<Port>) -> Result<Vec<Port>, (u32, S
     for (i, p) in config.ports.iter().enumerate() {
         if let Some(mac) = p.mac {
             let at = nics.iter().position(|n| n.mac() == mac).ok_or_else(|| {
-                (
-                    p.line.0,
-                    alloc::format!(
-                        "port `{}`: no NIC has MAC {} ({found} virtio-net NIC(s) found)",
-                        p.name,
-                        fmt_mac(&mac)
-                    ),
-                )
+                (p.line.0, alloc::format!("port `{}`: no NIC has MAC {} ({found} NIC(s) found)", p.name, fmt_mac(&mac)))
             })?;
             slots[i] = Some(nics.remove(at));
         }
@@ -142,7 +151,7 @@ fn bind_ports(config: &Config, mut nics: Vec<Port>) -> Result<Vec<Port>, (u32, S
     for (i, p) in config.ports.iter().enumerate() {
         if slots[i].is_none() {
             slots[i] = Some(rest.next().ok_or_else(|| {
-                (p.line.0, alloc::format!("port `{}`: no NIC left for it ({found} virtio-net NIC(s) found)", p.name))
+                (p.line.0, alloc::format!("port `{}`: no NIC left for it ({found} NIC(s) found)", p.name))
             })?);
         }
     }

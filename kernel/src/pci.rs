@@ -93,6 +93,8 @@ impl ConfigurationAccess for Cam2 {
 pub struct PciScan {
     pub mechanism: &'static str,
     pub transports: Vec<(DeviceFunction, PciTransport)>,
+    /// Intel 82576 functions and the address of their BAR 0.
+    pub igb: Vec<(DeviceFunction, u64)>,
     pub errors: Vec<(DeviceFunction, alloc::string::String)>,
 }
 
@@ -149,7 +151,7 @@ impl Window {
 
 /// Lists the virtio-net functions on bus 0 and makes their BARs usable.
 pub fn scan() -> PciScan {
-    let mut out = PciScan { mechanism: "none", transports: Vec::new(), errors: Vec::new() };
+    let mut out = PciScan { mechanism: "none", transports: Vec::new(), igb: Vec::new(), errors: Vec::new() };
     let Some((mut root, mechanism)) = root() else {
         return out;
     };
@@ -159,7 +161,9 @@ pub fn scan() -> PciScan {
     // Addresses the firmware already gave to devices we leave alone.
     let mut mem = Window { next: MMIO_WINDOW.0, end: MMIO_WINDOW.1, used: Vec::new() };
     let mut io = Window { next: IO_WINDOW.0, end: IO_WINDOW.1, used: Vec::new() };
-    let is_net = |v: u16, d: u16| v == VIRTIO_VENDOR && (d == VIRTIO_NET_MODERN || d == VIRTIO_NET_TRANSITIONAL);
+    let is_virtio = |v: u16, d: u16| v == VIRTIO_VENDOR && (d == VIRTIO_NET_MODERN || d == VIRTIO_NET_TRANSITIONAL);
+    let is_igb = |v: u16, d: u16| v == drivers::igb::VENDOR && d == drivers::igb::DEVICE_82576;
+    let is_net = |v: u16, d: u16| is_virtio(v, d) || is_igb(v, d);
     for (df, info) in &functions {
         if is_net(info.vendor_id, info.device_id) {
             continue;
@@ -202,6 +206,15 @@ pub fn scan() -> PciScan {
             i += if bars[i].as_ref().is_some_and(|b| b.takes_two_entries()) { 2 } else { 1 };
         }
         root.set_command(df, Command::IO_SPACE | Command::MEMORY_SPACE | Command::BUS_MASTER);
+        if is_igb(info.vendor_id, info.device_id) {
+            match root.bars(df).ok().and_then(|b| b[0].clone()) {
+                Some(BarInfo::Memory { address, .. }) if address != 0 && address < MMIO_WINDOW.1 => {
+                    out.igb.push((df, address))
+                }
+                _ => out.errors.push((df, "igb: BAR 0 is not a usable memory BAR".into())),
+            }
+            continue;
+        }
         match PciTransport::new::<KernelHal, _>(&mut root, df) {
             Ok(t) => out.transports.push((df, t)),
             Err(e) => out.errors.push((df, alloc::format!("{e}"))),
