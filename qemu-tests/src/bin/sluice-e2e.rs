@@ -142,9 +142,27 @@ fn sluice_case(name: &str, extra: &str, wire: bool, machine: Machine) {
 
 /// One sluice configuration: the UDP sweep (if `sweep`), then iperf3 for a NAT.
 fn sluice_case_with(name: &str, extra: &str, wire: bool, machine: Machine, kernel_args: &str, udp: bool) {
+    sluice_case_nic(name, extra, wire, machine, kernel_args, udp, None)
+}
+
+/// The same with both ports on QEMU's NIC `model` (`igb`) instead of virtio-net.
+fn sluice_case_nic(
+    name: &str,
+    extra: &str,
+    wire: bool,
+    machine: Machine,
+    kernel_args: &str,
+    udp: bool,
+    model: Option<&str>,
+) {
     let mut spec = LabSpec::two_ports(machine).unwrap();
     spec.extra_config = extra.into();
     spec.kernel_args = kernel_args.into();
+    if let Some(m) = model {
+        for p in &mut spec.ports {
+            *p = p.clone().model(m);
+        }
+    }
     let mut lab = Lab::start(&spec).unwrap();
     if !wire && extra.contains("nat") {
         println!("{:<28} boot: QEMU start → ready {:.2} s", name, lab.vm.elapsed().as_secs_f64());
@@ -391,6 +409,15 @@ fn profile() {
     println!("(perf data: {})", data.display());
 }
 
+/// sluice's NAT on virtio-net and on the Intel 82576 physical function
+/// (QEMU's igb model), both on q35 + qboot: UDP sweep and iperf3.
+fn nics() {
+    println!("NIC models, same machine (q35 + qboot), sluice NAT:");
+    let nat = "nat {\n  inside 10.0.0.0/24\n  outside wan\n}\n";
+    sluice_case_nic("sluice NAT, virtio-net q35", nat, false, Machine::Q35Qboot, "", true, None);
+    sluice_case_nic("sluice NAT, igb PF q35", nat, false, Machine::Q35Qboot, "", true, Some("igb"));
+}
+
 fn main() {
     if std::env::args().any(|a| a == "profile") {
         return profile();
@@ -417,6 +444,12 @@ fn main() {
         sluice_case_with("sluice NAT", nat, false, Machine::Microvm, "", true);
         return;
     }
+    if std::env::args().any(|a| a == "nics") {
+        // virtio-net against the igb physical function, same machine:
+        // `sluice-e2e nics`.
+        nics();
+        return;
+    }
     if std::env::args().any(|a| a == "tcp") {
         // Only the TCP figures: `sluice-e2e tcp`.
         let nat = "nat {\n  inside 10.0.0.0/24\n  outside wan\n}\n";
@@ -433,6 +466,7 @@ fn main() {
     sluice_case("sluice NAT", nat, false, Machine::Microvm);
     // TCP without the virtio offloads: what they are worth.
     sluice_case_with("sluice NAT, offloads off", nat, false, Machine::Microvm, "offloads=off", false);
+    nics();
     println!("same machine type for both (pc + qboot):");
     sluice_case("sluice NAT, pc", nat, false, Machine::PcQboot);
     linux_vm_case();
