@@ -24,6 +24,8 @@ pub struct PortSpec {
     pub offloads: bool,
     /// The QEMU NIC model (`igb`); `None`: the machine's virtio-net.
     pub model: Option<String>,
+    /// The NIC sits behind its own PCIe root port (q35).
+    pub root_port: bool,
 }
 
 impl PortSpec {
@@ -35,7 +37,14 @@ impl PortSpec {
             extra: String::new(),
             offloads: true,
             model: None,
+            root_port: false,
         }
+    }
+
+    /// Puts the port's NIC behind a PCIe root port, as libvirt does on q35.
+    pub fn behind_root_port(mut self) -> PortSpec {
+        self.root_port = true;
+        self
     }
 
     pub fn with(mut self, extra: &str) -> PortSpec {
@@ -179,6 +188,7 @@ impl Lab {
             .map(|(i, (t, p))| NicSpec {
                 offloads: p.offloads,
                 model: p.model.clone(),
+                root_port: p.root_port,
                 ..NicSpec::new(&t.name, &mac(i))
             })
             .collect();

@@ -122,11 +122,13 @@ pub struct NicSpec {
     pub offloads: bool,
     /// The QEMU device model (`igb`); `None`: the machine's virtio-net.
     pub model: Option<String>,
+    /// Behind its own PCIe root port (as libvirt puts q35 NICs), not on bus 0.
+    pub root_port: bool,
 }
 
 impl NicSpec {
     pub fn new(tap: &str, mac: &str) -> NicSpec {
-        NicSpec { tap: tap.into(), mac: mac.into(), offloads: true, model: None }
+        NicSpec { tap: tap.into(), mac: mac.into(), offloads: true, model: None, root_port: false }
     }
 }
 
@@ -220,7 +222,13 @@ impl VmSpec {
                 Some(m) => format!("{m},romfile="),
                 None => self.machine.nic_device().to_string(),
             };
-            c.arg("-device").arg(format!("{device},netdev=n{i},mac={}", nic.mac));
+            let bus = if nic.root_port {
+                c.arg("-device").arg(format!("pcie-root-port,id=rp{i},chassis={},slot={}", i + 1, i + 1));
+                format!(",bus=rp{i}")
+            } else {
+                String::new()
+            };
+            c.arg("-device").arg(format!("{device},netdev=n{i},mac={}{bus}", nic.mac));
         }
         if self.paused {
             c.arg("-S");

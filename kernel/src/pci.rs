@@ -1,12 +1,12 @@
 //! PCI: configuration space (port I/O 0xCF8/0xCFC, or ECAM where the
 //! chipset has it), BAR assignment where the firmware left it undone (qboot
 //! and microvm do; SeaBIOS may place 64-bit BARs above the 4 GiB we map), and
-//! discovery of virtio-net functions on bus 0.
+//! discovery of virtio-net and igb functions on bus 0 and behind bridges.
 
 use alloc::vec::Vec;
 
 use virtio_drivers::transport::pci::bus::{
-    BarInfo, Cam, Command, ConfigurationAccess, DeviceFunction, MemoryBarType, MmioCam, PciRoot,
+    BarInfo, Cam, Command, ConfigurationAccess, DeviceFunction, HeaderType, MemoryBarType, MmioCam, PciRoot,
 };
 use virtio_drivers::transport::pci::PciTransport;
 
@@ -100,7 +100,9 @@ pub struct PciScan {
 
 /// Picks the configuration mechanism: ECAM on Q35 (enabling it at the
 /// conventional address if the firmware did not), port I/O otherwise.
-fn root() -> Option<(PciRoot<Cam2>, &'static str)> {
+/// Also returns a second handle on the same mechanism, for reading
+/// bridges' bus numbers while the root enumerates.
+fn root() -> Option<(PciRoot<Cam2>, Cam2, &'static str)> {
     let mut port = PortCam;
     let host = DeviceFunction { bus: 0, device: 0, function: 0 };
     let id = port.read_word(host, 0);
@@ -120,10 +122,13 @@ fn root() -> Option<(PciRoot<Cam2>, &'static str)> {
             // identity mapped uncached by the boot page tables, and nothing
             // else uses that range.
             let cam = unsafe { MmioCam::new(base as *mut u8, Cam::Ecam) };
-            return Some((PciRoot::new(Cam2::Ecam(cam)), "ecam"));
+            // SAFETY: the same range; this handle only reads bridge
+            // registers, which enumeration does not write.
+            let reader = unsafe { MmioCam::new(base as *mut u8, Cam::Ecam) };
+            return Some((PciRoot::new(Cam2::Ecam(cam)), Cam2::Ecam(reader), "ecam"));
         }
     }
-    Some((PciRoot::new(Cam2::Port(port)), "port-io"))
+    Some((PciRoot::new(Cam2::Port(port)), Cam2::Port(PortCam), "port-io"))
 }
 
 /// A bump allocator for bus addresses that steps over ranges in use.
@@ -149,18 +154,86 @@ impl Window {
     }
 }
 
-/// Lists the virtio-net functions on bus 0 and makes their BARs usable.
+/// Gives every BAR of `df` (on bus 0) an address in the windows.
+fn assign_bars(
+    root: &mut PciRoot<Cam2>,
+    df: DeviceFunction,
+    mem: &mut Window,
+    io: &mut Window,
+    errors: &mut Vec<(DeviceFunction, alloc::string::String)>,
+) {
+    let bars = root.bars(df).unwrap_or_default();
+    let mut i = 0;
+    while i < 6 {
+        match &bars[i] {
+            Some(BarInfo::Memory { address_type, size, .. }) if *size > 0 => {
+                let wide = *address_type == MemoryBarType::Width64;
+                match mem.alloc(*size) {
+                    Some(a) if wide => root.set_bar_64(df, i as u8, a),
+                    Some(a) => root.set_bar_32(df, i as u8, a as u32),
+                    None => errors.push((df, "PCI memory window exhausted".into())),
+                }
+            }
+            Some(BarInfo::IO { size, .. }) if *size > 0 => match io.alloc(*size as u64) {
+                Some(a) => root.set_bar_32(df, i as u8, a as u32),
+                None => errors.push((df, "PCI I/O window exhausted".into())),
+            },
+            _ => {}
+        }
+        i += if bars[i].as_ref().is_some_and(|b| b.takes_two_entries()) { 2 } else { 1 };
+    }
+}
+
+/// Lists the virtio-net and igb functions, on bus 0 and behind bridges,
+/// and makes their BARs usable.
 pub fn scan() -> PciScan {
     let mut out = PciScan { mechanism: "none", transports: Vec::new(), igb: Vec::new(), errors: Vec::new() };
-    let Some((mut root, mechanism)) = root() else {
+    let Some((mut root, reader, mechanism)) = root() else {
         return out;
     };
     out.mechanism = mechanism;
-    let functions: Vec<_> = root.enumerate_bus(0).collect();
+    // Bus 0, then every bus a bridge (a PCIe root port, say) leads to, as
+    // the firmware numbered them: 256 buses at most, each seen once.
+    let mut functions = Vec::new();
+    // Memory windows the firmware opened on bridges: no bus-0 BAR goes there.
+    let mut bridge_windows: Vec<(u64, u64)> = Vec::new();
+    let mut pending: Vec<u8> = alloc::vec![0];
+    let mut seen = [false; 256];
+    seen[0] = true;
+    while let Some(bus) = pending.pop() {
+        for (df, info) in root.enumerate_bus(bus) {
+            if info.header_type == HeaderType::PciPciBridge {
+                let secondary = (reader.read_word(df, 0x18) >> 8) as u8;
+                // Memory base/limit (0x20) and prefetchable base/limit
+                // (0x24, upper halves at 0x28/0x2c), in 1 MiB units.
+                let w = reader.read_word(df, 0x20);
+                let (base, limit) = (((w & 0xfff0) as u64) << 16, (((w >> 16) & 0xfff0) as u64) << 16 | 0xf_ffff);
+                if base <= limit {
+                    bridge_windows.push((base, limit + 1));
+                }
+                let p = reader.read_word(df, 0x24);
+                let (hi_b, hi_l) = (reader.read_word(df, 0x28) as u64, reader.read_word(df, 0x2c) as u64);
+                let (base, limit) = (
+                    hi_b << 32 | ((p & 0xfff0) as u64) << 16,
+                    hi_l << 32 | (((p >> 16) & 0xfff0) as u64) << 16 | 0xf_ffff,
+                );
+                if base <= limit {
+                    bridge_windows.push((base, limit + 1));
+                }
+                if secondary != 0 && !seen[secondary as usize] {
+                    seen[secondary as usize] = true;
+                    pending.push(secondary);
+                }
+                continue;
+            }
+            functions.push((df, info));
+        }
+    }
 
     // Addresses the firmware already gave to devices we leave alone.
     let mut mem = Window { next: MMIO_WINDOW.0, end: MMIO_WINDOW.1, used: Vec::new() };
     let mut io = Window { next: IO_WINDOW.0, end: IO_WINDOW.1, used: Vec::new() };
+    mem.used.extend(bridge_windows);
     let is_virtio = |v: u16, d: u16| v == VIRTIO_VENDOR && (d == VIRTIO_NET_MODERN || d == VIRTIO_NET_TRANSITIONAL);
     let is_igb = |v: u16, d: u16| v == drivers::igb::VENDOR && d == drivers::igb::DEVICE_82576;
     let is_net = |v: u16, d: u16| is_virtio(v, d) || is_igb(v, d);
@@ -183,27 +256,27 @@ pub fn scan() -> PciScan {
         if !is_net(info.vendor_id, info.device_id) {
             continue;
         }
-        // Decode nothing while BARs move.
-        root.set_command(df, Command::empty());
-        let bars = root.bars(df).unwrap_or_default();
-        let mut i = 0;
-        while i < 6 {
-            match &bars[i] {
-                Some(BarInfo::Memory { address_type, size, .. }) if *size > 0 => {
-                    let wide = *address_type == MemoryBarType::Width64;
-                    match mem.alloc(*size) {
-                        Some(a) if wide => root.set_bar_64(df, i as u8, a),
-                        Some(a) => root.set_bar_32(df, i as u8, a as u32),
-                        None => out.errors.push((df, "PCI memory window exhausted".into())),
-                    }
-                }
-                Some(BarInfo::IO { size, .. }) if *size > 0 => match io.alloc(*size as u64) {
-                    Some(a) => root.set_bar_32(df, i as u8, a as u32),
-                    None => out.errors.push((df, "PCI I/O window exhausted".into())),
-                },
-                _ => {}
+        if df.bus != 0 {
+            // Behind a bridge: the bridge's windows are the firmware's, so
+            // its BAR assignment is used as it is, if it is reachable.
+            let bars = root.bars(df).unwrap_or_default();
+            let unusable = bars.iter().flatten().any(|b| match b {
+                BarInfo::Memory { address, size, .. } => *size > 0 && (*address == 0 || *address >= MMIO_WINDOW.1),
+                BarInfo::IO { .. } => false,
+            });
+            if unusable {
+                out.errors.push((
+                    df,
+                    "behind a bridge with a memory BAR the firmware left unassigned or above 4 GiB \
+                     (SeaBIOS and OVMF assign them; qboot does not)"
+                        .into(),
+                ));
+                continue;
             }
-            i += if bars[i].as_ref().is_some_and(|b| b.takes_two_entries()) { 2 } else { 1 };
+        } else {
+            // Decode nothing while BARs move.
+            root.set_command(df, Command::empty());
+            assign_bars(&mut root, df, &mut mem, &mut io, &mut out.errors);
         }
         root.set_command(df, Command::IO_SPACE | Command::MEMORY_SPACE | Command::BUS_MASTER);
         if is_igb(info.vendor_id, info.device_id) {

@@ -185,3 +185,24 @@ fn teardown_removes_namespaces_taps_and_qemu() {
         assert!(!links.contains(&t), "tap {t} left behind");
     }
 }
+
+#[test]
+fn nics_behind_pcie_root_ports_are_found() {
+    // libvirt puts every q35 NIC behind its own root port; SeaBIOS numbers
+    // the buses and assigns the BARs there.
+    let mut spec = LabSpec::two_ports(Machine::Q35).unwrap();
+    for p in &mut spec.ports {
+        *p = p.clone().behind_root_port();
+    }
+    let mut lab = Lab::start(&spec).unwrap_or_else(|e| panic!("lab did not start: {e}"));
+    let console = lab.vm.console();
+    assert!(
+        console.contains("virtio-net at pci 01:00.0") && console.contains("virtio-net at pci 02:00.0"),
+        "{console}"
+    );
+    route_via_appliance(lab.port("lan"));
+    route_via_appliance(lab.port("wan"));
+    let (ok, out) = ns_retry(lab.port("lan"), &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.1.0.2"], 20);
+    assert!(ok && out.contains(" 0% packet loss"), "ping:\n{out}\n{}", lab.vm.console());
+    assert_eq!(lab.vm.quit().unwrap(), Ending::Clean);
+}
