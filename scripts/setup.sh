@@ -62,14 +62,26 @@ have grub-mkrescue || need_apt+=(grub-common)
 have xorriso || need_apt+=(xorriso)
 have mformat || need_apt+=(mtools)
 [ -f /usr/share/OVMF/OVMF_CODE.fd ] || need_apt+=(ovmf)
+# promtool lints /metrics in the qemu-tests (Debian ships it in prometheus).
+have promtool || need_apt+=(prometheus)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]}" >&2
+    # Packages with daemons (prometheus) must not start one: without a
+    # policy-rc.d saying so, put one in place for the install only.
+    made_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+        $SUDO chmod +x /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
     $SUDO apt-get install -y --no-install-recommends "${need_apt[@]}" >/dev/null 2>&1 || {
         $SUDO apt-get update >/dev/null
         $SUDO apt-get install -y --no-install-recommends "${need_apt[@]}" >/dev/null
     }
+    [ -n "$made_policy" ] && $SUDO rm -f /usr/sbin/policy-rc.d
 fi
+have promtool || { echo "setup: promtool missing after installing prometheus" >&2; exit 1; }
 
 # The qemu-tests parse /metrics with the reference Prometheus parser.
 if ! python3 -c 'import prometheus_client' 2>/dev/null; then

@@ -90,7 +90,14 @@ fn config_source(cmdline: &str) -> ConfigSource {
 fn discover_nics(cmdline: &str) -> Vec<Port> {
     let mut nics = Vec::new();
     let scan = pci::scan();
-    println!("pci: {} config access, {} virtio-net function(s)", scan.mechanism, scan.transports.len());
+    match scan.mechanism {
+        "none" => println!("pci: no PCI bus here (microvm): NICs come from virtio-mmio"),
+        m => println!(
+            "pci: {} virtio-net and {} igb function(s) found ({m} configuration access)",
+            scan.transports.len(),
+            scan.igb.len()
+        ),
+    }
     for (df, err) in &scan.errors {
         println!("pci: {df}: {err}");
     }
@@ -258,6 +265,7 @@ extern "C" fn kmain(start_info: usize) -> ! {
     dp.set_config_origin(&source.name);
     dp.set_management_token(token.as_deref().map(str::as_bytes));
     dp.set_clock(clock::now_us);
+    dp.set_build_info(env!("CARGO_PKG_VERSION"), env!("SLUICE_GIT"));
     if config.management.is_some() {
         println!("management: {}", if token.is_some() { "token required" } else { "no token: reloads refused" });
     }

@@ -82,6 +82,28 @@ fn metrics_parse_and_count_what_was_sent() {
 }
 
 #[test]
+fn metrics_pass_promtool() {
+    let lab = mgmt_lab();
+    let (ok, _) = ns_run(lab.port("lan"), &["ping", "-c", "2", "-i", "0.2", "10.0.0.1"]);
+    assert!(ok);
+    let text = get(&lab, "/metrics");
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/setup.sh installs prometheus)");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics:\n{said}\n{text}");
+    assert!(text.contains("\nsluice_build_info{version=\"0.1.0\",git=\""), "{text}");
+    assert!(text.contains("\nsluice_uptime_seconds "), "{text}");
+}
+
+#[test]
 fn management_is_not_reachable_from_data_ports() {
     let lab = mgmt_lab();
     for target in ["10.0.0.1", "10.9.0.1"] {

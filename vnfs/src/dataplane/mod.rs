@@ -85,6 +85,8 @@ pub struct Dataplane {
     last_reload_us: Option<Micros>,
     /// Per port: source prefixes the reverse-path check refuses there.
     rpf: Vec<Vec<Ipv4Net>>,
+    /// The image's version and git commit, for `sluice_build_info`.
+    build: Option<(&'static str, &'static str)>,
 }
 
 /// Queues a wired frame on the peer port.
@@ -159,6 +161,7 @@ impl Dataplane {
             clock: None,
             last_reload_us: None,
             rpf: ingress::rpf_of(config, &config.local_addresses()),
+            build: None,
         }
     }
 
@@ -184,6 +187,11 @@ impl Dataplane {
     /// Records the text the running config came from (served by GET /config).
     pub fn set_config_text(&mut self, text: &str) {
         self.config_text = text.into();
+    }
+
+    /// Records the image's version and git commit (`sluice_build_info`).
+    pub fn set_build_info(&mut self, version: &'static str, git: &'static str) {
+        self.build = Some((version, git));
     }
 
     /// Gives the dataplane a clock, so reloads report how long forwarding

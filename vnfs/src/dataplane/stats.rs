@@ -27,7 +27,9 @@ impl Dataplane {
             sink.counter("tx_packets", "packets transmitted", c.tx_packets);
             sink.counter("tx_bytes", "bytes transmitted", c.tx_bytes);
             sink.counter("local_packets", "packets handed to the appliance's own host stack", c.local_packets);
-            sink.counter("drops", "packets dropped, all reasons", c.total_drops());
+            // The total is for people; Prometheus sums the per-reason
+            // series itself (one family, one meaning).
+            sink.text("drops", &alloc::format!("{}", c.total_drops()));
             report_drops(sink, &c.drops);
         }
         for r in &self.stages {
@@ -77,6 +79,14 @@ impl Dataplane {
         }
         sink.object("config", &[]);
         sink.counter("reloads", "configs applied with PUT /config", self.reloads);
+        if let Some((version, git)) = self.build {
+            sink.object("build", &[("version", version), ("git", git)]);
+            sink.gauge("info", "the image's version and git commit (always 1)", 1);
+        }
+        if let Some(clock) = self.clock {
+            sink.object("uptime", &[]);
+            sink.gauge("seconds", "seconds since the image started", clock() / 1_000_000);
+        }
     }
 
     /// Writes the counters as the console's `stats` lines: one line per
