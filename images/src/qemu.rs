@@ -150,6 +150,11 @@ pub struct VmSpec {
     pub log_file: Option<PathBuf>,
     /// An initramfs (for booting a Linux baseline with the same harness).
     pub initrd: Option<PathBuf>,
+    /// `isa-debug-exit` (sluice's failures become QEMU's exit status); off
+    /// to see what a machine without it (libvirt's) gets.
+    pub debug_exit: bool,
+    /// More QEMU arguments, as they are.
+    pub extra_args: Vec<String>,
     /// A file holding the management token, given as fw_cfg
     /// `opt/sluice/token` (never on the command line, where `ps` shows it).
     pub token_file: Option<PathBuf>,
@@ -168,6 +173,8 @@ impl VmSpec {
             paused: false,
             log_file: None,
             initrd: None,
+            debug_exit: true,
+            extra_args: Vec::new(),
             token_file: None,
         }
     }
@@ -181,7 +188,10 @@ impl VmSpec {
         c.args(["-name", &format!("sluice-{name},debug-threads=on")]);
         c.args(["-nodefaults", "-no-reboot", "-display", "none", "-vga", "none"]);
         c.args(["-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"]);
-        c.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        if self.debug_exit {
+            c.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        }
+        c.args(&self.extra_args);
         if let Some(log) = &self.log_file {
             // COM2: the defmt stream (`sluice logs`).
             c.arg("-chardev").arg(format!("file,id=log,path={}", log.display()));

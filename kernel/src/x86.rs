@@ -72,11 +72,27 @@ pub enum Failure {
     Startup = 2,
 }
 
-/// Leaves with a failure status when QEMU has isa-debug-exit, else halts.
+/// The pvpanic ISA device's port (QEMU `-device pvpanic`, libvirt
+/// `<panic model='isa'/>`).
+const PVPANIC: u16 = 0x505;
+/// pvpanic event: the guest panicked.
+const PVPANIC_PANICKED: u8 = 1;
+
+/// Leaves with a failure status when QEMU has isa-debug-exit (the tests'
+/// and `sluice run`'s machines); otherwise tells the hypervisor through
+/// pvpanic, if the machine has one (so libvirt's `<on_crash>` fires and
+/// `virsh domstate` says crashed), then halts.
 pub fn fail(why: Failure) -> ! {
     crate::serial::flush();
     // SAFETY: 0xf4 is isa-debug-exit when present and unused otherwise.
     unsafe { outb(0xf4, why as u8) };
+    // SAFETY: reading 0x505 is harmless: pvpanic answers with the events
+    // it supports, an empty port with 0xff.
+    let events = unsafe { inb(PVPANIC) };
+    if events != 0xff && events & PVPANIC_PANICKED != 0 {
+        // SAFETY: the pvpanic device is there and supports the event.
+        unsafe { outb(PVPANIC, PVPANIC_PANICKED) };
+    }
     halt()
 }
 

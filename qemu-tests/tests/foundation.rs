@@ -206,3 +206,26 @@ fn nics_behind_pcie_root_ports_are_found() {
     assert!(ok && out.contains(" 0% packet loss"), "ping:\n{out}\n{}", lab.vm.console());
     assert_eq!(lab.vm.quit().unwrap(), Ending::Clean);
 }
+
+#[test]
+fn without_isa_debug_exit_a_refused_config_is_reported_through_pvpanic() {
+    // A machine as libvirt builds it: no isa-debug-exit, a pvpanic device.
+    // QEMU is told to exit on a guest panic, so the event is visible here
+    // as an exit status (libvirt would run `<on_crash>`).
+    let dir = std::env::temp_dir().join(format!("sluice-pvpanic-{}", sluice::topology::unique_id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("bad.conf");
+    std::fs::write(&conf, "port lan address 10.0.0.300/24\n").unwrap();
+    let mut spec =
+        sluice::qemu::VmSpec::new(sluice::image_path(), Machine::Q35Qboot, sluice::qemu::Accel::from_env().unwrap());
+    spec.config = Some((conf.clone(), "bad.conf".into()));
+    spec.debug_exit = false;
+    spec.extra_args = ["-device", "pvpanic", "-action", "panic=exit-failure"].map(String::from).to_vec();
+    let mut vm = Vm::start(&spec).unwrap();
+    let status = vm.wait_exit(Duration::from_secs(60));
+    let console = vm.console();
+    let _ = std::fs::remove_dir_all(&dir);
+    let status = status.unwrap_or_else(|| panic!("the VM halted silently instead of signalling pvpanic:\n{console}"));
+    assert!(console.contains("bad.conf:1:") && console.contains("config refused"), "{console}");
+    assert_eq!(status.code(), Some(1), "QEMU's exit on a guest panic: {status:?}\n{console}");
+}
