@@ -100,6 +100,15 @@ const TXD_RS: u32 = 1 << 27;
 const TXD_DEXT: u32 = 1 << 29;
 const TXD_STA_DD: u32 = 1 << 0;
 const TXD_PAYLEN_SHIFT: u32 = 14;
+/// Data descriptor: TCP segmentation (TSO).
+const TXD_TSE: u32 = 1 << 31;
+/// olinfo POPTS: insert the IPv4 header checksum / the L4 checksum.
+const TXD_POPTS_IXSM: u32 = 1 << 8;
+const TXD_POPTS_TXSM: u32 = 1 << 9;
+/// Context descriptor type and its TUCMD bits (IPv4, L4 = TCP).
+const TXD_DTYP_CTXT: u32 = 2 << 20;
+const TUCMD_IPV4: u32 = 1 << 10;
+const TUCMD_L4T_TCP: u32 = 1 << 11;
 
 /// Descriptors per ring: one page of 16-byte descriptors.
 const RING: usize = PAGE_SIZE / 16;
@@ -324,6 +333,29 @@ impl<H: Hal> Igb<H> {
     }
 }
 
+/// The advanced context descriptor (datasheet §7.2.2.2) for a packet with a
+/// partial checksum or a TSO super-packet: (low and high quadwords, bytes of
+/// headers). `None`: not TCP/UDP over IPv4 with its headers in the first
+/// buffer.
+fn offload_context(pkt: &Packet) -> Option<(u64, u64, usize)> {
+    let l3 = pkt.meta.l3 as usize;
+    let ip = pkt.l3();
+    let h = ip.get(..20)?;
+    let ihl = (h[0] & 0x0f) as usize * 4;
+    let (tcp, l4len) = match h[9] {
+        6 => (true, (*ip.get(ihl + 12)? >> 4) as usize * 4),
+        17 if !pkt.meta.offload.is_gso() => (false, 8),
+        _ => return None,
+    };
+    if ihl < 20 || l4len < 8 || ip.len() < ihl + l4len {
+        return None;
+    }
+    let vlan_macip_lens = (l3 as u32) << 9 | ihl as u32;
+    let type_tucmd = TXD_DTYP_CTXT | TXD_DEXT | TUCMD_IPV4 | if tcp { TUCMD_L4T_TCP } else { 0 };
+    let mss_l4len = (pkt.meta.offload.gso_size as u32) << 16 | (l4len as u32) << 8;
+    Some((vlan_macip_lens as u64, type_tucmd as u64 | (mss_l4len as u64) << 32, l3 + ihl + l4len))
+}
+
 impl<H: Hal> Nic for Igb<H> {
     fn mac(&self) -> [u8; 6] {
         self.mac
@@ -415,33 +447,54 @@ impl<H: Hal> Nic for Igb<H> {
             if need > self.tx_room {
                 break;
             }
-            let Some(pkt) = queue.pop_front() else { break };
-            let o = pkt.meta.offload;
-            if o.csum_partial || o.is_gso() {
-                // Offload work for a NIC that was not asked to do any.
-                self.stats.tx_bad_offload += 1;
-                pool.free(pkt);
-                continue;
+            let o = front.meta.offload;
+            let ctx = (o.csum_partial || o.is_gso()).then(|| offload_context(front));
+            if need + ctx.is_some() as usize > self.tx_room {
+                break;
             }
+            let Some(pkt) = queue.pop_front() else { break };
             let total = pkt.total_len();
+            let (ctx, paylen, popts, tse) = match ctx {
+                None => (None, total, 0, 0),
+                Some(None) => {
+                    // Offload work this code cannot describe to the device
+                    // (not TCP/UDP over IPv4 with its headers in place).
+                    self.stats.tx_bad_offload += 1;
+                    pool.free(pkt);
+                    continue;
+                }
+                Some(Some(c)) => {
+                    let tse = if o.is_gso() { TXD_TSE } else { 0 };
+                    let popts = TXD_POPTS_TXSM | if o.is_gso() { TXD_POPTS_IXSM } else { 0 };
+                    (Some((c.0, c.1)), if o.is_gso() { total.saturating_sub(c.2) } else { total }, popts, tse)
+                }
+            };
             let first = self.tx_tail;
             let mut i = first;
+            if let Some((lo, hi)) = ctx {
+                // The context descriptor goes first: its slot is the packet's.
+                self.tx.write(i, lo, hi);
+                i = (i + 1) % RING;
+            }
             let parts = core::iter::once(&pkt).chain(pkt.tail());
             for (k, seg) in parts.enumerate() {
                 let addr = Self::share(seg, seg.head(), seg.len(), BufferDirection::DriverToDevice);
-                let mut cmd = seg.len() as u32 | TXD_DTYP_DATA | TXD_DEXT | TXD_IFCS;
+                let mut cmd = seg.len() as u32 | TXD_DTYP_DATA | TXD_DEXT | TXD_IFCS | tse;
                 if k + 1 == need {
                     cmd |= TXD_EOP | TXD_RS;
                 }
-                let olinfo = if k == 0 { (total as u32) << TXD_PAYLEN_SHIFT } else { 0 };
+                let olinfo = if k == 0 { (paylen as u32) << TXD_PAYLEN_SHIFT | popts } else { 0 };
                 self.tx.write(i, addr, cmd as u64 | (olinfo as u64) << 32);
                 if k + 1 < need {
                     i = (i + 1) % RING;
                 }
             }
+            if tse != 0 {
+                self.stats.tx_large += 1;
+            }
             self.tx_slots[first] = Some((pkt, i));
             self.tx_tail = (i + 1) % RING;
-            self.tx_room -= need;
+            self.tx_room -= need + ctx.is_some() as usize;
             n += 1;
             bytes += total;
         }
@@ -456,6 +509,12 @@ impl<H: Hal> Nic for Igb<H> {
 
     fn stats(&self) -> NicStats {
         self.stats
+    }
+
+    /// Checksum offload and TSO on transmit (context descriptors); the
+    /// device delivers plain frames on receive.
+    fn offloads(&self) -> bool {
+        true
     }
 
     fn device_counters(&self) -> heapless::Vec<Sample, 12> {

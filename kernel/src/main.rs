@@ -86,7 +86,7 @@ fn config_source(cmdline: &str) -> ConfigSource {
 /// offers them and the command line does not say `offloads=off`; where a
 /// super-packet from one goes out of a NIC without them, the egress cuts
 /// it and completes its checksums in software. Then the Intel 82576 (igb)
-/// physical functions on PCI, which do no offloads yet.
+/// physical functions on PCI (checksum offload and TSO on transmit).
 fn discover_nics(cmdline: &str) -> Vec<Port> {
     let mut nics = Vec::new();
     let scan = pci::scan();
@@ -129,9 +129,10 @@ fn discover_nics(cmdline: &str) -> Vec<Port> {
             Ok(nic) => {
                 let (rx, tx) = nic.ring_sizes();
                 println!(
-                    "nic{}: igb (82576) at pci {df}, mac {}, rings {rx}/{tx}, offloads off",
+                    "nic{}: igb (82576) at pci {df}, mac {}, rings {rx}/{tx}, offloads {}",
                     nics.len(),
-                    fmt_mac(&nic.mac())
+                    fmt_mac(&nic.mac()),
+                    if nic.offloads() { "on (transmit)" } else { "off" }
                 );
                 nics.push(Port::Igb(nic));
             }

@@ -39,6 +39,15 @@ pub fn ns_retry(port: &sluice::lab::LabPort, cmd: &[&str], tries: usize) -> (boo
     last
 }
 
+/// Waits until something in the port's namespace listens on TCP `port`
+/// (servers start slowly beside a busy TCG guest; a client that comes too
+/// early tests RSTs, and a one-shot iperf3 server may be spent on it).
+pub fn wait_listening(port: &sluice::lab::LabPort, tcp_port: u16) {
+    let probe = format!("ss -ltn | grep -q ':{tcp_port} '");
+    let (ok, out) = ns_retry(port, &["sh", "-c", &probe], 120);
+    assert!(ok, "nothing listens on {tcp_port} in {}: {out}", port.ns.name);
+}
+
 /// Path of a helper script in `qemu-tests/scripts/`.
 pub fn script(name: &str) -> String {
     format!("{}/scripts/{name}", env!("CARGO_MANIFEST_DIR"))

@@ -22,10 +22,10 @@ fn iperf(lab: &Lab, client_args: &[&str]) -> (f64, u64) {
     let _ = std::fs::remove_file(&log);
     let log_s = log.to_str().unwrap().to_string();
     lab.port("wan").ns.spawn(&["iperf3", "-s", "-1", "-B", "10.1.0.2", "-J", "--logfile", &log_s]).unwrap();
-    // The client retries until the server listens (connection refused fails at once).
+    wait_listening(lab.port("wan"), 5201);
     let mut args = vec!["iperf3", "-c", "10.1.0.2", "-t", "5"];
     args.extend_from_slice(client_args);
-    let (ok, out) = ns_retry(lab.port("lan"), &args, 20);
+    let (ok, out) = ns_run(lab.port("lan"), &args);
     assert!(ok, "iperf3 client: {out}\n{}", lab.vm.console());
     // The one-shot server writes its JSON when the test ends.
     let mut json = String::new();
