@@ -196,6 +196,8 @@ pub struct BootInfo {
     pub protocol: &'static str,
     /// Where the loader's information block lies: the heap keeps clear.
     pub info: (u64, u64),
+    /// The ACPI RSDP (or the loader's copy of it), if the loader said.
+    pub rsdp: u64,
 }
 
 /// A copy of the command line, safe from the heap (the loader's copy may
@@ -232,6 +234,7 @@ impl BootInfo {
         let u64_at = |o: usize| u64::from_le_bytes(info[o..o + 8].try_into().unwrap());
         let mut cmdline = "";
         let mut ram = heapless::Vec::new();
+        let mut rsdp = 0;
         let mut at = 8;
         while at + 8 <= total {
             let (kind, size) = (u32_at(at), u32_at(at + 4) as usize);
@@ -255,6 +258,8 @@ impl BootInfo {
                         e += entry;
                     }
                 }
+                // The loader's copy of the RSDP (old, new).
+                14 | 15 if size >= 8 + 20 => rsdp = (addr + at + 8) as u64,
                 _ => {}
             }
             at += size.next_multiple_of(8);
@@ -262,7 +267,7 @@ impl BootInfo {
         if ram.is_empty() {
             return Err("multiboot2 information has no memory map");
         }
-        Ok(BootInfo { cmdline, ram, protocol: "multiboot2", info: (addr as u64, (addr + total) as u64) })
+        Ok(BootInfo { cmdline, ram, protocol: "multiboot2", info: (addr as u64, (addr + total) as u64), rsdp })
     }
 
     /// Reads `hvm_start_info` at physical address `addr`.
@@ -298,6 +303,6 @@ impl BootInfo {
         if ram.is_empty() {
             return Err("hvm_start_info has no memory map (needs PVH start info version 1)");
         }
-        Ok(BootInfo { cmdline, ram, protocol: "pvh", info: (0, 0) })
+        Ok(BootInfo { cmdline, ram, protocol: "pvh", info: (0, 0), rsdp: si.rsdp_paddr })
     }
 }

@@ -9,6 +9,7 @@
 
 extern crate alloc;
 
+mod acpi;
 mod boot;
 mod clock;
 mod console;
@@ -306,6 +307,17 @@ extern "C" fn kmain(start_info: usize) -> ! {
     );
 
     defmt::info!("sluice ready in {=u64} us", t_ready);
+    // `virsh shutdown` and QMP system_powerdown press the ACPI power button.
+    let power = match acpi::PowerButton::init(boot.rsdp) {
+        Ok(pb) => {
+            println!("acpi: power button handled (S5 on press)");
+            Some(pb)
+        }
+        Err(why) => {
+            println!("acpi: {why}: the power button is not handled");
+            None
+        }
+    };
     let mut console = console::Console::new();
     let mut next_console = 0;
     let mut lp = console::LoopStats::default();
@@ -326,6 +338,13 @@ extern "C" fn kmain(start_info: usize) -> ! {
             console.poll(&dp, &nics, &pool);
             while let Some(e) = dp.pop_event() {
                 log_event(&e);
+            }
+            if power.as_ref().is_some_and(|p| p.pressed()) {
+                println!("sluice: ACPI power button: powering off");
+                defmt::info!("ACPI power button: powering off");
+                if let Some(p) = &power {
+                    p.power_off();
+                }
             }
         }
     }

@@ -30,6 +30,15 @@ pub unsafe fn outw(port: u16, v: u16) {
     unsafe { asm!("out dx, ax", in("dx") port, in("ax") v, options(nomem, nostack, preserves_flags)) }
 }
 
+/// Reads a 16-bit word from an I/O port. # Safety: as [`outb`].
+#[inline]
+pub unsafe fn inw(port: u16) -> u16 {
+    let v: u16;
+    // SAFETY: as `inb`.
+    unsafe { asm!("in ax, dx", out("ax") v, in("dx") port, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
 /// Writes a 32-bit word to an I/O port. # Safety: as [`outb`].
 #[inline]
 pub unsafe fn outl(port: u16, v: u32) {

@@ -229,3 +229,20 @@ fn without_isa_debug_exit_a_refused_config_is_reported_through_pvpanic() {
     assert!(console.contains("bad.conf:1:") && console.contains("config refused"), "{console}");
     assert_eq!(status.code(), Some(1), "QEMU's exit on a guest panic: {status:?}\n{console}");
 }
+
+#[test]
+fn the_acpi_power_button_powers_the_appliance_off() {
+    // `virsh shutdown` is QMP system_powerdown: the ACPI power button.
+    for machine in [Machine::Q35Qboot, Machine::Pc] {
+        let spec = LabSpec::two_ports(machine).unwrap();
+        let mut lab = Lab::start(&spec).unwrap_or_else(|e| panic!("lab did not start: {e}"));
+        let line = lab.vm.wait_for("acpi: ", Duration::from_secs(10)).unwrap();
+        assert!(line.contains("power button handled"), "{machine:?}: {line}\n{}", lab.vm.console());
+        lab.vm.qmp("system_powerdown").unwrap();
+        let status = lab.vm.wait_exit(Duration::from_secs(30));
+        let console = lab.vm.console();
+        let status = status.unwrap_or_else(|| panic!("{machine:?}: still running after system_powerdown:\n{console}"));
+        assert!(console.contains("ACPI power button: powering off"), "{console}");
+        assert_eq!(Ending::from(status), Ending::Clean, "{machine:?}: {status:?}\n{console}");
+    }
+}
