@@ -14,7 +14,9 @@ SLUICE  := target/release/sluice
 # Passed to `sluice run`, e.g. make run ARGS="--machine q35-qboot"
 ARGS    ?=
 
-.PHONY: all setup image disk host run test unit-test qemu-test fuzz-smoke fuzz soak bench fmt lint clean
+PREFIX ?= /usr/local
+
+.PHONY: all setup image disk host run test install unit-test qemu-test fuzz-smoke fuzz soak bench fmt lint clean
 
 all: image host
 
@@ -76,6 +78,11 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy -- -D warnings
 	$(CARGO) clippy -p sluice-kernel --target x86_64-unknown-none -- -D warnings
+
+# The host tool (check, run, metrics, logs) on the PATH.
+install: host
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 target/release/sluice $(DESTDIR)$(PREFIX)/bin/sluice
 
 clean:
 	$(CARGO) clean

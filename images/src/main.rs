@@ -153,12 +153,22 @@ fn run(args: &[String]) -> ExitCode {
     };
     print!("{}", lab.vm.console());
     let mut shown = lab.vm.mark();
+    // Each namespace routes through the appliance, as a host on that
+    // subnet would, so forwarding can be tried at once.
+    for p in &lab.ports {
+        let _ = p.ns.exec(&["ip", "route", "replace", "default", "via", &p.appliance_ip]);
+    }
+    let me = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "sluice".into());
     println!("\nsluice is up. Try, in another terminal:");
     for p in &lab.ports {
         println!("  ip netns exec {} ping -c 3 {}        # port {}", p.ns.name, p.appliance_ip, p.name);
         println!("  ip netns exec {} arping -c 2 -I {} {}", p.ns.name, p.tap.name, p.appliance_ip);
     }
-    println!("  sluice logs --follow {}        # the defmt log (COM2)", lab.log_path.display());
+    if let [a, b, ..] = &lab.ports[..] {
+        println!("  ip netns exec {} ping -c 3 {}        # through sluice, {} to {}", a.ns.name, b.host_ip, a.name, b.name);
+        println!("  ip netns exec {} tracepath -n {}      # sluice is the first hop", a.ns.name, b.host_ip);
+    }
+    println!("  {me} logs --follow {}        # the defmt log (COM2)", lab.log_path.display());
     println!("Type console commands here (stats, help, quit); Ctrl-C stops and cleans up.\n");
 
     // Forward stdin lines to the console.
