@@ -25,6 +25,10 @@ const USAGE: &str = "usage:
   sluice check FILE...              validate config files
   sluice metrics ADDRESS:PORT [--token-file F]
                                     fetch /metrics from a management endpoint
+  sluice show ADDRESS:PORT VIEW [QUERY] [--token-file F]
+                                    GET /show/VIEW?QUERY: ports, neighbors, routes,
+                                    stages, sessions (addr=, port=, proto=, offset=,
+                                    limit=), backends
   sluice reload ADDRESS:PORT FILE [--token-file F]
                                     check FILE, then apply it (PUT /config); the
                                     token may also come from $SLUICE_TOKEN
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         Some("check") if args.len() > 1 => check(&args[1..]),
         Some("run") => run(&args[1..]),
         Some("metrics") if args.len() >= 2 => metrics(&args[1], &args[2..]),
+        Some("show") if args.len() >= 3 => show(&args[1], &args[2], &args[3..]),
         Some("reload") if args.len() >= 3 => reload(&args[1], &args[2], &args[3..]),
         Some("logs") => logs(&args[1..]),
         _ => {
@@ -165,7 +170,10 @@ fn run(args: &[String]) -> ExitCode {
         println!("  ip netns exec {} arping -c 2 -I {} {}", p.ns.name, p.tap.name, p.appliance_ip);
     }
     if let [a, b, ..] = &lab.ports[..] {
-        println!("  ip netns exec {} ping -c 3 {}        # through sluice, {} to {}", a.ns.name, b.host_ip, a.name, b.name);
+        println!(
+            "  ip netns exec {} ping -c 3 {}        # through sluice, {} to {}",
+            a.ns.name, b.host_ip, a.name, b.name
+        );
         println!("  ip netns exec {} tracepath -n {}      # sluice is the first hop", a.ns.name, b.host_ip);
     }
     println!("  {me} logs --follow {}        # the defmt log (COM2)", lab.log_path.display());
@@ -244,6 +252,19 @@ fn metrics(addr: &str, rest: &[String]) -> ExitCode {
         Err(e) => return usage(&e),
     };
     report("metrics", addr, http(addr, "GET", "/metrics", b"", token.as_deref()))
+}
+
+fn show(addr: &str, view: &str, rest: &[String]) -> ExitCode {
+    let (query, rest) = match rest.first() {
+        Some(q) if !q.starts_with("--") => (q.as_str(), &rest[1..]),
+        _ => ("", rest),
+    };
+    let token = match token_from(rest) {
+        Ok(t) => t,
+        Err(e) => return usage(&e),
+    };
+    let path = if query.is_empty() { format!("/show/{view}") } else { format!("/show/{view}?{query}") };
+    report("show", addr, http(addr, "GET", &path, b"", token.as_deref()))
 }
 
 /// Prints a 200's body, else what went wrong; the exit code says which.

@@ -167,6 +167,46 @@ fn sluice_metrics_command_reads_the_endpoint() {
 }
 
 #[test]
+fn show_views_from_the_endpoint_the_cli_and_the_console() {
+    let mut lab = mgmt_lab();
+    let wan = lab.port("wan");
+    wan.ns.spawn(&["python3", &script("whoami_http.py"), "10.1.0.2", "8000", "far"]).unwrap();
+    let (ok, out) = ns_retry(lab.port("lan"), &["curl", "-sS", "--max-time", "5", "http://10.1.0.2:8000/"], 40);
+    assert!(ok, "{out}");
+    // The NAT's sessions, filtered by the server's address: the curl's.
+    let s = get(&lab, "/show/sessions?addr=10.1.0.2&proto=tcp");
+    assert!(s.lines().any(|l| l.starts_with("tcp ") && l.contains("10.0.0.2:") && l.contains("10.1.0.2:8000")), "{s}");
+    let n = get(&lab, "/show/neighbors");
+    assert!(n.contains("10.1.0.2") && n.contains("reachable"), "{n}");
+    assert!(get(&lab, "/show/routes").contains("10.0.0.0/24"));
+    assert!(get(&lab, "/show/ports").contains("wan"));
+    // `sluice show` on the host.
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("sluice");
+    let token = lab.config_path.with_extension("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let out = lab
+        .port("mgmt")
+        .ns
+        .output(&[
+            bin.to_str().unwrap(),
+            "show",
+            "10.9.0.1:8080",
+            "sessions",
+            "proto=tcp",
+            "--token-file",
+            token.to_str().unwrap(),
+        ])
+        .unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("10.1.0.2:8000"), "{out:?}");
+    // The console has the same views.
+    let mark = lab.vm.mark();
+    lab.vm.send("show stages").unwrap();
+    let line = lab.vm.wait_for("pipeline lan:", std::time::Duration::from_secs(10)).unwrap();
+    assert!(line.contains("router nat"), "{line}\n{}", &lab.vm.console()[mark..]);
+}
+
+#[test]
 fn oversized_and_malformed_requests_are_refused() {
     let lab = mgmt_lab();
     let mgmt = lab.port("mgmt");

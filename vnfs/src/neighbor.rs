@@ -132,6 +132,24 @@ impl NeighborCache {
         self.slots.iter().filter(|e| !matches!(e.state, State::Free)).count()
     }
 
+    /// Every entry in use: (port, IP, MAC if known, state name, µs since
+    /// last use), for `show neighbors`.
+    pub fn entries(
+        &self,
+        now: Micros,
+    ) -> impl Iterator<Item = (PortId, Ipv4Addr, Option<[u8; 6]>, &'static str, Micros)> + '_ {
+        self.slots.iter().filter_map(move |e| {
+            let (mac, state) = match &e.state {
+                State::Free => return None,
+                State::Incomplete { .. } => (None, "incomplete"),
+                State::Reachable { mac, expires, .. } if *expires > now => (Some(*mac), "reachable"),
+                State::Reachable { mac, .. } => (Some(*mac), "stale"),
+                State::Failed { .. } => (None, "failed"),
+            };
+            Some((e.port, e.ip, mac, state, now.saturating_sub(e.last_used)))
+        })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -164,6 +164,14 @@ pub trait Stage {
     /// Reports objects of its own (per service, per backend…).
     fn report_details(&self, _sink: &mut dyn StatsSink) {}
 
+    /// Writes the stage's view `what` (`sessions`, `backends`…) as text,
+    /// for `GET /show/WHAT` and the console's `show`; `false` if the stage
+    /// has no such view. `query` holds the request's `key=value` pairs
+    /// (filters, `offset`, `limit`); the work must stay bounded.
+    fn show(&self, _what: &str, _query: &[(&str, &str)], _now: Micros, _out: &mut String) -> bool {
+        false
+    }
+
     /// Returns every packet the stage holds to the pool.
     fn drain(&mut self, _pool: &mut PacketPool) {}
 

@@ -27,6 +27,7 @@ use crate::Micros;
 mod ingress;
 mod reload;
 mod routes;
+mod show;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -35,6 +36,7 @@ pub use crate::stage::Event;
 use ingress::{answer_arp, arp_of, off_link_request};
 pub use ingress::{check_ipv4, classify, Verdict};
 pub use reload::Running;
+pub use show::{query_pairs, VIEWS};
 
 /// How often the host stacks run when nothing arrives for them (ARP cache
 /// and, later, TCP timers).

@@ -83,8 +83,24 @@ impl Dataplane {
                     }
                 }
             },
+            ("GET", p) if p.starts_with("/show/") => {
+                let (what, q) = p["/show/".len()..].split_once('?').unwrap_or((&p["/show/".len()..], ""));
+                let now = self.clock.map_or(0, |c| c());
+                let mut out = alloc::string::String::new();
+                if self.show(what, &super::query_pairs(q), now, &mut out) {
+                    Response::text(200, out)
+                } else {
+                    Response::text(
+                        404,
+                        alloc::format!(
+                            "no view `{what}`: try {} or a stage's (sessions, backends)\n",
+                            super::VIEWS.join(", ")
+                        ),
+                    )
+                }
+            }
             (_, "/metrics" | "/health" | "/config") => Response::text(405, "method not allowed\n"),
-            _ => Response::text(404, "not found: try /metrics, /health, /config\n"),
+            _ => Response::text(404, "not found: try /metrics, /health, /config, /show/ports\n"),
         }
     }
 }

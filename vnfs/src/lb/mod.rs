@@ -779,6 +779,37 @@ impl Stage for Lb {
         );
     }
 
+    /// `show backends`: per service and backend, health, weight, flows,
+    /// checks.
+    fn show(&self, what: &str, _query: &[(&str, &str)], _now: Micros, out: &mut String) -> bool {
+        use core::fmt::Write as _;
+        if what != "backends" {
+            return false;
+        }
+        let _ = writeln!(
+            out,
+            "{:<12} {:<21} {:<21} {:<8} {:>6} {:>8} {:>9} {:>9}",
+            "service", "vip", "backend", "health", "weight", "flows", "checks_ok", "failed"
+        );
+        for s in &self.services {
+            for b in &s.backends {
+                let _ = writeln!(
+                    out,
+                    "{:<12} {:<21} {:<21} {:<8} {:>6} {:>8} {:>9} {:>9}",
+                    s.name,
+                    alloc::format!("{}:{}", s.vip.addr, s.vip.port),
+                    alloc::format!("{}:{}", b.ep.addr, b.ep.port),
+                    if b.healthy { "up" } else { "down" },
+                    b.weight,
+                    b.counters.active_flows,
+                    b.health.total_ok,
+                    b.health.total_failed
+                );
+            }
+        }
+        true
+    }
+
     fn report_details(&self, sink: &mut dyn StatsSink) {
         for s in &self.services {
             let c = &s.counters;

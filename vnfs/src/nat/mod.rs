@@ -510,6 +510,14 @@ impl Stage for Nat {
         self.table.sweep(cx.now, SWEEP_PER_POLL);
     }
 
+    fn show(&self, what: &str, query: &[(&str, &str)], now: Micros, out: &mut alloc::string::String) -> bool {
+        if what != "sessions" {
+            return false;
+        }
+        show_sessions(self, query, now, out);
+        true
+    }
+
     fn report(&self, sink: &mut dyn StatsSink) {
         let c = &self.counters;
         let t = &self.table.counters;
@@ -539,6 +547,66 @@ impl Stage for Nat {
         sink.counter("refused_ports", "new sessions refused: no outside port free", t.refused_ports);
         sink.counter("filtered", "inbound packets refused by the filtering", t.filtered);
         sink.gauge("table_bytes", "bytes of the session table", self.table.memory() as u64);
+    }
+}
+
+/// The value of `key` in a `show` query.
+fn q<'a>(query: &[(&str, &'a str)], key: &str) -> Option<&'a str> {
+    query.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+}
+
+/// `show sessions`: `addr=A` (inside, outside or remote), `port=P`,
+/// `proto=tcp|udp|icmp`, `offset=N` (where the last page ended), `limit=N`
+/// (at most 1000).
+fn show_sessions(nat: &Nat, query: &[(&str, &str)], now: Micros, out: &mut alloc::string::String) {
+    use core::fmt::Write as _;
+    let addr: Option<Ipv4Addr> = q(query, "addr").and_then(|a| a.parse().ok());
+    let port: Option<u16> = q(query, "port").and_then(|p| p.parse().ok());
+    let proto = match q(query, "proto") {
+        Some("tcp") => Some(TCP),
+        Some("udp") => Some(UDP),
+        Some("icmp") => Some(ICMP),
+        _ => None,
+    };
+    let offset = q(query, "offset").and_then(|v| v.parse().ok()).unwrap_or(0usize);
+    let limit = q(query, "limit").and_then(|v| v.parse().ok()).unwrap_or(100usize).clamp(1, 1000);
+    let (rows, next) = nat.table.list(offset, limit, now, |p, i, o, r| {
+        proto.is_none_or(|x| x == p)
+            && addr.is_none_or(|a| a == i.addr || a == o.addr || a == r.addr)
+            && port.is_none_or(|x| x == i.port || x == o.port || x == r.port)
+    });
+    let _ = writeln!(
+        out,
+        "{:<5} {:<21} {:<21} {:<21} {:<12} {:>8}",
+        "proto", "inside", "outside", "remote", "state", "left_s"
+    );
+    for (p, i, o, r, est, left) in rows {
+        let name = match p {
+            TCP => "tcp",
+            UDP => "udp",
+            _ => "icmp",
+        };
+        let state = if p != TCP {
+            "-"
+        } else if est {
+            "established"
+        } else {
+            "transitory"
+        };
+        let ep = |e: Endpoint| alloc::format!("{}:{}", e.addr, e.port);
+        let _ = writeln!(
+            out,
+            "{:<5} {:<21} {:<21} {:<21} {:<12} {:>8}",
+            name,
+            ep(i),
+            ep(o),
+            ep(r),
+            state,
+            left / 1_000_000
+        );
+    }
+    if let Some(n) = next {
+        let _ = writeln!(out, "more: offset={n}");
     }
 }
 

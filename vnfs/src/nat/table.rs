@@ -100,6 +100,10 @@ struct Session {
 
 const _: () = assert!(core::mem::size_of::<Session>() == 32 && core::mem::size_of::<Mapping>() == 20);
 
+/// One session as `show sessions` lists it: protocol, inside, outside and
+/// remote endpoints, TCP established, µs until it expires.
+pub type SessionView = (u8, Endpoint, Endpoint, Endpoint, bool, Micros);
+
 /// Which way a packet crosses the NAT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dir {
@@ -354,6 +358,34 @@ impl NatTable {
     }
 
     #[inline]
+    /// Live sessions from slab index `from` on, at most `limit`, that
+    /// `keep` accepts: (protocol, inside, outside, remote, TCP established,
+    /// µs until expiry), and the index to continue from (`None`: the end).
+    /// Bounded work: at most `limit` matches and 65536 slots looked at per
+    /// call, so a million sessions never stall forwarding.
+    pub fn list(
+        &self,
+        from: usize,
+        limit: usize,
+        now: Micros,
+        mut keep: impl FnMut(u8, Endpoint, Endpoint, Endpoint) -> bool,
+    ) -> (alloc::vec::Vec<SessionView>, Option<usize>) {
+        let mut out = alloc::vec::Vec::new();
+        let now_t = tick(now);
+        let end = from.saturating_add(65_536).min(self.sessions.len());
+        let mut i = from.min(self.sessions.len());
+        while i < end && out.len() < limit {
+            let s = &self.sessions[i];
+            i += 1;
+            if s.proto == 0 || passed(s.expires, now_t) || !keep(s.proto, s.inside, s.outside, s.remote) {
+                continue;
+            }
+            let left = (s.expires.wrapping_sub(now_t) as Micros) << 10;
+            out.push((s.proto, s.inside, s.outside, s.remote, is_established(s.tcp), left));
+        }
+        (out, (i < self.sessions.len()).then_some(i))
+    }
+
     pub fn is_pool_address(&self, a: Ipv4Addr) -> bool {
         let a = u32::from(a);
         match self.pool_sorted.as_slice() {

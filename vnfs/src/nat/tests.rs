@@ -422,3 +422,33 @@ proptest! {
         r.finish();
     }
 }
+
+#[test]
+fn show_lists_sessions_filtered_and_paged_and_the_framework_views() {
+    let mut r = Rig::nat("");
+    for p in 0..5u16 {
+        r.through(0, &udp_frame(LAN_MAC, (A, 5000 + p), (SERVER, 53), b"q"), 1);
+    }
+    r.through(0, &udp_frame(LAN_MAC, (B, 7000), (SERVER2, 53), b"q"), 1);
+    let show = |r: &Rig, what: &str, q: &str| {
+        let mut s = std::string::String::new();
+        assert!(r.dp.show(what, &crate::dataplane::query_pairs(q), r.now, &mut s), "{what}");
+        s
+    };
+    let all = show(&r, "sessions", "");
+    assert_eq!(all.lines().filter(|l| l.starts_with("udp ")).count(), 6, "{all}");
+    assert!(all.contains("10.0.0.3:7000") && all.contains("10.1.0.3:53"), "{all}");
+    let b = show(&r, "sessions", "addr=10.0.0.3");
+    assert_eq!(b.lines().filter(|l| l.starts_with("udp ")).count(), 1, "{b}");
+    let page = show(&r, "sessions", "limit=2");
+    assert_eq!(page.lines().filter(|l| l.starts_with("udp ")).count(), 2, "{page}");
+    let next = page.lines().find_map(|l| l.strip_prefix("more: offset=")).expect("a next page");
+    let rest = show(&r, "sessions", &std::format!("offset={next}&limit=1000"));
+    assert_eq!(rest.lines().filter(|l| l.starts_with("udp ")).count(), 4, "{rest}");
+    assert!(show(&r, "neighbors", "").contains("10.1.0.2") && show(&r, "neighbors", "").contains("reachable"));
+    assert!(show(&r, "routes", "").contains("10.0.0.0/24"));
+    assert!(show(&r, "stages", "").contains("pipeline lan: router nat"));
+    let mut s = std::string::String::new();
+    assert!(!r.dp.show("nonsense", &[], 0, &mut s));
+    r.finish();
+}

@@ -1,0 +1,120 @@
+//! `show`: the appliance's state as aligned text, for `GET /show/WHAT`
+//! (and `sluice show`) and the console's `show WHAT`. The framework's own
+//! views (ports, neighbors, routes, stages) are here; a stage answers for
+//! its own (the NAT's sessions, the load balancer's backends).
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Write as _;
+
+use super::Dataplane;
+use crate::config::fmt_mac;
+use crate::Micros;
+
+/// The views the framework has; stages add theirs.
+pub const VIEWS: &[&str] = &["ports", "neighbors", "routes", "stages"];
+
+/// `key=value&key=value` pairs of a query string (bounded: 16 pairs).
+pub fn query_pairs(q: &str) -> Vec<(&str, &str)> {
+    q.split('&').filter_map(|kv| kv.split_once('=')).take(16).collect()
+}
+
+impl Dataplane {
+    /// Writes view `what` to `out`; `false` if no one has such a view.
+    pub fn show(&self, what: &str, query: &[(&str, &str)], now: Micros, out: &mut String) -> bool {
+        match what {
+            "ports" => {
+                let _ = writeln!(
+                    out,
+                    "{:<10} {:<20} {:<17} {:>5} {:>12} {:>12} {:>10}",
+                    "port", "address", "mac", "mtu", "rx_packets", "tx_packets", "drops"
+                );
+                for p in &self.ports {
+                    let addr = p.address.map(|a| alloc::format!("{a}")).unwrap_or_else(|| "-".into());
+                    let c = &p.counters;
+                    let _ = writeln!(
+                        out,
+                        "{:<10} {:<20} {:<17} {:>5} {:>12} {:>12} {:>10}",
+                        p.name,
+                        addr,
+                        alloc::format!("{}", fmt_mac(&p.mac)),
+                        p.mtu,
+                        c.rx_packets,
+                        c.tx_packets,
+                        c.total_drops()
+                    );
+                }
+            }
+            "neighbors" => {
+                let _ = writeln!(out, "{:<16} {:<10} {:<17} {:<11} {:>10}", "ip", "port", "mac", "state", "idle_ms");
+                for (port, ip, mac, state, idle) in self.egress.neighbors.entries(now) {
+                    let name = self.ports.get(port as usize).map_or("?", |p| p.name.as_str());
+                    let mac = mac.map(|m| alloc::format!("{}", fmt_mac(&m))).unwrap_or_else(|| "-".into());
+                    let _ = writeln!(
+                        out,
+                        "{:<16} {:<10} {:<17} {:<11} {:>10}",
+                        alloc::format!("{ip}"),
+                        name,
+                        mac,
+                        state,
+                        idle / 1000
+                    );
+                }
+            }
+            "routes" => {
+                let _ = writeln!(out, "{:<20} {:<16} {:<10}", "prefix", "via", "port");
+                let mgmt = self.config.management.as_ref().map(|m| m.port);
+                for (i, p) in self.ports.iter().enumerate() {
+                    if let Some(a) = p.address.filter(|_| Some(i) != mgmt) {
+                        let _ =
+                            writeln!(out, "{:<20} {:<16} {:<10}", alloc::format!("{}", a.trunc()), "connected", p.name);
+                    }
+                }
+                // A million routes is a lot of text: bounded by `limit`.
+                let limit = query
+                    .iter()
+                    .find(|(k, _)| *k == "limit")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(1000usize)
+                    .min(100_000);
+                for r in self.config.routes.iter().take(limit) {
+                    let via = r.via.map(|v| alloc::format!("{v}")).unwrap_or_else(|| "-".into());
+                    let _ = writeln!(
+                        out,
+                        "{:<20} {:<16} {:<10}",
+                        alloc::format!("{}", r.prefix),
+                        via,
+                        self.ports[r.port].name
+                    );
+                }
+                if self.config.routes.len() > limit {
+                    let _ = writeln!(out, "… {} more (limit={limit})", self.config.routes.len() - limit);
+                }
+            }
+            "stages" => {
+                let _ = writeln!(out, "{:<16} {:<10} {:>12}", "stage", "kind", "packets");
+                for r in &self.stages {
+                    let _ = writeln!(out, "{:<16} {:<10} {:>12}", r.name, r.kind, r.counters.packets);
+                }
+                for (i, p) in self.ports.iter().enumerate() {
+                    let _ = writeln!(out, "pipeline {}: {}", p.name, self.config.pipeline_names(i).join(" "));
+                }
+            }
+            _ => {
+                // A stage's view; with `stage=NAME`, that instance's only.
+                let only = query.iter().find(|(k, _)| *k == "stage").map(|(_, v)| *v);
+                let mut any = false;
+                for r in self.stages.iter().filter(|r| only.is_none_or(|n| n == r.name)) {
+                    let mut part = String::new();
+                    if r.stage.show(what, query, now, &mut part) {
+                        let _ = writeln!(out, "# {} ({})", r.name, r.kind);
+                        out.push_str(&part);
+                        any = true;
+                    }
+                }
+                return any;
+            }
+        }
+        true
+    }
+}
