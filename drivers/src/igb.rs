@@ -210,13 +210,16 @@ pub struct Igb<H: Hal> {
     tx_room: usize,
     stats: NicStats,
     device: Cell<DeviceTotals>,
+    /// Checksum offload and TSO on transmit (unless the image was told
+    /// `offloads=off`).
+    offload: bool,
 }
 
 impl<H: Hal> Igb<H> {
     /// Takes over the function whose BAR 0 is at `bar0` (memory decoding
     /// and bus mastering enabled by the caller): interrupts masked, one
     /// receive and one transmit queue, receive on.
-    pub fn new(bar0: u64) -> Result<Self, IgbError> {
+    pub fn new(bar0: u64, offloads: bool) -> Result<Self, IgbError> {
         // SAFETY: the caller passes BAR 0 of an 82576, which decodes
         // BAR0_SIZE bytes of registers there.
         let regs = unsafe { H::mmio_phys_to_virt(bar0, BAR0_SIZE) };
@@ -236,6 +239,7 @@ impl<H: Hal> Igb<H> {
             tx_room: RING - 1,
             stats: NicStats::default(),
             device: Cell::new(DeviceTotals::default()),
+            offload: offloads,
         };
         nic.write(IMC, u32::MAX);
         nic.write(EIMC, u32::MAX);
@@ -514,7 +518,7 @@ impl<H: Hal> Nic for Igb<H> {
     /// Checksum offload and TSO on transmit (context descriptors); the
     /// device delivers plain frames on receive.
     fn offloads(&self) -> bool {
-        true
+        self.offload
     }
 
     fn device_counters(&self) -> heapless::Vec<Sample, 12> {
@@ -643,7 +647,7 @@ mod tests {
     #[test]
     fn setup_receive_hostile_write_backs_and_transmit() {
         let mut dev = Device::new();
-        let mut nic = Igb::<TestHal>::new(dev.bar()).unwrap();
+        let mut nic = Igb::<TestHal>::new(dev.bar(), true).unwrap();
         assert_eq!(nic.mac(), [0x52, 0x54, 0, 0x12, 0x34, 0x56]);
         assert_eq!(dev.reg(RCTL), RCTL_EN | RCTL_BAM | RCTL_SECRC);
         assert_eq!((dev.reg(RDLEN0), dev.reg(SRRCTL0)), ((RING * 16) as u32, SRRCTL_2K_ADV));
@@ -699,6 +703,6 @@ mod tests {
         // A device without an address in RAH0 is refused, not guessed at.
         let mut blank = Device::new();
         blank.regs[RAH0 / 4] = 0;
-        assert!(matches!(Igb::<TestHal>::new(blank.bar()), Err(IgbError::NoMac)));
+        assert!(matches!(Igb::<TestHal>::new(blank.bar(), true), Err(IgbError::NoMac)));
     }
 }

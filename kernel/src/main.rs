@@ -88,7 +88,7 @@ fn config_source(cmdline: &str) -> ConfigSource {
 /// super-packet from one goes out of a NIC without them, the egress cuts
 /// it and completes its checksums in software. Then the Intel 82576 (igb)
 /// physical functions on PCI (checksum offload and TSO on transmit).
-fn discover_nics(cmdline: &str) -> Vec<Port> {
+fn discover_nics(cmdline: &str, config: &Config) -> Vec<Port> {
     let mut nics = Vec::new();
     let scan = pci::scan();
     match scan.mechanism {
@@ -109,7 +109,9 @@ fn discover_nics(cmdline: &str) -> Vec<Port> {
         .chain(mmio::scan().into_iter().map(|(slot, t)| (alloc::format!("mmio slot {slot}"), SomeTransport::from(t))))
         .filter(|(_, t)| t.device_type() == virtio_drivers::transport::DeviceType::Network)
         .collect();
-    let offloads = !cmdline.split_whitespace().any(|w| w == "offloads=off");
+    // `offloads=off` on the command line or `options offloads off` in the
+    // config (for images whose command line is fixed).
+    let offloads = !cmdline.split_whitespace().any(|w| w == "offloads=off") && config.options.offloads;
     for (what, t) in transports {
         match VirtioNet::new(t, offloads) {
             Ok(nic) => {
@@ -126,7 +128,7 @@ fn discover_nics(cmdline: &str) -> Vec<Port> {
         }
     }
     for (df, bar0) in scan.igb {
-        match drivers::igb::Igb::<hal::KernelHal>::new(bar0) {
+        match drivers::igb::Igb::<hal::KernelHal>::new(bar0, offloads) {
             Ok(nic) => {
                 let (rx, tx) = nic.ring_sizes();
                 println!(
@@ -222,7 +224,7 @@ extern "C" fn kmain(start_info: usize) -> ! {
     );
 
     let t_config = clock::now_us();
-    let mut nics = bind_ports(&config, discover_nics(boot.cmdline)).unwrap_or_else(|(line, msg)| {
+    let mut nics = bind_ports(&config, discover_nics(boot.cmdline, &config)).unwrap_or_else(|(line, msg)| {
         println!("{}:{line}:1: {msg}", source.name);
         fail(Failure::Startup)
     });

@@ -246,3 +246,19 @@ fn the_acpi_power_button_powers_the_appliance_off() {
         assert_eq!(Ending::from(status), Ending::Clean, "{machine:?}: {status:?}\n{console}");
     }
 }
+
+#[test]
+fn image_options_come_from_the_config_too() {
+    // What `offloads=off` on the kernel command line does, for images whose
+    // command line is fixed (the disk image's GRUB, a libvirt domain).
+    let mut spec = LabSpec::two_ports(Machine::Microvm).unwrap();
+    spec.extra_config = "options offloads off\n".into();
+    let mut lab = Lab::start(&spec).unwrap_or_else(|e| panic!("lab did not start: {e}"));
+    let console = lab.vm.console();
+    assert_eq!(console.matches("offloads off").count(), 2, "{console}");
+    route_via_appliance(lab.port("lan"));
+    route_via_appliance(lab.port("wan"));
+    let (ok, out) = ns_retry(lab.port("lan"), &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.1.0.2"], 20);
+    assert!(ok, "{out}");
+    assert_eq!(lab.vm.quit().unwrap(), Ending::Clean);
+}

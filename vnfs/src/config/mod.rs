@@ -287,6 +287,25 @@ pub struct Config {
     /// The features this config was read with: a reload reads the new
     /// text with the same ones.
     pub registry: Registry,
+    /// Image options (`options offloads off`): what the kernel command
+    /// line says too, for images whose command line is fixed (a disk
+    /// image's GRUB, a libvirt domain).
+    pub options: Options,
+}
+
+/// `options offloads on|off` (more to come: the same words as the kernel
+/// command line's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// NICs may negotiate checksum offload and segmentation (default on).
+    pub offloads: bool,
+    pub line: Line,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { offloads: true, line: Line(0) }
+    }
 }
 
 /// The stage definitions a config was read with (equal whatever they are:
@@ -377,7 +396,7 @@ pub fn parse_duration(s: &str) -> Option<u64> {
 }
 
 /// The statements the framework reads itself.
-const FRAMEWORK_STATEMENTS: &[&str] = &["port", "route", "management", "wire", "pipeline", "arp"];
+const FRAMEWORK_STATEMENTS: &[&str] = &["port", "route", "management", "wire", "pipeline", "arp", "options"];
 
 /// Parses and validates a config with the features in `defs` (the
 /// registry). On failure returns every error found, in line order.
@@ -456,6 +475,7 @@ pub fn parse_with(text: &str, defs: &'static [&'static StageDef]) -> Result<Conf
             "wire" => parse_wire(stmt, &mut config, &mut errors),
             "management" => parse_management(stmt, &mut config, &mut errors),
             "arp" => parse_arp(stmt, &mut config, &mut errors),
+            "options" => parse_options(stmt, &mut config, &mut errors),
             _ => {}
         }
     }
@@ -614,6 +634,24 @@ fn parse_management(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
         )),
         Some(port) => config.management = Some(ManagementConfig { port, ..m }),
         None => errors.push(ConfigError::at(name, format!("no port named `{}`", name.text))),
+    }
+}
+
+/// `options offloads on|off`
+fn parse_options(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
+    let kw = stmt.words[0];
+    if config.options.line.0 != 0 {
+        errors.push(ConfigError::at(&kw, format!("`options` is already given on line {}", config.options.line)));
+        return;
+    }
+    config.options.line = Line(kw.line);
+    for (key, value) in key_values(stmt, 1, errors) {
+        match (key.text, value.map(|v| v.text)) {
+            ("offloads", Some("on")) => config.options.offloads = true,
+            ("offloads", Some("off")) => config.options.offloads = false,
+            ("offloads", _) => errors.push(ConfigError::at(&key, "expected `offloads on` or `offloads off`")),
+            (other, _) => errors.push(ConfigError::at(&key, format!("unknown option `{other}`: expected `offloads`"))),
+        }
     }
 }
 

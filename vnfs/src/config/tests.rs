@@ -389,3 +389,12 @@ proptest::proptest! {
         let _ = parse(&lines.join("\n"));
     }
 }
+
+#[test]
+fn image_options() {
+    assert!(parse(TWO).unwrap().options.offloads);
+    assert!(!parse(&std::format!("{TWO}options offloads off\n")).unwrap().options.offloads);
+    let e = errs(&std::format!("{TWO}options offloads maybe\noptions speed 9\n"));
+    assert!(e[0].contains("expected `offloads on` or `offloads off`"), "{e:?}");
+    assert!(e[1].contains("`options` is already given on line 3"), "{e:?}");
+}

@@ -84,6 +84,9 @@ impl Dataplane {
         if new.wires != self.config.wires {
             return Err(alloc::format!("{name}: wires cannot change while running\n"));
         }
+        if new.options != self.config.options {
+            return Err(alloc::format!("{name}: `options` apply at boot; boot with the new config\n"));
+        }
         let old = &self.config;
         let kept = |inst: &StageInstance| {
             old.stages
