@@ -11,6 +11,8 @@ extern crate alloc;
 
 pub mod igb;
 pub mod poll;
+#[cfg(test)]
+mod testhal;
 pub mod virtio;
 
 use vnfs::hoststack::TxQueue;

@@ -198,7 +198,8 @@ mod tests {
         assert_eq!(c.seen(17, a, b, 0, 20), Some(Way::Original));
         let d = Endpoint::new(Ipv4Addr::new(10, 1, 0, 3), 53);
         assert!(c.open(17, a, d, 0, 20));
-        assert!(!c.open(17, d, a, 0, 30) || c.len() == 2, "the reply way of a tracked one is not new");
+        assert!(c.open(17, d, a, 0, 30), "the reply way of a tracked connection is that connection");
+        assert_eq!(c.len(), 2, "and takes no new slot");
         let e = Endpoint::new(Ipv4Addr::new(10, 1, 0, 4), 53);
         assert!(!c.open(17, a, e, 0, 30));
         assert_eq!(c.counters.refused_full, 1);

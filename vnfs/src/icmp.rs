@@ -208,6 +208,42 @@ pub fn tcp_reset(pkt: &mut Packet, frame_len: usize) -> bool {
     pkt.set_len(l3 + 40)
 }
 
+/// Turns a refused packet into its answer, in its own buffer: a TCP reset
+/// if `tcp`, else the ICMP error `kind` from `from` (if RFC 1812 allows an
+/// error about it). The answer is not routed: the router later in the
+/// pipeline sends it back. `None`: no answer, the buffer is back in `pool`.
+/// The load balancer (no backend) and the ACL (`reject`) use it.
+pub fn refuse(
+    mut pkt: Packet,
+    pool: &mut crate::packet::PacketPool,
+    tcp: bool,
+    kind: IcmpError,
+    from: Option<Ipv4Addr>,
+    ident: u16,
+) -> Option<Packet> {
+    let total = pkt.total_len();
+    pool.release_tail(&mut pkt);
+    pkt.meta.offload = Default::default();
+    let ok = if tcp {
+        tcp_reset(&mut pkt, total)
+    } else {
+        match from {
+            Some(from) if may_send_error(pkt.data(), pkt.meta.l3 as usize, &[]) => {
+                build_error(&mut pkt, kind, from, ident).is_some()
+            }
+            _ => false,
+        }
+    };
+    if ok {
+        pkt.meta.local = false;
+        pkt.meta.out_port = None;
+        Some(pkt)
+    } else {
+        pool.free(pkt);
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

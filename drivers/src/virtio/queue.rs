@@ -269,41 +269,9 @@ mod tests {
     extern crate std;
 
     use super::*;
-    use core::alloc::Layout as MemLayout;
+    use crate::testhal::TestHal;
     use std::vec;
-    use virtio_drivers::PhysAddr;
     use vnfs::packet::PacketPool;
-
-    /// Host memory as DMA memory: physical address = virtual address.
-    struct TestHal;
-
-    // SAFETY: dma_alloc returns zeroed, page-aligned, exclusively owned
-    // memory; the fake device reaches it at the same address; no MMIO.
-    unsafe impl Hal for TestHal {
-        fn dma_alloc(pages: usize, _: BufferDirection) -> (PhysAddr, NonNull<u8>) {
-            let layout = MemLayout::from_size_align(pages * PAGE_SIZE, PAGE_SIZE).unwrap();
-            // SAFETY: non-zero size.
-            let p = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-            (p.as_ptr() as PhysAddr, p)
-        }
-
-        unsafe fn dma_dealloc(_: PhysAddr, vaddr: NonNull<u8>, pages: usize) -> i32 {
-            let layout = MemLayout::from_size_align(pages * PAGE_SIZE, PAGE_SIZE).unwrap();
-            // SAFETY: what dma_alloc returned, with the same layout.
-            unsafe { std::alloc::dealloc(vaddr.as_ptr(), layout) };
-            0
-        }
-
-        unsafe fn mmio_phys_to_virt(_: PhysAddr, _: usize) -> NonNull<u8> {
-            unreachable!("no MMIO in these tests")
-        }
-
-        unsafe fn share(buffer: NonNull<[u8]>, _: BufferDirection) -> PhysAddr {
-            buffer.as_ptr() as *mut u8 as PhysAddr
-        }
-
-        unsafe fn unshare(_: PhysAddr, _: NonNull<[u8]>, _: BufferDirection) {}
-    }
 
     /// The device's view of one queue: where the rings are and how far it
     /// has read the avail ring and written the used ring.

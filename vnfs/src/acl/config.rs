@@ -19,10 +19,9 @@ use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use core::any::Any;
 use ipnet::Ipv4Net;
 
-use crate::config::{is_name, same_as, Config, ConfigError, Errors, Line, Place, StageConfig, Stmt, Token};
+use crate::config::{is_name, stage_ports, Config, ConfigError, Errors, Line, Place, StageConfig, Stmt, Token};
 use crate::conntrack::ConnTable;
 
 /// Rules one ACL may hold.
@@ -223,23 +222,12 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<(S
                 }
                 None => errors.push(ConfigError::at(&key, "`connections` needs a number")),
             },
-            "port" => {
-                for t in args {
-                    match config.port_by_name(t.text) {
-                        Some(i) if !acl.ports.contains(&i) => acl.ports.push(i),
-                        Some(_) => {}
-                        None => errors.push(ConfigError::at(t, format!("no port named `{}`", t.text))),
-                    }
-                }
-            }
+            "port" => stage_ports(args, config, "acl", &mut acl.ports, errors),
             other => errors.push(ConfigError::at(
                 &key,
                 format!("unknown acl setting `{other}`: expected rule, default, stateful, connections or port"),
             )),
         }
-    }
-    if config.management.as_ref().is_some_and(|m| acl.ports.contains(&m.port)) {
-        errors.push(ConfigError::at(&kw, "the management port forwards nothing: an acl cannot run there"));
     }
     (errors.len() == before).then(|| (name.text.to_string(), acl))
 }
@@ -253,17 +241,7 @@ pub fn parse(stmts: &[&Stmt<'_>], config: &Config, errors: &mut Errors) -> Vec<(
 }
 
 impl StageConfig for AclConfig {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn same(&self, other: &dyn StageConfig) -> bool {
-        same_as(self, other)
-    }
-
-    fn line(&self) -> u32 {
-        self.line.0
-    }
+    crate::stage_config_identity!();
 
     fn table_bytes(&self, _: &Config) -> usize {
         let conns = if self.stateful { ConnTable::memory_for(self.connections) } else { 0 };

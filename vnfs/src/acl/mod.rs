@@ -23,7 +23,7 @@ use crate::config::{BuildContext, StageConfig, StageDef};
 use crate::conntrack::ConnTable;
 use crate::counters::DropReason;
 use crate::flow::{Endpoint, Timeouts, ICMP, TCP, UDP};
-use crate::icmp::{build_error, may_send_error, tcp_reset, IcmpError};
+use crate::icmp::IcmpError;
 use crate::packet::{Batch, Packet};
 use crate::ratelimit::PerSource;
 use crate::stage::{for_each_packet, Stage, StageContext};
@@ -148,8 +148,9 @@ impl Acl {
 
     fn filter(&mut self, pkt: Packet, cx: &mut StageContext<'_>) -> Option<Packet> {
         let Some((f, flags)) = fields(&pkt) else { return Some(pkt) };
-        if let Some(conns) = &mut self.conns {
-            let (a, b) = endpoints(&f, &pkt);
+        // The connection-table key, read once for the lookup and the insert.
+        let ends = self.conns.is_some().then(|| endpoints(&f, &pkt));
+        if let (Some(conns), Some((a, b))) = (&mut self.conns, ends) {
             if conns.seen(f.proto, a, b, flags, cx.now).is_some() {
                 self.counters.established += 1;
                 return Some(pkt);
@@ -176,8 +177,7 @@ impl Acl {
         match action {
             AclAction::Permit => {
                 self.counters.permitted += 1;
-                if let Some(conns) = &mut self.conns {
-                    let (a, b) = endpoints(&f, &pkt);
+                if let (Some(conns), Some((a, b))) = (&mut self.conns, ends) {
                     if !conns.open(f.proto, a, b, flags, cx.now) {
                         self.counters.connections_refused += 1;
                     }
@@ -195,7 +195,7 @@ impl Acl {
 
     /// Drops `pkt` and answers it in its own buffer; the answer goes on
     /// through the pipeline (the router sends it back).
-    fn reject(&mut self, mut pkt: Packet, f: &Fields, cx: &mut StageContext<'_>) -> Option<Packet> {
+    fn reject(&mut self, pkt: Packet, f: &Fields, cx: &mut StageContext<'_>) -> Option<Packet> {
         self.counters.rejected += 1;
         cx.count_drop(pkt.meta.in_port, DropReason::Policy);
         if !self.rejects.take(Ipv4Addr::from(f.src), cx.now) {
@@ -203,29 +203,10 @@ impl Acl {
             cx.pool.free(pkt);
             return None;
         }
-        let total = pkt.total_len();
-        cx.pool.release_tail(&mut pkt);
-        pkt.meta.offload = Default::default();
         let from = self.port_addresses.get(pkt.meta.in_port as usize).copied().flatten();
-        let ok = if f.proto == TCP && f.ports.is_some() {
-            tcp_reset(&mut pkt, total)
-        } else {
-            self.ident = self.ident.wrapping_add(1);
-            match from {
-                Some(from) if may_send_error(pkt.data(), pkt.meta.l3 as usize, &[]) => {
-                    build_error(&mut pkt, IcmpError::AdminProhibited, from, self.ident).is_some()
-                }
-                _ => false,
-            }
-        };
-        if ok {
-            pkt.meta.local = false;
-            pkt.meta.out_port = None;
-            Some(pkt)
-        } else {
-            cx.pool.free(pkt);
-            None
-        }
+        self.ident = self.ident.wrapping_add(1);
+        let tcp = f.proto == TCP && f.ports.is_some();
+        crate::icmp::refuse(pkt, cx.pool, tcp, IcmpError::AdminProhibited, from, self.ident)
     }
 }
 

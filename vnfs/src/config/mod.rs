@@ -731,6 +731,42 @@ fn parse_pipeline(stmt: &Stmt<'_>, config: &mut Config, seen: &mut [Option<u32>]
     config.pipelines[i] = stages;
 }
 
+/// `port NAME...` in a stage's block: adds each named port to `ports` once.
+/// The management port is refused (it forwards nothing), an unknown name
+/// too, each at its word.
+pub fn stage_ports(args: &[Token<'_>], config: &Config, kind: &str, ports: &mut Vec<usize>, errors: &mut Errors) {
+    for t in args {
+        match config.port_by_name(t.text) {
+            Some(i) if config.management.as_ref().is_some_and(|m| m.port == i) => errors.push(ConfigError::at(
+                t,
+                format!("`{}` is the management port: it forwards nothing, so no {kind} runs there", t.text),
+            )),
+            Some(i) if !ports.contains(&i) => ports.push(i),
+            Some(_) => {}
+            None => errors.push(ConfigError::at(t, format!("no port named `{}`", t.text))),
+        }
+    }
+}
+
+/// The common part of a [`StageConfig`] impl for a settings type with a
+/// `line: Line` field and `PartialEq`: `as_any`, `same` and `line`.
+#[macro_export]
+macro_rules! stage_config_identity {
+    () => {
+        fn as_any(&self) -> &dyn core::any::Any {
+            self
+        }
+
+        fn same(&self, other: &dyn $crate::config::StageConfig) -> bool {
+            $crate::config::same_as(self, other)
+        }
+
+        fn line(&self) -> u32 {
+            self.line.0
+        }
+    };
+}
+
 /// `ADDRESS:PORT` (port not 0), or an error at `t`.
 pub fn endpoint(t: &Token<'_>, errors: &mut Errors) -> Option<(Ipv4Addr, u16)> {
     let parsed = t

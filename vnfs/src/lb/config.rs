@@ -6,12 +6,11 @@ use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use core::any::Any;
 use core::net::Ipv4Addr;
 
 use crate::config::{
-    endpoint, is_name, key_values, parse_duration, port_for, same_as, usable_unicast, Config, ConfigError, Errors,
-    Line, Place, StageConfig, Stmt,
+    endpoint, is_name, key_values, parse_duration, port_for, usable_unicast, Config, ConfigError, Errors, Line, Place,
+    StageConfig, Stmt,
 };
 
 /// Load-balanced services a config may define.
@@ -357,17 +356,7 @@ pub fn parse(stmts: &[&Stmt<'_>], config: &Config, errors: &mut Errors) -> Vec<(
 }
 
 impl StageConfig for LbConfig {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn same(&self, other: &dyn StageConfig) -> bool {
-        same_as(self, other)
-    }
-
-    fn line(&self) -> u32 {
-        self.line.0
-    }
+    crate::stage_config_identity!();
 
     fn table_bytes(&self, _: &Config) -> usize {
         super::Lb::memory_for(self.flows) + self.services.len() * self.table_size * 2

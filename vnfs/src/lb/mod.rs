@@ -24,7 +24,7 @@ pub use self::config::{BackendConfig, CheckKind, LbConfig, LbMode, ServiceConfig
 use crate::config::{BuildContext, StageConfig, StageDef};
 use crate::counters::DropReason;
 use crate::flow::{idle_timeout, Endpoint, Timeouts, TCP, UDP};
-use crate::icmp::{build_error, IcmpError};
+use crate::icmp::IcmpError;
 use crate::packet::{Batch, Packet, PortId, BURST};
 use crate::stage::{for_each_packet, Stage, StageContext};
 use crate::stats::StatsSink;
@@ -597,7 +597,7 @@ impl Lb {
 
     /// No backend is up: TCP gets a reset, UDP an ICMP port unreachable,
     /// both from the VIP; the router sends them back.
-    fn refuse(&mut self, mut pkt: Packet, si: u16, cx: &mut StageContext<'_>) -> Option<Packet> {
+    fn refuse(&mut self, pkt: Packet, si: u16, cx: &mut StageContext<'_>) -> Option<Packet> {
         let in_port = pkt.meta.in_port;
         cx.count_drop(in_port, DropReason::LbNoBackend);
         self.counters.no_backend += 1;
@@ -611,25 +611,8 @@ impl Lb {
             return None;
         }
         // The answer is a new small packet in this buffer.
-        let total = pkt.total_len();
-        cx.pool.release_tail(&mut pkt);
-        pkt.meta.offload = Default::default();
-        let ok = match svc.proto {
-            TCP => crate::icmp::tcp_reset(&mut pkt, total),
-            _ => {
-                self.ident = self.ident.wrapping_add(1);
-                crate::icmp::may_send_error(pkt.data(), pkt.meta.l3 as usize, &[])
-                    && build_error(&mut pkt, IcmpError::PortUnreachable, vip, self.ident).is_some()
-            }
-        };
-        if ok {
-            pkt.meta.local = false;
-            pkt.meta.out_port = None;
-            Some(pkt)
-        } else {
-            cx.pool.free(pkt);
-            None
-        }
+        self.ident = self.ident.wrapping_add(1);
+        crate::icmp::refuse(pkt, cx.pool, svc.proto == TCP, IcmpError::PortUnreachable, Some(vip), self.ident)
     }
 
     fn service_for(&self, proto: u8, dst: Ipv4Addr, dport: u16) -> Option<u16> {

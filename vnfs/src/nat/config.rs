@@ -6,14 +6,11 @@ use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use core::any::Any;
 use core::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use super::table::{NatTable, Quotas};
-use crate::config::{
-    is_name, same_as, usable_unicast, Config, ConfigError, Errors, Line, Place, StageConfig, Stmt, Token,
-};
+use crate::config::{is_name, usable_unicast, Config, ConfigError, Errors, Line, Place, StageConfig, Stmt, Token};
 
 /// Addresses a NAT pool may have.
 pub const MAX_POOL: usize = 256;
@@ -250,17 +247,7 @@ pub fn parse(stmts: &[&Stmt<'_>], config: &Config, errors: &mut Errors) -> Vec<(
 }
 
 impl StageConfig for NatConfig {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn same(&self, other: &dyn StageConfig) -> bool {
-        same_as(self, other)
-    }
-
-    fn line(&self) -> u32 {
-        self.line.0
-    }
+    crate::stage_config_identity!();
 
     fn table_bytes(&self, _: &Config) -> usize {
         NatTable::memory_for(self.sessions, self.pool.len())

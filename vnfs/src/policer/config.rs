@@ -18,10 +18,9 @@ use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use core::any::Any;
 use ipnet::Ipv4Net;
 
-use crate::config::{is_name, same_as, Config, ConfigError, Errors, Line, Place, StageConfig, Stmt, Token};
+use crate::config::{is_name, stage_ports, Config, ConfigError, Errors, Line, Place, StageConfig, Stmt, Token};
 
 /// Prefixes one policer may match.
 pub const MAX_MATCHES: usize = 64;
@@ -208,15 +207,7 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<(S
                     }
                 }
             }
-            "port" => {
-                for t in args {
-                    match config.port_by_name(t.text) {
-                        Some(i) if !p.ports.contains(&i) => p.ports.push(i),
-                        Some(_) => {}
-                        None => errors.push(ConfigError::at(t, format!("no port named `{}`", t.text))),
-                    }
-                }
-            }
+            "port" => stage_ports(args, config, "policer", &mut p.ports, errors),
             other => errors.push(ConfigError::at(
                 &key,
                 format!("unknown policer setting `{other}`: expected rate, burst, excess-burst, peak-rate, peak-burst, match, exceed, violate or port"),
@@ -243,9 +234,6 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<(S
         (None, Some(_), _) => errors.push(ConfigError::at(&kw, "`peak-burst` needs `peak-rate`")),
         (None, None, e) => p.meter = Meter::SingleRate { excess_burst: e.unwrap_or(0) },
     }
-    if config.management.as_ref().is_some_and(|m| p.ports.contains(&m.port)) {
-        errors.push(ConfigError::at(&kw, "the management port forwards nothing: a policer cannot run there"));
-    }
     (errors.len() == before).then(|| (name.text.to_string(), p))
 }
 
@@ -258,17 +246,7 @@ pub fn parse(stmts: &[&Stmt<'_>], config: &Config, errors: &mut Errors) -> Vec<(
 }
 
 impl StageConfig for PolicerConfig {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn same(&self, other: &dyn StageConfig) -> bool {
-        same_as(self, other)
-    }
-
-    fn line(&self) -> u32 {
-        self.line.0
-    }
+    crate::stage_config_identity!();
 
     /// Before routing on its ports: what is policed away costs no lookup.
     fn placement(&self, port: usize, _: &Config) -> Option<Place> {

@@ -6,9 +6,8 @@ use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::any::Any;
 
-use crate::config::{key_values, same_as, Config, ConfigError, Errors, Line, Place, StageConfig, Stmt};
+use crate::config::{key_values, Config, ConfigError, Errors, Line, Place, StageConfig, Stmt};
 
 /// Router settings (`router icmp-rate N icmp-burst N`). Its routes are the
 /// framework's (`route`, the ports' prefixes).
@@ -79,13 +78,7 @@ pub fn parse(stmts: &[&Stmt<'_>], _: &Config, errors: &mut Errors) -> Vec<(Strin
 }
 
 impl StageConfig for RouterConfig {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn same(&self, other: &dyn StageConfig) -> bool {
-        same_as(self, other)
-    }
+    crate::stage_config_identity!();
 
     /// The router's tables come from the routes, the ports and the
     /// management port, which are the framework's: kept only if those are
@@ -95,10 +88,6 @@ impl StageConfig for RouterConfig {
             && old_config.routes == new_config.routes
             && old_config.ports == new_config.ports
             && old_config.management == new_config.management
-    }
-
-    fn line(&self) -> u32 {
-        self.line.0
     }
 
     /// The route table (connected and static routes) and its next hops.
