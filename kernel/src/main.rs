@@ -29,6 +29,8 @@ mod x86;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use drivers::igb::sriov::VfService;
+use drivers::igb::vf::Igbvf;
 use drivers::poll::poll_once;
 use drivers::virtio::VirtioNet;
 use drivers::Nic;
@@ -87,16 +89,26 @@ fn config_source(cmdline: &str) -> ConfigSource {
 /// offers them and the command line does not say `offloads=off`; where a
 /// super-packet from one goes out of a NIC without them, the egress cuts
 /// it and completes its checksums in software. Then the Intel 82576 (igb)
-/// physical functions on PCI (checksum offload and TSO on transmit).
-fn discover_nics(cmdline: &str, config: &Config) -> Vec<Port> {
+/// physical functions on PCI (checksum offload and TSO on transmit), then
+/// their virtual functions: those passed through, and those the config's
+/// `nic PCI vfs N` enables here (their PF's mailbox is served from
+/// `services`, which the poll loop keeps polling).
+fn discover_nics(cmdline: &str, config: &Config, services: &mut Vec<VfService>) -> Vec<Port> {
     let mut nics = Vec::new();
-    let scan = pci::scan();
+    let sriov: Vec<((u8, u8, u8), u16)> = config
+        .nics
+        .iter()
+        .filter(|n| n.vfs > 0)
+        .map(|n| ((n.pci.bus, n.pci.device, n.pci.function), n.vfs as u16))
+        .collect();
+    let scan = pci::scan(&sriov);
     match scan.mechanism {
         "none" => println!("pci: no PCI bus here (microvm): NICs come from virtio-mmio"),
         m => println!(
-            "pci: {} virtio-net and {} igb function(s) found ({m} configuration access)",
+            "pci: {} virtio-net, {} igb and {} igbvf function(s) found ({m} configuration access)",
             scan.transports.len(),
-            scan.igb.len()
+            scan.igb.len(),
+            scan.igbvf.len()
         ),
     }
     for (df, err) in &scan.errors {
@@ -127,19 +139,71 @@ fn discover_nics(cmdline: &str, config: &Config) -> Vec<Port> {
             Err(e) => println!("{what}: virtio-net not usable: {e}"),
         }
     }
-    for (df, bar0) in scan.igb {
-        match drivers::igb::Igb::<hal::KernelHal>::new(bar0, offloads) {
+    let setup = |df: &virtio_drivers::transport::pci::bus::DeviceFunction| {
+        config.nics.iter().find(|n| (n.pci.bus, n.pci.device, n.pci.function) == (df.bus, df.device, df.function))
+    };
+    let vfs_of = |pf| scan.igbvf.iter().filter(move |(_, _, on)| *on == Some(pf)).count();
+    for (df, bar0) in &scan.igb {
+        let vfs = vfs_of(*df);
+        // With VFs the PF's own queue is the pool after theirs.
+        match drivers::igb::Igb::<hal::KernelHal>::new(*bar0, offloads, vfs, setup(df).and_then(|n| n.mac)) {
             Ok(nic) => {
                 let (rx, tx) = nic.ring_sizes();
                 println!(
-                    "nic{}: igb (82576) at pci {df}, mac {}, rings {rx}/{tx}, offloads {}",
+                    "nic{}: igb (82576) at pci {df}, mac {}, rings {rx}/{tx}, offloads {}{}",
                     nics.len(),
                     fmt_mac(&nic.mac()),
-                    if nic.offloads() { "on (transmit)" } else { "off" }
+                    if nic.offloads() { "on (transmit)" } else { "off" },
+                    if vfs > 0 {
+                        alloc::format!(", {vfs} VFs (pools 0-{}, its own {vfs})", vfs - 1)
+                    } else {
+                        "".into()
+                    }
                 );
+                if vfs > 0 {
+                    let serve = setup(df).is_none_or(|n| n.mailbox);
+                    let macs: Vec<([u8; 6], bool)> = scan
+                        .igbvf
+                        .iter()
+                        .filter(|(_, _, on)| *on == Some(*df))
+                        .enumerate()
+                        .map(|(i, (vf, _, _))| match setup(vf).and_then(|n| n.mac) {
+                            Some(m) => (m, true),
+                            None => (drivers::igb::sriov::default_vf_mac(nic.mac(), i), false),
+                        })
+                        .collect();
+                    services.push(VfService::new(nic.regs(), &macs, serve));
+                    if !serve {
+                        println!("pci {df}: `mailbox off`: the VFs' reset will not be answered");
+                    }
+                }
                 nics.push(Port::Igb(nic));
             }
             Err(e) => println!("pci {df}: igb not usable: {e}"),
+        }
+    }
+    for (df, bar0, pf) in &scan.igbvf {
+        let want = setup(df).and_then(|n| n.mac);
+        let mut serve = || services.iter_mut().for_each(VfService::poll);
+        match Igbvf::<hal::KernelHal>::new(*bar0, offloads, want, &clock::now_us, &mut serve) {
+            Ok(nic) => {
+                let (rx, tx) = nic.ring_sizes();
+                let whose = match pf {
+                    Some(pf) => alloc::format!("VF of pci {pf}"),
+                    None => "passed through".into(),
+                };
+                println!(
+                    "nic{}: igbvf (82576 VF) at pci {df} ({whose}), mac {}, rings {rx}/{tx}, offloads {}",
+                    nics.len(),
+                    fmt_mac(&nic.mac()),
+                    if nic.offloads() { "on (transmit)" } else { "off" },
+                );
+                if nic.lpe_refused {
+                    println!("pci {df}: the PF refused the VF's frame size (SET_LPE): it keeps the PF's limit");
+                }
+                nics.push(Port::Igbvf(nic));
+            }
+            Err(e) => println!("pci {df}: igbvf not usable: {e}"),
         }
     }
     nics
@@ -224,10 +288,12 @@ extern "C" fn kmain(start_info: usize) -> ! {
     );
 
     let t_config = clock::now_us();
-    let mut nics = bind_ports(&config, discover_nics(boot.cmdline, &config)).unwrap_or_else(|(line, msg)| {
-        println!("{}:{line}:1: {msg}", source.name);
-        fail(Failure::Startup)
-    });
+    let mut services = Vec::new();
+    let mut nics =
+        bind_ports(&config, discover_nics(boot.cmdline, &config, &mut services)).unwrap_or_else(|(line, msg)| {
+            println!("{}:{line}:1: {msg}", source.name);
+            fail(Failure::Startup)
+        });
 
     // The tables the config asks for are allocated whole at start: refuse
     // clearly, before allocating, if the RAM cannot hold them.
@@ -338,6 +404,10 @@ extern "C" fn kmain(start_info: usize) -> ! {
             next_console = now + 1000;
             console::publish(&mut dp, &nics, &lp);
             console.poll(&dp, &nics, &pool);
+            // VFs' mailbox requests (resets, MAC and filter changes).
+            for s in &mut services {
+                s.poll();
+            }
             while let Some(e) = dp.pop_event() {
                 log_event(&e);
             }

@@ -1,6 +1,8 @@
 //! The NICs the image drives, as one type for the poll loop: virtio-net
-//! (PCI or MMIO) and the Intel 82576 (igb) physical function.
+//! (PCI or MMIO), the Intel 82576 (igb) physical function and its virtual
+//! function.
 
+use drivers::igb::vf::Igbvf;
 use drivers::igb::Igb;
 use drivers::virtio::VirtioNet;
 use drivers::{Nic, NicStats};
@@ -17,6 +19,7 @@ use crate::hal::KernelHal;
 pub enum Port {
     Virtio(VirtioNet<KernelHal, SomeTransport<'static>>),
     Igb(Igb<KernelHal>),
+    Igbvf(Igbvf<KernelHal>),
 }
 
 macro_rules! each {
@@ -24,6 +27,7 @@ macro_rules! each {
         match $self {
             Port::Virtio($n) => $e,
             Port::Igb($n) => $e,
+            Port::Igbvf($n) => $e,
         }
     };
 }

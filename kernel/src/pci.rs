@@ -3,7 +3,9 @@
 //! and microvm do; SeaBIOS may place 64-bit BARs above the 4 GiB we map), and
 //! discovery of virtio-net and igb functions on bus 0 and behind bridges.
 
+use alloc::string::String;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use virtio_drivers::transport::pci::bus::{
     BarInfo, Cam, Command, ConfigurationAccess, DeviceFunction, HeaderType, MemoryBarType, MmioCam, PciRoot,
@@ -93,9 +95,157 @@ impl ConfigurationAccess for Cam2 {
 pub struct PciScan {
     pub mechanism: &'static str,
     pub transports: Vec<(DeviceFunction, PciTransport)>,
-    /// Intel 82576 functions and the address of their BAR 0.
+    /// Intel 82576 physical functions and the address of their BAR 0.
     pub igb: Vec<(DeviceFunction, u64)>,
+    /// 82576 virtual functions: passed through (found on the bus) or
+    /// enabled here on a PF (its function, then the VFs', in VF order).
+    pub igbvf: Vec<(DeviceFunction, u64, Option<DeviceFunction>)>,
     pub errors: Vec<(DeviceFunction, alloc::string::String)>,
+}
+
+/// Where ECAM is (0: none, only port I/O): SR-IOV lives in the extended
+/// configuration space above 256 bytes, which only ECAM reaches.
+static ECAM: AtomicU64 = AtomicU64::new(0);
+
+fn ecam_at(df: DeviceFunction, offset: u16) -> Option<*mut u32> {
+    let base = ECAM.load(Ordering::Relaxed);
+    if base == 0 || offset >= 4096 || !offset.is_multiple_of(4) {
+        return None;
+    }
+    let at =
+        base + ((df.bus as u64) << 20 | (df.device as u64 & 31) << 15 | (df.function as u64 & 7) << 12 | offset as u64);
+    Some(at as *mut u32)
+}
+
+fn ext_read(df: DeviceFunction, offset: u16) -> u32 {
+    match ecam_at(df, offset) {
+        // SAFETY: inside the 256 MiB ECAM window (bus < 256, offset < 4096),
+        // identity mapped uncached; configuration reads have no side effects.
+        Some(p) => unsafe { p.read_volatile() },
+        None => u32::MAX,
+    }
+}
+
+fn ext_write(df: DeviceFunction, offset: u16, v: u32) {
+    if let Some(p) = ecam_at(df, offset) {
+        // SAFETY: as in `ext_read`; this writes the function's own
+        // configuration registers.
+        unsafe { p.write_volatile(v) }
+    }
+}
+
+/// The offset of extended capability `id`, walking at most 64 entries.
+fn ext_capability(df: DeviceFunction, id: u16) -> Option<u16> {
+    let mut at = 0x100u16;
+    for _ in 0..64 {
+        let h = ext_read(df, at);
+        if h == u32::MAX || h == 0 {
+            return None;
+        }
+        if h as u16 == id {
+            return Some(at);
+        }
+        let next = (h >> 20) as u16 & !3;
+        if next < 0x100 || next <= at {
+            return None;
+        }
+        at = next;
+    }
+    None
+}
+
+const EXT_CAP_SRIOV: u16 = 0x0010;
+const SRIOV_CTRL: u16 = 0x08;
+const SRIOV_CTRL_VFE: u32 = 1 << 0;
+const SRIOV_CTRL_MSE: u32 = 1 << 3;
+const SRIOV_TOTAL: u16 = 0x0c;
+const SRIOV_NUM: u16 = 0x10;
+const SRIOV_OFFSET_STRIDE: u16 = 0x14;
+const SRIOV_PAGE_SIZE: u16 = 0x20;
+const SRIOV_BAR0: u16 = 0x24;
+
+/// Enables `count` VFs on the SR-IOV PF `pf` (on bus 0, its BARs placed):
+/// sizes and places the VF BARs in `mem`, sets VF Enable and VF Memory
+/// Space, turns bus mastering on in each VF. Returns each VF's function
+/// and BAR 0.
+fn enable_vfs(
+    reader: &Cam2,
+    root: &mut PciRoot<Cam2>,
+    pf: DeviceFunction,
+    count: u16,
+    mem: &mut Window,
+) -> Result<Vec<(DeviceFunction, u64)>, String> {
+    if ECAM.load(Ordering::Relaxed) == 0 {
+        return Err("SR-IOV needs PCIe extended configuration space (ECAM): use the q35 machine".into());
+    }
+    let cap = ext_capability(pf, EXT_CAP_SRIOV).ok_or("the function has no SR-IOV capability")?;
+    let total = (ext_read(pf, cap + SRIOV_TOTAL) >> 16) as u16;
+    if count > total {
+        return Err(alloc::format!("asked for {count} VFs but the function offers {total}"));
+    }
+    let ctrl = ext_read(pf, cap + SRIOV_CTRL) & 0xffff;
+    ext_write(pf, cap + SRIOV_CTRL, ctrl & !(SRIOV_CTRL_VFE | SRIOV_CTRL_MSE));
+    ext_write(pf, cap + SRIOV_PAGE_SIZE, 1);
+    ext_write(pf, cap + SRIOV_NUM, count as u32);
+    let os = ext_read(pf, cap + SRIOV_OFFSET_STRIDE);
+    let (offset, stride) = (os & 0xffff, os >> 16);
+    // The VF BARs: each VF's BAR i is the PF's VF BAR i + VF number × size.
+    let mut bar0 = None;
+    let mut i = 0u16;
+    while i < 6 {
+        let reg = cap + SRIOV_BAR0 + 4 * i;
+        ext_write(pf, reg, u32::MAX);
+        let lo = ext_read(pf, reg);
+        let wide = lo & 0x6 == 0x4;
+        let hi = if wide {
+            ext_write(pf, reg + 4, u32::MAX);
+            ext_read(pf, reg + 4)
+        } else {
+            u32::MAX
+        };
+        let mask = (hi as u64) << 32 | (lo & !0xf) as u64;
+        let size = if lo & 1 == 0 && lo & !0xf != 0 { (!mask).wrapping_add(1) } else { 0 };
+        if size > 0 && size <= 1 << 30 {
+            let whole = size * count as u64;
+            let at = mem.alloc(whole.next_power_of_two()).ok_or("PCI memory window exhausted (VF BARs)")?;
+            ext_write(pf, reg, at as u32 | (lo & 0xf));
+            if wide {
+                ext_write(pf, reg + 4, (at >> 32) as u32);
+            }
+            if i == 0 {
+                bar0 = Some((at, size));
+            }
+        } else {
+            ext_write(pf, reg, 0);
+            if wide {
+                ext_write(pf, reg + 4, 0);
+            }
+        }
+        i += if wide { 2 } else { 1 };
+    }
+    let (bar0, size0) = bar0.ok_or("the VFs have no memory BAR 0")?;
+    ext_write(pf, cap + SRIOV_CTRL, ctrl | SRIOV_CTRL_VFE | SRIOV_CTRL_MSE);
+    let rid = (pf.bus as u32) << 8 | (pf.device as u32) << 3 | pf.function as u32;
+    let mut vfs = Vec::new();
+    for n in 0..count as u32 {
+        let r = rid + offset + n * stride;
+        if r > 0xffff {
+            return Err(alloc::format!("VF {n} would sit past bus 255"));
+        }
+        let df = DeviceFunction { bus: (r >> 8) as u8, device: ((r >> 3) & 31) as u8, function: (r & 7) as u8 };
+        // A VF's vendor and device IDs read 0xffff (SR-IOV §3.4.1.1: they
+        // are the PF's VF Device ID); its class code is its own.
+        let class = reader.read_word(df, 8);
+        if class >> 8 != 0x02_00_00 {
+            return Err(alloc::format!("VF {n} did not appear at {df} (class register {class:#010x})"));
+        }
+        // A VF's memory decoding follows the PF's VF MSE (its own Memory
+        // Space bit is read-only zero on hardware; QEMU's model looks at
+        // it, so it is set too); DMA is its own.
+        root.set_command(df, Command::MEMORY_SPACE | Command::BUS_MASTER);
+        vfs.push((df, bar0 + n as u64 * size0));
+    }
+    Ok(vfs)
 }
 
 /// Picks the configuration mechanism: ECAM on Q35 (enabling it at the
@@ -125,6 +275,7 @@ fn root() -> Option<(PciRoot<Cam2>, Cam2, &'static str)> {
             // SAFETY: the same range; this handle only reads bridge
             // registers, which enumeration does not write.
             let reader = unsafe { MmioCam::new(base as *mut u8, Cam::Ecam) };
+            ECAM.store(base, Ordering::Relaxed);
             return Some((PciRoot::new(Cam2::Ecam(cam)), Cam2::Ecam(reader), "ecam"));
         }
     }
@@ -185,9 +336,11 @@ fn assign_bars(
 }
 
 /// Lists the virtio-net and igb functions, on bus 0 and behind bridges,
-/// and makes their BARs usable.
-pub fn scan() -> PciScan {
-    let mut out = PciScan { mechanism: "none", transports: Vec::new(), igb: Vec::new(), errors: Vec::new() };
+/// and makes their BARs usable; enables the VFs `sriov` asks for on the
+/// 82576 PFs it names (bus, device, function, VFs).
+pub fn scan(sriov: &[((u8, u8, u8), u16)]) -> PciScan {
+    let mut out =
+        PciScan { mechanism: "none", transports: Vec::new(), igb: Vec::new(), igbvf: Vec::new(), errors: Vec::new() };
     let Some((mut root, reader, mechanism)) = root() else {
         return out;
     };
@@ -236,7 +389,8 @@ pub fn scan() -> PciScan {
     mem.used.extend(bridge_windows);
     let is_virtio = |v: u16, d: u16| v == VIRTIO_VENDOR && (d == VIRTIO_NET_MODERN || d == VIRTIO_NET_TRANSITIONAL);
     let is_igb = |v: u16, d: u16| v == drivers::igb::VENDOR && d == drivers::igb::DEVICE_82576;
-    let is_net = |v: u16, d: u16| is_virtio(v, d) || is_igb(v, d);
+    let is_igbvf = |v: u16, d: u16| v == drivers::igb::VENDOR && d == drivers::igb::DEVICE_82576_VF;
+    let is_net = |v: u16, d: u16| is_virtio(v, d) || is_igb(v, d) || is_igbvf(v, d);
     for (df, info) in &functions {
         if is_net(info.vendor_id, info.device_id) {
             continue;
@@ -279,12 +433,31 @@ pub fn scan() -> PciScan {
             assign_bars(&mut root, df, &mut mem, &mut io, &mut out.errors);
         }
         root.set_command(df, Command::IO_SPACE | Command::MEMORY_SPACE | Command::BUS_MASTER);
-        if is_igb(info.vendor_id, info.device_id) {
-            match root.bars(df).ok().and_then(|b| b[0].clone()) {
-                Some(BarInfo::Memory { address, .. }) if address != 0 && address < MMIO_WINDOW.1 => {
-                    out.igb.push((df, address))
+        if is_igb(info.vendor_id, info.device_id) || is_igbvf(info.vendor_id, info.device_id) {
+            let bar0 = match root.bars(df).ok().and_then(|b| b[0].clone()) {
+                Some(BarInfo::Memory { address, .. }) if address != 0 && address < MMIO_WINDOW.1 => address,
+                _ => {
+                    out.errors.push((df, "igb: BAR 0 is not a usable memory BAR".into()));
+                    continue;
                 }
-                _ => out.errors.push((df, "igb: BAR 0 is not a usable memory BAR".into())),
+            };
+            if is_igbvf(info.vendor_id, info.device_id) {
+                // Passed through: the host's PF serves its mailbox.
+                out.igbvf.push((df, bar0, None));
+                continue;
+            }
+            out.igb.push((df, bar0));
+            let asked = sriov.iter().find(|(at, _)| *at == (df.bus, df.device, df.function));
+            if let Some(&(_, count)) = asked {
+                let enabled = if df.bus != 0 {
+                    Err("SR-IOV on a PF behind a bridge is not supported yet: put the PF on bus 0".into())
+                } else {
+                    enable_vfs(&reader, &mut root, df, count, &mut mem)
+                };
+                match enabled {
+                    Ok(vfs) => out.igbvf.extend(vfs.into_iter().map(|(vf, bar)| (vf, bar, Some(df)))),
+                    Err(e) => out.errors.push((df, alloc::format!("SR-IOV: {e}"))),
+                }
             }
             continue;
         }

@@ -291,6 +291,113 @@ pub struct Config {
     /// line says too, for images whose command line is fixed (a disk
     /// image's GRUB, a libvirt domain).
     pub options: Options,
+    /// Devices the image sets up before ports bind (`nic PCI vfs N`).
+    pub nics: Vec<NicConfig>,
+}
+
+/// A PCI address, `0000:00:08.0` (domain 0 only) or `00:08.0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PciAddr {
+    pub bus: u8,
+    pub device: u8,
+    pub function: u8,
+}
+
+impl fmt::Display for PciAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "0000:{:02x}:{:02x}.{}", self.bus, self.device, self.function)
+    }
+}
+
+impl PciAddr {
+    pub fn parse(s: &str) -> Option<PciAddr> {
+        let s = match s.split_once(':') {
+            Some((dom, rest)) if rest.contains(':') => {
+                (dom.len() == 4 && u16::from_str_radix(dom, 16).ok()? == 0).then_some(rest)?
+            }
+            _ => s,
+        };
+        let (bus, rest) = s.split_once(':')?;
+        let (dev, func) = rest.split_once('.')?;
+        let ok = |t: &str, n: usize| t.len() == n && t.bytes().all(|b| b.is_ascii_hexdigit());
+        if !ok(bus, 2) || !ok(dev, 2) || !ok(func, 1) {
+            return None;
+        }
+        let (bus, device, function) =
+            (u8::from_str_radix(bus, 16).ok()?, u8::from_str_radix(dev, 16).ok()?, u8::from_str_radix(func, 16).ok()?);
+        (device < 32 && function < 8).then_some(PciAddr { bus, device, function })
+    }
+}
+
+/// The most VFs sluice enables on one 82576 (its eighth pool is the PF's).
+pub const MAX_VFS: u8 = 7;
+
+/// `nic PCI [vfs N] [mac M] [mailbox on|off]`: how the image sets up one
+/// PCI function. `vfs`: enable N SR-IOV virtual functions on this physical
+/// function (the 82576), which then become NICs ports bind to. `mac`: the
+/// MAC this function uses (a VF asks its PF for it). `mailbox off`: enable
+/// the VFs but leave the PF–VF mailbox unanswered (a host whose PF driver
+/// is gone; for testing VF drivers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NicConfig {
+    pub pci: PciAddr,
+    pub vfs: u8,
+    pub mac: Option<[u8; 6]>,
+    pub mailbox: bool,
+    pub line: Line,
+}
+
+/// `nic PCI ...`
+fn parse_nic(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
+    let kw = stmt.words[0];
+    let Some(addr) = stmt.words.get(1) else {
+        errors.push(ConfigError::at(&kw, "`nic` needs a PCI address, e.g. `nic 0000:00:08.0 vfs 2`"));
+        return;
+    };
+    let Some(pci) = PciAddr::parse(addr.text) else {
+        errors.push(ConfigError::at(
+            addr,
+            format!("`{}` is not a PCI address: expected DDDD:BB:SS.F or BB:SS.F (hex), e.g. 0000:00:08.0", addr.text),
+        ));
+        return;
+    };
+    if let Some(other) = config.nics.iter().find(|n| n.pci == pci) {
+        errors.push(ConfigError::at(addr, format!("nic {pci} is already set up on line {}", other.line)));
+        return;
+    }
+    let mut nic = NicConfig { pci, vfs: 0, mac: None, mailbox: true, line: Line(kw.line) };
+    for (key, value) in key_values(stmt, 2, errors) {
+        let Some(value) = value else {
+            errors.push(ConfigError::at(&key, format!("`{}` needs a value", key.text)));
+            continue;
+        };
+        match key.text {
+            "vfs" => match value.text.parse::<u8>() {
+                Ok(n) if (1..=MAX_VFS).contains(&n) => nic.vfs = n,
+                _ => errors.push(ConfigError::at(
+                    &value,
+                    format!("`vfs {}`: expected 1 to {MAX_VFS} (the 82576 has 8 pools and keeps one)", value.text),
+                )),
+            },
+            "mac" => match parse_mac(value.text) {
+                Some(m) if m[0] & 1 == 0 && m != [0; 6] => nic.mac = Some(m),
+                _ => errors.push(ConfigError::at(&value, format!("`{}` is not a unicast MAC address", value.text))),
+            },
+            "mailbox" => match value.text {
+                "on" => nic.mailbox = true,
+                "off" => nic.mailbox = false,
+                _ => errors.push(ConfigError::at(&value, "expected `mailbox on` or `mailbox off`")),
+            },
+            other => errors.push(ConfigError::at(
+                &key,
+                format!("unknown nic setting `{other}`: expected `vfs`, `mac` or `mailbox`"),
+            )),
+        }
+    }
+    if !nic.mailbox && nic.vfs == 0 {
+        errors.push(ConfigError::at(&kw, "`mailbox off` is a setting of a PF's VFs: give `vfs N` too"));
+    }
+    config.nics.push(nic);
 }
 
 /// `options offloads on|off` (more to come: the same words as the kernel
@@ -396,7 +503,7 @@ pub fn parse_duration(s: &str) -> Option<u64> {
 }
 
 /// The statements the framework reads itself.
-const FRAMEWORK_STATEMENTS: &[&str] = &["port", "route", "management", "wire", "pipeline", "arp", "options"];
+const FRAMEWORK_STATEMENTS: &[&str] = &["port", "route", "management", "wire", "pipeline", "arp", "options", "nic"];
 
 /// Parses and validates a config with the features in `defs` (the
 /// registry). On failure returns every error found, in line order.
@@ -476,6 +583,7 @@ pub fn parse_with(text: &str, defs: &'static [&'static StageDef]) -> Result<Conf
             "management" => parse_management(stmt, &mut config, &mut errors),
             "arp" => parse_arp(stmt, &mut config, &mut errors),
             "options" => parse_options(stmt, &mut config, &mut errors),
+            "nic" => parse_nic(stmt, &mut config, &mut errors),
             _ => {}
         }
     }

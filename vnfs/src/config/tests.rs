@@ -398,3 +398,31 @@ fn image_options() {
     assert!(e[0].contains("expected `offloads on` or `offloads off`"), "{e:?}");
     assert!(e[1].contains("`options` is already given on line 3"), "{e:?}");
 }
+
+#[test]
+fn nic_statements_set_up_vfs_and_macs() {
+    let c = parse(&std::format!(
+        "{TWO}nic 0000:00:08.0 vfs 2\nnic 00:18.0 mac 02:00:00:00:00:01\nnic 0000:01:00.0 vfs 7 mailbox off\n"
+    ))
+    .unwrap();
+    assert_eq!(c.nics.len(), 3);
+    assert_eq!(
+        (c.nics[0].pci, c.nics[0].vfs, c.nics[0].mailbox),
+        (PciAddr { bus: 0, device: 8, function: 0 }, 2, true)
+    );
+    assert_eq!(c.nics[1].mac, Some([2, 0, 0, 0, 0, 1]));
+    assert_eq!((c.nics[2].pci.bus, c.nics[2].vfs, c.nics[2].mailbox), (1, 7, false));
+    assert_eq!(std::format!("{}", c.nics[1].pci), "0000:00:18.0");
+    let e = errs(&std::format!(
+        "{TWO}nic 00:08.0 vfs 8\nnic 00:08.0 vfs 1\nnic 0001:00:08.0\nnic 00:20.0\nnic 00:09.0 mac ff:ff:ff:ff:ff:ff\nnic 00:0a.0 mailbox off\nnic 00:0b.0 speed 10\nnic\n"
+    ));
+    assert!(e[0].starts_with("t.conf:3:") && e[0].contains("`vfs 8`: expected 1 to 7"), "{e:?}");
+    assert!(e[1].contains("nic 0000:00:08.0 is already set up on line 3"), "{e:?}");
+    assert!(e[2].contains("`0001:00:08.0` is not a PCI address"), "{e:?}");
+    assert!(e[3].contains("`00:20.0` is not a PCI address"), "{e:?}");
+    assert!(e[4].contains("not a unicast MAC"), "{e:?}");
+    assert!(e[5].contains("`mailbox off` is a setting of a PF's VFs"), "{e:?}");
+    assert!(e[6].contains("unknown nic setting `speed`"), "{e:?}");
+    assert!(e[7].contains("`nic` needs a PCI address"), "{e:?}");
+    assert_eq!(e.len(), 8, "{e:?}");
+}

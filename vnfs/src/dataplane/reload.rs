@@ -87,6 +87,9 @@ impl Dataplane {
         if new.options != self.config.options {
             return Err(alloc::format!("{name}: `options` apply at boot; boot with the new config\n"));
         }
+        if new.nics != self.config.nics {
+            return Err(alloc::format!("{name}: `nic` statements apply at boot; boot with the new config\n"));
+        }
         let old = &self.config;
         let kept = |inst: &StageInstance| {
             old.stages
