@@ -27,7 +27,7 @@ pub struct LoopStats {
 
 /// Copies the drivers' and the poll loop's counters into the dataplane,
 /// which shows them with its own (`stats`, `/metrics`).
-pub fn publish<N: Nic>(dp: &mut Dataplane, nics: &[N], lp: &LoopStats) {
+pub fn publish<N: Nic>(dp: &mut Dataplane, nics: &[N], lp: &LoopStats, pfs: &[drivers::igb::sriov::VfService]) {
     for (i, nic) in nics.iter().enumerate() {
         let c = &mut dp.port_mut(i as u8).nic_counters;
         c.clear();
@@ -66,6 +66,20 @@ pub fn publish<N: Nic>(dp: &mut Dataplane, nics: &[N], lp: &LoopStats) {
         sample("heap_free_bytes", "heap free", true, crate::heap::free() as u64),
     ] {
         let _ = c.push(s);
+    }
+    // The SR-IOV PFs' mailbox service, added up over the PFs.
+    if !pfs.is_empty() {
+        let mut sum = drivers::igb::sriov::MailboxStats::default();
+        for p in pfs {
+            sum.mbx_requests += p.stats.mbx_requests;
+            sum.mbx_resets += p.stats.mbx_resets;
+            sum.mbx_acked += p.stats.mbx_acked;
+            sum.mbx_refused += p.stats.mbx_refused;
+            sum.mbx_busy += p.stats.mbx_busy;
+        }
+        for s in sum.samples() {
+            let _ = c.push(s);
+        }
     }
 }
 

@@ -402,7 +402,7 @@ extern "C" fn kmain(start_info: usize) -> ! {
         }
         if now >= next_console {
             next_console = now + 1000;
-            console::publish(&mut dp, &nics, &lp);
+            console::publish(&mut dp, &nics, &lp, &services);
             console.poll(&dp, &nics, &pool);
             // VFs' mailbox requests (resets, MAC and filter changes).
             for s in &mut services {

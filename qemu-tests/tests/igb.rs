@@ -230,6 +230,9 @@ fn two_vfs_enabled_by_sluice_route_and_nat_between_hosts_on_the_pfs_wire() {
     }
     assert!(after.get("lan", "dev_rx_packets") > 100 && after.get("wan", "dev_tx_packets") > 100, "{after:?}");
     assert!(after.get("nat", "translated_out") > 10, "{after:?}");
+    // The PF's mailbox service answered both VFs' reset and frame size.
+    assert!(after.get("poll", "mbx_acked") >= 4 && after.get("poll", "mbx_resets") >= 2, "{after:?}");
+    assert_eq!(after.get("poll", "mbx_refused"), 0, "{after:?}");
     assert_eq!(after.get("lan", "link_up"), 1, "{after:?}");
     assert_eq!(after.get("lan", "rx_bad_len") + after.get("wan", "rx_bad_len"), 0, "{after:?}");
     assert_eq!(lab.vm.quit().unwrap(), Ending::Clean);

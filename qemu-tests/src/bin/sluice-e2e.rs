@@ -158,12 +158,27 @@ fn sluice_case_nic(
     let mut spec = LabSpec::two_ports(machine).unwrap();
     spec.extra_config = extra.into();
     spec.kernel_args = kernel_args.into();
+    // `igbvf`: each port is VF 0 of its own igb PF, enabled by sluice.
+    let vf = model == Some("igbvf");
     if let Some(m) = model {
         for p in &mut spec.ports {
-            *p = p.clone().model(m);
+            *p = p.clone().model(if vf { "igb" } else { m });
         }
     }
+    let vf_mac = |i: usize| format!("02:54:00:5c:80:{:02x}", i + 2);
+    if vf {
+        let text = Lab::config_text(&spec);
+        let mut text = text.replace(&sluice::lab::mac(0), &vf_mac(0)).replace(&sluice::lab::mac(1), &vf_mac(1));
+        text += "nic 0000:00:08.0 vfs 1\nnic 0000:00:0b.0 vfs 1\n";
+        spec.config_override = Some(text);
+    }
     let mut lab = Lab::start(&spec).unwrap();
+    if vf {
+        // What a sender on the wire addresses: the VFs' MACs.
+        for (i, p) in lab.ports.iter_mut().enumerate() {
+            p.mac = vf_mac(i);
+        }
+    }
     if !wire && extra.contains("nat") {
         println!("{:<28} boot: QEMU start → ready {:.2} s", name, lab.vm.elapsed().as_secs_f64());
     }
@@ -409,13 +424,15 @@ fn profile() {
     println!("(perf data: {})", data.display());
 }
 
-/// sluice's NAT on virtio-net and on the Intel 82576 physical function
-/// (QEMU's igb model), both on q35 + qboot: UDP sweep and iperf3.
+/// sluice's NAT on virtio-net, on the Intel 82576 physical function
+/// (QEMU's igb model) and on a VF of it that sluice enabled, all on q35 +
+/// qboot: UDP sweep and iperf3.
 fn nics() {
     println!("NIC models, same machine (q35 + qboot), sluice NAT:");
     let nat = "nat {\n  inside 10.0.0.0/24\n  outside wan\n}\n";
     sluice_case_nic("sluice NAT, virtio-net q35", nat, false, Machine::Q35Qboot, "", true, None);
     sluice_case_nic("sluice NAT, igb PF q35", nat, false, Machine::Q35Qboot, "", true, Some("igb"));
+    sluice_case_nic("sluice NAT, igbvf q35", nat, false, Machine::Q35Qboot, "", true, Some("igbvf"));
 }
 
 fn main() {
