@@ -64,6 +64,14 @@ have mformat || need_apt+=(mtools)
 [ -f /usr/share/OVMF/OVMF_CODE.fd ] || need_apt+=(ovmf)
 # promtool lints /metrics in the qemu-tests (Debian ships it in prometheus).
 have promtool || need_apt+=(prometheus)
+# The switches the lab puts sluice behind: OVS's userspace datapath and
+# OVS-DPDK with vhost-user (bookworm's OVS 3.1, DPDK 22.11); ethtool turns
+# off transmit checksum offload on the veths OVS's datapath carries.
+# DPDK's mempool and vhost drivers are plugins Debian packages apart (and
+# only recommends): without librte-mempool-ring every DPDK mempool fails.
+for p in openvswitch-switch openvswitch-switch-dpdk ethtool librte-mempool-ring23 librte-net-vhost23; do
+    dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || need_apt+=("$p")
+done
 
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]}" >&2
@@ -82,6 +90,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     [ -n "$made_policy" ] && $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 have promtool || { echo "setup: promtool missing after installing prometheus" >&2; exit 1; }
+for f in /usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk /usr/lib/openvswitch-switch/ovs-vswitchd; do
+    [ -x "$f" ] || { echo "setup: $f missing after installing openvswitch-switch(-dpdk)" >&2; exit 1; }
+done
+have ethtool || { echo "setup: ethtool missing after installing it" >&2; exit 1; }
 
 # The qemu-tests parse /metrics with the reference Prometheus parser.
 if ! python3 -c 'import prometheus_client' 2>/dev/null; then

@@ -6,8 +6,9 @@ use std::error::Error;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::qemu::{Accel, Machine, NicSpec, Vm, VmSpec};
-use crate::topology::{sweep_stale, unique_id, Netns, Tap};
+use crate::ovs::{Ovs, Switch};
+use crate::qemu::{Accel, Ending, Machine, NicSpec, Vm, VmSpec};
+use crate::topology::{run, sweep_stale, unique_id, Netns, Tap};
 
 /// One appliance port and the Linux host beside it.
 #[derive(Clone, Debug)]
@@ -81,6 +82,8 @@ pub struct LabSpec {
     /// The management bearer token, handed to the image through fw_cfg
     /// (`opt/sluice/token`) as `sluice run` does with a `token-file`.
     pub token: Option<String>,
+    /// What sits between the namespaces and the VM.
+    pub switch: Switch,
 }
 
 impl LabSpec {
@@ -101,6 +104,7 @@ impl LabSpec {
             extra_config: String::new(),
             memory_mb: 64,
             token: None,
+            switch: Switch::Tap,
         })
     }
 }
@@ -112,6 +116,8 @@ pub struct LabPort {
     /// The appliance's address (no prefix).
     pub appliance_ip: String,
     pub host_ip: String,
+    /// The namespace host's interface on the port's link: the tap itself
+    /// (switch `tap`), or a veth whose other end is an OVS port.
     pub tap: Tap,
     pub ns: Netns,
 }
@@ -120,6 +126,13 @@ pub struct LabPort {
 pub struct Lab {
     pub vm: Vm,
     pub ports: Vec<LabPort>,
+    /// The OVS the ports go through (switch `ovs`, `ovs-dpdk`); dropped
+    /// after the VM.
+    pub ovs: Option<Ovs>,
+    /// The VM's taps when OVS, not a namespace, holds them (deleted last).
+    _switch_taps: Vec<Tap>,
+    /// How the VM was started (for [`Lab::restart_vm`]).
+    vm_spec: VmSpec,
     pub config_path: PathBuf,
     /// COM2 capture: the defmt log stream.
     pub log_path: PathBuf,
@@ -160,10 +173,16 @@ impl Lab {
         let text = spec.config_override.clone().unwrap_or_else(|| Self::config_text(spec));
         std::fs::write(&config_path, &text)?;
 
+        let n = spec.ports.len();
+        // The VM's side of each port: a tap (QEMU opens it), or a vhost-user
+        // socket OVS-DPDK connects to.
         let mut taps = Vec::new();
-        for i in 0..spec.ports.len() {
-            taps.push(Tap::create(&format!("st{id}p{i}"))?);
+        if spec.switch != Switch::OvsDpdk {
+            for i in 0..n {
+                taps.push(Tap::create(&format!("st{id}p{i}"))?);
+            }
         }
+        let sockets: Vec<PathBuf> = (0..n).map(|i| dir.join(format!("vu{i}.sock"))).collect();
         let mut vm_spec = VmSpec::new(spec.kernel.clone(), spec.machine, spec.accel);
         vm_spec.memory_mb = spec.memory_mb;
         vm_spec.log_file = Some(dir.join("defmt.log"));
@@ -181,28 +200,72 @@ impl Lab {
                 vm_spec.cmdline = Some(spec.kernel_args.clone());
             }
         }
-        vm_spec.nics = taps
+        vm_spec.nics = spec
+            .ports
             .iter()
-            .zip(&spec.ports)
             .enumerate()
-            .map(|(i, (t, p))| NicSpec {
-                offloads: p.offloads,
-                model: p.model.clone(),
-                root_port: p.root_port,
-                ..NicSpec::new(&t.name, &mac(i))
+            .map(|(i, p)| {
+                let base = match taps.get(i) {
+                    Some(t) => NicSpec::new(&t.name, &mac(i)),
+                    None => NicSpec::vhost_user(&format!("vu{i}"), &mac(i), &sockets[i]),
+                };
+                NicSpec { offloads: p.offloads, model: p.model.clone(), root_port: p.root_port, ..base }
             })
             .collect();
+        // OVS: one userspace-datapath bridge per port, holding the VM's
+        // tap or vhost-user port and a veth to the port's namespace. Up
+        // before QEMU: QEMU waits at start for its vhost-user backends.
+        let mut ovs = match spec.switch {
+            Switch::Tap => None,
+            Switch::Ovs => Some(Ovs::start(&dir.join("ovs"), false)?),
+            Switch::OvsDpdk => Some(Ovs::start(&dir.join("ovs"), true)?),
+        };
+        if let Some(o) = &mut ovs {
+            for i in 0..n {
+                let bridge = format!("sb{id}{i}");
+                o.add_bridge(&bridge)?;
+                match taps.get(i) {
+                    Some(t) => {
+                        run(&["ip", "link", "set", &t.name, "up"])?;
+                        o.add_port(&bridge, &t.name)?;
+                    }
+                    None => o.add_vhost_user(&bridge, &format!("vu{id}{i}"), &sockets[i])?,
+                }
+            }
+        }
         let vm = Vm::start_paused(&vm_spec)?;
 
         let mut ports = Vec::new();
-        for (i, (p, mut tap)) in spec.ports.iter().zip(taps).enumerate() {
+        let mut taps = taps.into_iter();
+        let mut switch_taps = Vec::new();
+        for (i, p) in spec.ports.iter().enumerate() {
             let ns_name = match &spec.netns_names {
                 Some(names) => names[i].clone(),
                 None => format!("sluice-t{id}-{}", p.name),
             };
             let ns = Netns::create(&ns_name)?;
-            // QEMU has the tap open (it opens netdevs before -S stops the CPU).
-            tap.move_to(&ns, &p.host)?;
+            let tap = match &mut ovs {
+                None => {
+                    // QEMU has the tap open (it opens netdevs before -S stops the CPU).
+                    let mut tap = taps.next().expect("a tap per port");
+                    tap.move_to(&ns, &p.host)?;
+                    tap
+                }
+                Some(o) => {
+                    let bridge = format!("sb{id}{i}");
+                    switch_taps.extend(taps.next());
+                    let (here, there) = (format!("st{id}o{i}"), format!("st{id}n{i}"));
+                    run(&["ip", "link", "add", &here, "type", "veth", "peer", "name", &there, "netns", &ns.name])?;
+                    run(&["ip", "link", "set", &here, "up"])?;
+                    o.add_port(&bridge, &here)?;
+                    ns.exec(&["ip", "addr", "add", &p.host, "dev", &there])?;
+                    ns.exec(&["ip", "link", "set", &there, "up"])?;
+                    // OVS's userspace datapath does not complete partial
+                    // checksums (FACTS.md): the host must not leave any.
+                    ns.exec(&["ethtool", "-K", &there, "tx", "off"])?;
+                    Tap::adopt(&there, &ns)
+                }
+            };
             ports.push(LabPort {
                 name: p.name.clone(),
                 mac: mac(i),
@@ -213,7 +276,17 @@ impl Lab {
             });
         }
         let log_path = dir.join("defmt.log");
-        let lab = Lab { vm, ports, config_path, log_path, ready_line: String::new(), dir };
+        let lab = Lab {
+            vm,
+            ports,
+            ovs,
+            _switch_taps: switch_taps,
+            vm_spec,
+            config_path,
+            log_path,
+            ready_line: String::new(),
+            dir,
+        };
         lab.vm.resume()?;
         Ok(lab)
     }
@@ -223,6 +296,19 @@ impl Lab {
         Ok(lab)
     }
 
+    /// Stops the VM and boots a new one on the same NICs (taps or
+    /// vhost-user sockets) while the switch keeps running; waits for
+    /// `sluice ready`. Returns how the old VM ended.
+    pub fn restart_vm(&mut self) -> Result<Ending, Box<dyn Error>> {
+        if self.ovs.is_none() {
+            return Err("restart_vm needs an OVS switch (with `tap` the taps went into the namespaces)".into());
+        }
+        let ended = self.vm.quit()?;
+        self.vm = Vm::start(&self.vm_spec)?;
+        self.ready_line = self.vm.wait_for("sluice ready", BOOT_TIMEOUT)?;
+        Ok(ended)
+    }
+
     pub fn port(&self, name: &str) -> &LabPort {
         self.ports.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("no lab port `{name}`"))
     }
@@ -230,6 +316,8 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        // OVS keeps its database and sockets in the lab's directory.
+        drop(self.ovs.take());
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

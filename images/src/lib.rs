@@ -6,6 +6,7 @@
 
 pub mod lab;
 pub mod logs;
+pub mod ovs;
 pub mod qemu;
 pub mod topology;
 

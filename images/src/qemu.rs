@@ -124,11 +124,20 @@ pub struct NicSpec {
     pub model: Option<String>,
     /// Behind its own PCIe root port (as libvirt puts q35 NICs), not on bus 0.
     pub root_port: bool,
+    /// A vhost-user socket QEMU serves (the backend, OVS-DPDK or testpmd,
+    /// connects as the client) instead of the tap; the guest RAM is then
+    /// shared memory the backend maps.
+    pub vhost_user: Option<PathBuf>,
 }
 
 impl NicSpec {
     pub fn new(tap: &str, mac: &str) -> NicSpec {
-        NicSpec { tap: tap.into(), mac: mac.into(), offloads: true, model: None, root_port: false }
+        NicSpec { tap: tap.into(), mac: mac.into(), offloads: true, model: None, root_port: false, vhost_user: None }
+    }
+
+    /// A virtio-net NIC on vhost-user socket `socket` (`name` only names it).
+    pub fn vhost_user(name: &str, mac: &str, socket: &Path) -> NicSpec {
+        NicSpec { vhost_user: Some(socket.to_path_buf()), ..NicSpec::new(name, mac) }
     }
 }
 
@@ -218,10 +227,23 @@ impl VmSpec {
             c.arg("-fw_cfg")
                 .arg(format!("name=opt/sluice/token,file={}", token.display().to_string().replace(',', ",,")));
         }
+        if self.nics.iter().any(|n| n.vhost_user.is_some()) {
+            // vhost-user backends read and write guest memory themselves.
+            c.arg("-object").arg(format!("memory-backend-memfd,id=mem,size={}M,share=on", self.memory_mb));
+            c.args(["-machine", "memory-backend=mem"]);
+        }
         let mut igbs = 0;
         for (i, nic) in self.nics.iter().enumerate() {
-            let vnet_hdr = if nic.offloads { "" } else { ",vnet_hdr=off" };
-            c.arg("-netdev").arg(format!("tap,id=n{i},ifname={},script=no,downscript=no{vnet_hdr}", nic.tap));
+            match &nic.vhost_user {
+                Some(sock) => {
+                    c.arg("-chardev").arg(format!("socket,id=vu{i},path={},server=on,wait=off", sock.display()));
+                    c.arg("-netdev").arg(format!("vhost-user,id=n{i},chardev=vu{i}"));
+                }
+                None => {
+                    let vnet_hdr = if nic.offloads { "" } else { ",vnet_hdr=off" };
+                    c.arg("-netdev").arg(format!("tap,id=n{i},ifname={},script=no,downscript=no{vnet_hdr}", nic.tap));
+                }
+            }
             let device = match nic.model.as_deref() {
                 // An igb PF reserves the slots 16 and 17 after its own for
                 // its VFs (devfn + 0x80, stride 2): PFs at slots 8, 11, 14.
@@ -586,4 +608,21 @@ impl Stats {
     pub fn get(&self, port: &str, key: &str) -> u64 {
         self.ports.get(port).and_then(|p| p.get(key)).copied().unwrap_or(0)
     }
+}
+
+/// CPU time (user + system, seconds) of each thread of process `pid`, with
+/// the thread's name, from /proc (for the benches' host-CPU columns).
+pub fn thread_cpu(pid: u32) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    for t in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else { continue };
+        // pid (comm) state ... field 14 utime, 15 stime (clock ticks, 100/s).
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let name = stat[open + 1..close].to_string();
+        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        out.push((name, (ticks(11) + ticks(12)) / 100.0));
+    }
+    out
 }

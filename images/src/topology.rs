@@ -136,6 +136,12 @@ impl Tap {
         Ok(Tap { name: name.to_string(), netns: None })
     }
 
+    /// Takes charge of interface `name` in `ns` (a veth end, say): deleted
+    /// there when dropped, like a tap.
+    pub fn adopt(name: &str, ns: &Netns) -> Tap {
+        Tap { name: name.to_string(), netns: Some(ns.name.clone()) }
+    }
+
     /// Records that the tap now lives in `ns` (moved by the caller), so it
     /// is deleted there.
     pub fn set_netns(&mut self, ns: &Netns) {
@@ -192,6 +198,25 @@ pub fn sweep_stale() {
                     let _ = run(&["ip", "netns", "del", name]);
                 }
             }
+        }
+    }
+    // Labs of dead processes: their OVS daemons (by pid file), then the
+    // directory (an OVS-DPDK would hold hugepages and a core otherwise).
+    if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix("sluice-lab-") else { continue };
+            if !dead(rest) {
+                continue;
+            }
+            for pidfile in ["ovs/ovs-vswitchd.pid", "ovs/ovsdb-server.pid"] {
+                let pid =
+                    std::fs::read_to_string(e.path().join(pidfile)).ok().and_then(|p| p.trim().parse::<u32>().ok());
+                if let Some(pid) = pid.filter(|p| pid_alive(*p)) {
+                    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                }
+            }
+            let _ = std::fs::remove_dir_all(e.path());
         }
     }
     if let Ok(out) = Command::new("ip").args(["-o", "link", "show"]).output() {
