@@ -221,7 +221,7 @@ impl Lab {
             Switch::OvsDpdk => Some(Ovs::start(&dir.join("ovs"), true)?),
         };
         if let Some(o) = &mut ovs {
-            for i in 0..n {
+            for (i, socket) in sockets.iter().enumerate() {
                 let bridge = format!("sb{id}{i}");
                 o.add_bridge(&bridge)?;
                 match taps.get(i) {
@@ -229,7 +229,7 @@ impl Lab {
                         run(&["ip", "link", "set", &t.name, "up"])?;
                         o.add_port(&bridge, &t.name)?;
                     }
-                    None => o.add_vhost_user(&bridge, &format!("vu{id}{i}"), &sockets[i])?,
+                    None => o.add_vhost_user(&bridge, &format!("vu{id}{i}"), socket)?,
                 }
             }
         }
