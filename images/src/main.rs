@@ -36,10 +36,14 @@ const USAGE: &str = "usage:
                                     decode the defmt log stream (COM2) captured
                                     in CAPTURE, with the image's unstripped ELF
                                     (default target/images/sluice.debug.elf)
-  sluice run [--machine M] [--config FILE]
+  sluice run [--machine M] [--config FILE] [--switch tap|ovs|ovs-dpdk]
                                     boot the appliance on taps in namespaces
                                     M: microvm (default), q35-qboot, q35, pc-qboot, pc,
-                                       pc-disk, q35-uefi-disk (the qcow2 from make disk)";
+                                       pc-disk, q35-uefi-disk (the qcow2 from make disk)
+                                    --switch: what joins the namespaces to the VM:
+                                       tap (default: each tap in its namespace),
+                                       ovs (OVS userspace datapath, taps),
+                                       ovs-dpdk (OVS-DPDK, vhost-user ports)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -93,6 +97,7 @@ fn check(files: &[String]) -> ExitCode {
 fn run(args: &[String]) -> ExitCode {
     let mut machine = Machine::Microvm;
     let mut config: Option<String> = None;
+    let mut switch = sluice::ovs::Switch::Tap;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match (a.as_str(), it.next()) {
@@ -101,6 +106,10 @@ fn run(args: &[String]) -> ExitCode {
                 None => return usage(&format!("unknown machine `{m}`")),
             },
             ("--config", Some(f)) => config = Some(f.clone()),
+            ("--switch", Some(w)) => match sluice::ovs::Switch::parse(w) {
+                Some(w) => switch = w,
+                None => return usage(&format!("unknown switch `{w}`: expected tap, ovs or ovs-dpdk")),
+            },
             _ => return usage(&format!("unexpected argument `{a}`")),
         }
     }
@@ -109,6 +118,7 @@ fn run(args: &[String]) -> ExitCode {
         Err(e) => return usage(&e),
     };
     spec.netns_names = Some(vec!["sluice-lan".into(), "sluice-wan".into()]);
+    spec.switch = switch;
     if let Some(file) = &config {
         match std::fs::read_to_string(file) {
             Ok(text) => {
@@ -148,7 +158,13 @@ fn run(args: &[String]) -> ExitCode {
         let stop = stop.clone();
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
-    eprintln!("booting {} ({:?}, {}) ...", spec.kernel.display(), spec.machine, spec.accel.name());
+    eprintln!(
+        "booting {} ({:?}, {}, switch {}) ...",
+        spec.kernel.display(),
+        spec.machine,
+        spec.accel.name(),
+        spec.switch.name()
+    );
     let mut lab = match Lab::start(&spec) {
         Ok(l) => l,
         Err(e) => {
