@@ -63,6 +63,24 @@ impl Egress {
         }
     }
 
+    /// The cache the config asks for, its permanent entries in place.
+    pub fn with_static(config: &crate::config::Config, now: Micros) -> Self {
+        let mut e = Egress::new(config.arp.entries, config.arp.timeout as Micros * 1_000_000);
+        e.install_static(config, now);
+        e
+    }
+
+    /// Replaces the permanent entries with `config`'s (nothing waits on
+    /// them at start; on a reload, packets held for one go out with it).
+    pub fn install_static(&mut self, config: &crate::config::Config, now: Micros) -> alloc::vec::Vec<Packet> {
+        self.neighbors.clear_static();
+        let mut out = alloc::vec::Vec::new();
+        for n in &config.neighbors {
+            out.extend(self.neighbors.set_static(n.port as PortId, n.ip, n.mac, now));
+        }
+        out
+    }
+
     /// Sends a routed packet (`meta.out_port` set).
     pub fn send(&mut self, mut pkt: Packet, ports: &mut [Port], pool: &mut PacketPool, now: Micros) {
         let Some(out) = pkt.meta.out_port.filter(|p| (*p as usize) < ports.len()) else {

@@ -44,6 +44,11 @@ enum State {
     Failed {
         until: Micros,
     },
+    /// From the config (`neighbor IP mac MAC`): never expires, never
+    /// evicted, not changed by ARP.
+    Static {
+        mac: [u8; 6],
+    },
 }
 
 #[derive(Debug)]
@@ -93,6 +98,8 @@ pub struct NeighborCounters {
     pub requests: u64,
     pub evicted: u64,
     pub failed: u64,
+    /// Permanent entries that found no slot (their window was full of them).
+    pub static_refused: u64,
 }
 
 pub struct NeighborCache {
@@ -145,6 +152,7 @@ impl NeighborCache {
                 State::Reachable { mac, expires, .. } if *expires > now => (Some(*mac), "reachable"),
                 State::Reachable { mac, .. } => (Some(*mac), "stale"),
                 State::Failed { .. } => (None, "failed"),
+                State::Static { mac } => (Some(*mac), "permanent"),
             };
             Some((e.port, e.ip, mac, state, now.saturating_sub(e.last_used)))
         })
@@ -177,7 +185,7 @@ impl NeighborCache {
             return Some(s);
         }
         let victim = window
-            .filter(|&s| !matches!(self.slots[s].state, State::Incomplete { .. }))
+            .filter(|&s| !matches!(self.slots[s].state, State::Incomplete { .. } | State::Static { .. }))
             .min_by_key(|&s| self.slots[s].last_used)?;
         self.counters.evicted += 1;
         let e = &mut self.slots[victim];
@@ -204,6 +212,7 @@ impl NeighborCache {
                 }
                 Lookup::Known { mac: *mac, refresh }
             }
+            State::Static { mac } => Lookup::Known { mac: *mac, refresh: false },
             _ => Lookup::Unknown,
         }
     }
@@ -262,6 +271,10 @@ impl NeighborCache {
             None => return heapless::Vec::new(),
         };
         let e = &mut self.slots[s];
+        if matches!(e.state, State::Static { .. }) {
+            // The config's word stands (as a permanent entry does in Linux).
+            return heapless::Vec::new();
+        }
         let old = core::mem::replace(
             &mut e.state,
             State::Reachable { mac, expires: now + self.reachable, refresh_sent: false },
@@ -270,6 +283,44 @@ impl NeighborCache {
         match old {
             State::Incomplete { queue, .. } => queue,
             _ => heapless::Vec::new(),
+        }
+    }
+
+    /// Makes `ip` on `port` a permanent entry at `mac`, replacing what was
+    /// there (packets waiting for it go out). False if its window holds
+    /// nothing but permanent entries.
+    pub fn set_static(
+        &mut self,
+        port: PortId,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+        now: Micros,
+    ) -> heapless::Vec<Packet, QUEUE> {
+        let s = match self.find(port, ip) {
+            Some(s) => s,
+            None => match self.claim(port, ip, now) {
+                Some(s) => s,
+                None => {
+                    self.counters.static_refused += 1;
+                    return heapless::Vec::new();
+                }
+            },
+        };
+        let old =
+            core::mem::replace(&mut self.slots[s], Entry { port, ip, last_used: now, state: State::Static { mac } });
+        match old.state {
+            State::Incomplete { queue, .. } if old.ip == ip && old.port == port => queue,
+            _ => heapless::Vec::new(),
+        }
+    }
+
+    /// Turns every permanent entry back into a free slot (before a reload
+    /// installs the new config's).
+    pub fn clear_static(&mut self) {
+        for e in &mut self.slots {
+            if matches!(e.state, State::Static { .. }) {
+                e.state = State::Free;
+            }
         }
     }
 
@@ -324,6 +375,31 @@ mod tests {
 
     const MAC: [u8; 6] = [2, 0, 0, 0, 0, 7];
     const IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 7);
+
+    #[test]
+    fn permanent_entries_never_expire_are_never_evicted_and_ignore_arp() {
+        let mut pool = PacketPool::new(8);
+        let mut n = NeighborCache::new(16, 100);
+        assert!(matches!(n.enqueue(0, IP, pool.alloc().unwrap(), 0), Enqueued::Held { request: true }));
+        // Becoming permanent releases what waited for the reply.
+        let held = n.set_static(0, IP, MAC, 1);
+        assert_eq!(held.len(), 1);
+        held.into_iter().for_each(|p| pool.free(p));
+        let later = 1_000_000_000;
+        n.tick(later, 64, |_| panic!("no timers for a permanent entry"));
+        assert_eq!(n.lookup(0, IP, later), Lookup::Known { mac: MAC, refresh: false });
+        // ARP from elsewhere does not move it.
+        assert!(n.learn(0, IP, [2, 0, 0, 0, 0, 9], later, true).is_empty());
+        assert_eq!(n.lookup(0, IP, later), Lookup::Known { mac: MAC, refresh: false });
+        // A full table evicts others, never it.
+        for i in 0..64u8 {
+            n.learn(0, Ipv4Addr::new(10, 0, 1, i), MAC, later + i as u64, true);
+        }
+        assert_eq!(n.lookup(0, IP, later), Lookup::Known { mac: MAC, refresh: false });
+        assert!(n.entries(later).any(|(_, ip, _, state, _)| ip == IP && state == "permanent"));
+        n.clear_static();
+        assert_eq!(n.lookup(0, IP, later), Lookup::Unknown);
+    }
 
     #[test]
     fn resolve_then_flush_queue() {

@@ -293,6 +293,67 @@ pub struct Config {
     pub options: Options,
     /// Devices the image sets up before ports bind (`nic PCI vfs N`).
     pub nics: Vec<NicConfig>,
+    /// Permanent neighbour entries (`neighbor IP mac MAC`).
+    pub neighbors: Vec<StaticNeighbor>,
+}
+
+/// `neighbor IP mac MAC`: a permanent ARP entry on the port whose subnet
+/// holds IP (as `ip neigh add … nud permanent`): for next hops that do not
+/// answer ARP (a traffic generator, a router with ARP turned off).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaticNeighbor {
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+    pub port: usize,
+    pub line: Line,
+}
+
+/// Permanent neighbours a config may give (each takes a cache slot for good).
+pub const MAX_STATIC_NEIGHBORS: usize = 1024;
+
+/// `neighbor IP mac MAC`
+fn parse_neighbor(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
+    let kw = stmt.words[0];
+    let form = "expected `neighbor IP mac MAC`";
+    let (Some(ip_t), Some(key), Some(mac_t), None) =
+        (stmt.words.get(1), stmt.words.get(2), stmt.words.get(3), stmt.words.get(4))
+    else {
+        errors.push(ConfigError::at(&kw, form));
+        return;
+    };
+    if key.text != "mac" {
+        errors.push(ConfigError::at(key, form));
+        return;
+    }
+    let Ok(ip) = ip_t.text.parse::<Ipv4Addr>() else {
+        errors.push(ConfigError::at(ip_t, format!("`{}` is not an IPv4 address", ip_t.text)));
+        return;
+    };
+    let Some(mac) = parse_mac(mac_t.text).filter(|m| m[0] & 1 == 0 && *m != [0; 6]) else {
+        errors.push(ConfigError::at(mac_t, format!("`{}` is not a unicast MAC address", mac_t.text)));
+        return;
+    };
+    let Some(port) = config.ports.iter().position(|p| p.address.is_some_and(|a| a.contains(&ip))) else {
+        errors.push(ConfigError::at(ip_t, format!("neighbor {ip} is on no port's subnet")));
+        return;
+    };
+    let net = config.ports[port].address.expect("the port that holds it has an address");
+    if ip == net.addr() || (net.prefix_len() < 31 && (ip == net.network() || ip == net.broadcast())) {
+        errors.push(ConfigError::at(
+            ip_t,
+            format!("neighbor {ip} is port `{}`'s own, network or broadcast address", config.ports[port].name),
+        ));
+        return;
+    }
+    if config.neighbors.len() >= MAX_STATIC_NEIGHBORS {
+        errors.push(ConfigError::at(&kw, format!("too many `neighbor` entries: at most {MAX_STATIC_NEIGHBORS}")));
+        return;
+    }
+    if let Some(other) = config.neighbors.iter().find(|n| n.ip == ip) {
+        errors.push(ConfigError::at(ip_t, format!("neighbor {ip} is already given on line {}", other.line)));
+        return;
+    }
+    config.neighbors.push(StaticNeighbor { ip, mac, port, line: Line(kw.line) });
 }
 
 /// A PCI address, `0000:00:08.0` (domain 0 only) or `00:08.0`.
@@ -503,7 +564,8 @@ pub fn parse_duration(s: &str) -> Option<u64> {
 }
 
 /// The statements the framework reads itself.
-const FRAMEWORK_STATEMENTS: &[&str] = &["port", "route", "management", "wire", "pipeline", "arp", "options", "nic"];
+const FRAMEWORK_STATEMENTS: &[&str] =
+    &["port", "route", "management", "wire", "pipeline", "arp", "options", "nic", "neighbor"];
 
 /// Parses and validates a config with the features in `defs` (the
 /// registry). On failure returns every error found, in line order.
@@ -584,8 +646,21 @@ pub fn parse_with(text: &str, defs: &'static [&'static StageDef]) -> Result<Conf
             "arp" => parse_arp(stmt, &mut config, &mut errors),
             "options" => parse_options(stmt, &mut config, &mut errors),
             "nic" => parse_nic(stmt, &mut config, &mut errors),
+            "neighbor" => parse_neighbor(stmt, &mut config, &mut errors),
             _ => {}
         }
+    }
+    if config.neighbors.len() > config.arp.entries / 4 {
+        errors.push(ConfigError {
+            line: config.neighbors[0].line.0,
+            column: 1,
+            message: format!(
+                "{} permanent neighbours need `arp entries` of at least {} (it is {})",
+                config.neighbors.len(),
+                config.neighbors.len() * 4,
+                config.arp.entries
+            ),
+        });
     }
     for def in defs {
         let mine: Vec<&Stmt<'_>> =

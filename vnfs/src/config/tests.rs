@@ -426,3 +426,27 @@ fn nic_statements_set_up_vfs_and_macs() {
     assert!(e[7].contains("`nic` needs a PCI address"), "{e:?}");
     assert_eq!(e.len(), 8, "{e:?}");
 }
+
+#[test]
+fn permanent_neighbors() {
+    let c = parse(&std::format!("{TWO}neighbor 10.1.0.2 mac 02:00:00:00:00:02\n")).unwrap();
+    assert_eq!(c.neighbors.len(), 1);
+    assert_eq!((c.neighbors[0].port, c.neighbors[0].mac), (1, [2, 0, 0, 0, 0, 2]));
+    let e = errs(&std::format!(
+        "{TWO}neighbor 10.9.0.2 mac 02:00:00:00:00:02\nneighbor 10.1.0.1 mac 02:00:00:00:00:02\n\
+         neighbor 10.1.0.255 mac 02:00:00:00:00:02\nneighbor 10.1.0.3 mac 01:00:5e:00:00:01\n\
+         neighbor 10.1.0.4 02:00:00:00:00:02\nneighbor 10.1.0.5 mac 02:00:00:00:00:05\nneighbor 10.1.0.5 mac 02:00:00:00:00:05\n"
+    ));
+    assert!(e[0].contains("neighbor 10.9.0.2 is on no port's subnet"), "{e:?}");
+    assert!(e[1].contains("port `wan`'s own, network or broadcast address"), "{e:?}");
+    assert!(e[2].contains("own, network or broadcast"), "{e:?}");
+    assert!(e[3].contains("not a unicast MAC"), "{e:?}");
+    assert!(e[4].contains("expected `neighbor IP mac MAC`"), "{e:?}");
+    assert!(e[5].contains("neighbor 10.1.0.5 is already given on line 8"), "{e:?}");
+    assert_eq!(e.len(), 6, "{e:?}");
+    // A table too small for them is refused.
+    let many: std::string::String =
+        (0..5).map(|i| std::format!("neighbor 10.1.0.{} mac 02:00:00:00:00:0{i}\n", 10 + i)).collect();
+    let e = errs(&std::format!("{TWO}arp entries 16\n{many}"));
+    assert!(e[0].contains("5 permanent neighbours need `arp entries` of at least 20 (it is 16)"), "{e:?}");
+}

@@ -148,7 +148,7 @@ impl Dataplane {
             stages,
             local_sorted: sorted(&local),
             local,
-            egress: Egress::new(config.arp.entries, config.arp.timeout as Micros * 1_000_000),
+            egress: Egress::with_static(config, now),
             last_host_poll: now,
             config: config.clone(),
             config_text: String::new(),

@@ -11,7 +11,6 @@ use crate::config::{self, BuildContext, Config, StageInstance};
 use crate::egress::Egress;
 use crate::packet::PacketPool;
 use crate::stage::{Stage, StageCounters};
-use crate::Micros;
 
 /// A stage the dataplane runs: the instance's name and kind, the stage and
 /// its counters.
@@ -134,7 +133,13 @@ impl Dataplane {
         self.stages = build_stages(&new, &macs, self.seed, keep, Some(&self.config), pool);
         if new.arp != self.config.arp {
             self.egress.drain(pool);
-            self.egress = Egress::new(new.arp.entries, new.arp.timeout as Micros * 1_000_000);
+            self.egress = Egress::with_static(&new, self.last_host_poll);
+        } else if new.neighbors != self.config.neighbors {
+            // Packets held for an address that just became permanent were
+            // waiting for an ARP reply that is now moot: let them go.
+            for p in self.egress.install_static(&new, self.last_host_poll) {
+                pool.free(p);
+            }
         }
         let local = new.local_addresses();
         if local != self.local {

@@ -542,3 +542,34 @@ fn stages_find_the_ip_header_where_ingress_recorded_it() {
     assert_eq!(u.payload(), b"tagged");
     r.finish();
 }
+
+#[test]
+fn a_permanent_neighbor_is_used_without_arp_and_a_reload_replaces_it() {
+    let mut pool = PacketPool::new(16);
+    let base = "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\nroute 198.18.0.0/15 via 10.1.0.2\n";
+    let cfg = config::parse(&std::format!("{base}neighbor 10.1.0.2 mac 02:00:00:00:00:02\n")).unwrap();
+    let wan_mac = [0x52, 0x54, 0, 0, 0, 2];
+    let mut dp = Dataplane::new(&cfg, &[MAC, wan_mac], 0, 7);
+    let mut b = Batch::new();
+    let mut p = pool.alloc().unwrap();
+    p.fill(&echo_request(MAC, Ipv4Addr::new(10, 0, 0, 7), Ipv4Addr::new(198, 18, 0, 9), 1, b"x"));
+    b.push(p).unwrap();
+    dp.receive(0, &mut b, &mut pool, 0);
+    dp.poll(1, &mut pool);
+    let out = dp.ports()[1].tx.front().expect("routed out of wan at once");
+    assert_eq!(&out.data()[..6], &[2, 0, 0, 0, 0, 2], "to the permanent MAC");
+    assert_eq!(dp.egress.neighbors.counters.requests, 0, "no ARP request");
+    let mut text = String::new();
+    dp.show("neighbors", &[], 1, &mut text);
+    assert!(text.contains("10.1.0.2") && text.contains("permanent"), "{text}");
+    // A reload with another MAC replaces it; one without drops it.
+    dp.reload("t.conf", &std::format!("{base}neighbor 10.1.0.2 mac 02:00:00:00:00:03\n"), &mut pool).unwrap();
+    assert_eq!(
+        dp.egress.neighbors.lookup(1, Ipv4Addr::new(10, 1, 0, 2), 2),
+        crate::neighbor::Lookup::Known { mac: [2, 0, 0, 0, 0, 3], refresh: false }
+    );
+    dp.reload("t.conf", base, &mut pool).unwrap();
+    assert_eq!(dp.egress.neighbors.lookup(1, Ipv4Addr::new(10, 1, 0, 2), 3), crate::neighbor::Lookup::Unknown);
+    dp.drain(&mut pool);
+    assert_eq!(pool.available(), 16);
+}
