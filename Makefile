@@ -66,10 +66,13 @@ soak: image host
 	$(CARGO) run --release -p sluice-qemu-tests --bin sluice-soak
 
 bench: image host
+	# DPDK's testpmd (Debian's dpdk-dev) drives the vhost-user fast path.
+	@./scripts/setup.sh bench
 	# Every host benchmark in vnfs/benches (a stage adds its own there).
 	$(CARGO) bench -p sluice-vnfs
 	$(CARGO) run --release -p sluice-qemu-tests --bin sluice-bench
 	$(CARGO) run --release -p sluice-qemu-tests --bin sluice-e2e
+	$(CARGO) run --release -p sluice-qemu-tests --bin sluice-fastpath
 
 fmt:
 	$(CARGO) fmt --all

@@ -64,9 +64,13 @@ have mformat || need_apt+=(mtools)
 [ -f /usr/share/OVMF/OVMF_CODE.fd ] || need_apt+=(ovmf)
 # promtool lints /metrics in the qemu-tests (Debian ships it in prometheus).
 have promtool || need_apt+=(prometheus)
+# tcpdump reads the appliance's packet captures in the qemu-tests.
+have tcpdump || need_apt+=(tcpdump)
 # The switches the lab puts sluice behind: OVS's userspace datapath and
 # OVS-DPDK with vhost-user (bookworm's OVS 3.1, DPDK 22.11); ethtool turns
 # off transmit checksum offload on the veths OVS's datapath carries.
+# `setup.sh bench`: what only make bench needs: dpdk-testpmd (in dpdk-dev).
+[ "${1:-}" = bench ] && ! have dpdk-testpmd && need_apt+=(dpdk-dev)
 # DPDK's mempool and vhost drivers are plugins Debian packages apart (and
 # only recommends): without librte-mempool-ring every DPDK mempool fails.
 for p in openvswitch-switch openvswitch-switch-dpdk ethtool librte-mempool-ring23 librte-net-vhost23; do
@@ -94,6 +98,9 @@ for f in /usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk /usr/lib/openvswitch
     [ -x "$f" ] || { echo "setup: $f missing after installing openvswitch-switch(-dpdk)" >&2; exit 1; }
 done
 have ethtool || { echo "setup: ethtool missing after installing it" >&2; exit 1; }
+if [ "${1:-}" = bench ]; then
+    have dpdk-testpmd || { echo "setup: dpdk-testpmd missing after installing dpdk-dev" >&2; exit 1; }
+fi
 
 # The qemu-tests parse /metrics with the reference Prometheus parser.
 if ! python3 -c 'import prometheus_client' 2>/dev/null; then

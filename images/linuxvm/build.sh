@@ -4,11 +4,11 @@
 # nftables and its libraries), the modules for virtio-net and nft
 # masquerade loaded with insmod in `modprobe --show-depends` order.
 #   build.sh OUT_DIR     -> OUT_DIR/vmlinuz, OUT_DIR/initramfs.cpio.gz
-# Cached: does nothing if both exist.
+# Cached: does nothing if both exist and the initramfs is newer than init.
 set -euo pipefail
 out=$(mkdir -p "$1" && cd "$1" && pwd)
 here=$(cd "$(dirname "$0")" && pwd)
-[ -f "$out/vmlinuz" ] && [ -f "$out/initramfs.cpio.gz" ] && exit 0
+[ -f "$out/vmlinuz" ] && [ "$out/initramfs.cpio.gz" -nt "$here/init" ] && exit 0
 for tool in depmod modprobe cpio nft; do
     command -v "$tool" >/dev/null || { echo "linuxvm: $tool missing (scripts/setup.sh installs it)" >&2; exit 1; }
 done
