@@ -39,6 +39,29 @@ if ! qemu_ok; then
         }
     done
 fi
+# libvirt for the test that runs the example domains: bookworm-backports'
+# 11.3 (it leaves QEMU 10 alone; bookworm's 9.0 would pull QEMU 7.2 back).
+# Installed without starting daemons (no systemd here; the test starts them).
+installed() { dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null | grep -q '^ii'; }
+if ! installed libvirt-daemon-system || ! installed libvirt-clients; then
+    echo "setup: installing libvirt-daemon-system libvirt-clients from bookworm-backports" >&2
+    made_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+        $SUDO chmod +x /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
+    $SUDO apt-get install -y --no-install-recommends -t bookworm-backports libvirt-daemon-system libvirt-clients \
+        >/dev/null 2>&1 || {
+        $SUDO apt-get update >/dev/null
+        $SUDO apt-get install -y --no-install-recommends -t bookworm-backports libvirt-daemon-system libvirt-clients >/dev/null
+    }
+    [ -n "$made_policy" ] && $SUDO rm -f /usr/sbin/policy-rc.d
+    for p in libvirt-daemon-system libvirt-clients; do
+        installed "$p" || { echo "setup: $p missing after installing it" >&2; exit 1; }
+    done
+    qemu_ok || { echo "setup: installing libvirt changed QEMU away from 10:" >&2; dpkg-query -W "${QEMU_PKGS[@]}" >&2; exit 1; }
+fi
 have ip || need_apt+=(iproute2)
 have ping || need_apt+=(iputils-ping)
 have arping || need_apt+=(arping)
@@ -74,7 +97,7 @@ have tcpdump || need_apt+=(tcpdump)
 # DPDK's mempool and vhost drivers are plugins Debian packages apart (and
 # only recommends): without librte-mempool-ring every DPDK mempool fails.
 for p in openvswitch-switch openvswitch-switch-dpdk ethtool librte-mempool-ring23 librte-net-vhost23; do
-    dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || need_apt+=("$p")
+    installed "$p" || need_apt+=("$p")
 done
 
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -46,6 +46,7 @@ boot_pml4:  .skip 4096
 boot_pdpt:  .skip 4096
 boot_pd:    .skip 4 * 4096
     .global boot_pd
+    .global boot_pml4
     .global boot_stack_guard
 boot_stack_guard: .skip 4096       /* unmapped by guard::init */
 boot_stack: .skip 128 * 1024

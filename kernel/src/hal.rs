@@ -10,7 +10,8 @@ pub struct KernelHal;
 
 // SAFETY: dma_alloc returns zeroed, page-aligned, exclusively owned heap
 // memory, which (identity mapping) the device reaches at the same address;
-// MMIO addresses below 4 GiB are identity mapped uncached.
+// MMIO addresses below 4 GiB are identity mapped uncached, those above
+// are mapped identity and uncached on first use (paging::map_device).
 unsafe impl Hal for KernelHal {
     fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
         let layout = Layout::from_size_align(pages * PAGE_SIZE, PAGE_SIZE).expect("DMA layout");
@@ -27,8 +28,9 @@ unsafe impl Hal for KernelHal {
         0
     }
 
-    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, _size: usize) -> NonNull<u8> {
-        assert!(paddr < 1 << 32, "MMIO above the 4 GiB identity map: {paddr:#x}");
+    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, size: usize) -> NonNull<u8> {
+        // Above 4 GiB (OVMF's 64-bit PCI window) the range is mapped now.
+        assert!(crate::paging::map_device(paddr, size as u64), "MMIO at {paddr:#x}+{size:#x} cannot be mapped");
         NonNull::new(paddr as *mut u8).expect("MMIO at address 0")
     }
 

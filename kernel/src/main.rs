@@ -22,6 +22,7 @@ mod idt;
 mod log;
 mod mmio;
 mod nics;
+mod paging;
 mod pci;
 mod serial;
 mod x86;

@@ -383,6 +383,11 @@ pub fn scan(sriov: &[((u8, u8, u8), u16)]) -> PciScan {
         }
     }
 
+    // Bus order, as the firmware and `lspci` number them (buses were
+    // walked depth first): a NIC behind root port 1 comes before one
+    // behind root port 2, as libvirt's q35 puts its first and second
+    // interface, and ports bind in that order.
+    functions.sort_by_key(|(df, _)| (df.bus, df.device, df.function));
     // Addresses the firmware already gave to devices we leave alone.
     let mut mem = Window { next: MMIO_WINDOW.0, end: MMIO_WINDOW.1, used: Vec::new() };
     let mut io = Window { next: IO_WINDOW.0, end: IO_WINDOW.1, used: Vec::new() };
@@ -414,14 +419,16 @@ pub fn scan(sriov: &[((u8, u8, u8), u16)]) -> PciScan {
             // Behind a bridge: the bridge's windows are the firmware's, so
             // its BAR assignment is used as it is, if it is reachable.
             let bars = root.bars(df).unwrap_or_default();
+            // (Above 4 GiB, where OVMF puts 64-bit BARs, is fine: the
+            // HAL maps device ranges there on first use.)
             let unusable = bars.iter().flatten().any(|b| match b {
-                BarInfo::Memory { address, size, .. } => *size > 0 && (*address == 0 || *address >= MMIO_WINDOW.1),
+                BarInfo::Memory { address, size, .. } => *size > 0 && *address == 0,
                 BarInfo::IO { .. } => false,
             });
             if unusable {
                 out.errors.push((
                     df,
-                    "behind a bridge with a memory BAR the firmware left unassigned or above 4 GiB \
+                    "behind a bridge with a memory BAR the firmware left unassigned \
                      (SeaBIOS and OVMF assign them; qboot does not)"
                         .into(),
                 ));
@@ -435,7 +442,11 @@ pub fn scan(sriov: &[((u8, u8, u8), u16)]) -> PciScan {
         root.set_command(df, Command::IO_SPACE | Command::MEMORY_SPACE | Command::BUS_MASTER);
         if is_igb(info.vendor_id, info.device_id) || is_igbvf(info.vendor_id, info.device_id) {
             let bar0 = match root.bars(df).ok().and_then(|b| b[0].clone()) {
-                Some(BarInfo::Memory { address, .. }) if address != 0 && address < MMIO_WINDOW.1 => address,
+                Some(BarInfo::Memory { address, size, .. })
+                    if address != 0 && crate::paging::map_device(address, size) =>
+                {
+                    address
+                }
                 _ => {
                     out.errors.push((df, "igb: BAR 0 is not a usable memory BAR".into()));
                     continue;

@@ -86,7 +86,8 @@ fn hostile_config_bodies_are_refused_quickly_and_forwarding_goes_on() {
     let (status, body) = put(&lab, &b"a\n".repeat(130_000));
     assert_eq!(status, "400", "{body}");
     assert!(body.contains("and 129900 more error(s)"), "{}", &body[body.len().saturating_sub(300)..]);
-    assert!(body.len() < 16 * 1024, "{} bytes of errors", body.len());
+    // 100 errors of a few hundred bytes each, then a count: bounded.
+    assert!(body.len() < 32 * 1024, "{} bytes of errors", body.len());
     let h = health(&lab);
     eprintln!("after 256 KiB of error lines: {}", h.trim().replace('\n', "; "));
     // The largest accepted body: ~250 KiB of /32 routes.
