@@ -22,11 +22,8 @@ pub fn poll_once<N: Nic>(nics: &mut [N], dp: &mut Dataplane, pool: &mut PacketPo
     }
     dp.poll(now, pool);
     for (i, nic) in nics.iter_mut().enumerate() {
-        let port = dp.port_mut(i as u8);
-        if !port.tx.is_empty() {
-            let (pkts, bytes) = nic.tx_burst(&mut port.tx, pool);
-            port.counters.tx_packets += pkts as u64;
-            port.counters.tx_bytes += bytes as u64;
+        if !dp.port_mut(i as u8).tx.is_empty() {
+            dp.transmit(i as u8, now, |q| nic.tx_burst(q, pool));
         }
         nic.refill(pool);
     }

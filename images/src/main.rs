@@ -29,6 +29,11 @@ const USAGE: &str = "usage:
                                     GET /show/VIEW?QUERY: ports, neighbors, routes,
                                     stages, sessions (addr=, port=, proto=, offset=,
                                     limit=), backends
+  sluice capture ADDRESS:PORT PORTNAME [QUERY] [--token-file F]
+                                    a pcap of what the port receives and sends, to
+                                    stdout (| tcpdump -nr -); QUERY: count=N (100,
+                                    at most 1000), seconds=S (10, at most 60),
+                                    filter=host A and port N and tcp|udp|icmp|arp
   sluice reload ADDRESS:PORT FILE [--token-file F]
                                     check FILE, then apply it (PUT /config); the
                                     token may also come from $SLUICE_TOKEN
@@ -52,6 +57,7 @@ fn main() -> ExitCode {
         Some("run") => run(&args[1..]),
         Some("metrics") if args.len() >= 2 => metrics(&args[1], &args[2..]),
         Some("show") if args.len() >= 3 => show(&args[1], &args[2], &args[3..]),
+        Some("capture") if args.len() >= 3 => capture(&args[1], &args[2], &args[3..]),
         Some("reload") if args.len() >= 3 => reload(&args[1], &args[2], &args[3..]),
         Some("logs") => logs(&args[1..]),
         _ => {
@@ -245,9 +251,22 @@ fn token_from(rest: &[String]) -> Result<Option<String>, String> {
 
 /// One HTTP/1.1 request to a management endpoint: (status, body).
 fn http(addr: &str, method: &str, path: &str, body: &[u8], token: Option<&str>) -> std::io::Result<(u16, String)> {
+    http_bytes(addr, method, path, body, token, Duration::from_secs(30))
+        .map(|(s, b)| (s, String::from_utf8_lossy(&b).into_owned()))
+}
+
+/// The same, the body as bytes (a pcap file is not text).
+fn http_bytes(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    token: Option<&str>,
+    timeout: Duration,
+) -> std::io::Result<(u16, Vec<u8>)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.set_read_timeout(Some(timeout))?;
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     write!(
         s,
@@ -255,11 +274,46 @@ fn http(addr: &str, method: &str, path: &str, body: &[u8], token: Option<&str>) 
         body.len()
     )?;
     s.write_all(body)?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").map_or(out.len(), |i| i + 4);
+    let head = String::from_utf8_lossy(&out[..split]).into_owned();
     let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    Ok((status, body.to_string()))
+    Ok((status, out[split..].to_vec()))
+}
+
+/// `sluice capture ADDR PORT [QUERY]`: a pcap of what port PORT receives
+/// and sends, to stdout (`| tcpdump -nr -`).
+fn capture(addr: &str, port: &str, rest: &[String]) -> ExitCode {
+    let (query, rest) = match rest.first() {
+        Some(q) if !q.starts_with("--") => (q.as_str(), &rest[1..]),
+        _ => ("", rest),
+    };
+    let token = match token_from(rest) {
+        Ok(t) => t,
+        Err(e) => return usage(&e),
+    };
+    let q = query.replace(' ', "+");
+    let path = if q.is_empty() { format!("/capture?port={port}") } else { format!("/capture?port={port}&{q}") };
+    // A capture answers when it has its frames or its time is up (60 s at most).
+    match http_bytes(addr, "GET", &path, b"", token.as_deref(), Duration::from_secs(75)) {
+        Ok((200, body)) => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            if out.write_all(&body).and_then(|_| out.flush()).is_err() {
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprintln!("sluice capture: {addr} answered {status}:\n{}", String::from_utf8_lossy(&body));
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("sluice capture: {addr}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn metrics(addr: &str, rest: &[String]) -> ExitCode {

@@ -241,3 +241,39 @@ fn oversized_and_malformed_requests_are_refused() {
     assert_eq!(out, "413", "{out}");
     get(&lab, "/health");
 }
+
+#[test]
+fn a_capture_of_the_wan_port_reads_in_tcpdump() {
+    let lab = mgmt_lab();
+    get(&lab, "/health");
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("sluice");
+    let token = lab.config_path.with_extension("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    // Start the capture (5 ICMP frames of wan, at most 20 s), then ping
+    // through the NAT while it runs: `sluice capture … | tcpdump -nr -`.
+    let pcap = lab.config_path.with_extension("pcap");
+    let cmd = format!(
+        "{} capture 10.9.0.1:8080 wan 'count=5&seconds=20&filter=icmp' --token-file {} > {}",
+        bin.display(),
+        token.display(),
+        pcap.display()
+    );
+    let mgmt = lab.port("mgmt");
+    let mut child = mgmt.ns.command(&["sh", "-c", &cmd]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (ok, out) = ns_run(lab.port("lan"), &["ping", "-c", "4", "-i", "0.3", "-W", "2", "10.1.0.2"]);
+    assert!(ok, "{out}");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "sluice capture failed");
+    let out = std::process::Command::new("tcpdump").args(["-nr", pcap.to_str().unwrap()]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "tcpdump: {}", String::from_utf8_lossy(&out.stderr));
+    // On wan the NAT's address speaks to the far host, both ways.
+    assert!(text.contains("10.1.0.1 > 10.1.0.2: ICMP echo request"), "{text}");
+    assert!(text.contains("10.1.0.2 > 10.1.0.1: ICMP echo reply"), "{text}");
+    assert_eq!(text.lines().count(), 5, "count=5: {text}");
+    // A bad request is refused with the reason, and nothing keeps running.
+    let (ok, body) = mgmt_curl(mgmt, Some(TOKEN), &["--fail-with-body"], "/capture?port=dmz");
+    assert!(!ok && body.contains("capture needs `port=NAME`, one of: lan, wan, mgmt"), "{body}");
+}

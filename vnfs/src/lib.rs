@@ -14,6 +14,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod acl;
+pub mod capture;
 pub mod config;
 pub mod conntrack;
 pub mod counters;

@@ -70,6 +70,8 @@ pub struct Dataplane {
     seed: u64,
     /// The management endpoint and the port it serves on.
     mgmt: Option<(usize, Management)>,
+    /// The packet capture in progress, if one was asked for (`GET /capture`).
+    pub capture: Option<crate::capture::Capture>,
     /// Per port: the port a wire sends its frames to.
     wires: Vec<Option<PortId>>,
     reloads: u64,
@@ -154,6 +156,7 @@ impl Dataplane {
             config_text: String::new(),
             seed,
             mgmt,
+            capture: None,
             wires: wires_of(config),
             reloads: 0,
             events: crate::stage::Events::new(),
@@ -238,6 +241,11 @@ impl Dataplane {
     /// to the host stack, a transmit queue, a stage or the egress that
     /// holds it, or back to the pool with a drop counted.
     pub fn receive(&mut self, port: PortId, batch: &mut Batch, pool: &mut PacketPool, now: Micros) {
+        if let Some(c) = self.capture.as_mut().filter(|c| c.port == port) {
+            for pkt in batch.iter() {
+                c.record(pkt.data(), pkt.total_len(), now);
+            }
+        }
         if let Some(peer) = self.wires[port as usize] {
             return self.wire(port, peer, batch, pool);
         }
@@ -390,10 +398,49 @@ impl Dataplane {
             for (conn, req) in requests {
                 self.mgmt_counters = mgmt.counters;
                 let response = self.answer(&req, pool, &mut mgmt.counters);
-                mgmt.respond(conn, &response);
+                if response.status == routes::DEFERRED {
+                    // A capture started: it answers when it is done.
+                    if let Some(c) = &mut self.capture {
+                        c.conn = Some(conn);
+                    }
+                } else {
+                    mgmt.respond(conn, &response);
+                }
+            }
+            if self.capture.as_ref().is_some_and(|c| c.done(now)) {
+                if let Some(c) = self.capture.take() {
+                    if let Some(conn) = c.conn {
+                        mgmt.respond(conn, &routes::pcap_response(c));
+                    }
+                }
             }
             self.mgmt_counters = mgmt.counters;
             self.mgmt = Some((port, mgmt));
+        }
+    }
+
+    /// Hands port `port`'s transmit queue to `send` (the driver's burst),
+    /// counting what it took; a capture on the port records each frame
+    /// once, as it first reaches the queue.
+    pub fn transmit(
+        &mut self,
+        port: PortId,
+        now: Micros,
+        send: impl FnOnce(&mut crate::hoststack::TxQueue) -> (usize, usize),
+    ) {
+        let p = &mut self.ports[port as usize];
+        if let Some(c) = self.capture.as_mut().filter(|c| c.port == port) {
+            let fresh = p.tx.len().saturating_sub(c.tx_recorded);
+            for pkt in p.tx.iter().skip(p.tx.len() - fresh) {
+                c.record(pkt.data(), pkt.total_len(), now);
+            }
+            c.tx_recorded = p.tx.len();
+        }
+        let (pkts, bytes) = send(&mut p.tx);
+        p.counters.tx_packets += pkts as u64;
+        p.counters.tx_bytes += bytes as u64;
+        if let Some(c) = self.capture.as_mut().filter(|c| c.port == port) {
+            c.tx_recorded = c.tx_recorded.saturating_sub(pkts);
         }
     }
 

@@ -2,8 +2,18 @@
 //! (`GET` and `PUT`), with the bearer-token check in front.
 
 use super::{Dataplane, Event};
+use crate::capture::{Capture, Filter};
 use crate::mgmt::{Request, Response};
 use crate::packet::PacketPool;
+
+/// The status `answer` gives a request whose answer comes later (a
+/// capture): the endpoint keeps the connection until then.
+pub const DEFERRED: u16 = 0;
+
+/// The finished capture as the answer.
+pub fn pcap_response(c: Capture) -> Response {
+    Response { status: 200, content_type: "application/vnd.tcpdump.pcap", body: c.file }
+}
 
 impl Dataplane {
     /// Answers a management request as the endpoint would (for tests and
@@ -99,8 +109,47 @@ impl Dataplane {
                     )
                 }
             }
+            ("GET", p) if p == "/capture" || p.starts_with("/capture?") => {
+                let q = super::query_pairs(p.split_once('?').map_or("", |(_, q)| q));
+                self.start_capture(&q)
+            }
             (_, "/metrics" | "/health" | "/config") => Response::text(405, "method not allowed\n"),
-            _ => Response::text(404, "not found: try /metrics, /health, /config, /show/ports\n"),
+            _ => Response::text(404, "not found: try /metrics, /health, /config, /show/ports, /capture?port=NAME\n"),
         }
+    }
+
+    /// `GET /capture?port=NAME&count=N&seconds=S&filter=WORDS`: starts the
+    /// capture (answered later) or says why not.
+    fn start_capture(&mut self, q: &[(&str, &str)]) -> Response {
+        let get = |k: &str| q.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
+        let Some(port) = get("port").and_then(|n| self.config.port_by_name(n)) else {
+            let names: alloc::vec::Vec<&str> = self.config.ports.iter().map(|p| p.name.as_str()).collect();
+            return Response::text(400, alloc::format!("capture needs `port=NAME`, one of: {}\n", names.join(", ")));
+        };
+        let number =
+            |k: &str, default: u64, max: u64| match get(k) {
+                None => Ok(default),
+                Some(v) => v.parse::<u64>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
+                    Response::text(400, alloc::format!("`{k}={v}`: expected a number from 1 to {max}\n"))
+                }),
+            };
+        let count = match number("count", 100, crate::capture::MAX_COUNT as u64) {
+            Ok(n) => n as u32,
+            Err(r) => return r,
+        };
+        let seconds = match number("seconds", 10, crate::capture::MAX_SECONDS) {
+            Ok(n) => n,
+            Err(r) => return r,
+        };
+        let filter = match Filter::parse(&get("filter").unwrap_or("").replace("%20", " ")) {
+            Ok(f) => f,
+            Err(e) => return Response::text(400, alloc::format!("filter: {e}\n")),
+        };
+        if self.capture.is_some() {
+            return Response::text(409, "a capture is already running: one at a time\n");
+        }
+        let now = self.clock.map_or(0, |c| c());
+        self.capture = Some(Capture::new(port as u8, filter, count, seconds, now));
+        Response { status: DEFERRED, content_type: "", body: alloc::vec::Vec::new() }
     }
 }
