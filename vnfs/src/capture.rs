@@ -39,7 +39,7 @@ impl Filter {
     /// each kind.
     pub fn parse(text: &str) -> Result<Filter, String> {
         let mut f = Filter::default();
-        let mut words = text.split(|c: char| c == ' ' || c == '+').filter(|w| !w.is_empty());
+        let mut words = text.split([' ', '+']).filter(|w| !w.is_empty());
         let mut first = true;
         while let Some(w) = words.next() {
             if !first {
