@@ -84,6 +84,9 @@ pub struct LabSpec {
     pub token: Option<String>,
     /// What sits between the namespaces and the VM.
     pub switch: Switch,
+    /// Give the config on a config drive (a FAT disk holding SLUICE.CFG,
+    /// made with mtools) instead of fw_cfg, as a cloud gives user data.
+    pub config_drive: bool,
 }
 
 impl LabSpec {
@@ -105,6 +108,7 @@ impl LabSpec {
             memory_mb: 64,
             token: None,
             switch: Switch::Tap,
+            config_drive: false,
         })
     }
 }
@@ -191,7 +195,21 @@ impl Lab {
             std::fs::write(&file, token)?;
             vm_spec.token_file = Some(file);
         }
-        if spec.config_on_cmdline {
+        if spec.config_drive {
+            let img = dir.join("config-drive.img");
+            run(&["mformat", "-C", "-f", "1440", "-v", "SLUICECFG", "-i", img.to_str().unwrap(), "::"])?;
+            run(&["mcopy", "-i", img.to_str().unwrap(), config_path.to_str().unwrap(), "::SLUICE.CFG"])?;
+            let device = if spec.machine == Machine::Microvm { "virtio-blk-device" } else { "virtio-blk-pci" };
+            vm_spec.extra_args.extend([
+                "-drive".into(),
+                format!("file={},if=none,format=raw,id=cfgdrive,readonly=on", img.display()),
+                "-device".into(),
+                format!("{device},drive=cfgdrive"),
+            ]);
+            if !spec.kernel_args.is_empty() {
+                vm_spec.cmdline = Some(spec.kernel_args.clone());
+            }
+        } else if spec.config_on_cmdline {
             let stmts: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with('#')).collect();
             vm_spec.cmdline = Some(format!("{} -- {}", spec.kernel_args, stmts.join("; ")));
         } else {

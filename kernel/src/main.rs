@@ -12,6 +12,7 @@ extern crate alloc;
 mod acpi;
 mod boot;
 mod clock;
+mod configdrive;
 mod console;
 mod entropy;
 mod fwcfg;
@@ -66,8 +67,9 @@ struct ConfigSource {
     text: String,
 }
 
-/// fw_cfg first, then the kernel command line after `--` (statements
-/// separated by `;`), then the embedded default.
+/// fw_cfg first, then a config drive (a FAT disk with SLUICE.CFG), then
+/// the kernel command line after `--` (statements separated by `;`), then
+/// the embedded default.
 fn config_source(cmdline: &str) -> ConfigSource {
     if let Some(mut fw) = fwcfg::FwCfg::probe() {
         if let Some(text) = fw.text(FWCFG_CONFIG) {
@@ -78,6 +80,9 @@ fn config_source(cmdline: &str) -> ConfigSource {
                 .unwrap_or_else(|| alloc::format!("fw_cfg:{FWCFG_CONFIG}"));
             return ConfigSource { name, text };
         }
+    }
+    if let Some((name, text)) = configdrive::read() {
+        return ConfigSource { name, text };
     }
     if let Some((_, inline)) = cmdline.split_once("-- ") {
         return ConfigSource { name: "cmdline".into(), text: inline.into() };

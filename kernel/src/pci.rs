@@ -335,20 +335,14 @@ fn assign_bars(
     }
 }
 
-/// Lists the virtio-net and igb functions, on bus 0 and behind bridges,
-/// and makes their BARs usable; enables the VFs `sriov` asks for on the
-/// 82576 PFs it names (bus, device, function, VFs).
-pub fn scan(sriov: &[((u8, u8, u8), u16)]) -> PciScan {
-    let mut out =
-        PciScan { mechanism: "none", transports: Vec::new(), igb: Vec::new(), igbvf: Vec::new(), errors: Vec::new() };
-    let Some((mut root, reader, mechanism)) = root() else {
-        return out;
-    };
-    out.mechanism = mechanism;
-    // Bus 0, then every bus a bridge (a PCIe root port, say) leads to, as
-    // the firmware numbered them: 256 buses at most, each seen once.
+/// Every function on bus 0 and behind bridges (bus numbers as the firmware
+/// gave them: 256 buses at most, each seen once), and the memory windows
+/// the firmware opened on those bridges.
+/// Functions found, and bridge windows (start, end).
+type Found = (Vec<(DeviceFunction, virtio_drivers::transport::pci::bus::DeviceFunctionInfo)>, Vec<(u64, u64)>);
+
+fn enumerate(root: &PciRoot<Cam2>, reader: &Cam2) -> Found {
     let mut functions = Vec::new();
-    // Memory windows the firmware opened on bridges: no bus-0 BAR goes there.
     let mut bridge_windows: Vec<(u64, u64)> = Vec::new();
     let mut pending: Vec<u8> = alloc::vec![0];
     let mut seen = [false; 256];
@@ -382,7 +376,60 @@ pub fn scan(sriov: &[((u8, u8, u8), u16)]) -> PciScan {
             functions.push((df, info));
         }
     }
+    (functions, bridge_windows)
+}
 
+const VIRTIO_BLK_MODERN: u16 = 0x1042;
+const VIRTIO_BLK_TRANSITIONAL: u16 = 0x1001;
+/// Where virtio-blk BARs go when the firmware left them unassigned: above
+/// the NICs' window start, so the NIC scan (which keeps other devices'
+/// BARs where they are) never lands on them.
+const BLK_WINDOW: (u64, u64) = (0xF000_0000, 0xF800_0000);
+
+/// The virtio-blk functions (a config drive may be one), their BARs made
+/// usable: read before the config is known, so before the NIC scan.
+pub fn block_devices() -> Vec<(DeviceFunction, PciTransport)> {
+    let mut out = Vec::new();
+    let Some((mut root, reader, _)) = root() else { return out };
+    let (functions, bridge_windows) = enumerate(&root, &reader);
+    let mut mem = Window { next: BLK_WINDOW.0, end: BLK_WINDOW.1, used: bridge_windows };
+    let mut io = Window { next: 0xF000, end: IO_WINDOW.1, used: Vec::new() };
+    let mut errors = Vec::new();
+    for (df, info) in functions {
+        if info.vendor_id != VIRTIO_VENDOR
+            || !(info.device_id == VIRTIO_BLK_MODERN || info.device_id == VIRTIO_BLK_TRANSITIONAL)
+        {
+            continue;
+        }
+        let unassigned = root.bars(df).unwrap_or_default().iter().flatten().any(|b| match b {
+            BarInfo::Memory { address, size, .. } => *size > 0 && *address == 0,
+            BarInfo::IO { address, size } => *size > 0 && *address == 0,
+        });
+        if df.bus == 0 && unassigned {
+            root.set_command(df, Command::empty());
+            assign_bars(&mut root, df, &mut mem, &mut io, &mut errors);
+        } else if unassigned {
+            continue;
+        }
+        root.set_command(df, Command::IO_SPACE | Command::MEMORY_SPACE | Command::BUS_MASTER);
+        if let Ok(t) = PciTransport::new::<KernelHal, _>(&mut root, df) {
+            out.push((df, t));
+        }
+    }
+    out
+}
+
+/// Lists the virtio-net and igb functions, on bus 0 and behind bridges,
+/// and makes their BARs usable; enables the VFs `sriov` asks for on the
+/// 82576 PFs it names (bus, device, function, VFs).
+pub fn scan(sriov: &[((u8, u8, u8), u16)]) -> PciScan {
+    let mut out =
+        PciScan { mechanism: "none", transports: Vec::new(), igb: Vec::new(), igbvf: Vec::new(), errors: Vec::new() };
+    let Some((mut root, reader, mechanism)) = root() else {
+        return out;
+    };
+    out.mechanism = mechanism;
+    let (mut functions, bridge_windows) = enumerate(&root, &reader);
     // Bus order, as the firmware and `lspci` number them (buses were
     // walked depth first): a NIC behind root port 1 comes before one
     // behind root port 2, as libvirt's q35 puts its first and second

@@ -157,6 +157,23 @@ fn config_on_the_kernel_command_line() {
 }
 
 #[test]
+fn config_from_a_config_drive_when_fw_cfg_has_none() {
+    // A FAT disk with SLUICE.CFG, as a cloud's config drive: on microvm
+    // (virtio-mmio) and on q35 (virtio-blk-pci, its BARs placed by sluice).
+    for machine in [Machine::Microvm, Machine::Q35Qboot] {
+        let mut spec = LabSpec::two_ports(machine).unwrap();
+        spec.config_drive = true;
+        let lab = Lab::start(&spec).unwrap_or_else(|e| panic!("{e}"));
+        let console = lab.vm.console();
+        assert!(
+            console.contains("config: config drive (") && console.contains("):SLUICE.CFG (2 port(s))"),
+            "{console}"
+        );
+        ping_ok(&lab, "wan");
+    }
+}
+
+#[test]
 fn a_panic_fails_the_vm_and_the_harness_reports_it() {
     let mut lab = two_port_lab(Machine::Microvm);
     lab.vm.send("panic").unwrap();

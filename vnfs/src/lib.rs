@@ -16,6 +16,7 @@ extern crate std;
 pub mod acl;
 pub mod capture;
 pub mod config;
+pub mod configdrive;
 pub mod conntrack;
 pub mod counters;
 pub mod csum;
