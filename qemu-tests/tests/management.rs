@@ -180,6 +180,28 @@ fn show_views_from_the_endpoint_the_cli_and_the_console() {
     assert!(n.contains("10.1.0.2") && n.contains("reachable"), "{n}");
     assert!(get(&lab, "/show/routes").contains("10.0.0.0/24"));
     assert!(get(&lab, "/show/ports").contains("wan"));
+    // The same views as JSON, read by Python's parser.
+    let check =
+        "import json,sys\nd=json.load(sys.stdin)\nv=d['view']\nrows=[r for t in d['tables'] for r in t['rows']]\n\
+                 assert (v!='ports') or any(r['port']=='wan' and isinstance(r['rx_packets'],int) for r in rows), d\n\
+                 assert (v!='sessions') or any(r['proto']=='tcp' for r in rows), d\nprint(v, len(rows))";
+    for view in ["ports", "neighbors", "routes", "stages", "sessions?proto=tcp&format=json"] {
+        let path = if view.contains('?') { format!("/show/{view}") } else { format!("/show/{view}?format=json") };
+        let body = get(&lab, &path);
+        let out = std::process::Command::new("python3")
+            .args(["-c", check])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(body.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert!(out.status.success(), "{path}: {}\n{body}", String::from_utf8_lossy(&out.stderr));
+    }
     // `sluice show` on the host.
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("sluice");

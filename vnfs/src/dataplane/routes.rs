@@ -97,8 +97,14 @@ impl Dataplane {
                 let (what, q) = p["/show/".len()..].split_once('?').unwrap_or((&p["/show/".len()..], ""));
                 let now = self.clock.map_or(0, |c| c());
                 let mut out = alloc::string::String::new();
-                if self.show(what, &super::query_pairs(q), now, &mut out) {
-                    Response::text(200, out)
+                let query = super::query_pairs(q);
+                if self.show(what, &query, now, &mut out) {
+                    if query.iter().any(|kv| *kv == ("format", "json")) {
+                        let body = super::show::json_of_view(what, &out).into_bytes();
+                        Response { status: 200, content_type: "application/json", body }
+                    } else {
+                        Response::text(200, out)
+                    }
                 } else {
                     Response::text(
                         404,

@@ -118,3 +118,116 @@ impl Dataplane {
         true
     }
 }
+
+/// A JSON string literal.
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// A view's text as JSON (`?format=json`): each table (a stage's view
+/// starts one with its `# name (kind)` line) becomes its rows as objects
+/// keyed by the header's column names, numbers as numbers; lines that are
+/// not rows (`pipeline …`, `… N more`) go in `notes`. Linear in the text.
+pub fn json_of_view(view: &str, text: &str) -> String {
+    let mut out = String::from("{\"view\":");
+    json_str(&mut out, view);
+    out.push_str(",\"tables\":[");
+    let mut header: Option<alloc::vec::Vec<&str>> = None;
+    let mut notes: alloc::vec::Vec<&str> = alloc::vec::Vec::new();
+    let mut tables = 0;
+    let mut rows = 0;
+    let close = |out: &mut String, notes: &mut alloc::vec::Vec<&str>| {
+        out.push_str("],\"notes\":[");
+        for (i, n) in notes.drain(..).enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            json_str(out, n);
+        }
+        out.push_str("]}");
+    };
+    let open = |out: &mut String, title: &str, tables: &mut usize| {
+        if *tables > 0 {
+            out.push(',');
+        }
+        *tables += 1;
+        out.push_str("{\"title\":");
+        json_str(out, title);
+        out.push_str(",\"rows\":[");
+    };
+    for line in text.lines() {
+        if let Some(title) = line.strip_prefix("# ") {
+            if tables > 0 {
+                close(&mut out, &mut notes);
+            }
+            open(&mut out, title, &mut tables);
+            header = None;
+            rows = 0;
+            continue;
+        }
+        if tables == 0 {
+            open(&mut out, "", &mut tables);
+        }
+        let fields: alloc::vec::Vec<&str> = line.split_whitespace().collect();
+        match &header {
+            None if !fields.is_empty() => header = Some(fields),
+            Some(h) if fields.len() == h.len() => {
+                if rows > 0 {
+                    out.push(',');
+                }
+                rows += 1;
+                out.push('{');
+                for (i, (k, v)) in h.iter().zip(&fields).enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    json_str(&mut out, k);
+                    out.push(':');
+                    let number = v.parse::<i64>().is_ok()
+                        || (v.parse::<f64>().is_ok_and(|f| f.is_finite()) && !v.contains(['e', 'E', 'i', 'n']));
+                    if number && !v.starts_with('+') {
+                        out.push_str(v);
+                    } else {
+                        json_str(&mut out, v);
+                    }
+                }
+                out.push('}');
+            }
+            _ if !line.trim().is_empty() => notes.push(line.trim()),
+            _ => {}
+        }
+    }
+    if tables > 0 {
+        close(&mut out, &mut notes);
+    }
+    out.push_str("]}\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_of_view;
+
+    #[test]
+    fn views_become_json_tables_with_numbers_strings_and_notes() {
+        let text = "port  address      drops\nlan   10.0.0.1/24  7\nwan   -            0\n# nat (nat)\nproto inside\ntcp \"q\\\n… 3 more (limit=1)\n";
+        assert_eq!(
+            json_of_view("ports", text),
+            "{\"view\":\"ports\",\"tables\":[{\"title\":\"\",\"rows\":[{\"port\":\"lan\",\"address\":\"10.0.0.1/24\",\"drops\":7},\
+             {\"port\":\"wan\",\"address\":\"-\",\"drops\":0}],\"notes\":[]},{\"title\":\"nat (nat)\",\"rows\":[{\"proto\":\"tcp\",\
+             \"inside\":\"\\\"q\\\\\"}],\"notes\":[\"… 3 more (limit=1)\"]}]}\n"
+        );
+        assert_eq!(json_of_view("x", ""), "{\"view\":\"x\",\"tables\":[]}\n");
+    }
+}
