@@ -99,7 +99,7 @@ impl Dataplane {
                 let mut out = alloc::string::String::new();
                 let query = super::query_pairs(q);
                 if self.show(what, &query, now, &mut out) {
-                    if query.iter().any(|kv| *kv == ("format", "json")) {
+                    if query.contains(&("format", "json")) {
                         let body = super::show::json_of_view(what, &out).into_bytes();
                         Response { status: 200, content_type: "application/json", body }
                     } else {
