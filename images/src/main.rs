@@ -34,6 +34,10 @@ const USAGE: &str = "usage:
                                     stdout (| tcpdump -nr -); QUERY: count=N (100,
                                     at most 1000), seconds=S (10, at most 60),
                                     filter=host A and port N and tcp|udp|icmp|arp
+  sluice trace ADDRESS:PORT [QUERY] [--token-file F]
+                                    POST /trace?QUERY (count=N: 10, at most 100;
+                                    port=NAME: only what arrives there; filter= as
+                                    for capture), then print the packets' paths
   sluice reload ADDRESS:PORT FILE [--token-file F]
                                     check FILE, then apply it (PUT /config); the
                                     token may also come from $SLUICE_TOKEN
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         Some("metrics") if args.len() >= 2 => metrics(&args[1], &args[2..]),
         Some("show") if args.len() >= 3 => show(&args[1], &args[2], &args[3..]),
         Some("capture") if args.len() >= 3 => capture(&args[1], &args[2], &args[3..]),
+        Some("trace") if args.len() >= 2 => trace(&args[1], &args[2..]),
         Some("reload") if args.len() >= 3 => reload(&args[1], &args[2], &args[3..]),
         Some("logs") => logs(&args[1..]),
         _ => {
@@ -280,6 +285,39 @@ fn http_bytes(
     let head = String::from_utf8_lossy(&out[..split]).into_owned();
     let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     Ok((status, out[split..].to_vec()))
+}
+
+/// `sluice trace ADDR [QUERY]` (`count=N&port=NAME`): traces the next
+/// packets through the stages and prints their paths when they have
+/// passed (or after 30 s, what has).
+fn trace(addr: &str, rest: &[String]) -> ExitCode {
+    let (query, rest) = match rest.first() {
+        Some(c) if !c.starts_with("--") => (c.as_str(), &rest[1..]),
+        _ => ("count=10", rest),
+    };
+    let token = match token_from(rest) {
+        Ok(t) => t,
+        Err(e) => return usage(&e),
+    };
+    match http(addr, "POST", &format!("/trace?{query}"), b"", token.as_deref()) {
+        Ok((200, _)) => {}
+        other => return report("trace", addr, other),
+    }
+    let t = std::time::Instant::now();
+    loop {
+        let answer = http(addr, "GET", "/trace", b"", token.as_deref());
+        let done = match &answer {
+            Ok((200, body)) => body.lines().next().is_some_and(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.len() >= 4 && w[1] == w[3]
+            }),
+            _ => true,
+        };
+        if done || t.elapsed() > Duration::from_secs(30) {
+            return report("trace", addr, answer);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 /// `sluice capture ADDR PORT [QUERY]`: a pcap of what port PORT receives

@@ -31,6 +31,7 @@ mod show;
 mod stats;
 #[cfg(test)]
 mod tests;
+pub mod trace;
 
 pub use crate::stage::Event;
 use ingress::{answer_arp, arp_of, off_link_request};
@@ -72,6 +73,8 @@ pub struct Dataplane {
     mgmt: Option<(usize, Management)>,
     /// The packet capture in progress, if one was asked for (`GET /capture`).
     pub capture: Option<crate::capture::Capture>,
+    /// The packet trace asked for (`POST /trace`), kept until the next.
+    pub trace: Option<trace::Trace>,
     /// Per port: the port a wire sends its frames to.
     wires: Vec<Option<PortId>>,
     reloads: u64,
@@ -157,6 +160,7 @@ impl Dataplane {
             seed,
             mgmt,
             capture: None,
+            trace: None,
             wires: wires_of(config),
             reloads: 0,
             events: crate::stage::Events::new(),
@@ -249,6 +253,40 @@ impl Dataplane {
         if let Some(peer) = self.wires[port as usize] {
             return self.wire(port, peer, batch, pool);
         }
+        if self.trace.as_ref().is_some_and(|t| t.wants(port)) {
+            return self.receive_traced(port, batch, pool, now);
+        }
+        self.receive_inner(port, batch, pool, now, None)
+    }
+
+    /// Tracing: the packets one at a time, each recorded while the trace
+    /// wants more.
+    fn receive_traced(&mut self, port: PortId, batch: &mut Batch, pool: &mut PacketPool, now: Micros) {
+        let Some(mut t) = self.trace.take() else { return };
+        let mut one = Batch::new();
+        let pkts: alloc::vec::Vec<crate::packet::Packet> = batch.drain(..).collect();
+        for pkt in pkts {
+            let tracing = t.left > 0 && t.filter.matches(pkt.data());
+            if tracing {
+                t.begin(&self.ports[port as usize].name, &pkt, &self.ports);
+            }
+            let _ = one.push(pkt);
+            self.receive_inner(port, &mut one, pool, now, tracing.then_some(&mut t));
+            if tracing {
+                t.end();
+            }
+        }
+        self.trace = Some(t);
+    }
+
+    fn receive_inner(
+        &mut self,
+        port: PortId,
+        batch: &mut Batch,
+        pool: &mut PacketPool,
+        now: Micros,
+        mut trace: Option<&mut trace::Trace>,
+    ) {
         let Dataplane { ports, stages, config, local_sorted, egress, events, rpf, .. } = self;
         let pipeline = &config.pipelines[port as usize];
         let refused = &rpf[port as usize];
@@ -268,6 +306,9 @@ impl Dataplane {
                 if refused.iter().any(|n| n.contains(&src)) {
                     verdict = Verdict::Drop(DropReason::SourceWrongPort);
                 }
+            }
+            if let Some(t) = trace.as_deref_mut() {
+                t.note(format_args!("ingress: {verdict:?}"));
             }
             match verdict {
                 Verdict::Pipeline => {
@@ -311,16 +352,30 @@ impl Dataplane {
             let r = &mut stages[s];
             r.counters.packets += onward.len() as u64;
             r.stage.process(&mut onward, &mut StageContext::new(now, &r.name, pool, ports, &mut r.counters, events));
+            if let Some(t) = trace.as_deref_mut() {
+                t.step(&r.name, onward.first(), ports);
+            }
         }
         for pkt in onward.drain(..) {
             if pkt.meta.out_port.is_some() {
+                let out = pkt.meta.out_port.unwrap_or(0) as usize;
                 egress.send(pkt, ports, pool, now);
+                if let Some(t) = trace.as_deref_mut() {
+                    let name = ports.get(out).map_or("?", |p| p.name.as_str());
+                    t.step(&alloc::format!("egress ({name})"), None, ports);
+                }
             } else if pkt.meta.local {
                 to_host(ports, pool, pkt);
+                if let Some(t) = trace.as_deref_mut() {
+                    t.note(format_args!("host stack: delivered to the appliance"));
+                }
             } else {
                 // No stage routed it.
                 ports[port as usize].counters.drop(DropReason::NoRoute);
                 pool.free(pkt);
+                if let Some(t) = trace.as_deref_mut() {
+                    t.note(format_args!("dropped: no stage routed it (no_route)"));
+                }
             }
         }
     }

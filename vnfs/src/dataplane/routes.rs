@@ -45,7 +45,8 @@ impl Dataplane {
                     return Response::text(401, "this endpoint needs `Authorization: Bearer TOKEN`\n");
                 }
             }
-            None if req.method != "GET" => {
+            // Starting a trace changes nothing: as open as reading a view.
+            None if req.method != "GET" && !(req.method == "POST" && req.path.starts_with("/trace")) => {
                 counters.unauthorized += 1;
                 return Response::text(
                     403,
@@ -115,12 +116,49 @@ impl Dataplane {
                     )
                 }
             }
+            ("POST", p) if p == "/trace" || p.starts_with("/trace?") => {
+                let q = super::query_pairs(p.split_once('?').map_or("", |(_, q)| q));
+                let count = match q.iter().find(|(k, _)| *k == "count").map(|(_, v)| *v) {
+                    None => 10,
+                    Some(v) => match v.parse::<u32>() {
+                        Ok(n) if (1..=super::trace::MAX_TRACE).contains(&n) => n,
+                        _ => {
+                            return Response::text(
+                                400,
+                                alloc::format!("`count={v}`: expected 1 to {}\n", super::trace::MAX_TRACE),
+                            )
+                        }
+                    },
+                };
+                let port = match q.iter().find(|(k, _)| *k == "port").map(|(_, v)| *v) {
+                    None => None,
+                    Some(name) => match self.config.port_by_name(name) {
+                        Some(i) => Some(i as u8),
+                        None => return Response::text(400, alloc::format!("no port named `{name}`\n")),
+                    },
+                };
+                let filter = match Filter::parse(
+                    &q.iter().find(|(k, _)| *k == "filter").map_or("", |(_, v)| *v).replace("%20", " "),
+                ) {
+                    Ok(f) => f,
+                    Err(e) => return Response::text(400, alloc::format!("filter: {e}\n")),
+                };
+                self.trace = Some(super::trace::Trace::new(count, port, filter));
+                Response::text(200, alloc::format!("tracing the next {count} packets: GET /trace\n"))
+            }
+            ("GET", "/trace") => match &self.trace {
+                Some(t) => Response::text(200, t.text()),
+                None => Response::text(404, "no trace: POST /trace?count=N first\n"),
+            },
             ("GET", p) if p == "/capture" || p.starts_with("/capture?") => {
                 let q = super::query_pairs(p.split_once('?').map_or("", |(_, q)| q));
                 self.start_capture(&q)
             }
             (_, "/metrics" | "/health" | "/config") => Response::text(405, "method not allowed\n"),
-            _ => Response::text(404, "not found: try /metrics, /health, /config, /show/ports, /capture?port=NAME\n"),
+            _ => Response::text(
+                404,
+                "not found: try /metrics, /health, /config, /show/ports, /capture?port=NAME, /trace\n",
+            ),
         }
     }
 

@@ -617,3 +617,42 @@ fn a_capture_records_what_a_port_receives_and_sends_once_each() {
     dp.drain(&mut pool);
     assert_eq!(pool.available(), 16);
 }
+
+#[test]
+fn a_trace_records_each_packet_through_the_stages_and_why_it_went() {
+    let mut pool = PacketPool::new(32);
+    let text = "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\nneighbor 10.1.0.2 mac 02:00:00:00:00:02\n\
+                nat {\n inside 10.0.0.0/24\n outside wan\n}\n";
+    let cfg = config::parse(text).unwrap();
+    let mut dp = Dataplane::new(&cfg, &[MAC, [0x52, 0x54, 0, 0, 0, 2]], 0, 7);
+    assert_eq!(dp.handle_request(&request("GET", "/trace", "", None), &mut pool).status, 404);
+    assert_eq!(dp.handle_request(&request("POST", "/trace?count=500", "", None), &mut pool).status, 400);
+    assert_eq!(dp.handle_request(&request("POST", "/trace?count=2&port=lan", "", None), &mut pool).status, 200);
+    let mut b = Batch::new();
+    for dst in [Ipv4Addr::new(10, 1, 0, 2), Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(10, 1, 0, 2)] {
+        let mut p = pool.alloc().unwrap();
+        p.fill(&echo_request(MAC, Ipv4Addr::new(10, 0, 0, 7), dst, 1, b"x"));
+        b.push(p).unwrap();
+    }
+    dp.receive(0, &mut b, &mut pool, 0);
+    let r = dp.handle_request(&request("GET", "/trace", "", None), &mut pool);
+    let t = String::from_utf8(r.body).unwrap();
+    assert!(t.starts_with("trace: 2 of 2 packets"), "{t}");
+    // The NAT rewrote the source, the router chose wan, the egress sent it.
+    assert!(t.contains("packet 1: in lan: 10.0.0.7 > 10.1.0.2 icmp ttl 64"), "{t}");
+    // lan's pipeline: the router first, then the NAT (after routing).
+    assert!(t.contains("  router: 10.0.0.7 > 10.1.0.2 icmp ttl 63 len 43 → wan via 10.1.0.2"), "{t}");
+    assert!(t.contains("  nat: 10.1.0.1 > 10.1.0.2 icmp ttl 63 len 43 → wan via 10.1.0.2"), "{t}");
+    assert!(t.contains("  egress (wan): taken"), "{t}");
+    // No route for 192.0.2.1: the router dropped it, and says why.
+    assert!(t.contains("packet 2: in lan: 10.0.0.7 > 192.0.2.1"), "{t}");
+    assert!(t.contains("  router: dropped: no_route; answers with 10.0.0.1 > 10.0.0.7 icmp"), "{t}");
+    assert!(!t.contains("packet 3"), "count=2: {t}");
+    dp.drain(&mut pool);
+    for p in dp.ports.iter_mut() {
+        while let Some(pkt) = p.tx.pop_front() {
+            pool.free(pkt);
+        }
+    }
+    assert_eq!(pool.available(), 32);
+}
