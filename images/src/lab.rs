@@ -276,7 +276,9 @@ impl Lab {
                     run(&["ip", "link", "add", &here, "type", "veth", "peer", "name", &there, "netns", &ns.name])?;
                     run(&["ip", "link", "set", &here, "up"])?;
                     o.add_port(&bridge, &here)?;
-                    ns.exec(&["ip", "addr", "add", &p.host, "dev", &there])?;
+                    if !p.host.is_empty() {
+                        ns.exec(&["ip", "addr", "add", &p.host, "dev", &there])?;
+                    }
                     ns.exec(&["ip", "link", "set", &there, "up"])?;
                     // OVS's userspace datapath does not complete partial
                     // checksums (FACTS.md): the host must not leave any.
@@ -343,4 +345,31 @@ impl Drop for Lab {
 /// The MAC of NIC `i` in a lab.
 pub fn mac(i: usize) -> String {
     format!("52:54:00:5c:00:{:02x}", i + 1)
+}
+
+/// The lab a config asks for: one port (and namespace) per config port, in
+/// the config's order, each host on its port's subnet — at the address a
+/// route names as its next hop when one does (so that namespace is the
+/// upstream router), else the first free address. A port without an
+/// address gets a host without one.
+pub fn ports_for(config: &vnfs::config::Config) -> Vec<PortSpec> {
+    let taken: Vec<std::net::Ipv4Addr> = config.local_addresses();
+    config
+        .ports
+        .iter()
+        .map(|p| {
+            let Some(net) = p.address else {
+                return PortSpec::new(&p.name, "", "");
+            };
+            let via = config.routes.iter().filter_map(|r| r.via).find(|v| net.contains(v) && *v != net.addr());
+            let host = via.unwrap_or_else(|| {
+                let base = u32::from(net.network());
+                (1..net.hosts().count().min(1 << 16) as u32 + 1)
+                    .map(|i| std::net::Ipv4Addr::from(base + i))
+                    .find(|a| *a != net.addr() && !taken.contains(a))
+                    .unwrap_or(net.addr())
+            });
+            PortSpec::new(&p.name, &net.to_string(), &format!("{host}/{}", net.prefix_len()))
+        })
+        .collect()
 }

@@ -128,8 +128,8 @@ fn run(args: &[String]) -> ExitCode {
         Ok(s) => s,
         Err(e) => return usage(&e),
     };
-    spec.netns_names = Some(vec!["sluice-lan".into(), "sluice-wan".into()]);
     spec.switch = switch;
+    let mut parsed: Option<vnfs::config::Config> = None;
     if let Some(file) = &config {
         match std::fs::read_to_string(file) {
             Ok(text) => {
@@ -150,6 +150,9 @@ fn run(args: &[String]) -> ExitCode {
                                 Err(e) => return usage(&format!("{}: token-file: {e}", path.display())),
                             }
                         }
+                        // The lab follows the config: a namespace per port.
+                        spec.ports = sluice::lab::ports_for(&c);
+                        parsed = Some(c);
                     }
                 }
                 spec.config_override = Some(text);
@@ -157,12 +160,14 @@ fn run(args: &[String]) -> ExitCode {
             Err(e) => return usage(&format!("{file}: {e}")),
         }
     }
-    for ns in ["sluice-lan", "sluice-wan"] {
+    let names: Vec<String> = spec.ports.iter().map(|p| format!("sluice-{}", p.name)).collect();
+    for ns in &names {
         // A previous run killed hard leaves these behind.
         if std::path::Path::new("/run/netns").join(ns).exists() {
             let _ = std::process::Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
+    spec.netns_names = Some(names);
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -187,21 +192,48 @@ fn run(args: &[String]) -> ExitCode {
     let mut shown = lab.vm.mark();
     // Each namespace routes through the appliance, as a host on that
     // subnet would, so forwarding can be tried at once.
-    for p in &lab.ports {
+    for p in lab.ports.iter().filter(|p| !p.appliance_ip.is_empty()) {
         let _ = p.ns.exec(&["ip", "route", "replace", "default", "via", &p.appliance_ip]);
     }
     let me = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "sluice".into());
+    let servers = start_servers(&lab, parsed.as_ref());
     println!("\nsluice is up. Try, in another terminal:");
-    for p in &lab.ports {
+    for p in lab.ports.iter().filter(|p| !p.appliance_ip.is_empty()) {
         println!("  ip netns exec {} ping -c 3 {}        # port {}", p.ns.name, p.appliance_ip, p.name);
         println!("  ip netns exec {} arping -c 2 -I {} {}", p.ns.name, p.tap.name, p.appliance_ip);
     }
-    if let [a, b, ..] = &lab.ports[..] {
+    // Through sluice: from an inside host out (when there is a NAT), else
+    // between the first two ports with hosts.
+    let mut addressed: Vec<&sluice::lab::LabPort> = lab.ports.iter().filter(|p| !p.host_ip.is_empty()).collect();
+    if let Some(nat) = parsed.as_ref().and_then(|c| c.first::<vnfs::nat::NatConfig>()) {
+        let outside = &lab.ports[nat.outside].name;
+        addressed.sort_by_key(|p| {
+            (
+                &p.name == outside,
+                !nat.inside.iter().any(|n| p.host_ip.parse::<std::net::Ipv4Addr>().is_ok_and(|a| n.contains(&a))),
+            )
+        });
+        if let Some(i) = addressed.iter().position(|p| &p.name == outside) {
+            let o = addressed.remove(i);
+            addressed.insert(1.min(addressed.len()), o);
+        }
+    }
+    if let [a, b, ..] = &addressed[..] {
         println!(
             "  ip netns exec {} ping -c 3 {}        # through sluice, {} to {}",
             a.ns.name, b.host_ip, a.name, b.name
         );
         println!("  ip netns exec {} tracepath -n {}      # sluice is the first hop", a.ns.name, b.host_ip);
+    }
+    for hint in &servers {
+        println!("  {hint}");
+    }
+    if let Some(m) = parsed.as_ref().and_then(|c| c.management.as_ref()) {
+        if let (Some(p), Some(ip)) = (lab.ports.get(m.port), parsed.as_ref().and_then(|c| c.ports[m.port].ip())) {
+            let tf = if m.token_file.is_some() { " --token-file TOKENFILE" } else { "" };
+            println!("  ip netns exec {} {me} show {ip}:{} sessions{tf}", p.ns.name, m.listen);
+            println!("  ip netns exec {} {me} trace {ip}:{} 'count=5'{tf}", p.ns.name, m.listen);
+        }
     }
     println!("  {me} logs --follow {}        # the defmt log (COM2)", lab.log_path.display());
     println!("Type console commands here (stats, help, quit); Ctrl-C stops and cleans up.\n");
@@ -244,6 +276,53 @@ fn run(args: &[String]) -> ExitCode {
 }
 
 /// The token from `--token-file F` in `rest`, else `$SLUICE_TOKEN`.
+/// What the config's services need on the hosts: an HTTP server at each
+/// load-balancer backend (its address added to the namespace of the port
+/// that reaches it) and one at the NAT's outside host; returns the hints.
+fn start_servers(lab: &sluice::lab::Lab, config: Option<&vnfs::config::Config>) -> Vec<String> {
+    let mut hints = Vec::new();
+    let Some(c) = config else { return hints };
+    let script = sluice::workspace_root().join("qemu-tests/scripts/whoami_http.py");
+    let script = script.to_str().unwrap_or("whoami_http.py");
+    let host_of = |port: usize| lab.ports.get(port).filter(|p| !p.host_ip.is_empty());
+    if let Some(lb) = c.first::<vnfs::lb::LbConfig>() {
+        for svc in &lb.services {
+            for (i, b) in svc.backends.iter().enumerate() {
+                let Some(p) = host_of(b.via_port) else { continue };
+                let prefix = c.ports[b.via_port].address.map_or(32, |a| a.prefix_len());
+                let _ = p.ns.exec(&["ip", "addr", "add", &format!("{}/{prefix}", b.addr), "dev", &p.tap.name]);
+                let name = format!("{}-backend{i}", svc.name);
+                let _ = p.ns.spawn(&["python3", script, &b.addr.to_string(), &b.port.to_string(), &name]);
+            }
+            // A client on the VIP's side.
+            if let Some(p) =
+                c.ports.iter().position(|p| p.address.is_some_and(|a| a.contains(&svc.vip))).and_then(host_of)
+            {
+                hints.push(format!(
+                    "ip netns exec {} curl -s http://{}:{}/        # service {}: a backend answers",
+                    p.ns.name, svc.vip, svc.port, svc.name
+                ));
+            }
+        }
+    }
+    if let Some(nat) = c.first::<vnfs::nat::NatConfig>() {
+        if let Some(out) = host_of(nat.outside) {
+            let _ = out.ns.spawn(&["python3", script, &out.host_ip, "8000", "outside"]);
+            let inside = c
+                .ports
+                .iter()
+                .position(|p| p.address.is_some_and(|a| nat.inside.iter().any(|n| n.contains(&a.addr()))));
+            if let Some(p) = inside.and_then(host_of) {
+                hints.push(format!(
+                    "ip netns exec {} curl -s http://{}:8000/        # through the NAT: the server sees the pool address",
+                    p.ns.name, out.host_ip
+                ));
+            }
+        }
+    }
+    hints
+}
+
 fn token_from(rest: &[String]) -> Result<Option<String>, String> {
     match rest {
         [] => Ok(std::env::var("SLUICE_TOKEN").ok().filter(|t| !t.is_empty())),

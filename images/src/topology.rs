@@ -156,11 +156,14 @@ impl Tap {
         Ok(())
     }
 
-    /// Moves the tap into `ns`, gives it `addr` (CIDR) and brings it up.
+    /// Moves the tap into `ns`, gives it `addr` (CIDR; none if empty) and
+    /// brings it up.
     pub fn move_to(&mut self, ns: &Netns, addr: &str) -> io::Result<()> {
         run(&["ip", "link", "set", &self.name, "netns", &ns.name])?;
         self.netns = Some(ns.name.clone());
-        ns.exec(&["ip", "addr", "add", addr, "dev", &self.name])?;
+        if !addr.is_empty() {
+            ns.exec(&["ip", "addr", "add", addr, "dev", &self.name])?;
+        }
         ns.exec(&["ip", "link", "set", &self.name, "up"])?;
         Ok(())
     }
