@@ -28,7 +28,7 @@ const USAGE: &str = "usage:
   sluice show ADDRESS:PORT VIEW [QUERY] [--token-file F]
                                     GET /show/VIEW?QUERY: ports, neighbors, routes,
                                     stages, sessions (addr=, port=, proto=, offset=,
-                                    limit=), backends
+                                    limit=), backends, flows (service=, addr=)
   sluice capture ADDRESS:PORT PORTNAME [QUERY] [--token-file F]
                                     a pcap of what the port receives and sends, to
                                     stdout (| tcpdump -nr -); QUERY: count=N (100,

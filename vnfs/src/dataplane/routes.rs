@@ -110,7 +110,7 @@ impl Dataplane {
                     Response::text(
                         404,
                         alloc::format!(
-                            "no view `{what}`: try {} or a stage's (sessions, backends)\n",
+                            "no view `{what}`: try {} or a stage's (sessions, backends, flows)\n",
                             super::VIEWS.join(", ")
                         ),
                     )

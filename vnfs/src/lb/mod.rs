@@ -764,8 +764,12 @@ impl Stage for Lb {
 
     /// `show backends`: per service and backend, health, weight, flows,
     /// checks.
-    fn show(&self, what: &str, _query: &[(&str, &str)], _now: Micros, out: &mut String) -> bool {
+    fn show(&self, what: &str, query: &[(&str, &str)], now: Micros, out: &mut String) -> bool {
         use core::fmt::Write as _;
+        if what == "flows" {
+            self.show_flows(query, now, out);
+            return true;
+        }
         if what != "backends" {
             return false;
         }
@@ -794,6 +798,78 @@ impl Stage for Lb {
     }
 
     fn report_details(&self, sink: &mut dyn StatsSink) {
+        self.report_services(sink)
+    }
+}
+
+/// Flow slots one `show flows` request looks at, at most: a full million-
+/// flow table is paged through with `offset`, never scanned at once.
+const SHOW_SCAN: usize = 65_536;
+
+impl Lb {
+    /// `show flows`: the live flows (client, VIP, backend, the source the
+    /// backend sees, seconds left), filtered by `service=` and `addr=` (the
+    /// client's), paged by `offset=` (a slot) and `limit=`.
+    fn show_flows(&self, query: &[(&str, &str)], now: Micros, out: &mut String) {
+        use core::fmt::Write as _;
+        let q = |k: &str| query.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
+        let offset = q("offset").and_then(|v| v.parse().ok()).unwrap_or(0usize);
+        let limit = q("limit").and_then(|v| v.parse().ok()).unwrap_or(100usize).clamp(1, 1000);
+        let service = q("service");
+        let addr: Option<core::net::Ipv4Addr> = q("addr").and_then(|v| v.parse().ok());
+        let _ = writeln!(
+            out,
+            "{:<5} {:<12} {:<21} {:<21} {:<21} {:<21} {:>8}",
+            "proto", "service", "client", "vip", "backend", "source_seen", "left_s"
+        );
+        let end = offset.saturating_add(SHOW_SCAN).min(self.flows.len());
+        let mut shown = 0;
+        let mut next = None;
+        for i in offset.min(end)..end {
+            let f = &self.flows[i];
+            if f.service == NONE || f.expires <= now {
+                continue;
+            }
+            let Some(s) = self.services.get(f.service as usize) else { continue };
+            let Some(b) = s.backends.get(f.backend as usize) else { continue };
+            if service.is_some_and(|n| n != s.name) || addr.is_some_and(|a| a != f.client.addr) {
+                continue;
+            }
+            if shown == limit {
+                next = Some(i);
+                break;
+            }
+            shown += 1;
+            let proto = match f.proto {
+                6 => "tcp",
+                17 => "udp",
+                _ => "ip",
+            };
+            let ep = |e: &Endpoint| alloc::format!("{}:{}", e.addr, e.port);
+            let _ = writeln!(
+                out,
+                "{:<5} {:<12} {:<21} {:<21} {:<21} {:<21} {:>8}",
+                proto,
+                s.name,
+                ep(&f.client),
+                alloc::format!("{}:{}", s.vip.addr, s.vip.port),
+                ep(&b.ep),
+                ep(&f.snat),
+                (f.expires - now) / 1_000_000
+            );
+        }
+        match next {
+            Some(i) => {
+                let _ = writeln!(out, "… more: offset={i}");
+            }
+            None if end < self.flows.len() => {
+                let _ = writeln!(out, "… slots {end}.. not looked at: offset={end}");
+            }
+            None => {}
+        }
+    }
+
+    fn report_services(&self, sink: &mut dyn StatsSink) {
         for s in &self.services {
             let c = &s.counters;
             let up = s.backends.iter().filter(|b| b.healthy).count();

@@ -310,3 +310,24 @@ fn a_full_flow_table_evicts_half_open_flows_never_established_ones() {
         assert!(i.is_some_and(|i| crate::flow::is_established(lb.flows[i].tcp)), "flow {port} survived");
     }
 }
+
+#[test]
+fn show_flows_lists_live_flows_filtered_and_paged() {
+    use crate::stage::Stage;
+    let (mut lb, mut pool) = lb_and_pool(3);
+    for port in 40000..40005u16 {
+        pick(&mut lb, &mut pool, port);
+    }
+    let mut out = std::string::String::new();
+    assert!(lb.show("flows", &[], 1, &mut out));
+    let rows: std::vec::Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(rows.len(), 5, "{out}");
+    assert!(rows.iter().all(|r| r.starts_with("tcp ") && r.contains(&std::format!("{CLIENT}:4000"))), "{out}");
+    let mut out = std::string::String::new();
+    lb.show("flows", &[("limit", "2")], 1, &mut out);
+    assert_eq!(out.lines().count(), 1 + 2 + 1, "two rows and where to go on: {out}");
+    assert!(out.lines().last().unwrap().starts_with("… more: offset="), "{out}");
+    let mut out = std::string::String::new();
+    lb.show("flows", &[("addr", "192.0.2.99")], 1, &mut out);
+    assert_eq!(out.lines().count(), 1, "{out}");
+}
