@@ -364,7 +364,9 @@ pub fn ports_for(config: &vnfs::config::Config) -> Vec<PortSpec> {
             let via = config.routes.iter().filter_map(|r| r.via).find(|v| net.contains(v) && *v != net.addr());
             let host = via.unwrap_or_else(|| {
                 let base = u32::from(net.network());
-                (1..net.hosts().count().min(1 << 16) as u32 + 1)
+                // The first 64k host addresses are plenty to find a free one.
+                let hosts = (1u64 << (32 - net.prefix_len())).saturating_sub(2).clamp(1, 1 << 16) as u32;
+                (1..hosts + 1)
                     .map(|i| std::net::Ipv4Addr::from(base + i))
                     .find(|a| *a != net.addr() && !taken.contains(a))
                     .unwrap_or(net.addr())
