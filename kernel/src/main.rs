@@ -120,6 +120,15 @@ fn discover_nics(cmdline: &str, config: &Config, services: &mut Vec<VfService>) 
     for (df, err) in &scan.errors {
         println!("pci: {df}: {err}");
     }
+    for n in &config.nics {
+        let at = |df: &virtio_drivers::transport::pci::bus::DeviceFunction| {
+            (df.bus, df.device, df.function) == (n.pci.bus, n.pci.device, n.pci.function)
+        };
+        let there = scan.igb.iter().any(|(df, _)| at(df)) || scan.igbvf.iter().any(|(df, _, _)| at(df));
+        if !there {
+            println!("config line {}: nic {}: no 82576 function at that address", n.line, n.pci);
+        }
+    }
     let transports: Vec<(String, SomeTransport<'static>)> = scan
         .transports
         .into_iter()
