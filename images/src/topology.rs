@@ -208,7 +208,9 @@ pub fn sweep_stale() {
     if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
         for e in dir.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(rest) = name.strip_prefix("sluice-lab-") else { continue };
+            let Some(rest) = name.strip_prefix("sluice-lab-").or_else(|| name.strip_prefix("sluice-fastpath-")) else {
+                continue;
+            };
             if !dead(rest) {
                 continue;
             }
@@ -225,7 +227,10 @@ pub fn sweep_stale() {
     if let Ok(out) = Command::new("ip").args(["-o", "link", "show"]).output() {
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let name = line.split(':').nth(1).unwrap_or("").trim();
-            if let Some(rest) = name.strip_prefix("st") {
+            // Taps and veths (st…), OVS bridges' ports (sb…), the chain's
+            // and libvirt test's bridges (sc…, sl…).
+            let name = name.split('@').next().unwrap_or(name);
+            if let Some(rest) = ["st", "sb", "sc", "sl"].iter().find_map(|p| name.strip_prefix(p)) {
                 if rest.contains('x') && dead(rest) {
                     let _ = run(&["ip", "link", "del", name]);
                 }

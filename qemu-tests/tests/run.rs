@@ -4,21 +4,42 @@
 //! every hint it printed, then `quit`s, and finds everything removed.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// `sluice run`, interrupted (its Ctrl-C path: VM stopped, namespaces and
+/// taps removed) if the test ends without its `quit`, then killed.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill").args(["-INT", &self.0.id().to_string()]).status();
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(20) && matches!(self.0.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
 
 #[test]
 fn sluice_run_follows_the_config_and_its_hints_work() {
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("sluice");
     let conf = sluice::workspace_root().join("images/configs/edge.conf");
-    let mut child = Command::new(&bin)
-        .args(["run", "--config", conf.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = Running(
+        Command::new(&bin)
+            .args(["run", "--config", conf.to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut run.0;
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
