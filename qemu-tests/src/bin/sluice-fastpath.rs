@@ -310,6 +310,11 @@ fn main() {
         let mb = if flows > 100_000 { 768 } else { 128 };
         cases.push(("sluice NAT".into(), sl(nat(sessions), mb), flows));
     }
+    // The load balancer and the whole chain: one flow (flowgen's single
+    // destination is the VIP), since flowgen varies only the destination.
+    let lb = "service fast {\n vip 10.253.0.0:1001 udp\n mode dnat\n backend 10.1.0.2:1001\n check none\n}\n";
+    cases.push(("sluice LB (dnat)".into(), sl(format!("{base}{lb}"), 64), 1));
+    cases.push(("sluice LB + router + NAT".into(), sl(format!("{}{lb}", nat(65_536)), 128), 1));
     // The baseline on the same path: Linux's virtio-net and nft NAT.
     let built = Command::new(sluice::workspace_root().join("images/linuxvm/build.sh"))
         .arg(sluice::workspace_root().join("target/bench-cache/linuxvm"))
