@@ -422,14 +422,8 @@ fn capture(addr: &str, port: &str, rest: &[String]) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Ok((status, body)) => {
-            eprintln!("sluice capture: {addr} answered {status}:\n{}", String::from_utf8_lossy(&body));
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("sluice capture: {addr}: {e}");
-            ExitCode::FAILURE
-        }
+        // Not a pcap: the reason, as for every other command.
+        other => report("capture", addr, other.map(|(s, b)| (s, String::from_utf8_lossy(&b).into_owned()))),
     }
 }
 

@@ -204,25 +204,7 @@ impl<H: Hal> Nic for Igb<H> {
         self.mac
     }
 
-    fn refill(&mut self, pool: &mut PacketPool) {
-        self.q.refill(pool)
-    }
-
-    fn rx_burst(&mut self, batch: &mut Batch, pool: &mut PacketPool) -> usize {
-        self.q.rx_burst(batch, pool)
-    }
-
-    fn reclaim(&mut self, pool: &mut PacketPool) {
-        self.q.reclaim(pool)
-    }
-
-    fn tx_burst(&mut self, queue: &mut TxQueue, pool: &mut PacketPool) -> (usize, usize) {
-        self.q.tx_burst(queue, pool)
-    }
-
-    fn stats(&self) -> NicStats {
-        self.q.stats
-    }
+    queues::nic_via_queues!();
 
     /// Checksum offload and TSO on transmit (context descriptors); the
     /// device delivers plain frames on receive.
@@ -248,10 +230,6 @@ impl<H: Hal> Nic for Igb<H> {
             let _ = v.push(x);
         }
         v
-    }
-
-    fn buffers_held(&self) -> usize {
-        self.q.buffers_held()
     }
 }
 

@@ -389,6 +389,32 @@ impl<H: Hal> Drop for Queues<H> {
     }
 }
 
+/// The `Nic` methods of a driver whose data path is its `q: Queues`: the PF
+/// and the VF hand them over alike.
+macro_rules! nic_via_queues {
+    () => {
+        fn refill(&mut self, pool: &mut PacketPool) {
+            self.q.refill(pool)
+        }
+        fn rx_burst(&mut self, batch: &mut Batch, pool: &mut PacketPool) -> usize {
+            self.q.rx_burst(batch, pool)
+        }
+        fn reclaim(&mut self, pool: &mut PacketPool) {
+            self.q.reclaim(pool)
+        }
+        fn tx_burst(&mut self, queue: &mut TxQueue, pool: &mut PacketPool) -> (usize, usize) {
+            self.q.tx_burst(queue, pool)
+        }
+        fn stats(&self) -> NicStats {
+            self.q.stats
+        }
+        fn buffers_held(&self) -> usize {
+            self.q.buffers_held()
+        }
+    };
+}
+pub(crate) use nic_via_queues;
+
 /// The advanced context descriptor (datasheet §7.2.2.2) for a packet with a
 /// partial checksum or a TSO super-packet: (low and high quadwords, bytes of
 /// headers). `None`: not TCP/UDP over IPv4 with its headers in the first

@@ -266,26 +266,9 @@ impl<H: Hal> Nic for Igbvf<H> {
     fn mac(&self) -> [u8; 6] {
         self.mac
     }
-    fn refill(&mut self, pool: &mut PacketPool) {
-        self.q.refill(pool)
-    }
-    fn rx_burst(&mut self, batch: &mut Batch, pool: &mut PacketPool) -> usize {
-        self.q.rx_burst(batch, pool)
-    }
-    fn reclaim(&mut self, pool: &mut PacketPool) {
-        self.q.reclaim(pool)
-    }
-    fn tx_burst(&mut self, queue: &mut TxQueue, pool: &mut PacketPool) -> (usize, usize) {
-        self.q.tx_burst(queue, pool)
-    }
-    fn stats(&self) -> NicStats {
-        self.q.stats
-    }
+    super::queues::nic_via_queues!();
     fn offloads(&self) -> bool {
         self.offload
-    }
-    fn buffers_held(&self) -> usize {
-        self.q.buffers_held()
     }
     fn device_counters(&self) -> heapless::Vec<Sample, 12> {
         let [rxp, txp, rxb, txb, mc] = self.update_totals();
