@@ -39,24 +39,30 @@ if ! qemu_ok; then
         }
     done
 fi
+# apt-get install [-t RELEASE] PKGS..., quietly, retrying once after an
+# update. Packages with daemons (prometheus, libvirt) must not start one:
+# without a policy-rc.d saying so, one is in place for the install only.
+apt_install() {
+    local made_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+        $SUDO chmod +x /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
+    $SUDO apt-get install -y --no-install-recommends "$@" >/dev/null 2>&1 || {
+        $SUDO apt-get update >/dev/null
+        $SUDO apt-get install -y --no-install-recommends "$@" >/dev/null
+    }
+    [ -n "$made_policy" ] && $SUDO rm -f /usr/sbin/policy-rc.d
+    return 0
+}
 # libvirt for the test that runs the example domains: bookworm-backports'
 # 11.3 (it leaves QEMU 10 alone; bookworm's 9.0 would pull QEMU 7.2 back).
 # Installed without starting daemons (no systemd here; the test starts them).
 installed() { dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null | grep -q '^ii'; }
 if ! installed libvirt-daemon-system || ! installed libvirt-clients; then
     echo "setup: installing libvirt-daemon-system libvirt-clients from bookworm-backports" >&2
-    made_policy=
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-        $SUDO chmod +x /usr/sbin/policy-rc.d
-        made_policy=1
-    fi
-    $SUDO apt-get install -y --no-install-recommends -t bookworm-backports libvirt-daemon-system libvirt-clients \
-        >/dev/null 2>&1 || {
-        $SUDO apt-get update >/dev/null
-        $SUDO apt-get install -y --no-install-recommends -t bookworm-backports libvirt-daemon-system libvirt-clients >/dev/null
-    }
-    [ -n "$made_policy" ] && $SUDO rm -f /usr/sbin/policy-rc.d
+    apt_install -t bookworm-backports libvirt-daemon-system libvirt-clients
     for p in libvirt-daemon-system libvirt-clients; do
         installed "$p" || { echo "setup: $p missing after installing it" >&2; exit 1; }
     done
@@ -102,19 +108,7 @@ done
 
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]}" >&2
-    # Packages with daemons (prometheus) must not start one: without a
-    # policy-rc.d saying so, put one in place for the install only.
-    made_policy=
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-        $SUDO chmod +x /usr/sbin/policy-rc.d
-        made_policy=1
-    fi
-    $SUDO apt-get install -y --no-install-recommends "${need_apt[@]}" >/dev/null 2>&1 || {
-        $SUDO apt-get update >/dev/null
-        $SUDO apt-get install -y --no-install-recommends "${need_apt[@]}" >/dev/null
-    }
-    [ -n "$made_policy" ] && $SUDO rm -f /usr/sbin/policy-rc.d
+    apt_install "${need_apt[@]}"
 fi
 have promtool || { echo "setup: promtool missing after installing prometheus" >&2; exit 1; }
 for f in /usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk /usr/lib/openvswitch-switch/ovs-vswitchd; do

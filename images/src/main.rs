@@ -323,6 +323,15 @@ fn start_servers(lab: &sluice::lab::Lab, config: Option<&vnfs::config::Config>) 
     hints
 }
 
+/// An optional QUERY word (else `default`), then the token options.
+fn query_and_token<'a>(rest: &'a [String], default: &'a str) -> Result<(&'a str, Option<String>), String> {
+    let (query, rest) = match rest.first() {
+        Some(q) if !q.starts_with("--") => (q.as_str(), &rest[1..]),
+        _ => (default, rest),
+    };
+    Ok((query, token_from(rest)?))
+}
+
 fn token_from(rest: &[String]) -> Result<Option<String>, String> {
     match rest {
         [] => Ok(std::env::var("SLUICE_TOKEN").ok().filter(|t| !t.is_empty())),
@@ -370,12 +379,8 @@ fn http_bytes(
 /// packets through the stages and prints their paths when they have
 /// passed (or after 30 s, what has).
 fn trace(addr: &str, rest: &[String]) -> ExitCode {
-    let (query, rest) = match rest.first() {
-        Some(c) if !c.starts_with("--") => (c.as_str(), &rest[1..]),
-        _ => ("count=10", rest),
-    };
-    let token = match token_from(rest) {
-        Ok(t) => t,
+    let (query, token) = match query_and_token(rest, "count=10") {
+        Ok(qt) => qt,
         Err(e) => return usage(&e),
     };
     match http(addr, "POST", &format!("/trace?{query}"), b"", token.as_deref()) {
@@ -402,12 +407,8 @@ fn trace(addr: &str, rest: &[String]) -> ExitCode {
 /// `sluice capture ADDR PORT [QUERY]`: a pcap of what port PORT receives
 /// and sends, to stdout (`| tcpdump -nr -`).
 fn capture(addr: &str, port: &str, rest: &[String]) -> ExitCode {
-    let (query, rest) = match rest.first() {
-        Some(q) if !q.starts_with("--") => (q.as_str(), &rest[1..]),
-        _ => ("", rest),
-    };
-    let token = match token_from(rest) {
-        Ok(t) => t,
+    let (query, token) = match query_and_token(rest, "") {
+        Ok(qt) => qt,
         Err(e) => return usage(&e),
     };
     let q = query.replace(' ', "+");
@@ -436,12 +437,8 @@ fn metrics(addr: &str, rest: &[String]) -> ExitCode {
 }
 
 fn show(addr: &str, view: &str, rest: &[String]) -> ExitCode {
-    let (query, rest) = match rest.first() {
-        Some(q) if !q.starts_with("--") => (q.as_str(), &rest[1..]),
-        _ => ("", rest),
-    };
-    let token = match token_from(rest) {
-        Ok(t) => t,
+    let (query, token) = match query_and_token(rest, "") {
+        Ok(qt) => qt,
         Err(e) => return usage(&e),
     };
     let path = if query.is_empty() { format!("/show/{view}") } else { format!("/show/{view}?{query}") };
