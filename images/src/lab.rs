@@ -20,6 +20,9 @@ pub struct PortSpec {
     pub host: String,
     /// More settings for the `port` statement, e.g. `mtu 1400`.
     pub extra: String,
+    /// IPv6 addresses (CIDR) of the namespace host, added without
+    /// duplicate address detection before the VM runs.
+    pub host6: Vec<String>,
     /// The NIC offers checksum offload and segmentation (its tap carries
     /// virtio-net headers).
     pub offloads: bool,
@@ -36,6 +39,7 @@ impl PortSpec {
             appliance: appliance.into(),
             host: host.into(),
             extra: String::new(),
+            host6: Vec::new(),
             offloads: true,
             model: None,
             root_port: false,
@@ -50,6 +54,12 @@ impl PortSpec {
 
     pub fn with(mut self, extra: &str) -> PortSpec {
         self.extra = extra.into();
+        self
+    }
+
+    /// Gives the namespace host an IPv6 address too.
+    pub fn host6(mut self, cidr: &str) -> PortSpec {
+        self.host6.push(cidr.into());
         self
     }
 
@@ -286,6 +296,9 @@ impl Lab {
                     Tap::adopt(&there, &ns)
                 }
             };
+            for a in &p.host6 {
+                ns.exec(&["ip", "-6", "addr", "add", a, "dev", &tap.name, "nodad"])?;
+            }
             ports.push(LabPort {
                 name: p.name.clone(),
                 mac: mac(i),

@@ -446,6 +446,11 @@ fn log_event(e: &vnfs::dataplane::Event) {
             println!("config reload refused: {why}");
             defmt::warn!("config reload refused: {=str}", why.as_str())
         }
+        Event::Stage { stage, text } if stage == "ipv6" && text.contains("another node") => {
+            // An address the operator gave is not in use: worth the console.
+            println!("ipv6: {text}");
+            defmt::warn!("{=str}: {=str}", stage.as_str(), text.as_str())
+        }
         Event::Stage { stage, text } => defmt::info!("{=str}: {=str}", stage.as_str(), text.as_str()),
     }
 }

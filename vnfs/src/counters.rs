@@ -39,7 +39,16 @@ drop_reasons! {
     EthTruncated => "eth_truncated", "frame shorter than an Ethernet header";
     NotOurMac => "not_our_mac", "unicast frame for another MAC address";
     UnknownEthertype => "unknown_ethertype", "EtherType that sluice does not handle";
-    Ipv6Unsupported => "ipv6_unsupported", "IPv6 is not handled yet";
+    Ipv6Unsupported => "ipv6_unsupported", "IPv6 on a port without IPv6 addresses, or into a stage that refuses it (the ACL)";
+    Ipv6Truncated => "ipv6_truncated", "IPv6 header or payload length longer than the frame";
+    Ipv6BadVersion => "ipv6_bad_version", "IPv6 EtherType but the version field is not 6";
+    Ipv6BadExtHeader => "ipv6_bad_ext_header", "IPv6 extension header chain outside the packet, hop-by-hop not first, or longer than 8 headers";
+    HopLimitExpired => "hop_limit_expired", "IPv6 hop limit reached zero in transit (ICMPv6 time exceeded sent)";
+    PacketTooBig => "packet_too_big", "IPv6 packet larger than the egress MTU (routers do not fragment IPv6; ICMPv6 packet too big sent)";
+    Ipv6LocalUnhandled => "ipv6_local_unhandled", "IPv6 to the appliance that is neither echo nor neighbour discovery (no IPv6 TCP/UDP service yet)";
+    Ipv6Tentative => "ipv6_tentative", "IPv6 to an address still in duplicate address detection";
+    Icmpv6Malformed => "icmpv6_malformed", "ICMPv6 message too short or with a bad checksum";
+    NdMalformed => "nd_malformed", "neighbour discovery message that fails RFC 4861 validation (hop limit 255, target, options)";
     ArpMalformed => "arp_malformed", "ARP packet too short or not Ethernet/IPv4";
     Ipv4Truncated => "ipv4_truncated", "IPv4 header or total length longer than the frame";
     Ipv4BadVersion => "ipv4_bad_version", "IP version field is not 4";

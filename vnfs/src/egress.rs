@@ -9,7 +9,7 @@
 //! routing decision (SNAT is post-routing) and still be fragmented and
 //! addressed correctly.
 
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Ipv4Packet,
@@ -48,6 +48,11 @@ pub const UNREACHABLE_BACKLOG: usize = 16;
 
 pub struct Egress {
     pub neighbors: NeighborCache,
+    /// The IPv6 neighbour cache (RFC 4861 states).
+    pub neighbors6: NeighborCache<Ipv6Addr>,
+    /// IPv6 next hops by the index an IPv6 packet's `meta.next_hop`
+    /// holds (1-based; 0: the packet's destination is on the link).
+    pub gateways6: alloc::vec::Vec<Ipv6Addr>,
     pub counters: EgressCounters,
     /// Given up on (their next hop is unreachable): counted as dropped
     /// already; the dataplane takes them for the ICMP error.
@@ -57,7 +62,9 @@ pub struct Egress {
 impl Egress {
     pub fn new(neighbors: usize, reachable: Micros) -> Self {
         Egress {
-            neighbors: NeighborCache::new(neighbors, reachable),
+            neighbors: NeighborCache::<Ipv4Addr>::new(neighbors, reachable),
+            neighbors6: NeighborCache::<Ipv6Addr>::new(0, reachable),
+            gateways6: alloc::vec::Vec::new(),
             counters: EgressCounters::default(),
             unreachable: heapless::Deque::new(),
         }
@@ -65,7 +72,9 @@ impl Egress {
 
     /// The cache the config asks for, its permanent entries in place.
     pub fn with_static(config: &crate::config::Config, now: Micros) -> Self {
-        let mut e = Egress::new(config.arp.entries, config.arp.timeout as Micros * 1_000_000);
+        let reachable = config.arp.timeout as Micros * 1_000_000;
+        let mut e = Egress::new(config.arp.entries, reachable);
+        e.neighbors6 = NeighborCache::<Ipv6Addr>::new(config.neighbor6_entries(), reachable);
         e.install_static(config, now);
         e
     }
@@ -74,6 +83,7 @@ impl Egress {
     /// them at start; on a reload, packets held for one go out with it).
     pub fn install_static(&mut self, config: &crate::config::Config, now: Micros) -> alloc::vec::Vec<Packet> {
         self.neighbors.clear_static();
+        self.gateways6 = config.gateways6();
         let mut out = alloc::vec::Vec::new();
         for n in &config.neighbors {
             out.extend(self.neighbors.set_static(n.port as PortId, n.ip, n.mac, now));
@@ -88,6 +98,9 @@ impl Egress {
         };
         if !pkt.untag() {
             return drop(ports, pool, pkt, DropReason::OffloadUnsupported);
+        }
+        if crate::ipv6::is_ipv6(pkt.l3()) {
+            return self.send6(pkt, out, ports, pool, now);
         }
         let o = pkt.meta.offload;
         if o.csum_partial || o.is_gso() || pkt.is_chained() {
@@ -190,6 +203,79 @@ impl Egress {
         }
     }
 
+    /// Sends a routed IPv6 packet: never fragmented (the router answered
+    /// what does not fit), a partial checksum completed for a NIC that
+    /// does not, the next hop resolved by neighbour discovery.
+    fn send6(&mut self, mut pkt: Packet, out: PortId, ports: &mut [Port], pool: &mut PacketPool, now: Micros) {
+        if pkt.is_chained() || pkt.meta.offload.is_gso() {
+            return drop(ports, pool, pkt, DropReason::OffloadUnsupported);
+        }
+        if pkt.len() - ETH > ports[out as usize].mtu as usize {
+            return drop(ports, pool, pkt, DropReason::PacketTooBig);
+        }
+        if pkt.meta.offload.csum_partial && !ports[out as usize].offloads {
+            self.counters.checksums_completed += 1;
+            if !crate::ipv6::complete_checksum(&mut pkt) {
+                return drop(ports, pool, pkt, DropReason::OffloadUnsupported);
+            }
+        }
+        let hop = match u32::from(pkt.meta.next_hop) as usize {
+            0 => crate::ipv6::dst(pkt.l3()),
+            i => match self.gateways6.get(i - 1) {
+                Some(g) => *g,
+                None => return drop(ports, pool, pkt, DropReason::NoRoute),
+            },
+        };
+        match self.neighbors6.lookup(out, hop, now) {
+            Lookup::Known { mac, .. } => {
+                write_eth(&mut pkt, ports[out as usize].mac, mac);
+                transmit(ports, pool, out, pkt);
+            }
+            Lookup::Unknown => match self.neighbors6.enqueue(out, hop, pkt, now) {
+                Enqueued::Held { request } => {
+                    if request {
+                        self.solicit(out, hop, None, ports, pool);
+                    }
+                }
+                Enqueued::QueueFull(p) => drop(ports, pool, p, DropReason::NeighborQueueFull),
+                Enqueued::TableFull(p) => drop(ports, pool, p, DropReason::NeighborTableFull),
+                Enqueued::Unreachable(p) => self.give_up(ports, pool, p),
+            },
+        }
+    }
+
+    /// Sends a neighbour solicitation for `ip` out of `port`.
+    fn solicit(
+        &mut self,
+        port: PortId,
+        ip: Ipv6Addr,
+        known: Option<[u8; 6]>,
+        ports: &mut [Port],
+        pool: &mut PacketPool,
+    ) {
+        let Some(h) = ports[port as usize].host6.as_mut() else { return };
+        if let Some(mut p) = h.solicit(pool, ip, known) {
+            p.meta.in_port = port;
+            transmit(ports, pool, port, p);
+        }
+    }
+
+    /// Learns what an IPv6 neighbour discovery message told of a
+    /// neighbour on `in_port`, and sends what waited for it.
+    pub fn learn6(
+        &mut self,
+        in_port: PortId,
+        l: crate::ipv6::host::Learned,
+        ports: &mut [Port],
+        pool: &mut PacketPool,
+        now: Micros,
+    ) {
+        for mut p in self.neighbors6.heard(in_port, l.ip, l.mac, now, l.create, l.how) {
+            write_eth(&mut p, ports[in_port as usize].mac, l.mac);
+            transmit(ports, pool, in_port, p);
+        }
+    }
+
     /// Learns from an ARP packet that arrived on `in_port` (RFC 826: add
     /// the sender if it is addressed to us, else only update), and sends
     /// what waited for it.
@@ -242,7 +328,17 @@ impl Egress {
         });
         for a in actions {
             match a {
-                TimerAction::Request { port, ip } => self.arp_request(port, ip, None, ports, pool),
+                TimerAction::Request { port, ip, known } => self.arp_request(port, ip, known, ports, pool),
+                TimerAction::GiveUp(p) => self.give_up(ports, pool, p),
+            }
+        }
+        let mut actions6: heapless::Vec<TimerAction<Ipv6Addr>, { SWEEP_PER_POLL * (QUEUE + 1) }> = heapless::Vec::new();
+        self.neighbors6.tick(now, SWEEP_PER_POLL, |a| {
+            let _ = actions6.push(a);
+        });
+        for a in actions6 {
+            match a {
+                TimerAction::Request { port, ip, known } => self.solicit(port, ip, known, ports, pool),
                 TimerAction::GiveUp(p) => self.give_up(ports, pool, p),
             }
         }
@@ -338,6 +434,7 @@ impl Egress {
     /// Returns every held packet to the pool.
     pub fn drain(&mut self, pool: &mut PacketPool) {
         self.neighbors.drain(|p| pool.free(p));
+        self.neighbors6.drain(|p| pool.free(p));
         while let Some(p) = self.unreachable.pop_front() {
             pool.free(p);
         }
@@ -348,7 +445,8 @@ fn write_eth(pkt: &mut Packet, src: [u8; 6], dst: [u8; 6]) {
     let d = pkt.data_mut();
     d[0..6].copy_from_slice(&dst);
     d[6..12].copy_from_slice(&src);
-    d[12..14].copy_from_slice(&[0x08, 0x00]);
+    let v6 = crate::ipv6::is_ipv6(d.get(ETH..).unwrap_or(&[]));
+    d[12..14].copy_from_slice(if v6 { &crate::ipv6::ETHERTYPE } else { &[0x08, 0x00] });
 }
 
 fn transmit(ports: &mut [Port], pool: &mut PacketPool, out: PortId, pkt: Packet) {

@@ -25,6 +25,7 @@ pub mod egress;
 pub mod flow;
 pub mod hoststack;
 pub mod icmp;
+pub mod ipv6;
 pub mod lb;
 pub mod mgmt;
 pub mod nat;

@@ -1,4 +1,15 @@
-//! The neighbour (ARP) cache of the router: IPv4 next hop → MAC, per port.
+//! The neighbour caches of the egress: next hop → MAC, per port. One for
+//! IPv4 (ARP) and one for IPv6 (neighbour discovery), the same code over
+//! the address type.
+//!
+//! The IPv6 cache runs the neighbour unreachability detection of RFC 4861
+//! §7.3: REACHABLE for the reachable time after a confirmation (a
+//! solicited advertisement), then STALE (still used); the first use of a
+//! stale entry makes it DELAY, which after 5 s becomes PROBE (unicast
+//! solicitations, one a second, three at most) and then is deleted unless
+//! confirmed. An unsolicited advertisement or a solicitation with a
+//! link-layer option makes an entry STALE. The IPv4 cache keeps the
+//! simpler ARP life: reachable, a refresh request in the last quarter.
 //!
 //! Fixed capacity, set from the config at start: a slot is found by hashing
 //! (port, address) and scanning a short window, so lookups never allocate and
@@ -10,7 +21,7 @@
 //! hop costs one request a second, not one per packet.
 
 use alloc::vec::Vec;
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::packet::{Packet, PortId};
 use crate::Micros;
@@ -25,6 +36,42 @@ pub const RETRY_INTERVAL: Micros = 1_000_000;
 pub const HOLD_DOWN: Micros = 3_000_000;
 /// Slots scanned per lookup.
 const WINDOW: usize = 16;
+/// RFC 4861 §10: DELAY_FIRST_PROBE_TIME, RETRANS_TIMER, MAX_UNICAST_SOLICIT.
+pub const DELAY_FIRST_PROBE: Micros = 5_000_000;
+pub const RETRANS_TIMER: Micros = 1_000_000;
+pub const MAX_UNICAST_SOLICIT: u8 = 3;
+
+/// An address the cache is keyed by.
+pub trait NeighborAddr: Copy + Eq + core::fmt::Debug + core::fmt::Display {
+    const UNSPECIFIED: Self;
+    /// 64 bits of the address for the slot hash.
+    fn fold(&self) -> u64;
+}
+
+impl NeighborAddr for Ipv4Addr {
+    const UNSPECIFIED: Self = Ipv4Addr::UNSPECIFIED;
+    fn fold(&self) -> u64 {
+        u32::from(*self) as u64
+    }
+}
+
+impl NeighborAddr for Ipv6Addr {
+    const UNSPECIFIED: Self = Ipv6Addr::UNSPECIFIED;
+    fn fold(&self) -> u64 {
+        let b = u128::from(*self);
+        (b as u64) ^ ((b >> 64) as u64).rotate_left(29)
+    }
+}
+
+/// How a neighbour was heard from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Heard {
+    /// A reply to our request (ARP reply, solicited NA): reachable.
+    Confirmed,
+    /// Its link-layer address without proof of reachability (a
+    /// solicitation, an unsolicited advertisement): stale (IPv6).
+    Unconfirmed,
+}
 
 #[derive(Debug)]
 enum State {
@@ -40,6 +87,21 @@ enum State {
         expires: Micros,
         refresh_sent: bool,
     },
+    /// IPv6: the reachable time is over; still used.
+    Stale {
+        mac: [u8; 6],
+    },
+    /// IPv6: used while stale; probed at `until` unless confirmed first.
+    Delay {
+        mac: [u8; 6],
+        until: Micros,
+    },
+    /// IPv6: unicast solicitations sent, the MAC still used.
+    Probe {
+        mac: [u8; 6],
+        sent: u8,
+        next: Micros,
+    },
     /// Never answered; refused until `until`.
     Failed {
         until: Micros,
@@ -52,9 +114,9 @@ enum State {
 }
 
 #[derive(Debug)]
-struct Entry {
+struct Entry<A> {
     port: PortId,
-    ip: Ipv4Addr,
+    ip: A,
     last_used: Micros,
     state: State,
 }
@@ -85,9 +147,9 @@ pub enum Enqueued {
 
 /// Work that timers produced.
 #[derive(Debug)]
-pub enum TimerAction {
-    /// Send another request for this neighbour.
-    Request { port: PortId, ip: Ipv4Addr },
+pub enum TimerAction<A = Ipv4Addr> {
+    /// Send another request for this neighbour (unicast to `known`).
+    Request { port: PortId, ip: A, known: Option<[u8; 6]> },
     /// This packet waited for a neighbour that never answered.
     GiveUp(Packet),
 }
@@ -102,29 +164,48 @@ pub struct NeighborCounters {
     pub static_refused: u64,
 }
 
-pub struct NeighborCache {
-    slots: Vec<Entry>,
+pub struct NeighborCache<A: NeighborAddr = Ipv4Addr> {
+    slots: Vec<Entry<A>>,
     mask: usize,
     reachable: Micros,
+    /// Neighbour unreachability detection (RFC 4861 states): IPv6.
+    nud: bool,
     sweep_at: usize,
     pub counters: NeighborCounters,
 }
 
-impl NeighborCache {
-    /// Bytes a cache of `capacity` entries takes (computed before building it).
+impl NeighborCache<Ipv4Addr> {
+    /// Bytes an ARP cache of `capacity` entries takes (computed before building it).
     pub fn memory_for(capacity: usize) -> usize {
-        capacity.max(WINDOW).next_power_of_two() * core::mem::size_of::<Entry>()
+        capacity.max(WINDOW).next_power_of_two() * core::mem::size_of::<Entry<Ipv4Addr>>()
     }
 
     /// `capacity` is rounded up to a power of two (at least `WINDOW`).
     pub fn new(capacity: usize, reachable: Micros) -> Self {
+        Self::build(capacity, reachable, false)
+    }
+}
+
+impl NeighborCache<Ipv6Addr> {
+    /// Bytes an IPv6 cache of `capacity` entries takes.
+    pub fn memory_for(capacity: usize) -> usize {
+        capacity.max(WINDOW).next_power_of_two() * core::mem::size_of::<Entry<Ipv6Addr>>()
+    }
+
+    /// An IPv6 neighbour cache (RFC 4861 states).
+    pub fn new(capacity: usize, reachable: Micros) -> Self {
+        Self::build(capacity, reachable, true)
+    }
+}
+
+impl<A: NeighborAddr> NeighborCache<A> {
+    fn build(capacity: usize, reachable: Micros, nud: bool) -> Self {
         let n = capacity.max(WINDOW).next_power_of_two();
         NeighborCache {
-            slots: (0..n)
-                .map(|_| Entry { port: 0, ip: Ipv4Addr::UNSPECIFIED, last_used: 0, state: State::Free })
-                .collect(),
+            slots: (0..n).map(|_| Entry { port: 0, ip: A::UNSPECIFIED, last_used: 0, state: State::Free }).collect(),
             mask: n - 1,
             reachable,
+            nud,
             sweep_at: 0,
             counters: NeighborCounters::default(),
         }
@@ -144,13 +225,16 @@ impl NeighborCache {
     pub fn entries(
         &self,
         now: Micros,
-    ) -> impl Iterator<Item = (PortId, Ipv4Addr, Option<[u8; 6]>, &'static str, Micros)> + '_ {
+    ) -> impl Iterator<Item = (PortId, A, Option<[u8; 6]>, &'static str, Micros)> + '_ {
         self.slots.iter().filter_map(move |e| {
             let (mac, state) = match &e.state {
                 State::Free => return None,
                 State::Incomplete { .. } => (None, "incomplete"),
                 State::Reachable { mac, expires, .. } if *expires > now => (Some(*mac), "reachable"),
                 State::Reachable { mac, .. } => (Some(*mac), "stale"),
+                State::Stale { mac } => (Some(*mac), "stale"),
+                State::Delay { mac, .. } => (Some(*mac), "delay"),
+                State::Probe { mac, .. } => (Some(*mac), "probe"),
                 State::Failed { .. } => (None, "failed"),
                 State::Static { mac } => (Some(*mac), "permanent"),
             };
@@ -163,13 +247,13 @@ impl NeighborCache {
     }
 
     #[inline]
-    fn home(&self, port: PortId, ip: Ipv4Addr) -> usize {
+    fn home(&self, port: PortId, ip: A) -> usize {
         // Fibonacci hashing of address and port.
-        let k = (u32::from(ip) as u64) << 8 | port as u64;
+        let k = ip.fold() << 8 | port as u64;
         (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize & self.mask
     }
 
-    fn find(&self, port: PortId, ip: Ipv4Addr) -> Option<usize> {
+    fn find(&self, port: PortId, ip: A) -> Option<usize> {
         let home = self.home(port, ip);
         (0..WINDOW).map(|i| (home + i) & self.mask).find(|&s| {
             !matches!(self.slots[s].state, State::Free) && self.slots[s].ip == ip && self.slots[s].port == port
@@ -178,7 +262,7 @@ impl NeighborCache {
 
     /// A slot for a new entry: a free one in the window, else the least
     /// recently used entry that is not waiting for a reply.
-    fn claim(&mut self, port: PortId, ip: Ipv4Addr, now: Micros) -> Option<usize> {
+    fn claim(&mut self, port: PortId, ip: A, now: Micros) -> Option<usize> {
         let home = self.home(port, ip);
         let window = (0..WINDOW).map(|i| (home + i) & self.mask);
         if let Some(s) = window.clone().find(|&s| matches!(self.slots[s].state, State::Free)) {
@@ -196,14 +280,27 @@ impl NeighborCache {
 
     /// The MAC of `ip` on `port`, if known and fresh.
     #[inline]
-    pub fn lookup(&mut self, port: PortId, ip: Ipv4Addr, now: Micros) -> Lookup {
+    pub fn lookup(&mut self, port: PortId, ip: A, now: Micros) -> Lookup {
         let Some(s) = self.find(port, ip) else {
             return Lookup::Unknown;
         };
         let reachable = self.reachable;
+        let nud = self.nud;
         let e = &mut self.slots[s];
         e.last_used = now;
         match &mut e.state {
+            State::Reachable { mac, expires, .. } if nud && now >= *expires => {
+                let mac = *mac;
+                e.state = State::Delay { mac, until: now + DELAY_FIRST_PROBE };
+                Lookup::Known { mac, refresh: false }
+            }
+            State::Stale { mac } => {
+                let mac = *mac;
+                e.state = State::Delay { mac, until: now + DELAY_FIRST_PROBE };
+                Lookup::Known { mac, refresh: false }
+            }
+            State::Delay { mac, .. } | State::Probe { mac, .. } => Lookup::Known { mac: *mac, refresh: false },
+            State::Reachable { mac, .. } if nud => Lookup::Known { mac: *mac, refresh: false },
             State::Reachable { mac, expires, refresh_sent } if now < *expires => {
                 // In the last quarter of its life, ask once more.
                 let refresh = !*refresh_sent && *expires - now < reachable / 4;
@@ -218,7 +315,7 @@ impl NeighborCache {
     }
 
     /// Holds `pkt` until `ip` on `port` answers.
-    pub fn enqueue(&mut self, port: PortId, ip: Ipv4Addr, pkt: Packet, now: Micros) -> Enqueued {
+    pub fn enqueue(&mut self, port: PortId, ip: A, pkt: Packet, now: Micros) -> Enqueued {
         let s = match self.find(port, ip) {
             Some(s) => s,
             None => match self.claim(port, ip, now) {
@@ -254,10 +351,25 @@ impl NeighborCache {
     pub fn learn(
         &mut self,
         port: PortId,
-        ip: Ipv4Addr,
+        ip: A,
         mac: [u8; 6],
         now: Micros,
         create: bool,
+    ) -> heapless::Vec<Packet, QUEUE> {
+        self.heard(port, ip, mac, now, create, Heard::Confirmed)
+    }
+
+    /// Records `ip` on `port` at `mac` as [`learn`](Self::learn) does; an
+    /// unconfirmed word (IPv6) makes the entry stale, or leaves it as it
+    /// is if the MAC is the one it has (RFC 4861 §7.2.3, §7.2.5).
+    pub fn heard(
+        &mut self,
+        port: PortId,
+        ip: A,
+        mac: [u8; 6],
+        now: Micros,
+        create: bool,
+        how: Heard,
     ) -> heapless::Vec<Packet, QUEUE> {
         let s = match self.find(port, ip) {
             Some(s) => s,
@@ -275,10 +387,22 @@ impl NeighborCache {
             // The config's word stands (as a permanent entry does in Linux).
             return heapless::Vec::new();
         }
-        let old = core::mem::replace(
-            &mut e.state,
-            State::Reachable { mac, expires: now + self.reachable, refresh_sent: false },
-        );
+        let known = match &e.state {
+            State::Reachable { mac, .. }
+            | State::Stale { mac }
+            | State::Delay { mac, .. }
+            | State::Probe { mac, .. } => Some(*mac),
+            _ => None,
+        };
+        let new = if how == Heard::Confirmed || !self.nud {
+            State::Reachable { mac, expires: now + self.reachable, refresh_sent: false }
+        } else if known == Some(mac) {
+            // Nothing new: the entry keeps its state.
+            return heapless::Vec::new();
+        } else {
+            State::Stale { mac }
+        };
+        let old = core::mem::replace(&mut e.state, new);
         self.counters.learned += 1;
         match old {
             State::Incomplete { queue, .. } => queue,
@@ -289,13 +413,7 @@ impl NeighborCache {
     /// Makes `ip` on `port` a permanent entry at `mac`, replacing what was
     /// there (packets waiting for it go out). False if its window holds
     /// nothing but permanent entries.
-    pub fn set_static(
-        &mut self,
-        port: PortId,
-        ip: Ipv4Addr,
-        mac: [u8; 6],
-        now: Micros,
-    ) -> heapless::Vec<Packet, QUEUE> {
+    pub fn set_static(&mut self, port: PortId, ip: A, mac: [u8; 6], now: Micros) -> heapless::Vec<Packet, QUEUE> {
         let s = match self.find(port, ip) {
             Some(s) => s,
             None => match self.claim(port, ip, now) {
@@ -326,7 +444,8 @@ impl NeighborCache {
 
     /// Advances timers on up to `budget` slots (a bounded sweep, resumed
     /// where the last call stopped).
-    pub fn tick(&mut self, now: Micros, budget: usize, mut act: impl FnMut(TimerAction)) {
+    pub fn tick(&mut self, now: Micros, budget: usize, mut act: impl FnMut(TimerAction<A>)) {
+        let (nud, reachable) = (self.nud, self.reachable);
         for _ in 0..budget.min(self.slots.len()) {
             let s = self.sweep_at;
             self.sweep_at = (self.sweep_at + 1) & self.mask;
@@ -344,10 +463,35 @@ impl NeighborCache {
                         *sent += 1;
                         *next_retry = now + RETRY_INTERVAL;
                         self.counters.requests += 1;
-                        act(TimerAction::Request { port, ip });
+                        act(TimerAction::Request { port, ip, known: None });
                     }
                 }
-                State::Reachable { expires, .. } if now >= *expires + self.reachable => {
+                State::Reachable { mac, expires, .. } if nud && now >= *expires => {
+                    e.state = State::Stale { mac: *mac };
+                }
+                State::Delay { mac, until } if now >= *until => {
+                    let mac = *mac;
+                    e.state = State::Probe { mac, sent: 1, next: now + RETRANS_TIMER };
+                    self.counters.requests += 1;
+                    act(TimerAction::Request { port, ip, known: Some(mac) });
+                }
+                State::Probe { mac, sent, next } if now >= *next => {
+                    if *sent >= MAX_UNICAST_SOLICIT {
+                        // Unreachable: deleted (RFC 4861 §7.3.3).
+                        e.state = State::Free;
+                        self.counters.failed += 1;
+                    } else {
+                        *sent += 1;
+                        *next = now + RETRANS_TIMER;
+                        self.counters.requests += 1;
+                        act(TimerAction::Request { port, ip, known: Some(*mac) });
+                    }
+                }
+                State::Stale { .. } if now >= e.last_used.saturating_add(8 * reachable) => {
+                    // Long unused: give the slot back.
+                    e.state = State::Free;
+                }
+                State::Reachable { expires, .. } if now >= *expires + reachable => {
                     // Long unused after expiry: give the slot back.
                     e.state = State::Free;
                 }
@@ -379,7 +523,7 @@ mod tests {
     #[test]
     fn permanent_entries_never_expire_are_never_evicted_and_ignore_arp() {
         let mut pool = PacketPool::new(8);
-        let mut n = NeighborCache::new(16, 100);
+        let mut n = NeighborCache::<Ipv4Addr>::new(16, 100);
         assert!(matches!(n.enqueue(0, IP, pool.alloc().unwrap(), 0), Enqueued::Held { request: true }));
         // Becoming permanent releases what waited for the reply.
         let held = n.set_static(0, IP, MAC, 1);
@@ -404,7 +548,7 @@ mod tests {
     #[test]
     fn resolve_then_flush_queue() {
         let mut pool = PacketPool::new(8);
-        let mut n = NeighborCache::new(64, 300_000_000);
+        let mut n = NeighborCache::<Ipv4Addr>::new(64, 300_000_000);
         assert_eq!(n.lookup(0, IP, 0), Lookup::Unknown);
         assert!(matches!(n.enqueue(0, IP, pool.alloc().unwrap(), 0), Enqueued::Held { request: true }));
         assert!(matches!(n.enqueue(0, IP, pool.alloc().unwrap(), 1), Enqueued::Held { request: false }));
@@ -420,7 +564,7 @@ mod tests {
     #[test]
     fn queue_is_bounded() {
         let mut pool = PacketPool::new(QUEUE + 1);
-        let mut n = NeighborCache::new(64, 300_000_000);
+        let mut n = NeighborCache::<Ipv4Addr>::new(64, 300_000_000);
         for _ in 0..QUEUE {
             assert!(matches!(n.enqueue(0, IP, pool.alloc().unwrap(), 0), Enqueued::Held { .. }));
         }
@@ -435,7 +579,7 @@ mod tests {
     #[test]
     fn unanswered_neighbour_gives_up_then_holds_down() {
         let mut pool = PacketPool::new(4);
-        let mut n = NeighborCache::new(16, 300_000_000);
+        let mut n = NeighborCache::<Ipv4Addr>::new(16, 300_000_000);
         assert!(matches!(n.enqueue(0, IP, pool.alloc().unwrap(), 0), Enqueued::Held { request: true }));
         let mut requests = 0;
         let mut gave_up = 0;
@@ -464,7 +608,7 @@ mod tests {
 
     #[test]
     fn entries_expire_and_refresh_before() {
-        let mut n = NeighborCache::new(16, 100);
+        let mut n = NeighborCache::<Ipv4Addr>::new(16, 100);
         n.learn(0, IP, MAC, 0, true);
         assert_eq!(n.lookup(0, IP, 10), Lookup::Known { mac: MAC, refresh: false });
         assert_eq!(n.lookup(0, IP, 80), Lookup::Known { mac: MAC, refresh: true });
@@ -474,7 +618,7 @@ mod tests {
 
     #[test]
     fn learn_without_create_only_updates() {
-        let mut n = NeighborCache::new(16, 100);
+        let mut n = NeighborCache::<Ipv4Addr>::new(16, 100);
         n.learn(0, IP, MAC, 0, false);
         assert_eq!(n.lookup(0, IP, 1), Lookup::Unknown);
     }
@@ -482,7 +626,7 @@ mod tests {
     #[test]
     fn full_table_evicts_least_recently_used_but_never_pending() {
         let mut pool = PacketPool::new(64);
-        let mut n = NeighborCache::new(16, 1_000_000);
+        let mut n = NeighborCache::<Ipv4Addr>::new(16, 1_000_000);
         // Fill every slot with resolved neighbours.
         for i in 0..200u32 {
             n.learn(0, Ipv4Addr::from(0x0a00_0000 + i), MAC, i as u64, true);

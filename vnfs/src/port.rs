@@ -16,6 +16,9 @@ pub struct Port {
     pub mtu: u16,
     pub counters: PortCounters,
     pub host: HostStack,
+    /// The port's IPv6 (addresses, neighbour discovery, advertisements);
+    /// `None` when the config gives it no IPv6 address.
+    pub host6: Option<crate::ipv6::host::Host6>,
     pub tx: TxQueue,
     /// The port's NIC completes partial checksums and cuts TCP
     /// super-packets on transmit (set by whoever binds the NIC).

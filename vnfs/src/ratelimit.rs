@@ -47,7 +47,8 @@ impl TokenBucket {
 
 /// Per-source token buckets.
 pub struct PerSource {
-    slots: Vec<(Ipv4Addr, TokenBucket)>,
+    /// (the source's key, its bucket)
+    slots: Vec<(u64, TokenBucket)>,
     rate: u32,
     burst: u32,
     key: u64,
@@ -57,17 +58,22 @@ impl PerSource {
     /// `rate` per second and `burst` for each source; `key` keeps the slot
     /// of a source unpredictable.
     pub fn new(rate: u32, burst: u32, key: u64) -> Self {
-        PerSource {
-            slots: alloc::vec![(Ipv4Addr::UNSPECIFIED, TokenBucket::new(rate, burst)); SLOTS],
-            rate,
-            burst,
-            key,
-        }
+        PerSource { slots: alloc::vec![(u64::MAX, TokenBucket::new(rate, burst)); SLOTS], rate, burst, key }
     }
 
     /// Whether `src` may have one more now.
     pub fn take(&mut self, src: Ipv4Addr, now: Micros) -> bool {
-        let i = (hash_words(self.key, &[u32::from(src) as u64]) >> 32) as usize % SLOTS;
+        self.take_key(u32::from(src) as u64, now)
+    }
+
+    /// The same for an IPv6 source (its 128 bits folded to a key).
+    pub fn take6(&mut self, src: core::net::Ipv6Addr, now: Micros) -> bool {
+        let b = u128::from(src);
+        self.take_key(((b >> 64) as u64 ^ (b as u64).rotate_left(32)) | 1 << 63, now)
+    }
+
+    fn take_key(&mut self, src: u64, now: Micros) -> bool {
+        let i = (hash_words(self.key, &[src]) >> 32) as usize % SLOTS;
         let (owner, bucket) = &mut self.slots[i];
         if *owner != src {
             *owner = src;

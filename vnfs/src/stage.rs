@@ -148,8 +148,27 @@ pub fn for_each_packet(batch: &mut Batch, mut f: impl FnMut(Packet) -> Option<Pa
     *batch = onward;
 }
 
+/// What a stage does with IPv6 packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ipv6Handling {
+    /// It is given them like any packet.
+    Process,
+    /// They pass it untouched (a NAT44 or an IPv4 load balancer has
+    /// nothing to do with them).
+    Bypass,
+    /// They are dropped as `ipv6_unsupported` (a filter that cannot
+    /// read them must not let them through).
+    Drop,
+}
+
 /// A packet-processing feature.
 pub trait Stage {
+    /// What the framework does with IPv6 packets before this stage (the
+    /// stage sees IPv4 only unless it says `Process`).
+    fn ipv6(&self) -> Ipv6Handling {
+        Ipv6Handling::Bypass
+    }
+
     /// Processes a burst. Packets left in `batch` go on to the next stage.
     fn process(&mut self, batch: &mut Batch, cx: &mut StageContext<'_>);
 

@@ -211,6 +211,11 @@ impl Acl {
 }
 
 impl Stage for Acl {
+    /// The ACL reads IPv4 rules only: IPv6 must not slip past it.
+    fn ipv6(&self) -> crate::stage::Ipv6Handling {
+        crate::stage::Ipv6Handling::Drop
+    }
+
     fn process(&mut self, batch: &mut Batch, cx: &mut StageContext<'_>) {
         for_each_packet(batch, |pkt| self.filter(pkt, cx));
     }

@@ -39,8 +39,8 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::any::Any;
 use core::fmt;
-use core::net::Ipv4Addr;
-use ipnet::Ipv4Net;
+use core::net::{Ipv4Addr, Ipv6Addr};
+use ipnet::{Ipv4Net, Ipv6Net};
 
 pub mod lexer;
 #[cfg(test)]
@@ -88,6 +88,9 @@ pub struct PortConfig {
     pub mac: Option<[u8; 6]>,
     /// The appliance's own address and the connected prefix on this port.
     pub address: Option<Ipv4Net>,
+    /// Its IPv6 addresses (`address 2001:db8::1/64`, repeatable), beside
+    /// the link-local address every port derives from its MAC.
+    pub address6: Vec<Ipv6Net>,
     pub mtu: u16,
     /// The reverse-path check on this port (`rpf strict|loose|off`); `None`
     /// only while parsing (the default is decided once the management
@@ -124,6 +127,34 @@ pub struct RouteConfig {
     pub port: usize,
     /// The next hop; `None` for a route straight onto the port's link.
     pub via: Option<Ipv4Addr>,
+    pub line: Line,
+}
+
+/// Where a static IPv6 route sends packets (`route PREFIX via ADDRESS
+/// [port NAME]`: a link-local next hop names its port).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route6Config {
+    pub prefix: Ipv6Net,
+    pub port: usize,
+    pub via: Option<Ipv6Addr>,
+    pub line: Line,
+}
+
+/// Router advertisements on a port (`ra PORT [prefix P]... [interval S]
+/// [lifetime S] [managed] [other]`, RFC 4861 §6.2.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaConfig {
+    pub port: usize,
+    /// Prefixes advertised for on-link and SLAAC (default: the port's
+    /// prefixes of length 64).
+    pub prefixes: Vec<Ipv6Net>,
+    /// MaxRtrAdvInterval in seconds (4..=1800; MinRtrAdvInterval is a third).
+    pub interval: u32,
+    /// Router lifetime in seconds (0..=9000; 0: not a default router).
+    pub lifetime: u32,
+    /// The M and O flags (addresses / other configuration by DHCPv6).
+    pub managed: bool,
+    pub other: bool,
     pub line: Line,
 }
 
@@ -295,6 +326,10 @@ pub struct Config {
     pub nics: Vec<NicConfig>,
     /// Permanent neighbour entries (`neighbor IP mac MAC`).
     pub neighbors: Vec<StaticNeighbor>,
+    /// Static IPv6 routes.
+    pub routes6: Vec<Route6Config>,
+    /// Ports that send router advertisements.
+    pub ras: Vec<RaConfig>,
 }
 
 /// `neighbor IP mac MAC`: a permanent ARP entry on the port whose subnet
@@ -515,9 +550,27 @@ impl Config {
         self.stages.iter().map(|s| s.config.table_bytes(self)).sum::<usize>() + self.neighbor_table_bytes()
     }
 
-    /// Bytes of the egress's neighbour cache.
+    /// Bytes of the egress's neighbour caches (IPv4, and IPv6 when a port
+    /// has IPv6 addresses: `arp entries` sizes both).
     pub fn neighbor_table_bytes(&self) -> usize {
-        crate::neighbor::NeighborCache::memory_for(self.arp.entries)
+        use crate::neighbor::NeighborCache;
+        NeighborCache::<Ipv4Addr>::memory_for(self.arp.entries)
+            + NeighborCache::<Ipv6Addr>::memory_for(self.neighbor6_entries())
+    }
+
+    /// Entries of the IPv6 neighbour cache.
+    pub fn neighbor6_entries(&self) -> usize {
+        if self.has_ipv6() {
+            self.arp.entries
+        } else {
+            0
+        }
+    }
+
+    /// Whether any port has an IPv6 address (else IPv6 is dropped at
+    /// ingress as `ipv6_unsupported`, as it was before).
+    pub fn has_ipv6(&self) -> bool {
+        self.ports.iter().any(|p| !p.address6.is_empty())
     }
 
     /// Things that are allowed but probably not what the operator meant.
@@ -565,7 +618,7 @@ pub fn parse_duration(s: &str) -> Option<u64> {
 
 /// The statements the framework reads itself.
 const FRAMEWORK_STATEMENTS: &[&str] =
-    &["port", "route", "management", "wire", "pipeline", "arp", "options", "nic", "neighbor"];
+    &["port", "route", "management", "wire", "pipeline", "arp", "options", "nic", "neighbor", "ra"];
 
 /// Parses and validates a config with the features in `defs` (the
 /// registry). On failure returns every error found, in line order.
@@ -611,6 +664,23 @@ pub fn parse_with(text: &str, defs: &'static [&'static StageDef]) -> Result<Conf
                                 other.line
                             ),
                         ));
+                    } else if let Some((a, other)) = port.address6.iter().find_map(|a| {
+                        config
+                            .ports
+                            .iter()
+                            .find(|p| p.address6.iter().any(|b| b.contains(&a.network()) || a.contains(&b.network())))
+                            .map(|o| (a, o))
+                    }) {
+                        errors.push(ConfigError::at(
+                            &stmt.words[1],
+                            format!(
+                                "port `{}`: {} overlaps a prefix of port `{}` (line {}); each port needs its own subnet",
+                                port.name,
+                                a.trunc(),
+                                other.name,
+                                other.line
+                            ),
+                        ));
                     } else {
                         config.ports.push(port);
                     }
@@ -622,9 +692,24 @@ pub fn parse_with(text: &str, defs: &'static [&'static StageDef]) -> Result<Conf
     // Everything else names ports, so it is read once all ports are known:
     // first the framework's statements, then each feature's.
     let mut route_lines: BTreeMap<Ipv4Net, u32> = BTreeMap::new();
+    let mut route6_lines: BTreeMap<Ipv6Net, u32> = BTreeMap::new();
     let mut pipeline_stmts = Vec::new();
     for stmt in &later {
         match stmt.words[0].text {
+            "route" if stmt.words.get(1).is_some_and(|w| w.text.contains(':')) => {
+                if let Some(r) = parse_route6(stmt, &config, &mut errors) {
+                    match route6_lines.entry(r.prefix) {
+                        Entry::Occupied(o) => errors.push(ConfigError::at(
+                            &stmt.words[1],
+                            format!("route {} is already given on line {}", r.prefix, o.get()),
+                        )),
+                        Entry::Vacant(v) => {
+                            v.insert(r.line.0);
+                            config.routes6.push(r);
+                        }
+                    }
+                }
+            }
             "route" => {
                 if let Some(r) = parse_route(stmt, &config, &mut errors) {
                     // A map, not a scan: configs with a million routes are fine.
@@ -647,6 +732,7 @@ pub fn parse_with(text: &str, defs: &'static [&'static StageDef]) -> Result<Conf
             "options" => parse_options(stmt, &mut config, &mut errors),
             "nic" => parse_nic(stmt, &mut config, &mut errors),
             "neighbor" => parse_neighbor(stmt, &mut config, &mut errors),
+            "ra" => parse_ra(stmt, &mut config, &mut errors),
             _ => {}
         }
     }
@@ -974,16 +1060,39 @@ fn parse_port(stmt: &Stmt<'_>, errors: &mut Errors) -> Option<PortConfig> {
             format!("bad port name `{}`: use 1 to 15 letters, digits, `-` or `_`, starting with a letter", name.text),
         ));
     }
-    let mut port =
-        PortConfig { name: name.text.to_string(), mac: None, address: None, mtu: 1500, rpf: None, line: Line(kw.line) };
+    let mut port = PortConfig {
+        name: name.text.to_string(),
+        mac: None,
+        address: None,
+        address6: Vec::new(),
+        mtu: 1500,
+        rpf: None,
+        line: Line(kw.line),
+    };
     let mut seen: Vec<&str> = Vec::new();
     for (key, value) in key_values(stmt, 2, errors) {
         let Some(value) = value else {
             errors.push(ConfigError::at(&key, format!("`{}` needs a value", key.text)));
             continue;
         };
+        if key.text == "address" && value.text.contains(':') {
+            match parse_address6(value.text) {
+                Ok(_) if port.address6.len() >= MAX_ADDRESSES6 => errors.push(ConfigError::at(
+                    &value,
+                    format!("port `{}` has more than {MAX_ADDRESSES6} IPv6 addresses", port.name),
+                )),
+                Ok(net) if port.address6.iter().any(|a| a.trunc() == net.trunc()) => errors.push(ConfigError::at(
+                    &value,
+                    format!("port `{}` has {} twice: one address per prefix", port.name, net.trunc()),
+                )),
+                Ok(net) => port.address6.push(net),
+                Err(why) => errors.push(ConfigError::at(&value, format!("bad IPv6 address `{}`: {why}", value.text))),
+            }
+            continue;
+        }
         if seen.contains(&key.text) {
-            errors.push(ConfigError::at(&key, format!("`{}` is given twice for port `{}`", key.text, port.name)));
+            let also = if key.text == "address" { " (one IPv4 address; IPv6 addresses may repeat)" } else { "" };
+            errors.push(ConfigError::at(&key, format!("`{}` is given twice for port `{}`{also}", key.text, port.name)));
             continue;
         }
         match key.text {
@@ -1039,6 +1148,15 @@ fn parse_port(stmt: &Stmt<'_>, errors: &mut Errors) -> Option<PortConfig> {
             )),
         }
         seen.push(key.text);
+    }
+    if !port.address6.is_empty() && port.mtu < 1280 {
+        errors.push(ConfigError::at(
+            &kw,
+            format!(
+                "port `{}` has IPv6 addresses and MTU {}: IPv6 needs at least 1280 (RFC 8200 §5)",
+                port.name, port.mtu
+            ),
+        ));
     }
     (errors.len() == before).then_some(port)
 }
@@ -1100,6 +1218,256 @@ fn parse_route(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<
             errors.push(ConfigError::at(kind, format!("unexpected `{other}`: {FORM}")));
             None
         }
+    }
+}
+
+/// IPv6 addresses a port may have besides its link-local one.
+pub const MAX_ADDRESSES6: usize = 4;
+
+/// A port's IPv6 address with its prefix: global or unique-local unicast,
+/// not the subnet-router anycast address of its prefix (RFC 4291 §2.6.1).
+pub fn parse_address6(s: &str) -> Result<Ipv6Net, String> {
+    let net: Ipv6Net = s.parse().map_err(|_| "expected ADDRESS/LEN such as 2001:db8:0:1::1/64".to_string())?;
+    usable_unicast6(net.addr()).map_err(|e| format!("{} {e}", net.addr()))?;
+    if net.prefix_len() < 127 && net.addr() == net.network() {
+        return Err(format!(
+            "{} is the subnet-router anycast address of {}; give the port a host address",
+            net.addr(),
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+/// Why `a` cannot be an IPv6 address the appliance owns or routes to as a
+/// next hop's global address: unspecified, loopback, multicast, link-local
+/// (each port derives its own), or IPv4-mapped.
+pub fn usable_unicast6(a: Ipv6Addr) -> Result<(), &'static str> {
+    let s = a.segments();
+    if a.is_unspecified() {
+        Err("is the unspecified address")
+    } else if a.is_loopback() {
+        Err("is the loopback address")
+    } else if a.is_multicast() {
+        Err("is a multicast address")
+    } else if s[0] & 0xffc0 == 0xfe80 {
+        Err("is link-local: each port derives its own from its MAC")
+    } else if a.to_ipv4_mapped().is_some() {
+        Err("is an IPv4-mapped address")
+    } else {
+        Ok(())
+    }
+}
+
+/// `route PREFIX via ADDRESS [port NAME]` or `route PREFIX port NAME`, for
+/// IPv6: a global next hop must be on a port's prefix; a link-local one
+/// needs its port.
+fn parse_route6(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<Route6Config> {
+    let kw = stmt.words[0];
+    const FORM: &str = "expected `route PREFIX via ADDRESS [port NAME]` or `route PREFIX port NAME`";
+    let prefix = stmt.words[1];
+    let Ok(net) = prefix.text.parse::<Ipv6Net>() else {
+        errors
+            .push(ConfigError::at(&prefix, format!("bad prefix `{}`: expected ADDRESS/LEN such as ::/0", prefix.text)));
+        return None;
+    };
+    if net != net.trunc() {
+        errors.push(ConfigError::at(
+            &prefix,
+            format!("`{}` has host bits set: did you mean {}?", prefix.text, net.trunc()),
+        ));
+        return None;
+    }
+    let mut via: Option<(Ipv6Addr, Token<'_>)> = None;
+    let mut port: Option<usize> = None;
+    let mut i = 2;
+    while i < stmt.words.len() {
+        let k = stmt.words[i];
+        let Some(v) = stmt.words.get(i + 1) else {
+            errors.push(ConfigError::at(&k, format!("`{}` needs a value: {FORM}", k.text)));
+            return None;
+        };
+        match k.text {
+            "via" if via.is_none() => match v.text.parse::<Ipv6Addr>() {
+                Ok(a) if !a.is_unspecified() && !a.is_multicast() && !a.is_loopback() => via = Some((a, *v)),
+                _ => {
+                    errors.push(ConfigError::at(
+                        v,
+                        format!("bad next hop `{}`: expected a unicast IPv6 address", v.text),
+                    ));
+                    return None;
+                }
+            },
+            "port" if port.is_none() => match config.port_by_name(v.text) {
+                Some(p) => port = Some(p),
+                None => {
+                    errors.push(ConfigError::at(v, format!("no port named `{}`", v.text)));
+                    return None;
+                }
+            },
+            _ => {
+                errors.push(ConfigError::at(&k, format!("unexpected `{}`: {FORM}", k.text)));
+                return None;
+            }
+        }
+        i += 2;
+    }
+    let line = Line(kw.line);
+    match (via, port) {
+        (None, None) => {
+            errors.push(ConfigError::at(&kw, format!("incomplete route: {FORM}")));
+            None
+        }
+        (None, Some(port)) => Some(Route6Config { prefix: net, port, via: None, line }),
+        (Some((gw, t)), port) => {
+            let link_local = gw.segments()[0] & 0xffc0 == 0xfe80;
+            let on_link =
+                config.ports.iter().position(|p| p.address6.iter().any(|a| a.contains(&gw) && a.addr() != gw));
+            match (link_local, port, on_link) {
+                (true, Some(port), _) => Some(Route6Config { prefix: net, port, via: Some(gw), line }),
+                (true, None, _) => {
+                    errors.push(ConfigError::at(
+                        &t,
+                        format!("next hop {gw} is link-local: say which port, `via {gw} port NAME`"),
+                    ));
+                    None
+                }
+                (false, Some(p), Some(q)) if p != q => {
+                    errors.push(ConfigError::at(
+                        &t,
+                        format!("next hop {gw} is on port `{}`, not `{}`", config.ports[q].name, config.ports[p].name),
+                    ));
+                    None
+                }
+                (false, _, Some(port)) => Some(Route6Config { prefix: net, port, via: Some(gw), line }),
+                (false, _, None) => {
+                    errors.push(ConfigError::at(
+                        &t,
+                        format!(
+                            "next hop {gw} is not on an IPv6 prefix of any port: give a port an address on its link"
+                        ),
+                    ));
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// `ra PORT [prefix P]... [interval S] [lifetime S] [managed] [other]`
+fn parse_ra(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
+    let kw = stmt.words[0];
+    const FORM: &str = "expected `ra PORT [prefix P/LEN]... [interval SECONDS] [lifetime SECONDS] [managed] [other]`";
+    let Some(name) = stmt.words.get(1) else {
+        errors.push(ConfigError::at(&kw, format!("`ra` needs a port: {FORM}")));
+        return;
+    };
+    let Some(port) = config.port_by_name(name.text) else {
+        errors.push(ConfigError::at(name, format!("no port named `{}`", name.text)));
+        return;
+    };
+    if let Some(other) = config.ras.iter().find(|r| r.port == port) {
+        errors.push(ConfigError::at(name, format!("port `{}` has an `ra` already (line {})", name.text, other.line)));
+        return;
+    }
+    let mut ra = RaConfig {
+        port,
+        prefixes: Vec::new(),
+        interval: 600,
+        lifetime: 0,
+        managed: false,
+        other: false,
+        line: Line(kw.line),
+    };
+    let mut lifetime = None;
+    let mut i = 2;
+    let before = errors.len();
+    while i < stmt.words.len() {
+        let k = stmt.words[i];
+        let v = stmt.words.get(i + 1);
+        i += 1;
+        match (k.text, v) {
+            ("managed", _) => ra.managed = true,
+            ("other", _) => ra.other = true,
+            ("prefix", Some(v)) => {
+                i += 1;
+                match v.text.parse::<Ipv6Net>() {
+                    Ok(n) if n != n.trunc() => errors.push(ConfigError::at(
+                        v,
+                        format!("`{}` has host bits set: did you mean {}?", v.text, n.trunc()),
+                    )),
+                    Ok(n) if ra.prefixes.len() >= MAX_ADDRESSES6 => errors.push(ConfigError::at(
+                        v,
+                        format!("at most {MAX_ADDRESSES6} prefixes per `ra` (`{n}` is one more)"),
+                    )),
+                    Ok(n) => ra.prefixes.push(n),
+                    Err(_) => errors.push(ConfigError::at(
+                        v,
+                        format!("bad prefix `{}`: expected ADDRESS/LEN such as 2001:db8:0:1::/64", v.text),
+                    )),
+                }
+            }
+            ("interval", Some(v)) => {
+                i += 1;
+                match v.text.parse::<u32>() {
+                    Ok(s) if (4..=1800).contains(&s) => ra.interval = s,
+                    _ => errors.push(ConfigError::at(
+                        v,
+                        format!("bad interval `{}`: seconds from 4 to 1800 (RFC 4861 MaxRtrAdvInterval)", v.text),
+                    )),
+                }
+            }
+            ("lifetime", Some(v)) => {
+                i += 1;
+                match v.text.parse::<u32>() {
+                    Ok(s) if s <= 9000 => lifetime = Some(s),
+                    _ => errors.push(ConfigError::at(v, format!("bad lifetime `{}`: seconds from 0 to 9000", v.text))),
+                }
+            }
+            _ => errors.push(ConfigError::at(&k, format!("unexpected `{}`: {FORM}", k.text))),
+        }
+    }
+    if ra.prefixes.is_empty() {
+        ra.prefixes = config.ports[port].address6.iter().filter(|a| a.prefix_len() == 64).map(|a| a.trunc()).collect();
+    }
+    ra.lifetime = lifetime.unwrap_or(ra.interval.saturating_mul(3).min(9000));
+    if lifetime.is_some_and(|l| l != 0 && l < ra.interval) {
+        errors.push(ConfigError::at(
+            &kw,
+            format!(
+                "router lifetime {} is shorter than the interval {}: hosts would drop the route between advertisements",
+                ra.lifetime, ra.interval
+            ),
+        ));
+    }
+    if config.ports[port].address6.is_empty() && ra.prefixes.is_empty() {
+        errors.push(ConfigError::at(
+            name,
+            format!(
+                "port `{}` has no IPv6 prefix to advertise: give it `address PREFIX::1/64` or name `prefix`",
+                name.text
+            ),
+        ));
+    }
+    if errors.len() == before {
+        config.ras.push(ra);
+    }
+}
+
+/// The appliance's IPv6 next hops, in a fixed order: what `Meta::next_hop`
+/// of an IPv6 packet indexes (1-based; 0 is the packet's destination).
+impl Config {
+    pub fn gateways6(&self) -> Vec<Ipv6Addr> {
+        let mut g: Vec<Ipv6Addr> = Vec::new();
+        let mut seen = alloc::collections::BTreeSet::new();
+        for r in &self.routes6 {
+            if let Some(v) = r.via {
+                if seen.insert(v) {
+                    g.push(v);
+                }
+            }
+        }
+        g
     }
 }
 

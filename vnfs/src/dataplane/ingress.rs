@@ -3,7 +3,7 @@
 //! ARP is answered or learnt, and the reverse-path check applied.
 
 use alloc::vec::Vec;
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::Ipv4Net;
 use smoltcp::wire::{
@@ -21,6 +21,10 @@ pub enum Verdict {
     Arp,
     /// IPv4 to one of the appliance's addresses (or a broadcast).
     Local,
+    /// IPv6 to one of the appliance's addresses or a group its ports
+    /// listen to (all nodes, all routers, solicited-node): for the port's
+    /// IPv6 host (neighbour discovery, echo).
+    Local6,
     /// IPv4 to be routed: for the input port's pipeline.
     Pipeline,
     Drop(DropReason),
@@ -126,7 +130,15 @@ pub(super) fn arp_of(frame: &[u8]) -> Option<ArpRepr> {
 /// `address`; `local` holds every address of the appliance (a few: scanned).
 /// `frame` is the frame's first buffer; `frame_len` counts the whole frame
 /// (a chained frame continues in further buffers).
-pub fn classify(mac: [u8; 6], address: Option<Ipv4Net>, local: &[Ipv4Addr], frame: &[u8], frame_len: usize) -> Verdict {
+/// `local6` holds the appliance's IPv6 addresses, sorted; `v6` says
+/// whether the port has IPv6 at all.
+pub fn classify(
+    (mac, address, v6): ([u8; 6], Option<Ipv4Net>, bool),
+    local: &[Ipv4Addr],
+    local6: &[Ipv6Addr],
+    frame: &[u8],
+    frame_len: usize,
+) -> Verdict {
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
         return Verdict::Drop(DropReason::EthTruncated);
     };
@@ -151,7 +163,26 @@ pub fn classify(mac: [u8; 6], address: Option<Ipv4Net>, local: &[Ipv4Addr], fram
             Ok(_) if !dst.is_unicast() => Verdict::Drop(DropReason::MartianDestination),
             Ok(_) => Verdict::Pipeline,
         },
-        EthernetProtocol::Ipv6 => Verdict::Drop(DropReason::Ipv6Unsupported),
+        EthernetProtocol::Ipv6 if !v6 => Verdict::Drop(DropReason::Ipv6Unsupported),
+        EthernetProtocol::Ipv6 => {
+            match crate::ipv6::check_ipv6(eth.payload(), frame_len.saturating_sub(crate::wire::ETH_HLEN)) {
+                Err(reason) => Verdict::Drop(reason),
+                Ok(ip) if ip.is_multicast() => {
+                    let listened = ip == crate::ipv6::ALL_NODES
+                        || ip == crate::ipv6::ALL_ROUTERS
+                        || crate::ipv6::is_solicited_node(&ip);
+                    if listened {
+                        Verdict::Local6
+                    } else {
+                        // Multicast is for the link: sluice routes none.
+                        Verdict::Drop(DropReason::MartianDestination)
+                    }
+                }
+                Ok(ip) if local6.binary_search(&ip).is_ok() => Verdict::Local6,
+                Ok(_) if !dst.is_unicast() => Verdict::Drop(DropReason::MartianDestination),
+                Ok(_) => Verdict::Pipeline,
+            }
+        }
         EthernetProtocol::Unknown(_) => Verdict::Drop(DropReason::UnknownEthertype),
     }
 }

@@ -63,6 +63,8 @@ pub struct Dataplane {
     /// take them in) and the same sorted, for the per-packet test.
     local: Vec<Ipv4Addr>,
     local_sorted: Vec<Ipv4Addr>,
+    /// Every IPv6 address of the appliance (link-local ones included), sorted.
+    local6: Vec<core::net::Ipv6Addr>,
     egress: Egress,
     last_host_poll: Micros,
     /// The config running now, its text and where the text came from.
@@ -110,6 +112,21 @@ fn sorted(v: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
     s
 }
 
+/// Every IPv6 address the config gives the appliance, with each IPv6
+/// port's link-local one, sorted.
+fn local6_of(config: &Config, macs: &[[u8; 6]]) -> Vec<core::net::Ipv6Addr> {
+    let mut v: Vec<core::net::Ipv6Addr> = config
+        .ports
+        .iter()
+        .zip(macs)
+        .filter(|(p, _)| !p.address6.is_empty())
+        .flat_map(|(p, mac)| core::iter::once(crate::ipv6::link_local(*mac)).chain(p.address6.iter().map(|a| a.addr())))
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
 fn wires_of(config: &Config) -> Vec<Option<PortId>> {
     let mut w = alloc::vec![None; config.ports.len()];
     for &(a, b) in &config.wires {
@@ -138,6 +155,10 @@ impl Dataplane {
                 mtu: pc.mtu,
                 counters: PortCounters::default(),
                 host: HostStack::new(*mac, pc.address, &local, default_gw(i), pc.mtu, now, seed ^ i as u64),
+                host6: (!pc.address6.is_empty()).then(|| {
+                    let ra = config.ras.iter().find(|r| r.port == i);
+                    crate::ipv6::host::Host6::new(*mac, &pc.address6, ra, pc.mtu, now, seed ^ (i as u64) << 32)
+                }),
                 tx: TxQueue::new(),
                 offloads: false,
                 nic_counters: DriverCounters::new(),
@@ -153,6 +174,7 @@ impl Dataplane {
             stages,
             local_sorted: sorted(&local),
             local,
+            local6: local6_of(config, macs),
             egress: Egress::with_static(config, now),
             last_host_poll: now,
             config: config.clone(),
@@ -238,6 +260,9 @@ impl Dataplane {
                     pool.free(p);
                 }
             }
+            if let Some(h) = port.host6.as_mut() {
+                h.start(pool, &mut port.tx);
+            }
         }
     }
 
@@ -287,7 +312,7 @@ impl Dataplane {
         now: Micros,
         mut trace: Option<&mut trace::Trace>,
     ) {
-        let Dataplane { ports, stages, config, local_sorted, egress, events, rpf, .. } = self;
+        let Dataplane { ports, stages, config, local_sorted, local6, egress, events, rpf, .. } = self;
         let pipeline = &config.pipelines[port as usize];
         let refused = &rpf[port as usize];
         let mut onward = Batch::new();
@@ -296,11 +321,15 @@ impl Dataplane {
             let p = &mut ports[port as usize];
             p.counters.rx_packets += 1;
             p.counters.rx_bytes += pkt.len() as u64;
-            let mut verdict = classify(p.mac, p.address, local_sorted, pkt.data(), pkt.total_len());
+            let mut verdict =
+                classify((p.mac, p.address, p.host6.is_some()), local_sorted, local6, pkt.data(), pkt.total_len());
             // Untagged Ethernet is all ingress parses so far: the L3 header
             // follows it (a VLAN tag would move this, and only this).
             pkt.meta.l3 = crate::wire::ETH_HLEN as u8;
-            if matches!(verdict, Verdict::Pipeline | Verdict::Local) && !refused.is_empty() {
+            if matches!(verdict, Verdict::Pipeline | Verdict::Local)
+                && !refused.is_empty()
+                && !crate::ipv6::is_ipv6(pkt.l3())
+            {
                 // classify checked the IPv4 header: the source is there.
                 let src = Ipv4Packet::new_unchecked(pkt.l3()).src_addr();
                 if refused.iter().any(|n| n.contains(&src)) {
@@ -321,6 +350,20 @@ impl Dataplane {
                     let _ = onward.push(pkt);
                 }
                 Verdict::Local => to_host(ports, pool, pkt),
+                Verdict::Local6 => {
+                    let Port { host6, tx, counters, .. } = &mut ports[port as usize];
+                    counters.local_packets += 1;
+                    let learned = match host6.as_mut() {
+                        Some(h) => h.receive(pkt, now, pool, tx, counters),
+                        None => {
+                            pool.free(pkt);
+                            None
+                        }
+                    };
+                    if let Some(l) = learned {
+                        egress.learn6(port, l, ports, pool, now);
+                    }
+                }
                 Verdict::Arp => {
                     let arp = arp_of(pkt.data());
                     if let Some(arp) = &arp {
@@ -345,13 +388,38 @@ impl Dataplane {
                 }
             }
         }
+        // Stages that do not handle IPv6 are passed by (or drop) it.
+        let v6 = onward.iter().any(|p| crate::ipv6::is_ipv6(p.l3()));
         for &s in pipeline {
             if onward.is_empty() {
                 break;
             }
             let r = &mut stages[s];
+            let handling = r.stage.ipv6();
+            let mut aside = Batch::new();
+            if v6 && handling != crate::stage::Ipv6Handling::Process {
+                let mut keep = Batch::new();
+                for pkt in onward.drain(..) {
+                    if !crate::ipv6::is_ipv6(pkt.l3()) {
+                        let _ = keep.push(pkt);
+                    } else if handling == crate::stage::Ipv6Handling::Bypass {
+                        let _ = aside.push(pkt);
+                    } else {
+                        r.counters.drops[DropReason::Ipv6Unsupported as usize] += 1;
+                        ports[pkt.meta.in_port as usize].counters.drop(DropReason::Ipv6Unsupported);
+                        pool.free(pkt);
+                    }
+                }
+                onward = keep;
+            }
             r.counters.packets += onward.len() as u64;
             r.stage.process(&mut onward, &mut StageContext::new(now, &r.name, pool, ports, &mut r.counters, events));
+            for pkt in aside {
+                // `onward` has room: the stage kept at most what it was given.
+                if let Err(pkt) = onward.push(pkt) {
+                    pool.free(pkt);
+                }
+            }
             if let Some(t) = trace.as_deref_mut() {
                 t.step(&r.name, onward.first(), ports);
             }
@@ -423,8 +491,12 @@ impl Dataplane {
             stages.iter().position(|r| r.stage.answers_unreachable())
         };
         while let Some(pkt) = egress.unreachable.pop_front() {
-            let src = Ipv4Packet::new_unchecked(pkt.l3()).src_addr();
-            let Some(r) = router.filter(|_| !self.local.contains(&src)) else {
+            let ours = if crate::ipv6::is_ipv6(pkt.l3()) {
+                pkt.l3().len() < crate::ipv6::HLEN || self.local6.binary_search(&crate::ipv6::src(pkt.l3())).is_ok()
+            } else {
+                self.local.contains(&Ipv4Packet::new_unchecked(pkt.l3()).src_addr())
+            };
+            let Some(r) = router.filter(|_| !ours) else {
                 pool.free(pkt);
                 continue;
             };
@@ -446,6 +518,26 @@ impl Dataplane {
         for port in &mut self.ports {
             if timers_due || port.host.has_work() {
                 port.host.poll(now, pool, &mut port.tx);
+            }
+            if let Some(h) = port.host6.as_mut() {
+                if timers_due {
+                    h.poll(now, pool, &mut port.tx);
+                }
+                while let Some(n) = h.notes.pop_front() {
+                    let text = match n {
+                        crate::ipv6::host::Note::Duplicate(a) => alloc::format!(
+                            "port {}: {a} is used by another node (duplicate address detection): not used",
+                            port.name
+                        ),
+                        crate::ipv6::host::Note::Preferred(a) => {
+                            alloc::format!("port {}: {a} passed duplicate address detection", port.name)
+                        }
+                    };
+                    if self.events.len() >= crate::stage::MAX_EVENTS {
+                        self.events.pop_front();
+                    }
+                    self.events.push_back(Event::Stage { stage: String::from("ipv6"), text });
+                }
             }
         }
         if let Some((port, mut mgmt)) = self.mgmt.take() {

@@ -41,6 +41,17 @@ impl Dataplane {
             report_drops(sink, &c.drops);
             r.stage.report_details(sink);
         }
+        for p in &self.ports {
+            if let Some(h) = &p.host6 {
+                sink.object("nd", &[("port", &p.name)]);
+                h.counters.report(sink);
+                sink.gauge(
+                    "addresses",
+                    "IPv6 addresses in use (duplicate address detection passed)",
+                    h.preferred().count() as u64,
+                );
+            }
+        }
         let e = &self.egress;
         sink.object("egress", &[("egress", "egress")]);
         e.counters.report(sink);
@@ -48,6 +59,14 @@ impl Dataplane {
         sink.gauge("neighbor_capacity", "neighbour cache entries", e.neighbors.capacity() as u64);
         sink.counter("neighbors_evicted", "neighbours evicted from a full cache", e.neighbors.counters.evicted);
         sink.counter("neighbors_failed", "next hops that never answered ARP", e.neighbors.counters.failed);
+        if self.config.has_ipv6() {
+            sink.gauge("neighbors6", "IPv6 neighbours (all states)", e.neighbors6.len() as u64);
+            sink.counter(
+                "neighbors6_failed",
+                "IPv6 next hops that never answered or stopped answering solicitations",
+                e.neighbors6.counters.failed,
+            );
+        }
         let sockets = self.ports.iter().map(|p| p.host.socket_count()).sum::<usize>();
         sink.gauge("host_sockets", "sockets open in the host stacks", sockets as u64);
         for p in self.ports.iter().filter(|p| !p.nic_counters.is_empty()) {

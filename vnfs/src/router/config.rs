@@ -86,6 +86,7 @@ impl StageConfig for RouterConfig {
     fn reusable(&self, old: &dyn StageConfig, old_config: &Config, new_config: &Config) -> bool {
         self.same(old)
             && old_config.routes == new_config.routes
+            && old_config.routes6 == new_config.routes6
             && old_config.ports == new_config.ports
             && old_config.management == new_config.management
     }
@@ -95,6 +96,9 @@ impl StageConfig for RouterConfig {
         let connected = config.ports.iter().filter_map(|p| p.address.map(|a| a.trunc())).collect::<Vec<_>>();
         super::lpm::Lpm::memory_for(config.routes.iter().map(|r| &r.prefix).chain(connected.iter()))
             + config.routes.len() * 16
+            + super::lpm6::Lpm6::memory_for(
+                config.routes6.len() + config.ports.iter().map(|p| p.address6.len()).sum::<usize>(),
+            )
     }
 
     fn placement(&self, _: usize, _: &Config) -> Option<Place> {

@@ -11,6 +11,8 @@
 
 pub mod config;
 pub mod lpm;
+pub mod lpm6;
+mod v6;
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -35,6 +37,8 @@ pub struct RouterPort {
     pub mac: [u8; 6],
     pub address: Option<Ipv4Net>,
     pub mtu: u16,
+    /// IPv6: the link-local address and the config's (empty: no IPv6).
+    pub address6: Vec<ipnet::Ipv6Net>,
 }
 
 /// Where a route sends packets.
@@ -59,12 +63,17 @@ pub struct RouterSettings {
 pub struct RouterCounters {
     pub forwarded: u64,
     pub icmp_errors: u64,
+    pub forwarded6: u64,
+    pub icmp6_errors: u64,
     pub icmp_rate_limited: u64,
 }
 
 pub struct Router {
     lpm: Lpm,
     next_hops: Vec<NextHop>,
+    /// The IPv6 table: prefix → index into `next_hops6`.
+    lpm6: lpm6::Lpm6,
+    next_hops6: Vec<v6::NextHop6>,
     ports: Vec<RouterPort>,
     /// Directed broadcast addresses of our subnets.
     broadcasts: Vec<Ipv4Addr>,
@@ -82,7 +91,17 @@ impl Router {
             .ports
             .iter()
             .zip(macs)
-            .map(|(p, mac)| RouterPort { mac: *mac, address: p.address, mtu: p.mtu })
+            .map(|(p, mac)| RouterPort {
+                mac: *mac,
+                address: p.address,
+                mtu: p.mtu,
+                address6: if p.address6.is_empty() {
+                    Vec::new()
+                } else {
+                    let ll = ipnet::Ipv6Net::new(crate::ipv6::link_local(*mac), 64).expect("/64 is valid");
+                    core::iter::once(ll).chain(p.address6.iter().copied()).collect()
+                },
+            })
             .collect();
         let mut routes: Vec<(Ipv4Net, NextHop)> = Vec::new();
         // The management port's prefix is not a route: nothing is forwarded
@@ -101,7 +120,9 @@ impl Router {
             icmp_burst: settings.icmp_burst,
             key: crate::table::hash_words(seed, &[0x6963_6d70]),
         };
-        Router::new(ports, &routes, &settings)
+        let mut r = Router::new(ports, &routes, &settings);
+        r.install6(config);
+        r
     }
 
     /// Builds a router from ports and routes (later routes win on equal prefixes).
@@ -123,6 +144,8 @@ impl Router {
         Router {
             lpm,
             next_hops,
+            lpm6: lpm6::Lpm6::new(),
+            next_hops6: Vec::new(),
             ports,
             broadcasts,
             icmp_limit: PerSource::new(settings.icmp_rate, settings.icmp_burst, settings.key),
@@ -251,6 +274,8 @@ impl Stage for Router {
         for_each_packet(batch, |pkt| {
             if pkt.meta.local || pkt.meta.out_port.is_some() {
                 Some(pkt)
+            } else if crate::ipv6::is_ipv6(pkt.l3()) {
+                self.route6(pkt, cx)
             } else {
                 self.route(pkt, cx)
             }
@@ -261,12 +286,21 @@ impl Stage for Router {
         true
     }
 
+    fn ipv6(&self) -> crate::stage::Ipv6Handling {
+        crate::stage::Ipv6Handling::Process
+    }
+
     /// ICMP host unreachable (RFC 1812 §4.3.3.1 / §5.2.7.1) for a packet
     /// whose next hop never answered ARP.
     fn unreachable(&mut self, pkt: Packet, cx: &mut StageContext<'_>) -> Option<Packet> {
         // The packet was routed already: undo the TTL decrement so the
         // quote shows what the source sent.
         let mut pkt = pkt;
+        if crate::ipv6::is_ipv6(pkt.l3()) {
+            let ip = pkt.l3_mut();
+            ip[7] = ip[7].wrapping_add(1);
+            return self.answer6(pkt, crate::ipv6::Icmp6Error::AddressUnreachable, cx);
+        }
         let ip = pkt.l3_mut();
         set_ttl(ip, ip[8].wrapping_add(1));
         self.answer(pkt, IcmpError::HostUnreachable, cx)
@@ -277,7 +311,10 @@ impl Stage for Router {
         sink.counter("forwarded", "packets routed", c.forwarded);
         sink.counter("icmp_errors", "ICMP errors sent", c.icmp_errors);
         sink.counter("icmp_rate_limited", "ICMP errors not sent: the source's rate was used up", c.icmp_rate_limited);
+        sink.counter("forwarded6", "IPv6 packets routed", c.forwarded6);
+        sink.counter("icmp6_errors", "ICMPv6 errors sent", c.icmp6_errors);
         sink.gauge("routes", "prefixes in the route table", self.lpm.len() as u64);
+        sink.gauge("routes6", "prefixes in the IPv6 route table", self.lpm6.len() as u64);
         sink.gauge("route_table_bytes", "bytes of the route table", self.lpm.memory() as u64);
     }
 }

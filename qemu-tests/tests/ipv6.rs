@@ -1,0 +1,137 @@
+//! sluice as an IPv6 router, with real Linux hosts in namespaces on each
+//! side: ping -6, tracepath -6 (PMTU from packet too big), curl -6 to a
+//! Python server, ICMPv6 errors, SLAAC from sluice's advertisements,
+//! duplicate address detection.
+
+use sluice_qemu_tests::*;
+
+const LAN6: &str = "2001:db8:0:1::1";
+const WAN6: &str = "2001:db8:0:2::1";
+const LAN_HOST: &str = "2001:db8:0:1::2";
+const WAN_HOST: &str = "2001:db8:0:2::2";
+
+/// lan and wan with IPv4 as before and an IPv6 /64 each; each host gets
+/// its address (without DAD: the test knows it is unique) and a default
+/// route via sluice, unless `slaac` leaves the lan host to configure
+/// itself from router advertisements.
+fn lab6(wan_extra: &str, extra_config: &str, slaac: bool) -> Lab {
+    let mut spec = LabSpec::two_ports(Machine::Microvm).unwrap();
+    let mut lan = PortSpec::new("lan", "10.0.0.1/24", "10.0.0.2/24").with(&format!("address {LAN6}/64"));
+    if !slaac {
+        lan = lan.host6(&format!("{LAN_HOST}/64"));
+    }
+    spec.ports[0] = lan;
+    spec.ports[1] = PortSpec::new("wan", "10.1.0.1/24", "10.1.0.2/24")
+        .with(&format!("address {WAN6}/64 {wan_extra}"))
+        .host6(&format!("{WAN_HOST}/64"));
+    spec.extra_config = extra_config.into();
+    let lab = Lab::start(&spec).unwrap_or_else(|e| panic!("lab did not start: {e}"));
+    for (p, via) in [(lab.port("lan"), LAN6), (lab.port("wan"), WAN6)] {
+        if slaac && p.name == "lan" {
+            continue;
+        }
+        p.ns.exec(&["ip", "-6", "route", "add", "default", "via", via, "dev", &p.tap.name]).unwrap();
+    }
+    lab
+}
+
+fn ping6(lab: &Lab, from: &str, to: &str) {
+    let (ok, out) = ns_retry(lab.port(from), &["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", to], 8);
+    assert!(ok && out.contains(" 0% packet loss"), "ping -6 {to} from {from}:\n{out}\n{}", lab.vm.console());
+}
+
+#[test]
+fn ping6_tracepath6_and_curl6_cross_the_router_and_packet_too_big_gives_the_pmtu() {
+    let mut lab = lab6("mtu 1400", "", false);
+    ping6(&lab, "lan", LAN6);
+    ping6(&lab, "lan", WAN_HOST);
+    ping6(&lab, "wan", LAN_HOST);
+    // The far-side address and the link-local one answer too.
+    ping6(&lab, "lan", WAN6);
+    let lan = lab.port("lan");
+    let (_, out) = ns_run(lan, &["tracepath", "-6", "-n", "-m", "5", WAN_HOST]);
+    let hop1 = out.lines().find(|l| l.trim_start().starts_with("1:")).unwrap_or("");
+    assert!(hop1.contains(LAN6), "first hop is not sluice:\n{out}");
+    assert!(out.contains(WAN_HOST), "destination not reached:\n{out}");
+    assert!(out.contains("pmtu 1400"), "no packet too big with mtu 1400:\n{out}");
+    // A full-size ping cannot pass: sluice says how big a packet may be.
+    let (ok, out) = ns_run(lan, &["ping", "-6", "-M", "do", "-s", "1452", "-c", "2", "-W", "2", WAN_HOST]);
+    assert!(!ok, "{out}");
+    let wan = lab.port("wan");
+    let www = lab.config_path.parent().unwrap().join("www6");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("hello.txt"), "hello over IPv6\n").unwrap();
+    wan.ns
+        .spawn(&["python3", "-m", "http.server", "8080", "--bind", WAN_HOST, "--directory", www.to_str().unwrap()])
+        .unwrap();
+    let url = format!("http://[{WAN_HOST}]:8080/hello.txt");
+    let (ok, out) = ns_retry(lan, &["curl", "-6", "-sS", "--max-time", "5", &url], 40);
+    assert!(ok && out.contains("hello over IPv6"), "curl -6:\n{out}\n{}", lab.vm.console());
+    let stats = lab.vm.stats().unwrap();
+    assert!(stats.get("router", "forwarded6") >= 12, "{stats:?}");
+    assert!(stats.get("lan", "drop_packet_too_big") >= 1, "{stats:?}");
+    assert!(stats.get("wan", "ns_sent") >= 1 && stats.get("wan", "na_received") >= 1, "{stats:?}");
+    assert!(stats.get("lan", "echo_replies") >= 6, "{stats:?}");
+    assert_eq!(lab.vm.quit().unwrap(), Ending::Clean);
+}
+
+#[test]
+fn icmpv6_errors_no_route_hop_limit_and_a_silent_neighbour() {
+    let mut lab = lab6("", "", false);
+    let lan = lab.port("lan");
+    ping6(&lab, "lan", WAN_HOST);
+    let (ok, out) = ns_run(lan, &["ping", "-6", "-c", "1", "-W", "3", "2001:db8:99::1"]);
+    assert!(!ok && out.contains("No route"), "unrouted prefix:\n{out}");
+    let (ok, out) = ns_run(lan, &["ping", "-6", "-t", "1", "-c", "1", "-W", "3", WAN_HOST]);
+    assert!(!ok && out.contains(LAN6) && out.contains("Time exceeded"), "hop limit 1:\n{out}");
+    // On the wan prefix, but nobody answers solicitations for it.
+    let (ok, out) = ns_run(lan, &["ping", "-6", "-c", "1", "-W", "8", "2001:db8:0:2::77"]);
+    assert!(!ok && out.contains("Address unreachable"), "silent neighbour:\n{out}");
+    let stats = lab.vm.stats().unwrap();
+    assert_eq!(stats.get("lan", "drop_no_route"), 1, "{stats:?}");
+    assert_eq!(stats.get("lan", "drop_hop_limit_expired"), 1, "{stats:?}");
+    assert_eq!(stats.get("lan", "drop_neighbor_unreachable"), 1, "{stats:?}");
+    assert_eq!(stats.get("router", "icmp6_errors"), 3, "{stats:?}");
+}
+
+#[test]
+fn a_slaac_host_configures_itself_from_sluices_advertisements_and_reaches_the_other_subnet() {
+    let lab = lab6("", "ra lan interval 4\n", true);
+    let lan = lab.port("lan");
+    let dev = lan.tap.name.as_str();
+    // Linux accepts RAs on a host interface by default; the address comes
+    // from the advertised prefix, the default route from sluice's link-local.
+    let mut addrs = String::new();
+    for _ in 0..80 {
+        addrs = ns_run(lan, &["ip", "-6", "addr", "show", "dev", dev, "scope", "global"]).1;
+        if addrs.contains("2001:db8:0:1:") && !addrs.contains("tentative") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(addrs.contains("2001:db8:0:1:"), "no SLAAC address:\n{addrs}\n{}", lab.vm.console());
+    let (_, routes) = ns_run(lan, &["ip", "-6", "route", "show", "default"]);
+    assert!(routes.contains("via fe80::") && routes.contains("proto ra"), "no default route from the RA:\n{routes}");
+    ping6(&lab, "lan", WAN_HOST);
+}
+
+#[test]
+fn an_address_another_host_holds_is_found_by_dad_and_not_used() {
+    // The lan host takes sluice's address before sluice boots.
+    let mut spec = LabSpec::two_ports(Machine::Microvm).unwrap();
+    spec.ports[0] = PortSpec::new("lan", "10.0.0.1/24", "10.0.0.2/24")
+        .with(&format!("address {LAN6}/64 address 2001:db8:0:3::1/64"))
+        .host6(&format!("{LAN6}/64"))
+        .host6("2001:db8:0:3::2/64");
+    let mut lab = Lab::start(&spec).unwrap_or_else(|e| panic!("lab did not start: {e}"));
+    lab.vm
+        .wait_for(&format!("{LAN6} is used by another node"), std::time::Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("no DAD report: {e}\n{}", lab.vm.console()));
+    // The other address passed and answers.
+    let lan = lab.port("lan");
+    let (ok, out) = ns_retry(lan, &["ping", "-6", "-c", "1", "-W", "2", "2001:db8:0:3::1"], 20);
+    assert!(ok, "{out}");
+    let stats = lab.vm.stats().unwrap();
+    assert_eq!(stats.get("lan", "dad_duplicates"), 1, "{stats:?}");
+    assert_eq!(stats.get("lan", "addresses"), 2, "link-local and the second address: {stats:?}");
+}

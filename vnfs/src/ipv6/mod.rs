@@ -1,0 +1,289 @@
+//! IPv6 as the framework sees it (RFC 8200, RFC 4291, RFC 4443): header
+//! checks at ingress, the bounded walk over extension headers, addresses
+//! derived from a MAC, and ICMPv6 errors built in the offending packet's
+//! own buffer. The per-port neighbour discovery, duplicate address
+//! detection and router advertisements are in [`host`]; forwarding is the
+//! router stage's.
+
+pub mod host;
+#[cfg(test)]
+mod tests;
+
+use core::net::Ipv6Addr;
+
+use smoltcp::wire::Icmpv6Packet;
+
+use crate::counters::DropReason;
+use crate::packet::Packet;
+use crate::wire::ETH_HLEN;
+
+/// The fixed header.
+pub const HLEN: usize = 40;
+pub const ICMPV6: u8 = 58;
+pub const TCP: u8 = 6;
+pub const UDP: u8 = 17;
+/// Extension headers walked before a packet is refused as
+/// `ipv6_bad_ext_header` (a chain longer than this is an attack or a bug).
+pub const MAX_EXT_HEADERS: usize = 8;
+/// An ICMPv6 error carries as much of the offending packet as keeps it
+/// within the minimum MTU (RFC 4443 §2.4 c).
+pub const MIN_MTU: usize = 1280;
+pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+pub const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
+pub const ETHERTYPE: [u8; 2] = [0x86, 0xdd];
+
+/// Whether `frame`'s L3 header (at `l3`) is IPv6.
+#[inline]
+pub fn is_ipv6(l3: &[u8]) -> bool {
+    l3.first().is_some_and(|b| b >> 4 == 6)
+}
+
+/// The modified EUI-64 link-local address of `mac` (RFC 4291 App. A).
+pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
+    let b = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, mac[0] ^ 2, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]];
+    Ipv6Addr::from(b)
+}
+
+pub fn is_link_local(a: &Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// The solicited-node multicast address of `a` (RFC 4291 §2.7.1).
+pub fn solicited_node(a: Ipv6Addr) -> Ipv6Addr {
+    let o = a.octets();
+    Ipv6Addr::from([0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, o[13], o[14], o[15]])
+}
+
+pub fn is_solicited_node(a: &Ipv6Addr) -> bool {
+    let o = a.octets();
+    o[..13] == [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff]
+}
+
+/// The Ethernet address of an IPv6 multicast group (RFC 2464 §7).
+pub fn multicast_mac(a: Ipv6Addr) -> [u8; 6] {
+    let o = a.octets();
+    [0x33, 0x33, o[12], o[13], o[14], o[15]]
+}
+
+/// A source a host can have: not multicast, not unspecified, not loopback.
+pub fn is_unicast_source(a: &Ipv6Addr) -> bool {
+    !a.is_multicast() && !a.is_unspecified() && !a.is_loopback()
+}
+
+pub fn src(ip: &[u8]) -> Ipv6Addr {
+    Ipv6Addr::from(<[u8; 16]>::try_from(&ip[8..24]).expect("16 bytes"))
+}
+
+pub fn dst(ip: &[u8]) -> Ipv6Addr {
+    Ipv6Addr::from(<[u8; 16]>::try_from(&ip[24..40]).expect("16 bytes"))
+}
+
+/// Validates an IPv6 header against the frame it came in and returns the
+/// destination. `bytes` starts at the header; `available` counts the
+/// packet's bytes in the whole frame.
+pub fn check_ipv6(bytes: &[u8], available: usize) -> Result<Ipv6Addr, DropReason> {
+    if bytes.len() < HLEN {
+        return Err(DropReason::Ipv6Truncated);
+    }
+    if bytes[0] >> 4 != 6 {
+        return Err(DropReason::Ipv6BadVersion);
+    }
+    let payload = u16::from_be_bytes([bytes[4], bytes[5]]) as usize;
+    if HLEN + payload > available.max(bytes.len()) {
+        return Err(DropReason::Ipv6Truncated);
+    }
+    Ok(dst(bytes))
+}
+
+/// Where the upper-layer header is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Upper {
+    /// Its protocol number (59: none).
+    pub proto: u8,
+    /// Its offset from the IPv6 header's start.
+    pub offset: usize,
+    /// Not a later fragment (a later fragment has no upper-layer header).
+    pub first: bool,
+}
+
+/// Walks the extension headers of the IPv6 packet `ip` (the bytes from
+/// its header on, in one buffer): at most [`MAX_EXT_HEADERS`], each
+/// inside the packet, hop-by-hop options only first (RFC 8200 §4.1).
+pub fn upper_layer(ip: &[u8]) -> Result<Upper, DropReason> {
+    let end = (HLEN + u16::from_be_bytes([ip[4], ip[5]]) as usize).min(ip.len());
+    let mut next = ip[6];
+    let mut at = HLEN;
+    let mut first = true;
+    for n in 0..=MAX_EXT_HEADERS {
+        let len = match next {
+            0 if n > 0 => return Err(DropReason::Ipv6BadExtHeader),
+            // Hop-by-hop, routing, destination options, mobility, HIP, shim6.
+            0 | 43 | 60 | 135 | 139 | 140 => (*ip.get(at + 1).ok_or(DropReason::Ipv6BadExtHeader)? as usize + 1) * 8,
+            44 => {
+                let frag = ip.get(at..at + 8).ok_or(DropReason::Ipv6BadExtHeader)?;
+                if u16::from_be_bytes([frag[2], frag[3]]) & 0xfff8 != 0 {
+                    first = false;
+                }
+                8
+            }
+            // Authentication header: length in 4-byte units, minus 2.
+            51 => (*ip.get(at + 1).ok_or(DropReason::Ipv6BadExtHeader)? as usize + 2) * 4,
+            proto => return Ok(Upper { proto, offset: at, first }),
+        };
+        if n == MAX_EXT_HEADERS || at + len > end {
+            return Err(DropReason::Ipv6BadExtHeader);
+        }
+        next = ip[at];
+        at += len;
+        if !first {
+            // A later fragment: what follows is payload, not a header.
+            return Ok(Upper { proto: next, offset: at, first });
+        }
+    }
+    Err(DropReason::Ipv6BadExtHeader)
+}
+
+/// An ICMPv6 error (RFC 4443 §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Icmp6Error {
+    /// Destination unreachable, code 0.
+    NoRoute,
+    /// Code 1 (an ACL's reject).
+    AdminProhibited,
+    /// Code 2: a link-local source would leave its link.
+    BeyondScope,
+    /// Code 3: the next hop never answered neighbour solicitations.
+    AddressUnreachable,
+    /// Code 4.
+    PortUnreachable,
+    /// Time exceeded, code 0.
+    HopLimit,
+    PacketTooBig {
+        mtu: u32,
+    },
+}
+
+impl Icmp6Error {
+    /// (type, code, the 32-bit field after the checksum)
+    pub fn fields(self) -> (u8, u8, u32) {
+        match self {
+            Icmp6Error::NoRoute => (1, 0, 0),
+            Icmp6Error::AdminProhibited => (1, 1, 0),
+            Icmp6Error::BeyondScope => (1, 2, 0),
+            Icmp6Error::AddressUnreachable => (1, 3, 0),
+            Icmp6Error::PortUnreachable => (1, 4, 0),
+            Icmp6Error::HopLimit => (3, 0, 0),
+            Icmp6Error::PacketTooBig { mtu } => (2, 0, mtu),
+        }
+    }
+}
+
+/// Whether RFC 4443 §2.4 (e) allows an error about the packet in `frame`
+/// (its IPv6 header at `l3`): never about an ICMPv6 error or a redirect,
+/// nor about a packet to a multicast address or sent as link-layer
+/// multicast (packet too big excepted), nor to a source that is not a
+/// single host.
+pub fn may_send_error(frame: &[u8], l3: usize, kind: Icmp6Error) -> bool {
+    let Some(ip) = frame.get(l3..).filter(|ip| ip.len() >= HLEN) else { return false };
+    let too_big = matches!(kind, Icmp6Error::PacketTooBig { .. });
+    let l2_multicast = frame.first().is_some_and(|b| b & 1 == 1);
+    if !too_big && (l2_multicast || dst(ip).is_multicast()) {
+        return false;
+    }
+    if !is_unicast_source(&src(ip)) {
+        return false;
+    }
+    match upper_layer(ip) {
+        Ok(u) if u.first && u.proto == ICMPV6 => match ip.get(u.offset) {
+            // Informational messages (128 and up) may draw errors, but not
+            // neighbour discovery (133–137: link-local by rule).
+            Some(&t) => t >= 128 && !(133..=137).contains(&t),
+            None => false,
+        },
+        Ok(_) => true,
+        Err(_) => false,
+    }
+}
+
+/// Turns `pkt` (an unchained Ethernet + IPv6 frame, the L3 header right
+/// after a plain Ethernet header) into the ICMPv6 error `kind` from `src`
+/// to the packet's source, in place: the window moves 48 bytes into the
+/// headroom so the offending packet becomes the quote, cut to keep the
+/// error within 1280 bytes. Returns the error's destination, or `None`
+/// (the packet unchanged) if it cannot be built.
+pub fn build_error(pkt: &mut Packet, kind: Icmp6Error, from: Ipv6Addr) -> Option<Ipv6Addr> {
+    const GROW: usize = HLEN + 8;
+    if pkt.meta.l3 as usize != ETH_HLEN || pkt.is_chained() || pkt.len() < ETH_HLEN + HLEN {
+        return None;
+    }
+    let d = pkt.data();
+    let ip = &d[ETH_HLEN..];
+    let to = src(ip);
+    // The quote: the packet as it arrived, without Ethernet padding.
+    let datagram = (HLEN + u16::from_be_bytes([ip[4], ip[5]]) as usize).min(ip.len());
+    let quote = datagram.min(MIN_MTU - GROW);
+    let head = pkt.head().checked_sub(GROW)?;
+    let (eth_dst, eth_src) = (<[u8; 6]>::try_from(&d[0..6]).ok()?, <[u8; 6]>::try_from(&d[6..12]).ok()?);
+    if !pkt.set_window(head, ETH_HLEN + GROW + quote) {
+        return None;
+    }
+    let d = pkt.data_mut();
+    // The Ethernet header is rewritten by the egress; keep it well formed.
+    d[0..6].copy_from_slice(&eth_src);
+    d[6..12].copy_from_slice(&eth_dst);
+    d[12..14].copy_from_slice(&ETHERTYPE);
+    let ip = &mut d[ETH_HLEN..];
+    write_header(ip, (8 + quote) as u16, ICMPV6, 64, from, to);
+    let (ty, code, field) = kind.fields();
+    let icmp = &mut ip[HLEN..];
+    icmp[0] = ty;
+    icmp[1] = code;
+    icmp[4..8].copy_from_slice(&field.to_be_bytes());
+    let mut p = Icmpv6Packet::new_unchecked(&mut icmp[..8 + quote]);
+    p.fill_checksum(&from, &to);
+    pkt.meta.offload = Default::default();
+    pkt.meta.local = false;
+    Some(to)
+}
+
+/// Writes a 40-byte IPv6 header (traffic class and flow label zero).
+pub fn write_header(ip: &mut [u8], payload: u16, next: u8, hop_limit: u8, from: Ipv6Addr, to: Ipv6Addr) {
+    ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
+    ip[4..6].copy_from_slice(&payload.to_be_bytes());
+    ip[6] = next;
+    ip[7] = hop_limit;
+    ip[8..24].copy_from_slice(&from.octets());
+    ip[24..40].copy_from_slice(&to.octets());
+}
+
+/// Completes the partial transport checksum of an IPv6 packet in one
+/// buffer (the field holds the pseudo-header sum: the NIC's convention).
+pub fn complete_checksum(pkt: &mut Packet) -> bool {
+    let o = pkt.meta.offload;
+    if !o.csum_partial {
+        return true;
+    }
+    let l3 = pkt.meta.l3 as usize;
+    let d = pkt.data_mut();
+    let Some(ip) = d.get(l3..l3 + HLEN) else { return false };
+    let end = l3 + HLEN + u16::from_be_bytes([ip[4], ip[5]]) as usize;
+    let start = o.csum_start as usize;
+    let field = start + o.csum_offset as usize;
+    if start < l3 + HLEN || field + 2 > end || end > d.len() {
+        return false;
+    }
+    let mut sum = 0u32;
+    for w in d[start..end].chunks(2) {
+        sum += u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]) as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let mut c = !(sum as u16);
+    if c == 0 && d[l3 + 6] == UDP {
+        c = 0xffff;
+    }
+    d[field..field + 2].copy_from_slice(&c.to_be_bytes());
+    pkt.meta.offload.csum_partial = false;
+    true
+}
