@@ -57,6 +57,30 @@ def eth(dst, payload, ethertype=0x0800):
     return dst + PEER + struct.pack("!H", ethertype) + payload
 
 
+def ip6(a):
+    import ipaddress
+    return ipaddress.IPv6Address(a).packed
+
+
+def csum6(src, dst, nh, body):
+    return csum(ip6(src) + ip6(dst) + struct.pack("!IxxxB", len(body), nh) + body)
+
+
+def ipv6(src, dst, nh, payload, hops=64):
+    return struct.pack("!IHBB", 0x60000000, len(payload), nh, hops) + ip6(src) + ip6(dst) + payload
+
+
+def icmp6(src, dst, typ, code, rest, hops=64):
+    body = struct.pack("!BBH", typ, code, 0) + rest
+    c = csum6(src, dst, 58, body)
+    body = body[:2] + struct.pack("!H", c) + body[4:]
+    return ipv6(src, dst, 58, body, hops)
+
+
+def eth6(dst, payload):
+    return eth(dst, payload, 0x86DD)
+
+
 def arp(sender, target):
     return eth(b"\xff" * 6, struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, PEER, ip(sender), b"\0" * 6, ip(target)), 0x0806)
 
@@ -88,6 +112,16 @@ def main(out):
             burst(0, 2, [eth(LAN, tcp("10.0.0.11", 8000, "10.0.0.1", 4000, 0x12))]),
         ],
         "ttl-frag": [burst(0, 0, [eth(LAN, ipv4("10.0.0.2", "198.51.100.7", 17, b"x" * 1400, ttl=1, df=False)), eth(LAN, ipv4("10.0.0.2", "198.51.100.7", 17, b"y" * 1200, df=False))])],
+        "ipv6-nd-ping-route": [
+            burst(0, 0, [
+                eth6(b"\x33\x33\xff\x00\x00\x01", icmp6("2001:db8:0:1::2", "ff02::1:ff00:1", 135, 0, b"\0" * 4 + ip6("2001:db8:0:1::1") + b"\x01\x01" + PEER, 255)),
+                eth6(LAN, icmp6("2001:db8:0:1::2", "2001:db8:0:1::1", 128, 0, b"\x00\x01\x00\x01ping")),
+                eth6(LAN, ipv6("2001:db8:0:1::2", "2001:db8:0:2::5", 17, struct.pack("!HHHH", 4000, 53, 12, 0) + b"abcd")),
+                eth6(LAN, ipv6("2001:db8:0:1::2", "2001:db8:77::5", 17, struct.pack("!HHHH", 4000, 53, 12, 0) + b"abcd", hops=1)),
+                eth6(LAN, ipv6("2001:db8:0:1::2", "2001:db8:0:2::5", 60, b"\x3c\x00\x01\x04\x00\x00\x00\x00" * 3 + b"\x11\x00\x01\x04\x00\x00\x00\x00")),
+            ]),
+            burst(1, 1, [eth6(WAN, icmp6("2001:db8:0:2::5", "2001:db8:0:2::1", 136, 0, b"\x60\0\0\0" + ip6("2001:db8:0:2::5") + b"\x02\x01" + PEER, 255))]),
+        ],
         "spoof": [burst(0, 0, [eth(LAN, icmp_echo("10.9.0.1", "10.1.0.2")), eth(MGMT, icmp_echo("10.0.0.9", "10.9.0.1"))])],
     }
     os.makedirs(f"{out}/frames", exist_ok=True)

@@ -27,11 +27,13 @@ pub fn config_text(sel: u8) -> String {
         2 => "pipeline lan router nat lb\npipeline wan lb nat router\n",
         _ => "pipeline lan nat\npipeline wan router\n",
     };
-    let mtu = if sel & 32 != 0 { 576 } else { 1500 };
+    // IPv6 ports need 1280 at least.
+    let mtu6 = if sel & 32 != 0 { 1280 } else { 1500 };
     let rpf = ["strict", "loose", "off", "loose"][(sel >> 6) as usize];
     format!(
-        "port lan address 10.0.0.1/24 rpf {rpf}\nport wan address 10.1.0.1/24 mtu {mtu}\nport mgmt address 10.9.0.1/24\n\
+        "port lan address 10.0.0.1/24 address 2001:db8:0:1::1/64 rpf {rpf}\nport wan address 10.1.0.1/24 address 2001:db8:0:2::1/64 mtu {mtu6}\nport mgmt address 10.9.0.1/24\n\
          management mgmt listen 8080\nroute 0.0.0.0/0 via 10.1.0.254\nroute 10.2.0.0/16 via 10.0.0.254\n\
+         route ::/0 via 2001:db8:0:2::fe\nroute 2001:db8:5::/48 via fe80::1 port lan\nra lan interval 4\n\
          nat {{\n inside 10.0.0.0/24\n outside wan\n pool 10.1.0.1\n pool 10.1.0.5\n filtering {filtering}\n sessions 64\n ports 1024-1100\n\
          forward tcp 10.1.0.1:8080 10.0.0.3:80\n forward udp 10.1.0.5:53 10.0.0.4:53\n}}\n\
          service web {{\n vip 10.1.0.9:80\n mode {mode}\n check none\n backend 10.0.0.11:8000\n backend 10.0.0.12:8000 weight 0\n backend 10.2.0.13:8000 weight 3\n}}\n\

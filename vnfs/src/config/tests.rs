@@ -450,3 +450,47 @@ fn permanent_neighbors() {
     let e = errs(&std::format!("{TWO}arp entries 16\n{many}"));
     assert!(e[0].contains("5 permanent neighbours need `arp entries` of at least 20 (it is 16)"), "{e:?}");
 }
+
+#[test]
+fn ipv6_addresses_routes_and_advertisements_are_read_and_bad_ones_refused_with_line_and_reason() {
+    let c = parse(
+        "port lan address 10.0.0.1/24 address 2001:db8:0:1::1/64 address fd00:1::1/64\n\
+         port wan address 2001:db8:0:2::1/64\n\
+         route ::/0 via 2001:db8:0:2::254\n\
+         route 2001:db8:5::/48 via fe80::1 port wan\n\
+         route 2001:db8:6::/48 port lan\n\
+         ra lan interval 30 lifetime 0 other\n",
+    )
+    .unwrap();
+    assert_eq!(c.ports[0].address6.len(), 2);
+    assert_eq!(c.routes6.len(), 3);
+    assert_eq!((c.routes6[1].port, c.routes6[1].via), (1, Some("fe80::1".parse().unwrap())));
+    assert_eq!(
+        c.gateways6(),
+        ["2001:db8:0:2::254".parse::<core::net::Ipv6Addr>().unwrap(), "fe80::1".parse().unwrap()]
+    );
+    let ra = &c.ras[0];
+    assert_eq!((ra.interval, ra.lifetime, ra.other, ra.managed), (30, 0, true, false));
+    assert_eq!(ra.prefixes, ["2001:db8:0:1::/64".parse::<ipnet::Ipv6Net>().unwrap(), "fd00:1::/64".parse().unwrap()]);
+    assert!(c.has_ipv6());
+    for (text, want) in [
+        ("port lan address fe80::1/64\n", "is link-local"),
+        ("port lan address ff02::1/64\n", "multicast"),
+        ("port lan address 2001:db8::/64\n", "subnet-router anycast"),
+        ("port lan address 2001:db8::1/64 mtu 1200\n", "IPv6 needs at least 1280"),
+        ("port lan address 2001:db8::1/64 address 2001:db8::2/64\n", "twice: one address per prefix"),
+        ("port lan address 10.0.0.1/24 address 10.0.1.1/24\n", "one IPv4 address"),
+        ("port lan address 2001:db8::1/64\nport wan address 2001:db8::2/64\n", "overlaps"),
+        ("port lan address 2001:db8::1/64\nroute ::/0 via fe80::1\n", "is link-local: say which port"),
+        ("port lan address 2001:db8::1/64\nroute ::/0 via 2001:db9::1\n", "not on an IPv6 prefix"),
+        ("port lan address 2001:db8::1/64\nroute 2001:db8:1::1/48 port lan\n", "host bits set"),
+        ("port lan address 2001:db8::1/64\nra lan interval 2\n", "seconds from 4 to 1800"),
+        ("port lan address 2001:db8::1/64\nra lan interval 100 lifetime 50\n", "shorter than the interval"),
+        ("port lan address 10.0.0.1/24\nra lan\n", "no IPv6 prefix to advertise"),
+        ("port lan address 2001:db8::1/64\nra lan\nra lan\n", "has an `ra` already"),
+    ] {
+        let e = errs(text);
+        assert!(e.iter().any(|m| m.contains(want)), "{text:?}: want {want:?} in {e:?}");
+        assert!(e.iter().all(|m| m.starts_with("t.conf:")), "{e:?}");
+    }
+}

@@ -237,6 +237,14 @@ impl Dataplane {
         self.config_origin = alloc::format!("boot ({origin})");
     }
 
+    /// The IPv6 neighbour cache: (port, address, MAC, state), for `show neighbors`.
+    pub fn egress_neighbors6(
+        &self,
+    ) -> impl Iterator<Item = (PortId, core::net::Ipv6Addr, Option<[u8; 6]>, &'static str)> + '_ {
+        let now = self.last_host_poll;
+        self.egress.neighbors6.entries(now).map(|(p, a, m, s, _)| (p, a, m, s))
+    }
+
     pub fn ports(&self) -> &[Port] {
         &self.ports
     }
