@@ -49,6 +49,8 @@ fn ping6_tracepath6_and_curl6_cross_the_router_and_packet_too_big_gives_the_pmtu
     // The far-side address and the link-local one answer too.
     ping6(&lab, "lan", WAN6);
     let lan = lab.port("lan");
+    let (_, out) = ns_run(lan, &["ping", "-6", "-c", "1", "-W", "2", WAN6]);
+    assert!(out.contains(&format!("from {WAN6}")), "the far-side address answers from itself:\n{out}");
     let (_, out) = ns_run(lan, &["tracepath", "-6", "-n", "-m", "5", WAN_HOST]);
     let hop1 = out.lines().find(|l| l.trim_start().starts_with("1:")).unwrap_or("");
     assert!(hop1.contains(LAN6), "first hop is not sluice:\n{out}");

@@ -75,6 +75,7 @@ impl Egress {
         let reachable = config.arp.timeout as Micros * 1_000_000;
         let mut e = Egress::new(config.arp.entries, reachable);
         e.neighbors6 = NeighborCache::<Ipv6Addr>::new(config.neighbor6_entries(), reachable);
+        e.gateways6 = config.gateways6();
         e.install_static(config, now);
         e
     }
@@ -83,7 +84,6 @@ impl Egress {
     /// them at start; on a reload, packets held for one go out with it).
     pub fn install_static(&mut self, config: &crate::config::Config, now: Micros) -> alloc::vec::Vec<Packet> {
         self.neighbors.clear_static();
-        self.gateways6 = config.gateways6();
         let mut out = alloc::vec::Vec::new();
         for n in &config.neighbors {
             out.extend(self.neighbors.set_static(n.port as PortId, n.ip, n.mac, now));
@@ -219,7 +219,7 @@ impl Egress {
                 return drop(ports, pool, pkt, DropReason::OffloadUnsupported);
             }
         }
-        let hop = match u32::from(pkt.meta.next_hop) as usize {
+        let hop = match pkt.meta.gateway6() as usize {
             0 => crate::ipv6::dst(pkt.l3()),
             i => match self.gateways6.get(i - 1) {
                 Some(g) => *g,

@@ -80,7 +80,9 @@ pub struct Meta {
     pub in_port: PortId,
     /// Where routing decided to send it (`None`: not routed yet).
     pub out_port: Option<PortId>,
-    /// The IPv4 next hop on `out_port` whose MAC the egress resolves.
+    /// The IPv4 next hop on `out_port` whose MAC the egress resolves. For
+    /// IPv6 (16 bytes would grow every packet) it holds an index instead:
+    /// see [`Meta::route6`].
     pub next_hop: core::net::Ipv4Addr,
     /// Addressed to one of the appliance's own addresses.
     pub local: bool,
@@ -110,6 +112,21 @@ impl Meta {
     pub fn route(&mut self, port: PortId, next_hop: core::net::Ipv4Addr) {
         self.out_port = Some(port);
         self.next_hop = next_hop;
+    }
+
+    /// Routes an IPv6 packet out of `port`: `gateway` is 0 when the
+    /// destination is on the link, else the 1-based index of the next hop
+    /// in the config's [`gateways6`](crate::config::Config::gateways6).
+    #[inline]
+    pub fn route6(&mut self, port: PortId, gateway: u32) {
+        self.out_port = Some(port);
+        self.next_hop = core::net::Ipv4Addr::from(gateway);
+    }
+
+    /// The IPv6 gateway index [`route6`](Self::route6) stored.
+    #[inline]
+    pub fn gateway6(&self) -> u32 {
+        u32::from(self.next_hop)
     }
 }
 

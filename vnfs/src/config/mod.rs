@@ -1454,9 +1454,10 @@ fn parse_ra(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
     }
 }
 
-/// The appliance's IPv6 next hops, in a fixed order: what `Meta::next_hop`
-/// of an IPv6 packet indexes (1-based; 0 is the packet's destination).
 impl Config {
+    /// The appliance's IPv6 next hops, in a fixed order: what an IPv6
+    /// packet's [`Meta::gateway6`](crate::packet::Meta::gateway6) indexes
+    /// (1-based; 0 is the packet's destination).
     pub fn gateways6(&self) -> Vec<Ipv6Addr> {
         let mut g: Vec<Ipv6Addr> = Vec::new();
         let mut seen = alloc::collections::BTreeSet::new();

@@ -112,16 +112,10 @@ fn sorted(v: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
     s
 }
 
-/// Every IPv6 address the config gives the appliance, with each IPv6
-/// port's link-local one, sorted.
-fn local6_of(config: &Config, macs: &[[u8; 6]]) -> Vec<core::net::Ipv6Addr> {
-    let mut v: Vec<core::net::Ipv6Addr> = config
-        .ports
-        .iter()
-        .zip(macs)
-        .filter(|(p, _)| !p.address6.is_empty())
-        .flat_map(|(p, mac)| core::iter::once(crate::ipv6::link_local(*mac)).chain(p.address6.iter().map(|a| a.addr())))
-        .collect();
+/// Every IPv6 address of the ports (link-local ones included), sorted.
+fn local6_of(ports: &[Port]) -> Vec<core::net::Ipv6Addr> {
+    let mut v: Vec<core::net::Ipv6Addr> =
+        ports.iter().flat_map(|p| p.host6.iter().flat_map(|h| h.addrs.iter().map(|a| a.net.addr()))).collect();
     v.sort_unstable();
     v.dedup();
     v
@@ -164,6 +158,7 @@ impl Dataplane {
                 nic_counters: DriverCounters::new(),
             })
             .collect();
+        let local6 = local6_of(&ports);
         let mut scratch = PacketPool::new(0);
         let stages = reload::build_stages(config, macs, seed, Vec::new(), None, &mut scratch);
         let mgmt = config.management.as_ref().map(|m| (m.port, Management::new(&mut ports[m.port].host, m.listen)));
@@ -174,7 +169,7 @@ impl Dataplane {
             stages,
             local_sorted: sorted(&local),
             local,
-            local6: local6_of(config, macs),
+            local6,
             egress: Egress::with_static(config, now),
             last_host_poll: now,
             config: config.clone(),
@@ -396,8 +391,9 @@ impl Dataplane {
                 }
             }
         }
-        // Stages that do not handle IPv6 are passed by (or drop) it.
-        let v6 = onward.iter().any(|p| crate::ipv6::is_ipv6(p.l3()));
+        // Stages that do not handle IPv6 are passed by (or drop) it; no
+        // IPv6 gets this far unless a port has an IPv6 address.
+        let v6 = !local6.is_empty() && onward.iter().any(|p| crate::ipv6::is_ipv6(p.l3()));
         for &s in pipeline {
             if onward.is_empty() {
                 break;

@@ -141,6 +141,14 @@ impl Dataplane {
                 pool.free(p);
             }
         }
+        // IPv6 next hops by the index the new router's routes carry (the
+        // held packets wait on addresses, not indices).
+        self.egress.gateways6 = new.gateways6();
+        for (i, p) in self.ports.iter_mut().enumerate() {
+            if let Some(h) = p.host6.as_mut() {
+                h.set_ra(new.ras.iter().find(|r| r.port == i), p.mtu, self.last_host_poll);
+            }
+        }
         let local = new.local_addresses();
         if local != self.local {
             // smoltcp flushes its neighbour cache when its addresses change,

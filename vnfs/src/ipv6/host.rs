@@ -141,7 +141,7 @@ impl Host6 {
     }
 
     /// The port's addresses in use.
-    pub fn preferred(&self) -> impl Iterator<Item = &Ipv6Net> + '_ {
+    pub fn preferred(&self) -> impl Iterator<Item = &Ipv6Net> + Clone + '_ {
         self.addrs.iter().filter(|a| a.state == AddrState::Preferred).map(|a| &a.net)
     }
 
@@ -149,14 +149,7 @@ impl Host6 {
     /// link-local peers (or when there is no other), else the global
     /// address on `to`'s prefix, else the first global one.
     pub fn source_for(&self, to: &Ipv6Addr) -> Option<Ipv6Addr> {
-        let mut usable = self.preferred();
-        let ll = self.addrs[0].state == AddrState::Preferred;
-        if super::is_link_local(to) {
-            return ll.then(|| self.link_local());
-        }
-        let globals: heapless::Vec<Ipv6Net, 8> =
-            usable.by_ref().filter(|n| !super::is_link_local(&n.addr())).copied().collect();
-        globals.iter().find(|n| n.contains(to)).or(globals.first()).map(|n| n.addr()).or(ll.then(|| self.link_local()))
+        super::pick_source(self.preferred(), to)
     }
 
     /// Sends duplicate address detection for every tentative address.
@@ -283,8 +276,11 @@ impl Host6 {
             Ok(Icmpv6Repr::EchoRequest { .. }) => {
                 let reply_from = match mine {
                     Some(AddrState::Preferred) => to,
-                    // To a group, or to another port's address: answer from this port.
-                    _ if to.is_multicast() || mine.is_none() => match self.source_for(&from) {
+                    // Another port's address (ingress found it is the
+                    // appliance's): answered from it, as IPv4 is.
+                    None if !to.is_multicast() => to,
+                    // To a group: answer from this port.
+                    None => match self.source_for(&from) {
                         Some(a) => a,
                         None => {
                             counters.drop(DropReason::Ipv6Tentative);

@@ -78,6 +78,20 @@ pub fn dst(ip: &[u8]) -> Ipv6Addr {
     Ipv6Addr::from(<[u8; 16]>::try_from(&ip[24..40]).expect("16 bytes"))
 }
 
+/// The source the appliance uses toward `to` among a port's usable
+/// addresses `addrs` (link-local ones included): link-local toward a
+/// link-local peer, else the global address on `to`'s prefix, else the
+/// first global one, else link-local.
+pub fn pick_source<'a>(addrs: impl Iterator<Item = &'a ipnet::Ipv6Net> + Clone, to: &Ipv6Addr) -> Option<Ipv6Addr> {
+    let link_local = addrs.clone().map(|n| n.addr()).find(is_link_local);
+    if is_link_local(to) {
+        return link_local;
+    }
+    let mut globals = addrs.filter(|n| !is_link_local(&n.addr()));
+    let first = globals.clone().next();
+    globals.find(|n| n.contains(to)).or(first).map(|n| n.addr()).or(link_local)
+}
+
 /// Validates an IPv6 header against the frame it came in and returns the
 /// destination. `bytes` starts at the header; `available` counts the
 /// packet's bytes in the whole frame.

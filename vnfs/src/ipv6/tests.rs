@@ -178,7 +178,13 @@ fn a_solicitation_for_our_address_is_answered_and_its_sender_learned() {
 #[test]
 fn echo_to_a_global_and_a_link_local_address_is_answered() {
     let mut r = rig();
-    for (src, dst) in [(a("2001:db8:0:1::2"), a("2001:db8:0:1::1")), (a("fe80::99"), link_local(LAN_MAC))] {
+    // The port's own addresses, and the wan port's address reached from the lan.
+    known(&mut r, a("fe80::99"), link_local(LAN_MAC));
+    for (src, dst) in [
+        (a("2001:db8:0:1::2"), a("2001:db8:0:1::1")),
+        (a("fe80::99"), link_local(LAN_MAC)),
+        (a("2001:db8:0:1::2"), a("2001:db8:0:2::1")),
+    ] {
         let ping = Icmpv6Repr::EchoRequest { ident: 7, seq_no: 3, data: b"hello" };
         let out = r.through(0, &icmp6(LAN_MAC, src, dst, 64, &ping), 0);
         let (ip, icmp) = parse(&out);
@@ -419,4 +425,38 @@ proptest! {
         let _ = (r.sent(0), r.sent(1));
         r.finish();
     }
+}
+
+#[test]
+fn a_reload_that_adds_ipv6_routes_and_changes_the_ra_takes_effect() {
+    let mut r = rig();
+    // A new gateway listed before the old one moves the old one's index.
+    let text = CONFIG
+        .replace(
+            "route 2001:db8:99::/48 via 2001:db8:0:2::9\n",
+            "route 2001:db8:98::/48 via 2001:db8:0:2::8\nroute 2001:db8:99::/48 via 2001:db8:0:2::9\n",
+        )
+        .replace("ra lan interval 4 managed", "ra lan interval 4 other");
+    r.dp.reload("t.conf", &text, &mut r.pool).unwrap();
+    for (dst, gw) in [("2001:db8:99::1", "2001:db8:0:2::9"), ("2001:db8:98::1", "2001:db8:0:2::8")] {
+        r.send(0, &udp6(LAN_MAC, a("2001:db8:0:1::2"), a(dst), 64, 10));
+        let out = r.sent(1);
+        assert_eq!(out.len(), 1, "{dst}: a solicitation for its gateway");
+        let (ip, icmp) = parse(&out[0]);
+        match repr(&ip, &icmp) {
+            Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit { target_addr, .. }) => assert_eq!(target_addr, a(gw)),
+            other => panic!("{other:?}"),
+        }
+    }
+    r.now += 5_000_000;
+    r.dp.poll(r.now, &mut r.pool);
+    let ra = r.sent(0).into_iter().find(|f| f[ETH_HLEN + HLEN] == 134).expect("an RA after the reload");
+    let (ip, icmp) = parse(&ra);
+    match repr(&ip, &icmp) {
+        Icmpv6Repr::Ndisc(NdiscRepr::RouterAdvert { flags, .. }) => assert_eq!(flags, NdiscRouterFlags::OTHER),
+        other => panic!("{other:?}"),
+    }
+    r.dp.drain(&mut r.pool);
+    let _ = (r.sent(0), r.sent(1));
+    r.finish();
 }

@@ -42,7 +42,7 @@ pub struct RouterPort {
 }
 
 /// Where a route sends packets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct NextHop {
     pub port: PortId,
     /// `None`: the destination is on the port's link.
@@ -129,15 +129,9 @@ impl Router {
     pub fn new(ports: Vec<RouterPort>, routes: &[(Ipv4Net, NextHop)], settings: &RouterSettings) -> Router {
         let mut lpm = Lpm::new();
         let mut next_hops: Vec<NextHop> = Vec::new();
+        let mut seen = alloc::collections::BTreeMap::new();
         for (prefix, nh) in routes {
-            let id = match next_hops.iter().position(|n| n == nh) {
-                Some(i) => i,
-                None => {
-                    next_hops.push(*nh);
-                    next_hops.len() - 1
-                }
-            };
-            lpm.insert(*prefix, id as NextHopId);
+            lpm.insert(*prefix, intern(&mut next_hops, &mut seen, *nh) as NextHopId);
         }
         let broadcasts =
             ports.iter().filter_map(|p| p.address).filter(|a| a.prefix_len() < 31).map(|a| a.broadcast()).collect();
@@ -248,6 +242,16 @@ impl Router {
         pkt.meta.local = false;
         Some(pkt)
     }
+}
+
+/// The index of `nh` in `next_hops`, added if new (routes share next
+/// hops); `seen` maps next hops to indices, so a million routes through
+/// as many gateways cost n log n, not n².
+fn intern<T: Ord + Copy>(next_hops: &mut Vec<T>, seen: &mut alloc::collections::BTreeMap<T, usize>, nh: T) -> usize {
+    *seen.entry(nh).or_insert_with(|| {
+        next_hops.push(nh);
+        next_hops.len() - 1
+    })
 }
 
 /// TTL − 1 with the header checksum updated per RFC 1624 (the 16-bit word

@@ -16,7 +16,7 @@ use crate::packet::{Packet, PortId};
 use crate::stage::StageContext;
 
 /// Where an IPv6 route sends packets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct NextHop6 {
     pub port: PortId,
     /// Index into the egress's IPv6 gateways, 1-based; 0: on-link.
@@ -27,7 +27,8 @@ impl Router {
     /// The IPv6 routes of `config`: each IPv6 port's prefixes (not the
     /// management port's), then the static routes.
     pub(super) fn install6(&mut self, config: &Config) {
-        let gateways = config.gateways6();
+        let gateways: alloc::collections::BTreeMap<Ipv6Addr, u32> =
+            config.gateways6().into_iter().enumerate().map(|(i, g)| (g, i as u32 + 1)).collect();
         let mgmt = config.management.as_ref().map(|m| m.port);
         let mut routes: alloc::vec::Vec<(Ipv6Net, NextHop6)> = alloc::vec::Vec::new();
         for (i, p) in config.ports.iter().enumerate().filter(|(i, _)| Some(*i) != mgmt) {
@@ -36,7 +37,7 @@ impl Router {
             }
         }
         for r in &config.routes6 {
-            let gateway = r.via.and_then(|v| gateways.iter().position(|g| *g == v)).map_or(0, |i| i as u32 + 1);
+            let gateway = r.via.and_then(|v| gateways.get(&v).copied()).unwrap_or(0);
             routes.push((r.prefix, NextHop6 { port: r.port as PortId, gateway }));
         }
         self.set_routes6(&routes);
@@ -46,15 +47,9 @@ impl Router {
     pub fn set_routes6(&mut self, routes: &[(Ipv6Net, NextHop6)]) {
         self.lpm6 = super::lpm6::Lpm6::new();
         self.next_hops6.clear();
+        let mut seen = alloc::collections::BTreeMap::new();
         for (prefix, nh) in routes {
-            let id = match self.next_hops6.iter().position(|n| n == nh) {
-                Some(i) => i,
-                None => {
-                    self.next_hops6.push(*nh);
-                    self.next_hops6.len() - 1
-                }
-            };
-            self.lpm6.insert(*prefix, id as u32);
+            self.lpm6.insert(*prefix, super::intern(&mut self.next_hops6, &mut seen, *nh) as u32);
         }
     }
 
@@ -98,8 +93,7 @@ impl Router {
             return self.icmp6_error(pkt, Icmp6Error::PacketTooBig { mtu }, DropReason::PacketTooBig, cx);
         }
         pkt.l3_mut()[7] = hops - 1;
-        pkt.meta.out_port = Some(nh.port);
-        pkt.meta.next_hop = core::net::Ipv4Addr::from(nh.gateway);
+        pkt.meta.route6(nh.port, nh.gateway);
         self.counters.forwarded6 += 1;
         Some(pkt)
     }
@@ -125,15 +119,13 @@ impl Router {
             return None;
         }
         let offender = ipv6::src(pkt.l3());
-        let Some(port) = self.ports.get(in_port).filter(|p| !p.address6.is_empty()) else {
+        let Some(port) = self.ports.get(in_port) else {
             cx.pool.free(pkt);
             return None;
         };
-        let from = if ipv6::is_link_local(&offender) {
-            port.address6[0].addr()
-        } else {
-            let globals = &port.address6[1..];
-            globals.iter().find(|n| n.contains(&offender)).or(globals.first()).unwrap_or(&port.address6[0]).addr()
+        let Some(from) = ipv6::pick_source(port.address6.iter(), &offender) else {
+            cx.pool.free(pkt);
+            return None;
         };
         if !self.icmp_limit.take6(offender, cx.now) {
             self.counters.icmp_rate_limited += 1;
@@ -155,8 +147,7 @@ impl Router {
             return None;
         };
         self.counters.icmp6_errors += 1;
-        pkt.meta.out_port = Some(nh.port);
-        pkt.meta.next_hop = core::net::Ipv4Addr::from(nh.gateway);
+        pkt.meta.route6(nh.port, nh.gateway);
         Some(pkt)
     }
 }
