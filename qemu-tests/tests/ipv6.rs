@@ -137,3 +137,39 @@ fn an_address_another_host_holds_is_found_by_dad_and_not_used() {
     assert_eq!(stats.get("lan", "dad_duplicates"), 1, "{stats:?}");
     assert_eq!(stats.get("lan", "addresses"), 2, "link-local and the second address: {stats:?}");
 }
+
+/// An IPv6-only inside host (lan) and an IPv4-only server (wan, 10.1.0.2)
+/// through sluice's NAT64.
+#[test]
+fn an_ipv6_only_host_reaches_an_ipv4_server_through_nat64() {
+    let mut spec = LabSpec::two_ports(Machine::Microvm).unwrap();
+    spec.ports[0] =
+        PortSpec::new("lan", "10.0.0.1/24", "").with(&format!("address {LAN6}/64")).host6(&format!("{LAN_HOST}/64"));
+    spec.extra_config = "nat64 {\n prefix 64:ff9b::/96\n inside 2001:db8:0:1::/64\n outside wan\n}\n".into();
+    let mut lab = Lab::start(&spec).unwrap_or_else(|e| panic!("lab did not start: {e}"));
+    let lan = lab.port("lan");
+    lan.ns.exec(&["ip", "-6", "route", "add", "default", "via", LAN6, "dev", &lan.tap.name]).unwrap();
+    let wan = lab.port("wan");
+    wan.ns.spawn(&["python3", &script("whoami_http.py"), "10.1.0.2", "8080", "v4server"]).unwrap();
+    wan.ns.spawn(&["python3", &script("udp_echo.py"), "10.1.0.2", "9999", "v4udp"]).unwrap();
+    wait_listening(wan, 8080);
+    let server = "64:ff9b::10.1.0.2";
+    // HTTP: the IPv4 server sees the pool address.
+    let (ok, out) = ns_retry(lan, &["curl", "-6", "-sS", "--max-time", "5", &format!("http://[{server}]:8080/")], 20);
+    assert!(ok && out.contains("v4server saw 10.1.0.1:"), "curl through NAT64:\n{out}\n{}", lab.vm.console());
+    ping6(&lab, "lan", server);
+    // UDP both ways, and a closed port's ICMPv4 error back as ICMPv6 with a
+    // quote Linux matches to the socket.
+    let (_, out) = ns_run(lan, &["python3", &script("udp6_probe.py"), server, "9999", "9998"]);
+    assert!(out.contains("answer: v4udp saw 10.1.0.1:"), "UDP through NAT64:\n{out}");
+    assert!(out.contains("closed: refused"), "port unreachable through NAT64:\n{out}");
+    // sluice is the first hop; the IPv4 server answers beyond it.
+    let (_, out) = ns_run(lan, &["tracepath", "-6", "-n", "-m", "4", server]);
+    let hop1 = out.lines().find(|l| l.trim_start().starts_with("1:")).unwrap_or("");
+    assert!(hop1.contains(LAN6), "first hop is not sluice:\n{out}");
+    assert!(out.contains("64:ff9b::a01:2") && out.contains("reached"), "tracepath through NAT64:\n{out}");
+    let stats = lab.vm.stats().unwrap();
+    assert!(stats.get("nat64", "to_ipv4") >= 10 && stats.get("nat64", "to_ipv6") >= 9, "{stats:?}");
+    assert!(stats.get("nat64", "icmp_errors") >= 1, "{stats:?}");
+    assert!(stats.get("nat64", "sessions") >= 3, "{stats:?}");
+}

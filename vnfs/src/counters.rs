@@ -72,6 +72,7 @@ drop_reasons! {
     NatUnsupportedProtocol => "nat_unsupported_protocol", "protocol the NAT cannot translate (not TCP, UDP or ICMP)";
     NatFragmentUnknown => "nat_fragment_unknown", "non-first fragment of a datagram whose first fragment the NAT has not seen";
     NatIcmpErrorNoMatch => "nat_icmp_error_no_match", "ICMP error about a packet of no NAT session";
+    Nat64Unsupported => "nat64_unsupported", "what NAT64 does not translate: IPv6 extension headers and fragments, IPv4 fragments, ICMPv6 errors from inside, other protocols";
     L4Truncated => "l4_truncated", "TCP/UDP/ICMP header too short to translate or balance";
     LbNoBackend => "lb_no_backend", "no backend of the service is up (TCP reset / ICMP port unreachable sent)";
     LbFlowTableFull => "lb_flow_table_full", "load balancer flow table full: new flow refused";

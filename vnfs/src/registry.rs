@@ -14,6 +14,7 @@ use crate::config::{self, Config, ConfigError, StageDef};
 pub static STAGES: &[&StageDef] = &[
     &crate::router::DEF,
     &crate::nat::DEF,
+    &crate::nat::nat64::DEF,
     &crate::lb::DEF,
     &crate::policer::DEF,
     &crate::acl::DEF,

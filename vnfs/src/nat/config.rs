@@ -7,7 +7,7 @@ use alloc::rc::Rc;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::table::{NatTable, Quotas};
 use crate::config::{is_name, usable_unicast, Config, ConfigError, Errors, Line, Place, StageConfig, Stmt, Token};
@@ -51,13 +51,34 @@ pub struct NatConfig {
     pub forwards: Vec<ForwardConfig>,
     /// Sessions one inside host / one port forward may hold.
     pub quotas: Quotas,
+    /// A `nat64` block: IPv6 inside, IPv4 outside (RFC 6146).
+    pub nat64: Option<Nat64Settings>,
     pub line: Line,
 }
 
+/// What a `nat64` block adds: the prefix IPv4 addresses are embedded in
+/// (RFC 6052) and the IPv6 prefixes of its inside hosts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Nat64Settings {
+    pub prefix: Ipv6Net,
+    pub inside: Vec<ipnet::Ipv6Net>,
+}
+
+/// The well-known NAT64 prefix (RFC 6052 §2.1).
+pub fn well_known_prefix() -> Ipv6Net {
+    "64:ff9b::/96".parse().expect("a valid prefix")
+}
+
+/// The prefix lengths RFC 6052 §2.2 allows.
+pub const NAT64_PREFIX_LENS: [u8; 6] = [32, 40, 48, 56, 64, 96];
+
 /// `nat { inside PREFIX; outside PORT; pool ADDRESS; ports LO-HI; filtering
-/// MODE; sessions N; udp-timeout S; ...; forward PROTO ADDR:PORT ADDR:PORT }`
+/// MODE; sessions N; udp-timeout S; ...; forward PROTO ADDR:PORT ADDR:PORT }`,
+/// and `nat64 { prefix P; inside PREFIX6; ... }` with the same settings
+/// but forwards.
 fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<NatConfig> {
     let kw = stmt.words[0];
+    let v6 = kw.text == "nat64";
     let before = errors.len();
     if let Some(name) = stmt.words.get(1).filter(|n| !is_name(n.text)) {
         errors.push(ConfigError::at(
@@ -81,6 +102,7 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<Na
         icmp_timeout: 60,
         forwards: Vec::new(),
         quotas: Quotas { host: 0, forward: 0 },
+        nat64: v6.then(|| Nat64Settings { prefix: well_known_prefix(), inside: Vec::new() }),
         line: Line(kw.line),
     };
     let (mut host_quota, mut forward_quota) = (None, None);
@@ -97,6 +119,41 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<Na
                 true
             }
         };
+        match (key.text, nat.nat64.as_mut()) {
+            ("inside", Some(n64)) if want(1, errors) => match args[0].text.parse::<Ipv6Net>() {
+                Ok(n) if n.prefix_len() > 128 - 16 => {
+                    errors.push(ConfigError::at(&args[0], format!("inside prefix {n} is too long for hosts")))
+                }
+                Ok(n) => n64.inside.push(n.trunc()),
+                Err(_) => errors.push(ConfigError::at(&args[0], format!("bad IPv6 prefix `{}`", args[0].text))),
+            },
+            ("prefix", Some(n64)) if want(1, errors) => match args[0].text.parse::<Ipv6Net>() {
+                Ok(n) if !NAT64_PREFIX_LENS.contains(&n.prefix_len()) => errors.push(ConfigError::at(
+                    &args[0],
+                    format!(
+                        "NAT64 prefix length /{} is not one of RFC 6052's: 32, 40, 48, 56, 64 or 96",
+                        n.prefix_len()
+                    ),
+                )),
+                Ok(n) if n != n.trunc() => errors.push(ConfigError::at(
+                    &args[0],
+                    format!("`{}` has host bits set: did you mean {}?", args[0].text, n.trunc()),
+                )),
+                Ok(n) => n64.prefix = n,
+                Err(_) => errors.push(ConfigError::at(
+                    &args[0],
+                    format!("bad prefix `{}`: expected ADDRESS/LEN such as 64:ff9b::/96", args[0].text),
+                )),
+            },
+            ("forward", Some(_)) => errors.push(ConfigError::at(
+                &key,
+                "`nat64` has no port forwards (an IPv4 host cannot start a session to an IPv6-only host through it)",
+            )),
+            _ => {}
+        }
+        if nat.nat64.is_some() && matches!(key.text, "inside" | "prefix" | "forward") {
+            continue;
+        }
         match key.text {
             "inside" if want(1, errors) => match args[0].text.parse::<Ipv4Net>() {
                 Ok(n) => nat.inside.push(n.trunc()),
@@ -181,9 +238,10 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<Na
             },
             "inside" | "outside" | "pool" | "ports" | "filtering" | "sessions" | "udp-timeout" | "tcp-established-timeout"
             | "tcp-transitory-timeout" | "icmp-timeout" | "forward" | "host-sessions" | "forward-sessions" => {}
+            "prefix" => errors.push(ConfigError::at(&key, "`prefix` is a `nat64` setting")),
             other => errors.push(ConfigError::at(
                 &key,
-                format!("unknown nat setting `{other}`: expected inside, outside, pool, ports, filtering, sessions, host-sessions, forward-sessions, forward or a timeout"),
+                format!("unknown {} setting `{other}`: expected inside, outside, pool, ports, filtering, sessions, host-sessions, forward-sessions, {}or a timeout", kw.text, if v6 { "prefix " } else { "forward " }),
             )),
         }
     }
@@ -191,10 +249,11 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<Na
     nat.quotas =
         Quotas { host: host_quota.unwrap_or(defaults.host), forward: forward_quota.unwrap_or(defaults.forward) };
     if outside_tok.is_none() && errors.len() == before {
-        errors.push(ConfigError::at(&kw, "`nat` needs `outside PORT`"));
+        errors.push(ConfigError::at(&kw, format!("`{}` needs `outside PORT`", kw.text)));
     }
-    if nat.inside.is_empty() && errors.len() == before {
-        errors.push(ConfigError::at(&kw, "`nat` needs at least one `inside PREFIX`"));
+    let no_inside = nat.nat64.as_ref().map_or(nat.inside.is_empty(), |n| n.inside.is_empty());
+    if no_inside && errors.len() == before {
+        errors.push(ConfigError::at(&kw, format!("`{}` needs at least one `inside PREFIX`", kw.text)));
     }
     if errors.len() != before {
         return None;
@@ -230,6 +289,23 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<Na
             });
         }
     }
+    if v6 {
+        // Two translators handing out the same outside ports would send
+        // each other's replies to the wrong host.
+        for other in config.stages.iter().filter_map(|s| s.settings::<NatConfig>()) {
+            let shared = nat.pool.iter().find(|a| other.pool.contains(a));
+            let ports_overlap = nat.ports.0 <= other.ports.1 && other.ports.0 <= nat.ports.1;
+            if let (Some(a), true) = (shared, ports_overlap) {
+                errors.push(ConfigError::at(
+                    &kw,
+                    format!(
+                        "nat64 pool address {a} with ports {}-{} overlaps the nat on line {} (ports {}-{}): give one of them other ports or addresses",
+                        nat.ports.0, nat.ports.1, other.line, other.ports.0, other.ports.1
+                    ),
+                ));
+            }
+        }
+    }
     (errors.len() == before).then_some(nat)
 }
 
@@ -238,7 +314,7 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<Na
 pub fn parse(stmts: &[&Stmt<'_>], config: &Config, errors: &mut Errors) -> Vec<(String, Rc<dyn StageConfig>)> {
     let mut out: Vec<(String, Rc<dyn StageConfig>)> = Vec::new();
     for stmt in stmts {
-        let name = stmt.words.get(1).map_or("nat", |t| t.text).to_string();
+        let name = stmt.words.get(1).map_or(stmt.words[0].text, |t| t.text).to_string();
         if let Some(nat) = parse_one(stmt, config, errors) {
             out.push((name, Rc::new(nat)));
         }
@@ -250,7 +326,8 @@ impl StageConfig for NatConfig {
     crate::stage_config_identity!();
 
     fn table_bytes(&self, _: &Config) -> usize {
-        NatTable::memory_for(self.sessions, self.pool.len())
+        let hosts = if self.nat64.is_some() { super::nat64::Hosts::memory_for(self.sessions) } else { 0 };
+        NatTable::memory_for(self.sessions, self.pool.len()) + hosts
     }
 
     fn addresses(&self) -> Vec<Ipv4Addr> {
@@ -259,8 +336,14 @@ impl StageConfig for NatConfig {
 
     /// The outside port translates before routing (inbound), the others
     /// after it (outbound).
-    fn placement(&self, port: usize, _: &Config) -> Option<Place> {
-        Some(if port == self.outside { Place::BeforeRouting(1) } else { Place::AfterRouting(0) })
+    fn placement(&self, port: usize, config: &Config) -> Option<Place> {
+        match &self.nat64 {
+            // NAT64 translates before routing both ways: the router then
+            // routes the packet in its new family.
+            Some(_) if port == self.outside || !config.ports[port].address6.is_empty() => Some(Place::BeforeRouting(1)),
+            Some(_) => None,
+            None => Some(if port == self.outside { Place::BeforeRouting(1) } else { Place::AfterRouting(0) }),
+        }
     }
 
     fn warnings(&self, _: &Config) -> Vec<(u32, String)> {

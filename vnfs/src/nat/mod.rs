@@ -21,6 +21,7 @@
 //! like any other; the egress recomputes it from the final header.
 
 pub mod config;
+pub mod nat64;
 pub mod table;
 
 use alloc::boxed::Box;

@@ -1,0 +1,687 @@
+//! Stateful NAT64 (RFC 6146) with the IP/ICMP translation of RFC 7915
+//! and the address embedding of RFC 6052.
+//!
+//! An IPv6-only inside host reaches an IPv4 server at `PREFIX + a.b.c.d`
+//! (64:ff9b::203.0.113.11); sluice sends the packet on as IPv4 from a pool
+//! address, and translates the replies back. The sessions are the NAT44's
+//! own table ([`NatTable`]): the same endpoint-independent mapping,
+//! filtering modes, timeouts, per-host quotas and full-table behaviour.
+//! The table's inside endpoints are IPv4; each inside IPv6 host is given
+//! a stand-in address from 240.0.0.0/4 (never routed, never seen on a
+//! wire) by [`Hosts`], whose slot index it is, so the reply path finds the
+//! host in one read.
+//!
+//! Where it runs: before the router, both ways (`pipeline lan nat64
+//! router`, `pipeline wan nat64 router`, the defaults): the router then
+//! routes the translated packet in its new family. The translator checks
+//! the hop limit (or TTL) itself and copies it across undecremented, so the
+//! router's decrement is the one hop sluice counts (RFC 7915 §5.1).
+//!
+//! Translated: TCP, UDP (a zero IPv4 UDP checksum is computed, as IPv6
+//! requires one), ICMP echo ↔ ICMPv6 echo, and ICMPv4 errors about a
+//! session (destination unreachable, time exceeded, fragmentation needed ↔
+//! packet too big with the 20-byte difference) with their quoted packet.
+//! Not translated (dropped as `nat64_unsupported`): IPv6 extension headers
+//! and fragments either way, ICMPv6 errors from inside hosts, IPv4 options
+//! are dropped in translation (RFC 7915 §4.1 allows it).
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnet::Ipv6Net;
+
+use super::config::{Nat64Settings, NatConfig};
+use super::table::{NatTable, Refusal};
+use super::{map_filtering, refusal_reason};
+use crate::config::{BuildContext, StageConfig, StageDef};
+use crate::counters::DropReason;
+use crate::csum;
+use crate::flow::{Endpoint, Timeouts, ICMP, TCP, UDP};
+use crate::icmp::IcmpError;
+use crate::ipv6::{self, Icmp6Error, HLEN, ICMPV6};
+use crate::packet::{Batch, Packet, PortId};
+use crate::stage::{for_each_packet, Ipv6Handling, Stage, StageContext};
+use crate::stats::StatsSink;
+use crate::wire::ETH_HLEN;
+use crate::Micros;
+
+/// The stand-in addresses of inside hosts: 240.0.0.0/4 + slot index.
+const STAND_IN: u32 = 0xf000_0000;
+/// Slots a host's address may take from its hash.
+const WINDOW: usize = 16;
+/// Sessions whose timers each loop turn checks.
+const SWEEP_PER_POLL: usize = 16;
+
+/// Inside IPv6 hosts and their stand-in IPv4 addresses.
+pub struct Hosts {
+    slots: Vec<HostSlot>,
+    mask: usize,
+    /// A slot idle this long has no session left (the longest timeout,
+    /// twice): it may be given to another host.
+    reuse_after: Micros,
+    key: u64,
+}
+
+#[derive(Clone, Copy)]
+struct HostSlot {
+    addr: Ipv6Addr,
+    last: Micros,
+    used: bool,
+}
+
+impl Hosts {
+    fn capacity(sessions: usize) -> usize {
+        (sessions / 4).clamp(64, 1 << 24).next_power_of_two()
+    }
+
+    /// Bytes the host table of a NAT64 with `sessions` sessions takes.
+    pub fn memory_for(sessions: usize) -> usize {
+        Self::capacity(sessions) * core::mem::size_of::<HostSlot>()
+    }
+
+    pub fn new(sessions: usize, reuse_after: Micros, key: u64) -> Self {
+        let n = Self::capacity(sessions);
+        let free = HostSlot { addr: Ipv6Addr::UNSPECIFIED, last: 0, used: false };
+        Hosts { slots: alloc::vec![free; n], mask: n - 1, reuse_after, key }
+    }
+
+    fn home(&self, a: &Ipv6Addr) -> usize {
+        let b = u128::from(*a);
+        crate::table::hash_words(self.key, &[(b >> 64) as u64, b as u64]) as usize & self.mask
+    }
+
+    /// The stand-in of `a`, given one if it has none; `None` if every slot
+    /// of its window belongs to an active host.
+    pub fn stand_in(&mut self, a: Ipv6Addr, now: Micros) -> Option<Ipv4Addr> {
+        let home = self.home(&a);
+        let mut spare = None;
+        for i in 0..WINDOW {
+            let s = (home + i) & self.mask;
+            let slot = &mut self.slots[s];
+            if slot.used && slot.addr == a {
+                slot.last = now;
+                return Some(Ipv4Addr::from(STAND_IN + s as u32));
+            }
+            let idle = !slot.used || now.saturating_sub(slot.last) > self.reuse_after;
+            if idle && spare.is_none() {
+                spare = Some(s);
+            }
+        }
+        let s = spare?;
+        self.slots[s] = HostSlot { addr: a, last: now, used: true };
+        Some(Ipv4Addr::from(STAND_IN + s as u32))
+    }
+
+    /// The host behind a stand-in address.
+    pub fn host(&mut self, stand_in: Ipv4Addr, now: Micros) -> Option<Ipv6Addr> {
+        let i = u32::from(stand_in).checked_sub(STAND_IN)? as usize;
+        let slot = self.slots.get_mut(i).filter(|s| s.used)?;
+        slot.last = now;
+        Some(slot.addr)
+    }
+
+    pub fn active(&self, now: Micros) -> usize {
+        self.slots.iter().filter(|s| s.used && now.saturating_sub(s.last) <= self.reuse_after).count()
+    }
+}
+
+/// `a.b.c.d` inside `prefix` (RFC 6052 §2.2: the octets after the
+/// prefix, skipping bits 64–71).
+pub fn embed(prefix: &Ipv6Net, v4: Ipv4Addr) -> Ipv6Addr {
+    let mut o = prefix.network().octets();
+    let mut at = prefix.prefix_len() as usize / 8;
+    for b in v4.octets() {
+        if at == 8 {
+            at += 1;
+        }
+        o[at] = b;
+        at += 1;
+    }
+    Ipv6Addr::from(o)
+}
+
+/// The IPv4 address embedded in `a` under `prefix`.
+pub fn extract(prefix: &Ipv6Net, a: &Ipv6Addr) -> Ipv4Addr {
+    let o = a.octets();
+    let mut at = prefix.prefix_len() as usize / 8;
+    let mut v4 = [0u8; 4];
+    for b in &mut v4 {
+        if at == 8 {
+            at += 1;
+        }
+        *b = o[at];
+        at += 1;
+    }
+    Ipv4Addr::from(v4)
+}
+
+crate::counters! {
+    pub struct Nat64Counters {
+        to_ipv4: counter "IPv6 packets from inside translated to IPv4",
+        to_ipv6: counter "IPv4 packets to inside translated to IPv6",
+        icmp_errors: counter "ICMPv4 errors translated to ICMPv6 with their quoted packet",
+        hop_limit_errors: counter "ICMPv6 time exceeded / ICMPv4 time exceeded sent by the translator",
+        too_big: counter "IPv4 packets with DF too large for IPv6 (fragmentation needed sent)",
+    }
+}
+
+pub struct Nat64 {
+    prefix: Ipv6Net,
+    inside: Vec<Ipv6Net>,
+    outside_port: PortId,
+    pub table: NatTable,
+    pub hosts: Hosts,
+    /// Per port: its IPv6 addresses (link-local first) and IPv4 address,
+    /// for the errors the translator sends.
+    ports6: Vec<Vec<Ipv6Net>>,
+    ports4: Vec<Option<Ipv4Addr>>,
+    /// The smallest MTU of the IPv6 ports: a larger IPv4 packet cannot go
+    /// in (IPv6 routers do not fragment).
+    mtu6: usize,
+    ident: u16,
+    pub counters: Nat64Counters,
+}
+
+/// How a translated transport's checksum changes: the pseudo-header's
+/// addresses (`old` words out, `new` words in) and one port.
+fn adjust(hc: u16, old: &[u8], new: &[u8], old_port: u16, new_port: u16) -> u16 {
+    let words =
+        |b: &[u8]| b.chunks_exact(2).map(|w| u16::from_be_bytes([w[0], w[1]])).collect::<heapless::Vec<u16, 16>>();
+    let mut c = hc;
+    for w in words(old) {
+        c = csum::update16(c, w, 0);
+    }
+    for w in words(new) {
+        c = csum::update16(c, 0, w);
+    }
+    csum::update16(c, old_port, new_port)
+}
+
+/// The IPv6 pseudo-header sum (RFC 8200 §8.1) of an upper-layer packet,
+/// with `body` (its checksum field zero), complemented.
+fn checksum6(src: &Ipv6Addr, dst: &Ipv6Addr, next: u8, body: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for b in [src.octets(), dst.octets()] {
+        for w in b.chunks_exact(2) {
+            sum += u16::from_be_bytes([w[0], w[1]]) as u32;
+        }
+    }
+    sum += (body.len() as u32 >> 16) + (body.len() as u32 & 0xffff) + next as u32;
+    let rest = !csum::checksum(body) as u32;
+    sum += rest;
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An ICMPv4 error's translation (RFC 7915 §4.2): ICMPv6 type, code and
+/// the 32-bit field (the MTU of a packet too big), or `None` to drop.
+fn icmp_error_4to6(ty: u8, code: u8, mtu: u16, mtu6: usize) -> Option<(u8, u8, u32)> {
+    match (ty, code) {
+        (3, 0 | 1 | 5..=8 | 11 | 12) => Some((1, 0, 0)),
+        (3, 3) => Some((1, 4, 0)),
+        (3, 9 | 10 | 13 | 15) => Some((1, 1, 0)),
+        (3, 4) => {
+            // The IPv6 packet is 20 bytes larger; never below 1280, never
+            // above what the IPv6 side carries.
+            let m = (mtu as usize + 20).max(ipv6::MIN_MTU).min(mtu6.max(ipv6::MIN_MTU));
+            Some((2, 0, m as u32))
+        }
+        (11, c @ (0 | 1)) => Some((3, c, 0)),
+        _ => None,
+    }
+}
+
+impl Nat64 {
+    pub fn from_config(
+        c: &NatConfig,
+        n64: &Nat64Settings,
+        config: &crate::config::Config,
+        macs: &[[u8; 6]],
+        seed: u64,
+    ) -> Nat64 {
+        let timeouts = Timeouts {
+            udp: c.udp_timeout as Micros * 1_000_000,
+            tcp_established: c.tcp_established_timeout as Micros * 1_000_000,
+            tcp_transitory: c.tcp_transitory_timeout as Micros * 1_000_000,
+            icmp: c.icmp_timeout as Micros * 1_000_000,
+        };
+        let longest = timeouts.udp.max(timeouts.tcp_established).max(timeouts.tcp_transitory).max(timeouts.icmp);
+        let mut table = NatTable::new(c.sessions, c.pool.clone(), c.ports, map_filtering(c.filtering), timeouts, seed);
+        table.set_quotas(c.quotas);
+        let ports6 = config
+            .ports
+            .iter()
+            .zip(macs)
+            .map(|(p, mac)| {
+                if p.address6.is_empty() {
+                    Vec::new()
+                } else {
+                    let ll = Ipv6Net::new(ipv6::link_local(*mac), 64).expect("/64 is valid");
+                    core::iter::once(ll).chain(p.address6.iter().copied()).collect()
+                }
+            })
+            .collect();
+        let mtu6 = config.ports.iter().filter(|p| !p.address6.is_empty()).map(|p| p.mtu as usize).min().unwrap_or(1280);
+        Nat64 {
+            prefix: n64.prefix,
+            inside: n64.inside.clone(),
+            outside_port: c.outside as PortId,
+            table,
+            hosts: Hosts::new(c.sessions, longest.saturating_mul(2), crate::table::hash_words(seed, &[0x006e_3634])),
+            ports6,
+            ports4: config.ports.iter().map(|p| p.ip()).collect(),
+            mtu6,
+            ident: 0,
+            counters: Nat64Counters::default(),
+        }
+    }
+
+    fn translate(&mut self, pkt: Packet, cx: &mut StageContext<'_>) -> Option<Packet> {
+        if pkt.meta.out_port.is_some() {
+            return Some(pkt);
+        }
+        if ipv6::is_ipv6(pkt.l3()) {
+            let ip = pkt.l3();
+            let (src, dst) = (ipv6::src(ip), ipv6::dst(ip));
+            if self.prefix.contains(&dst) && self.inside.iter().any(|n| n.contains(&src)) {
+                return self.outbound(pkt, cx);
+            }
+            return Some(pkt);
+        }
+        let to_pool = pkt.meta.local
+            && pkt.meta.in_port == self.outside_port
+            && self.table.is_pool_address(crate::wire::rewrite::parse(pkt.l3()).dst);
+        if to_pool {
+            return self.inbound(pkt, cx);
+        }
+        Some(pkt)
+    }
+
+    /// IPv6 from an inside host to `prefix + v4`: out as IPv4.
+    fn outbound(&mut self, mut pkt: Packet, cx: &mut StageContext<'_>) -> Option<Packet> {
+        if pkt.is_chained() || pkt.meta.offload.is_gso() || pkt.meta.l3 as usize != ETH_HLEN {
+            cx.drop(pkt, DropReason::Nat64Unsupported);
+            return None;
+        }
+        let ip = pkt.l3();
+        let (src, dst, hops, next) = (ipv6::src(ip), ipv6::dst(ip), ip[7], ip[6]);
+        let tos = (ip[0] << 4) | (ip[1] >> 4);
+        let total = HLEN + u16::from_be_bytes([ip[4], ip[5]]) as usize;
+        if total > ip.len() || total < HLEN + 8 {
+            cx.drop(pkt, DropReason::L4Truncated);
+            return None;
+        }
+        if hops <= 1 {
+            cx.count_drop(pkt.meta.in_port, DropReason::HopLimitExpired);
+            return self.error6(pkt, Icmp6Error::HopLimit, cx);
+        }
+        if pkt.meta.offload.csum_partial && !ipv6::complete_checksum(&mut pkt) {
+            cx.drop(pkt, DropReason::Nat64Unsupported);
+            return None;
+        }
+        let remote = extract(&self.prefix, &dst);
+        if !crate::icmp::is_unique_host(remote) {
+            cx.drop(pkt, DropReason::MartianDestination);
+            return None;
+        }
+        let l4 = &pkt.l3()[HLEN..total];
+        let (proto, sport, dport, flags) = match next {
+            TCP if l4.len() >= 20 => (TCP, csum::get(l4, 0), csum::get(l4, 2), l4[13]),
+            UDP if csum::get(l4, 6) != 0 => (UDP, csum::get(l4, 0), csum::get(l4, 2), 0),
+            ICMPV6 if l4[0] == 128 => (ICMP, csum::get(l4, 4), 0, 0),
+            _ => {
+                // Extension headers, fragments, ICMPv6 errors and other
+                // protocols (RFC 7915 §5.1.1 leaves most to the operator).
+                cx.drop(pkt, DropReason::Nat64Unsupported);
+                return None;
+            }
+        };
+        let Some(stand_in) = self.hosts.stand_in(src, cx.now) else {
+            cx.drop(pkt, DropReason::NatTableFull);
+            return None;
+        };
+        let out = match self.table.outbound(
+            proto,
+            Endpoint::new(stand_in, sport),
+            Endpoint::new(remote, dport),
+            flags,
+            cx.now,
+        ) {
+            Ok(o) => o,
+            Err(r) => {
+                cx.drop(pkt, refusal_reason(r));
+                return None;
+            }
+        };
+        let ip = pkt.l3_mut();
+        let (old_addrs, new_addrs) = {
+            let mut n = [0u8; 8];
+            n[..4].copy_from_slice(&out.addr.octets());
+            n[4..].copy_from_slice(&remote.octets());
+            let mut o = [0u8; 32];
+            o.copy_from_slice(&ip[8..40]);
+            (o, n)
+        };
+        let l4 = &mut ip[HLEN..total];
+        match proto {
+            ICMP => {
+                l4[0] = 8;
+                csum::set(l4, 4, out.port);
+                csum::set(l4, 2, 0);
+                let c = csum::checksum(l4);
+                csum::set(l4, 2, c);
+            }
+            _ => {
+                let at = if proto == TCP { 16 } else { 6 };
+                let mut c = adjust(csum::get(l4, at), &old_addrs, &new_addrs, sport, out.port);
+                if proto == UDP && c == 0 {
+                    c = 0xffff;
+                }
+                csum::set(l4, at, c);
+                csum::set(l4, 0, out.port);
+            }
+        }
+        // The IPv4 header takes the last 20 bytes of the IPv6 one.
+        let v4 = &mut ip[20..40];
+        v4.copy_from_slice(&[0x45, tos, 0, 0, 0, 0, 0x40, 0, hops, proto, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        csum::set(v4, 2, (total - 20) as u16);
+        v4[12..16].copy_from_slice(&out.addr.octets());
+        v4[16..20].copy_from_slice(&remote.octets());
+        let hc = csum::checksum(v4);
+        csum::set(v4, 10, hc);
+        let (head, len) = (pkt.head(), ETH_HLEN + total);
+        let eth: [u8; 12] = pkt.data()[..12].try_into().expect("an Ethernet header");
+        if !pkt.set_window(head + 20, len - 20) {
+            cx.drop(pkt, DropReason::Nat64Unsupported);
+            return None;
+        }
+        let d = pkt.data_mut();
+        d[..12].copy_from_slice(&eth);
+        d[12..14].copy_from_slice(&[0x08, 0x00]);
+        pkt.meta.local = false;
+        self.counters.to_ipv4 += 1;
+        Some(pkt)
+    }
+
+    /// IPv4 to a pool address: back to the inside host as IPv6, if a
+    /// session lets it in; else on to the appliance's host stack.
+    fn inbound(&mut self, mut pkt: Packet, cx: &mut StageContext<'_>) -> Option<Packet> {
+        let p = crate::wire::rewrite::parse(pkt.l3());
+        let ip = pkt.l3();
+        let l4 = &ip[p.ihl.min(p.total)..p.total];
+        if !p.first || p.more || pkt.is_chained() || pkt.meta.l3 as usize != ETH_HLEN {
+            cx.drop(pkt, DropReason::Nat64Unsupported);
+            return None;
+        }
+        if p.proto == ICMP && l4.first().is_some_and(|t| crate::wire::rewrite::is_icmp_error(*t)) {
+            return self.inbound_error(pkt, cx);
+        }
+        let (sport, dport, flags) = match (p.proto, crate::wire::rewrite::ports(&ip[..p.total], p.ihl, p.proto)) {
+            (ICMP, Some((id, _, _))) if l4[0] == 0 => (0, id, 0),
+            (TCP | UDP, Some(ports)) => ports,
+            // Pings and the rest to the pool address: the appliance's own.
+            _ => return Some(pkt),
+        };
+        let ttl = ip[8];
+        let df = ip[6] & 0x40 != 0;
+        let inside = match self.table.inbound(
+            p.proto,
+            Endpoint::new(p.dst, dport),
+            Endpoint::new(p.src, sport),
+            flags,
+            cx.now,
+        ) {
+            Ok(e) => e,
+            Err(Refusal::NoMapping) => return Some(pkt),
+            Err(r) => {
+                cx.drop(pkt, refusal_reason(r));
+                return None;
+            }
+        };
+        let Some(host) = self.hosts.host(inside.addr, cx.now) else {
+            cx.drop(pkt, DropReason::NatNoMapping);
+            return None;
+        };
+        let payload = p.total - p.ihl;
+        if ttl <= 1 {
+            cx.count_drop(pkt.meta.in_port, DropReason::TtlExpired);
+            return self.error4(pkt, IcmpError::TtlExceeded, cx);
+        }
+        if HLEN + payload > self.mtu6 {
+            cx.count_drop(pkt.meta.in_port, DropReason::PacketTooBig);
+            if !df {
+                // Fragmenting into IPv6 fragments is not done.
+                cx.pool.free(pkt);
+                return None;
+            }
+            self.counters.too_big += 1;
+            let mtu = (self.mtu6 - 20) as u16;
+            return self.error4(pkt, IcmpError::FragNeeded { mtu }, cx);
+        }
+        if pkt.meta.offload.csum_partial && !crate::offload::complete_checksum(&mut pkt) {
+            cx.drop(pkt, DropReason::Nat64Unsupported);
+            return None;
+        }
+        let from = embed(&self.prefix, p.src);
+        let tos = pkt.l3()[1];
+        // The IPv6 header ends where the IPv4 one did.
+        let start = pkt.head() + ETH_HLEN + p.ihl;
+        let eth: [u8; 12] = pkt.data()[..12].try_into().expect("an Ethernet header");
+        let moved = start.checked_sub(HLEN + ETH_HLEN).is_some_and(|h| pkt.set_window(h, ETH_HLEN + HLEN + payload));
+        if !moved {
+            cx.drop(pkt, DropReason::Nat64Unsupported);
+            return None;
+        }
+        let d = pkt.data_mut();
+        d[..12].copy_from_slice(&eth);
+        d[12..14].copy_from_slice(&ipv6::ETHERTYPE);
+        let proto6 = if p.proto == ICMP { ICMPV6 } else { p.proto };
+        let (ip6, l4) = d[ETH_HLEN..].split_at_mut(HLEN);
+        ipv6::write_header(ip6, payload as u16, proto6, ttl, from, host);
+        ip6[0] = 0x60 | tos >> 4;
+        ip6[1] = tos << 4;
+        match p.proto {
+            ICMP => {
+                l4[0] = 129;
+                csum::set(l4, 4, inside.port);
+                csum::set(l4, 2, 0);
+                let c = checksum6(&from, &host, ICMPV6, l4);
+                csum::set(l4, 2, c);
+            }
+            UDP if csum::get(l4, 6) == 0 => {
+                // IPv6 needs the checksum IPv4 may omit (RFC 7915 §4.5).
+                csum::set(l4, 2, inside.port);
+                let c = checksum6(&from, &host, UDP, l4);
+                csum::set(l4, 6, if c == 0 { 0xffff } else { c });
+            }
+            _ => {
+                let at = if p.proto == TCP { 16 } else { 6 };
+                let mut old = [0u8; 8];
+                old[..4].copy_from_slice(&p.src.octets());
+                old[4..].copy_from_slice(&p.dst.octets());
+                let mut new = [0u8; 32];
+                new[..16].copy_from_slice(&from.octets());
+                new[16..].copy_from_slice(&host.octets());
+                let mut c = adjust(csum::get(l4, at), &old, &new, dport, inside.port);
+                if p.proto == UDP && c == 0 {
+                    c = 0xffff;
+                }
+                csum::set(l4, at, c);
+                csum::set(l4, 2, inside.port);
+            }
+        }
+        pkt.meta.local = false;
+        pkt.meta.offload = Default::default();
+        self.counters.to_ipv6 += 1;
+        Some(pkt)
+    }
+
+    /// An ICMPv4 error about a session's packet: to the inside host as
+    /// ICMPv6, the quoted packet translated too (RFC 7915 §4.2, §4.3).
+    fn inbound_error(&mut self, mut pkt: Packet, cx: &mut StageContext<'_>) -> Option<Packet> {
+        let ip = pkt.l3();
+        let p = crate::wire::rewrite::parse(ip);
+        let msg = &ip[p.ihl..p.total];
+        // The quote: an IPv4 header (of a packet we sent) and 8 bytes at least.
+        let q = msg.get(8..).unwrap_or(&[]);
+        if q.len() < 28 || q[0] >> 4 != 4 || (q[0] & 0x0f) < 5 {
+            cx.drop(pkt, DropReason::NatIcmpErrorNoMatch);
+            return None;
+        }
+        let qihl = (q[0] & 0x0f) as usize * 4;
+        let qp = crate::wire::rewrite::parse(q);
+        let Some(ql4) = q.get(qihl..).filter(|l| l.len() >= 8) else {
+            cx.drop(pkt, DropReason::NatIcmpErrorNoMatch);
+            return None;
+        };
+        let (qs, qd) = match qp.proto {
+            TCP | UDP => (csum::get(ql4, 0), csum::get(ql4, 2)),
+            ICMP if ql4[0] == 8 => (csum::get(ql4, 4), 0),
+            _ => {
+                cx.drop(pkt, DropReason::NatIcmpErrorNoMatch);
+                return None;
+            }
+        };
+        let Some((ty, code, field)) = icmp_error_4to6(msg[0], msg[1], csum::get(msg, 6), self.mtu6) else {
+            cx.drop(pkt, DropReason::Nat64Unsupported);
+            return None;
+        };
+        let inside = self.table.peek_inbound(qp.proto, Endpoint::new(qp.src, qs), Endpoint::new(qp.dst, qd), cx.now);
+        let Some(inside) = inside else {
+            // About the appliance's own traffic (its pings from the pool
+            // address): its host stack's.
+            return Some(pkt);
+        };
+        let Some(host) = self.hosts.host(inside.addr, cx.now) else {
+            cx.drop(pkt, DropReason::NatIcmpErrorNoMatch);
+            return None;
+        };
+        // Built in a scratch buffer: outer IPv6 + ICMPv6 header, then the
+        // quote's IPv6 header and its transport bytes, within 1280.
+        let mut out = [0u8; ipv6::MIN_MTU];
+        let from = embed(&self.prefix, p.src);
+        let qbody = &ql4[..ql4.len().min(ipv6::MIN_MTU - HLEN - 8 - HLEN)];
+        let qlen = u16::from_be_bytes([q[2], q[3]]).saturating_sub(qihl as u16);
+        let n = HLEN + 8 + HLEN + qbody.len();
+        let (outer, rest) = out.split_at_mut(HLEN);
+        ipv6::write_header(outer, (n - HLEN) as u16, ICMPV6, ip[8], from, host);
+        rest[0] = ty;
+        rest[1] = code;
+        rest[4..8].copy_from_slice(&field.to_be_bytes());
+        let qproto6 = if qp.proto == ICMP { ICMPV6 } else { qp.proto };
+        ipv6::write_header(&mut rest[8..8 + HLEN], qlen, qproto6, q[8], host, embed(&self.prefix, qp.dst));
+        let ql = &mut rest[8 + HLEN..8 + HLEN + qbody.len()];
+        ql.copy_from_slice(qbody);
+        match qp.proto {
+            ICMP => {
+                ql[0] = 128;
+                csum::set(ql, 4, inside.port);
+            }
+            _ => csum::set(ql, 0, inside.port),
+        }
+        let c = checksum6(&from, &host, ICMPV6, &rest[..n - HLEN]);
+        csum::set(rest, 2, c);
+        let eth: [u8; 12] = pkt.data()[..12].try_into().expect("an Ethernet header");
+        let Some(head) = pkt.head().checked_sub(HLEN) else {
+            cx.drop(pkt, DropReason::Nat64Unsupported);
+            return None;
+        };
+        if !pkt.set_window(head, ETH_HLEN + n) {
+            cx.drop(pkt, DropReason::Nat64Unsupported);
+            return None;
+        }
+        let d = pkt.data_mut();
+        d[..12].copy_from_slice(&eth);
+        d[12..14].copy_from_slice(&ipv6::ETHERTYPE);
+        d[ETH_HLEN..].copy_from_slice(&out[..n]);
+        pkt.meta.local = false;
+        pkt.meta.offload = Default::default();
+        self.counters.icmp_errors += 1;
+        Some(pkt)
+    }
+
+    /// An ICMPv6 error back to the inside sender, left for the router.
+    fn error6(&mut self, mut pkt: Packet, kind: Icmp6Error, cx: &mut StageContext<'_>) -> Option<Packet> {
+        let offender = ipv6::src(pkt.l3());
+        let from = self.ports6.get(pkt.meta.in_port as usize).and_then(|a| ipv6::pick_source(a.iter(), &offender));
+        cx.pool.release_tail(&mut pkt);
+        if !ipv6::may_send_error(pkt.data(), pkt.meta.l3 as usize, kind) {
+            cx.pool.free(pkt);
+            return None;
+        }
+        match from.and_then(|f| ipv6::build_error(&mut pkt, kind, f)) {
+            Some(_) => {
+                self.counters.hop_limit_errors += 1;
+                Some(pkt)
+            }
+            None => {
+                cx.pool.free(pkt);
+                None
+            }
+        }
+    }
+
+    /// An ICMPv4 error back to the outside sender, left for the router.
+    fn error4(&mut self, mut pkt: Packet, kind: IcmpError, cx: &mut StageContext<'_>) -> Option<Packet> {
+        let from = self.ports4.get(pkt.meta.in_port as usize).copied().flatten();
+        cx.pool.release_tail(&mut pkt);
+        self.ident = self.ident.wrapping_add(1);
+        let built = from.filter(|_| crate::icmp::may_send_error(pkt.data(), pkt.meta.l3 as usize, &[]));
+        match built.and_then(|f| crate::icmp::build_error(&mut pkt, kind, f, self.ident)) {
+            Some(_) => {
+                if matches!(kind, IcmpError::TtlExceeded) {
+                    self.counters.hop_limit_errors += 1;
+                }
+                pkt.meta.local = false;
+                Some(pkt)
+            }
+            None => {
+                cx.pool.free(pkt);
+                None
+            }
+        }
+    }
+}
+
+impl Stage for Nat64 {
+    fn process(&mut self, batch: &mut Batch, cx: &mut StageContext<'_>) {
+        for_each_packet(batch, |pkt| self.translate(pkt, cx));
+    }
+
+    fn ipv6(&self) -> Ipv6Handling {
+        Ipv6Handling::Process
+    }
+
+    fn poll(&mut self, cx: &mut StageContext<'_>) {
+        self.table.sweep(cx.now, SWEEP_PER_POLL);
+    }
+
+    fn report(&self, sink: &mut dyn StatsSink) {
+        self.counters.report(sink);
+        sink.gauge("sessions", "NAT64 sessions in the table", self.table.sessions() as u64);
+        sink.gauge(
+            "mappings",
+            "NAT64 mappings (inside endpoint to pool address and port)",
+            self.table.mappings() as u64,
+        );
+        sink.gauge("session_capacity", "NAT64 sessions the table holds", self.table.capacity() as u64);
+        let t = &self.table.counters;
+        sink.counter("filtered", "inbound packets the filtering refused", t.filtered);
+    }
+}
+
+/// The NAT64's stage definition (one line of the registry).
+pub static DEF: StageDef = StageDef { kind: "nat64", statements: &["nat64"], parse: super::config::parse, build };
+
+fn build(c: &dyn StageConfig, cx: &BuildContext<'_>) -> Box<dyn Stage> {
+    let c = c.as_any().downcast_ref::<NatConfig>().expect("the NAT64 builds from a nat64 block");
+    let n64 = c.nat64.as_ref().expect("a nat64 block");
+    Box::new(Nat64::from_config(c, n64, cx.config, cx.macs, cx.seed))
+}
+
+#[cfg(test)]
+#[path = "nat64_tests.rs"]
+mod tests;

@@ -1,0 +1,351 @@
+//! NAT64 through a real dataplane (nat64 + router on both ports): every
+//! translated packet is parsed back with smoltcp and its checksums
+//! verified.
+
+use core::net::{Ipv4Addr, Ipv6Addr};
+use std::vec::Vec;
+
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    Icmpv4Packet, Icmpv4Repr, Icmpv6DstUnreachable, Icmpv6Packet, Icmpv6Repr, IpAddress, IpProtocol, Ipv4Packet,
+    Ipv6Packet, NdiscRepr, RawHardwareAddress, TcpPacket, UdpPacket,
+};
+
+use super::*;
+use crate::testutil::{arp_reply, Rig};
+
+const LAN_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
+const WAN_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 2];
+const HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
+const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x77];
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+const POOL: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+
+fn a(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+
+fn host() -> Ipv6Addr {
+    a("2001:db8:0:1::2")
+}
+
+fn server6() -> Ipv6Addr {
+    a("64:ff9b::a01:2")
+}
+
+const CONFIG: &str = "port lan address 2001:db8:0:1::1/64\n\
+                      port wan address 10.1.0.1/24\n\
+                      nat64 {\n inside 2001:db8:0:1::/64\n outside wan\n filtering address-dependent\n}\n\
+                      router\n";
+
+/// A rig with both neighbours known: the server by ARP, the inside host
+/// by its solicitation.
+fn rig() -> Rig {
+    let mut r = Rig::with_config(CONFIG, &[LAN_MAC, WAN_MAC]);
+    r.dp.announce(&mut r.pool);
+    r.now = 1_200_000;
+    r.dp.poll(r.now, &mut r.pool);
+    let _ = (r.sent(0), r.sent(1));
+    r.send(1, &arp_reply(SERVER_MAC, SERVER, WAN_MAC, POOL));
+    let ns = Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
+        target_addr: a("2001:db8:0:1::1"),
+        lladdr: Some(RawHardwareAddress::from_bytes(&HOST_MAC)),
+    });
+    r.send(
+        0,
+        &v6(
+            LAN_MAC,
+            host(),
+            crate::ipv6::solicited_node(a("2001:db8:0:1::1")),
+            255,
+            ICMPV6,
+            &icmp6(host(), a("ff02::1:ff00:1"), &ns),
+        ),
+    );
+    let _ = (r.sent(0), r.sent(1));
+    r
+}
+
+fn v6(dst_mac: [u8; 6], src: Ipv6Addr, dst: Ipv6Addr, hops: u8, next: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = std::vec![0u8; ETH_HLEN + HLEN + payload.len()];
+    f[0..6].copy_from_slice(&dst_mac);
+    f[6..12].copy_from_slice(&HOST_MAC);
+    f[12..14].copy_from_slice(&ipv6::ETHERTYPE);
+    ipv6::write_header(&mut f[ETH_HLEN..], payload.len() as u16, next, hops, src, dst);
+    f[ETH_HLEN + HLEN..].copy_from_slice(payload);
+    f
+}
+
+fn icmp6(src: Ipv6Addr, dst: Ipv6Addr, repr: &Icmpv6Repr<'_>) -> Vec<u8> {
+    let mut body = std::vec![0u8; repr.buffer_len()];
+    repr.emit(&src, &dst, &mut Icmpv6Packet::new_unchecked(&mut body[..]), &ChecksumCapabilities::default());
+    body
+}
+
+/// A UDP (or TCP SYN) body with a valid checksum for the given pseudo-header.
+fn l4(proto: u8, src: IpAddress, dst: IpAddress, sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
+    let caps = ChecksumCapabilities::default();
+    if proto == UDP {
+        let repr = smoltcp::wire::UdpRepr { src_port: sport, dst_port: dport };
+        let mut b = std::vec![0u8; 8 + data.len()];
+        repr.emit(
+            &mut UdpPacket::new_unchecked(&mut b[..]),
+            &src,
+            &dst,
+            data.len(),
+            |p| p.copy_from_slice(data),
+            &caps,
+        );
+        b
+    } else {
+        let mut b = std::vec![0u8; 20];
+        let mut t = TcpPacket::new_unchecked(&mut b[..]);
+        t.set_src_port(sport);
+        t.set_dst_port(dport);
+        t.set_header_len(20);
+        t.set_syn(true);
+        t.set_seq_number(smoltcp::wire::TcpSeqNumber(7));
+        t.set_window_len(1000);
+        t.fill_checksum(&src, &dst);
+        b
+    }
+}
+
+fn v4(dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, proto: u8, payload: &[u8]) -> Vec<u8> {
+    let repr = smoltcp::wire::Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::from(proto),
+        payload_len: payload.len(),
+        hop_limit: ttl,
+    };
+    let mut f = std::vec![0u8; ETH_HLEN + 20 + payload.len()];
+    f[0..6].copy_from_slice(&dst_mac);
+    f[6..12].copy_from_slice(&SERVER_MAC);
+    f[12..14].copy_from_slice(&[8, 0]);
+    let mut ip = Ipv4Packet::new_unchecked(&mut f[ETH_HLEN..]);
+    repr.emit(&mut ip, &ChecksumCapabilities::default());
+    f[ETH_HLEN + 20..].copy_from_slice(payload);
+    f
+}
+
+/// Sends an IPv6 packet from the inside host and returns the IPv4 frame.
+fn out4(r: &mut Rig, proto: u8, payload: &[u8], hops: u8) -> Vec<u8> {
+    let f = v6(LAN_MAC, host(), server6(), hops, proto, payload);
+    r.through(0, &f, 1)
+}
+
+#[test]
+fn rfc6052_embedding_at_every_prefix_length() {
+    // RFC 6052 §2.4, 192.0.2.33 under each prefix length.
+    let v4 = Ipv4Addr::new(192, 0, 2, 33);
+    for (p, want) in [
+        ("2001:db8::/32", "2001:db8:c000:221::"),
+        ("2001:db8:100::/40", "2001:db8:1c0:2:21::"),
+        ("2001:db8:122::/48", "2001:db8:122:c000:2:2100::"),
+        ("2001:db8:122:300::/56", "2001:db8:122:3c0:0:221::"),
+        ("2001:db8:122:344::/64", "2001:db8:122:344:c0:2:2100:0"),
+        ("2001:db8:122:344::/96", "2001:db8:122:344::c000:221"),
+        ("64:ff9b::/96", "64:ff9b::c000:221"),
+    ] {
+        let p: Ipv6Net = p.parse().unwrap();
+        assert_eq!(embed(&p, v4), a(want), "{p}");
+        assert_eq!(extract(&p, &a(want)), v4, "{p}");
+    }
+}
+
+#[test]
+fn udp_goes_out_as_ipv4_from_the_pool_and_the_reply_comes_back_as_ipv6() {
+    let mut r = rig();
+    let body = l4(UDP, IpAddress::Ipv6(host()), IpAddress::Ipv6(server6()), 5000, 53, b"query");
+    let out = out4(&mut r, UDP, &body, 64);
+    assert_eq!(out[0..6], SERVER_MAC);
+    let ip = Ipv4Packet::new_checked(&out[ETH_HLEN..]).unwrap();
+    assert!(ip.verify_checksum());
+    assert_eq!((ip.src_addr(), ip.dst_addr(), ip.hop_limit(), ip.dont_frag()), (POOL, SERVER, 63, true));
+    let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+    assert!(udp.verify_checksum(&IpAddress::Ipv4(POOL), &IpAddress::Ipv4(SERVER)), "UDP checksum after translation");
+    assert_eq!((udp.dst_port(), udp.payload()), (53, &b"query"[..]));
+    let port = udp.src_port();
+    // The reply.
+    let body = l4(UDP, IpAddress::Ipv4(SERVER), IpAddress::Ipv4(POOL), 53, port, b"answer");
+    let back = r.through(1, &v4(WAN_MAC, SERVER, POOL, 64, UDP, &body), 0);
+    assert_eq!(back[0..6], HOST_MAC);
+    let ip6 = Ipv6Packet::new_checked(&back[ETH_HLEN..]).unwrap();
+    assert_eq!((ip6.src_addr(), ip6.dst_addr(), ip6.hop_limit()), (server6(), host(), 63));
+    let udp = UdpPacket::new_checked(ip6.payload()).unwrap();
+    assert!(udp.verify_checksum(&IpAddress::Ipv6(server6()), &IpAddress::Ipv6(host())));
+    assert_eq!((udp.src_port(), udp.dst_port(), udp.payload()), (53, 5000, &b"answer"[..]));
+    // A zero IPv4 UDP checksum gets a real one on the IPv6 side.
+    let mut body = l4(UDP, IpAddress::Ipv4(SERVER), IpAddress::Ipv4(POOL), 53, port, b"nocsum");
+    body[6..8].fill(0);
+    let back = r.through(1, &v4(WAN_MAC, SERVER, POOL, 64, UDP, &body), 0);
+    let ip6 = Ipv6Packet::new_checked(&back[ETH_HLEN..]).unwrap();
+    assert!(UdpPacket::new_checked(ip6.payload())
+        .unwrap()
+        .verify_checksum(&IpAddress::Ipv6(server6()), &IpAddress::Ipv6(host())));
+    r.finish();
+}
+
+#[test]
+fn tcp_checksums_stay_valid_both_ways() {
+    let mut r = rig();
+    let syn = l4(TCP, IpAddress::Ipv6(host()), IpAddress::Ipv6(server6()), 40000, 80, b"");
+    let out = out4(&mut r, TCP, &syn, 64);
+    let ip = Ipv4Packet::new_checked(&out[ETH_HLEN..]).unwrap();
+    let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert!(tcp.verify_checksum(&IpAddress::Ipv4(POOL), &IpAddress::Ipv4(SERVER)));
+    let port = tcp.src_port();
+    let synack = l4(TCP, IpAddress::Ipv4(SERVER), IpAddress::Ipv4(POOL), 80, port, b"");
+    let back = r.through(1, &v4(WAN_MAC, SERVER, POOL, 64, TCP, &synack), 0);
+    let ip6 = Ipv6Packet::new_checked(&back[ETH_HLEN..]).unwrap();
+    let tcp = TcpPacket::new_checked(ip6.payload()).unwrap();
+    assert!(tcp.verify_checksum(&IpAddress::Ipv6(server6()), &IpAddress::Ipv6(host())));
+    assert_eq!(tcp.dst_port(), 40000);
+    r.finish();
+}
+
+#[test]
+fn echo_is_translated_both_ways_with_its_identifier() {
+    let mut r = rig();
+    let ping = icmp6(host(), server6(), &Icmpv6Repr::EchoRequest { ident: 77, seq_no: 5, data: b"ping" });
+    let out = out4(&mut r, ICMPV6, &ping, 64);
+    let ip = Ipv4Packet::new_checked(&out[ETH_HLEN..]).unwrap();
+    assert_eq!(ip.next_header(), IpProtocol::Icmp);
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    let Icmpv4Repr::EchoRequest { ident, seq_no: 5, data } =
+        Icmpv4Repr::parse(&icmp, &ChecksumCapabilities::default()).unwrap()
+    else {
+        panic!("not an echo request")
+    };
+    assert_eq!(data, b"ping");
+    let reply = Icmpv4Repr::EchoReply { ident, seq_no: 5, data: b"ping" };
+    let mut body = std::vec![0u8; reply.buffer_len()];
+    reply.emit(&mut Icmpv4Packet::new_unchecked(&mut body[..]), &ChecksumCapabilities::default());
+    let back = r.through(1, &v4(WAN_MAC, SERVER, POOL, 64, ICMP, &body), 0);
+    let ip6 = Ipv6Packet::new_checked(&back[ETH_HLEN..]).unwrap();
+    let m = Icmpv6Packet::new_checked(ip6.payload()).unwrap();
+    let repr = Icmpv6Repr::parse(&server6(), &host(), &m, &ChecksumCapabilities::default()).unwrap();
+    assert_eq!(repr, Icmpv6Repr::EchoReply { ident: 77, seq_no: 5, data: b"ping" });
+    r.finish();
+}
+
+/// An ICMPv4 error from the server about the packet `out` (as it left).
+fn error4(ty: u8, code: u8, mtu: u16, out: &[u8]) -> Vec<u8> {
+    let quote = &out[ETH_HLEN..(ETH_HLEN + 28 + 8).min(out.len())];
+    let mut body = std::vec![ty, code, 0, 0, 0, 0];
+    body.extend_from_slice(&mtu.to_be_bytes());
+    body.extend_from_slice(quote);
+    let c = crate::csum::checksum(&body);
+    crate::csum::set(&mut body, 2, c);
+    v4(WAN_MAC, SERVER, POOL, 64, ICMP, &body)
+}
+
+#[test]
+fn icmpv4_errors_come_back_as_icmpv6_with_the_quote_translated() {
+    let mut r = rig();
+    let body = l4(UDP, IpAddress::Ipv6(host()), IpAddress::Ipv6(server6()), 5000, 9999, b"hello");
+    let out = out4(&mut r, UDP, &body, 64);
+    for (ty, code, mtu) in [(3, 3, 0), (3, 4, 1400), (11, 0, 0)] {
+        let back = r.through(1, &error4(ty, code, mtu, &out), 0);
+        let ip6 = Ipv6Packet::new_checked(&back[ETH_HLEN..]).unwrap();
+        assert_eq!((ip6.src_addr(), ip6.dst_addr()), (server6(), host()));
+        let m = Icmpv6Packet::new_checked(ip6.payload()).unwrap();
+        assert!(m.verify_checksum(&server6(), &host()));
+        let repr = Icmpv6Repr::parse(&server6(), &host(), &m, &ChecksumCapabilities::default()).unwrap();
+        let header = match (ty, repr) {
+            (3, Icmpv6Repr::DstUnreachable { reason: Icmpv6DstUnreachable::PortUnreachable, header, .. }) => header,
+            (3, Icmpv6Repr::PktTooBig { mtu, header, .. }) => {
+                assert_eq!(mtu, 1420, "the IPv4 MTU + 20");
+                header
+            }
+            (11, Icmpv6Repr::TimeExceeded { header, .. }) => header,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((header.src_addr, header.dst_addr), (host(), server6()), "the quote is what the host sent");
+        assert_eq!(header.next_header, IpProtocol::Udp);
+        let q = &m.payload()[HLEN..];
+        assert_eq!((csum::get(q, 0), csum::get(q, 2)), (5000, 9999), "the quote's ports are the host's");
+    }
+    assert_eq!(r.dp.ports()[1].counters.dropped(DropReason::NatIcmpErrorNoMatch), 0);
+    r.finish();
+}
+
+#[test]
+fn hop_limit_one_is_answered_by_the_translator_and_ttl_one_too() {
+    let mut r = rig();
+    let body = l4(UDP, IpAddress::Ipv6(host()), IpAddress::Ipv6(server6()), 5000, 53, b"x");
+    let f = v6(LAN_MAC, host(), server6(), 1, UDP, &body);
+    let back = r.through(0, &f, 0);
+    let ip6 = Ipv6Packet::new_checked(&back[ETH_HLEN..]).unwrap();
+    assert_eq!((ip6.src_addr(), ip6.dst_addr()), (a("2001:db8:0:1::1"), host()));
+    let m = Icmpv6Packet::new_checked(ip6.payload()).unwrap();
+    assert!(matches!(
+        Icmpv6Repr::parse(&ip6.src_addr(), &host(), &m, &ChecksumCapabilities::default()),
+        Ok(Icmpv6Repr::TimeExceeded { .. })
+    ));
+    // A session, then its reply with TTL 1: ICMPv4 time exceeded to the server.
+    let out = out4(&mut r, UDP, &body, 64);
+    let port = UdpPacket::new_checked(Ipv4Packet::new_checked(&out[ETH_HLEN..]).unwrap().payload()).unwrap().src_port();
+    let reply = l4(UDP, IpAddress::Ipv4(SERVER), IpAddress::Ipv4(POOL), 53, port, b"y");
+    let back = r.through(1, &v4(WAN_MAC, SERVER, POOL, 1, UDP, &reply), 1);
+    let ip = Ipv4Packet::new_checked(&back[ETH_HLEN..]).unwrap();
+    assert_eq!((ip.src_addr(), ip.dst_addr(), ip.next_header()), (POOL, SERVER, IpProtocol::Icmp));
+    assert_eq!(ip.payload()[0], 11);
+    r.finish();
+}
+
+#[test]
+fn what_has_no_session_is_not_let_in_and_pings_to_the_pool_are_answered() {
+    let mut r = rig();
+    // No mapping: the appliance's own host stack sees it (and drops it).
+    let body = l4(UDP, IpAddress::Ipv4(SERVER), IpAddress::Ipv4(POOL), 53, 4444, b"who");
+    r.send(1, &v4(WAN_MAC, SERVER, POOL, 64, UDP, &body));
+    assert!(r.sent(0).is_empty(), "nothing reaches the inside");
+    let answered = r.sent(1);
+    assert!(
+        answered.iter().all(|f| Ipv4Packet::new_checked(&f[ETH_HLEN..]).unwrap().next_header() == IpProtocol::Icmp),
+        "the host stack's port unreachable, nothing else"
+    );
+    // A ping to the pool address is the appliance's to answer.
+    r.send(1, &crate::testutil::echo_request(WAN_MAC, SERVER, POOL, 9, b"hi"));
+    let reply = r.sent(1);
+    assert_eq!(reply.len(), 1, "echo reply from the pool address");
+    let ip = Ipv4Packet::new_checked(&reply[0][ETH_HLEN..]).unwrap();
+    assert_eq!((ip.src_addr(), ip.payload()[0]), (POOL, 0));
+    // Address-dependent filtering: another server may not use a mapping.
+    let syn = l4(UDP, IpAddress::Ipv6(host()), IpAddress::Ipv6(server6()), 6000, 53, b"q");
+    let out = out4(&mut r, UDP, &syn, 64);
+    let port = UdpPacket::new_checked(Ipv4Packet::new_checked(&out[ETH_HLEN..]).unwrap().payload()).unwrap().src_port();
+    let other = Ipv4Addr::new(10, 1, 0, 9);
+    r.send(1, &arp_reply([2, 0, 0, 0, 0, 9], other, WAN_MAC, POOL));
+    let body = l4(UDP, IpAddress::Ipv4(other), IpAddress::Ipv4(POOL), 53, port, b"spoof");
+    r.send(1, &v4(WAN_MAC, other, POOL, 64, UDP, &body));
+    assert!(r.sent(0).is_empty(), "filtered");
+    assert_eq!(r.dp.ports()[1].counters.dropped(DropReason::NatFiltered), 1);
+    r.finish();
+}
+
+#[test]
+fn nat64_configs_are_checked() {
+    let bad = |extra: &str| {
+        let text = std::format!("port lan address 2001:db8:0:1::1/64\nport wan address 10.1.0.1/24\n{extra}");
+        crate::registry::parse(&text).unwrap_err().into_iter().map(|e| e.message).collect::<Vec<_>>().join("\n")
+    };
+    assert!(bad("nat64 {\n prefix 2001:db8::/33\n inside 2001:db8:0:1::/64\n outside wan\n}\n").contains("RFC 6052"));
+    assert!(bad("nat64 {\n inside 2001:db8:0:1::/64\n outside wan\n forward tcp 10.1.0.1:80 10.0.0.1:80\n}\n")
+        .contains("no port forwards"));
+    assert!(bad("nat64 {\n outside wan\n}\n").contains("needs at least one `inside PREFIX`"));
+    let both = "nat {\n inside 10.0.0.0/24\n outside wan\n}\nnat64 {\n inside 2001:db8:0:1::/64\n outside wan\n}\n";
+    assert!(bad(both).contains("overlaps the nat"), "{}", bad(both));
+    let ok = "nat {\n inside 10.0.0.0/24\n outside wan\n ports 1024-30000\n}\nnat64 {\n inside 2001:db8:0:1::/64\n outside wan\n ports 30001-65535\n}\n";
+    let c = crate::registry::parse(&std::format!(
+        "port lan address 10.0.0.1/24 address 2001:db8:0:1::1/64\nport wan address 10.1.0.1/24\n{ok}"
+    ))
+    .unwrap();
+    let n64 = c.stages.iter().find(|s| s.def.kind == "nat64").unwrap();
+    assert_eq!(
+        n64.settings::<NatConfig>().unwrap().nat64.as_ref().unwrap().prefix,
+        crate::nat::config::well_known_prefix()
+    );
+}
