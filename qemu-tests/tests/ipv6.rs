@@ -173,3 +173,27 @@ fn an_ipv6_only_host_reaches_an_ipv4_server_through_nat64() {
     assert!(stats.get("nat64", "icmp_errors") >= 1, "{stats:?}");
     assert!(stats.get("nat64", "sessions") >= 3, "{stats:?}");
 }
+
+#[test]
+fn the_management_endpoint_answers_over_ipv6_and_closed_ports_refuse() {
+    let mut spec = LabSpec::two_ports(Machine::Microvm).unwrap();
+    spec.ports[0] = PortSpec::new("lan", "10.0.0.1/24", "10.0.0.2/24")
+        .with(&format!("address {LAN6}/64"))
+        .host6(&format!("{LAN_HOST}/64"));
+    spec.ports.push(
+        PortSpec::new("mgmt", "10.9.0.1/24", "10.9.0.2/24").with("address 2001:db8:9::1/64").host6("2001:db8:9::2/64"),
+    );
+    spec.extra_config = "management mgmt listen 8080\n".into();
+    let lab = Lab::start(&spec).unwrap_or_else(|e| panic!("lab did not start: {e}"));
+    let mgmt = lab.port("mgmt");
+    let (ok, out) = ns_retry(mgmt, &["curl", "-6", "-sS", "--max-time", "5", "http://[2001:db8:9::1]:8080/health"], 20);
+    assert!(ok && out.contains("ok"), "GET /health over IPv6:\n{out}\n{}", lab.vm.console());
+    let (ok, out) = ns_run(mgmt, &["curl", "-6", "-sS", "--max-time", "5", "http://[2001:db8:9::1]:8080/metrics"]);
+    assert!(ok && out.contains("sluice_nd_ns_received"), "GET /metrics over IPv6:\n{out}");
+    // TCP to a port nothing listens on, over IPv6: refused (a reset), not silence.
+    let probe = format!(
+        "import socket\ntry:\n    socket.create_connection(('{LAN6}', 81), timeout=5)\n    print('open')\nexcept ConnectionRefusedError:\n    print('refused')\nexcept OSError as e:\n    print('other', e)\n"
+    );
+    let (_, out) = ns_run(lab.port("lan"), &["python3", "-c", &probe]);
+    assert_eq!(out.trim(), "refused", "closed port over IPv6");
+}

@@ -215,7 +215,7 @@ impl Egress {
         }
         if pkt.meta.offload.csum_partial && !ports[out as usize].offloads {
             self.counters.checksums_completed += 1;
-            if !crate::ipv6::complete_checksum(&mut pkt) {
+            if !offload::complete_checksum(&mut pkt) {
                 return drop(ports, pool, pkt, DropReason::OffloadUnsupported);
             }
         }

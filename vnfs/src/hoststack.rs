@@ -46,6 +46,10 @@ pub struct HostStack {
     backlog: heapless::Deque<Packet, BACKLOG>,
     mac: [u8; 6],
     address: Option<Ipv4Net>,
+    /// The port's IPv6 addresses (link-local first), for TCP and UDP over
+    /// IPv6; neighbour discovery and echo are the port's IPv6 host's.
+    address6: alloc::vec::Vec<ipnet::Ipv6Net>,
+    also: alloc::vec::Vec<Ipv4Addr>,
     mtu: u16,
     /// Sockets aborted, removed after their RST has been sent.
     closing: alloc::vec::Vec<SocketHandle>,
@@ -74,15 +78,7 @@ impl HostStack {
         let mut counters = HostCounters::default();
         let mut dev = PortDevice::new(&mut backlog, &mut pool, &mut tx, mtu, &mut counters);
         let mut iface = Interface::new(config, &mut dev, instant(now));
-        iface.update_ip_addrs(|addrs| {
-            // Room for MAX_PORTS addresses (smoltcp's iface-max-addr-count-8).
-            if let Some(a) = address {
-                let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(a.addr()), a.prefix_len()));
-            }
-            for ip in also.iter().filter(|ip| Some(**ip) != address.map(|a| a.addr())) {
-                let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(*ip), 32));
-            }
-        });
+        iface.update_ip_addrs(|addrs| fill_addrs(addrs, address, &[], also));
         if let Some(gw) = gateway {
             let _ = iface.routes_mut().add_default_ipv4_route(gw);
         }
@@ -92,6 +88,8 @@ impl HostStack {
             backlog,
             mac,
             address,
+            address6: alloc::vec::Vec::new(),
+            also: also.to_vec(),
             mtu,
             closing: alloc::vec::Vec::new(),
             counters,
@@ -105,16 +103,20 @@ impl HostStack {
     /// Replaces the other addresses this stack answers for (after a reload
     /// added a VIP or pool address).
     pub fn set_also(&mut self, also: &[Ipv4Addr]) {
-        let own = self.address;
-        self.iface.update_ip_addrs(|addrs| {
-            addrs.clear();
-            if let Some(a) = own {
-                let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(a.addr()), a.prefix_len()));
-            }
-            for ip in also.iter().filter(|ip| Some(**ip) != own.map(|a| a.addr())) {
-                let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(*ip), 32));
-            }
-        });
+        self.also = also.to_vec();
+        let (own, own6, also) = (self.address, &self.address6, &self.also);
+        self.iface.update_ip_addrs(|addrs| fill_addrs(addrs, own, own6, also));
+    }
+
+    /// Gives the stack the port's IPv6 addresses and its IPv6 default
+    /// gateway (link-local or global), for TCP and UDP over IPv6.
+    pub fn set_ipv6(&mut self, nets: &[ipnet::Ipv6Net], gateway: Option<core::net::Ipv6Addr>) {
+        self.address6 = nets.to_vec();
+        let (own, own6, also) = (self.address, &self.address6, &self.also);
+        self.iface.update_ip_addrs(|addrs| fill_addrs(addrs, own, own6, also));
+        if let Some(gw) = gateway {
+            let _ = self.iface.routes_mut().add_default_ipv6_route(gw);
+        }
     }
 
     /// Queues a packet for the host stack; gives it back if the backlog is full.
@@ -251,6 +253,22 @@ impl HostStack {
         while let Some(p) = self.backlog.pop_front() {
             pool.free(p);
         }
+    }
+}
+
+/// The interface's addresses: the port's own IPv4 and IPv6 ones first,
+/// then the appliance's other IPv4 addresses, as many as fit (smoltcp's
+/// iface-max-addr-count-8).
+fn fill_addrs(addrs: &mut heapless::Vec<IpCidr, 8>, own: Option<Ipv4Net>, own6: &[ipnet::Ipv6Net], also: &[Ipv4Addr]) {
+    addrs.clear();
+    if let Some(a) = own {
+        let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(a.addr()), a.prefix_len()));
+    }
+    for a in own6 {
+        let _ = addrs.push(IpCidr::new(IpAddress::Ipv6(a.addr()), a.prefix_len()));
+    }
+    for ip in also.iter().filter(|ip| Some(**ip) != own.map(|a| a.addr())) {
+        let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(*ip), 32));
     }
 }
 

@@ -102,6 +102,9 @@ pub fn complete_checksum(pkt: &mut Packet) -> bool {
     if !pkt.meta.offload.csum_partial {
         return true;
     }
+    if crate::ipv6::is_ipv6(pkt.l3()) {
+        return crate::ipv6::complete_checksum(pkt);
+    }
     if !refresh_partial(pkt) {
         return false;
     }

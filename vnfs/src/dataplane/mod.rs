@@ -159,6 +159,13 @@ impl Dataplane {
             })
             .collect();
         let local6 = local6_of(&ports);
+        for (i, p) in ports.iter_mut().enumerate() {
+            if let Some(h) = &p.host6 {
+                let nets: Vec<ipnet::Ipv6Net> = h.addrs.iter().map(|a| a.net).collect();
+                let gw = config.routes6.iter().find(|r| r.prefix.prefix_len() == 0 && r.port == i).and_then(|r| r.via);
+                p.host.set_ipv6(&nets, gw);
+            }
+        }
         let mut scratch = PacketPool::new(0);
         let stages = reload::build_stages(config, macs, seed, Vec::new(), None, &mut scratch);
         let mgmt = config.management.as_ref().map(|m| (m.port, Management::new(&mut ports[m.port].host, m.listen)));
@@ -354,6 +361,19 @@ impl Dataplane {
                 }
                 Verdict::Local => to_host(ports, pool, pkt),
                 Verdict::Local6 => {
+                    use crate::ipv6::host::LocalKind;
+                    let kind = ports[port as usize].host6.as_ref().map(|h| h.local_kind(pkt.l3()));
+                    if kind == Some(LocalKind::HostStack) {
+                        to_host(ports, pool, pkt);
+                        continue;
+                    }
+                    if kind == Some(LocalKind::Advert) && !pkt.is_chained() {
+                        if let Some(mut copy) = pool.alloc() {
+                            copy.fill(pkt.data());
+                            copy.meta.in_port = port;
+                            to_host(ports, pool, copy);
+                        }
+                    }
                     let Port { host6, tx, counters, .. } = &mut ports[port as usize];
                     counters.local_packets += 1;
                     let learned = match host6.as_mut() {

@@ -90,6 +90,17 @@ pub struct Learned {
     pub create: bool,
 }
 
+/// Who takes a local IPv6 packet (see [`Host6::local_kind`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalKind {
+    /// The port's smoltcp stack (TCP, UDP).
+    HostStack,
+    /// This module, and a copy to the smoltcp stack (an advertisement).
+    Advert,
+    /// This module only.
+    Ours,
+}
+
 /// Things worth a log line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Note {
@@ -150,6 +161,28 @@ impl Host6 {
     /// address on `to`'s prefix, else the first global one.
     pub fn source_for(&self, to: &Ipv6Addr) -> Option<Ipv6Addr> {
         super::pick_source(self.preferred(), to)
+    }
+
+    /// What the dataplane does with a local IPv6 packet besides giving it
+    /// to [`receive`](Self::receive): TCP and UDP to a unicast address in
+    /// use go to the port's smoltcp stack instead (management, health
+    /// checks; it answers closed ports), and that stack hears a copy of
+    /// every neighbour advertisement (its own solicitations' answers).
+    pub fn local_kind(&self, ip: &[u8]) -> LocalKind {
+        let to = super::dst(ip);
+        match super::upper_layer(ip) {
+            Ok(u) if u.first && (u.proto == super::TCP || u.proto == super::UDP) => {
+                let usable = !to.is_multicast()
+                    && !matches!(self.state_of(&to), Some(AddrState::Tentative { .. } | AddrState::Duplicate));
+                if usable {
+                    LocalKind::HostStack
+                } else {
+                    LocalKind::Ours
+                }
+            }
+            Ok(u) if u.first && u.proto == ICMPV6 && ip.get(u.offset) == Some(&136) => LocalKind::Advert,
+            _ => LocalKind::Ours,
+        }
     }
 
     /// Sends duplicate address detection for every tentative address.

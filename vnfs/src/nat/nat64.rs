@@ -318,7 +318,7 @@ impl Nat64 {
             cx.count_drop(pkt.meta.in_port, DropReason::HopLimitExpired);
             return self.error6(pkt, Icmp6Error::HopLimit, cx);
         }
-        if pkt.meta.offload.csum_partial && !ipv6::complete_checksum(&mut pkt) {
+        if !crate::offload::complete_checksum(&mut pkt) {
             cx.drop(pkt, DropReason::Nat64Unsupported);
             return None;
         }
@@ -461,7 +461,7 @@ impl Nat64 {
             let mtu = (self.mtu6 - 20) as u16;
             return self.error4(pkt, IcmpError::FragNeeded { mtu }, cx);
         }
-        if pkt.meta.offload.csum_partial && !crate::offload::complete_checksum(&mut pkt) {
+        if !crate::offload::complete_checksum(&mut pkt) {
             cx.drop(pkt, DropReason::Nat64Unsupported);
             return None;
         }
