@@ -79,6 +79,9 @@ fn main() {
         return churn();
     }
     let mhz = cpu_mhz();
+    if args.iter().any(|a| a == "nat64") {
+        return nat64(mhz);
+    }
     println!("NAT, host, one core ({mhz:.0} MHz; cycles = ns x clock; established: best of {REPEAT} runs)\n");
     println!(
         "{:<10} {:<12} {:>5} {:>16} {:>24} {:>18}",
@@ -126,7 +129,123 @@ fn main() {
             field("table_bytes=").parse::<u64>().map(|b| b / 1024).unwrap_or(0)
         );
     }
+    nat64(mhz);
     churn();
+}
+
+/// The NAT64's dataplane (nat64 + router) or the baseline: the same IPv6
+/// packets routed by the IPv6 router alone (`route 64:ff9b::/96` to a wan
+/// gateway resolved by ND).
+fn dataplane64(nat64: bool, sessions: usize) -> (Dataplane, PacketPool) {
+    let mut text = String::from(
+        "port lan address 2001:db8::1/32\nport wan address 172.16.0.1/16 address fd00:ffff::1/64\n\
+         route 0.0.0.0/0 via 172.16.0.254\nroute 64:ff9b::/96 via fd00:ffff::fe\n",
+    );
+    if nat64 {
+        text += &format!(
+            "nat64 {{\n inside 2001:db8::/32\n outside wan\n sessions {sessions}\n filtering endpoint-independent\n"
+        );
+        for i in 0..POOL_ADDRS {
+            text += &format!(" pool 172.16.1.{}\n", i + 1);
+        }
+        text += "}\n";
+    } else {
+        text += "pipeline lan router\npipeline wan router\n";
+    }
+    let cfg = vnfs::registry::parse(&text).unwrap();
+    let mut dp = Dataplane::new(&cfg, &[LAN_MAC, WAN_MAC], 0, 1);
+    let mut pool = PacketPool::new(4096);
+    // Addresses through DAD; the gateways known (ARP reply; a solicitation
+    // from the IPv6 one carries its MAC).
+    dp.poll(1_200_000, &mut pool);
+    let gw6: std::net::Ipv6Addr = "fd00:ffff::fe".parse().unwrap();
+    let ours6: std::net::Ipv6Addr = "fd00:ffff::1".parse().unwrap();
+    common::prime(
+        &mut dp,
+        &mut pool,
+        &[
+            arp_reply([2, 0, 0, 0, 0, 0xfe], [172, 16, 0, 254], WAN_MAC, [172, 16, 0, 1]),
+            common::neighbor_solicit([2, 0, 0, 0, 0, 0xfe], gw6, ours6),
+        ],
+    );
+    (dp, pool)
+}
+
+/// A 62-byte UDP/IPv6 frame from inside host `id` (2001:db8::ID) port
+/// `sport` to 64:ff9b::198.51.100.1:53.
+fn frame64(id: u32, sport: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 40 + 8 + 4];
+    f[0..6].copy_from_slice(&LAN_MAC);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
+    f[12..14].copy_from_slice(&[0x86, 0xdd]);
+    f[14] = 0x60;
+    f[18..20].copy_from_slice(&12u16.to_be_bytes());
+    f[20] = 17;
+    f[21] = 64;
+    let mut src = [0u8; 16];
+    src[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+    src[12..].copy_from_slice(&id.to_be_bytes());
+    f[22..38].copy_from_slice(&src);
+    f[38..54].copy_from_slice(&"64:ff9b::c633:6401".parse::<std::net::Ipv6Addr>().unwrap().octets());
+    f[54..56].copy_from_slice(&sport.to_be_bytes());
+    f[56..58].copy_from_slice(&53u16.to_be_bytes());
+    f[58..60].copy_from_slice(&12u16.to_be_bytes());
+    // Any checksum but zero (IPv6 UDP must have one; the translator
+    // updates it incrementally).
+    f[60..62].copy_from_slice(&0x1234u16.to_be_bytes());
+    f
+}
+
+fn run64(
+    dp: &mut Dataplane,
+    pool: &mut PacketPool,
+    total: usize,
+    batch: usize,
+    mut next: impl FnMut() -> (u32, u16),
+) -> f64 {
+    common::run_ring(dp, pool, total, batch, &frame64(1, 1024), |p| {
+        let (id, sport) = next();
+        // Translated packets left as IPv4: rebuilt whole.
+        p.fill(&frame64(id, sport));
+    })
+}
+
+/// NAT64 beside the IPv6 router alone, 1k and 1M sessions.
+fn nat64(mhz: f64) {
+    println!("\nNAT64, same run: IPv6 inside hosts to 64:ff9b::198.51.100.1 (nat64 + router, out as IPv4), beside the IPv6 router alone");
+    println!(
+        "{:<10} {:<12} {:>5} {:>16} {:>24} {:>18}",
+        "sessions", "packets", "batch", "router+nat64", "baseline: router only", "nat64's share"
+    );
+    for n in [1_000usize, 1_000_000] {
+        let mut rng = Rng(0x64 ^ n as u64);
+        let flows = common::unique_flows(n, || (2 + rng.next() % 200_000, 1024 + (rng.next() % 60000) as u16));
+        let total = n / BATCH * BATCH;
+        let (mut dp, mut pool) = dataplane64(true, n + 4096);
+        let (mut base, mut bpool) = dataplane64(false, 0);
+        let mut i = 0;
+        let new_ns = run64(&mut dp, &mut pool, total, BATCH, || {
+            i += 1;
+            flows[(i - 1) % flows.len()]
+        });
+        let mut j = 0;
+        let base_new = run64(&mut base, &mut bpool, total, BATCH, || {
+            j += 1;
+            flows[(j - 1) % flows.len()]
+        });
+        common::row(n, "new flows", BATCH, new_ns, base_new, mhz);
+        for batch in [1, 8, 32] {
+            let est = common::best_of(REPEAT, || {
+                let mut r = Rng(99);
+                run64(&mut dp, &mut pool, 1_000_000, batch, || flows[r.next() as usize % flows.len()])
+            });
+            let base_est = common::best_of(REPEAT, || {
+                let mut r = Rng(99);
+                run64(&mut base, &mut bpool, 1_000_000, batch, || flows[r.next() as usize % flows.len()])
+            });
+            common::row(n, "established", batch, est, base_est, mhz);
+        }
+    }
 }
 
 /// Expiring 60,000 sessions that all hang off one port forward, beside the

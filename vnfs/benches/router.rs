@@ -217,34 +217,9 @@ fn bench_dataplane6(routes: usize, batch_size: usize, mhz: f64) -> (f64, f64, f6
     dp.poll(now, &mut pool);
     let gw: std::net::Ipv6Addr = "2001:db8:0:2::fe".parse().unwrap();
     let ours: std::net::Ipv6Addr = "2001:db8:0:2::1".parse().unwrap();
-    let mut ns = vec![0u8; 14 + 40 + 32];
-    ns[0..6].copy_from_slice(&[0x33, 0x33, 0xff, 0, 0, 1]);
-    ns[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xfe]);
-    ns[12..14].copy_from_slice(&[0x86, 0xdd]);
-    ns[14] = 0x60;
-    ns[18..20].copy_from_slice(&32u16.to_be_bytes());
-    ns[20] = 58;
-    ns[21] = 255;
-    ns[22..38].copy_from_slice(&gw.octets());
-    let group: std::net::Ipv6Addr = "ff02::1:ff00:1".parse().unwrap();
-    ns[38..54].copy_from_slice(&group.octets());
-    ns[54] = 135;
-    ns[62..78].copy_from_slice(&ours.octets());
-    ns[78..80].copy_from_slice(&[1, 1]);
-    ns[80..86].copy_from_slice(&[2, 0, 0, 0, 0, 0xfe]);
-    let mut sum = 0u32;
-    let pseudo =
-        [&gw.octets()[..], &group.octets()[..], &32u32.to_be_bytes()[..], &[0, 0, 0, 58][..], &ns[54..]].concat();
-    for w in pseudo.chunks(2) {
-        sum += u16::from_be_bytes([w[0], w[1]]) as u32;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    ns[56..58].copy_from_slice(&(!(sum as u16)).to_be_bytes());
     let mut b = Batch::new();
     let mut p = pool.alloc().unwrap();
-    p.fill(&ns);
+    p.fill(&common::neighbor_solicit([2, 0, 0, 0, 0, 0xfe], gw, ours));
     b.push(p).unwrap();
     dp.receive(1, &mut b, &mut pool, now);
     while let Some(p) = dp.port_mut(1).tx.pop_front() {

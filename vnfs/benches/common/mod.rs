@@ -67,6 +67,39 @@ pub fn best_of(k: usize, mut f: impl FnMut() -> f64) -> f64 {
     (0..k).map(|_| f()).fold(f64::INFINITY, f64::min)
 }
 
+/// A neighbour solicitation from `ip` (MAC `mac`) for `target` (ours, at
+/// the appliance), with the sender's link-layer address: it makes the sender
+/// known to the IPv6 neighbour cache.
+pub fn neighbor_solicit(mac: [u8; 6], ip: std::net::Ipv6Addr, target: std::net::Ipv6Addr) -> Vec<u8> {
+    let t = target.octets();
+    let group = std::net::Ipv6Addr::from([0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13], t[14], t[15]]);
+    let mut f = vec![0u8; 14 + 40 + 32];
+    f[0..6].copy_from_slice(&[0x33, 0x33, 0xff, t[13], t[14], t[15]]);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&[0x86, 0xdd]);
+    f[14] = 0x60;
+    f[18..20].copy_from_slice(&32u16.to_be_bytes());
+    f[20] = 58;
+    f[21] = 255;
+    f[22..38].copy_from_slice(&ip.octets());
+    f[38..54].copy_from_slice(&group.octets());
+    f[54] = 135;
+    f[62..78].copy_from_slice(&t);
+    f[78..80].copy_from_slice(&[1, 1]);
+    f[80..86].copy_from_slice(&mac);
+    let mut sum = 0u32;
+    let pseudo =
+        [&ip.octets()[..], &group.octets()[..], &32u32.to_be_bytes()[..], &[0, 0, 0, 58][..], &f[54..]].concat();
+    for w in pseudo.chunks(2) {
+        sum += u16::from_be_bytes([w[0], w[1]]) as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    f[56..58].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    f
+}
+
 /// An ARP reply from `ip` (MAC `mac`) to `to_mac`/`to_ip`.
 pub fn arp_reply(mac: [u8; 6], ip: [u8; 4], to_mac: [u8; 6], to_ip: [u8; 4]) -> Vec<u8> {
     let mut arp = vec![0u8; 42];
@@ -157,7 +190,11 @@ pub fn run_ring(
             ring.push_back(p);
             back += 1;
         }
-        assert_eq!(back, burst, "every packet forwarded");
+        if back != burst {
+            let mut s = String::new();
+            dp.write_stats(&mut s).unwrap();
+            panic!("{back} of {burst} packets forwarded:\n{s}");
+        }
     }
     let ns = start.elapsed().as_nanos() as f64 / sent as f64;
     for p in ring {

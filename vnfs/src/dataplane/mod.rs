@@ -327,7 +327,12 @@ impl Dataplane {
         let refused = &rpf[port as usize];
         let mut onward = Batch::new();
         for mut pkt in batch.drain(..) {
+            // A fresh arrival, whatever the buffer carried before (a driver
+            // or a harness may hand back a buffer without the pool's reset):
+            // no routing decision yet. The NIC's offload notes stay.
             pkt.meta.in_port = port;
+            pkt.meta.out_port = None;
+            pkt.meta.local = false;
             let p = &mut ports[port as usize];
             p.counters.rx_packets += 1;
             p.counters.rx_bytes += pkt.len() as u64;

@@ -49,7 +49,7 @@ use crate::Micros;
 /// The stand-in addresses of inside hosts: 240.0.0.0/4 + slot index.
 const STAND_IN: u32 = 0xf000_0000;
 /// Slots a host's address may take from its hash.
-const WINDOW: usize = 16;
+const WINDOW: usize = 32;
 /// Sessions whose timers each loop turn checks.
 const SWEEP_PER_POLL: usize = 16;
 
@@ -71,8 +71,10 @@ struct HostSlot {
 }
 
 impl Hosts {
+    /// A slot per session (every active host holds one at least), rounded
+    /// up: at most half full when every session is another host's.
     fn capacity(sessions: usize) -> usize {
-        (sessions / 4).clamp(64, 1 << 24).next_power_of_two()
+        (sessions * 2).clamp(64, 1 << 25).next_power_of_two()
     }
 
     /// Bytes the host table of a NAT64 with `sessions` sessions takes.
