@@ -88,6 +88,10 @@ impl Egress {
         for n in &config.neighbors {
             out.extend(self.neighbors.set_static(n.port as PortId, n.ip, n.mac, now));
         }
+        self.neighbors6.clear_static();
+        for n in &config.neighbors6 {
+            out.extend(self.neighbors6.set_static(n.port as PortId, n.ip, n.mac, now));
+        }
         out
     }
 

@@ -330,14 +330,16 @@ pub struct Config {
     pub routes6: Vec<Route6Config>,
     /// Ports that send router advertisements.
     pub ras: Vec<RaConfig>,
+    /// Permanent IPv6 neighbour entries (`neighbor 2001:db8::2 mac MAC`).
+    pub neighbors6: Vec<StaticNeighbor<Ipv6Addr>>,
 }
 
 /// `neighbor IP mac MAC`: a permanent ARP entry on the port whose subnet
 /// holds IP (as `ip neigh add … nud permanent`): for next hops that do not
 /// answer ARP (a traffic generator, a router with ARP turned off).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StaticNeighbor {
-    pub ip: Ipv4Addr,
+pub struct StaticNeighbor<A = Ipv4Addr> {
+    pub ip: A,
     pub mac: [u8; 6],
     pub port: usize,
     pub line: Line,
@@ -360,12 +362,36 @@ fn parse_neighbor(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
         errors.push(ConfigError::at(key, form));
         return;
     }
-    let Ok(ip) = ip_t.text.parse::<Ipv4Addr>() else {
-        errors.push(ConfigError::at(ip_t, format!("`{}` is not an IPv4 address", ip_t.text)));
-        return;
-    };
     let Some(mac) = parse_mac(mac_t.text).filter(|m| m[0] & 1 == 0 && *m != [0; 6]) else {
         errors.push(ConfigError::at(mac_t, format!("`{}` is not a unicast MAC address", mac_t.text)));
+        return;
+    };
+    if let Ok(ip) = ip_t.text.parse::<Ipv6Addr>() {
+        // On a port's IPv6 prefix (not one of its addresses).
+        let Some(port) = config.ports.iter().position(|p| p.address6.iter().any(|a| a.contains(&ip))) else {
+            errors.push(ConfigError::at(ip_t, format!("neighbor {ip} is on no port's IPv6 prefix")));
+            return;
+        };
+        if config.ports[port].address6.iter().any(|a| a.addr() == ip) {
+            errors.push(ConfigError::at(
+                ip_t,
+                format!("neighbor {ip} is port `{}`'s own address", config.ports[port].name),
+            ));
+            return;
+        }
+        if config.neighbors.len() + config.neighbors6.len() >= MAX_STATIC_NEIGHBORS {
+            errors.push(ConfigError::at(&kw, format!("too many `neighbor` entries: at most {MAX_STATIC_NEIGHBORS}")));
+            return;
+        }
+        if let Some(other) = config.neighbors6.iter().find(|n| n.ip == ip) {
+            errors.push(ConfigError::at(ip_t, format!("neighbor {ip} is already given on line {}", other.line)));
+            return;
+        }
+        config.neighbors6.push(StaticNeighbor { ip, mac, port, line: Line(kw.line) });
+        return;
+    }
+    let Ok(ip) = ip_t.text.parse::<Ipv4Addr>() else {
+        errors.push(ConfigError::at(ip_t, format!("`{}` is not an IPv4 or IPv6 address", ip_t.text)));
         return;
     };
     let Some(port) = config.ports.iter().position(|p| p.address.is_some_and(|a| a.contains(&ip))) else {
@@ -380,7 +406,7 @@ fn parse_neighbor(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
         ));
         return;
     }
-    if config.neighbors.len() >= MAX_STATIC_NEIGHBORS {
+    if config.neighbors.len() + config.neighbors6.len() >= MAX_STATIC_NEIGHBORS {
         errors.push(ConfigError::at(&kw, format!("too many `neighbor` entries: at most {MAX_STATIC_NEIGHBORS}")));
         return;
     }
@@ -736,17 +762,22 @@ pub fn parse_with(text: &str, defs: &'static [&'static StageDef]) -> Result<Conf
             _ => {}
         }
     }
-    if config.neighbors.len() > config.arp.entries / 4 {
-        errors.push(ConfigError {
-            line: config.neighbors[0].line.0,
-            column: 1,
-            message: format!(
-                "{} permanent neighbours need `arp entries` of at least {} (it is {})",
-                config.neighbors.len(),
-                config.neighbors.len() * 4,
-                config.arp.entries
-            ),
-        });
+    // Each cache keeps three quarters of its slots for what it learns.
+    for (n, line) in [
+        (config.neighbors.len(), config.neighbors.first().map(|n| n.line.0)),
+        (config.neighbors6.len(), config.neighbors6.first().map(|n| n.line.0)),
+    ] {
+        if n > config.arp.entries / 4 {
+            errors.push(ConfigError {
+                line: line.unwrap_or(1),
+                column: 1,
+                message: format!(
+                    "{n} permanent neighbours need `arp entries` of at least {} (it is {})",
+                    n * 4,
+                    config.arp.entries
+                ),
+            });
+        }
     }
     for def in defs {
         let mine: Vec<&Stmt<'_>> =

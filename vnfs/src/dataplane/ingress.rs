@@ -62,6 +62,35 @@ pub(super) fn rpf_of(config: &Config, local: &[Ipv4Addr]) -> Vec<Vec<Ipv4Net>> {
         .collect()
 }
 
+/// The same check for IPv6 sources: the appliance's own addresses
+/// (`local6`, link-local ones included) on every port with a check, and
+/// with `rpf strict` the other ports' IPv6 prefixes too.
+pub(super) fn rpf6_of(config: &Config, local6: &[Ipv6Addr]) -> Vec<Vec<ipnet::Ipv6Net>> {
+    let own = || local6.iter().map(|a| ipnet::Ipv6Net::new(*a, 128).expect("a /128 is valid"));
+    config
+        .ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut v: Vec<ipnet::Ipv6Net> = match p.rpf.unwrap_or(config::Rpf::Loose) {
+                config::Rpf::Off => Vec::new(),
+                config::Rpf::Loose => own().collect(),
+                config::Rpf::Strict => config
+                    .ports
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .flat_map(|(_, q)| q.address6.iter().map(|a| a.trunc()))
+                    .chain(own())
+                    .collect(),
+            };
+            v.sort_unstable();
+            v.dedup();
+            v
+        })
+        .collect()
+}
+
 /// An ARP request for one of the appliance's addresses from a sender
 /// outside the port's subnet: (sender MAC, sender IP, target IP). Linux asks
 /// this way when the packet it wants to send has a source address from

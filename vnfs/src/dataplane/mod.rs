@@ -94,6 +94,8 @@ pub struct Dataplane {
     last_reload_us: Option<Micros>,
     /// Per port: source prefixes the reverse-path check refuses there.
     rpf: Vec<Vec<Ipv4Net>>,
+    /// The same for IPv6 sources.
+    rpf6: Vec<Vec<ipnet::Ipv6Net>>,
     /// The image's version and git commit, for `sluice_build_info`.
     build: Option<(&'static str, &'static str)>,
 }
@@ -159,6 +161,7 @@ impl Dataplane {
             })
             .collect();
         let local6 = local6_of(&ports);
+        let rpf6 = ingress::rpf6_of(config, &local6);
         for (i, p) in ports.iter_mut().enumerate() {
             if let Some(h) = &p.host6 {
                 let nets: Vec<ipnet::Ipv6Net> = h.addrs.iter().map(|a| a.net).collect();
@@ -194,6 +197,7 @@ impl Dataplane {
             clock: None,
             last_reload_us: None,
             rpf: ingress::rpf_of(config, &config.local_addresses()),
+            rpf6,
             build: None,
         }
     }
@@ -322,9 +326,10 @@ impl Dataplane {
         now: Micros,
         mut trace: Option<&mut trace::Trace>,
     ) {
-        let Dataplane { ports, stages, config, local_sorted, local6, egress, events, rpf, .. } = self;
+        let Dataplane { ports, stages, config, local_sorted, local6, egress, events, rpf, rpf6, .. } = self;
         let pipeline = &config.pipelines[port as usize];
         let refused = &rpf[port as usize];
+        let refused6 = &rpf6[port as usize];
         let mut onward = Batch::new();
         for mut pkt in batch.drain(..) {
             // A fresh arrival, whatever the buffer carried before (a driver
@@ -348,6 +353,14 @@ impl Dataplane {
                 // classify checked the IPv4 header: the source is there.
                 let src = Ipv4Packet::new_unchecked(pkt.l3()).src_addr();
                 if refused.iter().any(|n| n.contains(&src)) {
+                    verdict = Verdict::Drop(DropReason::SourceWrongPort);
+                }
+            }
+            if verdict == Verdict::Pipeline && !refused6.is_empty() && crate::ipv6::is_ipv6(pkt.l3()) {
+                // An IPv6 packet to route whose source is the appliance's
+                // own, or (strict) behind another port.
+                let src = crate::ipv6::src(pkt.l3());
+                if refused6.iter().any(|n| n.contains(&src)) {
                     verdict = Verdict::Drop(DropReason::SourceWrongPort);
                 }
             }

@@ -134,7 +134,7 @@ impl Dataplane {
         if new.arp != self.config.arp {
             self.egress.drain(pool);
             self.egress = Egress::with_static(&new, self.last_host_poll);
-        } else if new.neighbors != self.config.neighbors {
+        } else if new.neighbors != self.config.neighbors || new.neighbors6 != self.config.neighbors6 {
             // Packets held for an address that just became permanent were
             // waiting for an ARP reply that is now moot: let them go.
             for p in self.egress.install_static(&new, self.last_host_poll) {
@@ -160,6 +160,7 @@ impl Dataplane {
         self.local = local;
         self.local_sorted = sorted(&self.local);
         self.rpf = ingress::rpf_of(&new, &self.local);
+        self.rpf6 = ingress::rpf6_of(&new, &self.local6);
         self.config = new;
         self.config_text = text.into();
         self.reloads += 1;

@@ -26,28 +26,36 @@ impl Dataplane {
             "ports" => {
                 let _ = writeln!(
                     out,
-                    "{:<10} {:<20} {:<17} {:>5} {:>12} {:>12} {:>10}",
-                    "port", "address", "mac", "mtu", "rx_packets", "tx_packets", "drops"
+                    "{:<10} {:<20} {:<17} {:>5} {:>12} {:>12} {:>10} {}",
+                    "port", "address", "mac", "mtu", "rx_packets", "tx_packets", "drops", "ipv6"
                 );
                 for p in &self.ports {
                     let addr = p.address.map(|a| alloc::format!("{a}")).unwrap_or_else(|| "-".into());
                     let c = &p.counters;
+                    // Addresses in use (DAD passed), link-local first.
+                    let v6: Vec<String> =
+                        p.host6.iter().flat_map(|h| h.preferred()).map(|a| alloc::format!("{a}")).collect();
                     let _ = writeln!(
                         out,
-                        "{:<10} {:<20} {:<17} {:>5} {:>12} {:>12} {:>10}",
+                        "{:<10} {:<20} {:<17} {:>5} {:>12} {:>12} {:>10} {}",
                         p.name,
                         addr,
                         alloc::format!("{}", fmt_mac(&p.mac)),
                         p.mtu,
                         c.rx_packets,
                         c.tx_packets,
-                        c.total_drops()
+                        c.total_drops(),
+                        if v6.is_empty() { String::from("-") } else { v6.join(",") }
                     );
                 }
             }
             "neighbors" => {
                 let _ = writeln!(out, "{:<16} {:<10} {:<17} {:<11} {:>10}", "ip", "port", "mac", "state", "idle_ms");
-                for (port, ip, mac, state, idle) in self.egress.neighbors.entries(now) {
+                let v4 =
+                    self.egress.neighbors.entries(now).map(|(p, ip, m, s, i)| (p, core::net::IpAddr::V4(ip), m, s, i));
+                let v6 =
+                    self.egress.neighbors6.entries(now).map(|(p, ip, m, s, i)| (p, core::net::IpAddr::V6(ip), m, s, i));
+                for (port, ip, mac, state, idle) in v4.chain(v6) {
                     let name = self.ports.get(port as usize).map_or("?", |p| p.name.as_str());
                     let mac = mac.map(|m| alloc::format!("{}", fmt_mac(&m))).unwrap_or_else(|| "-".into());
                     let _ = writeln!(
@@ -89,6 +97,31 @@ impl Dataplane {
                 }
                 if self.config.routes.len() > limit {
                     let _ = writeln!(out, "… {} more (limit={limit})", self.config.routes.len() - limit);
+                }
+                for (_, p) in self.ports.iter().enumerate().filter(|(i, _)| Some(*i) != mgmt) {
+                    // The link-local /64 is every port's: not a route.
+                    for a in p.host6.iter().flat_map(|h| h.addrs.iter().skip(1)) {
+                        let _ = writeln!(
+                            out,
+                            "{:<20} {:<16} {:<10}",
+                            alloc::format!("{}", a.net.trunc()),
+                            "connected",
+                            p.name
+                        );
+                    }
+                }
+                for r in self.config.routes6.iter().take(limit) {
+                    let via = r.via.map(|v| alloc::format!("{v}")).unwrap_or_else(|| "-".into());
+                    let _ = writeln!(
+                        out,
+                        "{:<20} {:<16} {:<10}",
+                        alloc::format!("{}", r.prefix),
+                        via,
+                        self.ports[r.port].name
+                    );
+                }
+                if self.config.routes6.len() > limit {
+                    let _ = writeln!(out, "… {} more IPv6 (limit={limit})", self.config.routes6.len() - limit);
                 }
             }
             "stages" => {

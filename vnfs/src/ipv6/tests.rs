@@ -460,3 +460,30 @@ fn a_reload_that_adds_ipv6_routes_and_changes_the_ra_takes_effect() {
     let _ = (r.sent(0), r.sent(1));
     r.finish();
 }
+
+#[test]
+fn permanent_neighbours_reverse_path_and_the_views_cover_ipv6() {
+    let cfg = std::format!("{CONFIG}neighbor 2001:db8:0:2::5 mac 02:00:00:00:00:77\n");
+    let mut r = Rig::with_config(&cfg, &[LAN_MAC, WAN_MAC]);
+    r.dp.announce(&mut r.pool);
+    r.now = 1_200_000;
+    r.dp.poll(r.now, &mut r.pool);
+    let _ = (r.sent(0), r.sent(1));
+    // Straight out to the permanent entry's MAC: no solicitation.
+    let out = r.through(0, &udp6(LAN_MAC, a("2001:db8:0:1::2"), a("2001:db8:0:2::5"), 64, 10), 1);
+    assert_eq!(out[0..6], SERVER_MAC);
+    // A source that is the appliance's own address is refused (loose rpf).
+    r.send(0, &udp6(LAN_MAC, a("2001:db8:0:2::1"), a("2001:db8:0:2::5"), 64, 10));
+    assert!(r.sent(1).is_empty());
+    assert_eq!(r.drops(0, DropReason::SourceWrongPort), 1);
+    let mut s = std::string::String::new();
+    assert!(r.dp.show("neighbors", &[], r.now, &mut s));
+    assert!(s.lines().any(|l| l.starts_with("2001:db8:0:2::5") && l.contains("permanent")), "{s}");
+    let mut s = std::string::String::new();
+    assert!(r.dp.show("ports", &[], r.now, &mut s));
+    assert!(s.lines().any(|l| l.starts_with("lan") && l.contains("2001:db8:0:1::1/64") && l.contains("fe80::")), "{s}");
+    let mut s = std::string::String::new();
+    assert!(r.dp.show("routes", &[], r.now, &mut s));
+    assert!(s.contains("2001:db8:0:1::/64") && s.contains("2001:db8:99::/48") && s.contains("2001:db8:0:2::9"), "{s}");
+    r.finish();
+}
