@@ -26,8 +26,8 @@ impl Dataplane {
             "ports" => {
                 let _ = writeln!(
                     out,
-                    "{:<10} {:<20} {:<17} {:>5} {:>12} {:>12} {:>10} {}",
-                    "port", "address", "mac", "mtu", "rx_packets", "tx_packets", "drops", "ipv6"
+                    "{:<10} {:<20} {:<17} {:>5} {:>12} {:>12} {:>10} ipv6",
+                    "port", "address", "mac", "mtu", "rx_packets", "tx_packets", "drops"
                 );
                 for p in &self.ports {
                     let addr = p.address.map(|a| alloc::format!("{a}")).unwrap_or_else(|| "-".into());
