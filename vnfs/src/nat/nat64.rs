@@ -218,6 +218,23 @@ fn checksum6(src: &Ipv6Addr, dst: &Ipv6Addr, next: u8, body: &[u8]) -> u16 {
     !(sum as u16)
 }
 
+/// An ICMPv6 error's translation (RFC 7915 §5.2): ICMPv4 type, code and
+/// the 32-bit field after the checksum (the next-hop MTU of a
+/// fragmentation needed), or `None` to drop.
+fn icmp_error_6to4(ty: u8, code: u8, field: u32) -> Option<(u8, u8, u32)> {
+    match (ty, code) {
+        (1, 1) => Some((3, 10, 0)),
+        (1, 4) => Some((3, 3, 0)),
+        (1, _) => Some((3, 1, 0)),
+        // The IPv4 packet is 20 bytes smaller.
+        (2, 0) => Some((3, 4, field.saturating_sub(20).min(0xffff))),
+        (3, c @ (0 | 1)) => Some((11, c, 0)),
+        // Unrecognised next header: protocol unreachable.
+        (4, 1) => Some((3, 2, 0)),
+        _ => None,
+    }
+}
+
 /// An ICMPv4 error's translation (RFC 7915 §4.2): ICMPv6 type, code and
 /// the 32-bit field (the MTU of a packet too big), or `None` to drop.
 fn icmp_error_4to6(ty: u8, code: u8, mtu: u16, mtu6: usize) -> Option<(u8, u8, u32)> {
@@ -334,6 +351,7 @@ impl Nat64 {
             TCP if l4.len() >= 20 => (TCP, csum::get(l4, 0), csum::get(l4, 2), l4[13]),
             UDP if csum::get(l4, 6) != 0 => (UDP, csum::get(l4, 0), csum::get(l4, 2), 0),
             ICMPV6 if l4[0] == 128 => (ICMP, csum::get(l4, 4), 0, 0),
+            ICMPV6 if l4[0] < 128 => return self.outbound_error(pkt, cx),
             _ => {
                 // Extension headers, fragments, ICMPv6 errors and other
                 // protocols (RFC 7915 §5.1.1 leaves most to the operator).
@@ -388,11 +406,9 @@ impl Nat64 {
         }
         // The IPv4 header takes the last 20 bytes of the IPv6 one.
         let v4 = &mut ip[20..40];
-        v4.copy_from_slice(&[0x45, tos, 0, 0, 0, 0, 0x40, 0, hops, proto, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        csum::set(v4, 2, (total - 20) as u16);
-        v4[12..16].copy_from_slice(&out.addr.octets());
-        v4[16..20].copy_from_slice(&remote.octets());
-        let hc = csum::checksum(v4);
+        write_ipv4(v4, (total - HLEN) as u16, proto, hops, out.addr, remote);
+        v4[1] = tos;
+        let hc = csum::update16(csum::get(v4, 10), 0x4500, 0x4500 | u16::from(tos));
         csum::set(v4, 10, hc);
         let (head, len) = (pkt.head(), ETH_HLEN + total);
         let eth: [u8; 12] = pkt.data()[..12].try_into().expect("an Ethernet header");
@@ -605,6 +621,91 @@ impl Nat64 {
         Some(pkt)
     }
 
+    /// An ICMPv6 error an inside host sends about a packet of a session
+    /// (a closed port, a smaller MTU): out as ICMPv4 from the session's
+    /// pool address, the quoted packet translated to what the outside
+    /// host sent (RFC 7915 §5.2, §5.3).
+    fn outbound_error(&mut self, mut pkt: Packet, cx: &mut StageContext<'_>) -> Option<Packet> {
+        let ip = pkt.l3();
+        let total = HLEN + u16::from_be_bytes([ip[4], ip[5]]) as usize;
+        let (host, to6) = (ipv6::src(ip), ipv6::dst(ip));
+        let msg = &ip[HLEN..total.min(ip.len())];
+        let q = msg.get(8..).unwrap_or(&[]);
+        // The quote: the IPv6 packet the host got (remote → host), no
+        // extension headers, 8 transport bytes at least.
+        if q.len() < HLEN + 8 || q[0] >> 4 != 6 || ipv6::dst(q) != host || !self.prefix.contains(&ipv6::src(q)) {
+            cx.drop(pkt, DropReason::NatIcmpErrorNoMatch);
+            return None;
+        }
+        let (qnext, ql4) = (q[6], &q[HLEN..]);
+        let (proto, remote_port, host_port) = match qnext {
+            TCP | UDP => (qnext, csum::get(ql4, 0), csum::get(ql4, 2)),
+            ICMPV6 if ql4[0] == 129 => (ICMP, 0, csum::get(ql4, 4)),
+            _ => {
+                cx.drop(pkt, DropReason::NatIcmpErrorNoMatch);
+                return None;
+            }
+        };
+        let Some((ty, code, field)) =
+            icmp_error_6to4(msg[0], msg[1], u32::from_be_bytes([msg[4], msg[5], msg[6], msg[7]]))
+        else {
+            cx.drop(pkt, DropReason::Nat64Unsupported);
+            return None;
+        };
+        let remote = extract(&self.prefix, &ipv6::src(q));
+        let Some(stand_in) = self.hosts.stand_in(host, cx.now) else {
+            cx.drop(pkt, DropReason::NatIcmpErrorNoMatch);
+            return None;
+        };
+        let outside = self.table.peek_outbound(
+            proto,
+            Endpoint::new(stand_in, host_port),
+            Endpoint::new(remote, remote_port),
+            cx.now,
+        );
+        let Some(outside) = outside else {
+            cx.drop(pkt, DropReason::NatIcmpErrorNoMatch);
+            return None;
+        };
+        // Scratch: IPv4 + ICMP headers, the quote's IPv4 header and its
+        // transport bytes, within 576 (RFC 1812 §4.3.2.3).
+        let mut out = [0u8; crate::icmp::MAX_ERROR_LEN];
+        let qbody = &ql4[..ql4.len().min(out.len() - 20 - 8 - 20)];
+        let n = 20 + 8 + 20 + qbody.len();
+        let qtotal = (20 + u16::from_be_bytes([q[4], q[5]]) as usize).min(0xffff) as u16;
+        let to = extract(&self.prefix, &to6);
+        write_ipv4(&mut out[..20], (n - 20) as u16, ICMP, ip[7], outside.addr, to);
+        out[20] = ty;
+        out[21] = code;
+        out[24..28].copy_from_slice(&field.to_be_bytes());
+        write_ipv4(&mut out[28..48], qtotal.saturating_sub(20), proto, q[7], remote, outside.addr);
+        let ql = &mut out[48..n];
+        ql.copy_from_slice(qbody);
+        match proto {
+            ICMP => {
+                ql[0] = 0;
+                csum::set(ql, 4, outside.port);
+            }
+            _ => csum::set(ql, 2, outside.port),
+        }
+        let c = csum::checksum(&out[20..n]);
+        csum::set(&mut out, 22, c);
+        let eth: [u8; 12] = pkt.data()[..12].try_into().expect("an Ethernet header");
+        let head = pkt.head();
+        if !pkt.set_window(head, ETH_HLEN + n) {
+            cx.drop(pkt, DropReason::Nat64Unsupported);
+            return None;
+        }
+        let d = pkt.data_mut();
+        d[..12].copy_from_slice(&eth);
+        d[12..14].copy_from_slice(&[0x08, 0x00]);
+        d[ETH_HLEN..].copy_from_slice(&out[..n]);
+        pkt.meta.local = false;
+        pkt.meta.offload = Default::default();
+        self.counters.icmp_errors += 1;
+        Some(pkt)
+    }
+
     /// An ICMPv6 error back to the inside sender, left for the router.
     fn error6(&mut self, mut pkt: Packet, kind: Icmp6Error, cx: &mut StageContext<'_>) -> Option<Packet> {
         let offender = ipv6::src(pkt.l3());
@@ -646,6 +747,16 @@ impl Nat64 {
             }
         }
     }
+}
+
+/// Writes a 20-byte IPv4 header (no options, DF, its checksum filled).
+fn write_ipv4(h: &mut [u8], payload: u16, proto: u8, ttl: u8, src: Ipv4Addr, dst: Ipv4Addr) {
+    h.copy_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, ttl, proto, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    csum::set(h, 2, payload.saturating_add(20));
+    h[12..16].copy_from_slice(&src.octets());
+    h[16..20].copy_from_slice(&dst.octets());
+    let c = csum::checksum(h);
+    csum::set(h, 10, c);
 }
 
 impl Stage for Nat64 {

@@ -349,3 +349,39 @@ fn nat64_configs_are_checked() {
         crate::nat::config::well_known_prefix()
     );
 }
+
+#[test]
+fn an_inside_hosts_icmpv6_error_goes_out_as_icmpv4_with_the_quote_translated() {
+    let mut r = rig();
+    // A session: the host asks the server.
+    let body = l4(UDP, IpAddress::Ipv6(host()), IpAddress::Ipv6(server6()), 5000, 53, b"q");
+    let out = out4(&mut r, UDP, &body, 64);
+    let port = UdpPacket::new_checked(Ipv4Packet::new_checked(&out[ETH_HLEN..]).unwrap().payload()).unwrap().src_port();
+    // The server's reply as the host got it, and the host's port unreachable about it.
+    let reply_body = l4(UDP, IpAddress::Ipv6(server6()), IpAddress::Ipv6(host()), 53, 5000, b"late");
+    let got = v6(LAN_MAC, server6(), host(), 63, UDP, &reply_body);
+    let quoted = &got[ETH_HLEN..];
+    let header = smoltcp::wire::Ipv6Repr {
+        src_addr: server6(),
+        dst_addr: host(),
+        next_header: IpProtocol::Udp,
+        payload_len: reply_body.len(),
+        hop_limit: 63,
+    };
+    let err =
+        Icmpv6Repr::DstUnreachable { reason: Icmpv6DstUnreachable::PortUnreachable, header, data: &quoted[HLEN..] };
+    let f = v6(LAN_MAC, host(), server6(), 64, ICMPV6, &icmp6(host(), server6(), &err));
+    let sent = r.through(0, &f, 1);
+    let ip = Ipv4Packet::new_checked(&sent[ETH_HLEN..]).unwrap();
+    assert!(ip.verify_checksum());
+    assert_eq!((ip.src_addr(), ip.dst_addr(), ip.next_header()), (POOL, SERVER, IpProtocol::Icmp));
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    match Icmpv4Repr::parse(&icmp, &ChecksumCapabilities::default()).unwrap() {
+        Icmpv4Repr::DstUnreachable { reason: smoltcp::wire::Icmpv4DstUnreachable::PortUnreachable, header, data } => {
+            assert_eq!((header.src_addr, header.dst_addr, header.next_header), (SERVER, POOL, IpProtocol::Udp));
+            assert_eq!((csum::get(data, 0), csum::get(data, 2)), (53, port), "the quote as the server sent it");
+        }
+        other => panic!("{other:?}"),
+    }
+    r.finish();
+}
