@@ -161,8 +161,11 @@ fn an_ipv6_only_host_reaches_an_ipv4_server_through_nat64() {
     ping6(&lab, "lan", server);
     // UDP both ways, and a closed port's ICMPv4 error back as ICMPv6 with a
     // quote Linux matches to the socket.
-    let (_, out) = ns_run(lan, &["python3", &script("udp6_probe.py"), server, "9999", "9998"]);
+    let echo = "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('10.1.0.2', 9997))\nwhile True:\n    d, a = s.recvfrom(65536)\n    s.sendto(d, a)\n";
+    wan.ns.spawn(&["python3", "-c", echo]).unwrap();
+    let (_, out) = ns_run(lan, &["python3", &script("udp6_probe.py"), server, "9999", "9998", "9997"]);
     assert!(out.contains("answer: v4udp saw 10.1.0.1:"), "UDP through NAT64:\n{out}");
+    assert!(out.contains("big: ok"), "3000-byte datagrams, fragmented both ways, through NAT64:\n{out}");
     assert!(out.contains("closed: refused"), "port unreachable through NAT64:\n{out}");
     // sluice is the first hop; the IPv4 server answers beyond it.
     let (_, out) = ns_run(lan, &["tracepath", "-6", "-n", "-m", "4", server]);
@@ -198,6 +201,7 @@ fn an_ipv6_only_host_reaches_an_ipv4_server_through_nat64() {
     let stats = lab.vm.stats().unwrap();
     assert!(stats.get("nat64", "to_ipv4") >= 10 && stats.get("nat64", "to_ipv6") >= 9, "{stats:?}");
     assert!(stats.get("nat64", "icmp_errors") >= 1, "{stats:?}");
+    assert!(stats.get("nat64", "fragments") >= 4, "{stats:?}");
     assert!(stats.get("nat64", "sessions") >= 3, "{stats:?}");
 }
 

@@ -52,6 +52,72 @@ const STAND_IN: u32 = 0xf000_0000;
 const WINDOW: usize = 32;
 /// Sessions whose timers each loop turn checks.
 const SWEEP_PER_POLL: usize = 16;
+/// The IPv6 fragment header's next-header number.
+const FRAGMENT: u8 = 44;
+/// Datagrams whose fragments are followed at once, and for how long after
+/// the first fragment (RFC 7915 §5.1.1, §4.1: later fragments carry no
+/// ports; they follow their first fragment's translation).
+const FRAG_CACHE: usize = 256;
+const FRAG_LIFETIME: Micros = 5_000_000;
+
+/// Where the later fragments of a datagram go: an inbound datagram (IPv4
+/// source, pool address, identification, protocol) to its inside host; an
+/// outbound one (host, destination, identification) from its pool address.
+#[derive(Clone, Copy)]
+struct FragEntry {
+    outbound: bool,
+    src: [u8; 16],
+    dst: [u8; 16],
+    ident: u32,
+    proto: u8,
+    to: [u8; 16],
+    expires: Micros,
+}
+
+/// A bounded cache of [`FragEntry`]: a full cache replaces an expired
+/// entry, else the oldest (one pass over at most 256).
+#[derive(Default)]
+struct FragCache(Vec<FragEntry>);
+
+impl FragCache {
+    fn remember(&mut self, e: FragEntry, now: Micros) {
+        if self.0.len() < FRAG_CACHE {
+            return self.0.push(e);
+        }
+        let i = self
+            .0
+            .iter()
+            .position(|x| x.expires <= now)
+            .unwrap_or_else(|| self.0.iter().enumerate().min_by_key(|(_, x)| x.expires).map_or(0, |(i, _)| i));
+        self.0[i] = e;
+    }
+
+    fn find(
+        &self,
+        outbound: bool,
+        src: [u8; 16],
+        dst: [u8; 16],
+        ident: u32,
+        proto: u8,
+        now: Micros,
+    ) -> Option<[u8; 16]> {
+        self.0
+            .iter()
+            .find(|x| {
+                x.outbound == outbound
+                    && x.src == src
+                    && x.dst == dst
+                    && x.ident == ident
+                    && x.proto == proto
+                    && x.expires > now
+            })
+            .map(|x| x.to)
+    }
+}
+
+fn v4_key(a: Ipv4Addr) -> [u8; 16] {
+    Ipv4Addr::to_ipv6_mapped(&a).octets()
+}
 
 /// Inside IPv6 hosts and their stand-in IPv4 addresses.
 pub struct Hosts {
@@ -165,6 +231,7 @@ crate::counters! {
         icmp_errors: counter "ICMPv4 errors translated to ICMPv6 with their quoted packet",
         hop_limit_errors: counter "ICMPv6 time exceeded / ICMPv4 time exceeded sent by the translator",
         too_big: counter "IPv4 packets with DF too large for IPv6 (fragmentation needed sent)",
+        fragments: counter "fragments translated (either way)",
     }
 }
 
@@ -182,6 +249,9 @@ pub struct Nat64 {
     /// in (IPv6 routers do not fragment).
     mtu6: usize,
     ident: u16,
+    frags: FragCache,
+    /// Second fragments made while translating a burst, added to it after.
+    spill: heapless::Vec<Packet, { crate::packet::BURST }>,
     pub counters: Nat64Counters,
 }
 
@@ -294,6 +364,8 @@ impl Nat64 {
             ports4: config.ports.iter().map(|p| p.ip()).collect(),
             mtu6,
             ident: 0,
+            frags: FragCache::default(),
+            spill: heapless::Vec::new(),
             counters: Nat64Counters::default(),
         }
     }
@@ -352,6 +424,7 @@ impl Nat64 {
             UDP if csum::get(l4, 6) != 0 => (UDP, csum::get(l4, 0), csum::get(l4, 2), 0),
             ICMPV6 if l4[0] == 128 => (ICMP, csum::get(l4, 4), 0, 0),
             ICMPV6 if l4[0] < 128 => return self.outbound_error(pkt, cx),
+            FRAGMENT => return self.outbound_fragment(pkt, cx),
             _ => {
                 // Extension headers, fragments, ICMPv6 errors and other
                 // protocols (RFC 7915 §5.1.1 leaves most to the operator).
@@ -410,18 +483,8 @@ impl Nat64 {
         v4[1] = tos;
         let hc = csum::update16(csum::get(v4, 10), 0x4500, 0x4500 | u16::from(tos));
         csum::set(v4, 10, hc);
-        let (head, len) = (pkt.head(), ETH_HLEN + total);
-        let eth: [u8; 12] = pkt.data()[..12].try_into().expect("an Ethernet header");
-        if !pkt.set_window(head + 20, len - 20) {
-            cx.drop(pkt, DropReason::Nat64Unsupported);
-            return None;
-        }
-        let d = pkt.data_mut();
-        d[..12].copy_from_slice(&eth);
-        d[12..14].copy_from_slice(&[0x08, 0x00]);
-        pkt.meta.local = false;
         self.counters.to_ipv4 += 1;
-        Some(pkt)
+        self.shift(pkt, 20, total - 20, [0x08, 0x00], cx)
     }
 
     /// IPv4 to a pool address: back to the inside host as IPv6, if a
@@ -430,9 +493,12 @@ impl Nat64 {
         let p = crate::wire::rewrite::parse(pkt.l3());
         let ip = pkt.l3();
         let l4 = &ip[p.ihl.min(p.total)..p.total];
-        if !p.first || p.more || pkt.is_chained() || pkt.meta.l3 as usize != ETH_HLEN {
+        if pkt.is_chained() || pkt.meta.l3 as usize != ETH_HLEN || p.ihl < 20 || p.total < p.ihl {
             cx.drop(pkt, DropReason::Nat64Unsupported);
             return None;
+        }
+        if !p.first || p.more {
+            return self.inbound_fragment(pkt, &p, cx);
         }
         if p.proto == ICMP && l4.first().is_some_and(|t| crate::wire::rewrite::is_icmp_error(*t)) {
             return self.inbound_error(pkt, cx);
@@ -469,12 +535,11 @@ impl Nat64 {
             return self.error4(pkt, IcmpError::TtlExceeded, cx);
         }
         if HLEN + payload > self.mtu6 {
-            cx.count_drop(pkt.meta.in_port, DropReason::PacketTooBig);
-            if !df {
-                // Fragmenting into IPv6 fragments is not done.
-                cx.pool.free(pkt);
-                return None;
+            if !df && p.proto != ICMP {
+                // Sent on as IPv6 fragments (RFC 7915 §4.1).
+                return self.inbound_fragment(pkt, &p, cx);
             }
+            cx.count_drop(pkt.meta.in_port, DropReason::PacketTooBig);
             self.counters.too_big += 1;
             let mtu = (self.mtu6 - 20) as u16;
             return self.error4(pkt, IcmpError::FragNeeded { mtu }, cx);
@@ -621,6 +686,280 @@ impl Nat64 {
         Some(pkt)
     }
 
+    /// An IPv6 fragment from an inside host: out as an IPv4 fragment (the
+    /// fragment header's offset, more-fragments flag and identification's
+    /// low 16 bits). The first carries the ports and opens or uses the
+    /// session; later ones follow it. Fragmented ICMP is dropped: its
+    /// checksum covers a pseudo-header with the whole message's length,
+    /// which no single fragment tells (RFC 7915 §5.1 lets a translator
+    /// drop it rather than reassemble).
+    fn outbound_fragment(&mut self, mut pkt: Packet, cx: &mut StageContext<'_>) -> Option<Packet> {
+        let ip = pkt.l3();
+        let total = HLEN + u16::from_be_bytes([ip[4], ip[5]]) as usize;
+        let (src, dst, hops) = (ipv6::src(ip), ipv6::dst(ip), ip[7]);
+        let Some(fh) = ip.get(HLEN..HLEN + 8).filter(|_| total >= HLEN + 8) else {
+            cx.drop(pkt, DropReason::Ipv6BadExtHeader);
+            return None;
+        };
+        let (proto, off_flags, ident) =
+            (fh[0], u16::from_be_bytes([fh[2], fh[3]]), u32::from_be_bytes([fh[4], fh[5], fh[6], fh[7]]));
+        let (offset, more) = (off_flags >> 3, off_flags & 1 != 0);
+        if !(proto == TCP || proto == UDP) {
+            cx.drop(pkt, DropReason::Nat64Unsupported);
+            return None;
+        }
+        let remote = extract(&self.prefix, &dst);
+        let at = HLEN + 8;
+        let from = if offset == 0 {
+            let l4 = &ip[at..total];
+            if l4.len() < if proto == TCP { 20 } else { 8 } {
+                cx.drop(pkt, DropReason::L4Truncated);
+                return None;
+            }
+            let (sport, dport, flags) = (csum::get(l4, 0), csum::get(l4, 2), if proto == TCP { l4[13] } else { 0 });
+            let Some(stand_in) = self.hosts.stand_in(src, cx.now) else {
+                cx.drop(pkt, DropReason::NatTableFull);
+                return None;
+            };
+            let out = match self.table.outbound(
+                proto,
+                Endpoint::new(stand_in, sport),
+                Endpoint::new(remote, dport),
+                flags,
+                cx.now,
+            ) {
+                Ok(o) => o,
+                Err(r) => {
+                    cx.drop(pkt, refusal_reason(r));
+                    return None;
+                }
+            };
+            let mut old = [0u8; 32];
+            old.copy_from_slice(&ip[8..40]);
+            let mut new = [0u8; 8];
+            new[..4].copy_from_slice(&out.addr.octets());
+            new[4..].copy_from_slice(&remote.octets());
+            let l4 = &mut pkt.l3_mut()[at..total];
+            let field = if proto == TCP { 16 } else { 6 };
+            let mut c = adjust(csum::get(l4, field), &old, &new, sport, out.port);
+            if proto == UDP && c == 0 {
+                c = 0xffff;
+            }
+            csum::set(l4, field, c);
+            csum::set(l4, 0, out.port);
+            self.frags.remember(
+                FragEntry {
+                    outbound: true,
+                    src: src.octets(),
+                    dst: dst.octets(),
+                    ident,
+                    proto,
+                    to: v4_key(out.addr),
+                    expires: cx.now + FRAG_LIFETIME,
+                },
+                cx.now,
+            );
+            out.addr
+        } else {
+            match self.frags.find(true, src.octets(), dst.octets(), ident, proto, cx.now) {
+                Some(k) => Ipv4Addr::new(k[12], k[13], k[14], k[15]),
+                None => {
+                    cx.drop(pkt, DropReason::NatFragmentUnknown);
+                    return None;
+                }
+            }
+        };
+        // The IPv4 header takes the 20 bytes before the payload.
+        let v4 = &mut pkt.l3_mut()[at - 20..at];
+        write_ipv4(v4, (total - at) as u16, proto, hops, from, remote);
+        v4[4..6].copy_from_slice(&(ident as u16).to_be_bytes());
+        v4[6..8].copy_from_slice(&(offset | if more { 0x2000 } else { 0 }).to_be_bytes());
+        v4[10..12].fill(0);
+        let c = csum::checksum(v4);
+        csum::set(v4, 10, c);
+        self.counters.fragments += 1;
+        self.counters.to_ipv4 += 1;
+        self.shift(pkt, at - 20, total - (at - 20), [0x08, 0x00], cx)
+    }
+
+    /// An IPv4 fragment to a pool address: to the inside host as an IPv6
+    /// fragment (a fragment header with the same offset, flag and
+    /// identification). The first opens nothing (a session must exist) and
+    /// is remembered for the later ones. A fragment too large for the IPv6
+    /// side is dropped (counted `too_big`): fragments are not cut again.
+    fn inbound_fragment(
+        &mut self,
+        mut pkt: Packet,
+        p: &crate::wire::rewrite::Parsed,
+        cx: &mut StageContext<'_>,
+    ) -> Option<Packet> {
+        if !(p.proto == TCP || p.proto == UDP) {
+            cx.drop(pkt, DropReason::Nat64Unsupported);
+            return None;
+        }
+        let ip = pkt.l3();
+        let (ttl, tos) = (ip[8], ip[1]);
+        let offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
+        let payload = p.total - p.ihl;
+        if ttl <= 1 {
+            cx.count_drop(pkt.meta.in_port, DropReason::TtlExpired);
+            return self.error4(pkt, IcmpError::TtlExceeded, cx);
+        }
+        if payload > 2 * self.frag_room() {
+            // Larger than two IPv6 fragments (a buffer holds less).
+            self.counters.too_big += 1;
+            cx.drop(pkt, DropReason::PacketTooBig);
+            return None;
+        }
+        let from = embed(&self.prefix, p.src);
+        let host = if p.first {
+            let l4 = &ip[p.ihl..p.total];
+            if l4.len() < if p.proto == TCP { 20 } else { 8 } || p.proto == UDP && csum::get(l4, 6) == 0 {
+                // A fragmented datagram without a UDP checksum cannot get one here.
+                cx.drop(pkt, DropReason::Nat64Unsupported);
+                return None;
+            }
+            let (sport, dport, flags) = (csum::get(l4, 0), csum::get(l4, 2), if p.proto == TCP { l4[13] } else { 0 });
+            let inside = match self.table.inbound(
+                p.proto,
+                Endpoint::new(p.dst, dport),
+                Endpoint::new(p.src, sport),
+                flags,
+                cx.now,
+            ) {
+                Ok(e) => e,
+                Err(Refusal::NoMapping) => return Some(pkt),
+                Err(r) => {
+                    cx.drop(pkt, refusal_reason(r));
+                    return None;
+                }
+            };
+            let Some(host) = self.hosts.host(inside.addr, cx.now) else {
+                cx.drop(pkt, DropReason::NatNoMapping);
+                return None;
+            };
+            let mut old = [0u8; 8];
+            old[..4].copy_from_slice(&p.src.octets());
+            old[4..].copy_from_slice(&p.dst.octets());
+            let mut new = [0u8; 32];
+            new[..16].copy_from_slice(&from.octets());
+            new[16..].copy_from_slice(&host.octets());
+            let ihl = p.ihl;
+            let l4 = &mut pkt.l3_mut()[ihl..p.total];
+            let field = if p.proto == TCP { 16 } else { 6 };
+            let mut c = adjust(csum::get(l4, field), &old, &new, dport, inside.port);
+            if p.proto == UDP && c == 0 {
+                c = 0xffff;
+            }
+            csum::set(l4, field, c);
+            csum::set(l4, 2, inside.port);
+            self.frags.remember(
+                FragEntry {
+                    outbound: false,
+                    src: v4_key(p.src),
+                    dst: v4_key(p.dst),
+                    ident: p.ident as u32,
+                    proto: p.proto,
+                    to: host.octets(),
+                    expires: cx.now + FRAG_LIFETIME,
+                },
+                cx.now,
+            );
+            host
+        } else {
+            match self.frags.find(false, v4_key(p.src), v4_key(p.dst), p.ident as u32, p.proto, cx.now) {
+                Some(h) => Ipv6Addr::from(h),
+                None => {
+                    cx.drop(pkt, DropReason::NatFragmentUnknown);
+                    return None;
+                }
+            }
+        };
+        // IPv6 header and fragment header end where the IPv4 header did.
+        let start = pkt.head() + ETH_HLEN + p.ihl;
+        let Some(head) = start.checked_sub(ETH_HLEN + HLEN + 8) else {
+            cx.drop(pkt, DropReason::Nat64Unsupported);
+            return None;
+        };
+        let eth: [u8; 12] = pkt.data()[..12].try_into().expect("an Ethernet header");
+        if !pkt.set_window(head, ETH_HLEN + HLEN + 8 + payload) {
+            cx.drop(pkt, DropReason::Nat64Unsupported);
+            return None;
+        }
+        let d = pkt.data_mut();
+        d[..12].copy_from_slice(&eth);
+        d[12..14].copy_from_slice(&ipv6::ETHERTYPE);
+        let ip6 = &mut d[ETH_HLEN..ETH_HLEN + HLEN + 8];
+        ipv6::write_header(ip6, (8 + payload) as u16, FRAGMENT, ttl, from, host);
+        ip6[0] = 0x60 | tos >> 4;
+        ip6[1] = tos << 4;
+        let more = p.more as u16;
+        ip6[HLEN..HLEN + 8].copy_from_slice(&[p.proto, 0, 0, 0, 0, 0, 0, 0]);
+        ip6[HLEN + 2..HLEN + 4].copy_from_slice(&(offset << 3 | more).to_be_bytes());
+        ip6[HLEN + 4..HLEN + 8].copy_from_slice(&(p.ident as u32).to_be_bytes());
+        pkt.meta.local = false;
+        pkt.meta.offload = Default::default();
+        self.counters.fragments += 1;
+        self.counters.to_ipv6 += 1;
+        let room = self.frag_room();
+        if payload > room {
+            // Too large for the IPv6 side: the rest becomes a second
+            // fragment (offsets count 8-byte units; `room` is a multiple).
+            let Some(mut tail) = cx.pool.alloc() else {
+                cx.drop(pkt, DropReason::FragNoBuffer);
+                return None;
+            };
+            const HDRS: usize = ETH_HLEN + HLEN + 8;
+            let d = pkt.data();
+            tail.set_len(HDRS + payload - room);
+            tail.data_mut()[..HDRS].copy_from_slice(&d[..HDRS]);
+            tail.data_mut()[HDRS..].copy_from_slice(&d[HDRS + room..HDRS + payload]);
+            tail.meta = pkt.meta;
+            let t = &mut tail.data_mut()[ETH_HLEN..];
+            t[4..6].copy_from_slice(&((8 + payload - room) as u16).to_be_bytes());
+            t[HLEN + 2..HLEN + 4].copy_from_slice(&((offset + (room / 8) as u16) << 3 | more).to_be_bytes());
+            pkt.set_len(HDRS + room);
+            let h = &mut pkt.data_mut()[ETH_HLEN..];
+            h[4..6].copy_from_slice(&((8 + room) as u16).to_be_bytes());
+            h[HLEN + 2..HLEN + 4].copy_from_slice(&(offset << 3 | 1).to_be_bytes());
+            self.counters.fragments += 1;
+            if let Err(t) = self.spill.push(tail) {
+                cx.drop(t, DropReason::FragNoBuffer);
+            }
+        }
+        Some(pkt)
+    }
+
+    /// The most payload an IPv6 fragment toward the inside may carry.
+    fn frag_room(&self) -> usize {
+        (self.mtu6 - HLEN - 8) & !7
+    }
+
+    /// Moves the frame's start to `l3_from` bytes into the L3 header (now
+    /// `len` bytes of new L3 packet), keeping the Ethernet addresses and
+    /// setting `ethertype`.
+    fn shift(
+        &mut self,
+        mut pkt: Packet,
+        l3_from: usize,
+        len: usize,
+        ethertype: [u8; 2],
+        cx: &mut StageContext<'_>,
+    ) -> Option<Packet> {
+        let eth: [u8; 12] = pkt.data()[..12].try_into().expect("an Ethernet header");
+        let head = pkt.head() + l3_from;
+        if !pkt.set_window(head, ETH_HLEN + len) {
+            cx.drop(pkt, DropReason::Nat64Unsupported);
+            return None;
+        }
+        let d = pkt.data_mut();
+        d[..12].copy_from_slice(&eth);
+        d[12..14].copy_from_slice(&ethertype);
+        pkt.meta.local = false;
+        pkt.meta.offload = Default::default();
+        Some(pkt)
+    }
+
     /// An ICMPv6 error an inside host sends about a packet of a session
     /// (a closed port, a smaller MTU): out as ICMPv4 from the session's
     /// pool address, the quoted packet translated to what the outside
@@ -762,6 +1101,17 @@ fn write_ipv4(h: &mut [u8], payload: u16, proto: u8, ttl: u8, src: Ipv4Addr, dst
 impl Stage for Nat64 {
     fn process(&mut self, batch: &mut Batch, cx: &mut StageContext<'_>) {
         for_each_packet(batch, |pkt| self.translate(pkt, cx));
+        while let Some(p) = self.spill.pop() {
+            if let Err(p) = batch.push(p) {
+                cx.drop(p, DropReason::FragNoBuffer);
+            }
+        }
+    }
+
+    fn drain(&mut self, pool: &mut crate::packet::PacketPool) {
+        while let Some(p) = self.spill.pop() {
+            pool.free(p);
+        }
     }
 
     fn ipv6(&self) -> Ipv6Handling {

@@ -385,3 +385,97 @@ fn an_inside_hosts_icmpv6_error_goes_out_as_icmpv4_with_the_quote_translated() {
     }
     r.finish();
 }
+
+/// `body` as IPv6 fragments of `size` payload bytes each (after the
+/// fragment header), identification `ident`.
+fn fragments6(body: &[u8], size: usize, ident: u32) -> Vec<Vec<u8>> {
+    body.chunks(size)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let more = (i + 1) * size < body.len();
+            let mut p = std::vec![UDP, 0];
+            p.extend_from_slice(&(((i * size / 8) as u16) << 3 | more as u16).to_be_bytes());
+            p.extend_from_slice(&ident.to_be_bytes());
+            p.extend_from_slice(chunk);
+            v6(LAN_MAC, host(), server6(), 64, 44, &p)
+        })
+        .collect()
+}
+
+#[test]
+fn fragments_are_translated_both_ways() {
+    let mut r = rig();
+    let data: Vec<u8> = (0..2000u32).map(|i| i as u8).collect();
+    let body = l4(UDP, IpAddress::Ipv6(host()), IpAddress::Ipv6(server6()), 7000, 9000, &data);
+    let mut out = Vec::new();
+    for f in fragments6(&body, 1232, 0xabcd_0042) {
+        out.push(r.through(0, &f, 1));
+    }
+    // Two IPv4 fragments of one datagram: reassembled, its UDP checksum holds.
+    let ips: Vec<Ipv4Packet<&[u8]>> = out.iter().map(|f| Ipv4Packet::new_checked(&f[ETH_HLEN..]).unwrap()).collect();
+    assert!(ips
+        .iter()
+        .all(|ip| ip.verify_checksum() && ip.ident() == 0x0042 && ip.src_addr() == POOL && ip.dst_addr() == SERVER));
+    assert!(ips[0].more_frags() && !ips[1].more_frags());
+    assert_eq!((ips[0].frag_offset(), ips[1].frag_offset() as usize), (0, 1232));
+    let mut whole = ips[0].payload().to_vec();
+    whole.extend_from_slice(ips[1].payload());
+    let udp = UdpPacket::new_checked(&whole[..]).unwrap();
+    assert!(
+        udp.verify_checksum(&IpAddress::Ipv4(POOL), &IpAddress::Ipv4(SERVER)),
+        "the reassembled datagram's checksum"
+    );
+    assert_eq!(udp.payload(), &data[..]);
+    let port = udp.src_port();
+    // The server's reply in two IPv4 fragments: IPv6 fragments to the host.
+    let reply = l4(UDP, IpAddress::Ipv4(SERVER), IpAddress::Ipv4(POOL), 9000, port, &data);
+    let mut back = Vec::new();
+    for (i, chunk) in reply.chunks(1200).enumerate() {
+        let mut f = v4(WAN_MAC, SERVER, POOL, 64, UDP, chunk);
+        let more = (i + 1) * 1200 < reply.len();
+        let ip = &mut f[ETH_HLEN..];
+        ip[4..6].copy_from_slice(&0x77u16.to_be_bytes());
+        ip[6..8].copy_from_slice(&(((i * 1200 / 8) as u16) | if more { 0x2000 } else { 0 }).to_be_bytes());
+        ip[10..12].fill(0);
+        let c = crate::csum::checksum(&ip[..20]);
+        crate::csum::set(ip, 10, c);
+        back.push(r.through(1, &f, 0));
+    }
+    let mut whole = Vec::new();
+    for f in &back {
+        let ip6 = Ipv6Packet::new_checked(&f[ETH_HLEN..]).unwrap();
+        assert_eq!((ip6.src_addr(), ip6.dst_addr(), ip6.next_header()), (server6(), host(), IpProtocol::Ipv6Frag));
+        let fh = &ip6.payload()[..8];
+        assert_eq!((fh[0], u32::from_be_bytes(fh[4..8].try_into().unwrap())), (UDP, 0x77));
+        whole.extend_from_slice(&ip6.payload()[8..]);
+    }
+    let udp = UdpPacket::new_checked(&whole[..]).unwrap();
+    assert!(udp.verify_checksum(&IpAddress::Ipv6(server6()), &IpAddress::Ipv6(host())));
+    assert_eq!((udp.dst_port(), udp.payload()), (7000, &data[..]));
+    // One datagram (DF clear) too large for the IPv6 side: two IPv6 fragments.
+    let big: Vec<u8> = (0..1600u32).map(|i| (i * 7) as u8).collect();
+    let reply = l4(UDP, IpAddress::Ipv4(SERVER), IpAddress::Ipv4(POOL), 9000, port, &big);
+    let mut f = v4(WAN_MAC, SERVER, POOL, 64, UDP, &reply);
+    f[ETH_HLEN + 6] &= !0x40;
+    f[ETH_HLEN + 10..ETH_HLEN + 12].fill(0);
+    let c = crate::csum::checksum(&f[ETH_HLEN..ETH_HLEN + 20]);
+    crate::csum::set(&mut f[ETH_HLEN..], 10, c);
+    r.send(1, &f);
+    let two = r.sent(0);
+    assert_eq!(two.len(), 2, "split for the 1500-byte IPv6 side");
+    let mut whole = Vec::new();
+    for f in &two {
+        let ip6 = Ipv6Packet::new_checked(&f[ETH_HLEN..]).unwrap();
+        assert!(f.len() - ETH_HLEN <= 1500);
+        whole.extend_from_slice(&ip6.payload()[8..]);
+    }
+    let udp = UdpPacket::new_checked(&whole[..]).unwrap();
+    assert!(udp.verify_checksum(&IpAddress::Ipv6(server6()), &IpAddress::Ipv6(host())));
+    assert_eq!(udp.payload(), &big[..]);
+    // A later fragment of an unknown datagram goes nowhere.
+    let stray = fragments6(&body, 1232, 0x999)[1].clone();
+    r.send(0, &stray);
+    assert!(r.sent(1).is_empty());
+    assert_eq!(r.dp.ports()[0].counters.dropped(DropReason::NatFragmentUnknown), 1);
+    r.finish();
+}
