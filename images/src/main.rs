@@ -286,7 +286,8 @@ fn start_servers(lab: &sluice::lab::Lab, config: Option<&vnfs::config::Config>) 
     let script = script.to_str().unwrap_or("whoami_http.py");
     let host_of = |port: usize| lab.ports.get(port).filter(|p| !p.host_ip.is_empty());
     if let Some(lb) = c.first::<vnfs::lb::LbConfig>() {
-        for svc in &lb.services {
+        // IPv4 services (the lab gives its hosts IPv4 addresses only).
+        for svc in lb.services.iter().filter(|s| s.vip.is_ipv4()) {
             for (i, b) in svc.backends.iter().enumerate() {
                 let Some(p) = host_of(b.via_port) else { continue };
                 let prefix = c.ports[b.via_port].address.map_or(32, |a| a.prefix_len());
@@ -295,8 +296,11 @@ fn start_servers(lab: &sluice::lab::Lab, config: Option<&vnfs::config::Config>) 
                 let _ = p.ns.spawn(&["python3", script, &b.addr.to_string(), &b.port.to_string(), &name]);
             }
             // A client on the VIP's side.
-            if let Some(p) =
-                c.ports.iter().position(|p| p.address.is_some_and(|a| a.contains(&svc.vip))).and_then(host_of)
+            if let Some(p) = c
+                .ports
+                .iter()
+                .position(|p| p.address.is_some_and(|a| matches!(svc.vip, std::net::IpAddr::V4(v) if a.contains(&v))))
+                .and_then(host_of)
             {
                 hints.push(format!(
                     "ip netns exec {} curl -s http://{}:{}/        # service {}: a backend answers",

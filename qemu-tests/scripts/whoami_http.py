@@ -4,6 +4,7 @@ address it saw: `whoami_http.py BIND_ADDR PORT NAME`. `/slow` streams 20
 lines over about four seconds (a long-lived connection), `/slow?n=N` N lines. Used by the
 qemu-tests to see what a NAT or load balancer did."""
 import http.server
+import socket
 import sys
 import time
 
@@ -34,4 +35,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-http.server.ThreadingHTTPServer((bind, port), Handler).serve_forever()
+class Server(http.server.ThreadingHTTPServer):
+    # An IPv6 bind address needs an IPv6 socket.
+    address_family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+
+
+Server((bind, port), Handler).serve_forever()

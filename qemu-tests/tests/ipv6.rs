@@ -228,3 +228,76 @@ fn the_management_endpoint_answers_over_ipv6_and_closed_ports_refuse() {
     let (_, out) = ns_run(lab.port("lan"), &["python3", "-c", &probe]);
     assert_eq!(out.trim(), "refused", "closed port over IPv6");
 }
+
+/// Who answered each of `n` new connections to `url` (the `NAME` of
+/// whoami_http), counted.
+fn spread(lab: &Lab, url: &str, n: usize) -> std::collections::BTreeMap<String, usize> {
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let (ok, out) = ns_retry(lab.port("lan"), &["curl", "-6", "-sS", "--max-time", "3", url], 8);
+        assert!(ok, "curl {url}:\n{out}\n{}", lab.vm.console());
+        let name = out.split_whitespace().next().unwrap_or("").to_string();
+        assert!(out.contains("saw 2001:db8:0:2::1:"), "full-NAT: the backend sees sluice's dmz address:\n{out}");
+        *seen.entry(name).or_insert(0) += 1;
+    }
+    seen
+}
+
+#[test]
+fn an_ipv6_vip_spreads_over_three_ipv6_backends_by_weight_and_health_checks_fail_over() {
+    let mut spec = LabSpec::two_ports(Machine::Microvm).unwrap();
+    spec.ports[0] = PortSpec::new("lan", "10.0.0.1/24", "10.0.0.2/24")
+        .with(&format!("address {LAN6}/64"))
+        .host6(&format!("{LAN_HOST}/64"));
+    spec.ports[1] = PortSpec::new("dmz", "10.2.0.1/24", "10.2.0.2/24")
+        .with("address 2001:db8:0:2::1/64")
+        .host6("2001:db8:0:2::11/64")
+        .host6("2001:db8:0:2::12/64")
+        .host6("2001:db8:0:2::13/64");
+    spec.extra_config = "service web6 {\n vip [2001:db8:0:1::80]:80\n check tcp\n interval 500ms\n timeout 400ms\n rise 1\n fall 2\n\
+                         backend [2001:db8:0:2::11]:8000\n backend [2001:db8:0:2::12]:8000 weight 2\n backend [2001:db8:0:2::13]:8000\n}\n"
+        .into();
+    let mut lab = Lab::start(&spec).unwrap_or_else(|e| panic!("lab did not start: {e}"));
+    lab.port("lan")
+        .ns
+        .exec(&["ip", "-6", "route", "add", "default", "via", LAN6, "dev", &lab.port("lan").tap.name])
+        .unwrap();
+    let dmz = lab.port("dmz");
+    let mut pids = Vec::new();
+    for (i, b) in ["2001:db8:0:2::11", "2001:db8:0:2::12", "2001:db8:0:2::13"].iter().enumerate() {
+        pids.push(
+            dmz.ns.spawn(&["python3", &script("whoami_http.py"), b, "8000", &format!("backend{}", i + 1)]).unwrap(),
+        );
+    }
+    wait_listening(dmz, 8000);
+    // Every backend up by its checks (over IPv6, from sluice's own stack).
+    let up = |lab: &mut Lab, b: &str| lab.vm.stats().unwrap().get(&format!("web6/[{b}]:8000"), "healthy");
+    for _ in 0..40 {
+        if ["2001:db8:0:2::11", "2001:db8:0:2::12", "2001:db8:0:2::13"].iter().all(|b| up(&mut lab, b) == 1) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let url = "http://[2001:db8:0:1::80]:80/";
+    let seen = spread(&lab, url, 40);
+    let n = |s: &std::collections::BTreeMap<String, usize>, k: &str| s.get(k).copied().unwrap_or(0);
+    assert!(n(&seen, "backend1") > 0 && n(&seen, "backend3") > 0, "every backend gets flows: {seen:?}");
+    assert!(
+        n(&seen, "backend2") > n(&seen, "backend1") && n(&seen, "backend2") > n(&seen, "backend3"),
+        "weight 2 gets the most: {seen:?}"
+    );
+    // backend3 stops: its checks fail and it leaves the table.
+    let _ = std::process::Command::new("kill").arg(pids[2].to_string()).status();
+    let mut down = false;
+    for _ in 0..40 {
+        if up(&mut lab, "2001:db8:0:2::13") == 0 {
+            down = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(down, "backend3 never marked down: {}", lab.vm.console());
+    let seen = spread(&lab, url, 20);
+    assert_eq!(n(&seen, "backend3"), 0, "no flows to the failed backend: {seen:?}");
+    assert_eq!(n(&seen, "backend1") + n(&seen, "backend2"), 20, "{seen:?}");
+}

@@ -39,6 +39,22 @@ pub fn apply(hc: u16, delta: u32) -> u16 {
     !(sum as u16)
 }
 
+/// HC' for a checksummed run of bytes `old` (even length) that became
+/// `new` (even length): addresses of a pseudo-header that changed family
+/// or value (NAT64, the IPv6 load balancer).
+pub fn replace(hc: u16, old: &[u8], new: &[u8]) -> u16 {
+    let sum = |b: &[u8]| b.chunks_exact(2).map(|w| u16::from_be_bytes([w[0], w[1]]) as u32).sum::<u32>();
+    // ~old added is the ones'-complement subtraction of old.
+    let mut d = sum(new) as u64 + (old.len() as u64 / 2) * 0xffff - sum(old) as u64;
+    while d > 0xffff_ffff {
+        d = (d & 0xffff_ffff) + (d >> 32);
+    }
+    let mut d = d as u32;
+    d = (d & 0xffff) + (d >> 16);
+    d = (d & 0xffff) + (d >> 16);
+    apply(hc, d)
+}
+
 /// Reads the 16-bit big-endian checksum at `at`.
 #[inline]
 pub fn get(b: &[u8], at: usize) -> u16 {
@@ -88,6 +104,19 @@ mod tests {
             set(&mut data, 0, 0);
             let fresh = checksum(&data);
             // 0x0000 and 0xffff are the same number in ones' complement.
+            prop_assert!(inc == fresh || inc ^ fresh == 0xffff && (inc == 0 || fresh == 0), "{inc:#x} {fresh:#x}");
+        }
+
+        #[test]
+        fn replacing_a_run_equals_recomputing(mut data in proptest::collection::vec(any::<u8>(), 40..80), new in proptest::collection::vec(any::<u8>(), 32..33)) {
+            data.truncate(data.len() & !1);
+            data[0] = 0;
+            data[1] = 0;
+            let c = checksum(&data);
+            let old = data[2..34].to_vec();
+            let inc = replace(c, &old, &new);
+            data[2..34].copy_from_slice(&new);
+            let fresh = checksum(&data);
             prop_assert!(inc == fresh || inc ^ fresh == 0xffff && (inc == 0 || fresh == 0), "{inc:#x} {fresh:#x}");
         }
 

@@ -166,11 +166,11 @@ impl HostStack {
 
     /// Opens a TCP connection from `local_port` to `remote` (health checks).
     /// The socket's buffers are allocated here, off the fast path.
-    pub fn tcp_open(&mut self, remote: (Ipv4Addr, u16), local_port: u16) -> Option<SocketHandle> {
+    pub fn tcp_open(&mut self, remote: (core::net::IpAddr, u16), local_port: u16) -> Option<SocketHandle> {
         let mut sock =
             tcp::Socket::new(tcp::SocketBuffer::new(alloc::vec![0; 1024]), tcp::SocketBuffer::new(alloc::vec![0; 512]));
         let cx = self.iface.context();
-        sock.connect(cx, (IpAddress::Ipv4(remote.0), remote.1), local_port).ok()?;
+        sock.connect(cx, (IpAddress::from(remote.0), remote.1), local_port).ok()?;
         Some(self.sockets.add(sock))
     }
 

@@ -38,6 +38,7 @@ pub mod ratelimit;
 pub mod registry;
 pub mod router;
 pub mod stage;
+pub mod standin;
 pub mod stats;
 pub mod table;
 #[cfg(test)]

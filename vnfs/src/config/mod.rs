@@ -223,6 +223,13 @@ pub trait StageConfig: Any + fmt::Debug {
     fn table_bytes(&self, _config: &Config) -> usize {
         0
     }
+    /// IPv6 addresses the stage answers for (IPv6 VIPs): the appliance
+    /// answers neighbour solicitations for them, and the pipeline sees
+    /// their traffic.
+    fn addresses6(&self) -> Vec<Ipv6Addr> {
+        Vec::new()
+    }
+
     /// Addresses the stage answers for (a NAT pool, VIPs): the appliance
     /// answers ARP and ping for them, and stages see their traffic.
     fn addresses(&self) -> Vec<Ipv4Addr> {

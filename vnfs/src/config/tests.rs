@@ -354,7 +354,10 @@ fn services() {
     )
     .unwrap();
     let s = &c.first::<LbConfig>().unwrap().services[0];
-    assert_eq!((s.vip, s.port, s.proto, s.mode), (Ipv4Addr::new(10, 1, 0, 1), 80, 6, LbMode::Dnat));
+    assert_eq!(
+        (s.vip, s.port, s.proto, s.mode),
+        (core::net::IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1)), 80, 6, LbMode::Dnat)
+    );
     assert_eq!(s.backends[0].weight, 2);
     assert_eq!(s.backends[1].via_port, 1);
     assert_eq!(s.check, CheckKind::Http("/healthz".into()));

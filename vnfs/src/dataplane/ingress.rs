@@ -164,7 +164,7 @@ pub(super) fn arp_of(frame: &[u8]) -> Option<ArpRepr> {
 pub fn classify(
     (mac, address, v6): ([u8; 6], Option<Ipv4Net>, bool),
     local: &[Ipv4Addr],
-    local6: &[Ipv6Addr],
+    (local6, vips6): (&[Ipv6Addr], &[Ipv6Addr]),
     frame: &[u8],
     frame_len: usize,
 ) -> Verdict {
@@ -208,6 +208,8 @@ pub fn classify(
                     }
                 }
                 Ok(ip) if local6.binary_search(&ip).is_ok() => Verdict::Local6,
+                // A stage's address (an IPv6 VIP): for the pipeline.
+                Ok(ip) if vips6.binary_search(&ip).is_ok() => Verdict::Local,
                 Ok(_) if !dst.is_unicast() => Verdict::Drop(DropReason::MartianDestination),
                 Ok(_) => Verdict::Pipeline,
             }

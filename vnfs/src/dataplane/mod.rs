@@ -65,6 +65,8 @@ pub struct Dataplane {
     local_sorted: Vec<Ipv4Addr>,
     /// Every IPv6 address of the appliance (link-local ones included), sorted.
     local6: Vec<core::net::Ipv6Addr>,
+    /// IPv6 addresses stages answer for (VIPs), sorted.
+    vips6: Vec<core::net::Ipv6Addr>,
     egress: Egress,
     last_host_poll: Micros,
     /// The config running now, its text and where the text came from.
@@ -112,6 +114,14 @@ fn sorted(v: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
     let mut s = v.to_vec();
     s.sort_unstable();
     s
+}
+
+/// The IPv6 addresses the config's stages answer for, sorted.
+fn vips6_of(config: &Config) -> Vec<core::net::Ipv6Addr> {
+    let mut v: Vec<core::net::Ipv6Addr> = config.stages.iter().flat_map(|s| s.config.addresses6()).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// Every IPv6 address of the ports (link-local ones included), sorted.
@@ -162,6 +172,12 @@ impl Dataplane {
             .collect();
         let local6 = local6_of(&ports);
         let rpf6 = ingress::rpf6_of(config, &local6);
+        let vips6 = vips6_of(config);
+        for p in &mut ports {
+            if let Some(h) = p.host6.as_mut() {
+                h.also = vips6.clone();
+            }
+        }
         for (i, p) in ports.iter_mut().enumerate() {
             if let Some(h) = &p.host6 {
                 let nets: Vec<ipnet::Ipv6Net> = h.addrs.iter().map(|a| a.net).collect();
@@ -180,6 +196,7 @@ impl Dataplane {
             local_sorted: sorted(&local),
             local,
             local6,
+            vips6,
             egress: Egress::with_static(config, now),
             last_host_poll: now,
             config: config.clone(),
@@ -326,7 +343,7 @@ impl Dataplane {
         now: Micros,
         mut trace: Option<&mut trace::Trace>,
     ) {
-        let Dataplane { ports, stages, config, local_sorted, local6, egress, events, rpf, rpf6, .. } = self;
+        let Dataplane { ports, stages, config, local_sorted, local6, vips6, egress, events, rpf, rpf6, .. } = self;
         let pipeline = &config.pipelines[port as usize];
         let refused = &rpf[port as usize];
         let refused6 = &rpf6[port as usize];
@@ -341,8 +358,13 @@ impl Dataplane {
             let p = &mut ports[port as usize];
             p.counters.rx_packets += 1;
             p.counters.rx_bytes += pkt.len() as u64;
-            let mut verdict =
-                classify((p.mac, p.address, p.host6.is_some()), local_sorted, local6, pkt.data(), pkt.total_len());
+            let mut verdict = classify(
+                (p.mac, p.address, p.host6.is_some()),
+                local_sorted,
+                (local6, vips6),
+                pkt.data(),
+                pkt.total_len(),
+            );
             // Untagged Ethernet is all ingress parses so far: the L3 header
             // follows it (a VLAN tag would move this, and only this).
             pkt.meta.l3 = crate::wire::ETH_HLEN as u8;
@@ -382,7 +404,14 @@ impl Dataplane {
                     use crate::ipv6::host::LocalKind;
                     let kind = ports[port as usize].host6.as_ref().map(|h| h.local_kind(pkt.l3()));
                     if kind == Some(LocalKind::HostStack) {
-                        to_host(ports, pool, pkt);
+                        if pipeline.is_empty() {
+                            to_host(ports, pool, pkt);
+                        } else {
+                            // Stages may claim it (a load balancer's
+                            // full-NAT replies); else the host stack takes it.
+                            pkt.meta.local = true;
+                            let _ = onward.push(pkt);
+                        }
                         continue;
                     }
                     if kind == Some(LocalKind::Advert) && !pkt.is_chained() {

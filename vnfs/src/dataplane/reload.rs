@@ -161,6 +161,12 @@ impl Dataplane {
         self.local_sorted = sorted(&self.local);
         self.rpf = ingress::rpf_of(&new, &self.local);
         self.rpf6 = ingress::rpf6_of(&new, &self.local6);
+        self.vips6 = super::vips6_of(&new);
+        for p in &mut self.ports {
+            if let Some(h) = p.host6.as_mut() {
+                h.also = self.vips6.clone();
+            }
+        }
         self.config = new;
         self.config_text = text.into();
         self.reloads += 1;

@@ -18,7 +18,7 @@ fn net() -> Option<Ipv4Net> {
 }
 
 fn classify1(frame: &[u8]) -> Verdict {
-    classify((MAC, net(), false), &[ME, Ipv4Addr::new(10, 1, 0, 1)], &[], frame, frame.len())
+    classify((MAC, net(), false), &[ME, Ipv4Addr::new(10, 1, 0, 1)], (&[], &[]), frame, frame.len())
 }
 
 #[test]

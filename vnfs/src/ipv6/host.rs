@@ -112,6 +112,9 @@ pub struct Host6 {
     pub mac: [u8; 6],
     /// Link-local first, then the config's.
     pub addrs: Vec<Addr6>,
+    /// The stages' addresses (IPv6 VIPs), answered for on every port:
+    /// neighbour solicitations only (their traffic is the pipeline's).
+    pub also: Vec<Ipv6Addr>,
     ra: Option<Ra>,
     announced: bool,
     pub counters: Nd6Counters,
@@ -127,7 +130,15 @@ impl Host6 {
         let addrs =
             core::iter::once(ll).chain(nets.iter().copied()).map(|net| Addr6 { net, state: tentative }).collect();
         let ra = ra.map(|c| Ra { config: c.clone(), mtu, next: now + DAD_TIME, last: None, sent: 0, rng: seed | 1 });
-        Host6 { mac, addrs, ra, announced: false, counters: Nd6Counters::default(), notes: heapless::Deque::new() }
+        Host6 {
+            mac,
+            addrs,
+            also: Vec::new(),
+            ra,
+            announced: false,
+            counters: Nd6Counters::default(),
+            notes: heapless::Deque::new(),
+        }
     }
 
     /// Takes a reloaded config's `ra` (timers kept when it did not change).
@@ -397,6 +408,7 @@ impl Host6 {
                         return None;
                     }
                     Some(AddrState::Preferred) => {}
+                    None if self.also.binary_search(&target_addr).is_ok() => {}
                     _ => return None,
                 }
                 let learned = mac_of(lladdr).filter(|_| !dad).map(|mac| Learned {

@@ -270,6 +270,65 @@ pub fn write_header(ip: &mut [u8], payload: u16, next: u8, hop_limit: u8, from: 
     ip[24..40].copy_from_slice(&to.octets());
 }
 
+/// The checksum of an upper-layer packet `body` (its checksum field
+/// zero) under the IPv6 pseudo-header (RFC 8200 §8.1).
+pub fn upper_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, next: u8, body: &[u8]) -> u16 {
+    let mut pseudo = [0u8; 40];
+    pseudo[..16].copy_from_slice(&src.octets());
+    pseudo[16..32].copy_from_slice(&dst.octets());
+    pseudo[32..36].copy_from_slice(&(body.len() as u32).to_be_bytes());
+    pseudo[39] = next;
+    let sum = |b: &[u8]| !crate::csum::checksum(b) as u32;
+    let mut s = sum(&pseudo) + sum(body);
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// Turns a TCP segment over IPv6 (no extension headers) into the reset
+/// that refuses it (RFC 9293 §3.10.7.1), in place. `false` for a reset
+/// (never answered) or a packet that is not one.
+pub fn tcp_reset(pkt: &mut Packet) -> bool {
+    if !pkt.untag() || pkt.is_chained() {
+        return false;
+    }
+    let ip = pkt.l3();
+    if ip.len() < HLEN + 20 || ip[6] != TCP {
+        return false;
+    }
+    let total = (HLEN + u16::from_be_bytes([ip[4], ip[5]]) as usize).min(ip.len());
+    let t = &ip[HLEN..];
+    let (seq, ack) = (u32::from_be_bytes([t[4], t[5], t[6], t[7]]), u32::from_be_bytes([t[8], t[9], t[10], t[11]]));
+    let flags = t[13];
+    if flags & 0x04 != 0 {
+        return false;
+    }
+    let doff = ((t[12] >> 4) as usize * 4).max(20);
+    let payload = total.saturating_sub(HLEN + doff) as u32;
+    let (new_seq, new_ack, new_flags) = if flags & 0x10 != 0 {
+        (ack, 0, 0x04)
+    } else {
+        (0, seq.wrapping_add(payload + (flags & 0x02 != 0) as u32 + (flags & 0x01 != 0) as u32), 0x14)
+    };
+    let (from, to) = (dst(ip), src(ip));
+    let (sport, dport) = (crate::csum::get(t, 0), crate::csum::get(t, 2));
+    let d = pkt.l3_mut();
+    write_header(d, 20, TCP, 64, from, to);
+    let t = &mut d[HLEN..HLEN + 20];
+    t[0..2].copy_from_slice(&dport.to_be_bytes());
+    t[2..4].copy_from_slice(&sport.to_be_bytes());
+    t[4..8].copy_from_slice(&new_seq.to_be_bytes());
+    t[8..12].copy_from_slice(&new_ack.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = new_flags;
+    t[14..20].fill(0);
+    let c = upper_checksum(&from, &to, TCP, t);
+    crate::csum::set(t, 16, c);
+    let l3 = pkt.meta.l3 as usize;
+    pkt.set_len(l3 + HLEN + 20)
+}
+
 /// Completes the partial transport checksum of an IPv6 packet in one
 /// buffer (the field holds the pseudo-header sum: the NIC's convention).
 pub fn complete_checksum(pkt: &mut Packet) -> bool {

@@ -6,7 +6,7 @@ use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::config::{
     endpoint, is_name, key_values, parse_duration, port_for, usable_unicast, Config, ConfigError, Errors, Line, Place,
@@ -38,7 +38,8 @@ pub enum CheckKind {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackendConfig {
-    pub addr: Ipv4Addr,
+    /// The VIP's family (a service balances IPv4 or IPv6, not both).
+    pub addr: IpAddr,
     pub port: u16,
     pub weight: u32,
     /// Port the backend is reached through (connected prefix or route).
@@ -51,12 +52,12 @@ pub struct BackendConfig {
 pub struct ServiceConfig {
     pub name: String,
     pub proto: u8,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
     pub mode: LbMode,
     /// Full-NAT source address (`snat`; default: the address of the port
-    /// that reaches the first backend).
-    pub snat: Ipv4Addr,
+    /// that reaches the first backend, of the VIP's family).
+    pub snat: IpAddr,
     pub backends: Vec<BackendConfig>,
     pub check: CheckKind,
     /// Between checks (µs; `interval 500ms`, `interval 2`).
@@ -121,10 +122,10 @@ fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Optio
     let mut svc = ServiceConfig {
         name: name.text.to_string(),
         proto: 6,
-        vip: Ipv4Addr::UNSPECIFIED,
+        vip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         port: 0,
         mode: LbMode::FullNat,
-        snat: Ipv4Addr::UNSPECIFIED,
+        snat: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         backends: Vec::new(),
         check: CheckKind::Tcp,
         interval: 2_000_000,
@@ -144,12 +145,16 @@ fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Optio
         };
         match key.text {
             "vip" => {
-                if let Some((a, _)) = endpoint(first, errors).filter(|(a, _)| usable_unicast(*a).is_err()) {
-                    errors.push(ConfigError::at(first, format!("VIP {a} {}", usable_unicast(a).unwrap_err())));
-                } else if let Some((a, p)) = endpoint(first, errors) {
-                    svc.vip = a;
-                    svc.port = p;
-                    have_vip = true;
+                match endpoint_any(first, errors) {
+                    Some((a, _)) if usable(a).is_err() => {
+                        errors.push(ConfigError::at(first, format!("VIP {a} {}", usable(a).unwrap_err())))
+                    }
+                    Some((a, p)) => {
+                        svc.vip = a;
+                        svc.port = p;
+                        have_vip = true;
+                    }
+                    None => {}
                 }
                 match args.get(1).map(|t| t.text) {
                     None | Some("tcp") => svc.proto = 6,
@@ -162,12 +167,12 @@ fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Optio
                 "dnat" => svc.mode = LbMode::Dnat,
                 other => errors.push(ConfigError::at(first, format!("unknown mode `{other}`: expected full-nat or dnat"))),
             },
-            "snat" => match first.text.parse::<Ipv4Addr>() {
+            "snat" => match first.text.parse::<IpAddr>() {
                 Ok(a) => snat = Some(a),
                 Err(_) => errors.push(ConfigError::at(first, format!("bad address `{}`", first.text))),
             },
             "backend" => {
-                let Some((addr, port)) = endpoint(first, errors) else { continue };
+                let Some((addr, port)) = endpoint_any(first, errors) else { continue };
                 let mut weight = 1;
                 match (args.get(1).map(|t| t.text), args.get(2)) {
                     (None, _) => {}
@@ -177,7 +182,11 @@ fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Optio
                     },
                     (Some(_), _) => errors.push(ConfigError::at(&args[1], "expected `weight N` after the backend")),
                 }
-                let Some(via_port) = port_for(config, addr) else {
+                let via = match addr {
+                    IpAddr::V4(a) => port_for(config, a),
+                    IpAddr::V6(a) => port_for6(config, a),
+                };
+                let Some(via_port) = via else {
                     errors.push(ConfigError::at(first, format!("backend {addr} is on no port's subnet and no route reaches it")));
                     continue;
                 };
@@ -189,11 +198,15 @@ fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Optio
                     errors.push(ConfigError::at(first, format!("a service may have at most {MAX_BACKENDS} backends")));
                     continue;
                 }
-                if let Err(why) = usable_unicast(addr) {
+                if let Err(why) = usable(addr) {
                     errors.push(ConfigError::at(first, format!("backend {addr} {why}")));
                     continue;
                 }
-                if let Some(p) = config.ports.iter().find(|p| p.ip() == Some(addr)) {
+                let own = |p: &&crate::config::PortConfig| match addr {
+                    IpAddr::V4(a) => p.ip() == Some(a),
+                    IpAddr::V6(a) => p.address6.iter().any(|n| n.addr() == a),
+                };
+                if let Some(p) = config.ports.iter().find(own) {
                     errors.push(ConfigError::at(first, format!("backend {addr} is the address of port `{}`: a backend must be another host", p.name)));
                     continue;
                 }
@@ -239,10 +252,65 @@ fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Optio
             format!("service `{}`: the VIP {} cannot be one of its backends", svc.name, svc.vip),
         ));
     }
-    svc.snat = snat
-        .or_else(|| svc.backends.first().and_then(|b| config.ports[b.via_port].ip()))
-        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    if svc.backends.iter().any(|b| b.addr.is_ipv4() != svc.vip.is_ipv4()) {
+        errors.push(ConfigError::at(
+            &kw,
+            format!("service `{}`: the VIP and its backends must be of one family, IPv4 or IPv6 (use `nat64` to reach IPv4 from IPv6)", svc.name),
+        ));
+    }
+    if snat.is_some_and(|s| s.is_ipv4() != svc.vip.is_ipv4()) {
+        errors.push(ConfigError::at(&kw, format!("service `{}`: `snat` must be of the VIP's family", svc.name)));
+    }
+    let via_addr = |b: &BackendConfig| -> Option<IpAddr> {
+        let p = &config.ports[b.via_port];
+        match b.addr {
+            IpAddr::V4(_) => p.ip().map(IpAddr::V4),
+            IpAddr::V6(a) => {
+                p.address6.iter().find(|n| n.contains(&a)).or(p.address6.first()).map(|n| IpAddr::V6(n.addr()))
+            }
+        }
+    };
+    svc.snat = snat.or_else(|| svc.backends.first().and_then(via_addr)).unwrap_or(match svc.vip {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    });
+    if svc.mode == LbMode::FullNat && svc.snat.is_unspecified() && errors.len() == before {
+        errors.push(ConfigError::at(&kw, format!("service `{}`: full-nat needs a source address: give the backends' port an address of the VIP's family, or `snat`", svc.name)));
+    }
     (errors.len() == before).then_some(svc)
+}
+
+/// `ADDR:PORT` or `[ADDR6]:PORT`.
+fn endpoint_any(t: &crate::config::Token<'_>, errors: &mut Errors) -> Option<(IpAddr, u16)> {
+    if let Some(rest) = t.text.strip_prefix('[') {
+        let parsed = rest
+            .split_once("]:")
+            .and_then(|(a, p)| Some((a.parse::<Ipv6Addr>().ok()?, p.parse::<u16>().ok().filter(|p| *p != 0)?)));
+        if parsed.is_none() {
+            errors.push(ConfigError::at(
+                t,
+                format!("bad endpoint `{}`: expected [ADDRESS]:PORT such as [2001:db8::10]:80", t.text),
+            ));
+        }
+        return parsed.map(|(a, p)| (IpAddr::V6(a), p));
+    }
+    endpoint(t, errors).map(|(a, p)| (IpAddr::V4(a), p))
+}
+
+/// Why `a` cannot be a VIP or backend.
+fn usable(a: IpAddr) -> Result<(), &'static str> {
+    match a {
+        IpAddr::V4(a) => usable_unicast(a),
+        IpAddr::V6(a) => crate::config::usable_unicast6(a),
+    }
+}
+
+/// The port that reaches an IPv6 address: a port's prefix, else the
+/// longest IPv6 route.
+fn port_for6(config: &Config, a: Ipv6Addr) -> Option<usize> {
+    config.ports.iter().position(|p| p.address6.iter().any(|n| n.contains(&a))).or_else(|| {
+        config.routes6.iter().filter(|r| r.prefix.contains(&a)).max_by_key(|r| r.prefix.prefix_len()).map(|r| r.port)
+    })
 }
 
 /// `lb table-size PRIME flows N`
@@ -363,7 +431,23 @@ impl StageConfig for LbConfig {
     }
 
     fn addresses(&self) -> Vec<Ipv4Addr> {
-        self.services.iter().map(|s| s.vip).collect()
+        self.services
+            .iter()
+            .filter_map(|s| match s.vip {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            })
+            .collect()
+    }
+
+    fn addresses6(&self) -> Vec<Ipv6Addr> {
+        self.services
+            .iter()
+            .filter_map(|s| match s.vip {
+                IpAddr::V6(a) => Some(a),
+                IpAddr::V4(_) => None,
+            })
+            .collect()
     }
 
     /// First on every port: a VIP's traffic is claimed before routing.

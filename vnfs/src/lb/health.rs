@@ -6,7 +6,6 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::State;
 
 use super::CheckKind;
-use crate::flow::Endpoint;
 use crate::packet::PortId;
 use crate::stage::StageContext;
 use crate::Micros;
@@ -54,7 +53,7 @@ impl Health {
         &mut self,
         cx: &mut StageContext<'_>,
         check: &CheckKind,
-        ep: Endpoint,
+        (addr, tcp_port): (core::net::IpAddr, u16),
         port: PortId,
         local_base: u16,
         interval: Micros,
@@ -72,7 +71,7 @@ impl Health {
                 // the backend keeps each closed connection in TIME-WAIT for
                 // a minute, and a SYN that meets one is answered late.
                 let local = local_base + self.seq % 256;
-                match host.tcp_open((ep.addr, ep.port), local) {
+                match host.tcp_open((addr, tcp_port), local) {
                     Some(handle) => {
                         self.probe = Some(Probe { handle, started: now, sent: false, response: heapless::Vec::new() });
                         return None;
@@ -92,7 +91,7 @@ impl Health {
                             let mut req: heapless::String<256> = heapless::String::new();
                             let _ = core::fmt::write(
                                 &mut req,
-                                format_args!("GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", ep.addr),
+                                format_args!("GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", super::v6::host_header(addr)),
                             );
                             p.sent = host.tcp_send(p.handle, req.as_bytes());
                         }

@@ -13,12 +13,13 @@
 pub mod config;
 mod health;
 pub mod maglev;
+mod v6;
 
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::any::Any;
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr};
 
 pub use self::config::{BackendConfig, CheckKind, LbConfig, LbMode, ServiceConfig};
 use crate::config::{BuildContext, StageConfig, StageDef};
@@ -52,7 +53,11 @@ pub struct BackendCounters {
 }
 
 pub struct Backend {
+    /// The flow table's endpoint: the backend's own for IPv4, a stand-in
+    /// for IPv6 (see [`v6`]).
     pub ep: Endpoint,
+    /// Its real address (health checks, rewriting, views).
+    pub real: IpAddr,
     pub weight: u32,
     pub via_port: PortId,
     pub healthy: bool,
@@ -76,6 +81,9 @@ pub struct Service {
     pub mode: LbMode,
     /// Full-NAT source address.
     pub snat: Ipv4Addr,
+    /// For an IPv6 service: its real VIP and full-NAT source (`vip` and
+    /// `snat` are their stand-ins).
+    pub v6: Option<(core::net::Ipv6Addr, core::net::Ipv6Addr)>,
     pub backends: Vec<Backend>,
     table: MaglevTable,
     check: CheckKind,
@@ -93,10 +101,21 @@ impl Service {
         self.backends
             .iter()
             .map(|b| Member {
-                id: (u32::from(b.ep.addr) as u64) << 16 | b.ep.port as u64,
+                // The real address: every instance builds the same table.
+                id: match b.real {
+                    IpAddr::V4(a) => (u32::from(a) as u64) << 16 | b.ep.port as u64,
+                    IpAddr::V6(a) => {
+                        hash_words(0x6d67_6c76, &[(u128::from(a) >> 64) as u64, u128::from(a) as u64, b.ep.port as u64])
+                    }
+                },
                 weight: if b.healthy { b.weight } else { 0 },
             })
             .collect()
+    }
+
+    /// The VIP as clients address it.
+    pub fn vip_real(&self) -> IpAddr {
+        self.v6.map_or(IpAddr::V4(self.vip.addr), |(v, _)| IpAddr::V6(v))
     }
 
     fn rebuild(&mut self, size: usize) {
@@ -104,8 +123,10 @@ impl Service {
     }
 }
 
-/// The services of a config, with empty Maglev tables.
-fn services_of(config: &LbConfig) -> Vec<Service> {
+/// The services of a config, with empty Maglev tables; IPv6 addresses
+/// get their stand-ins from `names`.
+fn services_of(config: &LbConfig, names: &mut v6::Names) -> Vec<Service> {
+    names.keep_only(config);
     config
         .services
         .iter()
@@ -114,7 +135,8 @@ fn services_of(config: &LbConfig) -> Vec<Service> {
                 .backends
                 .iter()
                 .map(|b| Backend {
-                    ep: Endpoint::new(b.addr, b.port),
+                    ep: Endpoint::new(names.v4_of(b.addr), b.port),
+                    real: b.addr,
                     weight: b.weight,
                     via_port: b.via_port as PortId,
                     healthy: s.check == CheckKind::None,
@@ -122,13 +144,17 @@ fn services_of(config: &LbConfig) -> Vec<Service> {
                     health: Health::default(),
                 })
                 .collect();
-            let snat = s.snat;
+            let v6 = match (s.vip, s.snat) {
+                (IpAddr::V6(v), IpAddr::V6(n)) => Some((v, n)),
+                _ => None,
+            };
             Service {
                 name: s.name.clone(),
                 proto: s.proto,
-                vip: Endpoint::new(s.vip, s.port),
+                vip: Endpoint::new(names.v4_of(s.vip), s.port),
                 mode: s.mode,
-                snat,
+                snat: names.v4_of(s.snat),
+                v6,
                 backends,
                 table: MaglevTable::build(&[], 0),
                 check: s.check.clone(),
@@ -149,6 +175,20 @@ fn timeouts_of(config: &LbConfig) -> Timeouts {
         tcp_transitory: config.tcp_transitory_timeout as Micros * 1_000_000,
         ..Timeouts::default()
     }
+}
+
+/// A packet's flow as the tables see it: IPv6 addresses as stand-ins.
+#[derive(Clone, Copy, Debug)]
+struct Key {
+    proto: u8,
+    src: Endpoint,
+    dst: Endpoint,
+    flags: u8,
+    /// Where the transport header is, from the L3 header, and the L3
+    /// packet's length.
+    l4: u16,
+    total: u16,
+    v6: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -198,6 +238,11 @@ pub struct Lb {
     refusals: crate::ratelimit::PerSource,
     /// Health-check sockets of backends a reload removed, to close.
     orphans: Vec<(PortId, smoltcp::iface::SocketHandle)>,
+    /// Stand-ins of IPv6 VIPs, backends and full-NAT sources (kept across
+    /// reloads, so unchanged flows and health states keep theirs), and of
+    /// IPv6 clients.
+    names: v6::Names,
+    clients: crate::standin::Hosts,
     pub counters: LbCounters,
 }
 
@@ -230,11 +275,13 @@ pub fn flow_hash(proto: u8, src: Endpoint, dst: Endpoint) -> u64 {
 impl Lb {
     /// The load balancer of a config (which has services).
     pub fn from_config(config: &LbConfig, seed: u64) -> Lb {
-        let mut services = services_of(config);
+        let mut names = v6::Names::default();
+        let mut services = services_of(config, &mut names);
         for svc in &mut services {
             svc.rebuild(config.table_size);
         }
         let mut lb = Lb::new(services, config.flows, config.table_size, seed);
+        lb.names = names;
         lb.timeouts = timeouts_of(config);
         lb.refusals = crate::ratelimit::PerSource::new(
             config.refusal_rate,
@@ -255,7 +302,7 @@ impl Lb {
         if config.flows != self.flows.len() || config.table_size != self.table_size {
             return false;
         }
-        let mut fresh = services_of(config);
+        let mut fresh = services_of(config, &mut self.names);
         let mut old = core::mem::take(&mut self.services);
         // Old (service, backend) -> new (service, backend).
         let mut remap: Vec<Vec<Option<(u16, u16)>>> = old.iter().map(|s| alloc::vec![None; s.backends.len()]).collect();
@@ -333,6 +380,7 @@ impl Lb {
     }
 
     pub fn new(services: Vec<Service>, flows: usize, table_size: usize, seed: u64) -> Lb {
+        let any_v6 = services.iter().any(|s| s.v6.is_some());
         let blank = Flow {
             proto: 0,
             service: NONE,
@@ -355,6 +403,13 @@ impl Lb {
             sweep_at: 0,
             ident: 0,
             orphans: Vec::new(),
+            names: v6::Names::default(),
+            // Room for IPv6 clients only when a service is IPv6.
+            clients: crate::standin::Hosts::new(
+                if any_v6 { flows } else { 0 },
+                2 * 7440 * 1_000_000,
+                hash_words(seed, &[0x636c_6936]),
+            ),
             refusals: crate::ratelimit::PerSource::new(100, 20, hash_words(seed, &[0x7265_6675])),
             counters: LbCounters::default(),
         }
@@ -485,15 +540,59 @@ impl Lb {
         None
     }
 
-    /// A packet to a service's VIP: to its flow's backend, or a new one.
-    fn forward_to_backend(&mut self, pkt: &mut Packet, si: u16, h: Option<u64>, now: Micros) -> Result<(), DropReason> {
-        let key = self.key;
+    /// The flow key of a TCP or UDP packet (a first fragment), IPv4 or
+    /// IPv6; `None` for anything else.
+    fn key_of(&mut self, pkt: &Packet, now: Micros) -> Option<Key> {
+        if crate::ipv6::is_ipv6(pkt.l3()) {
+            return v6::key(self, pkt, now);
+        }
         let p = parse(pkt.l3());
-        let l4 = p.ihl;
-        let total = p.total;
-        let (sport, dport, flags) = ports(&pkt.l3()[..total], l4, p.proto).ok_or(DropReason::L4Truncated)?;
-        let client = Endpoint::new(p.src, sport);
-        let mut flow = self.find_fwd(h, p.proto, client, si, now);
+        if !p.first || !(p.proto == TCP || p.proto == UDP) {
+            return None;
+        }
+        let (sport, dport, flags) = ports(&pkt.l3()[..p.total], p.ihl, p.proto)?;
+        Some(Key {
+            proto: p.proto,
+            src: Endpoint::new(p.src, sport),
+            dst: Endpoint::new(p.dst, dport),
+            flags,
+            l4: p.ihl as u16,
+            total: p.total as u16,
+            v6: false,
+        })
+    }
+
+    /// Writes `dst` and `src` (flow-table endpoints) into the packet.
+    fn rewrite(&self, pkt: &mut Packet, k: &Key, dst: Option<Endpoint>, src: Option<Endpoint>) {
+        if k.v6 {
+            return v6::rewrite(self, pkt, k, dst, src);
+        }
+        let (l4, proto) = (k.l4 as usize, k.proto);
+        let ip = &mut pkt.l3_mut()[..k.total as usize];
+        if let Some(d) = dst {
+            set_addr(ip, 16, d.addr, Some(l4), proto);
+            set_port(ip, l4 + 2, d.port, l4, proto);
+        }
+        if let Some(s) = src {
+            set_addr(ip, 12, s.addr, Some(l4), proto);
+            set_port(ip, l4, s.port, l4, proto);
+        }
+    }
+
+    /// A packet to a service's VIP: to its flow's backend, or a new one.
+    fn forward_to_backend(
+        &mut self,
+        pkt: &mut Packet,
+        si: u16,
+        h: Option<u64>,
+        k: &Key,
+        now: Micros,
+    ) -> Result<(), DropReason> {
+        let key = self.key;
+        let (sport, flags, total) = (k.src.port, k.flags, k.total as usize);
+        let client = k.src;
+        let p_proto = k.proto;
+        let mut flow = self.find_fwd(h, p_proto, client, si, now);
         if let Some(i) = flow {
             let f = self.flows[i as usize];
             if !self.services[si as usize].backends[f.backend as usize].healthy {
@@ -507,7 +606,8 @@ impl Lb {
             Some(i) => i,
             None => {
                 let svc = &self.services[si as usize];
-                let Some(b) = svc.table.lookup(flow_hash(p.proto, client, Endpoint::new(p.dst, dport))) else {
+                let hash = if k.v6 { v6::maglev_hash(pkt, k) } else { flow_hash(p_proto, client, k.dst) };
+                let Some(b) = svc.table.lookup(hash) else {
                     return Err(DropReason::LbNoBackend);
                 };
                 let backend = svc.backends[b].ep;
@@ -515,7 +615,7 @@ impl Lb {
                 let snat = match mode {
                     LbMode::Dnat => client,
                     LbMode::FullNat => {
-                        self.snat_port(p.proto, snat_addr, sport, backend, now).ok_or(DropReason::LbFlowTableFull)?
+                        self.snat_port(p_proto, snat_addr, sport, backend, now).ok_or(DropReason::LbFlowTableFull)?
                     }
                 };
                 if self.free.is_empty() {
@@ -526,9 +626,9 @@ impl Lb {
                     return Err(DropReason::LbFlowTableFull);
                 };
                 self.flows[i as usize] =
-                    Flow { proto: p.proto, service: si, backend: b as u16, client, snat, expires: 0, tcp: 0 };
-                self.fwd.insert(h_fwd(key, p.proto, client, si), i);
-                self.rev.insert(h_rev(key, p.proto, backend, snat), i);
+                    Flow { proto: p_proto, service: si, backend: b as u16, client, snat, expires: 0, tcp: 0 };
+                self.fwd.insert(h_fwd(key, p_proto, client, si), i);
+                self.rev.insert(h_rev(key, p_proto, backend, snat), i);
                 self.counters.flows_created += 1;
                 let svc = &mut self.services[si as usize];
                 svc.counters.new_flows += 1;
@@ -541,7 +641,7 @@ impl Lb {
         };
         let t = self.timeouts;
         let f = &mut self.flows[i as usize];
-        f.expires = now + idle_timeout(&t, &mut f.tcp, p.proto, flags, true);
+        f.expires = now + idle_timeout(&t, &mut f.tcp, p_proto, flags, true);
         let f = *f;
         let svc = &mut self.services[si as usize];
         let backend = &mut svc.backends[f.backend as usize];
@@ -550,47 +650,29 @@ impl Lb {
         backend.counters.packets += 1;
         backend.counters.bytes += total as u64;
         let be = backend.ep;
-        let ip = &mut pkt.l3_mut()[..total];
-        set_addr(ip, 16, be.addr, Some(l4), p.proto);
-        set_port(ip, l4 + 2, be.port, l4, p.proto);
-        if f.snat != f.client {
-            set_addr(ip, 12, f.snat.addr, Some(l4), p.proto);
-            set_port(ip, l4, f.snat.port, l4, p.proto);
-        }
+        self.rewrite(pkt, k, Some(be), (f.snat != f.client).then_some(f.snat));
         pkt.meta.local = false;
         Ok(())
     }
 
     /// A reply from a backend: back to the client from the VIP. `Ok(false)`
     /// if the packet is not one.
-    fn reply_from_backend(&mut self, pkt: &mut Packet, h: Option<u64>, now: Micros) -> bool {
-        let p = parse(pkt.l3());
-        if !p.first || !(p.proto == TCP || p.proto == UDP) {
-            return false;
-        }
-        let Some((sport, dport, flags)) = ports(&pkt.l3()[..p.total], p.ihl, p.proto) else { return false };
-        let Some(i) = self.find_rev(h, p.proto, Endpoint::new(p.src, sport), Endpoint::new(p.dst, dport), now) else {
+    fn reply_from_backend(&mut self, pkt: &mut Packet, h: Option<u64>, k: &Key, now: Micros) -> bool {
+        let Some(i) = self.find_rev(h, k.proto, k.src, k.dst, now) else {
             return false;
         };
         let t = self.timeouts;
         let f = &mut self.flows[i as usize];
-        f.expires = now + idle_timeout(&t, &mut f.tcp, p.proto, flags, false);
+        f.expires = now + idle_timeout(&t, &mut f.tcp, k.proto, k.flags, false);
         let f = *f;
         let svc = &mut self.services[f.service as usize];
         let vip = svc.vip;
         svc.counters.packets += 1;
-        svc.counters.bytes += p.total as u64;
+        svc.counters.bytes += k.total as u64;
         let bc = &mut svc.backends[f.backend as usize].counters;
         bc.packets += 1;
-        bc.bytes += p.total as u64;
-        let l4 = p.ihl;
-        let ip = &mut pkt.l3_mut()[..p.total];
-        set_addr(ip, 12, vip.addr, Some(l4), p.proto);
-        set_port(ip, l4, vip.port, l4, p.proto);
-        if f.snat != f.client {
-            set_addr(ip, 16, f.client.addr, Some(l4), p.proto);
-            set_port(ip, l4 + 2, f.client.port, l4, p.proto);
-        }
+        bc.bytes += k.total as u64;
+        self.rewrite(pkt, k, (f.snat != f.client).then_some(f.client), Some(vip));
         pkt.meta.local = false;
         true
     }
@@ -604,12 +686,20 @@ impl Lb {
         let svc = &mut self.services[si as usize];
         svc.counters.no_backend += 1;
         let vip = svc.vip.addr;
-        let client = smoltcp::wire::Ipv4Packet::new_unchecked(pkt.l3()).src_addr();
-        if !self.refusals.take(client, cx.now) {
+        let (tcp, v6) = (svc.proto == TCP, svc.v6);
+        let allowed = match v6 {
+            Some(_) => self.refusals.take6(crate::ipv6::src(pkt.l3()), cx.now),
+            None => self.refusals.take(smoltcp::wire::Ipv4Packet::new_unchecked(pkt.l3()).src_addr(), cx.now),
+        };
+        if !allowed {
             self.counters.refusals_rate_limited += 1;
             cx.pool.free(pkt);
             return None;
         }
+        if let Some((vip6, _)) = v6 {
+            return v6::refuse(pkt, vip6, tcp, cx);
+        }
+        let svc = &self.services[si as usize];
         // The answer is a new small packet in this buffer.
         self.ident = self.ident.wrapping_add(1);
         crate::icmp::refuse(pkt, cx.pool, svc.proto == TCP, IcmpError::PortUnreachable, Some(vip), self.ident)
@@ -632,26 +722,21 @@ impl Stage for Lb {
         // Per packet: (service if to a VIP, flow hash) for TCP/UDP first fragments.
         let mut pre = [None; BURST];
         for (slot, pkt) in pre.iter_mut().zip(batch.iter()) {
-            let p = parse(pkt.l3());
-            if !p.first || !(p.proto == TCP || p.proto == UDP) {
-                continue;
-            }
-            let Some((sport, dport, _)) = ports(&pkt.l3()[..p.total], p.ihl, p.proto) else { continue };
-            let (src, dst) = (Endpoint::new(p.src, sport), Endpoint::new(p.dst, dport));
-            *slot = Some(match self.service_for(p.proto, p.dst, dport) {
+            let Some(k) = self.key_of(pkt, cx.now) else { continue };
+            *slot = Some(match self.service_for(k.proto, k.dst.addr, k.dst.port) {
                 Some(si) => {
-                    let h = h_fwd(key, p.proto, src, si);
+                    let h = h_fwd(key, k.proto, k.src, si);
                     self.fwd.prefetch(h);
-                    (Some(si), h)
+                    (Some(si), h, k)
                 }
                 None => {
-                    let h = h_rev(key, p.proto, src, dst);
+                    let h = h_rev(key, k.proto, k.src, k.dst);
                     self.rev.prefetch(h);
-                    (None, h)
+                    (None, h, k)
                 }
             });
         }
-        for &(si, h) in pre.iter().flatten() {
+        for &(si, h, _) in pre.iter().flatten() {
             let index = if si.is_some() { &self.fwd } else { &self.rev };
             if let Some(f) = index.candidate(h).and_then(|c| self.flows.get(c as usize)) {
                 prefetch::prefetch(f);
@@ -659,12 +744,9 @@ impl Stage for Lb {
         }
         let mut pre = pre.into_iter();
         for_each_packet(batch, |mut pkt| {
-            let (to_vip, h) = match pre.next().flatten() {
-                Some((si, h)) => (si, Some(h)),
-                None => (None, None),
-            };
+            let Some((to_vip, h, k)) = pre.next().flatten() else { return Some(pkt) };
             match to_vip {
-                Some(si) => match self.forward_to_backend(&mut pkt, si, h, cx.now) {
+                Some(si) => match self.forward_to_backend(&mut pkt, si, Some(h), &k, cx.now) {
                     Ok(()) => Some(pkt),
                     Err(DropReason::LbNoBackend) => self.refuse(pkt, si, cx),
                     Err(reason) => {
@@ -673,9 +755,7 @@ impl Stage for Lb {
                     }
                 },
                 None => {
-                    if h.is_some() {
-                        self.reply_from_backend(&mut pkt, h, cx.now);
-                    }
+                    self.reply_from_backend(&mut pkt, Some(h), &k, cx.now);
                     Some(pkt)
                 }
             }
@@ -684,6 +764,11 @@ impl Stage for Lb {
 
     fn reconfigure(&mut self, settings: &dyn Any) -> bool {
         settings.downcast_ref::<LbConfig>().is_some_and(|c| Lb::reconfigure(self, c))
+    }
+
+    /// IPv6 services are balanced like IPv4 ones (see [`v6`]).
+    fn ipv6(&self) -> crate::stage::Ipv6Handling {
+        crate::stage::Ipv6Handling::Process
     }
 
     fn poll(&mut self, cx: &mut StageContext<'_>) {
@@ -711,8 +796,15 @@ impl Stage for Lb {
                 // Each backend's checks walk their own 256 source ports.
                 let slot = (si * 64 + bi) % ((HEALTH_PORTS.1 - HEALTH_PORTS.0) as usize / 256 + 1);
                 let local_base = HEALTH_PORTS.0 + slot as u16 * 256;
-                let Some(ok) = b.health.step(cx, &svc.check, b.ep, b.via_port, local_base, svc.interval, svc.timeout)
-                else {
+                let Some(ok) = b.health.step(
+                    cx,
+                    &svc.check,
+                    (b.real, b.ep.port),
+                    b.via_port,
+                    local_base,
+                    svc.interval,
+                    svc.timeout,
+                ) else {
                     continue;
                 };
                 let flip = if ok {
@@ -725,10 +817,9 @@ impl Stage for Lb {
                     b.counters.transitions += 1;
                     changed = true;
                     cx.note(alloc::format!(
-                        "{}: backend {}:{} {}",
+                        "{}: backend {} {}",
                         svc.name,
-                        b.ep.addr,
-                        b.ep.port,
+                        v6::show_ep(b.real, b.ep.port),
                         if ok { "up" } else { "down" }
                     ));
                 }
@@ -784,8 +875,8 @@ impl Stage for Lb {
                     out,
                     "{:<12} {:<21} {:<21} {:<8} {:>6} {:>8} {:>9} {:>9}",
                     s.name,
-                    alloc::format!("{}:{}", s.vip.addr, s.vip.port),
-                    alloc::format!("{}:{}", b.ep.addr, b.ep.port),
+                    v6::show_ep(s.vip_real(), s.vip.port),
+                    v6::show_ep(b.real, b.ep.port),
                     if b.healthy { "up" } else { "down" },
                     b.weight,
                     b.counters.active_flows,
@@ -845,15 +936,15 @@ impl Lb {
                 17 => "udp",
                 _ => "ip",
             };
-            let ep = |e: &Endpoint| alloc::format!("{}:{}", e.addr, e.port);
+            let ep = |e: &Endpoint| v6::show_ep(self.real_of(e.addr), e.port);
             let _ = writeln!(
                 out,
                 "{:<5} {:<12} {:<21} {:<21} {:<21} {:<21} {:>8}",
                 proto,
                 s.name,
                 ep(&f.client),
-                alloc::format!("{}:{}", s.vip.addr, s.vip.port),
-                ep(&b.ep),
+                v6::show_ep(s.vip_real(), s.vip.port),
+                v6::show_ep(b.real, b.ep.port),
                 ep(&f.snat),
                 (f.expires - now) / 1_000_000
             );
@@ -874,7 +965,7 @@ impl Lb {
             let c = &s.counters;
             let up = s.backends.iter().filter(|b| b.healthy).count();
             sink.object("lb_service", &[("service", &s.name)]);
-            sink.text("vip", &alloc::format!("{}:{}", s.vip.addr, s.vip.port));
+            sink.text("vip", &v6::show_ep(s.vip_real(), s.vip.port));
             sink.text("proto", if s.proto == TCP { "tcp" } else { "udp" });
             sink.counter("new_flows", "flows the service began", c.new_flows);
             sink.gauge("active_flows", "flows of the service in the table", c.active_flows);
@@ -884,7 +975,7 @@ impl Lb {
             sink.gauge("backends_up", "backends passing their checks", up as u64);
             for b in &s.backends {
                 let bc = &b.counters;
-                let ep = alloc::format!("{}:{}", b.ep.addr, b.ep.port);
+                let ep = v6::show_ep(b.real, b.ep.port);
                 sink.object("lb_backend", &[("service", &s.name), ("backend", &ep)]);
                 sink.gauge("healthy", "1 if the backend passes its checks", b.healthy as u64);
                 sink.gauge("weight", "the backend's Maglev weight", b.weight as u64);

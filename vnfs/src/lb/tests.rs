@@ -126,7 +126,8 @@ fn lb_and_pool(backends: usize) -> (Lb, PacketPool) {
 fn pick(lb: &mut Lb, pool: &mut PacketPool, client_port: u16) -> Ipv4Addr {
     let mut p = pool.alloc().unwrap();
     p.fill(&tcp_frame(C_MAC, (CLIENT, client_port), (VIP, 80), client_port.is_multiple_of(2), true));
-    lb.forward_to_backend(&mut p, 0, None, 0).unwrap();
+    let k = lb.key_of(&p, 0).unwrap();
+    lb.forward_to_backend(&mut p, 0, None, &k, 0).unwrap();
     let dst = Ipv4Packet::new_unchecked(&p.data()[14..]).dst_addr();
     pool.free(p);
     dst
@@ -285,7 +286,8 @@ fn a_full_flow_table_evicts_half_open_flows_never_established_ones() {
     let mut send = |lb: &mut Lb, port: u16, syn: bool, ack: bool| {
         let mut p = pool.alloc().unwrap();
         p.fill(&tcp_frame(C_MAC, (CLIENT, port), (VIP, 80), syn, ack));
-        let r = lb.forward_to_backend(&mut p, 0, None, 0);
+        let k = lb.key_of(&p, 0).unwrap();
+        let r = lb.forward_to_backend(&mut p, 0, None, &k, 0);
         pool.free(p);
         r
     };

@@ -326,7 +326,7 @@ impl StageConfig for NatConfig {
     crate::stage_config_identity!();
 
     fn table_bytes(&self, _: &Config) -> usize {
-        let hosts = if self.nat64.is_some() { super::nat64::Hosts::memory_for(self.sessions) } else { 0 };
+        let hosts = if self.nat64.is_some() { crate::standin::Hosts::memory_for(self.sessions) } else { 0 };
         NatTable::memory_for(self.sessions, self.pool.len()) + hosts
     }
 

@@ -46,10 +46,6 @@ use crate::stats::StatsSink;
 use crate::wire::ETH_HLEN;
 use crate::Micros;
 
-/// The stand-in addresses of inside hosts: 240.0.0.0/4 + slot index.
-const STAND_IN: u32 = 0xf000_0000;
-/// Slots a host's address may take from its hash.
-const WINDOW: usize = 32;
 /// Sessions whose timers each loop turn checks.
 const SWEEP_PER_POLL: usize = 16;
 /// The IPv6 fragment header's next-header number.
@@ -119,81 +115,6 @@ fn v4_key(a: Ipv4Addr) -> [u8; 16] {
     Ipv4Addr::to_ipv6_mapped(&a).octets()
 }
 
-/// Inside IPv6 hosts and their stand-in IPv4 addresses.
-pub struct Hosts {
-    slots: Vec<HostSlot>,
-    mask: usize,
-    /// A slot idle this long has no session left (the longest timeout,
-    /// twice): it may be given to another host.
-    reuse_after: Micros,
-    key: u64,
-}
-
-#[derive(Clone, Copy)]
-struct HostSlot {
-    addr: Ipv6Addr,
-    last: Micros,
-    used: bool,
-}
-
-impl Hosts {
-    /// A slot per session (every active host holds one at least), rounded
-    /// up: at most half full when every session is another host's.
-    fn capacity(sessions: usize) -> usize {
-        (sessions * 2).clamp(64, 1 << 25).next_power_of_two()
-    }
-
-    /// Bytes the host table of a NAT64 with `sessions` sessions takes.
-    pub fn memory_for(sessions: usize) -> usize {
-        Self::capacity(sessions) * core::mem::size_of::<HostSlot>()
-    }
-
-    pub fn new(sessions: usize, reuse_after: Micros, key: u64) -> Self {
-        let n = Self::capacity(sessions);
-        let free = HostSlot { addr: Ipv6Addr::UNSPECIFIED, last: 0, used: false };
-        Hosts { slots: alloc::vec![free; n], mask: n - 1, reuse_after, key }
-    }
-
-    fn home(&self, a: &Ipv6Addr) -> usize {
-        let b = u128::from(*a);
-        crate::table::hash_words(self.key, &[(b >> 64) as u64, b as u64]) as usize & self.mask
-    }
-
-    /// The stand-in of `a`, given one if it has none; `None` if every slot
-    /// of its window belongs to an active host.
-    pub fn stand_in(&mut self, a: Ipv6Addr, now: Micros) -> Option<Ipv4Addr> {
-        let home = self.home(&a);
-        let mut spare = None;
-        for i in 0..WINDOW {
-            let s = (home + i) & self.mask;
-            let slot = &mut self.slots[s];
-            if slot.used && slot.addr == a {
-                slot.last = now;
-                return Some(Ipv4Addr::from(STAND_IN + s as u32));
-            }
-            let idle = !slot.used || now.saturating_sub(slot.last) > self.reuse_after;
-            if idle && spare.is_none() {
-                spare = Some(s);
-            }
-        }
-        let s = spare?;
-        self.slots[s] = HostSlot { addr: a, last: now, used: true };
-        Some(Ipv4Addr::from(STAND_IN + s as u32))
-    }
-
-    /// The host behind a stand-in address.
-    pub fn host(&mut self, stand_in: Ipv4Addr, now: Micros) -> Option<Ipv6Addr> {
-        let i = u32::from(stand_in).checked_sub(STAND_IN)? as usize;
-        let slot = self.slots.get_mut(i).filter(|s| s.used)?;
-        slot.last = now;
-        Some(slot.addr)
-    }
-
-    pub fn active(&self, now: Micros) -> usize {
-        self.slots.iter().filter(|s| s.used && now.saturating_sub(s.last) <= self.reuse_after).count()
-    }
-}
-
 /// `a.b.c.d` inside `prefix` (RFC 6052 §2.2: the octets after the
 /// prefix, skipping bits 64–71).
 pub fn embed(prefix: &Ipv6Net, v4: Ipv4Addr) -> Ipv6Addr {
@@ -240,7 +161,7 @@ pub struct Nat64 {
     inside: Vec<Ipv6Net>,
     outside_port: PortId,
     pub table: NatTable,
-    pub hosts: Hosts,
+    pub hosts: crate::standin::Hosts,
     /// Per port: its IPv6 addresses (link-local first) and IPv4 address,
     /// for the errors the translator sends.
     ports6: Vec<Vec<Ipv6Net>>,
@@ -256,36 +177,9 @@ pub struct Nat64 {
 }
 
 /// How a translated transport's checksum changes: the pseudo-header's
-/// addresses (`old` words out, `new` words in) and one port.
+/// addresses (`old` bytes out, `new` in) and one port.
 fn adjust(hc: u16, old: &[u8], new: &[u8], old_port: u16, new_port: u16) -> u16 {
-    let words =
-        |b: &[u8]| b.chunks_exact(2).map(|w| u16::from_be_bytes([w[0], w[1]])).collect::<heapless::Vec<u16, 16>>();
-    let mut c = hc;
-    for w in words(old) {
-        c = csum::update16(c, w, 0);
-    }
-    for w in words(new) {
-        c = csum::update16(c, 0, w);
-    }
-    csum::update16(c, old_port, new_port)
-}
-
-/// The IPv6 pseudo-header sum (RFC 8200 §8.1) of an upper-layer packet,
-/// with `body` (its checksum field zero), complemented.
-fn checksum6(src: &Ipv6Addr, dst: &Ipv6Addr, next: u8, body: &[u8]) -> u16 {
-    let mut sum = 0u32;
-    for b in [src.octets(), dst.octets()] {
-        for w in b.chunks_exact(2) {
-            sum += u16::from_be_bytes([w[0], w[1]]) as u32;
-        }
-    }
-    sum += (body.len() as u32 >> 16) + (body.len() as u32 & 0xffff) + next as u32;
-    let rest = !csum::checksum(body) as u32;
-    sum += rest;
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    csum::update16(csum::replace(hc, old, new), old_port, new_port)
 }
 
 /// An ICMPv6 error's translation (RFC 7915 §5.2): ICMPv4 type, code and
@@ -359,7 +253,11 @@ impl Nat64 {
             inside: n64.inside.clone(),
             outside_port: c.outside as PortId,
             table,
-            hosts: Hosts::new(c.sessions, longest.saturating_mul(2), crate::table::hash_words(seed, &[0x006e_3634])),
+            hosts: crate::standin::Hosts::new(
+                c.sessions,
+                longest.saturating_mul(2),
+                crate::table::hash_words(seed, &[0x006e_3634]),
+            ),
             ports6,
             ports4: config.ports.iter().map(|p| p.ip()).collect(),
             mtu6,
@@ -571,13 +469,13 @@ impl Nat64 {
                 l4[0] = 129;
                 csum::set(l4, 4, inside.port);
                 csum::set(l4, 2, 0);
-                let c = checksum6(&from, &host, ICMPV6, l4);
+                let c = ipv6::upper_checksum(&from, &host, ICMPV6, l4);
                 csum::set(l4, 2, c);
             }
             UDP if csum::get(l4, 6) == 0 => {
                 // IPv6 needs the checksum IPv4 may omit (RFC 7915 §4.5).
                 csum::set(l4, 2, inside.port);
-                let c = checksum6(&from, &host, UDP, l4);
+                let c = ipv6::upper_checksum(&from, &host, UDP, l4);
                 csum::set(l4, 6, if c == 0 { 0xffff } else { c });
             }
             _ => {
@@ -665,7 +563,7 @@ impl Nat64 {
             }
             _ => csum::set(ql, 0, inside.port),
         }
-        let c = checksum6(&from, &host, ICMPV6, &rest[..n - HLEN]);
+        let c = ipv6::upper_checksum(&from, &host, ICMPV6, &rest[..n - HLEN]);
         csum::set(rest, 2, c);
         let eth: [u8; 12] = pkt.data()[..12].try_into().expect("an Ethernet header");
         let Some(head) = pkt.head().checked_sub(HLEN) else {
