@@ -74,6 +74,7 @@ have arping || need_apt+=(arping)
 have python3 || need_apt+=(python3)
 have curl || need_apt+=(curl)
 have tracepath || need_apt+=(iputils-tracepath)
+have traceroute || need_apt+=(traceroute)
 have iperf3 || need_apt+=(iperf3)
 # make bench: trafgen sends at a set rate, nft drops at the receiver.
 have trafgen || need_apt+=(netsniff-ng)

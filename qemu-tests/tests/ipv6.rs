@@ -56,6 +56,10 @@ fn ping6_tracepath6_and_curl6_cross_the_router_and_packet_too_big_gives_the_pmtu
     assert!(hop1.contains(LAN6), "first hop is not sluice:\n{out}");
     assert!(out.contains(WAN_HOST), "destination not reached:\n{out}");
     assert!(out.contains("pmtu 1400"), "no packet too big with mtu 1400:\n{out}");
+    // traceroute -6 (UDP probes) sees sluice, then the host.
+    let (_, out) = ns_run(lan, &["traceroute", "-6", "-n", "-w", "2", "-q", "1", "-m", "4", WAN_HOST]);
+    let line = |n: &str| out.lines().find(|l| l.trim_start().starts_with(n)).unwrap_or("").to_string();
+    assert!(line("1 ").contains(LAN6) && line("2 ").contains(WAN_HOST), "traceroute -6:\n{out}");
     // A full-size ping cannot pass: sluice says how big a packet may be.
     let (ok, out) = ns_run(lan, &["ping", "-6", "-M", "do", "-s", "1452", "-c", "2", "-W", "2", WAN_HOST]);
     assert!(!ok, "{out}");

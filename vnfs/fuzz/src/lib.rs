@@ -37,6 +37,7 @@ pub fn config_text(sel: u8) -> String {
          nat {{\n inside 10.0.0.0/24\n outside wan\n pool 10.1.0.1\n pool 10.1.0.5\n filtering {filtering}\n sessions 64\n ports 1024-1100\n\
          forward tcp 10.1.0.1:8080 10.0.0.3:80\n forward udp 10.1.0.5:53 10.0.0.4:53\n}}\n\
          nat64 {{\n inside 2001:db8:0:1::/64\n outside wan\n ports 2000-2100\n sessions 64\n}}\n\
+         service web6 {{\n vip [2001:db8:0:1::80]:80\n mode {mode}\n check none\n backend [2001:db8:0:2::11]:8000\n backend [2001:db8:0:2::12]:8000 weight 2\n}}\n\
          service web {{\n vip 10.1.0.9:80\n mode {mode}\n check none\n backend 10.0.0.11:8000\n backend 10.0.0.12:8000 weight 0\n backend 10.2.0.13:8000 weight 3\n}}\n\
          service dns {{\n vip 10.1.0.9:53 udp\n check tcp\n interval 10ms\n backend 10.0.0.11:53\n}}\n\
          lb table-size 251 flows 64\nrouter icmp-rate 1000\narp entries 16\n{pipeline}"

@@ -28,6 +28,7 @@ const CONFIG: &str = "port lan address 10.0.0.1/24 address 2001:db8:0:1::1/64\n\
                       service web6 {\n vip [2001:db8:0:1::80]:80\n check none\n backend [2001:db8:0:2::11]:8000\n backend [2001:db8:0:2::12]:8000 weight 2\n}\n\
                       service dns6 {\n vip [2001:db8:0:1::80]:53 udp\n check none\n mode dnat\n backend [2001:db8:0:2::13]:53 weight 0\n}\n\
                       service ssh6 {\n vip [2001:db8:0:1::80]:22\n check none\n backend [2001:db8:0:2::14]:22 weight 0\n}\n\
+                      service app6 {\n vip [2001:db8:0:1::80]:8080\n check none\n mode dnat\n backend [2001:db8:0:2::15]:8080\n}\n\
                       router\n";
 
 fn frame(dst_mac: [u8; 6], src: Ipv6Addr, dst: Ipv6Addr, next: u8, payload: &[u8]) -> Vec<u8> {
@@ -75,7 +76,7 @@ fn rig() -> Rig {
     r.dp.poll(r.now, &mut r.pool);
     let _ = (r.sent(0), r.sent(1));
     ns(&mut r, 0, LAN_MAC, a("2001:db8:0:1::2"), a("2001:db8:0:1::1"));
-    for b in ["2001:db8:0:2::11", "2001:db8:0:2::12", "2001:db8:0:2::13", "2001:db8:0:2::14"] {
+    for b in ["2001:db8:0:2::11", "2001:db8:0:2::12", "2001:db8:0:2::13", "2001:db8:0:2::14", "2001:db8:0:2::15"] {
         ns(&mut r, 1, DMZ_MAC, a(b), a("2001:db8:0:2::1"));
     }
     let _ = (r.sent(0), r.sent(1));
@@ -177,4 +178,24 @@ fn ipv6_services_are_checked() {
     assert!(
         bad("service x {\n vip [2001:db8:0:1::80]:80\n backend [2001:db8:9::5]:80\n}\n").contains("no port's subnet")
     );
+}
+
+#[test]
+fn dnat_keeps_the_ipv6_client_address_and_the_reply_leaves_from_the_vip() {
+    let mut r = rig();
+    let (client, vip, backend) = (a("2001:db8:0:1::2"), a("2001:db8:0:1::80"), a("2001:db8:0:2::15"));
+    let syn = tcp(client, vip, 42000, 8080, true, false);
+    let out = r.through(0, &frame(LAN_MAC, client, vip, 6, &syn), 1);
+    let ip = Ipv6Packet::new_checked(&out[ETH_HLEN..]).unwrap();
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (client, backend), "DNAT: the backend sees the client");
+    let t = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert!(t.verify_checksum(&IpAddress::Ipv6(client), &IpAddress::Ipv6(backend)));
+    let synack = tcp(backend, client, 8080, 42000, true, true);
+    let back = r.through(1, &frame(DMZ_MAC, backend, client, 6, &synack), 0);
+    let ip6 = Ipv6Packet::new_checked(&back[ETH_HLEN..]).unwrap();
+    assert_eq!((ip6.src_addr(), ip6.dst_addr()), (vip, client));
+    let t = TcpPacket::new_checked(ip6.payload()).unwrap();
+    assert!(t.verify_checksum(&IpAddress::Ipv6(vip), &IpAddress::Ipv6(client)));
+    assert_eq!(t.src_port(), 8080);
+    r.finish();
 }
