@@ -89,6 +89,13 @@ pub struct LbConfig {
     pub line: Line,
 }
 
+impl LbConfig {
+    /// Whether a service is IPv6.
+    pub fn has_ipv6(&self) -> bool {
+        self.services.iter().any(|s| s.vip.is_ipv6())
+    }
+}
+
 impl Default for LbConfig {
     fn default() -> Self {
         LbConfig {
@@ -427,7 +434,9 @@ impl StageConfig for LbConfig {
     crate::stage_config_identity!();
 
     fn table_bytes(&self, _: &Config) -> usize {
-        super::Lb::memory_for(self.flows) + self.services.len() * self.table_size * 2
+        // IPv6 clients' stand-ins: a slot per flow, when a service is IPv6.
+        let clients = if self.has_ipv6() { crate::standin::Hosts::memory_for(self.flows) } else { 0 };
+        super::Lb::memory_for(self.flows) + self.services.len() * self.table_size * 2 + clients
     }
 
     fn addresses(&self) -> Vec<Ipv4Addr> {

@@ -299,7 +299,9 @@ impl Lb {
     /// backends are closed on the next poll. `false` if the flow table's
     /// size or the Maglev size changed: then the stage is built anew.
     pub fn reconfigure(&mut self, config: &LbConfig) -> bool {
-        if config.flows != self.flows.len() || config.table_size != self.table_size {
+        // The IPv6 clients' table is sized with the first IPv6 service.
+        let had_ipv6 = self.services.iter().any(|s| s.v6.is_some());
+        if config.flows != self.flows.len() || config.table_size != self.table_size || config.has_ipv6() != had_ipv6 {
             return false;
         }
         let mut fresh = services_of(config, &mut self.names);

@@ -199,3 +199,27 @@ fn dnat_keeps_the_ipv6_client_address_and_the_reply_leaves_from_the_vip() {
     assert_eq!(t.src_port(), 8080);
     r.finish();
 }
+
+#[test]
+fn a_reload_that_adds_the_first_ipv6_service_makes_room_for_ipv6_clients() {
+    let v4_only = "port lan address 10.0.0.1/24 address 2001:db8:0:1::1/64\n\
+                   port dmz address 10.2.0.1/24 address 2001:db8:0:2::1/64\n\
+                   service web {\n vip 10.0.0.80:80\n check none\n backend 10.2.0.11:8000\n}\nrouter\n";
+    let mut r = Rig::with_config(v4_only, &[LAN_MAC, DMZ_MAC]);
+    r.dp.announce(&mut r.pool);
+    r.now = 1_200_000;
+    r.dp.poll(r.now, &mut r.pool);
+    r.dp.reload("t.conf", CONFIG, &mut r.pool).unwrap();
+    let _ = (r.sent(0), r.sent(1));
+    ns(&mut r, 1, DMZ_MAC, a("2001:db8:0:2::11"), a("2001:db8:0:2::1"));
+    ns(&mut r, 1, DMZ_MAC, a("2001:db8:0:2::12"), a("2001:db8:0:2::1"));
+    let _ = (r.sent(0), r.sent(1));
+    let vip = a("2001:db8:0:1::80");
+    // More clients than a table sized for none would hold.
+    for i in 0..300u32 {
+        let client = Ipv6Addr::from(u128::from(a("2001:db8:0:1::1000")) + i as u128);
+        let syn = tcp(client, vip, 40000, 80, true, false);
+        r.through(0, &frame(LAN_MAC, client, vip, 6, &syn), 1);
+    }
+    r.finish();
+}
