@@ -102,6 +102,39 @@ pub struct Dataplane {
     build: Option<(&'static str, &'static str)>,
 }
 
+/// Hands a local IPv6 packet that is not TCP or UDP to the port's IPv6
+/// host (neighbour discovery, echo), a copy of an advertisement to its
+/// smoltcp stack too, and tells the egress what it learnt.
+fn to_host6(
+    ports: &mut [Port],
+    egress: &mut Egress,
+    pool: &mut PacketPool,
+    pkt: crate::packet::Packet,
+    kind: Option<crate::ipv6::host::LocalKind>,
+    now: Micros,
+) {
+    let port = pkt.meta.in_port;
+    if kind == Some(crate::ipv6::host::LocalKind::Advert) && !pkt.is_chained() {
+        if let Some(mut copy) = pool.alloc() {
+            copy.fill(pkt.data());
+            copy.meta.in_port = port;
+            to_host(ports, pool, copy);
+        }
+    }
+    let Port { host6, tx, counters, .. } = &mut ports[port as usize];
+    counters.local_packets += 1;
+    let learned = match host6.as_mut() {
+        Some(h) => h.receive(pkt, now, pool, tx, counters),
+        None => {
+            pool.free(pkt);
+            None
+        }
+    };
+    if let Some(l) = learned {
+        egress.learn6(port, l, ports, pool, now);
+    }
+}
+
 /// Queues a wired frame on the peer port.
 fn wire_one(ports: &mut [Port], port: PortId, peer: PortId, pkt: crate::packet::Packet, pool: &mut PacketPool) {
     if let Err(pkt) = ports[peer as usize].tx.push_back(pkt) {
@@ -414,25 +447,7 @@ impl Dataplane {
                         }
                         continue;
                     }
-                    if kind == Some(LocalKind::Advert) && !pkt.is_chained() {
-                        if let Some(mut copy) = pool.alloc() {
-                            copy.fill(pkt.data());
-                            copy.meta.in_port = port;
-                            to_host(ports, pool, copy);
-                        }
-                    }
-                    let Port { host6, tx, counters, .. } = &mut ports[port as usize];
-                    counters.local_packets += 1;
-                    let learned = match host6.as_mut() {
-                        Some(h) => h.receive(pkt, now, pool, tx, counters),
-                        None => {
-                            pool.free(pkt);
-                            None
-                        }
-                    };
-                    if let Some(l) = learned {
-                        egress.learn6(port, l, ports, pool, now);
-                    }
+                    to_host6(ports, egress, pool, pkt, kind, now);
                 }
                 Verdict::Arp => {
                     let arp = arp_of(pkt.data());
@@ -502,6 +517,18 @@ impl Dataplane {
                 if let Some(t) = trace.as_deref_mut() {
                     let name = ports.get(out).map_or("?", |p| p.name.as_str());
                     t.step(&alloc::format!("egress ({name})"), None, ports);
+                }
+            } else if pkt.meta.local && crate::ipv6::is_ipv6(pkt.l3()) {
+                // Unclaimed IPv6 to the appliance (or a VIP): TCP and UDP to
+                // the host stack, the rest (echo to a VIP) to the port's
+                // IPv6 host.
+                let kind = ports[port as usize].host6.as_ref().map(|h| h.local_kind(pkt.l3()));
+                match kind {
+                    Some(crate::ipv6::host::LocalKind::HostStack) | None => to_host(ports, pool, pkt),
+                    _ => to_host6(ports, egress, pool, pkt, kind, now),
+                }
+                if let Some(t) = trace.as_deref_mut() {
+                    t.note(format_args!("host stack: delivered to the appliance"));
                 }
             } else if pkt.meta.local {
                 to_host(ports, pool, pkt);

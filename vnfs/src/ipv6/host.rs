@@ -126,6 +126,7 @@ impl Host6 {
     /// until `now` + [`DAD_TIME`].
     pub fn new(mac: [u8; 6], nets: &[Ipv6Net], ra: Option<&RaConfig>, mtu: u16, now: Micros, seed: u64) -> Self {
         let tentative = AddrState::Tentative { until: now + DAD_TIME };
+        // Link-local first, always (`addrs[0]`), then the config's.
         let ll = Ipv6Net::new(link_local(mac), 64).expect("/64 is valid");
         let addrs =
             core::iter::once(ll).chain(nets.iter().copied()).map(|net| Addr6 { net, state: tentative }).collect();

@@ -44,6 +44,17 @@ pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
     Ipv6Addr::from(b)
 }
 
+/// A port's IPv6 addresses as the appliance uses them: its link-local
+/// address first, then the config's; none if the config gives it none
+/// (IPv6 is off there).
+pub fn port_nets(mac: [u8; 6], configured: &[ipnet::Ipv6Net]) -> alloc::vec::Vec<ipnet::Ipv6Net> {
+    if configured.is_empty() {
+        return alloc::vec::Vec::new();
+    }
+    let ll = ipnet::Ipv6Net::new(link_local(mac), 64).expect("/64 is valid");
+    core::iter::once(ll).chain(configured.iter().copied()).collect()
+}
+
 pub fn is_link_local(a: &Ipv6Addr) -> bool {
     a.segments()[0] & 0xffc0 == 0xfe80
 }

@@ -223,3 +223,21 @@ fn a_reload_that_adds_the_first_ipv6_service_makes_room_for_ipv6_clients() {
     }
     r.finish();
 }
+
+#[test]
+fn a_ping_to_an_ipv6_vip_is_answered_from_the_vip() {
+    let mut r = rig();
+    let (client, vip) = (a("2001:db8:0:1::2"), a("2001:db8:0:1::80"));
+    let ping = Icmpv6Repr::EchoRequest { ident: 3, seq_no: 9, data: b"vip?" };
+    let mut body = std::vec![0u8; ping.buffer_len()];
+    ping.emit(&client, &vip, &mut Icmpv6Packet::new_unchecked(&mut body[..]), &ChecksumCapabilities::default());
+    let out = r.through(0, &frame(LAN_MAC, client, vip, ICMPV6, &body), 0);
+    let ip = Ipv6Packet::new_checked(&out[ETH_HLEN..]).unwrap();
+    let m = Icmpv6Packet::new_checked(ip.payload()).unwrap();
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (vip, client));
+    assert_eq!(
+        Icmpv6Repr::parse(&vip, &client, &m, &ChecksumCapabilities::default()).unwrap(),
+        Icmpv6Repr::EchoReply { ident: 3, seq_no: 9, data: b"vip?" }
+    );
+    r.finish();
+}

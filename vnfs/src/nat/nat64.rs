@@ -234,19 +234,7 @@ impl Nat64 {
         let longest = timeouts.udp.max(timeouts.tcp_established).max(timeouts.tcp_transitory).max(timeouts.icmp);
         let mut table = NatTable::new(c.sessions, c.pool.clone(), c.ports, map_filtering(c.filtering), timeouts, seed);
         table.set_quotas(c.quotas);
-        let ports6 = config
-            .ports
-            .iter()
-            .zip(macs)
-            .map(|(p, mac)| {
-                if p.address6.is_empty() {
-                    Vec::new()
-                } else {
-                    let ll = Ipv6Net::new(ipv6::link_local(*mac), 64).expect("/64 is valid");
-                    core::iter::once(ll).chain(p.address6.iter().copied()).collect()
-                }
-            })
-            .collect();
+        let ports6 = config.ports.iter().zip(macs).map(|(p, mac)| ipv6::port_nets(*mac, &p.address6)).collect();
         let mtu6 = config.ports.iter().filter(|p| !p.address6.is_empty()).map(|p| p.mtu as usize).min().unwrap_or(1280);
         Nat64 {
             prefix: n64.prefix,

@@ -95,12 +95,7 @@ impl Router {
                 mac: *mac,
                 address: p.address,
                 mtu: p.mtu,
-                address6: if p.address6.is_empty() {
-                    Vec::new()
-                } else {
-                    let ll = ipnet::Ipv6Net::new(crate::ipv6::link_local(*mac), 64).expect("/64 is valid");
-                    core::iter::once(ll).chain(p.address6.iter().copied()).collect()
-                },
+                address6: crate::ipv6::port_nets(*mac, &p.address6),
             })
             .collect();
         let mut routes: Vec<(Ipv4Net, NextHop)> = Vec::new();
