@@ -8,8 +8,8 @@
 //! filtering modes, timeouts, per-host quotas and full-table behaviour.
 //! The table's inside endpoints are IPv4; each inside IPv6 host is given
 //! a stand-in address from 240.0.0.0/4 (never routed, never seen on a
-//! wire) by [`Hosts`], whose slot index it is, so the reply path finds the
-//! host in one read.
+//! wire) by [`crate::standin::Hosts`], whose slot index it is, so the
+//! reply path finds the host in one read.
 //!
 //! Where it runs: before the router, both ways (`pipeline lan nat64
 //! router`, `pipeline wan nat64 router`, the defaults): the router then
@@ -18,12 +18,15 @@
 //! router's decrement is the one hop sluice counts (RFC 7915 §5.1).
 //!
 //! Translated: TCP, UDP (a zero IPv4 UDP checksum is computed, as IPv6
-//! requires one), ICMP echo ↔ ICMPv6 echo, and ICMPv4 errors about a
-//! session (destination unreachable, time exceeded, fragmentation needed ↔
-//! packet too big with the 20-byte difference) with their quoted packet.
-//! Not translated (dropped as `nat64_unsupported`): IPv6 extension headers
-//! and fragments either way, ICMPv6 errors from inside hosts, IPv4 options
-//! are dropped in translation (RFC 7915 §4.1 allows it).
+//! requires one), ICMP echo ↔ ICMPv6 echo, ICMP errors about a session
+//! both ways with their quoted packet (destination unreachable, time
+//! exceeded, fragmentation needed ↔ packet too big with the 20-byte
+//! difference), and TCP/UDP fragments both ways (a DF-clear IPv4 packet
+//! too large for the IPv6 side leaves as two IPv6 fragments). Dropped as
+//! `nat64_unsupported`: IPv6 extension headers other than a fragment
+//! header, fragmented ICMP (its ICMPv6 checksum needs the whole message's
+//! length), other protocols. IPv4 options are dropped in translation (RFC
+//! 7915 §4.1 allows it).
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
