@@ -85,6 +85,12 @@ impl Hosts {
         Some(slot.addr)
     }
 
+    /// Reads the first slot `a` may be in (a burst's first pass).
+    #[inline]
+    pub fn prefetch(&self, a: &Ipv6Addr) {
+        prefetch::prefetch(&self.slots[self.home(a)]);
+    }
+
     /// The stand-in `a` has, if it has one (nothing changes).
     pub fn find(&self, a: &Ipv6Addr) -> Option<Ipv4Addr> {
         let home = self.home(a);
