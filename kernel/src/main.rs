@@ -225,11 +225,13 @@ fn discover_nics(cmdline: &str, config: &Config, services: &mut Vec<VfService>) 
 }
 
 /// Matches config ports to NICs: a port with a MAC takes the NIC with that
-/// MAC, the others take the remaining NICs in discovery order.
+/// MAC, the others take the remaining NICs in discovery order. Only NIC
+/// ports bind (they come first); VLAN sub-ports and tunnels ride on them.
 fn bind_ports(config: &Config, mut nics: Vec<Port>) -> Result<Vec<Port>, (u32, String)> {
     let found = nics.len();
-    let mut slots: Vec<Option<Port>> = config.ports.iter().map(|_| None).collect();
-    for (i, p) in config.ports.iter().enumerate() {
+    let nic_ports = &config.ports[..config.nic_count()];
+    let mut slots: Vec<Option<Port>> = nic_ports.iter().map(|_| None).collect();
+    for (i, p) in nic_ports.iter().enumerate() {
         if let Some(mac) = p.mac {
             let at = nics.iter().position(|n| n.mac() == mac).ok_or_else(|| {
                 (p.line.0, alloc::format!("port `{}`: no NIC has MAC {} ({found} NIC(s) found)", p.name, fmt_mac(&mac)))
@@ -238,7 +240,7 @@ fn bind_ports(config: &Config, mut nics: Vec<Port>) -> Result<Vec<Port>, (u32, S
         }
     }
     let mut rest = nics.into_iter();
-    for (i, p) in config.ports.iter().enumerate() {
+    for (i, p) in nic_ports.iter().enumerate() {
         if slots[i].is_none() {
             slots[i] = Some(rest.next().ok_or_else(|| {
                 (p.line.0, alloc::format!("port `{}`: no NIC left for it ({found} NIC(s) found)", p.name))
@@ -374,6 +376,26 @@ extern "C" fn kmain(start_info: usize) -> ! {
             nic.mac()[..],
             p.mtu
         );
+    }
+    for (p, pc) in dp.ports().iter().zip(&config.ports).skip(nics.len()) {
+        let addr = p.address.map(|a| alloc::format!("{a}")).unwrap_or_else(|| "no address".into());
+        let what = match &pc.kind {
+            vnfs::config::PortKind::Vlan(v) if v.outer != 0 => {
+                alloc::format!("on {} vlan {} outer-vlan {}", v.parent_name, v.vid, v.outer)
+            }
+            vnfs::config::PortKind::Vlan(v) => alloc::format!("on {} vlan {}", v.parent_name, v.vid),
+            vnfs::config::PortKind::Tunnel(t) => alloc::format!(
+                "{} vni {} local {} remotes {}{}",
+                t.proto.name(),
+                t.vni,
+                t.local,
+                t.remotes.len(),
+                if t.insertion { " (service insertion)" } else { "" }
+            ),
+            vnfs::config::PortKind::Nic => alloc::string::String::new(),
+        };
+        println!("port {}: {} {} mac {} mtu {}", p.name, addr, what, fmt_mac(&p.mac), p.mtu);
+        defmt::info!("port {=str} up: {=str} {=str}", p.name.as_str(), addr.as_str(), what.as_str());
     }
     for nic in &mut nics {
         nic.refill(&mut pool);

@@ -43,6 +43,8 @@ pub mod stats;
 pub mod table;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod tunnel;
+pub mod vlan;
 pub mod wire;
 
 /// Time as the data path sees it: microseconds since boot, from the kernel's
@@ -50,4 +52,4 @@ pub mod wire;
 pub type Micros = u64;
 
 /// The largest number of ports one appliance drives.
-pub const MAX_PORTS: usize = 8;
+pub const MAX_PORTS: usize = 32;

@@ -91,6 +91,12 @@ pub struct Meta {
     pub l3: u8,
     /// Checksum and segmentation work left to the transmitting NIC.
     pub offload: Offload,
+    /// Bits 0-3: the VRF the packet is routed in (its input port's, or
+    /// the one a NAT translated it into); bits 4-6: the 802.1p priority it
+    /// arrived with; bit 7: it came out of a Geneve service-insertion
+    /// tunnel and goes back into it (see `tunnel`). One byte, so that
+    /// `Packet` stays at 40.
+    pub l2: u8,
 }
 
 impl Default for Meta {
@@ -102,6 +108,7 @@ impl Default for Meta {
             local: false,
             l3: crate::wire::ETH_HLEN as u8,
             offload: Offload::default(),
+            l2: 0,
         }
     }
 }
@@ -121,6 +128,40 @@ impl Meta {
     pub fn route6(&mut self, port: PortId, gateway: u32) {
         self.out_port = Some(port);
         self.next_hop = core::net::Ipv4Addr::from(gateway);
+    }
+
+    /// The VRF the packet is routed in.
+    #[inline]
+    pub fn vrf(&self) -> usize {
+        (self.l2 & 0x0f) as usize
+    }
+
+    #[inline]
+    pub fn set_vrf(&mut self, vrf: usize) {
+        self.l2 = self.l2 & 0xf0 | (vrf as u8 & 0x0f);
+    }
+
+    /// The 802.1p priority the frame arrived with (0 untagged).
+    #[inline]
+    pub fn pcp(&self) -> u8 {
+        self.l2 >> 4 & 7
+    }
+
+    #[inline]
+    pub fn set_pcp(&mut self, pcp: u8) {
+        self.l2 = self.l2 & 0x8f | (pcp & 7) << 4;
+    }
+
+    /// Whether the packet goes back into the service-insertion tunnel it
+    /// came from.
+    #[inline]
+    pub fn inserted(&self) -> bool {
+        self.l2 & 0x80 != 0
+    }
+
+    #[inline]
+    pub fn set_inserted(&mut self, on: bool) {
+        self.l2 = self.l2 & 0x7f | (on as u8) << 7;
     }
 
     /// The IPv6 gateway index [`route6`](Self::route6) stored.
@@ -279,6 +320,22 @@ impl Packet {
         }
         self.head = head as u16;
         self.len = len as u16;
+        true
+    }
+
+    /// Moves the start of the frame to `head`, keeping where this buffer's
+    /// part of it ends: headers pushed in front (`head` smaller) or taken
+    /// off (larger). Works on a chained frame too (its tail stays).
+    /// `false` (nothing changed) if `head` lies outside the buffer or past
+    /// the end of this buffer's bytes.
+    #[inline]
+    pub fn move_start(&mut self, head: usize) -> bool {
+        let end = self.head as usize + self.len as usize;
+        if head > end {
+            return false;
+        }
+        self.head = head as u16;
+        self.len = (end - head) as u16;
         true
     }
 

@@ -99,6 +99,24 @@ pub struct PortConfig {
     /// Line of the `port` statement, for errors found after parsing
     /// (e.g. a MAC that matches no NIC).
     pub line: Line,
+    /// A NIC, a VLAN sub-port of one, or a tunnel.
+    pub kind: PortKind,
+    /// The routing table (VRF) the port is in: 0 is the default one, `i`
+    /// is `Config::vrfs[i - 1]`.
+    pub vrf: usize,
+}
+
+/// What carries a port's frames. NIC ports come first in
+/// [`Config::ports`] (the kernel binds NICs to them in that order); VLAN
+/// sub-ports and tunnels follow.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum PortKind {
+    #[default]
+    Nic,
+    /// `port NAME on TRUNK vlan VID`: tagged frames on another port.
+    Vlan(crate::vlan::VlanPort),
+    /// `tunnel NAME vxlan|geneve …`: frames inside UDP from a port's address.
+    Tunnel(crate::tunnel::TunnelPort),
 }
 
 /// Which sources a port accepts (a simple reverse-path check, RFC 3704):
@@ -128,6 +146,9 @@ pub struct RouteConfig {
     /// The next hop; `None` for a route straight onto the port's link.
     pub via: Option<Ipv4Addr>,
     pub line: Line,
+    /// The VRF whose table holds the route (`route … vrf NAME`); the port
+    /// may be in another one (route leaking, explicit only).
+    pub vrf: usize,
 }
 
 /// Where a static IPv6 route sends packets (`route PREFIX via ADDRESS
@@ -339,6 +360,8 @@ pub struct Config {
     pub ras: Vec<RaConfig>,
     /// Permanent IPv6 neighbour entries (`neighbor 2001:db8::2 mac MAC`).
     pub neighbors6: Vec<StaticNeighbor<Ipv6Addr>>,
+    /// The VRFs besides the default one (`vrf NAME`), in text order.
+    pub vrfs: Vec<String>,
 }
 
 /// `neighbor IP mac MAC`: a permanent ARP entry on the port whose subnet
@@ -562,6 +585,28 @@ impl Config {
         self.ports.iter().position(|p| p.name == name)
     }
 
+    /// How many ports are NICs (they come first).
+    pub fn nic_count(&self) -> usize {
+        self.ports.iter().take_while(|p| p.kind == PortKind::Nic).count()
+    }
+
+    /// The name of VRF `i` (`default` for 0).
+    pub fn vrf_index(&self, name: &str) -> Option<usize> {
+        if name == "default" {
+            return Some(0);
+        }
+        self.vrfs.iter().position(|v| v == name).map(|i| i + 1)
+    }
+
+    pub fn vrf_name(&self, i: usize) -> &str {
+        i.checked_sub(1).and_then(|i| self.vrfs.get(i)).map_or("default", |s| s.as_str())
+    }
+
+    /// Number of routing tables (the default one and every `vrf`).
+    pub fn vrf_count(&self) -> usize {
+        1 + self.vrfs.len()
+    }
+
     pub fn stage_by_name(&self, name: &str) -> Option<usize> {
         self.stages.iter().position(|s| s.name == name)
     }
@@ -651,7 +696,13 @@ pub fn parse_duration(s: &str) -> Option<u64> {
 
 /// The statements the framework reads itself.
 const FRAMEWORK_STATEMENTS: &[&str] =
-    &["port", "route", "management", "wire", "pipeline", "arp", "options", "nic", "neighbor", "ra"];
+    &["port", "tunnel", "vrf", "route", "management", "wire", "pipeline", "arp", "options", "nic", "neighbor", "ra"];
+
+/// NICs one appliance drives.
+pub const MAX_NICS: usize = 8;
+
+/// VRFs a config may define besides the default one.
+pub const MAX_VRFS: usize = 15;
 
 /// Parses and validates a config with the features in `defs` (the
 /// registry). On failure returns every error found, in line order.
@@ -662,14 +713,23 @@ pub fn parse_with(text: &str, defs: &'static [&'static StageDef]) -> Result<Conf
     let stmts = parse_statements(text, &top, &mut errors);
     let mut config = Config { registry: Registry(defs), ..Config::default() };
     let mut later: Vec<&Stmt<'_>> = Vec::new();
+    // VRFs first: ports and routes name them wherever they stand.
+    for stmt in stmts.iter().filter(|s| s.words[0].text == "vrf") {
+        parse_vrf(stmt, &mut config, &mut errors);
+    }
     for stmt in &stmts {
         let kw = stmt.words[0];
         match kw.text {
-            "port" if config.ports.len() >= MAX_PORTS => {
+            "port" | "tunnel" if config.ports.len() >= MAX_PORTS => {
                 errors.push(ConfigError::at(&kw, format!("too many ports: sluice drives at most {MAX_PORTS}")))
             }
-            "port" => {
-                if let Some(port) = parse_port(stmt, &mut errors) {
+            "port" | "tunnel" => {
+                let port = if kw.text == "port" {
+                    parse_port(stmt, &config, &mut errors)
+                } else {
+                    crate::tunnel::config::parse(stmt, &config, &mut errors)
+                };
+                if let Some(port) = port {
                     if config.ports.iter().any(|p| p.name == port.name) {
                         errors.push(ConfigError::at(&stmt.words[1], format!("port `{}` is defined twice", port.name)));
                     } else if let Some(other) = port.mac.and_then(|m| config.ports.iter().find(|p| p.mac == Some(m))) {
@@ -681,15 +741,15 @@ pub fn parse_with(text: &str, defs: &'static [&'static StageDef]) -> Result<Conf
                             ),
                         ));
                     } else if let Some(other) = port.address.and_then(|a| {
-                        config
-                            .ports
-                            .iter()
-                            .find(|p| p.address.is_some_and(|b| b.contains(&a.network()) || a.contains(&b.network())))
+                        config.ports.iter().find(|p| {
+                            p.vrf == port.vrf
+                                && p.address.is_some_and(|b| b.contains(&a.network()) || a.contains(&b.network()))
+                        })
                     }) {
                         errors.push(ConfigError::at(
                             &stmt.words[1],
                             format!(
-                                "port `{}`: {} overlaps {} of port `{}` (line {}); each port needs its own subnet",
+                                "port `{}`: {} overlaps {} of port `{}` (line {}); each port needs its own subnet (or another `vrf`)",
                                 port.name,
                                 port.address.map(|a| a.trunc()).unwrap_or_default(),
                                 other.address.map(|a| a.trunc()).unwrap_or_default(),
@@ -719,12 +779,22 @@ pub fn parse_with(text: &str, defs: &'static [&'static StageDef]) -> Result<Conf
                     }
                 }
             }
+            "vrf" => {}
             _ => later.push(stmt),
         }
     }
+    order_ports(&mut config, &mut errors);
+    if config.nic_count() > MAX_NICS {
+        let p = &config.ports[MAX_NICS];
+        errors.push(ConfigError {
+            line: p.line.0,
+            column: 1,
+            message: format!("too many NIC ports: sluice drives at most {MAX_NICS} NICs (VLAN sub-ports and tunnels add ports on them)"),
+        });
+    }
     // Everything else names ports, so it is read once all ports are known:
     // first the framework's statements, then each feature's.
-    let mut route_lines: BTreeMap<Ipv4Net, u32> = BTreeMap::new();
+    let mut route_lines: BTreeMap<(usize, Ipv4Net), u32> = BTreeMap::new();
     let mut route6_lines: BTreeMap<Ipv6Net, u32> = BTreeMap::new();
     let mut pipeline_stmts = Vec::new();
     for stmt in &later {
@@ -746,7 +816,7 @@ pub fn parse_with(text: &str, defs: &'static [&'static StageDef]) -> Result<Conf
             "route" => {
                 if let Some(r) = parse_route(stmt, &config, &mut errors) {
                     // A map, not a scan: configs with a million routes are fine.
-                    match route_lines.entry(r.prefix) {
+                    match route_lines.entry((r.vrf, r.prefix)) {
                         Entry::Occupied(o) => errors.push(ConfigError::at(
                             &stmt.words[1],
                             format!("route {} is already given on line {}", r.prefix, o.get()),
@@ -769,6 +839,7 @@ pub fn parse_with(text: &str, defs: &'static [&'static StageDef]) -> Result<Conf
             _ => {}
         }
     }
+    crate::tunnel::config::resolve(&mut config, &mut errors);
     // Each cache keeps three quarters of its slots for what it learns.
     for (n, line) in [
         (config.neighbors.len(), config.neighbors.first().map(|n| n.line.0)),
@@ -883,6 +954,9 @@ fn parse_wire(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
     match (stmt.words.get(1), stmt.words.get(2), stmt.words.get(3)) {
         (Some(a), Some(b), None) => match (config.port_by_name(a.text), config.port_by_name(b.text)) {
             (Some(x), Some(y)) if x == y => errors.push(ConfigError::at(b, "a port cannot be wired to itself")),
+            (Some(x), Some(y)) if config.ports[x].kind != PortKind::Nic || config.ports[y].kind != PortKind::Nic => {
+                errors.push(ConfigError::at(&kw, "a wire joins two NIC ports (not VLAN sub-ports or tunnels)"))
+            }
             (Some(x), Some(y)) => {
                 if config.wires.iter().any(|(p, q)| [*p, *q].iter().any(|v| *v == x || *v == y)) {
                     errors.push(ConfigError::at(&kw, "each port can be in one wire only"));
@@ -1085,28 +1159,106 @@ pub fn endpoint(t: &Token<'_>, errors: &mut Errors) -> Option<(Ipv4Addr, u16)> {
     }
     parsed
 }
-fn parse_port(stmt: &Stmt<'_>, errors: &mut Errors) -> Option<PortConfig> {
-    let kw = stmt.words[0];
-    let Some(name) = stmt.words.get(1) else {
-        errors.push(ConfigError::at(&kw, "`port` needs a name: `port NAME address A.B.C.D/LEN`"));
-        return None;
-    };
-    let before = errors.len();
+/// A port named `name` with every setting at its default (for `port` and
+/// `tunnel` statements).
+pub fn new_port(stmt: &Stmt<'_>, name: &Token<'_>, errors: &mut Errors) -> PortConfig {
     if !is_name(name.text) {
         errors.push(ConfigError::at(
             name,
             format!("bad port name `{}`: use 1 to 15 letters, digits, `-` or `_`, starting with a letter", name.text),
         ));
     }
-    let mut port = PortConfig {
+    PortConfig {
         name: name.text.to_string(),
         mac: None,
         address: None,
         address6: Vec::new(),
         mtu: 1500,
         rpf: None,
-        line: Line(kw.line),
+        line: Line(stmt.words[0].line),
+        kind: PortKind::Nic,
+        vrf: 0,
+    }
+}
+
+/// Reads one setting every kind of port has (`address` IPv4, `mac`,
+/// `mtu`, `rpf`, `vrf`); `false` if `key` is none of them.
+pub fn port_key(
+    key: &Token<'_>,
+    value: &Token<'_>,
+    port: &mut PortConfig,
+    config: &Config,
+    errors: &mut Errors,
+) -> bool {
+    match key.text {
+        "mac" => match parse_mac(value.text) {
+            Some(m) if m[0] & 1 == 1 => errors.push(ConfigError::at(
+                value,
+                format!("`{}` is a multicast MAC; a port needs a unicast MAC", value.text),
+            )),
+            Some(m) => port.mac = Some(m),
+            None => errors.push(ConfigError::at(
+                value,
+                format!("bad MAC `{}`: expected six hex bytes like 52:54:00:12:34:56", value.text),
+            )),
+        },
+        "address" => match value.text.parse::<Ipv4Net>() {
+            Ok(net) if usable_unicast(net.addr()).is_err() => errors.push(ConfigError::at(
+                value,
+                format!("port address {} {}", net.addr(), usable_unicast(net.addr()).unwrap_err()),
+            )),
+            // A /31 has no network or broadcast address (RFC 3021).
+            Ok(net) if net.prefix_len() >= 31 || net.addr() != net.network() && net.addr() != net.broadcast() => {
+                port.address = Some(net)
+            }
+            Ok(_) => errors.push(ConfigError::at(
+                value,
+                format!(
+                    "`{}` is the network or broadcast address of its prefix; give the port a host address",
+                    value.text
+                ),
+            )),
+            Err(_) => errors.push(ConfigError::at(
+                value,
+                format!("bad address `{}`: expected A.B.C.D/LEN such as 10.0.0.1/24", value.text),
+            )),
+        },
+        "mtu" => match value.text.parse::<u16>() {
+            Ok(m) if (MIN_MTU..=MAX_MTU).contains(&m) => port.mtu = m,
+            _ => errors.push(ConfigError::at(
+                value,
+                format!("bad MTU `{}`: expected a number from {MIN_MTU} to {MAX_MTU}", value.text),
+            )),
+        },
+        "rpf" => match value.text {
+            "strict" => port.rpf = Some(Rpf::Strict),
+            "loose" => port.rpf = Some(Rpf::Loose),
+            "off" => port.rpf = Some(Rpf::Off),
+            other => {
+                errors.push(ConfigError::at(value, format!("unknown rpf `{other}`: expected strict, loose or off")))
+            }
+        },
+        "vrf" => match config.vrf_index(value.text) {
+            Some(v) => port.vrf = v,
+            None => errors.push(ConfigError::at(
+                value,
+                format!("no VRF named `{}`: declare it with `vrf {}`", value.text, value.text),
+            )),
+        },
+        _ => return false,
+    }
+    true
+}
+
+fn parse_port(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<PortConfig> {
+    let kw = stmt.words[0];
+    let Some(name) = stmt.words.get(1) else {
+        errors.push(ConfigError::at(&kw, "`port` needs a name: `port NAME address A.B.C.D/LEN`"));
+        return None;
     };
+    let before = errors.len();
+    let mut port = new_port(stmt, name, errors);
+    let mut vlan = crate::vlan::config::Pending::default();
     let mut seen: Vec<&str> = Vec::new();
     for (key, value) in key_values(stmt, 2, errors) {
         let Some(value) = value else {
@@ -1133,59 +1285,27 @@ fn parse_port(stmt: &Stmt<'_>, errors: &mut Errors) -> Option<PortConfig> {
             errors.push(ConfigError::at(&key, format!("`{}` is given twice for port `{}`{also}", key.text, port.name)));
             continue;
         }
-        match key.text {
-            "mac" => match parse_mac(value.text) {
-                Some(m) if m[0] & 1 == 1 => errors.push(ConfigError::at(
-                    &value,
-                    format!("`{}` is a multicast MAC; a port needs a unicast MAC", value.text),
-                )),
-                Some(m) => port.mac = Some(m),
-                None => errors.push(ConfigError::at(
-                    &value,
-                    format!("bad MAC `{}`: expected six hex bytes like 52:54:00:12:34:56", value.text),
-                )),
-            },
-            "address" => match value.text.parse::<Ipv4Net>() {
-                Ok(net) if usable_unicast(net.addr()).is_err() => errors.push(ConfigError::at(
-                    &value,
-                    format!("port address {} {}", net.addr(), usable_unicast(net.addr()).unwrap_err()),
-                )),
-                // A /31 has no network or broadcast address (RFC 3021).
-                Ok(net) if net.prefix_len() >= 31 || net.addr() != net.network() && net.addr() != net.broadcast() => {
-                    port.address = Some(net)
-                }
-                Ok(_) => errors.push(ConfigError::at(
-                    &value,
-                    format!(
-                        "`{}` is the network or broadcast address of its prefix; give the port a host address",
-                        value.text
-                    ),
-                )),
-                Err(_) => errors.push(ConfigError::at(
-                    &value,
-                    format!("bad address `{}`: expected A.B.C.D/LEN such as 10.0.0.1/24", value.text),
-                )),
-            },
-            "mtu" => match value.text.parse::<u16>() {
-                Ok(m) if (MIN_MTU..=MAX_MTU).contains(&m) => port.mtu = m,
-                _ => errors.push(ConfigError::at(
-                    &value,
-                    format!("bad MTU `{}`: expected a number from {MIN_MTU} to {MAX_MTU}", value.text),
-                )),
-            },
-            "rpf" => match value.text {
-                "strict" => port.rpf = Some(Rpf::Strict),
-                "loose" => port.rpf = Some(Rpf::Loose),
-                "off" => port.rpf = Some(Rpf::Off),
-                other => errors
-                    .push(ConfigError::at(&value, format!("unknown rpf `{other}`: expected strict, loose or off"))),
-            },
-            other => errors.push(ConfigError::at(
-                &key,
-                format!("unknown port setting `{other}`: expected `address`, `mac`, `mtu` or `rpf`"),
-            )),
-        }
         seen.push(key.text);
+        if !port_key(&key, &value, &mut port, config, errors)
+            && !crate::vlan::config::parse_key(&key, &value, &mut vlan, errors)
+        {
+            errors.push(ConfigError::at(
+                &key,
+                format!(
+                    "unknown port setting `{}`: expected `address`, `mac`, `mtu`, `rpf`, `vrf`, or `on`, `vlan`, `outer-vlan`, `priority` for a VLAN sub-port",
+                    key.text
+                ),
+            ));
+        }
+    }
+    if let Some(v) = crate::vlan::config::finish(&kw, &port.name, vlan, errors) {
+        if port.mac.is_some() {
+            errors.push(ConfigError::at(
+                &kw,
+                format!("port `{}` is a VLAN sub-port: it has its trunk's MAC (no `mac`)", port.name),
+            ));
+        }
+        port.kind = PortKind::Vlan(v);
     }
     if !port.address6.is_empty() && port.mtu < 1280 {
         errors.push(ConfigError::at(
@@ -1196,20 +1316,122 @@ fn parse_port(stmt: &Stmt<'_>, errors: &mut Errors) -> Option<PortConfig> {
             ),
         ));
     }
+    if !port.address6.is_empty() && port.vrf != 0 {
+        errors.push(ConfigError::at(
+            &kw,
+            format!("port `{}`: IPv6 is routed in the default VRF only (for now)", port.name),
+        ));
+    }
     (errors.len() == before).then_some(port)
 }
 
-/// `route PREFIX via ADDRESS` or `route PREFIX port NAME`.
+/// `vrf NAME`: a routing table of its own.
+fn parse_vrf(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
+    let kw = stmt.words[0];
+    let (Some(name), None) = (stmt.words.get(1), stmt.words.get(2)) else {
+        errors.push(ConfigError::at(&kw, "expected `vrf NAME`"));
+        return;
+    };
+    if !is_name(name.text) || name.text == "default" {
+        errors.push(ConfigError::at(
+            name,
+            format!("bad VRF name `{}`: 1 to 15 letters, digits, `-` or `_`, not `default`", name.text),
+        ));
+    } else if config.vrfs.iter().any(|v| v == name.text) {
+        errors.push(ConfigError::at(name, format!("vrf `{}` is defined twice", name.text)));
+    } else if config.vrfs.len() >= MAX_VRFS {
+        errors.push(ConfigError::at(name, format!("too many VRFs: at most {MAX_VRFS} besides the default one")));
+    } else {
+        config.vrfs.push(name.text.to_string());
+    }
+}
+
+/// Puts NIC ports first (the kernel binds NICs in that order), VLAN
+/// sub-ports and tunnels after them in text order, and checks what a
+/// sub-port needs of its trunk.
+fn order_ports(config: &mut Config, errors: &mut Errors) {
+    let (mut nics, virt): (Vec<PortConfig>, Vec<PortConfig>) =
+        core::mem::take(&mut config.ports).into_iter().partition(|p| p.kind == PortKind::Nic);
+    nics.extend(virt);
+    config.ports = nics;
+    for i in 0..config.ports.len() {
+        let PortKind::Vlan(v) = &config.ports[i].kind else { continue };
+        let p = &config.ports[i];
+        let at = |message: String| ConfigError { line: p.line.0, column: 1, message };
+        let Some(parent) = config.port_by_name(&v.parent_name) else {
+            errors.push(at(format!("port `{}`: no port named `{}` to be on", p.name, v.parent_name)));
+            continue;
+        };
+        let trunk = &config.ports[parent];
+        if trunk.kind != PortKind::Nic {
+            errors.push(at(format!(
+                "port `{}`: `{}` is not a NIC port; VLAN sub-ports sit on NIC ports",
+                p.name, trunk.name
+            )));
+            continue;
+        }
+        if p.mtu > trunk.mtu {
+            errors.push(at(format!(
+                "port `{}`: MTU {} is larger than its trunk `{}`'s {}",
+                p.name, p.mtu, trunk.name, trunk.mtu
+            )));
+        }
+        if let Some(other) = config.ports[..i].iter().find(|q| match &q.kind {
+            PortKind::Vlan(w) => w.parent_name == v.parent_name && w.vid == v.vid && w.outer == v.outer,
+            _ => false,
+        }) {
+            errors.push(at(format!(
+                "port `{}`: VLAN {} on `{}` is already port `{}` (line {})",
+                p.name, v.vid, trunk.name, other.name, other.line
+            )));
+        }
+        if let PortKind::Vlan(v) = &mut config.ports[i].kind {
+            v.parent = parent;
+        }
+    }
+}
+
+/// `route PREFIX via ADDRESS [port NAME] [vrf NAME]` or `route PREFIX
+/// port NAME [vrf NAME]`. The route goes into the VRF's table (default:
+/// the default VRF); a next hop is looked for on that VRF's ports unless
+/// `port` names one (in any VRF: that is how routes leak between VRFs).
 fn parse_route(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<RouteConfig> {
     let kw = stmt.words[0];
-    const FORM: &str = "expected `route PREFIX via ADDRESS` or `route PREFIX port NAME`";
+    const FORM: &str =
+        "expected `route PREFIX via ADDRESS [port NAME] [vrf NAME]` or `route PREFIX port NAME [vrf NAME]`";
     let (Some(prefix), Some(kind), Some(target)) = (stmt.words.get(1), stmt.words.get(2), stmt.words.get(3)) else {
         errors.push(ConfigError::at(&kw, format!("incomplete route: {FORM}")));
         return None;
     };
-    if let Some(extra) = stmt.words.get(4) {
-        errors.push(ConfigError::at(extra, format!("unexpected `{}`: {FORM}", extra.text)));
-        return None;
+    let mut vrf = 0;
+    let mut via_port: Option<usize> = None;
+    let mut rest = stmt.words.get(4..).unwrap_or(&[]);
+    while let Some((k, tail)) = rest.split_first() {
+        let Some(v) = tail.first() else {
+            errors.push(ConfigError::at(k, format!("`{}` needs a value: {FORM}", k.text)));
+            return None;
+        };
+        match k.text {
+            "vrf" => match config.vrf_index(v.text) {
+                Some(i) => vrf = i,
+                None => {
+                    errors.push(ConfigError::at(v, format!("no VRF named `{}`", v.text)));
+                    return None;
+                }
+            },
+            "port" if kind.text == "via" => match config.port_by_name(v.text) {
+                Some(i) => via_port = Some(i),
+                None => {
+                    errors.push(ConfigError::at(v, format!("no port named `{}`", v.text)));
+                    return None;
+                }
+            },
+            _ => {
+                errors.push(ConfigError::at(k, format!("unexpected `{}`: {FORM}", k.text)));
+                return None;
+            }
+        }
+        rest = &tail[1..];
     }
     let Ok(net) = prefix.text.parse::<Ipv4Net>() else {
         errors.push(ConfigError::at(
@@ -1232,21 +1454,33 @@ fn parse_route(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<
                     .push(ConfigError::at(target, format!("bad next hop `{}`: expected an IPv4 address", target.text)));
                 return None;
             };
-            let on_link =
-                config.ports.iter().position(|p| p.address.is_some_and(|a| a.contains(&gw) && a.addr() != gw));
+            let on = |p: &PortConfig| p.address.is_some_and(|a| a.contains(&gw) && a.addr() != gw);
+            let on_link = match via_port {
+                Some(i) => Some(i).filter(|i| on(&config.ports[*i])),
+                None => config.ports.iter().position(|p| p.vrf == vrf && on(p)),
+            };
             match on_link {
-                Some(port) => Some(RouteConfig { prefix: net, port, via: Some(gw), line: Line(kw.line) }),
+                Some(port) => Some(RouteConfig { prefix: net, port, via: Some(gw), line: Line(kw.line), vrf }),
+                None if via_port.is_some() => {
+                    errors.push(ConfigError::at(target, format!("next hop {gw} is not on the subnet of that port")));
+                    None
+                }
                 None => {
+                    let in_vrf = if config.vrfs.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" in VRF {}", config.vrf_name(vrf))
+                    };
                     errors.push(ConfigError::at(
                         target,
-                        format!("next hop {gw} is not on the subnet of any port: give a port an address on its link"),
+                        format!("next hop {gw} is not on the subnet of any port{in_vrf}: give a port an address on its link"),
                     ));
                     None
                 }
             }
         }
         "port" => match config.port_by_name(target.text) {
-            Some(port) => Some(RouteConfig { prefix: net, port, via: None, line: Line(kw.line) }),
+            Some(port) => Some(RouteConfig { prefix: net, port, via: None, line: Line(kw.line), vrf }),
             None => {
                 errors.push(ConfigError::at(target, format!("no port named `{}`", target.text)));
                 None

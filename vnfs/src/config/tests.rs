@@ -259,7 +259,12 @@ fn too_many_and_no_ports() {
     for i in 0..9 {
         text += &std::format!("port p{i} address 10.{i}.0.1/24\n");
     }
-    assert!(errs(&text)[0].starts_with("t.conf:9:1: too many ports"));
+    assert!(errs(&text)[0].starts_with("t.conf:9:1: too many NIC ports"), "{:?}", errs(&text));
+    let mut text = String::from("port t address 10.0.0.1/24\n");
+    for i in 1..33 {
+        text += &std::format!("port p{i} on t vlan {i} address 10.{i}.0.1/24\n");
+    }
+    assert!(errs(&text)[0].starts_with("t.conf:33:1: too many ports"), "{:?}", errs(&text));
     assert!(errs("# nothing\n")[0].contains("no ports"));
 }
 
@@ -274,6 +279,7 @@ fn routes_router_and_pipelines() {
     assert_eq!(
         c.routes[0],
         RouteConfig {
+            vrf: 0,
             prefix: "0.0.0.0/0".parse().unwrap(),
             port: 1,
             via: Some(Ipv4Addr::new(10, 1, 0, 254)),

@@ -25,6 +25,7 @@ use crate::stage::StageContext;
 use crate::Micros;
 
 mod ingress;
+mod l2;
 mod reload;
 mod routes;
 mod show;
@@ -36,6 +37,7 @@ pub mod trace;
 pub use crate::stage::Event;
 use ingress::{answer_arp, arp_of, off_link_request};
 pub use ingress::{check_ipv4, classify, Verdict};
+pub use l2::SubPort;
 pub use reload::Running;
 pub use show::{query_pairs, VIEWS};
 
@@ -100,6 +102,8 @@ pub struct Dataplane {
     rpf6: Vec<Vec<ipnet::Ipv6Net>>,
     /// The image's version and git commit, for `sluice_build_info`.
     build: Option<(&'static str, &'static str)>,
+    /// VLAN sub-ports, tunnels, VRFs.
+    l2: l2::L2,
 }
 
 /// Hands a local IPv6 packet that is not TCP or UDP to the port's IPv6
@@ -177,8 +181,9 @@ fn wires_of(config: &Config) -> Vec<Option<PortId>> {
 
 impl Dataplane {
     /// Builds ports and stages from `config`; `macs[i]` is port `i`'s MAC.
-    pub fn new(config: &Config, macs: &[[u8; 6]], now: Micros, seed: u64) -> Self {
+    pub fn new(config: &Config, nic_macs: &[[u8; 6]], now: Micros, seed: u64) -> Self {
         let local = config.local_addresses();
+        let macs = &l2::L2::macs(config, nic_macs)[..];
         let default_gw = |port: usize| {
             config.routes.iter().find(|r| r.prefix.prefix_len() == 0 && r.port == port).and_then(|r| r.via)
         };
@@ -249,6 +254,7 @@ impl Dataplane {
             rpf: ingress::rpf_of(config, &config.local_addresses()),
             rpf6,
             build: None,
+            l2: l2::L2::new(config),
         }
     }
 
@@ -342,15 +348,40 @@ impl Dataplane {
         if let Some(peer) = self.wires[port as usize] {
             return self.wire(port, peer, batch, pool);
         }
-        if self.trace.as_ref().is_some_and(|t| t.wants(port)) {
-            return self.receive_traced(port, batch, pool, now);
+        if self.l2.active {
+            self.receive_l2(port, batch, pool, now);
+        } else {
+            self.receive_port(port, batch, pool, now, 0);
         }
-        self.receive_inner(port, batch, pool, now, None)
+        self.flush_virtual(pool, now);
+    }
+
+    /// One port's packets (`depth` 1: they came out of a tunnel); then the
+    /// frames its tunnels decapsulated, on the tunnel ports.
+    fn receive_port(&mut self, port: PortId, batch: &mut Batch, pool: &mut PacketPool, now: Micros, depth: u8) {
+        let mut inner = Batch::new();
+        if self.trace.as_ref().is_some_and(|t| t.wants(port)) {
+            self.receive_traced(port, batch, pool, now, depth, &mut inner);
+        } else {
+            self.receive_inner(port, batch, pool, now, None, depth, &mut inner);
+        }
+        if !inner.is_empty() {
+            // Only one level: what these carry is not decapsulated again.
+            self.dispatch(inner, pool, now, depth + 1);
+        }
     }
 
     /// Tracing: the packets one at a time, each recorded while the trace
     /// wants more.
-    fn receive_traced(&mut self, port: PortId, batch: &mut Batch, pool: &mut PacketPool, now: Micros) {
+    fn receive_traced(
+        &mut self,
+        port: PortId,
+        batch: &mut Batch,
+        pool: &mut PacketPool,
+        now: Micros,
+        depth: u8,
+        inner: &mut Batch,
+    ) {
         let Some(mut t) = self.trace.take() else { return };
         let mut one = Batch::new();
         let pkts: alloc::vec::Vec<crate::packet::Packet> = batch.drain(..).collect();
@@ -360,7 +391,7 @@ impl Dataplane {
                 t.begin(&self.ports[port as usize].name, &pkt, &self.ports);
             }
             let _ = one.push(pkt);
-            self.receive_inner(port, &mut one, pool, now, tracing.then_some(&mut t));
+            self.receive_inner(port, &mut one, pool, now, tracing.then_some(&mut t), depth, inner);
             if tracing {
                 t.end();
             }
@@ -368,6 +399,7 @@ impl Dataplane {
         self.trace = Some(t);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn receive_inner(
         &mut self,
         port: PortId,
@@ -375,11 +407,19 @@ impl Dataplane {
         pool: &mut PacketPool,
         now: Micros,
         mut trace: Option<&mut trace::Trace>,
+        depth: u8,
+        inner: &mut Batch,
     ) {
-        let Dataplane { ports, stages, config, local_sorted, local6, vips6, egress, events, rpf, rpf6, .. } = self;
+        let Dataplane { ports, stages, config, local_sorted, local6, vips6, egress, events, rpf, rpf6, l2, .. } = self;
         let pipeline = &config.pipelines[port as usize];
         let refused = &rpf[port as usize];
         let refused6 = &rpf6[port as usize];
+        let vrf = l2.vrf.get(port as usize).copied().unwrap_or(0);
+        // From the NIC itself: nothing of the buffer's last life counts. Else
+        // the trunk or tunnel that handed it over set priority and insertion.
+        let fresh = !l2.active;
+        let insertion = l2.active && l2.tunnels.is_insertion(port);
+        let tunnels = l2.active && !l2.tunnels.is_empty();
         let mut onward = Batch::new();
         for mut pkt in batch.drain(..) {
             // A fresh arrival, whatever the buffer carried before (a driver
@@ -388,11 +428,16 @@ impl Dataplane {
             pkt.meta.in_port = port;
             pkt.meta.out_port = None;
             pkt.meta.local = false;
+            pkt.meta.l2 = if fresh { vrf } else { pkt.meta.l2 & 0xf0 | vrf };
             let p = &mut ports[port as usize];
             p.counters.rx_packets += 1;
             p.counters.rx_bytes += pkt.len() as u64;
+            // A service-insertion tunnel takes every inner frame: they are
+            // another network's, passing through.
+            let mac =
+                if insertion { pkt.data().get(0..6).and_then(|m| m.try_into().ok()).unwrap_or(p.mac) } else { p.mac };
             let mut verdict = classify(
-                (p.mac, p.address, p.host6.is_some()),
+                (mac, p.address, p.host6.is_some()),
                 local_sorted,
                 (local6, vips6),
                 pkt.data(),
@@ -417,6 +462,21 @@ impl Dataplane {
                 let src = crate::ipv6::src(pkt.l3());
                 if refused6.iter().any(|n| n.contains(&src)) {
                     verdict = Verdict::Drop(DropReason::SourceWrongPort);
+                }
+            }
+            if verdict == Verdict::Local && tunnels && !crate::ipv6::is_ipv6(pkt.l3()) {
+                match l2.tunnels.decap(&mut pkt, now) {
+                    Ok(crate::tunnel::Decap::NotTunnel) => {}
+                    Ok(crate::tunnel::Decap::Inner(t)) if depth == 0 => {
+                        if let Some(tr) = trace.as_deref_mut() {
+                            tr.note(format_args!("ingress: tunnel, decapsulated onto port {}", ports[t as usize].name));
+                        }
+                        // `inner` has the capacity of `batch`.
+                        let _ = inner.push(pkt);
+                        continue;
+                    }
+                    Ok(crate::tunnel::Decap::Inner(_)) => verdict = Verdict::Drop(DropReason::TunnelNested),
+                    Err(reason) => verdict = Verdict::Drop(reason),
                 }
             }
             if let Some(t) = trace.as_deref_mut() {
@@ -535,6 +595,31 @@ impl Dataplane {
                 if let Some(t) = trace.as_deref_mut() {
                     t.note(format_args!("host stack: delivered to the appliance"));
                 }
+            } else if pkt.meta.inserted() {
+                // Service insertion: back into the tunnel it came in.
+                let mut pkt = pkt;
+                let under = l2.tunnels.get(port).map_or(0, |t| t.cfg.underlay);
+                match crate::tunnel::reflect(&mut pkt) {
+                    Ok(()) => {
+                        if let Some(t) = l2.tunnels.list.iter_mut().find(|t| t.port == port) {
+                            t.counters.reflected += 1;
+                        }
+                        let c = &mut ports[port as usize].counters;
+                        c.tx_packets += 1;
+                        c.tx_bytes += pkt.len() as u64;
+                        if let Err(pkt) = ports[under].tx.push_back(pkt) {
+                            ports[port as usize].counters.drop(DropReason::TxRingFull);
+                            pool.free(pkt);
+                        }
+                        if let Some(t) = trace.as_deref_mut() {
+                            t.note(format_args!("tunnel: sent back to the sender, options kept"));
+                        }
+                    }
+                    Err(reason) => {
+                        ports[port as usize].counters.drop(reason);
+                        pool.free(pkt);
+                    }
+                }
             } else {
                 // No stage routed it.
                 ports[port as usize].counters.drop(DropReason::NoRoute);
@@ -576,6 +661,11 @@ impl Dataplane {
     /// all of them now and then for their own timers) and the management
     /// endpoint.
     pub fn poll(&mut self, now: Micros, pool: &mut PacketPool) {
+        self.poll_inner(now, pool);
+        self.flush_virtual(pool, now);
+    }
+
+    fn poll_inner(&mut self, now: Micros, pool: &mut PacketPool) {
         let Dataplane { ports, stages, egress, events, .. } = self;
         for r in stages.iter_mut() {
             r.stage.poll(&mut StageContext::new(now, &r.name, pool, ports, &mut r.counters, events));

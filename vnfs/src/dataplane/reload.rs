@@ -167,6 +167,11 @@ impl Dataplane {
                 h.also = self.vips6.clone();
             }
         }
+        // Tunnels follow the new routes to their remotes.
+        self.l2.tunnels.update(new.ports.iter().enumerate().filter_map(|(i, p)| match &p.kind {
+            crate::config::PortKind::Tunnel(t) => Some((i, t.clone())),
+            _ => None,
+        }));
         self.config = new;
         self.config_text = text.into();
         self.reloads += 1;

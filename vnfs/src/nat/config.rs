@@ -47,6 +47,10 @@ pub struct NatConfig {
     pub udp_timeout: u32,
     pub tcp_established_timeout: u32,
     pub tcp_transitory_timeout: u32,
+    /// The VRF of its inside (`vrf NAME`; default the default one): the
+    /// NAT translates what is routed out of the outside port from that
+    /// VRF, and hands replies back to that VRF's table.
+    pub vrf: usize,
     pub icmp_timeout: u32,
     pub forwards: Vec<ForwardConfig>,
     /// Sessions one inside host / one port forward may hold.
@@ -104,6 +108,7 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<Na
         quotas: Quotas { host: 0, forward: 0 },
         nat64: v6.then(|| Nat64Settings { prefix: well_known_prefix(), inside: Vec::new() }),
         line: Line(kw.line),
+        vrf: 0,
     };
     let (mut host_quota, mut forward_quota) = (None, None);
     let mut outside_tok = None;
@@ -158,6 +163,13 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<Na
             "inside" if want(1, errors) => match args[0].text.parse::<Ipv4Net>() {
                 Ok(n) => nat.inside.push(n.trunc()),
                 Err(_) => errors.push(ConfigError::at(&args[0], format!("bad prefix `{}`", args[0].text))),
+            },
+            "vrf" if v6 && want(1, errors) => {
+                errors.push(ConfigError::at(&key, "NAT64 works in the default VRF only (for now)"))
+            }
+            "vrf" if want(1, errors) => match config.vrf_index(args[0].text) {
+                Some(i) => nat.vrf = i,
+                None => errors.push(ConfigError::at(&args[0], format!("no VRF named `{}`", args[0].text))),
             },
             "outside" if want(1, errors) => match config.port_by_name(args[0].text) {
                 Some(i) => {
@@ -237,7 +249,7 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<Na
                 _ => errors.push(ConfigError::at(&args[0], format!("bad {} `{}`: expected a number of sessions, at least 1", key.text, args[0].text))),
             },
             "inside" | "outside" | "pool" | "ports" | "filtering" | "sessions" | "udp-timeout" | "tcp-established-timeout"
-            | "tcp-transitory-timeout" | "icmp-timeout" | "forward" | "host-sessions" | "forward-sessions" => {}
+            | "tcp-transitory-timeout" | "icmp-timeout" | "forward" | "host-sessions" | "forward-sessions" | "vrf" => {}
             "prefix" => errors.push(ConfigError::at(&key, "`prefix` is a `nat64` setting")),
             other => errors.push(ConfigError::at(
                 &key,
@@ -316,6 +328,25 @@ pub fn parse(stmts: &[&Stmt<'_>], config: &Config, errors: &mut Errors) -> Vec<(
     for stmt in stmts {
         let name = stmt.words.get(1).map_or(stmt.words[0].text, |t| t.text).to_string();
         if let Some(nat) = parse_one(stmt, config, errors) {
+            // Two NATs handing out the same outside ports would take each
+            // other's replies (one NAT per VRF shares the outside port).
+            let others = out.iter().filter_map(|(_, o)| o.as_any().downcast_ref::<NatConfig>());
+            if let Some(other) = others.into_iter().find(|o| {
+                o.nat64.is_none() == nat.nat64.is_none()
+                    && o.pool.iter().any(|a| nat.pool.contains(a))
+                    && nat.ports.0 <= o.ports.1
+                    && o.ports.0 <= nat.ports.1
+            }) {
+                errors.push(ConfigError {
+                    line: nat.line.0,
+                    column: 1,
+                    message: format!(
+                        "this nat shares pool addresses and ports with the nat on line {}: give each its own pool address (or port range)",
+                        other.line
+                    ),
+                });
+                continue;
+            }
             out.push((name, Rc::new(nat)));
         }
     }
@@ -342,7 +373,8 @@ impl StageConfig for NatConfig {
             // routes the packet in its new family.
             Some(_) if port == self.outside || !config.ports[port].address6.is_empty() => Some(Place::BeforeRouting(1)),
             Some(_) => None,
-            None => Some(if port == self.outside { Place::BeforeRouting(1) } else { Place::AfterRouting(0) }),
+            None if port == self.outside => Some(Place::BeforeRouting(1)),
+            None => (config.ports[port].vrf == self.vrf).then_some(Place::AfterRouting(0)),
         }
     }
 

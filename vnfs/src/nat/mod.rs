@@ -98,6 +98,8 @@ pub struct Nat {
     /// Inside prefixes as (network, mask).
     inside: Vec<(u32, u32)>,
     outside_port: PortId,
+    /// The VRF of the inside.
+    vrf: usize,
     pub table: NatTable,
     frags: Vec<FragEntry>,
     pub counters: NatCounters,
@@ -135,13 +137,16 @@ impl Nat {
         for f in &c.forwards {
             table.add_forward(f.proto, Endpoint::new(f.outside.0, f.outside.1), Endpoint::new(f.inside.0, f.inside.1));
         }
-        Nat::new(c.inside.clone(), c.outside as PortId, table)
+        let mut nat = Nat::new(c.inside.clone(), c.outside as PortId, table);
+        nat.vrf = c.vrf;
+        nat
     }
 
     pub fn new(inside: Vec<Ipv4Net>, outside_port: PortId, table: NatTable) -> Nat {
         Nat {
             inside: inside.iter().map(|n| (u32::from(n.network()), u32::from(n.netmask()))).collect(),
             outside_port,
+            vrf: 0,
             table,
             frags: Vec::with_capacity(FRAG_CACHE),
             counters: NatCounters::default(),
@@ -184,7 +189,7 @@ impl Nat {
         } else {
             // Routed: never to a pool address (those are the appliance's
             // own, so the router left them unrouted).
-            if pkt.meta.out_port != Some(self.outside_port) || !self.is_inside(src) {
+            if pkt.meta.out_port != Some(self.outside_port) || !self.is_inside(src) || pkt.meta.vrf() != self.vrf {
                 return None;
             }
             (Dir::Out, Endpoint::new(src, sport), Endpoint::new(dst, dport))
@@ -206,8 +211,13 @@ impl Nat {
         let to_pool = pkt.meta.out_port.is_none() && self.table.is_pool_address(p.dst);
         let from_inside = self.is_inside(p.src);
         let result = if to_pool {
-            self.inbound(&mut pkt, &p, from_inside, cx.now)
-        } else if from_inside && pkt.meta.out_port == Some(self.outside_port) {
+            let r = self.inbound(&mut pkt, &p, from_inside, cx.now);
+            if r == Ok(true) {
+                // The inside host is routed in the NAT's VRF.
+                pkt.meta.set_vrf(self.vrf);
+            }
+            r
+        } else if from_inside && pkt.meta.out_port == Some(self.outside_port) && pkt.meta.vrf() == self.vrf {
             self.outbound(&mut pkt, &p, cx.now).map(|_| true)
         } else {
             Ok(false)
@@ -493,6 +503,7 @@ impl Stage for Nat {
                         self.counters.out += 1;
                     } else {
                         pkt.meta.local = false;
+                        pkt.meta.set_vrf(self.vrf);
                         self.counters.r#in += 1;
                     }
                     done[i] = true;

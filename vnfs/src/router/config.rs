@@ -94,7 +94,9 @@ impl StageConfig for RouterConfig {
     /// The route table (connected and static routes) and its next hops.
     fn table_bytes(&self, config: &Config) -> usize {
         let connected = config.ports.iter().filter_map(|p| p.address.map(|a| a.trunc())).collect::<Vec<_>>();
-        super::lpm::Lpm::memory_for(config.routes.iter().map(|r| &r.prefix).chain(connected.iter()))
+        // Each VRF's table has its own top level.
+        (config.vrf_count() - 1) * super::lpm::Lpm::memory_for(core::iter::empty())
+            + super::lpm::Lpm::memory_for(config.routes.iter().map(|r| &r.prefix).chain(connected.iter()))
             + config.routes.len() * 16
             + super::lpm6::Lpm6::memory_for(
                 config.routes6.len() + config.ports.iter().map(|p| p.address6.len()).sum::<usize>(),

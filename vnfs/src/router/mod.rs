@@ -70,6 +70,8 @@ pub struct RouterCounters {
 
 pub struct Router {
     lpm: Lpm,
+    /// The tables of VRFs 1.. (`vrf NAME`); `lpm` is the default one.
+    vrfs: Vec<Lpm>,
     next_hops: Vec<NextHop>,
     /// The IPv6 table: prefix → index into `next_hops6`.
     lpm6: lpm6::Lpm6,
@@ -99,16 +101,21 @@ impl Router {
             })
             .collect();
         let mut routes: Vec<(Ipv4Net, NextHop)> = Vec::new();
+        let mut vrf_routes: Vec<Vec<(Ipv4Net, NextHop)>> = alloc::vec![Vec::new(); config.vrf_count() - 1];
+        let mut table = |vrf: usize, prefix, nh| match vrf {
+            0 => routes.push((prefix, nh)),
+            v => vrf_routes[v - 1].push((prefix, nh)),
+        };
         // The management port's prefix is not a route: nothing is forwarded
         // into the management network.
         let mgmt = config.management.as_ref().map(|m| m.port);
         for (i, p) in ports.iter().enumerate() {
             if let Some(a) = p.address.filter(|_| Some(i) != mgmt) {
-                routes.push((a.trunc(), NextHop { port: i as PortId, gateway: None }));
+                table(config.ports[i].vrf, a.trunc(), NextHop { port: i as PortId, gateway: None });
             }
         }
         for r in &config.routes {
-            routes.push((r.prefix, NextHop { port: r.port as PortId, gateway: r.via }));
+            table(r.vrf, r.prefix, NextHop { port: r.port as PortId, gateway: r.via });
         }
         let settings = RouterSettings {
             icmp_rate: settings.icmp_rate,
@@ -116,6 +123,17 @@ impl Router {
             key: crate::table::hash_words(seed, &[0x6963_6d70]),
         };
         let mut r = Router::new(ports, &routes, &settings);
+        let mut seen = alloc::collections::BTreeMap::new();
+        for (i, nh) in r.next_hops.iter().enumerate() {
+            seen.insert(*nh, i);
+        }
+        for routes in &vrf_routes {
+            let mut lpm = Lpm::new();
+            for (prefix, nh) in routes {
+                lpm.insert(*prefix, intern(&mut r.next_hops, &mut seen, *nh) as NextHopId);
+            }
+            r.vrfs.push(lpm);
+        }
         r.install6(config);
         r
     }
@@ -132,6 +150,7 @@ impl Router {
             ports.iter().filter_map(|p| p.address).filter(|a| a.prefix_len() < 31).map(|a| a.broadcast()).collect();
         Router {
             lpm,
+            vrfs: Vec::new(),
             next_hops,
             lpm6: lpm6::Lpm6::new(),
             next_hops6: Vec::new(),
@@ -147,6 +166,16 @@ impl Router {
     #[inline]
     pub fn lookup(&self, dst: Ipv4Addr) -> Option<NextHop> {
         self.lpm.lookup(dst).map(|id| self.next_hops[id as usize])
+    }
+
+    /// The next hop for `dst` in VRF `vrf`'s table.
+    #[inline]
+    pub fn lookup_in(&self, vrf: usize, dst: Ipv4Addr) -> Option<NextHop> {
+        let lpm = match vrf {
+            0 => &self.lpm,
+            v => self.vrfs.get(v - 1)?,
+        };
+        lpm.lookup(dst).map(|id| self.next_hops[id as usize])
     }
 
     pub fn route_count(&self) -> usize {
@@ -172,7 +201,7 @@ impl Router {
         if ttl <= 1 {
             return self.icmp_error(pkt, IcmpError::TtlExceeded, DropReason::TtlExpired, cx);
         }
-        let Some(nh) = self.lookup(dst) else {
+        let Some(nh) = self.lookup_in(pkt.meta.vrf(), dst) else {
             return self.icmp_error(pkt, IcmpError::NetUnreachable, DropReason::NoRoute, cx);
         };
         let mtu = self.ports[nh.port as usize].mtu as usize;
@@ -226,8 +255,9 @@ impl Router {
         self.ident = self.ident.wrapping_add(1);
         // The error quotes the head of the packet; the rest goes back.
         cx.pool.release_tail(&mut pkt);
-        let routed =
-            build_error(&mut pkt, kind, src.unwrap(), self.ident).and_then(|dst| Some((dst, self.lookup(dst)?)));
+        let vrf = pkt.meta.vrf();
+        let routed = build_error(&mut pkt, kind, src.unwrap(), self.ident)
+            .and_then(|dst| Some((dst, self.lookup_in(vrf, dst)?)));
         let Some((dst, nh)) = routed else {
             cx.pool.free(pkt);
             return None;
@@ -312,9 +342,17 @@ impl Stage for Router {
         sink.counter("icmp_rate_limited", "ICMP errors not sent: the source's rate was used up", c.icmp_rate_limited);
         sink.counter("forwarded6", "IPv6 packets routed", c.forwarded6);
         sink.counter("icmp6_errors", "ICMPv6 errors sent", c.icmp6_errors);
-        sink.gauge("routes", "prefixes in the route table", self.lpm.len() as u64);
+        sink.gauge(
+            "routes",
+            "prefixes in the route tables (every VRF)",
+            (self.lpm.len() + self.vrfs.iter().map(|l| l.len()).sum::<usize>()) as u64,
+        );
         sink.gauge("routes6", "prefixes in the IPv6 route table", self.lpm6.len() as u64);
-        sink.gauge("route_table_bytes", "bytes of the route table", self.lpm.memory() as u64);
+        sink.gauge(
+            "route_table_bytes",
+            "bytes of the route tables",
+            (self.lpm.memory() + self.vrfs.iter().map(|l| l.memory()).sum::<usize>()) as u64,
+        );
     }
 }
 
