@@ -579,7 +579,7 @@ impl Stats {
             match kind {
                 // Ports by `port=`, stages by `name=`: one map of counter sets.
                 Some("stats") | Some("nic") | Some("loop") | Some("stage") | Some("egress") | Some("lb-service")
-                | Some("lb-backend") | Some("nd") => {
+                | Some("lb-backend") | Some("nd") | Some("tunnel") => {
                     let Some((_, port)) = kv.iter().find(|(k, _)| *k == "port" || *k == "name") else {
                         continue;
                     };

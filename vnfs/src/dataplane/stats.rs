@@ -41,6 +41,26 @@ impl Dataplane {
             report_drops(sink, &c.drops);
             r.stage.report_details(sink);
         }
+        for (i, t) in self.l2.trunks.iter().enumerate() {
+            let name = &self.ports[i].name;
+            for (outer, vid, n) in &t.unknown.per_vlan {
+                let vlan = if *outer == 0 { alloc::format!("{vid}") } else { alloc::format!("{outer}.{vid}") };
+                sink.object("vlan_unknown", &[("port", name), ("vlan", &vlan)]);
+                sink.counter("frames", "frames of a VLAN no sub-port takes", *n);
+            }
+            if t.unknown.others > 0 {
+                sink.object("vlan_unknown", &[("port", name), ("vlan", "other")]);
+                sink.counter("frames", "frames of a VLAN no sub-port takes", t.unknown.others);
+            }
+        }
+        for t in &self.l2.tunnels.list {
+            let c = &t.counters;
+            sink.object("tunnel", &[("port", &self.ports[t.port as usize].name)]);
+            sink.counter("decapsulated", "frames taken out of the tunnel", c.decapsulated);
+            sink.counter("encapsulated", "frames put into the tunnel (a copy per remote)", c.encapsulated);
+            sink.counter("flooded", "frames sent to every remote (broadcast, multicast, unknown unicast)", c.flooded);
+            sink.counter("reflected", "service insertion: packets sent back into their tunnel", c.reflected);
+        }
         for p in &self.ports {
             if let Some(h) = &p.host6 {
                 sink.object("nd", &[("port", &p.name)]);

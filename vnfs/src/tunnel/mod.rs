@@ -180,10 +180,11 @@ impl Tunnels {
         }
         let sum = u16::from_be_bytes([udp[6], udp[7]]);
         let o = pkt.meta.offload;
-        // A partial checksum is one the sending host will complete (virtio):
-        // nothing to verify yet.
-        let partial_here = o.csum_partial && o.csum_start as usize == l3 + ihl;
-        if sum != 0 && !partial_here && !udp_checksum_ok(&ip[..ihl + udp_len], ihl) {
+        // A partial checksum (virtio: the sending host leaves it to be
+        // completed) means the frame is from the local host and not yet
+        // summed: its outer checksum, if any, was computed for the inner
+        // one completed (Linux's local checksum offload): nothing to verify.
+        if sum != 0 && !o.csum_partial && !udp_checksum_ok(&ip[..ihl + udp_len], ihl) {
             return Err(DropReason::TunnelBadChecksum);
         }
         let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
