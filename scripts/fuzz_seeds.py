@@ -81,6 +81,11 @@ def eth6(dst, payload):
     return eth(dst, payload, 0x86DD)
 
 
+def tagged(frame, tags):
+    """`frame` with VLAN tags [(TPID, VID)...] after its MAC addresses."""
+    return frame[:12] + b"".join(struct.pack("!HH", tpid, vid) for tpid, vid in tags) + frame[12:]
+
+
 def arp(sender, target):
     return eth(b"\xff" * 6, struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, PEER, ip(sender), b"\0" * 6, ip(target)), 0x0806)
 
@@ -127,6 +132,21 @@ def main(out):
             burst(1, 2, [eth(WAN, udp("10.1.0.2", 53, "10.1.0.1", 2000)), eth(WAN, icmp_echo("10.1.0.2", "10.1.0.1"))]),
             burst(0, 1, [eth6(LAN, ipv6("2001:db8:0:1::2", "2001:db8:0:1::80", 6, struct.pack("!HHIIBBHHH", 40000, 80, 1, 0, 0x50, 0x02, 1000, 0, 0)))]),
             burst(1, 1, [eth6(WAN, icmp6("2001:db8:0:2::5", "2001:db8:0:2::1", 136, 0, b"\x60\0\0\0" + ip6("2001:db8:0:2::5") + b"\x02\x01" + PEER, 255))]),
+        ],
+        "vlan-qinq": [burst(0, 0, [
+            tagged(arp("10.7.0.2", "10.7.0.1"), [(0x8100, 7)]),
+            tagged(eth(LAN, icmp_echo("10.7.0.2", "10.7.0.1")), [(0x8100, 7)]),
+            tagged(eth(LAN, udp("10.7.0.2", 4000, "10.8.0.2", 53)), [(0x88a8, 20), (0x8100, 8)]),
+            tagged(eth(LAN, udp("10.7.0.2", 4000, "198.51.100.7", 53)), [(0x8100, 300)]),
+        ])],
+        "tunnels": [
+            burst(1, 0, [arp("10.1.0.2", "10.1.0.1")]),
+            burst(1, 1, [
+                eth(WAN, udp("10.1.0.2", 40000, "10.1.0.1", 4789, b"\x08\0\0\0" + struct.pack("!I", 5001 << 8) + arp("10.0.0.2", "10.0.0.1"))),
+                eth(WAN, udp("10.1.0.2", 40000, "10.1.0.1", 4789, b"\x08\0\0\0" + struct.pack("!I", 5001 << 8) + eth(b"\x02\x53\x00\x13\x89\x03", udp("10.0.0.2", 1000, "198.51.100.7", 53)))),
+                eth(WAN, udp("10.1.0.4", 6081, "10.1.0.1", 6081, b"\x02\x00\x65\x58" + struct.pack("!I", 77 << 8) + b"\x01\x08\x01\x01\xde\xad\xbe\xef" + eth(LAN, icmp_echo("10.6.0.2", "10.6.0.1")))),
+                eth(WAN, udp("10.1.0.50", 6081, "10.1.0.1", 6081, b"\x01\x40\x65\x58" + struct.pack("!I", 78 << 8) + b"\x01\x08\x01\x01" + eth(LAN, udp("192.0.2.1", 5, "192.0.2.2", 80)))),
+            ]),
         ],
         "spoof": [burst(0, 0, [eth(LAN, icmp_echo("10.9.0.1", "10.1.0.2")), eth(MGMT, icmp_echo("10.0.0.9", "10.9.0.1"))])],
     }

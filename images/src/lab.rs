@@ -364,11 +364,12 @@ pub fn mac(i: usize) -> String {
 /// the config's order, each host on its port's subnet — at the address a
 /// route names as its next hop when one does (so that namespace is the
 /// upstream router), else the first free address. A port without an
-/// address gets a host without one.
+/// address gets a host without one. VLAN sub-ports and tunnels get no
+/// namespace of their own (their hosts sit behind a trunk or a VTEP).
 pub fn ports_for(config: &vnfs::config::Config) -> Vec<PortSpec> {
     let taken: Vec<std::net::Ipv4Addr> = config.local_addresses();
-    config
-        .ports
+    // NIC ports only: VLAN sub-ports and tunnels ride on them.
+    config.ports[..config.nic_count()]
         .iter()
         .map(|p| {
             let Some(net) = p.address else {

@@ -176,7 +176,12 @@ fn two_vxlan_tenants_with_one_prefix_reach_the_outside_each_through_its_nat() {
 
     for (ns, pool) in [(&blue, "198.51.100.10"), (&red, "198.51.100.11")] {
         let (ok, out) = ns_retry_in(ns, &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.1"], 40);
-        assert!(ok && out.contains(" 0% packet loss"), "{}: ping the tunnel port:\n{out}\n{}", ns.name, lab.vm.console());
+        assert!(
+            ok && out.contains(" 0% packet loss"),
+            "{}: ping the tunnel port:\n{out}\n{}",
+            ns.name,
+            lab.vm.console()
+        );
         let (ok, out) = ns_retry_in(ns, &["ping", "-c", "2", "-i", "0.2", "-W", "2", "198.51.100.2"], 20);
         assert!(ok, "{}: ping the outside:\n{out}", ns.name);
         let (ok, out) = ns_ok(ns, &["curl", "-sS", "--max-time", "10", "http://198.51.100.2:8000/"]);

@@ -16,8 +16,9 @@ use vnfs::registry as config;
 
 pub const MACS: [[u8; 6]; 3] = [[0x52, 0x54, 0, 0, 0, 1], [0x52, 0x54, 0, 0, 0, 2], [0x52, 0x54, 0, 0, 0, 3]];
 
-/// A config with every stage, varied by `sel`: NAT filtering, LB mode,
-/// pipeline order, MTU, reverse-path mode.
+/// A config with every stage, VLAN sub-ports (QinQ too), VXLAN and Geneve
+/// tunnels (one for service insertion) and a VRF with its own NAT, varied
+/// by `sel`: NAT filtering, LB mode, pipeline order, MTU, reverse-path mode.
 pub fn config_text(sel: u8) -> String {
     let filtering = ["endpoint-independent", "address-dependent", "address-and-port-dependent"][sel as usize % 3];
     let mode = if sel & 4 != 0 { "dnat" } else { "full-nat" };
@@ -32,6 +33,11 @@ pub fn config_text(sel: u8) -> String {
     let rpf = ["strict", "loose", "off", "loose"][(sel >> 6) as usize];
     format!(
         "port lan address 10.0.0.1/24 address 2001:db8:0:1::1/64 rpf {rpf}\nport wan address 10.1.0.1/24 address 2001:db8:0:2::1/64 mtu {mtu6}\nport mgmt address 10.9.0.1/24\n\
+         vrf blue\nport lan7 on lan vlan 7 address 10.7.0.1/24\nport qq on lan vlan 8 outer-vlan 20 address 10.8.0.1/24 priority 3\n\
+         tunnel vx vxlan vni 5001 local 10.1.0.1 remote 10.1.0.2 remote 10.1.0.3 address 10.0.0.1/24 vrf blue\n\
+         tunnel gv geneve vni 77 local 10.1.0.1 remote 10.1.0.4 address 10.6.0.1/24\ntunnel gi geneve vni 78 local 10.1.0.1 mode insertion\n\
+         route 0.0.0.0/0 via 10.1.0.254 port wan vrf blue\n\
+         nat blue {{\n inside 10.0.0.0/24\n outside wan\n pool 10.1.0.6\n vrf blue\n sessions 64\n}}\n\
          management mgmt listen 8080\nroute 0.0.0.0/0 via 10.1.0.254\nroute 10.2.0.0/16 via 10.0.0.254\n\
          route ::/0 via 2001:db8:0:2::fe\nroute 2001:db8:5::/48 via fe80::1 port lan\nra lan interval 4\n\
          nat {{\n inside 10.0.0.0/24\n outside wan\n pool 10.1.0.1\n pool 10.1.0.5\n filtering {filtering}\n sessions 64\n ports 1024-1100\n\

@@ -12,7 +12,7 @@ use crate::config::fmt_mac;
 use crate::Micros;
 
 /// The views the framework has; stages add theirs.
-pub const VIEWS: &[&str] = &["ports", "neighbors", "routes", "stages"];
+pub const VIEWS: &[&str] = &["ports", "neighbors", "routes", "stages", "tunnels"];
 
 /// `key=value&key=value` pairs of a query string (bounded: 16 pairs).
 pub fn query_pairs(q: &str) -> Vec<(&str, &str)> {
@@ -26,18 +26,32 @@ impl Dataplane {
             "ports" => {
                 let _ = writeln!(
                     out,
-                    "{:<10} {:<20} {:<17} {:>5} {:>12} {:>12} {:>10} ipv6",
-                    "port", "address", "mac", "mtu", "rx_packets", "tx_packets", "drops"
+                    "{:<10} {:<20} {:<17} {:>5} {:>12} {:>12} {:>10} {:<24} {:<8} kind",
+                    "port", "address", "mac", "mtu", "rx_packets", "tx_packets", "drops", "ipv6", "vrf"
                 );
-                for p in &self.ports {
+                for (i, p) in self.ports.iter().enumerate() {
                     let addr = p.address.map(|a| alloc::format!("{a}")).unwrap_or_else(|| "-".into());
                     let c = &p.counters;
                     // Addresses in use (DAD passed), link-local first.
                     let v6: Vec<String> =
                         p.host6.iter().flat_map(|h| h.preferred()).map(|a| alloc::format!("{a}")).collect();
+                    let pc = &self.config.ports[i];
+                    let kind = match &pc.kind {
+                        crate::config::PortKind::Nic => String::from("nic"),
+                        crate::config::PortKind::Vlan(v) if v.outer != 0 => {
+                            alloc::format!("vlan:{}/{}.{}", v.parent_name, v.outer, v.vid)
+                        }
+                        crate::config::PortKind::Vlan(v) => alloc::format!("vlan:{}/{}", v.parent_name, v.vid),
+                        crate::config::PortKind::Tunnel(t) => alloc::format!(
+                            "{}{}:{}",
+                            t.proto.name(),
+                            if t.insertion { "-insertion" } else { "" },
+                            t.vni
+                        ),
+                    };
                     let _ = writeln!(
                         out,
-                        "{:<10} {:<20} {:<17} {:>5} {:>12} {:>12} {:>10} {}",
+                        "{:<10} {:<20} {:<17} {:>5} {:>12} {:>12} {:>10} {:<24} {:<8} {}",
                         p.name,
                         addr,
                         alloc::format!("{}", fmt_mac(&p.mac)),
@@ -45,8 +59,20 @@ impl Dataplane {
                         c.rx_packets,
                         c.tx_packets,
                         c.total_drops(),
-                        if v6.is_empty() { String::from("-") } else { v6.join(",") }
+                        if v6.is_empty() { String::from("-") } else { v6.join(",") },
+                        self.config.vrf_name(pc.vrf),
+                        kind
                     );
+                }
+                for (i, t) in self.l2.trunks.iter().enumerate() {
+                    for (outer, vid, n) in &t.unknown.per_vlan {
+                        let vlan = if *outer == 0 { alloc::format!("{vid}") } else { alloc::format!("{outer}.{vid}") };
+                        let _ = writeln!(
+                            out,
+                            "port {}: {n} frame(s) of VLAN {vlan}, which no sub-port takes",
+                            self.ports[i].name
+                        );
+                    }
                 }
             }
             "neighbors" => {
@@ -69,13 +95,50 @@ impl Dataplane {
                     );
                 }
             }
+            "tunnels" => {
+                let _ = writeln!(
+                    out,
+                    "{:<10} {:<7} {:>8} {:<15} {:<10} {:>12} {:>12} {:>9} {:>10} remotes",
+                    "port", "type", "vni", "local", "underlay", "decap", "encap", "flooded", "reflected"
+                );
+                for t in &self.l2.tunnels.list {
+                    let c = &t.counters;
+                    let remotes: Vec<String> = t
+                        .cfg
+                        .remotes
+                        .iter()
+                        .zip(&t.cfg.next_hops)
+                        .map(|(r, h)| if r == h { alloc::format!("{r}") } else { alloc::format!("{r}(via:{h})") })
+                        .collect();
+                    let _ = writeln!(
+                        out,
+                        "{:<10} {:<7} {:>8} {:<15} {:<10} {:>12} {:>12} {:>9} {:>10} {}",
+                        self.ports[t.port as usize].name,
+                        t.cfg.proto.name(),
+                        t.cfg.vni,
+                        alloc::format!("{}", t.cfg.local),
+                        self.ports[t.cfg.underlay].name,
+                        c.decapsulated,
+                        c.encapsulated,
+                        c.flooded,
+                        c.reflected,
+                        if remotes.is_empty() { String::from("any") } else { remotes.join(",") }
+                    );
+                }
+            }
             "routes" => {
-                let _ = writeln!(out, "{:<20} {:<16} {:<10}", "prefix", "via", "port");
+                let _ = writeln!(out, "{:<20} {:<16} {:<10} vrf", "prefix", "via", "port");
                 let mgmt = self.config.management.as_ref().map(|m| m.port);
                 for (i, p) in self.ports.iter().enumerate() {
                     if let Some(a) = p.address.filter(|_| Some(i) != mgmt) {
-                        let _ =
-                            writeln!(out, "{:<20} {:<16} {:<10}", alloc::format!("{}", a.trunc()), "connected", p.name);
+                        let vrf = self.config.vrf_name(self.config.ports[i].vrf);
+                        let _ = writeln!(
+                            out,
+                            "{:<20} {:<16} {:<10} {vrf}",
+                            alloc::format!("{}", a.trunc()),
+                            "connected",
+                            p.name
+                        );
                     }
                 }
                 // A million routes is a lot of text: bounded by `limit`.
@@ -89,10 +152,11 @@ impl Dataplane {
                     let via = r.via.map(|v| alloc::format!("{v}")).unwrap_or_else(|| "-".into());
                     let _ = writeln!(
                         out,
-                        "{:<20} {:<16} {:<10}",
+                        "{:<20} {:<16} {:<10} {}",
                         alloc::format!("{}", r.prefix),
                         via,
-                        self.ports[r.port].name
+                        self.ports[r.port].name,
+                        self.config.vrf_name(r.vrf)
                     );
                 }
                 if self.config.routes.len() > limit {
@@ -103,7 +167,7 @@ impl Dataplane {
                     for a in p.host6.iter().flat_map(|h| h.addrs.iter().skip(1)) {
                         let _ = writeln!(
                             out,
-                            "{:<20} {:<16} {:<10}",
+                            "{:<20} {:<16} {:<10} default",
                             alloc::format!("{}", a.net.trunc()),
                             "connected",
                             p.name

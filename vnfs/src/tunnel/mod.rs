@@ -220,7 +220,7 @@ impl Tunnels {
         }
         let critical = geneve.is_some() && h[1] & 0x40 != 0;
         let inner_at = l3 + ihl + 8 + 8 + opts;
-        let inner_len = (l3 + ihl + udp_len).checked_sub(inner_at).unwrap_or(0);
+        let inner_len = (l3 + ihl + udp_len).saturating_sub(inner_at);
         if inner_len < ETH_HLEN {
             return Err(DropReason::TunnelTruncated);
         }
