@@ -153,6 +153,18 @@ impl Dataplane {
     /// Runs packets that belong to several ports (`meta.in_port` each),
     /// port by port, keeping their order within a port.
     pub(super) fn dispatch(&mut self, mut pkts: Batch, pool: &mut PacketPool, now: Micros, depth: u8) {
+        // One port's burst (the usual case) goes on whole.
+        let first = pkts.first().map(|p| p.meta.in_port);
+        if let Some(port) = first.filter(|p| pkts.iter().all(|q| q.meta.in_port == *p)) {
+            if port as usize >= self.l2.trunks.len() {
+                if let Some(c) = self.capture.as_mut().filter(|c| c.port == port) {
+                    for pkt in pkts.iter() {
+                        c.record(pkt.data(), pkt.total_len(), now);
+                    }
+                }
+            }
+            return self.receive_port(port, &mut pkts, pool, now, depth);
+        }
         while !pkts.is_empty() {
             let port = pkts[0].meta.in_port;
             let mut one = Batch::new();

@@ -202,3 +202,24 @@ proptest! {
         pool.free(p);
     }
 }
+
+#[test]
+fn offload_offsets_follow_the_tags() {
+    // A TCP super-packet's partial checksum counts from the frame start:
+    // taking a tag off and putting two on moves it by -4 and +8.
+    let mut pool = crate::packet::PacketPool::new(1);
+    let frame = tagged(&tcp_frame(TRUNK_MAC, (H100, 1), (H200, 2), false, true), 0, 100, 0);
+    let mut p = pool.alloc().unwrap();
+    assert!(p.fill(&frame));
+    p.meta.offload =
+        crate::packet::Offload { csum_partial: true, csum_start: 18 + 20, csum_offset: 16, gso_size: 1448 };
+    let tags = parse(p.data()).unwrap().unwrap();
+    assert!(pop(&mut p, &tags));
+    assert_eq!(p.meta.offload.csum_start, 34);
+    assert_eq!(&p.data()[12..14], &[0x08, 0x00]);
+    assert!(push(&mut p, 20, 10, 0));
+    assert_eq!(p.meta.offload.csum_start, 42);
+    assert_eq!(&p.data()[12..14], &TPID_8021AD.to_be_bytes());
+    assert_eq!(&p.data()[20..22], &[0x08, 0x00]);
+    pool.free(p);
+}
