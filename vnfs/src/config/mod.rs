@@ -378,15 +378,28 @@ pub struct StaticNeighbor<A = Ipv4Addr> {
 /// Permanent neighbours a config may give (each takes a cache slot for good).
 pub const MAX_STATIC_NEIGHBORS: usize = 1024;
 
-/// `neighbor IP mac MAC`
+/// `neighbor IP mac MAC [port NAME]` (the port when VRFs put IP's
+/// subnet on several)
 fn parse_neighbor(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
     let kw = stmt.words[0];
-    let form = "expected `neighbor IP mac MAC`";
-    let (Some(ip_t), Some(key), Some(mac_t), None) =
-        (stmt.words.get(1), stmt.words.get(2), stmt.words.get(3), stmt.words.get(4))
-    else {
+    let form = "expected `neighbor IP mac MAC [port NAME]`";
+    let (Some(ip_t), Some(key), Some(mac_t)) = (stmt.words.get(1), stmt.words.get(2), stmt.words.get(3)) else {
         errors.push(ConfigError::at(&kw, form));
         return;
+    };
+    let named = match (stmt.words.get(4), stmt.words.get(5), stmt.words.get(6)) {
+        (None, _, _) => None,
+        (Some(k), Some(n), None) if k.text == "port" => match config.port_by_name(n.text) {
+            Some(i) => Some(i),
+            None => {
+                errors.push(ConfigError::at(n, format!("no port named `{}`", n.text)));
+                return;
+            }
+        },
+        (Some(w), _, _) => {
+            errors.push(ConfigError::at(w, form));
+            return;
+        }
     };
     if key.text != "mac" {
         errors.push(ConfigError::at(key, form));
@@ -424,9 +437,33 @@ fn parse_neighbor(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
         errors.push(ConfigError::at(ip_t, format!("`{}` is not an IPv4 or IPv6 address", ip_t.text)));
         return;
     };
-    let Some(port) = config.ports.iter().position(|p| p.address.is_some_and(|a| a.contains(&ip))) else {
-        errors.push(ConfigError::at(ip_t, format!("neighbor {ip} is on no port's subnet")));
-        return;
+    let on = |p: &PortConfig| p.address.is_some_and(|a| a.contains(&ip));
+    let port = match named {
+        Some(i) if on(&config.ports[i]) => i,
+        Some(i) => {
+            errors.push(ConfigError::at(
+                ip_t,
+                format!("neighbor {ip} is not on port `{}`'s subnet", config.ports[i].name),
+            ));
+            return;
+        }
+        None => {
+            let mut holders = config.ports.iter().enumerate().filter(|(_, p)| on(p)).map(|(i, _)| i);
+            match (holders.next(), holders.next()) {
+                (Some(i), None) => i,
+                (Some(_), Some(_)) => {
+                    errors.push(ConfigError::at(
+                        ip_t,
+                        format!("neighbor {ip} is on the subnet of several ports (VRFs): add `port NAME`"),
+                    ));
+                    return;
+                }
+                (None, _) => {
+                    errors.push(ConfigError::at(ip_t, format!("neighbor {ip} is on no port's subnet")));
+                    return;
+                }
+            }
+        }
     };
     let net = config.ports[port].address.expect("the port that holds it has an address");
     if ip == net.addr() || (net.prefix_len() < 31 && (ip == net.network() || ip == net.broadcast())) {
@@ -440,7 +477,7 @@ fn parse_neighbor(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
         errors.push(ConfigError::at(&kw, format!("too many `neighbor` entries: at most {MAX_STATIC_NEIGHBORS}")));
         return;
     }
-    if let Some(other) = config.neighbors.iter().find(|n| n.ip == ip) {
+    if let Some(other) = config.neighbors.iter().find(|n| n.ip == ip && n.port == port) {
         errors.push(ConfigError::at(ip_t, format!("neighbor {ip} is already given on line {}", other.line)));
         return;
     }

@@ -450,7 +450,7 @@ fn permanent_neighbors() {
     assert!(e[1].contains("port `wan`'s own, network or broadcast address"), "{e:?}");
     assert!(e[2].contains("own, network or broadcast"), "{e:?}");
     assert!(e[3].contains("not a unicast MAC"), "{e:?}");
-    assert!(e[4].contains("expected `neighbor IP mac MAC`"), "{e:?}");
+    assert!(e[4].contains("expected `neighbor IP mac MAC"), "{e:?}");
     assert!(e[5].contains("neighbor 10.1.0.5 is already given on line 8"), "{e:?}");
     assert_eq!(e.len(), 6, "{e:?}");
     // A table too small for them is refused.

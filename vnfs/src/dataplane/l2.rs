@@ -36,6 +36,10 @@ pub struct L2 {
     pub tunnels: Tunnels,
     /// Per port: its VRF.
     pub vrf: Vec<u8>,
+    /// Per port: the addresses of ports in other VRFs (none of its own VRF
+    /// has them). Not local there: they are routed in the port's VRF like
+    /// any other address (empty without VRFs).
+    pub foreign: Vec<Vec<core::net::Ipv4Addr>>,
 }
 
 impl L2 {
@@ -59,8 +63,24 @@ impl L2 {
             PortKind::Tunnel(t) => Some((i, t)),
             _ => None,
         }));
+        let foreign = config
+            .ports
+            .iter()
+            .map(|p| {
+                if config.vrfs.is_empty() {
+                    return Vec::new();
+                }
+                let own = |a| config.ports.iter().any(|q| q.vrf == p.vrf && q.ip() == Some(a));
+                let mut v: Vec<core::net::Ipv4Addr> =
+                    config.ports.iter().filter_map(|q| q.ip()).filter(|a| !own(*a)).collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            })
+            .collect();
         L2 {
             active: nics < config.ports.len(),
+            foreign,
             trunks,
             subs,
             tunnels,

@@ -420,6 +420,7 @@ impl Dataplane {
         let fresh = !l2.active;
         let insertion = l2.active && l2.tunnels.is_insertion(port);
         let tunnels = l2.active && !l2.tunnels.is_empty();
+        let foreign: &[Ipv4Addr] = l2.foreign.get(port as usize).map_or(&[], |v| v.as_slice());
         let mut onward = Batch::new();
         for mut pkt in batch.drain(..) {
             // A fresh arrival, whatever the buffer carried before (a driver
@@ -462,6 +463,13 @@ impl Dataplane {
                 let src = crate::ipv6::src(pkt.l3());
                 if refused6.iter().any(|n| n.contains(&src)) {
                     verdict = Verdict::Drop(DropReason::SourceWrongPort);
+                }
+            }
+            if verdict == Verdict::Local && !foreign.is_empty() && !crate::ipv6::is_ipv6(pkt.l3()) {
+                // Another VRF's address: routed in this one, not delivered.
+                let dst = Ipv4Packet::new_unchecked(pkt.l3()).dst_addr();
+                if foreign.binary_search(&dst).is_ok() {
+                    verdict = Verdict::Pipeline;
                 }
             }
             if verdict == Verdict::Local && tunnels && !crate::ipv6::is_ipv6(pkt.l3()) {

@@ -151,8 +151,18 @@ fn two_tenants_with_one_prefix_each_reach_the_outside_through_their_own_nat() {
         assert_eq!((ip.src_addr(), ip.dst_addr()), (SERVER, TENANT_HOST));
         assert_eq!(UdpPacket::new_checked(ip.payload()).unwrap().dst_port(), 1000);
     }
+    // The underlay's address is the default VRF's: from a tenant it is
+    // routed in the tenant's table (out through its NAT), not answered.
+    let mac = tunnel_mac(&r, "tb");
+    let mut ping = echo_request(mac, TENANT_HOST, LOCAL, 9, b"vrf");
+    ping[6..12].copy_from_slice(&HOST_MAC);
+    r.send(UNDER, &wrap(&ping, BLUE_VTEP, 5001, None));
+    assert!(r.sent(UNDER).is_empty(), "no echo reply from another VRF's address");
+    let out = r.sent(WAN);
+    assert_eq!(out.len(), 1);
+    assert_eq!(Ipv4Packet::new_checked(&out[0][14..]).unwrap().src_addr(), Ipv4Addr::new(198, 51, 100, 10));
     let t = r.dp.tunnels();
-    assert_eq!(t.get(2).unwrap().counters.decapsulated, 2);
+    assert_eq!(t.get(2).unwrap().counters.decapsulated, 3);
     assert_eq!(t.get(2).unwrap().counters.encapsulated, 2);
     r.finish();
 }
@@ -248,11 +258,13 @@ fn malformed_tunnel_packets_get_named_drops() {
     // A UDP length beyond the datagram.
     with(&mut r, &|v| v[38..40].copy_from_slice(&[0x10, 0]), DropReason::TunnelTruncated);
     // A tunnel inside the tunnel: one level only.
+    // (In the default VRF, where the tunnels' local address is local: in
+    // blue it is another VRF's address, routed like any other.)
     let mut to_tunnel = good.clone();
-    to_tunnel[0..6].copy_from_slice(&mac);
-    let nested = wrap(&to_tunnel, BLUE_VTEP, 5001, None);
+    to_tunnel[0..6].copy_from_slice(&tunnel_mac(&r, "gv"));
+    let nested = wrap(&to_tunnel, GENEVE_VTEP, 77, Some(&[]));
     r.send(UNDER, &nested);
-    assert_eq!(r.drops(2, DropReason::TunnelNested), 1, "counted on the tunnel port it came out of");
+    assert_eq!(r.drops(4, DropReason::TunnelNested), 1, "counted on the tunnel port it came out of");
     // Geneve: version 1, OAM, a critical option, not Ethernet.
     let g = wrap(&inner, GENEVE_VTEP, 77, Some(&[]));
     for (f, why) in [
