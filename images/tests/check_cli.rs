@@ -33,7 +33,7 @@ fn every_error_is_printed_as_file_line_column() {
         [
             "FILE:1:18: bad address `10.0.0.1/33`: expected A.B.C.D/LEN such as 10.0.0.1/24",
             "FILE:4:7: bad MTU `20`: expected a number from 68 to 1500",
-            "FILE:5:3: unknown port setting `colour`: expected `address`, `mac`, `mtu` or `rpf`",
+            "FILE:5:3: unknown port setting `colour`: expected `address`, `mac`, `mtu`, `rpf`, `vrf`, or `on`, `vlan`, `outer-vlan`, `priority` for a VLAN sub-port",
         ]
     );
 }
