@@ -13,9 +13,9 @@ fn boot_example(file: &str) {
     let text = std::fs::read_to_string(examples_dir().join(file)).unwrap();
     let config = vnfs::registry::parse(&text).unwrap_or_else(|e| panic!("{file}: {e:?}"));
     let mut spec = LabSpec::two_ports(Machine::Microvm).unwrap();
-    // One namespace per port, with a host at the first other address.
-    spec.ports = config
-        .ports
+    // One namespace per NIC port (sub-ports and tunnels ride on them),
+    // with a host at the first other address.
+    spec.ports = config.ports[..config.nic_count()]
         .iter()
         .map(|p| {
             let net = p.address.expect("example ports have addresses");
@@ -50,6 +50,11 @@ fn lb_example() {
 #[test]
 fn edge_example() {
     boot_example("edge.conf");
+}
+
+#[test]
+fn tenants_example() {
+    boot_example("tenants.conf");
 }
 
 #[test]
