@@ -23,6 +23,8 @@ pub struct LoopStats {
     pub busy_cycles: u64,
     pub packets: u64,
     pub idle_turns: u64,
+    /// Where busy turns spent their cycles.
+    pub phases: drivers::poll::Phases,
 }
 
 /// Copies the drivers' and the poll loop's counters into the dataplane,
@@ -44,6 +46,7 @@ pub fn publish<N: Nic>(dp: &mut Dataplane, nics: &[N], lp: &LoopStats, pfs: &[dr
     let c = &mut dp.loop_counters;
     c.clear();
     let sample = |name, help, gauge, value| Sample { name, help, gauge, value };
+    let per = |cycles: u64| cycles.checked_div(lp.packets).unwrap_or(0);
     for s in [
         sample("busy_turns", "loop turns that found packets", false, lp.busy_turns),
         sample("idle_turns", "loop turns that found nothing", false, lp.idle_turns),
@@ -61,6 +64,20 @@ pub fn publish<N: Nic>(dp: &mut Dataplane, nics: &[N], lp: &LoopStats, pfs: &[dr
             true,
             lp.packets.checked_div(lp.busy_turns).unwrap_or(0),
         ),
+        sample("rx_cycles_per_packet", "busy cycles per packet in reclaim and receive bursts", true, per(lp.phases.rx)),
+        sample(
+            "process_cycles_per_packet",
+            "busy cycles per packet in the dataplane (ingress, stages, egress)",
+            true,
+            per(lp.phases.process),
+        ),
+        sample(
+            "poll_cycles_per_packet",
+            "busy cycles per packet in timers, host stacks and management",
+            true,
+            per(lp.phases.poll),
+        ),
+        sample("tx_cycles_per_packet", "busy cycles per packet in transmit bursts and refill", true, per(lp.phases.tx)),
         sample("tsc_mhz", "the calibrated TSC frequency", true, crate::clock::tsc_mhz()),
         sample("heap_used_bytes", "heap in use", true, crate::heap::used() as u64),
         sample("heap_free_bytes", "heap free", true, crate::heap::free() as u64),

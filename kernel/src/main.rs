@@ -33,7 +33,7 @@ use alloc::vec::Vec;
 
 use drivers::igb::sriov::VfService;
 use drivers::igb::vf::Igbvf;
-use drivers::poll::poll_once;
+use drivers::poll::poll_once_timed;
 use drivers::virtio::VirtioNet;
 use drivers::Nic;
 use virtio_drivers::transport::{SomeTransport, Transport};
@@ -429,7 +429,7 @@ extern "C" fn kmain(start_info: usize) -> ! {
     loop {
         let t0 = x86::rdtsc();
         let now = clock::us_at(t0);
-        let n = poll_once(&mut nics, &mut dp, &mut pool, now);
+        let n = poll_once_timed(&mut nics, &mut dp, &mut pool, now, Some((x86::rdtsc, &mut lp.phases)));
         if n > 0 {
             lp.busy_turns += 1;
             lp.packets += n as u64;

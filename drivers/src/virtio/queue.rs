@@ -58,6 +58,9 @@ pub(crate) struct VirtQueue<H: Hal> {
     published: u16,
     /// Next used ring entry to consume.
     last_used: u16,
+    /// The device's used index as last read: entries up to it are taken
+    /// without reading the index again (one shared-memory read a burst).
+    seen_used: u16,
     _hal: PhantomData<H>,
 }
 
@@ -80,6 +83,7 @@ impl<H: Hal> VirtQueue<H> {
             avail_idx: 0,
             published: 0,
             last_used: 0,
+            seen_used: 0,
             _hal: PhantomData,
         };
         // We poll: ask the device never to interrupt.
@@ -150,6 +154,9 @@ impl<H: Hal> VirtQueue<H> {
     /// of each buffer of its tail, as one descriptor chain. Gives the packet
     /// back if the ring lacks free descriptors for the whole chain.
     pub fn add_chain(&mut self, pkt: Packet, offset: usize, len: usize, device_writes: bool) -> Result<(), Packet> {
+        if !pkt.is_chained() {
+            return self.add_one(pkt, offset, len, device_writes);
+        }
         let n = 1 + pkt.tail().len();
         if self.free.len() < n {
             return Err(pkt);
@@ -195,6 +202,38 @@ impl<H: Hal> VirtQueue<H> {
         Ok(())
     }
 
+    /// [`add_chain`](Self::add_chain) for a packet in one buffer (every
+    /// receive buffer, every ordinary frame sent): one descriptor.
+    #[inline]
+    fn add_one(&mut self, pkt: Packet, offset: usize, len: usize, device_writes: bool) -> Result<(), Packet> {
+        let Some(id) = self.free.pop() else { return Err(pkt) };
+        let direction = if device_writes { BufferDirection::DeviceToDriver } else { BufferDirection::DriverToDevice };
+        let region = NonNull::slice_from_raw_parts(
+            NonNull::new((pkt.buffer_addr() + offset) as *mut u8).expect("packet buffers are never at address 0"),
+            len,
+        );
+        // SAFETY: `region` lies inside the packet's buffer (the caller gives
+        // an in-buffer window), which stays put while the slot owns the packet.
+        let addr = unsafe { H::share(region, direction) };
+        let d = id as usize * 16;
+        // SAFETY: descriptor `id` was free, so the device is not reading it;
+        // the 16-byte descriptor lies inside the table.
+        unsafe {
+            let p = self.ptr(d);
+            (p as *mut u64).write_volatile(addr);
+            (p.add(8) as *mut u32).write_volatile(len as u32);
+            (p.add(12) as *mut u16).write_volatile(if device_writes { DESC_F_WRITE } else { 0 });
+            (p.add(14) as *mut u16).write_volatile(0);
+        }
+        self.next[id as usize] = 0;
+        self.chain_len[id as usize] = 1;
+        self.slots[id as usize] = Some(pkt);
+        let ring = self.layout.avail + 4 + 2 * (self.avail_idx % self.size) as usize;
+        self.write_u16(ring, id);
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        Ok(())
+    }
+
     /// Makes all added buffers visible to the device. Returns whether the
     /// device asked to be notified (so the caller kicks at most once).
     pub fn publish(&mut self) -> bool {
@@ -223,17 +262,20 @@ impl<H: Hal> VirtQueue<H> {
     /// number of bytes it wrote.
     pub fn pop_used(&mut self) -> Option<(Packet, u32)> {
         loop {
-            let used_idx = self.read_u16(self.layout.used + 2);
-            if used_idx == self.last_used {
-                return None;
+            if self.last_used == self.seen_used {
+                let used_idx = self.read_u16(self.layout.used + 2);
+                if used_idx == self.last_used {
+                    return None;
+                }
+                self.seen_used = used_idx;
+                // Read the entries only after seeing the index.
+                fence(Ordering::Acquire);
             }
-            // Read the entry only after seeing the index.
-            fence(Ordering::Acquire);
             let e = self.layout.used + 4 + 8 * (self.last_used % self.size) as usize;
             let id = self.read_u32(e) as usize;
             let len = self.read_u32(e + 4);
             self.last_used = self.last_used.wrapping_add(1);
-            if self.event_idx && self.last_used == used_idx {
+            if self.event_idx && self.last_used == self.seen_used {
                 self.write_used_event();
             }
             // A device returning an id we never gave it is skipped, never a panic.

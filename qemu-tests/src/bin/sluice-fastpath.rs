@@ -184,7 +184,10 @@ struct Row {
 /// What runs in the VM: sluice with a config and RAM, or the Linux-VM NAT
 /// baseline (Debian's kernel, nft masquerade: images/linuxvm).
 enum Guest {
-    Sluice { config: String, memory_mb: u32 },
+    Sluice {
+        config: String,
+        memory_mb: u32,
+    },
     Linux,
     /// DPDK's testpmd in the Linux VM, its virtio PMD forwarding in this
     /// mode (`io`, `mac`).
