@@ -24,6 +24,9 @@ pub fn poll_once<N: Nic>(nics: &mut [N], dp: &mut Dataplane, pool: &mut PacketPo
     poll_once_timed(nics, dp, pool, now, None)
 }
 
+/// A clock (TSC cycles) and the phase sums it adds to.
+pub type Timing<'a> = Option<(fn() -> u64, &'a mut Phases)>;
+
 /// [`poll_once`], adding each phase's cycles to `timed` (a clock and the
 /// sums) when the turn found packets.
 pub fn poll_once_timed<N: Nic>(
@@ -31,7 +34,7 @@ pub fn poll_once_timed<N: Nic>(
     dp: &mut Dataplane,
     pool: &mut PacketPool,
     now: Micros,
-    timed: Option<(fn() -> u64, &mut Phases)>,
+    timed: Timing<'_>,
 ) -> usize {
     let clock = timed.as_ref().map(|t| t.0);
     let tick = || clock.map_or(0, |c| c());
