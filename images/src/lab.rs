@@ -97,6 +97,10 @@ pub struct LabSpec {
     /// Give the config on a config drive (a FAT disk holding SLUICE.CFG,
     /// made with mtools) instead of fw_cfg, as a cloud gives user data.
     pub config_drive: bool,
+    /// An initramfs for `kernel` (a Linux baseline booted in the same lab:
+    /// then `kernel_args` is its command line and nothing says `sluice
+    /// ready`).
+    pub initrd: Option<PathBuf>,
 }
 
 impl LabSpec {
@@ -119,6 +123,7 @@ impl LabSpec {
             token: None,
             switch: Switch::Tap,
             config_drive: false,
+            initrd: None,
         })
     }
 }
@@ -199,6 +204,7 @@ impl Lab {
         let sockets: Vec<PathBuf> = (0..n).map(|i| dir.join(format!("vu{i}.sock"))).collect();
         let mut vm_spec = VmSpec::new(spec.kernel.clone(), spec.machine, spec.accel);
         vm_spec.memory_mb = spec.memory_mb;
+        vm_spec.initrd = spec.initrd.clone();
         vm_spec.log_file = Some(dir.join("defmt.log"));
         if let Some(token) = &spec.token {
             let file = dir.join("token");

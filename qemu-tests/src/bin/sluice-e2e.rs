@@ -467,6 +467,95 @@ fn profile() {
 /// sluice's NAT on virtio-net, on the Intel 82576 physical function
 /// (QEMU's igb model) and on a VF of it that sluice enabled, all on q35 +
 /// qboot: UDP sweep and iperf3.
+/// The seed's table: the same sluice NAT and the same Linux VM NAT (pc +
+/// qboot both) behind each switch — Linux bridge + tap (the lab's plain
+/// taps), OVS userspace + tap, OVS-DPDK + vhost-user — with the UDP sweep,
+/// iperf3, and the host CPU the VM's and the switch's threads used during
+/// the sweep (from /proc, per thread; 1.00 = one core busy).
+fn switches() {
+    use sluice::ovs::Switch;
+    println!("the seed's table: NAT behind each switch (pc + qboot, 64-byte UDP sweep, then iperf3)");
+    println!("{:<28} {:>10} {:>10}   offered→delivered (loss)", "forwarder", "lossless", "peak pps");
+    let nat = "nat {\n  inside 10.0.0.0/24\n  outside wan\n}\n";
+    let cache = sluice::workspace_root().join("target/bench-cache/linuxvm");
+    let linux_built = std::process::Command::new(sluice::workspace_root().join("images/linuxvm/build.sh"))
+        .arg(&cache)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    for switch in [Switch::Tap, Switch::Ovs, Switch::OvsDpdk] {
+        for linux in [false, true] {
+            let name = format!("{} NAT, {}", if linux { "Linux VM" } else { "sluice" }, switch.name());
+            if linux && !linux_built {
+                println!("{name:<28} not measured: images/linuxvm/build.sh failed");
+                continue;
+            }
+            if let Err(e) = switch_case(&name, switch, linux, nat, &cache) {
+                println!("{name:<28} not measured: {e}");
+            }
+        }
+    }
+}
+
+fn switch_case(
+    name: &str,
+    switch: sluice::ovs::Switch,
+    linux: bool,
+    nat: &str,
+    cache: &std::path::Path,
+) -> Result<(), String> {
+    let mut spec = LabSpec::two_ports(Machine::PcQboot).unwrap();
+    spec.switch = switch;
+    spec.extra_config = nat.into();
+    if linux {
+        spec.kernel = cache.join("vmlinuz");
+        spec.initrd = Some(cache.join("initramfs.cpio.gz"));
+        spec.kernel_args = "console=ttyS0 quiet".into();
+        spec.memory_mb = 512;
+    }
+    let mut lab = Lab::boot(&spec).map_err(|e| e.to_string())?;
+    let ready = if linux { "FORWARDING_READY" } else { "sluice ready" };
+    lab.vm.wait_for(ready, Duration::from_secs(180)).map_err(|e| e.what)?;
+    let (lan, wan) = (lab.port("lan"), lab.port("wan"));
+    lan.ns.exec(&["ip", "route", "add", "10.1.0.0/24", "via", "10.0.0.1"]).ok();
+    sink(&wan.ns);
+    let _ = lan.ns.output(&["ping", "-c", "3", "-i", "0.2", "-W", "1", "10.1.0.2"]);
+    let dir = std::env::temp_dir().join(format!("sluice-e2e-{}", unique_id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let qemu_before = sluice::qemu::thread_cpu(lab.vm.pid());
+    let ovs_before = lab.ovs.as_ref().map(|o| o.thread_cpu()).unwrap_or_default();
+    let t = Instant::now();
+    let steps = sweep(&lan.ns, &lan.tap.name, &lan.mac, &wan.ns, &wan.tap.name, &dir);
+    let secs = t.elapsed().as_secs_f64();
+    let qemu_after = sluice::qemu::thread_cpu(lab.vm.pid());
+    let ovs_after = lab.ovs.as_ref().map(|o| o.thread_cpu()).unwrap_or_default();
+    report(name, &steps);
+    println!("{:<28}   host CPU during the sweep: qemu {}", "", busy(&qemu_before, &qemu_after, secs));
+    if lab.ovs.is_some() {
+        println!("{:<28}   host CPU during the sweep: ovs-vswitchd {}", "", busy(&ovs_before, &ovs_after, secs));
+    }
+    iperf(name, &lan.ns, &wan.ns);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Per thread (summed by name), the CPU used between two samples as a
+/// fraction of one core over `secs`; threads that used under 1% left out.
+fn busy(before: &[(String, f64)], after: &[(String, f64)], secs: f64) -> String {
+    let mut by: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
+    for (n, t) in after {
+        *by.entry(n.clone()).or_default() += t;
+    }
+    for (n, t) in before {
+        *by.entry(n.clone()).or_default() -= t;
+    }
+    let mut v: Vec<(String, f64)> = by.into_iter().map(|(n, t)| (n, t / secs)).filter(|(_, f)| *f >= 0.01).collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = v.iter().map(|x| x.1).sum();
+    let parts: Vec<String> = v.iter().map(|(n, f)| format!("{n} {f:.2}")).collect();
+    format!("{total:.2} cores ({})", parts.join(", "))
+}
+
 fn nics() {
     println!("NIC models, same machine (q35 + qboot), sluice NAT:");
     let nat = "nat {\n  inside 10.0.0.0/24\n  outside wan\n}\n";
@@ -499,6 +588,12 @@ fn main() {
         sluice_case_with("sluice wire (null)", "wire lan wan\n", true, Machine::Microvm, "", true);
         sluice_case_with("sluice router", "", false, Machine::Microvm, "", true);
         sluice_case_with("sluice NAT", nat, false, Machine::Microvm, "", true);
+        return;
+    }
+    if std::env::args().any(|a| a == "switches") {
+        // Bridge + tap, OVS userspace + tap, OVS-DPDK + vhost-user:
+        // `sluice-e2e switches`.
+        switches();
         return;
     }
     if std::env::args().any(|a| a == "nics") {
