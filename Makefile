@@ -72,6 +72,8 @@ bench: image host
 	$(CARGO) bench -p sluice-vnfs
 	$(CARGO) run --release -p sluice-qemu-tests --bin sluice-bench
 	$(CARGO) run --release -p sluice-qemu-tests --bin sluice-e2e
+	# The seed's table: the NAT behind bridge, OVS userspace and OVS-DPDK.
+	$(CARGO) run --release -p sluice-qemu-tests --bin sluice-e2e -- switches
 	$(CARGO) run --release -p sluice-qemu-tests --bin sluice-fastpath
 
 fmt:
