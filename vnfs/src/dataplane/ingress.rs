@@ -46,11 +46,13 @@ pub(super) fn rpf_of(config: &Config, local: &[Ipv4Addr]) -> Vec<Vec<Ipv4Net>> {
                     let m = mgmt.filter(|m| *m != i).and_then(|m| config.ports[m].address).map(|a| a.trunc());
                     own().chain(m).collect()
                 }
+                // Other ports of the same VRF (another VRF may reuse this
+                // port's own prefix).
                 config::Rpf::Strict => config
                     .ports
                     .iter()
                     .enumerate()
-                    .filter(|(j, _)| *j != i)
+                    .filter(|(j, q)| *j != i && q.vrf == p.vrf)
                     .filter_map(|(_, q)| q.address.map(|a| a.trunc()))
                     .chain(own())
                     .collect(),

@@ -232,7 +232,14 @@ pub fn resolve(config: &mut Config, errors: &mut Errors) {
         }
         let max = under.mtu.saturating_sub(OVERHEAD);
         let mtu = config.ports[i].mtu;
-        if mtu > max {
+        if max < crate::config::MIN_MTU {
+            errors.push(at(format!(
+                "tunnel `{name}`: port `{}`'s MTU {} leaves less than {} bytes inside the {OVERHEAD} bytes of encapsulation",
+                under.name,
+                under.mtu,
+                crate::config::MIN_MTU
+            )));
+        } else if mtu > max {
             errors.push(at(format!(
                 "tunnel `{name}`: MTU {mtu} does not fit port `{}`'s MTU {} with the {OVERHEAD} bytes of encapsulation (at most {max})",
                 under.name, under.mtu

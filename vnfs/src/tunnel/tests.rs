@@ -30,8 +30,8 @@ vrf blue
 vrf red
 port under address 10.1.0.1/24
 port wan address 198.51.100.1/24
-tunnel tb vxlan vni 5001 local 10.1.0.1 remote 10.1.0.2 address 10.0.0.1/24 vrf blue
-tunnel tr vxlan vni 5002 local 10.1.0.1 remote 10.1.0.3 address 10.0.0.1/24 vrf red
+tunnel tb vxlan vni 5001 local 10.1.0.1 remote 10.1.0.2 address 10.0.0.1/24 vrf blue rpf strict
+tunnel tr vxlan vni 5002 local 10.1.0.1 remote 10.1.0.3 address 10.0.0.1/24 vrf red rpf strict
 tunnel gv geneve vni 77 local 10.1.0.1 remote 10.1.0.4 address 10.9.0.1/24
 route 0.0.0.0/0 via 198.51.100.254 port wan vrf blue
 route 0.0.0.0/0 via 198.51.100.254 port wan vrf red
@@ -353,6 +353,10 @@ fn config_checks_for_tunnels() {
     bad(&std::format!("{u}tunnel t vxlan vni 1 local 10.1.0.1 remote 10.1.0.2 mtu 1460"), "does not fit");
     bad(&std::format!("{u}tunnel t vxlan vni 1 local 10.1.0.1 remote 10.1.0.2 mode insertion"), "Geneve mode");
     bad(&std::format!("{u}tunnel t gre vni 1"), "expected vxlan or geneve");
+    bad(
+        "port u address 10.1.0.1/24 mtu 100\ntunnel t vxlan vni 1 local 10.1.0.1 remote 10.1.0.2",
+        "leaves less than 68",
+    );
     bad(
         &std::format!("{u}tunnel t vxlan vni 1 local 10.1.0.1 remote 10.1.0.2\ntunnel s vxlan vni 1 local 10.1.0.1 remote 10.1.0.3"),
         "UDP port and VNI of tunnel `t`",
