@@ -99,11 +99,16 @@ pub(super) fn rpf6_of(config: &Config, local6: &[Ipv6Addr]) -> Vec<Vec<ipnet::Ip
 /// another interface (a loopback service address, a multi-homed host);
 /// RFC 826 answers every request whose target is ours. smoltcp ignores such
 /// requests, so the dataplane answers them itself. Requests from on-link
-/// senders go to the host stack as before.
+/// senders go to the host stack as before. A sender on the subnet of
+/// another of the appliance's ports is not answered here (that port
+/// answers it): two ports on one segment would otherwise both claim the
+/// address and the sender would pick either MAC (ARP flux; Linux's
+/// `arp_filter`).
 pub(super) fn off_link_request(
     port: &Port,
     local: &[Ipv4Addr],
     arp: &ArpRepr,
+    on_another_port: impl Fn(Ipv4Addr) -> bool,
 ) -> Option<([u8; 6], Ipv4Addr, Ipv4Addr)> {
     let ArpRepr::EthernetIpv4 {
         operation: ArpOperation::Request,
@@ -121,7 +126,11 @@ pub(super) fn off_link_request(
         && !source_protocol_addr.is_multicast();
     let on_link = port.address.is_some_and(|a| a.contains(&source_protocol_addr));
     let ours = local.binary_search(&target_protocol_addr).is_ok();
-    (sender_ok && !on_link && ours).then_some((source_hardware_addr.0, source_protocol_addr, target_protocol_addr))
+    (sender_ok && !on_link && ours && !on_another_port(source_protocol_addr)).then_some((
+        source_hardware_addr.0,
+        source_protocol_addr,
+        target_protocol_addr,
+    ))
 }
 
 /// Turns the request in `pkt` into the reply, in place.

@@ -522,8 +522,19 @@ impl Dataplane {
                     if let Some(arp) = &arp {
                         egress.observe_arp(port, arp, ports, pool, now);
                     }
+                    let vrf_of = |i: usize| l2.vrf.get(i).copied().unwrap_or(0);
+                    let nets: heapless::Vec<ipnet::Ipv4Net, { crate::MAX_PORTS }> = ports
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, q)| *i != port as usize && vrf_of(*i) == vrf && q.address.is_some())
+                        .filter_map(|(_, q)| q.address)
+                        .collect();
                     let p = &mut ports[port as usize];
-                    match arp.filter(|_| !pkt.is_chained()).and_then(|a| off_link_request(p, local_sorted, &a)) {
+                    let elsewhere = |a: Ipv4Addr| nets.iter().any(|n| n.contains(&a));
+                    match arp
+                        .filter(|_| !pkt.is_chained())
+                        .and_then(|a| off_link_request(p, local_sorted, &a, elsewhere))
+                    {
                         Some(reply) => {
                             answer_arp(&mut pkt, p.mac, &reply);
                             p.counters.local_packets += 1;

@@ -222,6 +222,16 @@ fn arp_requests_from_off_link_senders_are_answered_but_not_learned() {
     for p in out {
         pool.free(p);
     }
+    // A sender on another port's subnet (two ports on one segment, as the
+    // igb VFs on one PF's wire): only that port answers, or the sender could
+    // take this port's MAC for the other's address.
+    let mut b = Batch::new();
+    let mut p = pool.alloc().unwrap();
+    p.fill(&arp_request(PEER_MAC, Ipv4Addr::new(10, 1, 0, 7), ME));
+    b.push(p).unwrap();
+    dp.receive(0, &mut b, &mut pool, 0);
+    dp.poll(2, &mut pool);
+    assert!(dp.port_mut(0).tx.is_empty(), "not answered on the port it is not on");
     dp.drain(&mut pool);
     assert_eq!(pool.available(), 8);
 }
