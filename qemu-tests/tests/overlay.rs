@@ -53,8 +53,10 @@ fn ns_retry_in(ns: &Netns, cmd: &[&str], tries: usize) -> (bool, String) {
 }
 
 const VLANS: &str = "
-port lan100 on trunk0 vlan 100 address 10.100.0.1/24
+port lan100 on trunk0 vlan 100 address 10.100.0.1/24 address 2001:db8:100::1/64
 port lan200 on trunk0 vlan 200 address 10.200.0.1/24 priority 4
+port mg on trunk0 vlan 400 address 10.40.0.1/24
+management mg listen 8080 metrics open
 nat {
     inside 10.100.0.0/24
     inside 10.200.0.0/24
@@ -77,6 +79,7 @@ fn vlans_on_one_trunk_behind_ovs_route_between_them_and_reach_out_through_the_na
     let h100 = access_host(&lab, "trunk0", 100, "10.100.0.2/24", "10.100.0.1");
     let h200 = access_host(&lab, "trunk0", 200, "10.200.0.2/24", "10.200.0.1");
     let h300 = access_host(&lab, "trunk0", 300, "10.30.0.2/24", "10.30.0.1");
+    let h400 = access_host(&lab, "trunk0", 400, "10.40.0.2/24", "10.40.0.1");
 
     // Each VLAN's host pings its sub-port; one pings the other across.
     let (ok, out) = ns_retry_in(&h100, &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.100.0.1"], 40);
@@ -87,6 +90,17 @@ fn vlans_on_one_trunk_behind_ovs_route_between_them_and_reach_out_through_the_na
     assert!(ok && out.contains(" 0% packet loss"), "VLAN 100 to VLAN 200:\n{out}");
     let (ok, out) = ns_ok(&h100, &["tracepath", "-n", "-m", "3", "10.200.0.2"]);
     assert!(ok && out.contains("10.100.0.1"), "sluice is the hop between the VLANs:\n{out}");
+    // IPv6 on a sub-port: neighbour discovery and echo through the tag.
+    let dev = h100.output(&["sh", "-c", "ls /sys/class/net | grep -v lo"]).unwrap();
+    let dev = String::from_utf8_lossy(&dev.stdout).trim().to_string();
+    h100.exec(&["ip", "-6", "addr", "add", "2001:db8:100::2/64", "dev", &dev, "nodad"]).unwrap();
+    let (ok, out) = ns_retry_in(&h100, &["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", "2001:db8:100::1"], 40);
+    assert!(ok, "ping -6 to a VLAN sub-port:\n{out}");
+    // The management endpoint on its own VLAN.
+    let (ok, out) = ns_retry_in(&h400, &["curl", "-sS", "--max-time", "5", "http://10.40.0.1:8080/health"], 40);
+    assert!(ok && out.contains("ok"), "management on VLAN 400:\n{out}");
+    let (ok, out) = ns_ok(&h400, &["curl", "-sS", "--max-time", "5", "http://10.40.0.1:8080/show/ports"]);
+    assert!(ok && out.contains("vlan:trunk0/100"), "show ports names the sub-ports:\n{out}");
     // Untagged frames are the trunk's own port.
     let (ok, out) = ns_retry(lab.port("trunk0"), &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.0.1"], 20);
     assert!(ok, "untagged ping to the trunk:\n{out}");
