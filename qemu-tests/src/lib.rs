@@ -14,9 +14,27 @@ pub fn two_port_lab(machine: Machine) -> Lab {
 
 /// Output of a command in a namespace as text, with the status.
 pub fn ns_run(port: &sluice::lab::LabPort, cmd: &[&str]) -> (bool, String) {
-    let out = port.ns.output(cmd).expect("spawn command in namespace");
+    netns_run(&port.ns, cmd)
+}
+
+/// [`ns_run`] in any namespace (hosts a test made beside the lab's).
+pub fn netns_run(ns: &sluice::topology::Netns, cmd: &[&str]) -> (bool, String) {
+    let out = ns.output(cmd).expect("spawn command in namespace");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
+}
+
+/// [`ns_retry`] in any namespace.
+pub fn netns_retry(ns: &sluice::topology::Netns, cmd: &[&str], tries: usize) -> (bool, String) {
+    let mut last = (false, String::new());
+    for _ in 0..tries {
+        last = netns_run(ns, cmd);
+        if last.0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    last
 }
 
 /// Points the namespace's default route at the appliance, as a host on that
@@ -28,15 +46,7 @@ pub fn route_via_appliance(port: &sluice::lab::LabPort) {
 /// Runs `cmd` in the port's namespace until it succeeds (a server may still
 /// be starting), up to `tries` times a quarter second apart.
 pub fn ns_retry(port: &sluice::lab::LabPort, cmd: &[&str], tries: usize) -> (bool, String) {
-    let mut last = (false, String::new());
-    for _ in 0..tries {
-        last = ns_run(port, cmd);
-        if last.0 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
-    last
+    netns_retry(&port.ns, cmd, tries)
 }
 
 /// Waits until something in the port's namespace listens on TCP `port`

@@ -6,7 +6,6 @@
 //! namespaces.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use sluice::lab::BOOT_TIMEOUT;
 use sluice::qemu::{Accel, NicSpec, VmSpec};
@@ -163,23 +162,6 @@ fn vf_lab(config: &str, virtio_too: bool) -> Result<VfLab, String> {
     Ok(lab)
 }
 
-fn run_in(ns: &Netns, cmd: &[&str]) -> (bool, String) {
-    let out = ns.output(cmd).unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
-
-fn retry_in(ns: &Netns, cmd: &[&str], tries: usize) -> (bool, String) {
-    let mut last = (false, String::new());
-    for _ in 0..tries {
-        last = run_in(ns, cmd);
-        if last.0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    last
-}
-
 #[test]
 fn two_vfs_enabled_by_sluice_route_and_nat_between_hosts_on_the_pfs_wire() {
     let config = format!(
@@ -201,18 +183,18 @@ fn two_vfs_enabled_by_sluice_route_and_nat_between_hosts_on_the_pfs_wire() {
         console.contains("igbvf (82576 VF) at pci 00:18.2 (VF of pci 00:08.0), mac 02:00:00:00:a0:02"),
         "{console}"
     );
-    let (ok, out) = retry_in(&lab.lan, &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.1.0.2"], 20);
+    let (ok, out) = netns_retry(&lab.lan, &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.1.0.2"], 20);
     assert!(ok && out.contains(" 0% packet loss"), "ping lan -> wan:\n{out}\n{}", lab.vm.console());
     // Through the NAT: the server sees the VF's address on wan.
     lab.wan.spawn(&["python3", &script("whoami_http.py"), "10.1.0.2", "8000", "far"]).unwrap();
-    let (ok, out) = retry_in(&lab.wan, &["sh", "-c", "ss -ltn | grep -q ':8000 '"], 120);
+    let (ok, out) = netns_retry(&lab.wan, &["sh", "-c", "ss -ltn | grep -q ':8000 '"], 120);
     assert!(ok, "no server: {out}");
-    let (ok, out) = run_in(&lab.lan, &["curl", "-sS", "--max-time", "10", "http://10.1.0.2:8000/"]);
+    let (ok, out) = netns_run(&lab.lan, &["curl", "-sS", "--max-time", "10", "http://10.1.0.2:8000/"]);
     assert!(ok && out.contains("far saw 10.1.0.1:"), "curl through the NAT:\n{out}");
     lab.wan.spawn(&["iperf3", "-s", "-1", "-B", "10.1.0.2"]).unwrap();
-    let (ok, out) = retry_in(&lab.wan, &["sh", "-c", "ss -ltn | grep -q ':5201 '"], 120);
+    let (ok, out) = netns_retry(&lab.wan, &["sh", "-c", "ss -ltn | grep -q ':5201 '"], 120);
     assert!(ok, "no iperf3 server: {out}");
-    let (ok, out) = run_in(&lab.lan, &["iperf3", "-c", "10.1.0.2", "-t", "2"]);
+    let (ok, out) = netns_run(&lab.lan, &["iperf3", "-c", "10.1.0.2", "-t", "2"]);
     assert!(ok, "iperf3 over two VFs: {out}");
     eprintln!("{}", out.lines().filter(|l| l.contains("receiver")).collect::<Vec<_>>().join("\n"));
     // A frame to a MAC no pool owns reaches no VF (it goes to the PF's
@@ -222,7 +204,7 @@ fn two_vfs_enabled_by_sluice_route_and_nat_between_hosts_on_the_pfs_wire() {
     lab.lan
         .exec(&["ip", "neigh", "add", "10.0.0.99", "lladdr", "02:00:00:00:99:99", "dev", &lan_if, "nud", "permanent"])
         .unwrap();
-    let _ = run_in(&lab.lan, &["ping", "-c", "40", "-i", "0.02", "-W", "1", "10.0.0.99"]);
+    let _ = netns_run(&lab.lan, &["ping", "-c", "40", "-i", "0.02", "-W", "1", "10.0.0.99"]);
     let after = lab.vm.stats().unwrap();
     for port in ["lan", "wan"] {
         let got = after.get(port, "dev_rx_packets") - before.get(port, "dev_rx_packets");
@@ -248,15 +230,15 @@ fn one_port_on_virtio_net_one_on_an_igbvf() {
     let ready = lab.vm.wait_for("sluice ready", BOOT_TIMEOUT);
     assert!(ready.is_ok(), "{}", lab.vm.console());
     for (ns, to) in [(&lab.lan, "10.1.0.2"), (&lab.wan, "10.0.0.2")] {
-        let (ok, out) = retry_in(ns, &["ping", "-c", "3", "-i", "0.2", "-W", "2", to], 20);
+        let (ok, out) = netns_retry(ns, &["ping", "-c", "3", "-i", "0.2", "-W", "2", to], 20);
         assert!(ok && out.contains(" 0% packet loss"), "ping {to}:\n{out}\n{}", lab.vm.console());
     }
     lab.lan.spawn(&["iperf3", "-s", "-1", "-B", "10.0.0.2"]).unwrap();
-    let (ok, out) = retry_in(&lab.lan, &["sh", "-c", "ss -ltn | grep -q ':5201 '"], 120);
+    let (ok, out) = netns_retry(&lab.lan, &["sh", "-c", "ss -ltn | grep -q ':5201 '"], 120);
     assert!(ok, "no iperf3 server: {out}");
     // Super-packets from the virtio side leave the VF whole, for the device
     // to cut (TSO through the VF's context descriptors).
-    let (ok, out) = run_in(&lab.wan, &["iperf3", "-c", "10.0.0.2", "-t", "2"]);
+    let (ok, out) = netns_run(&lab.wan, &["iperf3", "-c", "10.0.0.2", "-t", "2"]);
     assert!(ok, "iperf3 virtio -> igbvf: {out}");
     let stats = lab.vm.stats().unwrap();
     assert!(stats.get("lan", "tx_large") > 0, "{stats:?}");

@@ -35,23 +35,6 @@ fn access_host(lab: &Lab, on: &str, vid: u16, addr: &str, gw: &str) -> Netns {
     ns
 }
 
-fn ns_ok(ns: &Netns, cmd: &[&str]) -> (bool, String) {
-    let out = ns.output(cmd).unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
-
-fn ns_retry_in(ns: &Netns, cmd: &[&str], tries: usize) -> (bool, String) {
-    let mut last = (false, String::new());
-    for _ in 0..tries {
-        last = ns_ok(ns, cmd);
-        if last.0 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
-    last
-}
-
 const VLANS: &str = "
 port lan100 on trunk0 vlan 100 address 10.100.0.1/24 address 2001:db8:100::1/64
 port lan200 on trunk0 vlan 200 address 10.200.0.1/24 priority 4
@@ -82,24 +65,24 @@ fn vlans_on_one_trunk_behind_ovs_route_between_them_and_reach_out_through_the_na
     let h400 = access_host(&lab, "trunk0", 400, "10.40.0.2/24", "10.40.0.1");
 
     // Each VLAN's host pings its sub-port; one pings the other across.
-    let (ok, out) = ns_retry_in(&h100, &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.100.0.1"], 40);
+    let (ok, out) = netns_retry(&h100, &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.100.0.1"], 40);
     assert!(ok && out.contains(" 0% packet loss"), "ping lan100:\n{out}\n{}", lab.vm.console());
-    let (ok, out) = ns_retry_in(&h200, &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.200.0.1"], 40);
+    let (ok, out) = netns_retry(&h200, &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.200.0.1"], 40);
     assert!(ok, "ping lan200:\n{out}");
-    let (ok, out) = ns_retry_in(&h100, &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.200.0.2"], 20);
+    let (ok, out) = netns_retry(&h100, &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.200.0.2"], 20);
     assert!(ok && out.contains(" 0% packet loss"), "VLAN 100 to VLAN 200:\n{out}");
-    let (ok, out) = ns_ok(&h100, &["tracepath", "-n", "-m", "3", "10.200.0.2"]);
+    let (ok, out) = netns_run(&h100, &["tracepath", "-n", "-m", "3", "10.200.0.2"]);
     assert!(ok && out.contains("10.100.0.1"), "sluice is the hop between the VLANs:\n{out}");
     // IPv6 on a sub-port: neighbour discovery and echo through the tag.
     let dev = h100.output(&["sh", "-c", "ls /sys/class/net | grep -v lo"]).unwrap();
     let dev = String::from_utf8_lossy(&dev.stdout).trim().to_string();
     h100.exec(&["ip", "-6", "addr", "add", "2001:db8:100::2/64", "dev", &dev, "nodad"]).unwrap();
-    let (ok, out) = ns_retry_in(&h100, &["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", "2001:db8:100::1"], 40);
+    let (ok, out) = netns_retry(&h100, &["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", "2001:db8:100::1"], 40);
     assert!(ok, "ping -6 to a VLAN sub-port:\n{out}");
     // The management endpoint on its own VLAN.
-    let (ok, out) = ns_retry_in(&h400, &["curl", "-sS", "--max-time", "5", "http://10.40.0.1:8080/health"], 40);
+    let (ok, out) = netns_retry(&h400, &["curl", "-sS", "--max-time", "5", "http://10.40.0.1:8080/health"], 40);
     assert!(ok && out.contains("ok"), "management on VLAN 400:\n{out}");
-    let (ok, out) = ns_ok(&h400, &["curl", "-sS", "--max-time", "5", "http://10.40.0.1:8080/show/ports"]);
+    let (ok, out) = netns_run(&h400, &["curl", "-sS", "--max-time", "5", "http://10.40.0.1:8080/show/ports"]);
     assert!(ok && out.contains("vlan:trunk0/100"), "show ports names the sub-ports:\n{out}");
     // Untagged frames are the trunk's own port.
     let (ok, out) = ns_retry(lab.port("trunk0"), &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.0.1"], 20);
@@ -110,18 +93,18 @@ fn vlans_on_one_trunk_behind_ovs_route_between_them_and_reach_out_through_the_na
     wan.ns.spawn(&["python3", &script("whoami_http.py"), "10.1.0.2", "8000", "far"]).unwrap();
     wait_listening(wan, 8000);
     for h in [&h100, &h200] {
-        let (ok, out) = ns_ok(h, &["curl", "-sS", "--max-time", "10", "http://10.1.0.2:8000/"]);
+        let (ok, out) = netns_run(h, &["curl", "-sS", "--max-time", "10", "http://10.1.0.2:8000/"]);
         assert!(ok && out.contains("far saw 10.1.0.1:"), "curl from a VLAN through the NAT:\n{out}");
     }
     // Bulk TCP between the VLANs.
     h200.spawn(&["iperf3", "-s", "-1", "-B", "10.200.0.2"]).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let (ok, out) = ns_ok(&h100, &["iperf3", "-c", "10.200.0.2", "-t", "2"]);
+    let (ok, out) = netns_run(&h100, &["iperf3", "-c", "10.200.0.2", "-t", "2"]);
     assert!(ok, "iperf3 across the VLANs: {out}");
     eprintln!("{}", out.lines().filter(|l| l.contains("receiver")).collect::<Vec<_>>().join("\n"));
 
     // VLAN 300 has no sub-port: its frames are dropped and counted.
-    let (ok, _) = ns_ok(&h300, &["ping", "-c", "3", "-i", "0.2", "-W", "1", "10.30.0.1"]);
+    let (ok, _) = netns_run(&h300, &["ping", "-c", "3", "-i", "0.2", "-W", "1", "10.30.0.1"]);
     assert!(!ok, "nobody answers on VLAN 300");
     let stats = lab.vm.stats().unwrap();
     assert!(stats.get("trunk0", "drop_vlan_unknown") >= 3, "{stats:?}");
@@ -189,16 +172,16 @@ fn two_vxlan_tenants_with_one_prefix_reach_the_outside_each_through_its_nat() {
     wait_listening(wan, 8000);
 
     for (ns, pool) in [(&blue, "198.51.100.10"), (&red, "198.51.100.11")] {
-        let (ok, out) = ns_retry_in(ns, &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.1"], 40);
+        let (ok, out) = netns_retry(ns, &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.1"], 40);
         assert!(
             ok && out.contains(" 0% packet loss"),
             "{}: ping the tunnel port:\n{out}\n{}",
             ns.name,
             lab.vm.console()
         );
-        let (ok, out) = ns_retry_in(ns, &["ping", "-c", "2", "-i", "0.2", "-W", "2", "198.51.100.2"], 20);
+        let (ok, out) = netns_retry(ns, &["ping", "-c", "2", "-i", "0.2", "-W", "2", "198.51.100.2"], 20);
         assert!(ok, "{}: ping the outside:\n{out}", ns.name);
-        let (ok, out) = ns_ok(ns, &["curl", "-sS", "--max-time", "10", "http://198.51.100.2:8000/"]);
+        let (ok, out) = netns_run(ns, &["curl", "-sS", "--max-time", "10", "http://198.51.100.2:8000/"]);
         if !ok {
             let mut text = String::new();
             lab.vm.stats().unwrap();
@@ -210,7 +193,7 @@ fn two_vxlan_tenants_with_one_prefix_reach_the_outside_each_through_its_nat() {
     // Bulk TCP inside the tunnel (inner segments cut to the tunnel's MTU).
     wan.ns.spawn(&["iperf3", "-s", "-1", "-B", "198.51.100.2"]).unwrap();
     wait_listening(wan, 5201);
-    let (ok, out) = ns_ok(&blue, &["iperf3", "-c", "198.51.100.2", "-t", "2"]);
+    let (ok, out) = netns_run(&blue, &["iperf3", "-c", "198.51.100.2", "-t", "2"]);
     assert!(ok, "iperf3 through the tunnel and the NAT: {out}");
     eprintln!("{}", out.lines().filter(|l| l.contains("receiver")).collect::<Vec<_>>().join("\n"));
     let stats = lab.vm.stats().unwrap();

@@ -68,8 +68,10 @@ pub fn set(b: &mut [u8], at: usize, v: u16) {
     b[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
 
-/// The Internet checksum of `data` (for the slow path and for tests).
-pub fn checksum(data: &[u8]) -> u16 {
+/// The ones'-complement sum of `data` as 16-bit big-endian words (an odd
+/// last byte padded with zero), not folded: sums of several parts (a
+/// pseudo-header and a datagram) add up before one [`fold`].
+pub fn sum(data: &[u8]) -> u32 {
     let mut sum = 0u32;
     let mut chunks = data.chunks_exact(2);
     for w in &mut chunks {
@@ -78,10 +80,20 @@ pub fn checksum(data: &[u8]) -> u16 {
     if let [b] = chunks.remainder() {
         sum += (*b as u32) << 8;
     }
+    sum
+}
+
+/// Folds a [`sum`] into 16 bits (not complemented).
+pub fn fold(mut sum: u32) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
-    !(sum as u16)
+    sum as u16
+}
+
+/// The Internet checksum of `data` (for the slow path and for tests).
+pub fn checksum(data: &[u8]) -> u16 {
+    !fold(sum(data))
 }
 
 #[cfg(test)]

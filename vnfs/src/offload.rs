@@ -70,14 +70,7 @@ fn pseudo_sum(ip: &[u8], proto: u8) -> u16 {
     for at in [12, 14, 16, 18] {
         sum += csum::get(ip, at) as u32;
     }
-    fold(sum)
-}
-
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
+    csum::fold(sum)
 }
 
 /// Recomputes a partial checksum from the packet's final IPv4 header
@@ -141,7 +134,7 @@ pub fn complete_checksum(pkt: &mut Packet) -> bool {
     if let Some(hi) = odd {
         sum += (hi as u32) << 8;
     }
-    let mut c = !fold(sum);
+    let mut c = !csum::fold(sum);
     if proto == UDP && c == 0 {
         c = 0xffff;
     }

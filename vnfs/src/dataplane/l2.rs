@@ -40,6 +40,9 @@ pub struct L2 {
     /// has them). Not local there: they are routed in the port's VRF like
     /// any other address (empty without VRFs).
     pub foreign: Vec<Vec<core::net::Ipv4Addr>>,
+    /// Per port: the subnets of the other ports of its VRF (an ARP
+    /// request from a sender there is that port's to answer).
+    pub other_nets: Vec<Vec<ipnet::Ipv4Net>>,
 }
 
 impl L2 {
@@ -78,9 +81,22 @@ impl L2 {
                 v
             })
             .collect();
+        let other_nets = (0..config.ports.len())
+            .map(|i| {
+                let vrf = config.ports[i].vrf;
+                config
+                    .ports
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, q)| *j != i && q.vrf == vrf)
+                    .filter_map(|(_, q)| q.address)
+                    .collect()
+            })
+            .collect();
         L2 {
             active: nics < config.ports.len(),
             foreign,
+            other_nets,
             trunks,
             subs,
             tunnels,
@@ -270,11 +286,6 @@ impl Dataplane {
     /// Per NIC port, the frames of VLANs no sub-port takes.
     pub fn unknown_vlans(&self) -> impl Iterator<Item = (PortId, &vlan::UnknownVlans)> + '_ {
         self.l2.trunks.iter().enumerate().map(|(i, t)| (i as PortId, &t.unknown))
-    }
-
-    /// The VLAN sub-ports.
-    pub fn sub_ports(&self) -> &[SubPort] {
-        &self.l2.subs
     }
 }
 

@@ -37,7 +37,6 @@ pub mod trace;
 pub use crate::stage::Event;
 use ingress::{answer_arp, arp_of, off_link_request};
 pub use ingress::{check_ipv4, classify, Verdict};
-pub use l2::SubPort;
 pub use reload::Running;
 pub use show::{query_pairs, VIEWS};
 
@@ -522,13 +521,7 @@ impl Dataplane {
                     if let Some(arp) = &arp {
                         egress.observe_arp(port, arp, ports, pool, now);
                     }
-                    let vrf_of = |i: usize| l2.vrf.get(i).copied().unwrap_or(0);
-                    let nets: heapless::Vec<ipnet::Ipv4Net, { crate::MAX_PORTS }> = ports
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, q)| *i != port as usize && vrf_of(*i) == vrf && q.address.is_some())
-                        .filter_map(|(_, q)| q.address)
-                        .collect();
+                    let nets = l2.other_nets.get(port as usize).map_or(&[][..], |v| v.as_slice());
                     let p = &mut ports[port as usize];
                     let elsewhere = |a: Ipv4Addr| nets.iter().any(|n| n.contains(&a));
                     match arp

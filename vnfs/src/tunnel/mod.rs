@@ -427,27 +427,12 @@ pub fn reflect(pkt: &mut Packet) -> Result<(), DropReason> {
 }
 
 /// Whether the UDP checksum of `dgram` (IPv4 header of `ihl` bytes, then
-/// the UDP header and payload) verifies.
+/// the UDP header and payload) verifies: pseudo-header and datagram sum
+/// to all ones.
 fn udp_checksum_ok(dgram: &[u8], ihl: usize) -> bool {
     let udp = &dgram[ihl..];
-    let mut pseudo = [0u8; 12];
-    pseudo[0..8].copy_from_slice(&dgram[12..20]);
-    pseudo[9] = 17;
-    pseudo[10..12].copy_from_slice(&(udp.len() as u16).to_be_bytes());
-    let mut sum = 0u32;
-    for part in [&pseudo[..], udp] {
-        let mut chunks = part.chunks_exact(2);
-        for w in &mut chunks {
-            sum += u16::from_be_bytes([w[0], w[1]]) as u32;
-        }
-        if let [b] = chunks.remainder() {
-            sum += (*b as u32) << 8;
-        }
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum == 0xffff
+    let pseudo = crate::csum::sum(&dgram[12..20]) + 17 + udp.len() as u32;
+    crate::csum::fold(pseudo + crate::csum::sum(udp)) == 0xffff
 }
 
 /// A hash of the inner frame's flow: MACs, and for IPv4 the addresses,
