@@ -64,6 +64,9 @@ pub trait Nic {
     }
     /// Buffers the driver holds (posted to the device or waiting to be reclaimed).
     fn buffers_held(&self) -> usize;
+    /// Entries of its receive and transmit rings together: the buffers it
+    /// holds when both are full (the pool is sized from it).
+    fn ring_entries(&self) -> usize;
     /// The device's own counters (statistics registers), if it has any.
     fn device_counters(&self) -> heapless::Vec<vnfs::stats::Sample, 12> {
         heapless::Vec::new()

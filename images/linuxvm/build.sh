@@ -27,7 +27,7 @@ root=$work/root
 mkdir -p "$root"/{bin,dev,proc,sys,modules,lib64,lib/x86_64-linux-gnu,usr/lib/x86_64-linux-gnu}
 cp x/bin/busybox "$root/bin/busybox"
 : > "$root/modules.order"
-for m in virtio_pci virtio_net nf_tables nft_chain_nat nft_masq; do
+for m in virtio_pci virtio_net nf_tables nft_chain_nat nft_masq nft_nat; do
     modprobe -d x -S "$kv" --show-depends "$m" | awk '$1 == "insmod" {print $2}'
 done | awk '!seen[$0]++' | while read -r ko; do
     cp "$ko" "$root/modules/"

@@ -260,7 +260,10 @@ impl VmSpec {
             } else {
                 String::new()
             };
-            c.arg("-device").arg(format!("{device},netdev=n{i},mac={}{bus}", nic.mac));
+            // vhost-user: 1024-entry rings (as OpenStack sets them), so a
+            // burst the vCPU is late for waits in the ring.
+            let rings = if nic.vhost_user.is_some() { ",rx_queue_size=1024,tx_queue_size=1024" } else { "" };
+            c.arg("-device").arg(format!("{device},netdev=n{i},mac={}{bus}{rings}", nic.mac));
         }
         if self.paused {
             c.arg("-S");

@@ -364,7 +364,8 @@ extern "C" fn kmain(start_info: usize) -> ! {
     // holds (vnfs::packet::sizing has the rules).
     let t_pool = clock::now_us();
     let offload_nics = nics.iter().filter(|n| n.offloads()).count();
-    let (buffers, tails) = sizing::plan(nics.len(), offload_nics, heap::free());
+    let ring_entries = nics.iter().map(|n| n.ring_entries()).sum();
+    let (buffers, tails) = sizing::plan(nics.len(), ring_entries, offload_nics, heap::free());
     let mut pool = PacketPool::with_tails(buffers, tails);
     for (p, nic) in dp.ports().iter().zip(&nics) {
         let addr = p.address.map(|a| alloc::format!("{a}")).unwrap_or_else(|| "no address".into());

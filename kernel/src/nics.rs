@@ -57,6 +57,9 @@ impl Nic for Port {
     fn buffers_held(&self) -> usize {
         each!(self, n => n.buffers_held())
     }
+    fn ring_entries(&self) -> usize {
+        each!(self, n => n.ring_entries())
+    }
     fn device_counters(&self) -> heapless::Vec<Sample, 12> {
         each!(self, n => n.device_counters())
     }

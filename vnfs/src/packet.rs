@@ -491,8 +491,8 @@ pub mod sizing {
     pub const BUFFER_BYTES: usize = super::BUF_SIZE + 64;
     /// The fewest buffers worth starting with: a quarter ring per NIC.
     pub const MIN_POOL_BYTES: usize = 256 * BUFFER_BYTES;
-    /// Buffers per NIC: both rings full once, and their queues.
-    pub const BUFFERS_PER_NIC: usize = 768;
+    /// Buffers per NIC beyond its rings: its transmit queue.
+    pub const QUEUED_PER_NIC: usize = 256;
     /// Buffers beyond the NICs' (host stacks, ICMP errors, fragments).
     pub const SPARE_BUFFERS: usize = 256;
     /// Tail lists (frames in several buffers) per NIC with offloads.
@@ -509,24 +509,27 @@ pub mod sizing {
         free.saturating_sub(MIN_POOL_BYTES + RESERVE_BYTES)
     }
 
-    /// (buffers, tail lists) for `nics` NICs of which `offload_nics` do
-    /// offloads, with `free` bytes of heap left after the tables: enough to
-    /// fill every ring and queue once plus spares, or what fits.
-    pub fn plan(nics: usize, offload_nics: usize, free: usize) -> (usize, usize) {
+    /// (buffers, tail lists) for `nics` NICs with `ring_entries` ring
+    /// entries among them, of which `offload_nics` do offloads, with `free`
+    /// bytes of heap left after the tables: enough to fill every ring and
+    /// queue once plus spares, or what fits.
+    pub fn plan(nics: usize, ring_entries: usize, offload_nics: usize, free: usize) -> (usize, usize) {
         let tails = offload_nics * TAILS_PER_OFFLOAD_NIC;
         let tail_bytes = tails * core::mem::size_of::<super::Tail>();
         let fits = free.saturating_sub(RESERVE_BYTES + tail_bytes) / BUFFER_BYTES;
-        ((nics * BUFFERS_PER_NIC + SPARE_BUFFERS).min(fits), tails)
+        ((ring_entries + nics * QUEUED_PER_NIC + SPARE_BUFFERS).min(fits), tails)
     }
 
     #[cfg(test)]
     mod tests {
         #[test]
         fn a_small_heap_gets_what_fits_a_large_one_what_the_rings_need() {
-            assert_eq!(super::plan(2, 2, 1 << 30), (2 * 768 + 256, 128));
-            let (b, _) = super::plan(2, 0, 2 << 20);
+            // Two NICs with 256-entry rings (a tap's), then with 1024.
+            assert_eq!(super::plan(2, 1024, 2, 1 << 30), (2 * 768 + 256, 128));
+            assert_eq!(super::plan(2, 4096, 0, 1 << 30), (4096 + 2 * 256 + 256, 0));
+            let (b, _) = super::plan(2, 1024, 0, 2 << 20);
             assert_eq!(b, ((2 << 20) - super::RESERVE_BYTES) / super::BUFFER_BYTES);
-            assert_eq!(super::plan(2, 2, 0).0, 0);
+            assert_eq!(super::plan(2, 1024, 2, 0).0, 0);
             assert!(super::tables_fit(0, super::MIN_POOL_BYTES + super::RESERVE_BYTES));
             assert!(!super::tables_fit(usize::MAX, 1 << 30));
         }

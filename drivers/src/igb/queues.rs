@@ -411,6 +411,9 @@ macro_rules! nic_via_queues {
         fn buffers_held(&self) -> usize {
             self.q.buffers_held()
         }
+        fn ring_entries(&self) -> usize {
+            2 * $crate::igb::queues::RING
+        }
     };
 }
 pub(crate) use nic_via_queues;
