@@ -101,6 +101,13 @@ have tcpdump || need_apt+=(tcpdump)
 # off transmit checksum offload on the veths OVS's datapath carries.
 # `setup.sh bench`: what only make bench needs: dpdk-testpmd (in dpdk-dev).
 [ "${1:-}" = bench ] && ! have dpdk-testpmd && need_apt+=(dpdk-dev)
+# sluice-fastpath builds its generator (qemu-tests/gen/sluice-gen.c)
+# against DPDK: a C compiler, pkg-config and DPDK's headers.
+if [ "${1:-}" = bench ]; then
+    have cc || need_apt+=(gcc)
+    have pkg-config || need_apt+=(pkg-config)
+    installed libdpdk-dev || need_apt+=(libdpdk-dev)
+fi
 # DPDK's mempool and vhost drivers are plugins Debian packages apart (and
 # only recommends): without librte-mempool-ring every DPDK mempool fails.
 for p in openvswitch-switch openvswitch-switch-dpdk ethtool librte-mempool-ring23 librte-net-vhost23; do
@@ -118,6 +125,7 @@ done
 have ethtool || { echo "setup: ethtool missing after installing it" >&2; exit 1; }
 if [ "${1:-}" = bench ]; then
     have dpdk-testpmd || { echo "setup: dpdk-testpmd missing after installing dpdk-dev" >&2; exit 1; }
+    pkg-config --exists libdpdk || { echo "setup: pkg-config finds no libdpdk after installing libdpdk-dev" >&2; exit 1; }
 fi
 
 # The qemu-tests parse /metrics with the reference Prometheus parser.
