@@ -128,16 +128,29 @@ pub struct NicSpec {
     /// connects as the client) instead of the tap; the guest RAM is then
     /// shared memory the backend maps.
     pub vhost_user: Option<PathBuf>,
+    /// Entries of the virtio rings (`rx_queue_size`/`tx_queue_size`);
+    /// `None`: QEMU's 256. A transmit ring above 256 needs vhost-user.
+    pub ring: Option<u16>,
 }
 
 impl NicSpec {
     pub fn new(tap: &str, mac: &str) -> NicSpec {
-        NicSpec { tap: tap.into(), mac: mac.into(), offloads: true, model: None, root_port: false, vhost_user: None }
+        NicSpec {
+            tap: tap.into(),
+            mac: mac.into(),
+            offloads: true,
+            model: None,
+            root_port: false,
+            vhost_user: None,
+            ring: None,
+        }
     }
 
     /// A virtio-net NIC on vhost-user socket `socket` (`name` only names it).
     pub fn vhost_user(name: &str, mac: &str, socket: &Path) -> NicSpec {
-        NicSpec { vhost_user: Some(socket.to_path_buf()), ..NicSpec::new(name, mac) }
+        // 1024-entry rings, as OpenStack gives vhost-user ports: a burst
+        // the vCPU is late for waits in the ring instead of being refused.
+        NicSpec { vhost_user: Some(socket.to_path_buf()), ring: Some(1024), ..NicSpec::new(name, mac) }
     }
 }
 
@@ -260,9 +273,7 @@ impl VmSpec {
             } else {
                 String::new()
             };
-            // vhost-user: 1024-entry rings (as OpenStack sets them), so a
-            // burst the vCPU is late for waits in the ring.
-            let rings = if nic.vhost_user.is_some() { ",rx_queue_size=1024,tx_queue_size=1024" } else { "" };
+            let rings = nic.ring.map(|n| format!(",rx_queue_size={n},tx_queue_size={n}")).unwrap_or_default();
             c.arg("-device").arg(format!("{device},netdev=n{i},mac={}{bus}{rings}", nic.mac));
         }
         if self.paused {

@@ -67,18 +67,13 @@ fn main() {
             f
         });
         common::row(n, "new flows", BATCH, new_ns, base_new, mhz);
+        let picks = common::picks(&flows, 1_000_000, 5);
         for batch in [1, 8, 32] {
             let est = common::best_of(3, || {
-                let mut r = Rng(5);
-                common::run_udp(&mut dp, &mut pool, 1_000_000, batch, C_MAC, VIP, || {
-                    flows[r.next() as usize % flows.len()]
-                })
+                common::run_udp(&mut dp, &mut pool, 1_000_000, batch, C_MAC, VIP, common::in_order(&picks))
             });
             let base_est = common::best_of(3, || {
-                let mut r = Rng(5);
-                common::run_udp(&mut base, &mut bpool, 1_000_000, batch, C_MAC, ROUTED, || {
-                    flows[r.next() as usize % flows.len()]
-                })
+                common::run_udp(&mut base, &mut bpool, 1_000_000, batch, C_MAC, ROUTED, common::in_order(&picks))
             });
             common::row(n, "established", batch, est, base_est, mhz);
         }

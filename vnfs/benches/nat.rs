@@ -51,7 +51,7 @@ fn run(dp: &mut Dataplane, pool: &mut PacketPool, total: usize, batch: usize, ne
 
 /// `cargo bench --bench nat -- profile [SESSIONS] [router]`: only the
 /// established case (1M sessions unless given; `router`: the router-only
-/// baseline), few packets, for cachegrind/callgrind (README: what stands in
+/// baseline), 4M packets, for perf or callgrind (README: what stands in
 /// the way).
 fn profile(n: usize, nat: bool) {
     let mut rng = Rng(0x1234_5678 ^ n as u64);
@@ -63,9 +63,10 @@ fn profile(n: usize, nat: bool) {
         i += 1;
         f
     });
-    let mut r = Rng(99);
-    let ns = run(&mut dp, &mut pool, 320_000, BATCH, || flows[r.next() as usize % flows.len()]);
-    println!("profile: {n} sessions (nat: {nat}), 320k established packets, {ns:.0} ns/packet");
+    // Four million: the established packets outweigh making the sessions.
+    let picks = common::picks(&flows, 4_000_000, 99);
+    let ns = run(&mut dp, &mut pool, 4_000_000, BATCH, common::in_order(&picks));
+    println!("profile: {n} sessions (nat: {nat}), 4M established packets, {ns:.0} ns/packet");
 }
 
 fn main() {
@@ -106,15 +107,11 @@ fn main() {
         });
         common::row(n, "new flows", BATCH, new_ns, base_new, mhz);
         // Established: random packets of the n sessions now open.
+        let picks = common::picks(&flows, 1_000_000, 99);
         for batch in [1, 8, 32] {
-            let est = common::best_of(REPEAT, || {
-                let mut r = Rng(99);
-                run(&mut dp, &mut pool, 1_000_000, batch, || flows[r.next() as usize % flows.len()])
-            });
-            let base_est = common::best_of(REPEAT, || {
-                let mut r = Rng(99);
-                run(&mut base, &mut bpool, 1_000_000, batch, || flows[r.next() as usize % flows.len()])
-            });
+            let est = common::best_of(REPEAT, || run(&mut dp, &mut pool, 1_000_000, batch, common::in_order(&picks)));
+            let base_est =
+                common::best_of(REPEAT, || run(&mut base, &mut bpool, 1_000_000, batch, common::in_order(&picks)));
             common::row(n, "established", batch, est, base_est, mhz);
         }
         let mut s = String::new();
@@ -234,15 +231,11 @@ fn nat64(mhz: f64) {
             flows[(j - 1) % flows.len()]
         });
         common::row(n, "new flows", BATCH, new_ns, base_new, mhz);
+        let picks = common::picks(&flows, 1_000_000, 99);
         for batch in [1, 8, 32] {
-            let est = common::best_of(REPEAT, || {
-                let mut r = Rng(99);
-                run64(&mut dp, &mut pool, 1_000_000, batch, || flows[r.next() as usize % flows.len()])
-            });
-            let base_est = common::best_of(REPEAT, || {
-                let mut r = Rng(99);
-                run64(&mut base, &mut bpool, 1_000_000, batch, || flows[r.next() as usize % flows.len()])
-            });
+            let est = common::best_of(REPEAT, || run64(&mut dp, &mut pool, 1_000_000, batch, common::in_order(&picks)));
+            let base_est =
+                common::best_of(REPEAT, || run64(&mut base, &mut bpool, 1_000_000, batch, common::in_order(&picks)));
             common::row(n, "established", batch, est, base_est, mhz);
         }
     }

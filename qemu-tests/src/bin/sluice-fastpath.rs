@@ -33,6 +33,7 @@
 //! trial). It needs Debian's dpdk-dev (libdpdk-dev, dpdk-testpmd) and a C
 //! compiler; `make bench` installs them. SLUICE_ONLY=router runs the rows
 //! whose name contains that, SLUICE_FLOWS=1,1000 those flow counts;
+//! SLUICE_RING=256 gives the NICs rings of that size (default 1024);
 //! SLUICE_VERBOSE=1 prints the consoles.
 
 use std::io::{BufRead, BufReader, Write};
@@ -370,6 +371,11 @@ fn case(gen_bin: &Path, c: &Case, seconds: u64) -> Result<Row, String> {
         }
     };
     spec.nics = vec![NicSpec::vhost_user("lan", LAN_MAC, &lan), NicSpec::vhost_user("wan", WAN_MAC, &wan)];
+    if let Some(ring) = std::env::var("SLUICE_RING").ok().and_then(|r| r.parse().ok()) {
+        for n in &mut spec.nics {
+            n.ring = Some(ring);
+        }
+    }
     let mut vm = Vm::start(&spec).map_err(|e| e.to_string())?;
     let sluice = matches!(c.guest, Guest::Sluice { .. });
     let ready = match c.guest {

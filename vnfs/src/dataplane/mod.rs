@@ -11,7 +11,6 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 
-use ipnet::Ipv4Net;
 use smoltcp::wire::Ipv4Packet;
 
 use crate::config::Config;
@@ -96,7 +95,7 @@ pub struct Dataplane {
     /// How long the last reload took, parse to tables (µs).
     last_reload_us: Option<Micros>,
     /// Per port: source prefixes the reverse-path check refuses there.
-    rpf: Vec<Vec<Ipv4Net>>,
+    rpf: Vec<ingress::Refused>,
     /// The same for IPv6 sources.
     rpf6: Vec<Vec<ipnet::Ipv6Net>>,
     /// The image's version and git commit, for `sluice_build_info`.
@@ -452,7 +451,7 @@ impl Dataplane {
             {
                 // classify checked the IPv4 header: the source is there.
                 let src = Ipv4Packet::new_unchecked(pkt.l3()).src_addr();
-                if refused.iter().any(|n| n.contains(&src)) {
+                if refused.refuses(src) {
                     verdict = Verdict::Drop(DropReason::SourceWrongPort);
                 }
             }

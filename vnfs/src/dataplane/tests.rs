@@ -666,3 +666,20 @@ fn a_trace_records_each_packet_through_the_stages_and_why_it_went() {
     }
     assert_eq!(pool.available(), 32);
 }
+
+#[test]
+fn the_reverse_path_check_refuses_own_addresses_and_listed_prefixes_only() {
+    let nets: Vec<Ipv4Net> =
+        ["10.1.0.0/24", "10.0.0.1/32", "198.51.100.7/32", "10.0.0.1/32"].iter().map(|n| n.parse().unwrap()).collect();
+    let r = ingress::Refused::new(&nets);
+    for a in ["10.0.0.1", "198.51.100.7", "10.1.0.0", "10.1.0.255"] {
+        assert!(r.refuses(a.parse().unwrap()), "{a}");
+    }
+    for a in ["10.0.0.2", "198.51.100.6", "10.1.1.0", "0.0.0.0", "255.255.255.255"] {
+        assert!(!r.refuses(a.parse().unwrap()), "{a}");
+    }
+    assert!(!r.is_empty());
+    assert!(ingress::Refused::new(&[]).is_empty());
+    // A /0 refuses everything (rpf strict beside a default-route port).
+    assert!(ingress::Refused::new(&["0.0.0.0/0".parse().unwrap()]).refuses("203.0.113.9".parse().unwrap()));
+}
