@@ -565,7 +565,7 @@ fn main() {
     );
     let out = sluice::workspace_root().join("target/bench");
     let _ = std::fs::create_dir_all(&out);
-    let mut csv = String::from("forwarder,flows,offered_pps,delivered_pps,loss\n");
+    let mut csv = String::from("forwarder,flows,trial,offered_pps,delivered_pps,loss\n");
     let mut results: Vec<(String, u32, f64)> = Vec::new();
     for c in &cases {
         match case(&gen_bin, c, seconds) {
@@ -588,8 +588,16 @@ fn main() {
                     cpp,
                     top
                 );
-                for t in &r.trials {
-                    csv += &format!("{},{},{:.0},{:.0},{:.5}\n", c.name, c.flows, t.offered(), t.delivered(), t.loss());
+                for (i, t) in r.trials.iter().enumerate() {
+                    let kind = if i == 0 { "flat-out" } else { "paced" };
+                    csv += &format!(
+                        "{},{},{kind},{:.0},{:.0},{:.5}\n",
+                        c.name,
+                        c.flows,
+                        t.offered(),
+                        t.delivered(),
+                        t.loss()
+                    );
                 }
                 results.push((c.name.clone(), c.flows, r.lossless.forwarded()));
             }
