@@ -6,7 +6,9 @@
 //! Offered: trafgen asked for a rate, and what it achieved is reported (a
 //! tap pushes back when its reader falls behind); delivered: the receiver
 //! interface's packet counter. Prints the highest achieved offered rate
-//! with < 0.1% loss and the peak delivered rate.
+//! with < 0.1% loss and the peak delivered rate. One 5-tuple, then both
+//! NATs again at about 1k, 64k and 1M flows (trafgen's varying source
+//! bytes: [`Flows`]; `sluice-e2e flows` runs only those).
 //!
 //! The Linux-VM baseline is Debian's kernel with a busybox initramfs doing
 //! the same NAT with nft (images/linuxvm/build.sh, cached under
@@ -39,16 +41,57 @@ fn sink(ns: &Netns) {
     let _ = ns.exec(&["nft", "add rule inet sink in udp dport 9 drop"]);
 }
 
+thread_local! {
+    /// Flows in the sweeps that follow (see [`Flows`]).
+    static FLOWS: std::cell::Cell<Flows> = const { std::cell::Cell::new(Flows::One) };
+}
+
+/// How many 5-tuples trafgen's frames carry. trafgen changes bytes, not
+/// numbers: each varying byte steps once a frame through its own range,
+/// and ranges of coprime lengths give every combination — the source
+/// address's last byte over 2..=252 (251, a prime), the source port's low
+/// byte over 4 or 256 values, and for a million its high byte over 17.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Flows {
+    One,
+    K1,
+    K64,
+    M1,
+}
+
+impl Flows {
+    fn count(self) -> u32 {
+        match self {
+            Flows::One => 1,
+            Flows::K1 => 251 * 4,
+            Flows::K64 => 251 * 256,
+            Flows::M1 => 251 * 17 * 256,
+        }
+    }
+    /// trafgen's bytes for the source address's last byte and the source
+    /// port (10.0.0.2:4000 for one flow).
+    fn fields(self) -> (&'static str, &'static str) {
+        match self {
+            Flows::One => ("2", "0x0f, 0xa0"),
+            Flows::K1 => ("dinc(2, 252)", "0x0f, dinc(0, 3)"),
+            Flows::K64 => ("dinc(2, 252)", "0x0f, dinc(0, 255)"),
+            Flows::M1 => ("dinc(2, 252)", "dinc(0x10, 0x20), dinc(0, 255)"),
+        }
+    }
+}
+
 /// Writes the trafgen packet: 64-byte UDP 10.0.0.2:4000 → 10.1.0.2:9
-/// from `src_mac` to `dst_mac`.
+/// (or the current [`FLOWS`]' sources) from `src_mac` to `dst_mac`;
+/// trafgen recomputes the IPv4 checksum of a frame with varying bytes.
 fn trafgen_conf(dir: &std::path::Path, dst_mac: &str, src_mac: &str) -> std::path::PathBuf {
     let conf = dir.join("udp64.trafgen");
     let hex = |m: &str| m.split(':').map(|b| format!("0x{b}")).collect::<Vec<_>>().join(", ");
+    let (host, sport) = FLOWS.with(|f| f.get()).fields();
     std::fs::write(
         &conf,
         format!(
-            "{{ {}, {}, 0x08, 0x00, 0x45, 0, 0, 46, 0, 0, 0, 0, 64, 17, csumip(14, 33), 10, 0, 0, 2, 10, 1, 0, 2, \
-             0x0f, 0xa0, 0, 9, 0, 26, 0, 0, fill(0, 18) }}\n",
+            "{{ {}, {}, 0x08, 0x00, 0x45, 0, 0, 46, 0, 0, 0, 0, 64, 17, csumip(14, 33), 10, 0, 0, {host}, 10, 1, 0, 2, \
+             {sport}, 0, 9, 0, 26, 0, 0, fill(0, 18) }}\n",
             hex(dst_mac),
             hex(src_mac)
         ),
@@ -140,6 +183,35 @@ fn sluice_case(name: &str, extra: &str, wire: bool, machine: Machine) {
     sluice_case_with(name, extra, wire, machine, "", true)
 }
 
+/// Both NATs on the tap path at about 1k, 64k and 1M flows, with the same
+/// 32 pool addresses (every flow goes to one receiver, so each needs its
+/// own address and port) and room for 2M sessions (`sluice-e2e flows` runs
+/// only these).
+fn many_flows() {
+    let pool: String = (10..42).map(|i| format!("  pool 10.1.0.{i}\n")).collect();
+    let big =
+        format!("nat {{\n  inside 10.0.0.0/24\n  outside wan\n{pool}  sessions 2097152\n  host-sessions 2097152\n}}\n");
+    for flows in [Flows::K1, Flows::K64, Flows::M1] {
+        FLOWS.with(|f| f.set(flows));
+        let n = flows.count();
+        sluice_case_sized(&format!("sluice NAT, {n} flows"), &big, 1024);
+        linux_vm_case_named(&format!("Linux VM NAT, {n} flows"), 1024, "sluice.pool");
+    }
+    FLOWS.with(|f| f.set(Flows::One));
+}
+
+/// A NAT with `memory_mb` of RAM (for large session tables), on microvm.
+fn sluice_case_sized(name: &str, extra: &str, memory_mb: u32) {
+    MEMORY.with(|m| m.set(memory_mb));
+    sluice_case(name, extra, false, Machine::Microvm);
+    MEMORY.with(|m| m.set(0));
+}
+
+thread_local! {
+    /// RAM for the next sluice cases (0: the lab's default).
+    static MEMORY: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 /// One sluice configuration: the UDP sweep (if `sweep`), then iperf3 for a NAT.
 fn sluice_case_with(name: &str, extra: &str, wire: bool, machine: Machine, kernel_args: &str, udp: bool) {
     sluice_case_nic(name, extra, wire, machine, kernel_args, udp, None)
@@ -156,6 +228,9 @@ fn sluice_case_nic(
     model: Option<&str>,
 ) {
     let mut spec = LabSpec::two_ports(machine).unwrap();
+    if MEMORY.with(|m| m.get()) > 0 {
+        spec.memory_mb = MEMORY.with(|m| m.get());
+    }
     spec.extra_config = extra.into();
     spec.kernel_args = kernel_args.into();
     // `igbvf`: each port is VF 0 of its own igb PF, enabled by sluice.
@@ -223,7 +298,7 @@ fn sluice_case_nic(
             }
         }
     }
-    if extra.contains("nat") {
+    if extra.contains("nat") && FLOWS.with(|f| f.get()) == Flows::One {
         iperf(name, &lab.port("lan").ns, &lab.port("wan").ns);
     }
     if !udp {
@@ -247,6 +322,12 @@ struct LinuxVm {
 }
 
 fn linux_vm(mb: u32) -> Result<LinuxVm, String> {
+    linux_vm_with(mb, "")
+}
+
+/// The same with `args` on the kernel command line (`sluice.pool`: NAT to
+/// 10.1.0.10-41 with room for 2M connections, for the many-flow sweeps).
+fn linux_vm_with(mb: u32, args: &str) -> Result<LinuxVm, String> {
     let root = sluice::workspace_root();
     let cache = root.join("target/bench-cache/linuxvm");
     let built = std::process::Command::new(root.join("images/linuxvm/build.sh")).arg(&cache).status();
@@ -257,7 +338,7 @@ fn linux_vm(mb: u32) -> Result<LinuxVm, String> {
     let mut taps: Vec<Tap> = (0..2).map(|i| Tap::create(&format!("st{id}p{i}")).unwrap()).collect();
     let mut spec = VmSpec::new(cache.join("vmlinuz"), Machine::PcQboot, Accel::from_env().unwrap());
     spec.initrd = Some(cache.join("initramfs.cpio.gz"));
-    spec.cmdline = Some("console=ttyS0 quiet".into());
+    spec.cmdline = Some(format!("console=ttyS0 quiet {args}").trim_end().to_string());
     spec.memory_mb = mb;
     spec.nics = taps.iter().enumerate().map(|(i, t)| NicSpec::new(&t.name, &format!("52:54:00:11:00:0{i}"))).collect();
     let mut vm = Vm::start_paused(&spec).map_err(|e| e.to_string())?;
@@ -273,8 +354,11 @@ fn linux_vm(mb: u32) -> Result<LinuxVm, String> {
 
 /// Debian's kernel doing the NAT in a VM, on the same harness.
 fn linux_vm_case() {
-    let name = "baseline: Linux VM NAT";
-    let l = match linux_vm(512) {
+    linux_vm_case_named("baseline: Linux VM NAT", 512, "")
+}
+
+fn linux_vm_case_named(name: &str, mb: u32, args: &str) {
+    let l = match linux_vm_with(mb, args) {
         Ok(l) => l,
         Err(e) => return println!("{name:<28} not measured: {e}"),
     };
@@ -285,7 +369,9 @@ fn linux_vm_case() {
     std::fs::create_dir_all(&dir).unwrap();
     let steps = sweep(&l.lan, &l.taps[0].name, "52:54:00:11:00:00", &l.wan, &l.taps[1].name, &dir);
     report(name, &steps);
-    iperf(name, &l.lan, &l.wan);
+    if FLOWS.with(|f| f.get()) == Flows::One {
+        iperf(name, &l.lan, &l.wan);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -590,6 +676,12 @@ fn main() {
         sluice_case_with("sluice NAT", nat, false, Machine::Microvm, "", true);
         return;
     }
+    if std::env::args().any(|a| a == "flows") {
+        println!("end to end, 64-byte UDP, {SECONDS} s per step, many flows (tap path)\n");
+        println!("{:<28} {:>10} {:>10}   offered→delivered (loss)", "forwarder", "lossless", "peak pps");
+        many_flows();
+        return;
+    }
     if std::env::args().any(|a| a == "switches") {
         // Bridge + tap, OVS userspace + tap, OVS-DPDK + vhost-user:
         // `sluice-e2e switches`.
@@ -622,6 +714,7 @@ fn main() {
     println!("same machine type for both (pc + qboot):");
     sluice_case("sluice NAT, pc", nat, false, Machine::PcQboot);
     linux_vm_case();
+    many_flows();
     println!("no VM:");
     namespace_router();
     let s = smallest(&[4, 6, 8, 10, 12, 16, 24, 32, 64], sluice_forwards_in);
