@@ -315,7 +315,8 @@ static int worker(void *arg)
 		}
 		if (s == G_DRAINING && now >= drain_end) {
 			result = c;
-			result_ns = (end - start) * 1000000000ull / hz;
+			/* In floating point: cycles x 1e9 overflows 64 bits past ~6 s. */
+			result_ns = (uint64_t)((double)(end - start) * 1e9 / (double)hz);
 			__atomic_store_n(&state, G_DONE, __ATOMIC_RELEASE);
 		}
 
