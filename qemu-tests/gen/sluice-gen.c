@@ -360,6 +360,13 @@ static int worker(void *arg)
 
 int main(int argc, char **argv)
 {
+	/* DPDK probes PCI devices by default, and on a test machine that is
+	 * its own network card: never without --no-pci. */
+	int no_pci = 0;
+	for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+		no_pci |= !strcmp(argv[i], "--no-pci");
+	if (!no_pci)
+		die("refusing to start without --no-pci (DPDK would probe this machine's own NIC)");
 	int used = rte_eal_init(argc, argv);
 	if (used < 0)
 		die("EAL init");
