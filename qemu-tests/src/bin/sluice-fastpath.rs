@@ -302,7 +302,7 @@ struct Case {
 
 struct Row {
     lossless: Trial,
-    /// The search found no lossless rate below the generator's own.
+    /// Flat out was lossless: the generator, not the forwarder, was the limit.
     generator_bound: bool,
     flat: Trial,
     /// The trial just above the lossless rate.
