@@ -129,7 +129,8 @@ pub struct NicSpec {
     /// shared memory the backend maps.
     pub vhost_user: Option<PathBuf>,
     /// Entries of the virtio rings (`rx_queue_size`/`tx_queue_size`);
-    /// `None`: QEMU's 256. A transmit ring above 256 needs vhost-user.
+    /// `None`: QEMU's default (256 on virtio-pci; virtio-mmio offers 1024
+    /// anyway). A transmit ring above 256 needs vhost-user.
     pub ring: Option<u16>,
 }
 

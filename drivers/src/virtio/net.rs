@@ -13,10 +13,11 @@ use crate::{Nic, NicStats};
 const RX_QUEUE: u16 = 0;
 const TX_QUEUE: u16 = 1;
 /// Ring entries we use per queue at most: what the device offers, up to
-/// 1024. QEMU offers 256 unless told `rx_queue_size`/`tx_queue_size` (up to
-/// 1024; a transmit ring above 256 only on vhost-user): the lab gives its
-/// vhost-user NICs 1024, as OpenStack does, so that a burst the vCPU is
-/// late for waits in the ring instead of being refused.
+/// 1024. QEMU's virtio-pci offers 256 unless told `rx_queue_size`/
+/// `tx_queue_size` (up to 1024; a transmit ring above 256 only on
+/// vhost-user), its virtio-mmio (microvm) offers 1024 whatever the backend.
+/// The lab gives its vhost-user NICs 1024, as OpenStack does, so that a
+/// burst the vCPU is late for waits in the ring instead of being refused.
 const QUEUE_SIZE: u16 = 1024;
 
 const F_CSUM: u64 = 1 << 0;
