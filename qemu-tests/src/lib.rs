@@ -63,6 +63,28 @@ pub fn script(name: &str) -> String {
     format!("{}/scripts/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A bench's table: writes `csv` to `out/STEM.csv` and plots it to
+/// `out/STEM.png` with `scripts/PLOTTER` (matplotlib). Returns the line that
+/// says where both went.
+pub fn write_and_plot(out: &std::path::Path, stem: &str, csv: &str, plotter: &str) -> String {
+    let _ = std::fs::create_dir_all(out);
+    let (table, png) = (out.join(format!("{stem}.csv")), out.join(format!("{stem}.png")));
+    if let Err(e) = std::fs::write(&table, csv) {
+        return format!("{}: not written: {e}", table.display());
+    }
+    let plotted = std::process::Command::new("python3")
+        .arg(script(plotter))
+        .arg(&table)
+        .arg(&png)
+        .status()
+        .is_ok_and(|s| s.success());
+    if plotted {
+        format!("{} and {}", table.display(), png.display())
+    } else {
+        format!("{} (plot failed: is matplotlib installed?)", table.display())
+    }
+}
+
 /// The management endpoint of the labs that have a `mgmt` port.
 pub const MGMT_URL: &str = "http://10.9.0.1:8080";
 

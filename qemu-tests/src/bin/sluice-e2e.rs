@@ -730,27 +730,11 @@ fn main() {
     println!("\nsmallest -m that forwards: sluice (NAT, 64k sessions) {}; Linux VM NAT {}", show(s), show(l));
     // The table as CSV, and a plot of it.
     let out = sluice::workspace_root().join("target/bench");
-    std::fs::create_dir_all(&out).unwrap();
     let mut csv = String::from("forwarder,asked,delivered\n");
     ROWS.with(|r| {
         for (name, o, d) in r.borrow().iter() {
             csv += &format!("\"{}\",{o},{d:.0}\n", name.replace('"', "'"));
         }
     });
-    std::fs::write(out.join("e2e.csv"), csv).unwrap();
-    let plotted = std::process::Command::new("python3")
-        .arg(format!("{}/scripts/plot_e2e.py", env!("CARGO_MANIFEST_DIR")))
-        .arg(out.join("e2e.csv"))
-        .arg(out.join("e2e.png"))
-        .status()
-        .is_ok_and(|s| s.success());
-    println!(
-        "{} {}",
-        out.join("e2e.csv").display(),
-        if plotted {
-            format!("and {}", out.join("e2e.png").display())
-        } else {
-            "(plot failed: is matplotlib installed?)".into()
-        }
-    );
+    println!("{}", sluice_qemu_tests::write_and_plot(&out, "e2e", &csv, "plot_e2e.py"));
 }

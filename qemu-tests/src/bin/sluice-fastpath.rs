@@ -564,7 +564,6 @@ fn main() {
         "forwarder", "flows", "fwd pps", "fwd pps", "fwd pps", "lan-ring", "wan-ring", "drops", "pool", "cyc/pkt"
     );
     let out = sluice::workspace_root().join("target/bench");
-    let _ = std::fs::create_dir_all(&out);
     let mut csv = String::from("forwarder,flows,trial,offered_pps,delivered_pps,loss\n");
     let mut results: Vec<(String, u32, f64)> = Vec::new();
     for c in &cases {
@@ -605,18 +604,7 @@ fn main() {
         }
     }
     summary(&results);
-    let _ = std::fs::write(out.join("fastpath.csv"), &csv);
-    let plotted = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/plot_fastpath.py"))
-        .arg(out.join("fastpath.csv"))
-        .arg(out.join("fastpath.png"))
-        .status()
-        .is_ok_and(|s| s.success());
-    println!(
-        "trials: {} {}",
-        out.join("fastpath.csv").display(),
-        if plotted { format!("and {}", out.join("fastpath.png").display()) } else { "(plot failed)".into() }
-    );
+    println!("trials: {}", sluice_qemu_tests::write_and_plot(&out, "fastpath", &csv, "plot_fastpath.py"));
 }
 
 fn forwarder_rank(name: &str) -> usize {
