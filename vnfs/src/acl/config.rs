@@ -21,7 +21,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use ipnet::Ipv4Net;
 
-use crate::config::{is_name, stage_ports, Config, ConfigError, Errors, Line, Place, StageConfig, Stmt, Token};
+use crate::config::{is_name, stage_ports, Config, ConfigError, Errors, Line, Place, StageConfig, Stmt, Token, Word};
 use crate::conntrack::ConnTable;
 
 /// Rules one ACL may hold.
@@ -97,7 +97,7 @@ fn parse_action(t: &Token<'_>, errors: &mut Errors) -> Option<AclAction> {
 }
 
 /// `rule ACTION [PROTO] [src PREFIX] [dst PREFIX] [sport R] [dport R] [type N] [code N]`
-fn parse_rule(key: &Token<'_>, args: &[Token<'_>], errors: &mut Errors) -> Option<Rule> {
+fn parse_rule(key: &Token<'_>, args: &[Word<'_>], errors: &mut Errors) -> Option<Rule> {
     let before = errors.len();
     let Some(first) = args.first() else {
         errors.push(ConfigError::at(key, "`rule` needs an action: `rule permit tcp dport 80`"));
@@ -174,7 +174,7 @@ fn parse_rule(key: &Token<'_>, args: &[Token<'_>], errors: &mut Errors) -> Optio
 }
 
 fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<(String, AclConfig)> {
-    let kw = stmt.words[0];
+    let kw = *stmt.words[0];
     let before = errors.len();
     let Some(name) = stmt.words.get(1) else {
         errors.push(ConfigError::at(&kw, "`acl` needs a name and a block: `acl in { rule permit tcp dport 80 }`"));
@@ -184,7 +184,10 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<(S
         errors.push(ConfigError::at(name, format!("bad acl name `{}`", name.text)));
     }
     if let Some(extra) = stmt.words.get(2) {
-        errors.push(ConfigError::at(extra, "`acl NAME` takes its rules in a block"));
+        errors.push(ConfigError::at(
+            extra,
+            format!("unexpected `{}`: `acl NAME` takes its rules in a block", extra.text),
+        ));
     }
     let mut acl = AclConfig {
         rules: Vec::new(),
@@ -195,7 +198,7 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<(S
         line: Line(kw.line),
     };
     for child in stmt.block.iter().flatten() {
-        let key = child.words[0];
+        let key = *child.words[0];
         let args = &child.words[1..];
         match key.text {
             "rule" if acl.rules.len() >= MAX_RULES => {

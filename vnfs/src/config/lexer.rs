@@ -1,11 +1,19 @@
 //! The grammar of the config language: words, statements and blocks, and
 //! the errors found in them. Knows no statement's meaning: the framework
 //! (`config/`) and each feature read the statement tree it builds.
+//!
+//! It also keeps every statement honest: each [`Word`] remembers whether a
+//! parser looked at it, and once everything is read [`refuse_unread`]
+//! refuses the first word of each statement that nobody read (`check tcp
+//! foo`). A parser therefore only reads the words it understands; the
+//! words after them are refused for it, new settings included.
 
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::cell::Cell;
 use core::fmt;
+use core::ops::Deref;
 
 /// One problem in a config text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,10 +47,35 @@ pub struct Token<'a> {
     pub column: u32,
 }
 
+/// A word of a statement as parsers see it: its [`Token`] (through
+/// `Deref`: `word.text`, `*word`), and whether a parser has looked at it.
+/// Looking is reading: a word whose text, line or column nobody asked for
+/// was not understood by anyone, and [`refuse_unread`] says so.
+#[derive(Debug)]
+pub struct Word<'a> {
+    token: Token<'a>,
+    read: Cell<bool>,
+}
+
+impl<'a> Word<'a> {
+    fn new(token: Token<'a>) -> Self {
+        Word { token, read: Cell::new(false) }
+    }
+}
+
+impl<'a> Deref for Word<'a> {
+    type Target = Token<'a>;
+
+    fn deref(&self) -> &Token<'a> {
+        self.read.set(true);
+        &self.token
+    }
+}
+
 /// A statement: its words, and its block if it had one.
 #[derive(Debug)]
 pub struct Stmt<'a> {
-    pub words: Vec<Token<'a>>,
+    pub words: Vec<Word<'a>>,
     pub block: Option<Vec<Stmt<'a>>>,
 }
 
@@ -145,14 +178,14 @@ impl Errors {
 /// statements beyond [`MAX_STATEMENTS`] are errors.
 pub fn parse_statements<'a>(text: &'a str, top_keywords: &[&str], errors: &mut Errors) -> Vec<Stmt<'a>> {
     // Open blocks: (opening token, statement words, children).
-    let mut stack: Vec<(Token<'a>, Vec<Token<'a>>, Vec<Stmt<'a>>)> = Vec::new();
+    let mut stack: Vec<(Token<'a>, Vec<Word<'a>>, Vec<Stmt<'a>>)> = Vec::new();
     let mut top: Vec<Stmt<'a>> = Vec::new();
     let mut count = 0usize;
     // `{`s beyond the depth limit: their blocks are skipped whole.
     let mut skipped = 0usize;
     let mut tokens = Vec::new();
-    let finish = |words: &mut Vec<Token<'a>>,
-                  stack: &mut Vec<(Token<'a>, Vec<Token<'a>>, Vec<Stmt<'a>>)>,
+    let finish = |words: &mut Vec<Word<'a>>,
+                  stack: &mut Vec<(Token<'a>, Vec<Word<'a>>, Vec<Stmt<'a>>)>,
                   top: &mut Vec<Stmt<'a>>,
                   count: &mut usize,
                   errors: &mut Errors| {
@@ -170,7 +203,7 @@ pub fn parse_statements<'a>(text: &'a str, top_keywords: &[&str], errors: &mut E
         if stack.is_empty() && !top_keywords.contains(&words[0].text) {
             // Refused here, before a statement is built: a flood of
             // unknown lines costs a count each.
-            let kw = words[0];
+            let kw = *words[0];
             errors.push_at(&kw, || {
                 format!("unknown statement `{}`: expected one of {}", kw.text, top_keywords.join(", "))
             });
@@ -183,7 +216,7 @@ pub fn parse_statements<'a>(text: &'a str, top_keywords: &[&str], errors: &mut E
             None => top.push(stmt),
         }
     };
-    let mut words: Vec<Token<'a>> = Vec::new();
+    let mut words: Vec<Word<'a>> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         tokens.clear();
         tokenize_line(line, u32::try_from(i + 1).unwrap_or(u32::MAX), &mut tokens);
@@ -225,7 +258,7 @@ pub fn parse_statements<'a>(text: &'a str, top_keywords: &[&str], errors: &mut E
                     }
                 }
                 ";" => finish(&mut words, &mut stack, &mut top, &mut count, errors),
-                _ => words.push(tok),
+                _ => words.push(Word::new(tok)),
             }
         }
         finish(&mut words, &mut stack, &mut top, &mut count, errors);
@@ -244,28 +277,78 @@ pub fn parse_statements<'a>(text: &'a str, top_keywords: &[&str], errors: &mut E
     top
 }
 
-/// Collects `key value` pairs from the words after `skip` and from a block.
+/// Collects `key value` pairs from the words after `skip` and from a block
+/// (one `key value` per line; more words on a line are left unread, so
+/// [`refuse_unread`] refuses them).
 pub fn key_values<'a>(stmt: &Stmt<'a>, skip: usize, errors: &mut Errors) -> Vec<(Token<'a>, Option<Token<'a>>)> {
     let mut out = Vec::new();
-    let mut rest = &stmt.words[skip..];
+    let mut rest = stmt.words.get(skip..).unwrap_or(&[]);
     while let Some((k, tail)) = rest.split_first() {
-        out.push((*k, tail.first().copied()));
+        out.push((**k, tail.first().map(|v| **v)));
         rest = tail.get(1..).unwrap_or(&[]);
     }
     for child in stmt.block.iter().flatten() {
-        let k = child.words[0];
-        if let Some(b) = &child.block {
-            let _ = b;
+        let k = *child.words[0];
+        if child.block.is_some() {
             errors.push(ConfigError::at(&k, format!("`{}` does not take a block", k.text)));
             continue;
         }
-        if child.words.len() > 2 {
-            errors.push(ConfigError::at(
-                &child.words[2],
-                format!("unexpected `{}`: `{}` takes one value", child.words[2].text, k.text),
-            ));
-        }
-        out.push((k, child.words.get(1).copied()));
+        out.push((k, child.words.get(1).map(|v| **v)));
     }
     out
+}
+
+/// Refuses, in every statement, the first word no parser read: a word
+/// nobody understood (`check tcp foo`, `vrf blue red`), or a whole line
+/// in the block of a statement that takes no block. Called once every
+/// statement is parsed. A statement that already has an error is left
+/// alone (its parser may have stopped reading at the error), and so are
+/// the lines of a block its parser never opened because of one. Linear in
+/// the number of words; walks the tree with a stack, not recursion.
+pub fn refuse_unread(stmts: &[Stmt<'_>], errors: &mut Errors) {
+    // Where errors stand already, sorted: a lookup per statement.
+    let mut marked: Vec<(u32, u32)> = errors.kept.iter().map(|e| (e.line, e.column)).collect();
+    marked.sort_unstable();
+    // Whether a statement has an error: on its line, from its first word
+    // (or column 1, where line-wide errors stand) to its last.
+    let has_error = |s: &Stmt<'_>| {
+        let (Some(first), Some(last)) = (s.words.first(), s.words.last()) else { return false };
+        let (first, last) = (&first.token, &last.token);
+        let i = marked.partition_point(|&m| m < (first.line, 1));
+        marked[i..]
+            .iter()
+            .take_while(|&&(line, column)| line == first.line && column <= last.column)
+            .any(|&(_, column)| column == 1 || column >= first.column)
+    };
+    // (statement, its parent's keyword and whether the parent had an error).
+    let mut stack: Vec<(&Stmt<'_>, Option<(&Token<'_>, bool)>)> = stmts.iter().rev().map(|s| (s, None)).collect();
+    while let Some((stmt, parent)) = stack.pop() {
+        let Some(kw) = stmt.words.first() else { continue };
+        let failed = has_error(stmt);
+        if !kw.read.get() {
+            // Its parent never looked into this line of its block.
+            let Some((parent, parent_failed)) = parent else { continue };
+            if !parent_failed {
+                let t = &kw.token;
+                errors.push_at(t, || {
+                    format!(
+                        "unexpected `{}` in the block of `{}`: nothing there reads it (does `{}` take a block?)",
+                        t.text, parent.text, parent.text
+                    )
+                });
+            }
+            continue;
+        }
+        if !failed {
+            if let Some(w) = stmt.words.iter().find(|w| !w.read.get()) {
+                let (t, kw) = (&w.token, &kw.token);
+                errors.push_at(t, || {
+                    format!("unexpected word `{}` in `{}`: the statement is complete without it", t.text, kw.text)
+                });
+            }
+        }
+        for child in stmt.block.iter().flatten().rev() {
+            stack.push((child, Some((&kw.token, failed))));
+        }
+    }
 }

@@ -46,8 +46,8 @@ pub mod lexer;
 #[cfg(test)]
 mod tests;
 
-use lexer::parse_statements;
-pub use lexer::{key_values, ConfigError, Errors, Stmt, Token, MAX_DEPTH, MAX_ERRORS, MAX_STATEMENTS};
+pub use lexer::{key_values, ConfigError, Errors, Stmt, Token, Word, MAX_DEPTH, MAX_ERRORS, MAX_STATEMENTS};
+use lexer::{parse_statements, refuse_unread};
 
 use crate::stage::Stage;
 use crate::MAX_PORTS;
@@ -381,23 +381,23 @@ pub const MAX_STATIC_NEIGHBORS: usize = 1024;
 /// `neighbor IP mac MAC [port NAME]` (the port when VRFs put IP's
 /// subnet on several)
 fn parse_neighbor(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
-    let kw = stmt.words[0];
+    let kw = *stmt.words[0];
     let form = "expected `neighbor IP mac MAC [port NAME]`";
     let (Some(ip_t), Some(key), Some(mac_t)) = (stmt.words.get(1), stmt.words.get(2), stmt.words.get(3)) else {
         errors.push(ConfigError::at(&kw, form));
         return;
     };
-    let named = match (stmt.words.get(4), stmt.words.get(5), stmt.words.get(6)) {
-        (None, _, _) => None,
-        (Some(k), Some(n), None) if k.text == "port" => match config.port_by_name(n.text) {
+    let named = match (stmt.words.get(4), stmt.words.get(5)) {
+        (None, _) => None,
+        (Some(k), Some(n)) if k.text == "port" => match config.port_by_name(n.text) {
             Some(i) => Some(i),
             None => {
                 errors.push(ConfigError::at(n, format!("no port named `{}`", n.text)));
                 return;
             }
         },
-        (Some(w), _, _) => {
-            errors.push(ConfigError::at(w, form));
+        (Some(w), _) => {
+            errors.push(ConfigError::at(w, format!("unexpected `{}`: {form}", w.text)));
             return;
         }
     };
@@ -538,7 +538,7 @@ pub struct NicConfig {
 
 /// `nic PCI ...`
 fn parse_nic(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
-    let kw = stmt.words[0];
+    let kw = *stmt.words[0];
     let Some(addr) = stmt.words.get(1) else {
         errors.push(ConfigError::at(&kw, "`nic` needs a PCI address, e.g. `nic 0000:00:08.0 vfs 2`"));
         return;
@@ -755,7 +755,7 @@ pub fn parse_with(text: &str, defs: &'static [&'static StageDef]) -> Result<Conf
         parse_vrf(stmt, &mut config, &mut errors);
     }
     for stmt in &stmts {
-        let kw = stmt.words[0];
+        let kw = *stmt.words[0];
         match kw.text {
             "port" | "tunnel" if config.ports.len() >= MAX_PORTS => {
                 errors.push(ConfigError::at(&kw, format!("too many ports: sluice drives at most {MAX_PORTS}")))
@@ -971,6 +971,8 @@ pub fn parse_with(text: &str, defs: &'static [&'static StageDef]) -> Result<Conf
         placed.sort();
         config.pipelines[port] = placed.into_iter().map(|(_, i)| i).collect();
     }
+    // Last, once every parser has read what it understands.
+    refuse_unread(&stmts, &mut errors);
     if config.ports.is_empty() && errors.is_empty() {
         errors.push(ConfigError {
             line: 1,
@@ -987,9 +989,9 @@ pub fn parse_with(text: &str, defs: &'static [&'static StageDef]) -> Result<Conf
 
 /// `wire PORT PORT`
 fn parse_wire(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
-    let kw = stmt.words[0];
-    match (stmt.words.get(1), stmt.words.get(2), stmt.words.get(3)) {
-        (Some(a), Some(b), None) => match (config.port_by_name(a.text), config.port_by_name(b.text)) {
+    let kw = *stmt.words[0];
+    match (stmt.words.get(1), stmt.words.get(2)) {
+        (Some(a), Some(b)) => match (config.port_by_name(a.text), config.port_by_name(b.text)) {
             (Some(x), Some(y)) if x == y => errors.push(ConfigError::at(b, "a port cannot be wired to itself")),
             (Some(x), Some(y)) if config.ports[x].kind != PortKind::Nic || config.ports[y].kind != PortKind::Nic => {
                 errors.push(ConfigError::at(&kw, "a wire joins two NIC ports (not VLAN sub-ports or tunnels)"))
@@ -1010,7 +1012,7 @@ fn parse_wire(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
 
 /// `management PORT [listen TCPPORT] [token-file PATH] [metrics open|token]`
 fn parse_management(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
-    let kw = stmt.words[0];
+    let kw = *stmt.words[0];
     if let Some(m) = &config.management {
         errors.push(ConfigError::at(&kw, format!("`management` is already given on line {}", m.line)));
         return;
@@ -1057,7 +1059,7 @@ fn parse_management(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
 
 /// `options offloads on|off`
 fn parse_options(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
-    let kw = stmt.words[0];
+    let kw = *stmt.words[0];
     if config.options.line.0 != 0 {
         errors.push(ConfigError::at(&kw, format!("`options` is already given on line {}", config.options.line)));
         return;
@@ -1075,7 +1077,7 @@ fn parse_options(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
 
 /// `arp entries N timeout SECONDS`
 fn parse_arp(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
-    let kw = stmt.words[0];
+    let kw = *stmt.words[0];
     if config.arp.line.0 != 0 {
         errors.push(ConfigError::at(&kw, format!("`arp` is already given on line {}", config.arp.line)));
         return;
@@ -1112,7 +1114,7 @@ fn parse_arp(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
 
 /// `pipeline PORT STAGE...`: the named stage instances, in order.
 fn parse_pipeline(stmt: &Stmt<'_>, config: &mut Config, seen: &mut [Option<u32>], errors: &mut Errors) {
-    let kw = stmt.words[0];
+    let kw = *stmt.words[0];
     let Some(port) = stmt.words.get(1) else {
         errors.push(ConfigError::at(&kw, "`pipeline` needs a port and stages: `pipeline PORT router`"));
         return;
@@ -1152,7 +1154,7 @@ fn parse_pipeline(stmt: &Stmt<'_>, config: &mut Config, seen: &mut [Option<u32>]
 /// `port NAME...` in a stage's block: adds each named port to `ports` once.
 /// The management port is refused (it forwards nothing), an unknown name
 /// too, each at its word.
-pub fn stage_ports(args: &[Token<'_>], config: &Config, kind: &str, ports: &mut Vec<usize>, errors: &mut Errors) {
+pub fn stage_ports(args: &[Word<'_>], config: &Config, kind: &str, ports: &mut Vec<usize>, errors: &mut Errors) {
     for t in args {
         match config.port_by_name(t.text) {
             Some(i) if config.management.as_ref().is_some_and(|m| m.port == i) => errors.push(ConfigError::at(
@@ -1288,7 +1290,7 @@ pub fn port_key(
 }
 
 fn parse_port(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<PortConfig> {
-    let kw = stmt.words[0];
+    let kw = *stmt.words[0];
     let Some(name) = stmt.words.get(1) else {
         errors.push(ConfigError::at(&kw, "`port` needs a name: `port NAME address A.B.C.D/LEN`"));
         return None;
@@ -1364,8 +1366,8 @@ fn parse_port(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<P
 
 /// `vrf NAME`: a routing table of its own.
 fn parse_vrf(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
-    let kw = stmt.words[0];
-    let (Some(name), None) = (stmt.words.get(1), stmt.words.get(2)) else {
+    let kw = *stmt.words[0];
+    let Some(name) = stmt.words.get(1) else {
         errors.push(ConfigError::at(&kw, "expected `vrf NAME`"));
         return;
     };
@@ -1433,7 +1435,7 @@ fn order_ports(config: &mut Config, errors: &mut Errors) {
 /// the default VRF); a next hop is looked for on that VRF's ports unless
 /// `port` names one (in any VRF: that is how routes leak between VRFs).
 fn parse_route(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<RouteConfig> {
-    let kw = stmt.words[0];
+    let kw = *stmt.words[0];
     const FORM: &str =
         "expected `route PREFIX via ADDRESS [port NAME] [vrf NAME]` or `route PREFIX port NAME [vrf NAME]`";
     let (Some(prefix), Some(kind), Some(target)) = (stmt.words.get(1), stmt.words.get(2), stmt.words.get(3)) else {
@@ -1572,9 +1574,9 @@ pub fn usable_unicast6(a: Ipv6Addr) -> Result<(), &'static str> {
 /// IPv6: a global next hop must be on a port's prefix; a link-local one
 /// needs its port.
 fn parse_route6(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<Route6Config> {
-    let kw = stmt.words[0];
+    let kw = *stmt.words[0];
     const FORM: &str = "expected `route PREFIX via ADDRESS [port NAME]` or `route PREFIX port NAME`";
-    let prefix = stmt.words[1];
+    let prefix = *stmt.words[1];
     let Ok(net) = prefix.text.parse::<Ipv6Net>() else {
         errors
             .push(ConfigError::at(&prefix, format!("bad prefix `{}`: expected ADDRESS/LEN such as ::/0", prefix.text)));
@@ -1591,14 +1593,14 @@ fn parse_route6(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option
     let mut port: Option<usize> = None;
     let mut i = 2;
     while i < stmt.words.len() {
-        let k = stmt.words[i];
+        let k = *stmt.words[i];
         let Some(v) = stmt.words.get(i + 1) else {
             errors.push(ConfigError::at(&k, format!("`{}` needs a value: {FORM}", k.text)));
             return None;
         };
         match k.text {
             "via" if via.is_none() => match v.text.parse::<Ipv6Addr>() {
-                Ok(a) if !a.is_unspecified() && !a.is_multicast() && !a.is_loopback() => via = Some((a, *v)),
+                Ok(a) if !a.is_unspecified() && !a.is_multicast() && !a.is_loopback() => via = Some((a, **v)),
                 _ => {
                     errors.push(ConfigError::at(
                         v,
@@ -1665,7 +1667,7 @@ fn parse_route6(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option
 
 /// `ra PORT [prefix P]... [interval S] [lifetime S] [managed] [other]`
 fn parse_ra(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
-    let kw = stmt.words[0];
+    let kw = *stmt.words[0];
     const FORM: &str = "expected `ra PORT [prefix P/LEN]... [interval SECONDS] [lifetime SECONDS] [managed] [other]`";
     let Some(name) = stmt.words.get(1) else {
         errors.push(ConfigError::at(&kw, format!("`ra` needs a port: {FORM}")));
@@ -1692,7 +1694,7 @@ fn parse_ra(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
     let mut i = 2;
     let before = errors.len();
     while i < stmt.words.len() {
-        let k = stmt.words[i];
+        let k = *stmt.words[i];
         let v = stmt.words.get(i + 1);
         i += 1;
         match (k.text, v) {

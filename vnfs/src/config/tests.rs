@@ -503,3 +503,165 @@ fn ipv6_addresses_routes_and_advertisements_are_read_and_bad_ones_refused_with_l
         assert!(e.iter().all(|m| m.starts_with("t.conf:")), "{e:?}");
     }
 }
+
+/// Every statement form the language has, valid together: the table of
+/// [`every_statement_refuses_a_word_it_does_not_understand`].
+const EVERY_FORM: &str = "\
+port lan address 10.0.0.1/24 address 2001:db8:0:1::1/64 mtu 1500 rpf loose
+port wan address 10.1.0.1/24 mac 52:54:00:00:00:02
+port mgmt {
+    address 192.168.99.1/24
+    mac 52:54:00:00:00:03
+}
+port trunk0 address 10.10.0.1/24
+port under address 10.5.0.1/24
+port w1 address 10.7.0.1/24
+port w2 address 10.8.0.1/24
+port office on trunk0 vlan 100 address 10.100.0.1/24 priority 3
+port q on trunk0 vlan 10 outer-vlan 20 address 10.101.0.1/24
+vrf blue
+tunnel blue0 vxlan vni 5001 local 10.5.0.1 remote 10.5.0.2 address 10.50.0.1/24 vrf blue
+tunnel gen0 geneve vni 7 local 10.5.0.1 remote 10.5.0.3 address 10.51.0.1/24 dstport 6081 mode tunnel
+route 0.0.0.0/0 via 10.1.0.254
+route 192.168.0.0/16 port lan
+route 172.16.0.0/12 via 10.1.0.254 port wan
+route 0.0.0.0/0 via 10.1.0.254 port wan vrf blue
+route 2001:db8:99::/48 via 2001:db8:0:1::2
+route 2001:db8:98::/48 via fe80::1 port lan
+route 2001:db8:97::/48 port lan
+neighbor 10.0.0.9 mac 52:54:00:00:00:09
+neighbor 10.1.0.9 mac 52:54:00:00:00:0b port wan
+neighbor 2001:db8:0:1::9 mac 52:54:00:00:00:0a
+ra lan interval 600 lifetime 1800 prefix 2001:db8:0:1::/64 managed other
+management mgmt listen 8080 metrics open
+arp entries 1024 timeout 300
+options offloads on
+nic 0000:00:08.0 vfs 2 mailbox on
+wire w1 w2
+router icmp-rate 100 icmp-burst 20
+nat gw {
+    inside 10.0.0.0/24
+    outside wan
+    pool 10.1.0.5
+    ports 1024-65535
+    filtering address-dependent
+    sessions 65536
+    udp-timeout 300
+    host-sessions 100
+    forward tcp 10.1.0.5:80 10.0.0.2:80
+}
+nat64 x64 {
+    prefix 2001:db8:64::/96
+    inside 2001:db8:0:1::/64
+    outside wan
+    pool 10.1.0.6
+}
+service web {
+    vip 10.1.0.1:80 tcp
+    mode full-nat
+    snat 10.0.0.1
+    backend 10.0.0.11:8000 weight 2
+    backend 10.0.0.12:8000
+    check http /health
+    interval 2
+    timeout 1
+    rise 2
+    fall 2
+}
+service dns {
+    vip 10.1.0.1:53 udp
+    backend 10.0.0.13:53
+    check none
+}
+service ssh {
+    vip 10.1.0.1:22
+    mode dnat
+    backend 10.0.0.14:22
+    check tcp
+}
+lb table-size 65537 flows 65536 udp-timeout 300
+policer up {
+    port lan
+    rate 10mbit
+    burst 128k
+    peak-rate 20mbit
+    peak-burst 256k
+    match src 10.0.0.0/24
+    exceed remark 10
+    violate drop
+}
+acl edge {
+    port wan
+    stateful
+    connections 65536
+    rule permit tcp src 10.0.0.0/24 dport 80-443
+    rule deny icmp type 8 code 0
+    rule reject udp
+    default deny
+}
+pipeline lan up router gw
+";
+
+#[test]
+fn every_statement_refuses_a_word_it_does_not_understand() {
+    parse(EVERY_FORM).unwrap();
+    let lines: Vec<&str> = EVERY_FORM.lines().collect();
+    let mut missed = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let body = line.trim_end_matches('{').trim_end();
+        if body.trim().is_empty() || body.trim() == "}" {
+            continue;
+        }
+        // The junk goes at the end of the statement, before a block's `{`.
+        let column = body.chars().count() + 2;
+        let mut text = String::new();
+        for (j, l) in lines.iter().enumerate() {
+            if j == i {
+                text += body;
+                text += " junk";
+                if line.ends_with('{') {
+                    text += " {";
+                }
+            } else {
+                text += l;
+            }
+            text += "\n";
+        }
+        let want = std::format!("t.conf:{}:{column}: ", i + 1);
+        match parse(&text) {
+            Ok(_) => missed.push(std::format!("{}: `{}` accepted", i + 1, line.trim())),
+            Err(e) => {
+                let e: Vec<String> = e.iter().map(|e| e.display("t.conf").to_string()).collect();
+                if !e.iter().any(|m| m.starts_with(&want) && m.contains("`junk`")) {
+                    missed.push(std::format!("{}: `{}`: {e:?}", i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(missed.is_empty(), "{}", missed.join("\n"));
+}
+
+#[test]
+fn unread_words_are_refused_at_their_column_once_per_statement() {
+    let svc =
+        |check: &str| std::format!("{TWO}service web {{\n  vip 10.1.0.1:80\n  backend 10.0.0.2:80\n  {check}\n}}\n");
+    assert_eq!(
+        errs(&svc("check tcp foo")),
+        ["t.conf:6:13: unexpected word `foo` in `check`: the statement is complete without it"]
+    );
+    let e = errs(&svc("check http /health bogus 8080"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("t.conf:6:22: unexpected word `bogus` in `check`"), "{e:?}");
+    // `;` puts statements on one line: each is judged by its own words.
+    let e = errs("vrf blue junk; vrf red; port a address 10.0.0.1/24 vrf red");
+    assert_eq!(e, ["t.conf:1:10: unexpected word `junk` in `vrf`: the statement is complete without it"]);
+    // A line in the block of a statement that takes none.
+    let e = errs(&std::format!("{TWO}route 10.9.0.0/16 via 10.1.0.2 {{\n  port wan\n}}\n"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("t.conf:4:3: unexpected `port` in the block of `route`"), "{e:?}");
+    // A statement refused for another reason is not refused again for the
+    // words its parser stopped before, nor are the lines of its block.
+    let e = errs(&std::format!("{TWO}nic 00:20.0 vfs 2 mac 02:00:00:00:00:01\nnic 00:21.0 {{\n  vfs 2\n}}\n"));
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(e.iter().all(|e| e.contains("is not a PCI address")), "{e:?}");
+}

@@ -116,7 +116,7 @@ impl Default for LbConfig {
 /// backend ADDR:PORT [weight N]; check tcp|http PATH|none; interval S;
 /// timeout S; rise N; fall N }`
 fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<ServiceConfig> {
-    let kw = stmt.words[0];
+    let kw = *stmt.words[0];
     let before = errors.len();
     let Some(name) = stmt.words.get(1) else {
         errors.push(ConfigError::at(&kw, "`service` needs a name and a block: `service web { ... }`"));
@@ -144,7 +144,7 @@ fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Optio
     let mut have_vip = false;
     let mut backends_seen = alloc::collections::BTreeSet::new();
     for child in stmt.block.iter().flatten() {
-        let key = child.words[0];
+        let key = *child.words[0];
         let args = &child.words[1..];
         let Some(first) = args.first() else {
             errors.push(ConfigError::at(&key, format!("`{}` needs a value", key.text)));
@@ -187,7 +187,7 @@ fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Optio
                         Ok(v) if (0..=1000).contains(&v) => weight = v,
                         _ => errors.push(ConfigError::at(w, format!("bad weight `{}`: expected 0 (drain) to 1000", w.text))),
                     },
-                    (Some(_), _) => errors.push(ConfigError::at(&args[1], "expected `weight N` after the backend")),
+                    (Some(w), _) => errors.push(ConfigError::at(&args[1], format!("unexpected `{w}`: expected `weight N` after the backend"))),
                 }
                 let via = match addr {
                     IpAddr::V4(a) => port_for(config, a),
@@ -374,7 +374,7 @@ pub fn parse(stmts: &[&Stmt<'_>], config: &Config, errors: &mut Errors) -> Vec<(
     let mut lb = LbConfig::default();
     let mut lb_seen = false;
     for stmt in stmts {
-        let kw = stmt.words[0];
+        let kw = *stmt.words[0];
         match kw.text {
             "lb" if lb_seen => errors.push(ConfigError::at(&kw, format!("`lb` is already given on line {}", lb.line))),
             "lb" => {

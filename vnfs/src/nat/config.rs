@@ -81,7 +81,7 @@ pub const NAT64_PREFIX_LENS: [u8; 6] = [32, 40, 48, 56, 64, 96];
 /// and `nat64 { prefix P; inside PREFIX6; ... }` with the same settings
 /// but forwards.
 fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<NatConfig> {
-    let kw = stmt.words[0];
+    let kw = *stmt.words[0];
     let v6 = kw.text == "nat64";
     let before = errors.len();
     if let Some(name) = stmt.words.get(1).filter(|n| !is_name(n.text)) {
@@ -91,7 +91,10 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<Na
         ));
     }
     if let Some(extra) = stmt.words.get(2) {
-        errors.push(ConfigError::at(extra, "`nat [NAME]` takes its settings in a block: `nat {` ... `}`"));
+        errors.push(ConfigError::at(
+            extra,
+            format!("unexpected `{}`: `nat [NAME]` takes its settings in a block: `nat {{` ... `}}`", extra.text),
+        ));
     }
     let mut nat = NatConfig {
         inside: Vec::new(),
@@ -114,10 +117,10 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<Na
     let mut outside_tok = None;
     let mut forward_lines: BTreeMap<(u8, (Ipv4Addr, u16)), u32> = BTreeMap::new();
     for child in stmt.block.iter().flatten() {
-        let key = child.words[0];
+        let key = *child.words[0];
         let args = &child.words[1..];
         let want = |n: usize, errors: &mut Errors| -> bool {
-            if args.len() != n {
+            if args.len() < n {
                 errors.push(ConfigError::at(&key, format!("`{}` takes {n} value(s), got {}", key.text, args.len())));
                 false
             } else {
@@ -174,7 +177,7 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<Na
             "outside" if want(1, errors) => match config.port_by_name(args[0].text) {
                 Some(i) => {
                     nat.outside = i;
-                    outside_tok = Some(args[0]);
+                    outside_tok = Some(*args[0]);
                 }
                 None => errors.push(ConfigError::at(&args[0], format!("no port named `{}`", args[0].text))),
             },

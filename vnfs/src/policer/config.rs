@@ -20,7 +20,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use ipnet::Ipv4Net;
 
-use crate::config::{is_name, stage_ports, Config, ConfigError, Errors, Line, Place, StageConfig, Stmt, Token};
+use crate::config::{is_name, stage_ports, Config, ConfigError, Errors, Line, Place, StageConfig, Stmt, Token, Word};
 
 /// Prefixes one policer may match.
 pub const MAX_MATCHES: usize = 64;
@@ -101,10 +101,10 @@ fn scaled(num: &str, scale: u64) -> Option<u64> {
     Some(v)
 }
 
-fn parse_action(t: &Token<'_>, dscp: Option<&Token<'_>>, errors: &mut Errors) -> Option<Action> {
+fn parse_action(t: &Token<'_>, dscp: Option<&Word<'_>>, errors: &mut Errors) -> Option<Action> {
     match (t.text, dscp) {
-        ("pass", None) => Some(Action::Pass),
-        ("drop", None) => Some(Action::Drop),
+        ("pass", _) => Some(Action::Pass),
+        ("drop", _) => Some(Action::Drop),
         ("remark", Some(d)) => match d.text.parse::<u8>() {
             Ok(v) if v < 64 => Some(Action::Remark(v)),
             _ => {
@@ -120,7 +120,7 @@ fn parse_action(t: &Token<'_>, dscp: Option<&Token<'_>>, errors: &mut Errors) ->
 }
 
 fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<(String, PolicerConfig)> {
-    let kw = stmt.words[0];
+    let kw = *stmt.words[0];
     let before = errors.len();
     let Some(name) = stmt.words.get(1) else {
         errors
@@ -131,7 +131,10 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<(S
         errors.push(ConfigError::at(name, format!("bad policer name `{}`", name.text)));
     }
     if let Some(extra) = stmt.words.get(2) {
-        errors.push(ConfigError::at(extra, "`policer NAME` takes its settings in a block"));
+        errors.push(ConfigError::at(
+            extra,
+            format!("unexpected `{}`: `policer NAME` takes its settings in a block", extra.text),
+        ));
     }
     let mut p = PolicerConfig {
         rate: 0,
@@ -145,20 +148,14 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<(S
     };
     let (mut peak_rate, mut peak_burst, mut excess) = (None, None, None);
     for child in stmt.block.iter().flatten() {
-        let key = child.words[0];
+        let key = *child.words[0];
         let args = &child.words[1..];
         let Some(first) = args.first() else {
             errors.push(ConfigError::at(&key, format!("`{}` needs a value", key.text)));
             continue;
         };
-        let one = |errors: &mut Errors| {
-            if let Some(extra) = args.get(1) {
-                errors.push(ConfigError::at(extra, format!("`{}` takes one value", key.text)));
-            }
-        };
         match key.text {
             "rate" | "peak-rate" => {
-                one(errors);
                 match parse_rate(first.text) {
                     Some(r) if key.text == "rate" => p.rate = r,
                     Some(r) => peak_rate = Some(r),
@@ -169,7 +166,6 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<(S
                 }
             }
             "burst" | "peak-burst" | "excess-burst" => {
-                one(errors);
                 match parse_size(first.text) {
                     Some(b) => match key.text {
                         "burst" => p.burst = b,

@@ -72,7 +72,7 @@ impl Eq for TunnelPort {}
 
 /// Reads a `tunnel` statement into a port.
 pub fn parse(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<PortConfig> {
-    let kw = stmt.words[0];
+    let kw = *stmt.words[0];
     const FORM: &str = "expected `tunnel NAME vxlan|geneve vni N local ADDRESS remote ADDRESS …`";
     let (Some(name), Some(kind)) = (stmt.words.get(1), stmt.words.get(2)) else {
         errors.push(ConfigError::at(&kw, FORM));
