@@ -29,7 +29,10 @@
 //! instances a port's packets pass.
 //!
 //! Every problem is reported with line and column, and parsing continues past
-//! it so that one run shows all errors.
+//! it so that one run shows all errors. No word is ignored: once every
+//! parser has run, the first word of a statement that none of them read is
+//! refused ([`lexer::refuse_unread`]), so parsers read only what they
+//! understand and need not look for extra words.
 
 use alloc::boxed::Box;
 use alloc::collections::btree_map::{BTreeMap, Entry};
