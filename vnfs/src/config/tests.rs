@@ -522,6 +522,7 @@ port q on trunk0 vlan 10 outer-vlan 20 address 10.101.0.1/24
 vrf blue
 tunnel blue0 vxlan vni 5001 local 10.5.0.1 remote 10.5.0.2 address 10.50.0.1/24 vrf blue
 tunnel gen0 geneve vni 7 local 10.5.0.1 remote 10.5.0.3 address 10.51.0.1/24 dstport 6081 mode tunnel
+tunnel gi geneve vni 9 local 10.5.0.1 mode insertion address 10.52.0.1/24 mtu 1400
 route 0.0.0.0/0 via 10.1.0.254
 route 192.168.0.0/16 port lan
 route 172.16.0.0/12 via 10.1.0.254 port wan
@@ -533,7 +534,7 @@ neighbor 10.0.0.9 mac 52:54:00:00:00:09
 neighbor 10.1.0.9 mac 52:54:00:00:00:0b port wan
 neighbor 2001:db8:0:1::9 mac 52:54:00:00:00:0a
 ra lan interval 600 lifetime 1800 prefix 2001:db8:0:1::/64 managed other
-management mgmt listen 8080 metrics open
+management mgmt listen 8080 metrics open token-file mgmt.token
 arp entries 1024 timeout 300
 options offloads on
 nic 0000:00:08.0 vfs 2 mailbox on
@@ -547,7 +548,11 @@ nat gw {
     filtering address-dependent
     sessions 65536
     udp-timeout 300
+    tcp-established-timeout 7440
+    tcp-transitory-timeout 240
+    icmp-timeout 60
     host-sessions 100
+    forward-sessions 100
     forward tcp 10.1.0.5:80 10.0.0.2:80
 }
 nat64 x64 {
@@ -590,6 +595,14 @@ policer up {
     exceed remark 10
     violate drop
 }
+policer dn {
+    port wan
+    rate 1mbit
+    excess-burst 64k
+    match dst 10.0.0.0/24
+    exceed pass
+    violate remark 8
+}
 acl edge {
     port wan
     stateful
@@ -597,6 +610,8 @@ acl edge {
     rule permit tcp src 10.0.0.0/24 dport 80-443
     rule deny icmp type 8 code 0
     rule reject udp
+    rule permit udp dst 10.0.0.0/24 sport 1-1023
+    rule permit any src 10.0.0.0/8
     default deny
 }
 pipeline lan up router gw
