@@ -46,6 +46,7 @@ drop_reasons! {
     TunnelBadChecksum => "tunnel_bad_checksum", "tunnel packet whose non-zero outer UDP checksum does not verify";
     TunnelUnknownVni => "tunnel_unknown_vni", "tunnel packet with a VNI no tunnel port of this address and UDP port has";
     TunnelUnknownRemote => "tunnel_unknown_remote", "tunnel packet from an outer source that is not one of the tunnel's remotes";
+    TunnelWrongPort => "tunnel_wrong_port", "tunnel packet that arrived on a port other than the tunnel's underlay (the port whose address is its `local`)";
     TunnelFragment => "tunnel_fragment", "fragmented outer IPv4 packet of a tunnel (sluice does not reassemble)";
     TunnelNested => "tunnel_nested", "tunnel packet inside a tunnel (one level is decapsulated)";
     TunnelOam => "tunnel_oam", "Geneve OAM packet (O bit): control traffic, not data";
