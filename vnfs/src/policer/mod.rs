@@ -3,8 +3,8 @@
 //! (RFC 2698), and an action per colour: pass, drop (counted here and as
 //! the `policy` drop reason) or remark the DSCP (RFC 2474).
 //!
-//! A packet counts with all its bytes (a chained super-packet's whole
-//! chain). IPv4 and IPv6 are metered; a `match` (IPv4 prefixes) selects
+//! A packet counts with the bytes it puts on the wire (a chained
+//! super-packet's whole chain and the headers of each segment). IPv4 and IPv6 are metered; a `match` (IPv4 prefixes) selects
 //! IPv4 packets by the header in the first buffer, and a packet whose
 //! header cannot be read is metered as if it matched (fail closed).
 //!
@@ -195,6 +195,23 @@ fn set_dscp(pkt: &mut Packet, dscp: u8) {
     ip.fill_checksum();
 }
 
+/// The bytes a packet puts on the wire and the largest frame it leaves
+/// in: a super-packet's every byte (the chain's further buffers too) and
+/// the headers each of its segments repeats, as Linux's qdisc length
+/// counts them; its unit is one segment.
+fn wire_len(pkt: &Packet) -> (u64, u64) {
+    let total = pkt.total_len() as u64;
+    let o = pkt.meta.offload;
+    let seg = if o.is_gso() { crate::offload::segment_len(pkt, o.gso_size) } else { None };
+    let Some(seg) = seg else { return (total, total) };
+    // gso_size is not 0 here; the headers are at most a few hundred bytes.
+    let mss = o.gso_size as u64;
+    let headers = pkt.meta.l3 as u64 + (seg as u64).saturating_sub(mss);
+    let payload = total.saturating_sub(headers);
+    let segments = payload.div_ceil(mss).max(1);
+    (payload + segments * headers, (headers + mss).min(total))
+}
+
 impl Policer {
     pub fn new(settings: &PolicerConfig) -> Policer {
         Policer { settings: settings.clone(), meter: None, counters: PolicerCounters::default() }
@@ -222,13 +239,9 @@ impl Policer {
             return Some(pkt);
         }
         let s = &self.settings;
-        // Every byte of the frame, the chain's further buffers included.
-        let bytes = pkt.total_len() as u64;
+        let (bytes, unit) = wire_len(&pkt);
         let meter = self.meter.get_or_insert_with(|| TokenMeter::new(s.rate, s.burst, s.meter, cx.now));
         let c = &mut self.counters;
-        let o = pkt.meta.offload;
-        let unit =
-            if o.is_gso() { crate::offload::segment_len(&pkt, o.gso_size).map_or(bytes, |l| l as u64) } else { bytes };
         let action = match meter.colour_in(bytes, unit, cx.now) {
             Colour::Green => {
                 c.green_packets += 1;

@@ -182,6 +182,12 @@ fn a_matching_super_packet_is_metered_for_all_its_bytes() {
     // 4 KiB of burst: the first (2950 bytes) is green, the rest red.
     assert_eq!(out, 2, "one super-packet's two segments");
     assert_eq!(r.drops(0, DropReason::Policy), 19);
+    // Counted as the wire carries it: two segments of 54 + 1448 bytes.
+    let mut st = std::string::String::new();
+    r.dp.write_stats(&mut st).unwrap();
+    let line = st.lines().find(|l| l.starts_with("stage name=up ")).unwrap();
+    assert!(line.contains(" green_packets=1 ") && line.contains(" green_bytes=3004 "), "{line}");
+    assert!(line.contains(" red_packets=19 ") && line.contains(" red_bytes=57076 "), "{line}");
     r.finish();
 }
 
