@@ -381,6 +381,9 @@ extern "C" fn kmain(start_info: usize) -> ! {
     for (p, pc) in dp.ports().iter().zip(&config.ports).skip(nics.len()) {
         let addr = p.address.map(|a| alloc::format!("{a}")).unwrap_or_else(|| "no address".into());
         let what = match &pc.kind {
+            vnfs::config::PortKind::Vlan(v) if v.outer != 0 && v.outer_tpid != vnfs::vlan::TPID_8021AD => {
+                alloc::format!("on {} vlan {} outer-vlan {} tpid {:#06x}", v.parent_name, v.vid, v.outer, v.outer_tpid)
+            }
             vnfs::config::PortKind::Vlan(v) if v.outer != 0 => {
                 alloc::format!("on {} vlan {} outer-vlan {}", v.parent_name, v.vid, v.outer)
             }

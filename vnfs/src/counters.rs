@@ -41,11 +41,13 @@ drop_reasons! {
     UnknownEthertype => "unknown_ethertype", "EtherType that sluice does not handle";
     VlanUnknown => "vlan_unknown", "tagged frame for a VLAN no sub-port of the trunk takes (counted per VLAN in `show vlans`)";
     VlanMalformed => "vlan_malformed", "VLAN tag cut short, VLAN id 4095, a zero id in QinQ, or more than two tags";
+    VlanBadTpid => "vlan_bad_tpid", "VLAN tag whose TPID the sub-ports do not take: an 802.1Q tag is 0x8100, a QinQ outer tag 0x88a8 (or the sub-port's `tpid`)";
     TunnelTruncated => "tunnel_truncated", "VXLAN/Geneve packet shorter than its headers, options or inner Ethernet header";
     TunnelBadHeader => "tunnel_bad_header", "VXLAN flags without the I bit, a Geneve version other than 0, or a Geneve protocol sluice does not carry";
     TunnelBadChecksum => "tunnel_bad_checksum", "tunnel packet whose non-zero outer UDP checksum does not verify";
     TunnelUnknownVni => "tunnel_unknown_vni", "tunnel packet with a VNI no tunnel port of this address and UDP port has";
     TunnelUnknownRemote => "tunnel_unknown_remote", "tunnel packet from an outer source that is not one of the tunnel's remotes";
+    TunnelWrongPort => "tunnel_wrong_port", "tunnel packet that arrived on a port other than the tunnel's underlay (the port whose address is its `local`)";
     TunnelFragment => "tunnel_fragment", "fragmented outer IPv4 packet of a tunnel (sluice does not reassemble)";
     TunnelNested => "tunnel_nested", "tunnel packet inside a tunnel (one level is decapsulated)";
     TunnelOam => "tunnel_oam", "Geneve OAM packet (O bit): control traffic, not data";

@@ -225,3 +225,34 @@ impl Rig {
         assert_eq!(self.pool.available(), RIG_BUFFERS, "buffers leaked");
     }
 }
+
+/// A TCP/IPv4 segmentation super-packet of `payload` bytes, as a NIC with
+/// offloads delivers it: chained in buffers of `chunk` bytes, checksum
+/// partial, `gso_size` 1448. `pool` must be able to chain
+/// ([`crate::packet::PacketPool::with_tails`]).
+pub fn super_packet(
+    pool: &mut crate::packet::PacketPool,
+    dst_mac: [u8; 6],
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    payload: usize,
+    chunk: usize,
+) -> crate::packet::Packet {
+    use crate::csum;
+    let mut f = tcp_frame(dst_mac, src, dst, false, true);
+    f.extend((0..payload).map(|i| (i % 253) as u8));
+    let ip_len = (f.len() - 14) as u16;
+    let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+    ip.set_total_len(ip_len);
+    ip.fill_checksum();
+    // The partial checksum: the pseudo-header sum, for the NIC to complete.
+    let mut sum = 6u32 + (ip_len as u32 - 20);
+    for at in [26, 28, 30, 32] {
+        sum += csum::get(&f, at) as u32;
+    }
+    csum::set(&mut f, 34 + 16, csum::fold(sum));
+    let mut head = chained(pool, &f, chunk);
+    assert!(head.is_chained(), "the pool chains");
+    head.meta.offload = crate::packet::Offload { csum_partial: true, csum_start: 34, csum_offset: 16, gso_size: 1448 };
+    head
+}

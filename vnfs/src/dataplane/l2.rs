@@ -21,6 +21,8 @@ pub struct SubPort {
     pub port: PortId,
     pub parent: PortId,
     pub outer: u16,
+    /// The outer tag's TPID (QinQ).
+    pub outer_tpid: u16,
     pub vid: u16,
     pub priority: Option<u8>,
 }
@@ -52,11 +54,12 @@ impl L2 {
         let mut subs = Vec::new();
         for (i, p) in config.ports.iter().enumerate() {
             if let PortKind::Vlan(v) = &p.kind {
-                let _ = trunks[v.parent].subs.push((v.outer, v.vid, i as PortId));
+                let _ = trunks[v.parent].subs.push((v.outer, v.vid, i as PortId, v.outer_tpid));
                 subs.push(SubPort {
                     port: i as PortId,
                     parent: v.parent as PortId,
                     outer: v.outer,
+                    outer_tpid: v.outer_tpid,
                     vid: v.vid,
                     priority: v.priority,
                 });
@@ -140,7 +143,7 @@ impl Dataplane {
             pkt.meta.in_port = port;
             match vlan::parse(pkt.data()) {
                 Ok(None) => {}
-                Ok(Some(tags)) if tags.outer == 0 && tags.vid == 0 => {
+                Ok(Some(tags)) if tags.outer == 0 && tags.vid == 0 && tags.tpid == vlan::TPID_8021Q => {
                     // A priority tag: the frame is the trunk's own.
                     pkt.meta.set_pcp(tags.pcp);
                     if !vlan::pop(&mut pkt, &tags) {
@@ -149,16 +152,22 @@ impl Dataplane {
                     }
                 }
                 Ok(Some(tags)) => match trunk.find(&tags) {
-                    Some(sub) if vlan::pop(&mut pkt, &tags) => {
+                    Ok(sub) if vlan::pop(&mut pkt, &tags) => {
                         tagged += 1;
                         pkt.meta.set_pcp(tags.pcp);
                         pkt.meta.in_port = sub;
                     }
-                    Some(_) => {
+                    Ok(_) => {
                         drop_on(&mut self.ports, pool, port, pkt, DropReason::VlanMalformed);
                         continue;
                     }
-                    None => {
+                    Err(reason @ DropReason::VlanBadTpid) => {
+                        let c = &mut self.ports[port as usize].counters;
+                        c.rx_packets += 1;
+                        drop_on(&mut self.ports, pool, port, pkt, reason);
+                        continue;
+                    }
+                    Err(_) => {
                         trunk.unknown.count(tags.outer, tags.vid);
                         let c = &mut self.ports[port as usize].counters;
                         c.rx_packets += 1;
@@ -262,7 +271,7 @@ impl Dataplane {
             while let Some(mut pkt) = ports[s.port as usize].tx.pop_front() {
                 let pcp = s.priority.unwrap_or(pkt.meta.pcp());
                 let len = pkt.total_len() as u64;
-                if !vlan::push(&mut pkt, s.outer, s.vid, pcp) {
+                if !vlan::push(&mut pkt, (s.outer_tpid, s.outer), s.vid, pcp) {
                     drop_on(ports, pool, s.port, pkt, DropReason::OffloadUnsupported);
                     continue;
                 }

@@ -482,6 +482,8 @@ impl Dataplane {
                         continue;
                     }
                     Ok(crate::tunnel::Decap::Inner(_)) => verdict = Verdict::Drop(DropReason::TunnelNested),
+                    // Found inside a tunnel (whose port is never an underlay).
+                    Err(DropReason::TunnelWrongPort) if depth > 0 => verdict = Verdict::Drop(DropReason::TunnelNested),
                     Err(reason) => verdict = Verdict::Drop(reason),
                 }
             }

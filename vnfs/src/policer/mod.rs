@@ -3,6 +3,11 @@
 //! (RFC 2698), and an action per colour: pass, drop (counted here and as
 //! the `policy` drop reason) or remark the DSCP (RFC 2474).
 //!
+//! A packet counts with the bytes it puts on the wire (a chained
+//! super-packet's whole chain and the headers of each segment). IPv4 and IPv6 are metered; a `match` (IPv4 prefixes) selects
+//! IPv4 packets by the header in the first buffer, and a packet whose
+//! header cannot be read is metered as if it matched (fail closed).
+//!
 //! Tokens are kept in byte-microseconds, so a refill is one multiply and
 //! no fraction of a token is lost between packets; the refill is bounded
 //! to the time that fills the bucket, so no product overflows.
@@ -12,7 +17,7 @@ pub mod config;
 use alloc::boxed::Box;
 use core::any::Any;
 
-use smoltcp::wire::Ipv4Packet;
+use smoltcp::wire::{Ipv4Packet, Ipv6Packet};
 
 pub use self::config::{Action, Meter, PolicerConfig};
 use crate::config::{BuildContext, StageConfig, StageDef};
@@ -168,18 +173,43 @@ pub struct Policer {
     pub counters: PolicerCounters,
 }
 
-/// The IPv4 header, where ingress found it (and checked it).
-fn ipv4(pkt: &Packet) -> Option<Ipv4Packet<&[u8]>> {
-    Ipv4Packet::new_checked(pkt.l3()).ok()
-}
-
-/// Sets the DSCP, keeping ECN, with the header checksum recomputed.
+/// Sets the DSCP, keeping ECN: in the IPv4 header (its checksum
+/// recomputed) or the IPv6 traffic class. The header is in the first
+/// buffer, also of a chained super-packet.
 fn set_dscp(pkt: &mut Packet, dscp: u8) {
-    let Ok(mut ip) = Ipv4Packet::new_checked(pkt.l3_mut()) else { return };
+    if crate::ipv6::is_ipv6(pkt.l3()) {
+        if pkt.l3().len() >= 40 {
+            let mut ip = Ipv6Packet::new_unchecked(pkt.l3_mut());
+            let ecn = ip.traffic_class() & 3;
+            ip.set_traffic_class(dscp << 2 | ecn);
+        }
+        return;
+    }
+    if crate::wire::ipv4_header(pkt).is_none() {
+        return;
+    }
+    let mut ip = Ipv4Packet::new_unchecked(pkt.l3_mut());
     let ecn = ip.ecn();
     ip.set_dscp(dscp);
     ip.set_ecn(ecn);
     ip.fill_checksum();
+}
+
+/// The bytes a packet puts on the wire and the largest frame it leaves
+/// in: a super-packet's every byte (the chain's further buffers too) and
+/// the headers each of its segments repeats, as Linux's qdisc length
+/// counts them; its unit is one segment.
+fn wire_len(pkt: &Packet) -> (u64, u64) {
+    let total = pkt.total_len() as u64;
+    let o = pkt.meta.offload;
+    let seg = if o.is_gso() { crate::offload::segment_len(pkt, o.gso_size) } else { None };
+    let Some(seg) = seg else { return (total, total) };
+    // gso_size is not 0 here; the headers are at most a few hundred bytes.
+    let mss = o.gso_size as u64;
+    let headers = pkt.meta.l3 as u64 + (seg as u64).saturating_sub(mss);
+    let payload = total.saturating_sub(headers);
+    let segments = payload.div_ceil(mss).max(1);
+    (payload + segments * headers, (headers + mss).min(total))
 }
 
 impl Policer {
@@ -191,7 +221,14 @@ impl Policer {
         if self.settings.matches.is_empty() {
             return true;
         }
-        let Some(ip) = ipv4(pkt) else { return false };
+        if crate::ipv6::is_ipv6(pkt.l3()) {
+            // The prefixes are IPv4: no IPv6 address is in them.
+            return false;
+        }
+        // A header this stage cannot read is metered, never waved through
+        // unmetered (fail closed): a policer that skipped what it could not
+        // parse would let anyone past it who sends such packets.
+        let Some(ip) = crate::wire::ipv4_header(pkt) else { return true };
         self.settings.matches.iter().any(|(src, net)| net.contains(&if *src { ip.src_addr() } else { ip.dst_addr() }))
     }
 
@@ -202,12 +239,9 @@ impl Policer {
             return Some(pkt);
         }
         let s = &self.settings;
-        let bytes = pkt.total_len() as u64;
+        let (bytes, unit) = wire_len(&pkt);
         let meter = self.meter.get_or_insert_with(|| TokenMeter::new(s.rate, s.burst, s.meter, cx.now));
         let c = &mut self.counters;
-        let o = pkt.meta.offload;
-        let unit =
-            if o.is_gso() { crate::offload::segment_len(&pkt, o.gso_size).map_or(bytes, |l| l as u64) } else { bytes };
         let action = match meter.colour_in(bytes, unit, cx.now) {
             Colour::Green => {
                 c.green_packets += 1;
@@ -242,6 +276,12 @@ impl Policer {
 }
 
 impl Stage for Policer {
+    /// IPv6 is metered too (without a `match`): a rate on a port holds
+    /// whatever the packets carry.
+    fn ipv6(&self) -> crate::stage::Ipv6Handling {
+        crate::stage::Ipv6Handling::Process
+    }
+
     fn process(&mut self, batch: &mut Batch, cx: &mut StageContext<'_>) {
         for_each_packet(batch, |pkt| self.police(pkt, cx));
     }

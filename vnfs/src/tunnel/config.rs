@@ -207,6 +207,14 @@ pub fn resolve(config: &mut Config, errors: &mut Errors) {
             )));
             continue;
         };
+        if config.management.as_ref().is_some_and(|m| m.port == u) {
+            // The management port forwards nothing, and carries no tenant.
+            errors.push(at(format!(
+                "tunnel `{name}`: local {} is the management port's address: a tunnel starts at a data port's",
+                t.local
+            )));
+            continue;
+        }
         let under = &config.ports[u];
         let vrf = under.vrf;
         let mut hops = Vec::new();

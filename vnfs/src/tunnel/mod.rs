@@ -9,7 +9,9 @@
 //! unknown unicast go to every remote (the flood list); a unicast inner MAC
 //! learnt from a remote goes to that remote only.
 //!
-//! Decapsulation ([`Tunnels::decap`]) checks, in order: whole outer
+//! Decapsulation ([`Tunnels::decap`]) takes only packets that arrived on
+//! the underlay port (whose address is `local`) addressed to `local`, then
+//! checks, in order: whole outer
 //! datagram (no fragments), the UDP length, a non-zero UDP checksum
 //! (a zero one is accepted, RFC 7348 §5 / RFC 8926 §3.3), the VXLAN I flag
 //! or the Geneve version, OAM bit, critical options and protocol, the VNI,
@@ -165,6 +167,13 @@ impl Tunnels {
         let dport = u16::from_be_bytes([udp[2], udp[3]]);
         if !self.listen.contains(&(dst, dport)) {
             return Ok(Decap::NotTunnel);
+        }
+        // Only the underlay carries a tunnel: the remote's address is all
+        // that authenticates it, and a host on another port can claim it
+        // (a spoofed VTEP on wan would inject frames into the tenant's VRF).
+        let port = pkt.meta.in_port as usize;
+        if !self.list.iter().any(|t| t.cfg.local == dst && t.cfg.udp_port == dport && t.cfg.underlay == port) {
+            return Err(DropReason::TunnelWrongPort);
         }
         if pkt.is_chained() {
             return Err(DropReason::TunnelTruncated);

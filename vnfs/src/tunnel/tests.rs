@@ -298,6 +298,27 @@ fn malformed_tunnel_packets_get_named_drops() {
 }
 
 #[test]
+fn a_tunnel_decapsulates_only_what_arrives_on_its_underlay() {
+    let mut r = rig();
+    let mac = tunnel_mac(&r, "tb");
+    let mut udp = udp_frame(mac, (TENANT_HOST, 1000), (SERVER, 53), b"spoofed");
+    udp[6..12].copy_from_slice(&HOST_MAC);
+    // A host on wan that claims to be blue's VTEP, to the tunnel's local
+    // address: it would inject frames into VRF blue (NATed out as blue).
+    let mut f = wrap(&udp, BLUE_VTEP, 5001, None);
+    f[0..6].copy_from_slice(&WAN_MAC);
+    r.send(WAN, &f);
+    assert!(r.sent(WAN).is_empty() && r.sent(UNDER).is_empty(), "nothing injected into VRF blue");
+    assert_eq!(r.drops(WAN as usize, DropReason::TunnelWrongPort), 1);
+    assert_eq!(r.dp.tunnels().get(2).unwrap().counters.decapsulated, 0);
+    // The same packet on the underlay is the tunnel's.
+    r.send(UNDER, &wrap(&udp, BLUE_VTEP, 5001, None));
+    assert_eq!(r.sent(WAN).len(), 1);
+    assert_eq!(r.dp.tunnels().get(2).unwrap().counters.decapsulated, 1);
+    r.finish();
+}
+
+#[test]
 fn service_insertion_sends_back_with_the_options_after_the_acl() {
     let cfg = "
 port under address 10.1.0.1/24
@@ -353,6 +374,12 @@ fn config_checks_for_tunnels() {
     bad(&std::format!("{u}tunnel t vxlan vni 1 local 10.1.0.1 remote 10.1.0.2 mtu 1460"), "does not fit");
     bad(&std::format!("{u}tunnel t vxlan vni 1 local 10.1.0.1 remote 10.1.0.2 mode insertion"), "Geneve mode");
     bad(&std::format!("{u}tunnel t gre vni 1"), "expected vxlan or geneve");
+    bad(
+        &std::format!(
+            "{u}port m address 10.9.0.1/24\nmanagement m\ntunnel t vxlan vni 1 local 10.9.0.1 remote 10.9.0.2"
+        ),
+        "the management port's address",
+    );
     bad(
         "port u address 10.1.0.1/24 mtu 100\ntunnel t vxlan vni 1 local 10.1.0.1 remote 10.1.0.2",
         "leaves less than 68",

@@ -150,6 +150,60 @@ fn unknown_and_malformed_tags_are_dropped_and_counted() {
     r.finish();
 }
 
+/// `frame` with tags of the given TPIDs, outermost first: (TPID, VLAN id).
+fn with_tags(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
+    let mut v = frame[..12].to_vec();
+    for (tpid, vid) in tags {
+        v.extend_from_slice(&tpid.to_be_bytes());
+        v.extend_from_slice(&vid.to_be_bytes());
+    }
+    v.extend_from_slice(&frame[12..]);
+    v
+}
+
+#[test]
+fn a_sub_port_takes_only_its_own_tpids() {
+    // 802.1Q sub-ports take an 802.1Q (0x8100) tag; QinQ ones an 802.1ad
+    // (0x88a8) tag outside an 802.1Q one (IEEE 802.1Q-2018 §9.5).
+    let mut r = rig();
+    let to_200 = udp_frame(TRUNK_MAC, (H100, 4000), (H200, 5000), b"tpid");
+    let to_100 = udp_frame(TRUNK_MAC, (HQ, 2), (H100, 1), b"tpid");
+    // A lone 802.1ad tag is no customer tag.
+    r.send(0, &with_tags(&to_200, &[(TPID_8021AD, 100)]));
+    // Two 802.1Q tags are no QinQ, nor is 802.1Q inside 802.1Q or 802.1ad inside 802.1ad.
+    r.send(0, &with_tags(&to_100, &[(TPID_8021Q, 20), (TPID_8021Q, 10)]));
+    r.send(0, &with_tags(&to_100, &[(TPID_8021AD, 20), (TPID_8021AD, 10)]));
+    r.send(0, &with_tags(&to_100, &[(0x9100, 20), (TPID_8021Q, 10)]));
+    assert!(r.sent(0).is_empty() && r.sent(1).is_empty(), "nothing delivered");
+    assert_eq!(r.drops(0, DropReason::VlanBadTpid), 4);
+    assert_eq!(r.dp.ports()[2].counters.rx_packets + r.dp.ports()[4].counters.rx_packets, 0);
+    // The right TPIDs go through.
+    r.send(0, &with_tags(&to_200, &[(TPID_8021Q, 100)]));
+    r.send(0, &with_tags(&to_100, &[(TPID_8021AD, 20), (TPID_8021Q, 10)]));
+    assert_eq!(r.sent(0).len(), 2);
+    r.finish();
+}
+
+#[test]
+fn a_qinq_sub_port_may_take_a_legacy_outer_tpid() {
+    let cfg = "port trunk0 address 10.0.0.1/24\n\
+               port qq on trunk0 vlan 10 outer-vlan 20 tpid 0x9100 address 10.30.0.1/24\n\
+               neighbor 10.30.0.2 mac 02:00:00:00:03:00\n";
+    let mut r = Rig::with_config(cfg, &[TRUNK_MAC]);
+    let ping = echo_request(TRUNK_MAC, HQ, Ipv4Addr::new(10, 30, 0, 1), 3, b"legacy");
+    r.send(0, &with_tags(&ping, &[(TPID_8021AD, 20), (TPID_8021Q, 10)]));
+    assert_eq!(r.drops(0, DropReason::VlanBadTpid), 1, "this sub-port's outer TPID is 0x9100");
+    r.send(0, &with_tags(&ping, &[(0x9100, 20), (TPID_8021Q, 10)]));
+    let out = r.sent(0);
+    assert_eq!(out.len(), 1, "the echo reply");
+    // The reply leaves with the same TPIDs.
+    assert_eq!(&out[0][12..14], &0x9100u16.to_be_bytes());
+    assert_eq!(&out[0][16..18], &TPID_8021Q.to_be_bytes());
+    assert_eq!(u16::from_be_bytes([out[0][14], out[0][15]]) & 0xfff, 20);
+    assert_eq!(u16::from_be_bytes([out[0][18], out[0][19]]) & 0xfff, 10);
+    r.finish();
+}
+
 #[test]
 fn config_checks_for_sub_ports() {
     let bad = |text: &str, want: &str| {
@@ -165,6 +219,8 @@ fn config_checks_for_sub_ports() {
     bad("port a address 10.0.0.1/24 mtu 1400\nport b on a vlan 5 mtu 1500", "larger than its trunk");
     bad("port a address 10.0.0.1/24\nport b on a vlan 5 mac 02:00:00:00:00:01", "trunk's MAC");
     bad("port a address 10.0.0.1/24\nport b on a vlan 5 priority 8", "0 to 7");
+    bad("port a address 10.0.0.1/24\nport b on a vlan 5 tpid 0x9100", "needs `outer-vlan SVID`");
+    bad("port a address 10.0.0.1/24\nport b on a vlan 5 outer-vlan 6 tpid 0x0800", "bad TPID `0x0800`");
     // NIC ports come first whatever the text order (the kernel binds them).
     let c = crate::registry::parse(
         "port b on a vlan 5 address 10.5.0.1/24\nport a address 10.0.0.1/24\nport w address 10.1.0.1/24",
@@ -194,7 +250,7 @@ proptest! {
         let mut p = pool.alloc().unwrap();
         prop_assert!(p.fill(&plain));
         let v = vid.clamp(1, 4094);
-        prop_assert!(push(&mut p, outer.min(4094), v, pcp));
+        prop_assert!(push(&mut p, (TPID_8021AD, outer.min(4094)), v, pcp));
         let tags = parse(p.data()).unwrap().unwrap();
         prop_assert_eq!(tags.vid, v);
         prop_assert!(pop(&mut p, &tags));
@@ -217,7 +273,7 @@ fn offload_offsets_follow_the_tags() {
     assert!(pop(&mut p, &tags));
     assert_eq!(p.meta.offload.csum_start, 34);
     assert_eq!(&p.data()[12..14], &[0x08, 0x00]);
-    assert!(push(&mut p, 20, 10, 0));
+    assert!(push(&mut p, (TPID_8021AD, 20), 10, 0));
     assert_eq!(p.meta.offload.csum_start, 42);
     assert_eq!(&p.data()[12..14], &TPID_8021AD.to_be_bytes());
     assert_eq!(&p.data()[20..22], &[0x08, 0x00]);
