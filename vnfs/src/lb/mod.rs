@@ -24,7 +24,7 @@ use core::net::{IpAddr, Ipv4Addr};
 pub use self::config::{BackendConfig, CheckKind, LbConfig, LbMode, ServiceConfig};
 use crate::config::{BuildContext, StageConfig, StageDef};
 use crate::counters::DropReason;
-use crate::flow::{idle_timeout, Endpoint, Timeouts, TCP, UDP};
+use crate::flow::{idle_timeout, tcp_flags, Endpoint, Timeouts, TCP, UDP};
 use crate::icmp::IcmpError;
 use crate::packet::{Batch, Packet, PortId, BURST};
 use crate::stage::{for_each_packet, Stage, StageContext};
@@ -214,6 +214,9 @@ pub struct LbCounters {
     pub flows_evicted: u64,
     /// Flows ended because a reload removed their backend.
     pub flows_backend_removed: u64,
+    /// Flows ended by a client's SYN on their closed tuple (RST seen, or a
+    /// FIN each way): the SYN began a new flow, scheduled afresh.
+    pub flows_restarted: u64,
     /// Maglev tables built by reloads (only changed services rebuild).
     pub maglev_rebuilds: u64,
     /// Resets and port unreachables not sent: the client's allowance
@@ -597,7 +600,14 @@ impl Lb {
         let mut flow = self.find_fwd(h, p_proto, client, si, now);
         if let Some(i) = flow {
             let f = self.flows[i as usize];
-            if !self.services[si as usize].backends[f.backend as usize].healthy {
+            let syn = flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
+            if p_proto == TCP && syn && crate::flow::is_closed(f.tcp) {
+                // A new connection on an old tuple: it owes the old flow
+                // nothing, and is scheduled by today's mode and weights.
+                self.remove(i);
+                self.counters.flows_restarted += 1;
+                flow = None;
+            } else if !self.services[si as usize].backends[f.backend as usize].healthy {
                 // Its backend left the table: only such flows move.
                 self.remove(i);
                 self.counters.flows_moved += 1;
@@ -846,6 +856,11 @@ impl Stage for Lb {
             "flows_backend_removed",
             "flows ended because a reload removed their backend",
             c.flows_backend_removed,
+        );
+        sink.counter(
+            "flows_restarted",
+            "flows a client's SYN on their closed tuple replaced with a new one",
+            c.flows_restarted,
         );
         sink.counter("maglev_rebuilds", "Maglev tables rebuilt", c.maglev_rebuilds);
         sink.counter(

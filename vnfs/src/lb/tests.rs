@@ -333,3 +333,100 @@ fn show_flows_lists_live_flows_filtered_and_paged() {
     lb.show("flows", &[("addr", "192.0.2.99")], 1, &mut out);
     assert_eq!(out.lines().count(), 1, "{out}");
 }
+
+/// A TCP segment with any flags (`FIN` 0x01, `SYN` 0x02, `RST` 0x04, `ACK`
+/// 0x10), built as [`tcp_frame`] builds a plain one.
+fn tcp_flags_frame(dst_mac: [u8; 6], src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8) -> Vec<u8> {
+    let mut f = tcp_frame(dst_mac, src, dst, flags & 0x02 != 0, flags & 0x10 != 0);
+    let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+    let (s, d) = (ip.src_addr(), ip.dst_addr());
+    let mut t = TcpPacket::new_unchecked(ip.payload_mut());
+    t.set_fin(flags & 0x01 != 0);
+    t.set_rst(flags & 0x04 != 0);
+    t.fill_checksum(&s.into(), &d.into());
+    f
+}
+
+/// `web` (TCP) in `mode` with the three backends at `weights`.
+fn web_conf(mode: &str, weights: [u32; 3]) -> std::string::String {
+    let mut text = std::format!(
+        "port client address 10.1.0.1/24\nport servers address 10.2.0.1/24\nservice web {{\n vip 10.1.0.1:80\n mode {mode}\n check none\n"
+    );
+    for (b, w) in BACKENDS.iter().zip(weights) {
+        text += &std::format!(" backend {b}:8000 weight {w}\n");
+    }
+    text + "}\nlb table-size 251\n"
+}
+
+/// A full handshake from `CLIENT:port` through the rig, then the client's
+/// `close` (RST, or FIN each way with their ACKs); returns where the
+/// SYN went (backend, source the backend saw).
+fn connect_and_close(r: &mut Rig, port: u16, rst: bool) -> (Ipv4Addr, (Ipv4Addr, u16)) {
+    let syn = r.through(0, &tcp_frame(C_MAC, (CLIENT, port), (VIP, 80), true, false), 1);
+    let (src, sport, be, _, _) = tcp4(&syn);
+    r.through(1, &tcp_flags_frame(S_MAC, (be, 8000), (src, sport), 0x12), 0);
+    r.through(0, &tcp_flags_frame(C_MAC, (CLIENT, port), (VIP, 80), 0x10), 1);
+    if rst {
+        r.through(0, &tcp_flags_frame(C_MAC, (CLIENT, port), (VIP, 80), 0x14), 1);
+    } else {
+        r.through(0, &tcp_flags_frame(C_MAC, (CLIENT, port), (VIP, 80), 0x11), 1);
+        r.through(1, &tcp_flags_frame(S_MAC, (be, 8000), (src, sport), 0x11), 0);
+        r.through(0, &tcp_flags_frame(C_MAC, (CLIENT, port), (VIP, 80), 0x10), 1);
+    }
+    (be, (src, sport))
+}
+
+fn stats(r: &Rig) -> std::string::String {
+    let mut s = std::string::String::new();
+    r.dp.write_stats(&mut s).unwrap();
+    s
+}
+
+#[test]
+fn a_syn_on_a_reset_flow_starts_a_new_flow_under_the_reloaded_mode() {
+    let mut r = Rig::lb_with(crate::registry::parse(&web_conf("full-nat", [1, 1, 1])).unwrap());
+    let (_, seen) = connect_and_close(&mut r, 30000, true);
+    assert_eq!(seen, (LB_SIDE, 30000), "full-NAT: the backend sees the appliance");
+    r.dp.reload("t", &web_conf("dnat", [1, 1, 1]), &mut r.pool).unwrap();
+    // The client reuses its port: a new connection, as the new mode says.
+    let syn = r.through(0, &tcp_frame(C_MAC, (CLIENT, 30000), (VIP, 80), true, false), 1);
+    let (src, sport, _, _, _) = tcp4(&syn);
+    assert_eq!((src, sport), (CLIENT, 30000), "DNAT keeps the client's address");
+    assert!(stats(&r).contains(" flows_restarted=1"), "{}", stats(&r));
+    r.finish();
+}
+
+#[test]
+fn a_syn_on_a_closed_flow_is_scheduled_afresh_under_the_new_weights() {
+    for rst in [true, false] {
+        let mut r = Rig::lb_with(crate::registry::parse(&web_conf("full-nat", [1, 1, 1])).unwrap());
+        let (be, _) = connect_and_close(&mut r, 30001, rst);
+        let i = BACKENDS.iter().position(|b| *b == be).unwrap();
+        let mut w = [1; 3];
+        w[i] = 0;
+        r.dp.reload("t", &web_conf("full-nat", w), &mut r.pool).unwrap();
+        let syn = r.through(0, &tcp_frame(C_MAC, (CLIENT, 30001), (VIP, 80), true, false), 1);
+        assert_ne!(tcp4(&syn).2, be, "a new connection went to the drained backend (closed by RST: {rst})");
+        assert!(stats(&r).contains(" flows_restarted=1"), "{}", stats(&r));
+        r.finish();
+    }
+}
+
+#[test]
+fn a_syn_on_an_open_flow_keeps_its_backend() {
+    // Only one FIN: the connection may still carry data the other way.
+    let mut r = Rig::lb_with(crate::registry::parse(&web_conf("full-nat", [1, 1, 1])).unwrap());
+    let syn = r.through(0, &tcp_frame(C_MAC, (CLIENT, 30002), (VIP, 80), true, false), 1);
+    let (src, sport, be, _, _) = tcp4(&syn);
+    r.through(1, &tcp_flags_frame(S_MAC, (be, 8000), (src, sport), 0x12), 0);
+    r.through(0, &tcp_flags_frame(C_MAC, (CLIENT, 30002), (VIP, 80), 0x11), 1);
+    let i = BACKENDS.iter().position(|b| *b == be).unwrap();
+    let mut w = [1; 3];
+    w[i] = 0;
+    r.dp.reload("t", &web_conf("dnat", w), &mut r.pool).unwrap();
+    let again = r.through(0, &tcp_frame(C_MAC, (CLIENT, 30002), (VIP, 80), true, false), 1);
+    let (s2, p2, b2, _, _) = tcp4(&again);
+    assert_eq!((s2, p2, b2), (src, sport, be), "a half-closed flow stays where it is");
+    assert!(stats(&r).contains(" flows_restarted=0"), "{}", stats(&r));
+    r.finish();
+}
