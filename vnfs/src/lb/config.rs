@@ -86,6 +86,9 @@ pub struct LbConfig {
     /// healthy backend: per second and burst, per client.
     pub refusal_rate: u32,
     pub refusal_burst: u32,
+    /// Most flows one client address may hold (`client-flows N`); `None`:
+    /// [`LbConfig::client_quota`]'s default.
+    pub client_flows: Option<u32>,
     pub line: Line,
 }
 
@@ -93,6 +96,15 @@ impl LbConfig {
     /// Whether a service is IPv6.
     pub fn has_ipv6(&self) -> bool {
         self.services.iter().any(|s| s.vip.is_ipv6())
+    }
+
+    /// Most flows one client may hold: `client-flows`, else an eighth of
+    /// the table (at least 64), as the NAT's `host-sessions`: room for a
+    /// client behind a large NAT, but no single source fills the table. A
+    /// quota of the whole table or more never binds: a full table evicts.
+    pub fn client_quota(&self) -> u32 {
+        let all = self.flows.min(u32::MAX as usize) as u32;
+        self.client_flows.unwrap_or((all / 8).max(64))
     }
 }
 
@@ -102,6 +114,7 @@ impl Default for LbConfig {
             services: Vec::new(),
             refusal_rate: 100,
             refusal_burst: 20,
+            client_flows: None,
             line: Line(0),
             table_size: 65537,
             flows: 65536,
@@ -320,7 +333,7 @@ fn port_for6(config: &Config, a: Ipv6Addr) -> Option<usize> {
     })
 }
 
-/// `lb table-size PRIME flows N`
+/// `lb table-size PRIME flows N client-flows N ...`
 fn parse_lb(stmt: &Stmt<'_>, lb: &mut LbConfig, errors: &mut Errors) {
     lb.line = Line(stmt.words[0].line);
     for (key, value) in key_values(stmt, 1, errors) {
@@ -356,13 +369,18 @@ fn parse_lb(stmt: &Stmt<'_>, lb: &mut LbConfig, errors: &mut Errors) {
             )),
             ("refusal-rate", Some(n)) if n <= 1_000_000 => lb.refusal_rate = n as u32,
             ("refusal-burst", Some(n)) if (1..=1_000_000).contains(&n) => lb.refusal_burst = n as u32,
+            ("client-flows", Some(n)) if (1..=16_000_000).contains(&n) => lb.client_flows = Some(n as u32),
+            ("client-flows", _) => errors.push(ConfigError::at(
+                &value,
+                format!("bad client-flows `{}`: expected flows per client from 1 to 16000000", value.text),
+            )),
             ("refusal-rate" | "refusal-burst", _) => errors.push(ConfigError::at(
                 &value,
                 format!("bad {} `{}`: expected a number up to 1000000", key.text, value.text),
             )),
             (other, _) => errors.push(ConfigError::at(
                 &key,
-                format!("unknown lb setting `{other}`: expected table-size, flows, udp-timeout, tcp-established-timeout, tcp-transitory-timeout, refusal-rate or refusal-burst"),
+                format!("unknown lb setting `{other}`: expected table-size, flows, client-flows, udp-timeout, tcp-established-timeout, tcp-transitory-timeout, refusal-rate or refusal-burst"),
             )),
         }
     }

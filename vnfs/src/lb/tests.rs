@@ -280,7 +280,8 @@ fn a_reload_keeps_flows_on_their_backends_and_rebuilds_only_changed_services() {
 #[test]
 fn a_full_flow_table_evicts_half_open_flows_never_established_ones() {
     let text = "port client address 10.1.0.1/24\nport servers address 10.2.0.1/24\n\
-                service web {\n vip 10.1.0.1:80\n check none\n backend 10.2.0.11:8000\n}\nlb table-size 251 flows 16\n";
+                service web {\n vip 10.1.0.1:80\n check none\n backend 10.2.0.11:8000\n}\nlb table-size 251 flows 16 client-flows 1000\n";
+    // One client floods here: its quota is out of the way (another test has it).
     let mut lb = Lb::from_config(lb_of(&crate::registry::parse(text).unwrap()), 1);
     let mut pool = PacketPool::new(4);
     let mut send = |lb: &mut Lb, port: u16, syn: bool, ack: bool| {
@@ -429,4 +430,83 @@ fn a_syn_on_an_open_flow_keeps_its_backend() {
     assert_eq!((s2, p2, b2), (src, sport, be), "a half-closed flow stays where it is");
     assert!(stats(&r).contains(" flows_restarted=0"), "{}", stats(&r));
     r.finish();
+}
+
+/// `dns` (UDP) and `web` (TCP) with a 16-flow table and `lb` settings `extra`.
+fn small_table(extra: &str) -> config::Config {
+    let text = std::format!(
+        "port client address 10.1.0.1/24\nport servers address 10.2.0.1/24\n\
+         service web {{\n vip 10.1.0.1:80\n check none\n backend 10.2.0.11:8000\n}}\n\
+         service dns {{\n vip 10.1.0.1:53 udp\n check none\n backend 10.2.0.11:5353\n}}\n\
+         lb table-size 251 flows 16{extra}\n"
+    );
+    crate::registry::parse(&text).unwrap()
+}
+
+#[test]
+fn one_clients_udp_flows_cannot_lock_others_out_of_a_full_table() {
+    let mut r = Rig::lb_with(small_table(""));
+    // Another client's established TCP connection.
+    let other = Ipv4Addr::new(10, 1, 0, 3);
+    let syn = r.through(0, &tcp_frame(C_MAC, (other, 40000), (VIP, 80), true, false), 1);
+    let (src, sport, be, _, _) = tcp4(&syn);
+    r.through(1, &tcp_flags_frame(S_MAC, (be, 8000), (src, sport), 0x12), 0);
+    r.through(0, &tcp_flags_frame(C_MAC, (other, 40000), (VIP, 80), 0x10), 1);
+    // One client's queries, each from a new port, fill the table.
+    for p in 0..15u16 {
+        r.now += 1_000_000;
+        r.through(0, &udp_frame(C_MAC, (CLIENT, 5000 + p), (VIP, 53), b"q"), 1);
+    }
+    // A third client still gets through: the longest-idle UDP flow makes room.
+    r.now += 1_000_000;
+    let third = Ipv4Addr::new(10, 1, 0, 4);
+    r.through(0, &udp_frame(C_MAC, (third, 6000), (VIP, 53), b"q"), 1);
+    assert_eq!(r.drops(0, crate::counters::DropReason::LbFlowTableFull), 0);
+    assert!(stats(&r).contains(" flows_evicted=1"), "{}", stats(&r));
+    // The evicted flow was the oldest query's; the established one stays.
+    let s = {
+        let mut s = std::string::String::new();
+        r.dp.show("flows", &[("limit", "100")], r.now, &mut s);
+        s
+    };
+    assert!(!s.contains(&std::format!("{CLIENT}:5000 ")), "{s}");
+    assert!(s.contains(&std::format!("{CLIENT}:5001 ")), "{s}");
+    assert!(s.contains(&std::format!("{other}:40000 ")), "{s}");
+    r.finish();
+}
+
+#[test]
+fn a_client_over_its_flow_quota_is_refused_and_counted() {
+    let mut r = Rig::lb_with(small_table(" client-flows 4"));
+    for p in 0..4u16 {
+        r.through(0, &udp_frame(C_MAC, (CLIENT, 5000 + p), (VIP, 53), b"q"), 1);
+    }
+    r.send(0, &udp_frame(C_MAC, (CLIENT, 5004), (VIP, 53), b"q"));
+    assert!(r.sent(1).is_empty(), "a fifth flow of one client");
+    assert_eq!(r.drops(0, crate::counters::DropReason::LbClientQuota), 1);
+    // Its flows go on, and another client is not limited by it.
+    r.through(0, &udp_frame(C_MAC, (CLIENT, 5003), (VIP, 53), b"q"), 1);
+    r.through(0, &udp_frame(C_MAC, (Ipv4Addr::new(10, 1, 0, 3), 5004), (VIP, 53), b"q"), 1);
+    assert!(stats(&r).contains(" refused_client_quota=1"), "{}", stats(&r));
+    r.finish();
+}
+
+#[test]
+fn client_flows_is_parsed_with_a_default_and_refused_when_bad() {
+    let lb = lb_of(&small_table("")).clone();
+    assert_eq!(lb.client_quota(), 64, "an eighth of the table, at least 64");
+    assert_eq!(lb_of(&small_table(" client-flows 3")).client_quota(), 3);
+    let mut big = lb.clone();
+    big.flows = 65536;
+    assert_eq!(big.client_quota(), 8192);
+    for bad in [" client-flows 0", " client-flows x", " client-flows"] {
+        let text = std::format!(
+            "port client address 10.1.0.1/24\nport servers address 10.2.0.1/24\n\
+             service dns {{\n vip 10.1.0.1:53 udp\n check none\n backend 10.2.0.11:5353\n}}\nlb flows 16{bad}\n"
+        );
+        let e = crate::registry::parse(&text).unwrap_err();
+        assert_eq!(e[0].line, 8, "{bad}: {e:?}");
+        assert!(e[0].column >= 13, "the value's or the setting's column: {e:?}");
+        assert!(e[0].message.contains("client-flows"), "{bad}: {e:?}");
+    }
 }
