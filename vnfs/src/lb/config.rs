@@ -60,6 +60,10 @@ pub struct ServiceConfig {
     pub snat: IpAddr,
     pub backends: Vec<BackendConfig>,
     pub check: CheckKind,
+    /// The port the check connects to on each backend (`check tcp port N`,
+    /// `check http PATH port N`); `None`: the backend's own port. A UDP
+    /// service is checked this way, on a TCP port of the same host.
+    pub check_port: Option<u16>,
     /// Between checks (µs; `interval 500ms`, `interval 2`).
     pub interval: u64,
     /// How long a check may take (µs).
@@ -126,7 +130,7 @@ impl Default for LbConfig {
 }
 
 /// `service NAME { vip ADDR:PORT [tcp|udp]; mode full-nat|dnat; snat ADDR;
-/// backend ADDR:PORT [weight N]; check tcp|http PATH|none; interval S;
+/// backend ADDR:PORT [weight N]; check tcp|http PATH [port N]|none; interval S;
 /// timeout S; rise N; fall N }`
 fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<ServiceConfig> {
     let kw = stmt.words[0];
@@ -148,6 +152,7 @@ fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Optio
         snat: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         backends: Vec::new(),
         check: CheckKind::Tcp,
+        check_port: None,
         interval: 2_000_000,
         timeout: 1_000_000,
         rise: 2,
@@ -232,15 +237,11 @@ fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Optio
                 }
                 svc.backends.push(BackendConfig { addr, port, weight, via_port, line: Line(key.line) });
             }
-            "check" => match first.text {
-                "tcp" => svc.check = CheckKind::Tcp,
-                "none" => svc.check = CheckKind::None,
-                "http" => match args.get(1) {
-                    Some(path) if path.text.starts_with('/') && path.text.len() < 200 => svc.check = CheckKind::Http(path.text.to_string()),
-                    _ => errors.push(ConfigError::at(&key, "`check http` needs a path such as /healthz")),
-                },
-                other => errors.push(ConfigError::at(first, format!("unknown check `{other}`: expected tcp, http PATH or none"))),
-            },
+            "check" => {
+                if let Some((check, port)) = parse_check(&key, args, errors) {
+                    (svc.check, svc.check_port) = (check, port);
+                }
+            }
             "interval" | "timeout" => match parse_duration(first.text) {
                 Some(v) if (10_000..=3_600_000_000).contains(&v) => {
                     if key.text == "interval" { svc.interval = v } else { svc.timeout = v }
@@ -298,6 +299,61 @@ fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Optio
         errors.push(ConfigError::at(&kw, format!("service `{}`: full-nat needs a source address: give the backends' port an address of the VIP's family, or `snat`", svc.name)));
     }
     (errors.len() == before).then_some(svc)
+}
+
+/// `check tcp [port N]`, `check http PATH [port N]` or `check none`
+/// (`args`: the words after `check`); every word it does not understand
+/// is an error at that word.
+fn parse_check(
+    key: &crate::config::Token<'_>,
+    args: &[crate::config::Token<'_>],
+    errors: &mut Errors,
+) -> Option<(CheckKind, Option<u16>)> {
+    let first = args.first()?;
+    let (check, rest) = match first.text {
+        "tcp" => (CheckKind::Tcp, &args[1..]),
+        "none" => (CheckKind::None, &args[1..]),
+        "http" => match args.get(1) {
+            Some(path) if path.text.starts_with('/') && path.text.len() < 200 => {
+                (CheckKind::Http(path.text.to_string()), &args[2..])
+            }
+            _ => {
+                errors.push(ConfigError::at(key, "`check http` needs a path such as /healthz"));
+                return None;
+            }
+        },
+        other => {
+            errors.push(ConfigError::at(first, format!("unknown check `{other}`: expected tcp, http PATH or none")));
+            return None;
+        }
+    };
+    let port = match rest {
+        [] => None,
+        [p, ..] if p.text == "port" && check != CheckKind::None => {
+            let Some(v) = rest.get(1) else {
+                errors.push(ConfigError::at(p, "`port` needs a port number: `check tcp port 8053`"));
+                return None;
+            };
+            match v.text.parse::<u16>() {
+                Ok(n) if n != 0 => Some(n),
+                _ => {
+                    errors.push(ConfigError::at(v, format!("bad check port `{}`: expected 1 to 65535", v.text)));
+                    return None;
+                }
+            }
+        }
+        [w, ..] => {
+            let expected =
+                if check == CheckKind::None { "`check none` takes nothing more" } else { "expected `port N`" };
+            errors.push(ConfigError::at(w, format!("unexpected `{}`: {expected}", w.text)));
+            return None;
+        }
+    };
+    if let Some(w) = rest.get(2) {
+        errors.push(ConfigError::at(w, format!("unexpected `{}`: the check is complete", w.text)));
+        return None;
+    }
+    Some((check, port))
 }
 
 /// `ADDR:PORT` or `[ADDR6]:PORT`.

@@ -87,6 +87,8 @@ pub struct Service {
     pub backends: Vec<Backend>,
     table: MaglevTable,
     check: CheckKind,
+    /// The port checks connect to (`None`: each backend's own).
+    check_port: Option<u16>,
     interval: Micros,
     timeout: Micros,
     rise: u32,
@@ -158,6 +160,7 @@ fn services_of(config: &LbConfig, names: &mut v6::Names) -> Vec<Service> {
                 backends,
                 table: MaglevTable::build(&[], 0),
                 check: s.check.clone(),
+                check_port: s.check_port,
                 interval: s.interval,
                 timeout: s.timeout,
                 rise: s.rise,
@@ -334,7 +337,10 @@ impl Lb {
                 continue;
             };
             let os = &mut old[osi];
-            let same_check = os.check == ns.check && os.interval == ns.interval && os.timeout == ns.timeout;
+            let same_check = os.check == ns.check
+                && os.check_port == ns.check_port
+                && os.interval == ns.interval
+                && os.timeout == ns.timeout;
             for (nbi, nb) in ns.backends.iter_mut().enumerate() {
                 let Some(obi) = os.backends.iter().position(|b| b.ep == nb.ep) else { continue };
                 let ob = &mut os.backends[obi];
@@ -887,7 +893,7 @@ impl Stage for Lb {
                 let Some(ok) = b.health.step(
                     cx,
                     &svc.check,
-                    (b.real, b.ep.port),
+                    (b.real, svc.check_port.unwrap_or(b.ep.port)),
                     b.via_port,
                     local_base,
                     svc.interval,
@@ -952,7 +958,7 @@ impl Stage for Lb {
     }
 
     /// `show backends`: per service and backend, health, weight, flows,
-    /// checks.
+    /// the check and the port it connects to, checks.
     fn show(&self, what: &str, query: &[(&str, &str)], now: Micros, out: &mut String) -> bool {
         use core::fmt::Write as _;
         if what == "flows" {
@@ -964,20 +970,26 @@ impl Stage for Lb {
         }
         let _ = writeln!(
             out,
-            "{:<12} {:<21} {:<21} {:<8} {:>6} {:>8} {:>9} {:>9}",
-            "service", "vip", "backend", "health", "weight", "flows", "checks_ok", "failed"
+            "{:<12} {:<21} {:<21} {:<8} {:>6} {:>8} {:<10} {:>9} {:>9}",
+            "service", "vip", "backend", "health", "weight", "flows", "check", "checks_ok", "failed"
         );
         for s in &self.services {
             for b in &s.backends {
+                let check = match &s.check {
+                    CheckKind::None => String::from("none"),
+                    CheckKind::Tcp => alloc::format!("tcp:{}", s.check_port.unwrap_or(b.ep.port)),
+                    CheckKind::Http(_) => alloc::format!("http:{}", s.check_port.unwrap_or(b.ep.port)),
+                };
                 let _ = writeln!(
                     out,
-                    "{:<12} {:<21} {:<21} {:<8} {:>6} {:>8} {:>9} {:>9}",
+                    "{:<12} {:<21} {:<21} {:<8} {:>6} {:>8} {:<10} {:>9} {:>9}",
                     s.name,
                     v6::show_ep(s.vip_real(), s.vip.port),
                     v6::show_ep(b.real, b.ep.port),
                     if b.healthy { "up" } else { "down" },
                     b.weight,
                     b.counters.active_flows,
+                    check,
                     b.health.total_ok,
                     b.health.total_failed
                 );

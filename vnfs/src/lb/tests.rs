@@ -510,3 +510,90 @@ fn client_flows_is_parsed_with_a_default_and_refused_when_bad() {
         assert!(e[0].message.contains("client-flows"), "{bad}: {e:?}");
     }
 }
+
+/// A UDP DNS service on :53 whose backends answer on :5353, checked with
+/// `check`.
+fn dns_checked(check: &str) -> std::string::String {
+    std::format!(
+        "port client address 10.1.0.1/24\nport servers address 10.2.0.1/24\n\
+         service dns {{\n vip 10.1.0.1:53 udp\n backend 10.2.0.11:5353\n {check}\n interval 1\n rise 1\n}}\n\
+         lb table-size 251\n"
+    )
+}
+
+#[test]
+fn check_port_is_parsed_and_trailing_words_are_refused_with_their_column() {
+    let svc = |check: &str| lb_of(&crate::registry::parse(&dns_checked(check)).unwrap()).services[0].clone();
+    let s = svc("check tcp port 8053");
+    assert_eq!((s.check.clone(), s.check_port), (super::CheckKind::Tcp, Some(8053)));
+    let s = svc("check http /healthz port 8080");
+    assert_eq!((s.check.clone(), s.check_port), (super::CheckKind::Http("/healthz".into()), Some(8080)));
+    assert_eq!(svc("check tcp").check_port, None, "default: the backend's own port");
+    // (check, column of the first word not understood, what the error says)
+    for (check, column, says) in [
+        ("check tcp foo", 12, "unexpected `foo`"),
+        ("check http /health port", 21, "`port` needs a port number"),
+        ("check http /health port 0", 26, "bad check port `0`"),
+        ("check http /health port 70000", 26, "bad check port `70000`"),
+        ("check http /health port 8080 now", 31, "unexpected `now`"),
+        ("check tcp port 8053 port 8054", 22, "unexpected `port`"),
+        ("check http /health 8080", 21, "unexpected `8080`"),
+        ("check none port 53", 13, "unexpected `port`"),
+        ("check http", 2, "`check http` needs a path"),
+        ("check udp", 8, "unknown check `udp`"),
+    ] {
+        let e = crate::registry::parse(&dns_checked(check)).unwrap_err();
+        assert_eq!((e.len(), e[0].line, e[0].column), (1, 6, column), "{check}: {e:?}");
+        assert!(e[0].message.contains(says), "{check}: {e:?}");
+    }
+}
+
+#[test]
+fn a_udp_service_is_checked_on_another_tcp_port_of_its_backend() {
+    let cfg = crate::registry::parse(&dns_checked("check tcp port 8053")).unwrap();
+    let mut r = Rig::with(&cfg, &[C_MAC, S_MAC]);
+    r.send(0, &arp_request(PEER_MAC, CLIENT, VIP));
+    r.sent(0);
+    // The checks begin; the host stack asks for the backend's address first.
+    let mut syn = None;
+    for _ in 0..20 {
+        r.now += 100_000;
+        r.dp.poll(r.now, &mut r.pool);
+        for f in r.sent(1) {
+            if f[12..14] == [0x08, 0x06] {
+                r.send(1, &arp_reply(PEER_MAC, BACKENDS[0], S_MAC, LB_SIDE));
+            } else if syn.is_none() {
+                syn = Some(f);
+            }
+        }
+        if syn.is_some() {
+            break;
+        }
+    }
+    let syn = syn.expect("a health check SYN");
+    let (src, sport, dst, dport, flags) = tcp4(&syn);
+    assert_eq!((src, dst, dport, flags & 0x12), (LB_SIDE, BACKENDS[0], 8053, 0x02), "the check's target");
+    // The backend accepts on its check port: it comes up (rise 1), and
+    // the service's queries go to the backend's DNS port.
+    let seq = TcpPacket::new_checked(&syn[34..]).unwrap().seq_number();
+    let mut synack = tcp_flags_frame(S_MAC, (dst, dport), (src, sport), 0x12);
+    {
+        let mut ip = Ipv4Packet::new_unchecked(&mut synack[14..]);
+        let (s, d) = (ip.src_addr(), ip.dst_addr());
+        let mut t = TcpPacket::new_unchecked(ip.payload_mut());
+        t.set_ack_number(seq + 1);
+        t.fill_checksum(&s.into(), &d.into());
+    }
+    r.send(1, &synack);
+    r.now += 1000;
+    r.dp.poll(r.now, &mut r.pool);
+    r.sent(1);
+    assert!(stats(&r).contains("healthy=1"), "{}", stats(&r));
+    let q = r.through(0, &udp_frame(C_MAC, (CLIENT, 5555), (VIP, 53), b"q"), 1);
+    let ip = Ipv4Packet::new_checked(&q[14..]).unwrap();
+    assert_eq!(UdpPacket::new_checked(ip.payload()).unwrap().dst_port(), 5353);
+    let mut show = std::string::String::new();
+    r.dp.show("backends", &[], r.now, &mut show);
+    assert!(show.contains("tcp:8053"), "{show}");
+    r.finish();
+}
