@@ -22,6 +22,18 @@ const TIMEOUT: u64 = 1;
 /// Backend i is 10.2.0.(11+i) with the given weight; `running` says whose
 /// HTTP server starts now.
 fn lb_lab(mode: &str, weights: &[u32], running: &[bool]) -> LbLab {
+    let mut svc = format!(
+        "service web {{\n  vip 10.1.0.1:80\n  mode {mode}\n  check http /healthz\n  interval {INTERVAL}\n  timeout {TIMEOUT}\n  rise 2\n  fall {FALL}\n"
+    );
+    for (i, w) in weights.iter().enumerate() {
+        svc += &format!("  backend 10.2.0.{}:8000 weight {w}\n", 11 + i);
+    }
+    lab_with(svc, running)
+}
+
+/// The lab with service block `svc` (open: the lab closes it); backend i
+/// is 10.2.0.(11+i), with its HTTP server on :8000 if `running[i]`.
+fn lab_with(svc: String, running: &[bool]) -> LbLab {
     let mut spec = LabSpec::two_ports(Machine::Microvm).unwrap();
     spec.ports = vec![
         PortSpec::new("client", "10.1.0.1/24", "10.1.0.2/24"),
@@ -29,12 +41,6 @@ fn lb_lab(mode: &str, weights: &[u32], running: &[bool]) -> LbLab {
         PortSpec::new("mgmt", "10.9.0.1/24", "10.9.0.2/24"),
     ];
     spec.token = Some(TOKEN.into());
-    let mut svc = format!(
-        "service web {{\n  vip 10.1.0.1:80\n  mode {mode}\n  check http /healthz\n  interval {INTERVAL}\n  timeout {TIMEOUT}\n  rise 2\n  fall {FALL}\n"
-    );
-    for (i, w) in weights.iter().enumerate() {
-        svc += &format!("  backend 10.2.0.{}:8000 weight {w}\n", 11 + i);
-    }
     spec.extra_config = svc + "}\nmanagement mgmt listen 8080 token-file token\n";
     let lab = Lab::start(&spec).unwrap_or_else(|e| panic!("lab did not start: {e}"));
     let servers = lab.port("servers");
@@ -65,6 +71,20 @@ fn serve(ns: &Netns, addr: &str, i: usize) -> u32 {
 }
 
 impl LbLab {
+    /// Waits until the console counters say `up` backends of `service`
+    /// are healthy.
+    fn wait_up_of(&mut self, service: &str, up: u64, within: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            let stats = self.lab.vm.stats().unwrap();
+            if stats.get(service, "backends_up") == up {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < within, "not {up} backends of {service} up within {within:?}: {stats:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Waits until the console counters say `up` backends are healthy.
     fn wait_up(&mut self, up: u64, within: Duration) -> Duration {
         let start = Instant::now();
@@ -241,4 +261,40 @@ fn reloads_keep_flows_and_health_and_close_their_checks() {
     assert!(after <= sockets + 4, "host sockets {sockets} -> {after} after 11 reloads");
     let counts = l.spread(30);
     assert!(!counts.contains_key("FAILED") && !counts.contains_key("b3"), "{counts:?}");
+}
+
+#[test]
+fn a_udp_service_is_checked_on_an_http_port_of_its_backends() {
+    // DNS-like: the VIP's :53 goes to each backend's :5353 (UDP), whose
+    // health is its HTTP server's on :8000.
+    let svc = format!(
+        "service dns {{\n  vip 10.1.0.1:53 udp\n  check http /healthz port 8000\n  interval {INTERVAL}\n  timeout {TIMEOUT}\n  rise 2\n  fall {FALL}\n  backend 10.2.0.11:5353\n  backend 10.2.0.12:5353\n"
+    );
+    let mut l = lab_with(svc, &[true, true]);
+    for (i, ns) in l.backends.iter().enumerate() {
+        ns.spawn(&["python3", &script("udp_echo.py"), &format!("10.2.0.{}", 11 + i), "5353", &format!("u{i}")])
+            .unwrap();
+    }
+    l.wait_up_of("dns", 2, Duration::from_secs(20));
+    let ask = |l: &LbLab, ports: std::ops::Range<u16>| -> BTreeMap<String, usize> {
+        let mut seen = BTreeMap::new();
+        for p in ports {
+            let (_, out) =
+                ns_run(l.lab.port("client"), &["python3", &script("udp_client.py"), &p.to_string(), "10.1.0.1:53"]);
+            let who = out.split_whitespace().next().unwrap_or("?").to_string();
+            *seen.entry(who).or_insert(0) += 1;
+        }
+        seen
+    };
+    let seen = ask(&l, 41000..41020);
+    assert_eq!(seen.get("u0").copied().unwrap_or(0) + seen.get("u1").copied().unwrap_or(0), 20, "{seen:?}");
+    // Backend 1's health port stops answering: it goes down, its UDP
+    // server still runs, and new queries all go to backend 0.
+    let pid = l.servers[1].take().unwrap();
+    let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+    l.wait_up_of("dns", 1, Duration::from_secs(INTERVAL * FALL + TIMEOUT + 8));
+    let seen = ask(&l, 42000..42010);
+    assert_eq!(seen.get("u0").copied(), Some(10), "{seen:?}");
+    let (_, show) = mgmt_curl(l.lab.port("mgmt"), Some(TOKEN), &[], "/show/backends");
+    assert!(show.contains("http:8000"), "{show}");
 }

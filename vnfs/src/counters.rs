@@ -90,6 +90,7 @@ drop_reasons! {
     L4Truncated => "l4_truncated", "TCP/UDP/ICMP header too short to translate or balance";
     LbNoBackend => "lb_no_backend", "no backend of the service is up (TCP reset / ICMP port unreachable sent)";
     LbFlowTableFull => "lb_flow_table_full", "load balancer flow table full: new flow refused";
+    LbClientQuota => "lb_client_quota", "the client holds all the load balancer flows its quota allows (lb client-flows): new flow refused";
     HostStackBacklog => "host_stack_backlog", "packets for the appliance itself arrived faster than its host stack drains them";
     TxRingFull => "tx_ring_full", "the egress NIC's transmit ring was full";
     OffloadUnsupported => "offload_unsupported", "a frame in several buffers, or a partial checksum or super-packet that is not TCP/UDP over IPv4, that cannot go on as it is";

@@ -96,6 +96,14 @@ pub fn is_closing(state: u8) -> bool {
     state & (RST_SEEN | FIN_OUT | FIN_IN) != 0
 }
 
+/// Whether TCP state bits say the connection is over: an RST seen, or a
+/// FIN each way (TIME-WAIT from here on). A SYN on such a tuple opens a new
+/// connection (Linux conntrack starts a new entry for a SYN in CLOSE or
+/// TIME_WAIT; RFC 5382 REQ-5 and RFC 7857 §3.2 let a NAT reuse it).
+pub fn is_closed(state: u8) -> bool {
+    state & RST_SEEN != 0 || state & (FIN_OUT | FIN_IN) == FIN_OUT | FIN_IN
+}
+
 /// Whether TCP state bits say the handshake completed.
 pub fn is_established(state: u8) -> bool {
     state & (SYN_OUT | SYN_IN | ACKED) == SYN_OUT | SYN_IN | ACKED

@@ -60,6 +60,10 @@ pub struct ServiceConfig {
     pub snat: IpAddr,
     pub backends: Vec<BackendConfig>,
     pub check: CheckKind,
+    /// The port the check connects to on each backend (`check tcp port N`,
+    /// `check http PATH port N`); `None`: the backend's own port. A UDP
+    /// service is checked this way, on a TCP port of the same host.
+    pub check_port: Option<u16>,
     /// Between checks (µs; `interval 500ms`, `interval 2`).
     pub interval: u64,
     /// How long a check may take (µs).
@@ -86,6 +90,9 @@ pub struct LbConfig {
     /// healthy backend: per second and burst, per client.
     pub refusal_rate: u32,
     pub refusal_burst: u32,
+    /// Most flows one client address may hold (`client-flows N`); `None`:
+    /// [`LbConfig::client_quota`]'s default.
+    pub client_flows: Option<u32>,
     pub line: Line,
 }
 
@@ -93,6 +100,15 @@ impl LbConfig {
     /// Whether a service is IPv6.
     pub fn has_ipv6(&self) -> bool {
         self.services.iter().any(|s| s.vip.is_ipv6())
+    }
+
+    /// Most flows one client may hold: `client-flows`, else an eighth of
+    /// the table (at least 64), as the NAT's `host-sessions`: room for a
+    /// client behind a large NAT, but no single source fills the table. A
+    /// quota of the whole table or more never binds: a full table evicts.
+    pub fn client_quota(&self) -> u32 {
+        let all = self.flows.min(u32::MAX as usize) as u32;
+        self.client_flows.unwrap_or((all / 8).max(64))
     }
 }
 
@@ -102,6 +118,7 @@ impl Default for LbConfig {
             services: Vec::new(),
             refusal_rate: 100,
             refusal_burst: 20,
+            client_flows: None,
             line: Line(0),
             table_size: 65537,
             flows: 65536,
@@ -113,7 +130,7 @@ impl Default for LbConfig {
 }
 
 /// `service NAME { vip ADDR:PORT [tcp|udp]; mode full-nat|dnat; snat ADDR;
-/// backend ADDR:PORT [weight N]; check tcp|http PATH|none; interval S;
+/// backend ADDR:PORT [weight N]; check tcp|http PATH [port N]|none; interval S;
 /// timeout S; rise N; fall N }`
 fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<ServiceConfig> {
     let kw = *stmt.words[0];
@@ -135,6 +152,7 @@ fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Optio
         snat: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         backends: Vec::new(),
         check: CheckKind::Tcp,
+        check_port: None,
         interval: 2_000_000,
         timeout: 1_000_000,
         rise: 2,
@@ -219,15 +237,11 @@ fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Optio
                 }
                 svc.backends.push(BackendConfig { addr, port, weight, via_port, line: Line(key.line) });
             }
-            "check" => match first.text {
-                "tcp" => svc.check = CheckKind::Tcp,
-                "none" => svc.check = CheckKind::None,
-                "http" => match args.get(1) {
-                    Some(path) if path.text.starts_with('/') && path.text.len() < 200 => svc.check = CheckKind::Http(path.text.to_string()),
-                    _ => errors.push(ConfigError::at(&key, "`check http` needs a path such as /healthz")),
-                },
-                other => errors.push(ConfigError::at(first, format!("unknown check `{other}`: expected tcp, http PATH or none"))),
-            },
+            "check" => {
+                if let Some((check, port)) = parse_check(&key, args, errors) {
+                    (svc.check, svc.check_port) = (check, port);
+                }
+            }
             "interval" | "timeout" => match parse_duration(first.text) {
                 Some(v) if (10_000..=3_600_000_000).contains(&v) => {
                     if key.text == "interval" { svc.interval = v } else { svc.timeout = v }
@@ -287,6 +301,61 @@ fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Optio
     (errors.len() == before).then_some(svc)
 }
 
+/// `check tcp [port N]`, `check http PATH [port N]` or `check none`
+/// (`args`: the words after `check`); every word it does not understand
+/// is an error at that word.
+fn parse_check(
+    key: &crate::config::Token<'_>,
+    args: &[crate::config::Token<'_>],
+    errors: &mut Errors,
+) -> Option<(CheckKind, Option<u16>)> {
+    let first = args.first()?;
+    let (check, rest) = match first.text {
+        "tcp" => (CheckKind::Tcp, &args[1..]),
+        "none" => (CheckKind::None, &args[1..]),
+        "http" => match args.get(1) {
+            Some(path) if path.text.starts_with('/') && path.text.len() < 200 => {
+                (CheckKind::Http(path.text.to_string()), &args[2..])
+            }
+            _ => {
+                errors.push(ConfigError::at(key, "`check http` needs a path such as /healthz"));
+                return None;
+            }
+        },
+        other => {
+            errors.push(ConfigError::at(first, format!("unknown check `{other}`: expected tcp, http PATH or none")));
+            return None;
+        }
+    };
+    let port = match rest {
+        [] => None,
+        [p, ..] if p.text == "port" && check != CheckKind::None => {
+            let Some(v) = rest.get(1) else {
+                errors.push(ConfigError::at(p, "`port` needs a port number: `check tcp port 8053`"));
+                return None;
+            };
+            match v.text.parse::<u16>() {
+                Ok(n) if n != 0 => Some(n),
+                _ => {
+                    errors.push(ConfigError::at(v, format!("bad check port `{}`: expected 1 to 65535", v.text)));
+                    return None;
+                }
+            }
+        }
+        [w, ..] => {
+            let expected =
+                if check == CheckKind::None { "`check none` takes nothing more" } else { "expected `port N`" };
+            errors.push(ConfigError::at(w, format!("unexpected `{}`: {expected}", w.text)));
+            return None;
+        }
+    };
+    if let Some(w) = rest.get(2) {
+        errors.push(ConfigError::at(w, format!("unexpected `{}`: the check is complete", w.text)));
+        return None;
+    }
+    Some((check, port))
+}
+
 /// `ADDR:PORT` or `[ADDR6]:PORT`.
 fn endpoint_any(t: &crate::config::Token<'_>, errors: &mut Errors) -> Option<(IpAddr, u16)> {
     if let Some(rest) = t.text.strip_prefix('[') {
@@ -320,7 +389,7 @@ fn port_for6(config: &Config, a: Ipv6Addr) -> Option<usize> {
     })
 }
 
-/// `lb table-size PRIME flows N`
+/// `lb table-size PRIME flows N client-flows N ...`
 fn parse_lb(stmt: &Stmt<'_>, lb: &mut LbConfig, errors: &mut Errors) {
     lb.line = Line(stmt.words[0].line);
     for (key, value) in key_values(stmt, 1, errors) {
@@ -356,13 +425,18 @@ fn parse_lb(stmt: &Stmt<'_>, lb: &mut LbConfig, errors: &mut Errors) {
             )),
             ("refusal-rate", Some(n)) if n <= 1_000_000 => lb.refusal_rate = n as u32,
             ("refusal-burst", Some(n)) if (1..=1_000_000).contains(&n) => lb.refusal_burst = n as u32,
+            ("client-flows", Some(n)) if (1..=16_000_000).contains(&n) => lb.client_flows = Some(n as u32),
+            ("client-flows", _) => errors.push(ConfigError::at(
+                &value,
+                format!("bad client-flows `{}`: expected flows per client from 1 to 16000000", value.text),
+            )),
             ("refusal-rate" | "refusal-burst", _) => errors.push(ConfigError::at(
                 &value,
                 format!("bad {} `{}`: expected a number up to 1000000", key.text, value.text),
             )),
             (other, _) => errors.push(ConfigError::at(
                 &key,
-                format!("unknown lb setting `{other}`: expected table-size, flows, udp-timeout, tcp-established-timeout, tcp-transitory-timeout, refusal-rate or refusal-burst"),
+                format!("unknown lb setting `{other}`: expected table-size, flows, client-flows, udp-timeout, tcp-established-timeout, tcp-transitory-timeout, refusal-rate or refusal-burst"),
             )),
         }
     }

@@ -24,7 +24,7 @@ use core::net::{IpAddr, Ipv4Addr};
 pub use self::config::{BackendConfig, CheckKind, LbConfig, LbMode, ServiceConfig};
 use crate::config::{BuildContext, StageConfig, StageDef};
 use crate::counters::DropReason;
-use crate::flow::{idle_timeout, Endpoint, Timeouts, TCP, UDP};
+use crate::flow::{idle_timeout, tcp_flags, Endpoint, Timeouts, TCP, UDP};
 use crate::icmp::IcmpError;
 use crate::packet::{Batch, Packet, PortId, BURST};
 use crate::stage::{for_each_packet, Stage, StageContext};
@@ -87,6 +87,8 @@ pub struct Service {
     pub backends: Vec<Backend>,
     table: MaglevTable,
     check: CheckKind,
+    /// The port checks connect to (`None`: each backend's own).
+    check_port: Option<u16>,
     interval: Micros,
     timeout: Micros,
     rise: u32,
@@ -158,6 +160,7 @@ fn services_of(config: &LbConfig, names: &mut v6::Names) -> Vec<Service> {
                 backends,
                 table: MaglevTable::build(&[], 0),
                 check: s.check.clone(),
+                check_port: s.check_port,
                 interval: s.interval,
                 timeout: s.timeout,
                 rise: s.rise,
@@ -210,10 +213,16 @@ pub struct LbCounters {
     pub flows_moved: u64,
     pub table_full: u64,
     pub no_backend: u64,
-    /// Transitory TCP flows that made room in a full flow table.
+    /// Flows that made room in a full flow table: transitory TCP or the
+    /// longest-idle UDP.
     pub flows_evicted: u64,
+    /// New flows refused: the client held its quota (`client-flows`).
+    pub refused_client_quota: u64,
     /// Flows ended because a reload removed their backend.
     pub flows_backend_removed: u64,
+    /// Flows ended by a client's SYN on their closed tuple (RST seen, or a
+    /// FIN each way): the SYN began a new flow, scheduled afresh.
+    pub flows_restarted: u64,
     /// Maglev tables built by reloads (only changed services rebuild).
     pub maglev_rebuilds: u64,
     /// Resets and port unreachables not sent: the client's allowance
@@ -243,11 +252,23 @@ pub struct Lb {
     /// IPv6 clients.
     names: v6::Names,
     clients: crate::standin::Hosts,
+    /// Live flows per client address (a stand-in for IPv6): slab of
+    /// (address, count) found through `by_client`, with its free slots;
+    /// one slot per flow, so it never fills first.
+    client_flows: Vec<(Ipv4Addr, u32)>,
+    free_clients: Vec<u32>,
+    by_client: IndexTable,
+    /// Most flows one client may hold.
+    client_quota: u32,
     pub counters: LbCounters,
 }
 
 fn h_fwd(key: u64, proto: u8, client: Endpoint, service: u16) -> u64 {
     hash_words(key ^ 11, &[proto as u64, u32::from(client.addr) as u64, client.port as u64, service as u64])
+}
+
+fn h_client(key: u64, addr: Ipv4Addr) -> u64 {
+    hash_words(key ^ 13, &[u32::from(addr) as u64])
 }
 
 fn h_rev(key: u64, proto: u8, backend: Endpoint, snat: Endpoint) -> u64 {
@@ -283,6 +304,7 @@ impl Lb {
         let mut lb = Lb::new(services, config.flows, config.table_size, seed);
         lb.names = names;
         lb.timeouts = timeouts_of(config);
+        lb.client_quota = config.client_quota();
         lb.refusals = crate::ratelimit::PerSource::new(
             config.refusal_rate,
             config.refusal_burst,
@@ -315,7 +337,10 @@ impl Lb {
                 continue;
             };
             let os = &mut old[osi];
-            let same_check = os.check == ns.check && os.interval == ns.interval && os.timeout == ns.timeout;
+            let same_check = os.check == ns.check
+                && os.check_port == ns.check_port
+                && os.interval == ns.interval
+                && os.timeout == ns.timeout;
             for (nbi, nb) in ns.backends.iter_mut().enumerate() {
                 let Some(obi) = os.backends.iter().position(|b| b.ep == nb.ep) else { continue };
                 let ob = &mut os.backends[obi];
@@ -346,6 +371,8 @@ impl Lb {
         }
         self.services = fresh;
         self.timeouts = timeouts_of(config);
+        // A lowered quota keeps the flows over it; only new ones wait.
+        self.client_quota = config.client_quota();
         // Flows follow their backend's new place; the indexes are rebuilt
         // because both hash a service or backend of the flow.
         let key = self.key;
@@ -374,6 +401,7 @@ impl Lb {
                     // with a reset.
                     self.flows[i].service = NONE;
                     self.free.push(i as u32);
+                    self.client_count(f.client.addr, false);
                     self.counters.flows_backend_removed += 1;
                 }
             }
@@ -413,13 +441,54 @@ impl Lb {
                 hash_words(seed, &[0x636c_6936]),
             ),
             refusals: crate::ratelimit::PerSource::new(100, 20, hash_words(seed, &[0x7265_6675])),
+            client_flows: alloc::vec![(Ipv4Addr::UNSPECIFIED, 0); flows],
+            free_clients: (0..flows as u32).rev().collect(),
+            by_client: IndexTable::new(flows),
+            client_quota: u32::MAX,
             counters: LbCounters::default(),
         }
     }
 
     /// Bytes the flow table for `flows` flows takes.
     pub fn memory_for(flows: usize) -> usize {
-        flows * (core::mem::size_of::<Flow>() + 4) + 2 * IndexTable::memory_for(flows)
+        // Flows and their free list, the two indexes, and the per-client
+        // counts with their free list and index.
+        flows * (core::mem::size_of::<Flow>() + 4 + core::mem::size_of::<(Ipv4Addr, u32)>() + 4)
+            + 3 * IndexTable::memory_for(flows)
+    }
+
+    fn client_slot(&self, addr: Ipv4Addr) -> Option<u32> {
+        let c = &self.client_flows;
+        self.by_client.find(h_client(self.key, addr), |i| c[i as usize].0 == addr)
+    }
+
+    /// Live flows of client `addr`.
+    fn flows_of(&self, addr: Ipv4Addr) -> u32 {
+        self.client_slot(addr).map_or(0, |i| self.client_flows[i as usize].1)
+    }
+
+    /// One flow more (`up`) or less for client `addr`.
+    fn client_count(&mut self, addr: Ipv4Addr, up: bool) {
+        match self.client_slot(addr) {
+            Some(i) if up => self.client_flows[i as usize].1 += 1,
+            Some(i) => {
+                let c = &mut self.client_flows[i as usize];
+                c.1 = c.1.saturating_sub(1);
+                if c.1 == 0 {
+                    let (key, cf) = (self.key, &self.client_flows);
+                    self.by_client.remove(h_client(key, addr), i, |j| h_client(key, cf[j as usize].0));
+                    self.free_clients.push(i);
+                }
+            }
+            // A slot per flow: there is always one for a new flow's client.
+            None if up => {
+                if let Some(i) = self.free_clients.pop() {
+                    self.client_flows[i as usize] = (addr, 1);
+                    self.by_client.insert(h_client(self.key, addr), i);
+                }
+            }
+            None => {}
+        }
     }
 
     /// Live flows.
@@ -487,6 +556,7 @@ impl Lb {
         svc.backends[f.backend as usize].counters.active_flows -= 1;
         self.flows[i as usize].service = NONE;
         self.free.push(i);
+        self.client_count(f.client.addr, false);
         self.counters.flows_expired += 1;
     }
 
@@ -494,12 +564,16 @@ impl Lb {
         xorshift(&mut self.rng)
     }
 
-    /// With the flow table full, frees one expired flow or one TCP flow
-    /// whose handshake is incomplete (or that is closing), found within 64
-    /// flows of the sweep cursor. Established flows are never evicted for
-    /// new ones.
-    fn evict_transitory(&mut self, now: Micros) {
+    /// With the flow table full, frees an expired flow, else of the 64
+    /// flows from the sweep cursor the evictable one nearest its idle
+    /// timeout (the longest idle): a UDP flow, or a TCP flow whose
+    /// handshake is incomplete or that is closing. Established TCP flows
+    /// are never evicted for new ones; UDP has no handshake to tell a
+    /// flood from a client, so without this one source's queries would
+    /// hold the table for the UDP timeout.
+    fn evict_idle(&mut self, now: Micros) {
         let n = self.flows.len();
+        let mut best: Option<(Micros, usize)> = None;
         for _ in 0..64.min(n) {
             let i = self.sweep_at;
             self.sweep_at = (self.sweep_at + 1) % n;
@@ -507,14 +581,19 @@ impl Lb {
             if f.service == NONE {
                 continue;
             }
-            let expired = f.expires <= now;
-            if expired || f.proto == TCP && (!crate::flow::is_established(f.tcp) || crate::flow::is_closing(f.tcp)) {
+            if f.expires <= now {
                 self.remove(i as u32);
-                if !expired {
-                    self.counters.flows_evicted += 1;
-                }
                 return;
             }
+            let evictable = f.proto == UDP
+                || f.proto == TCP && (!crate::flow::is_established(f.tcp) || crate::flow::is_closing(f.tcp));
+            if evictable && best.is_none_or(|(e, _)| f.expires < e) {
+                best = Some((f.expires, i));
+            }
+        }
+        if let Some((_, i)) = best {
+            self.remove(i as u32);
+            self.counters.flows_evicted += 1;
         }
     }
 
@@ -597,7 +676,14 @@ impl Lb {
         let mut flow = self.find_fwd(h, p_proto, client, si, now);
         if let Some(i) = flow {
             let f = self.flows[i as usize];
-            if !self.services[si as usize].backends[f.backend as usize].healthy {
+            let syn = flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
+            if p_proto == TCP && syn && crate::flow::is_closed(f.tcp) {
+                // A new connection on an old tuple: it owes the old flow
+                // nothing, and is scheduled by today's mode and weights.
+                self.remove(i);
+                self.counters.flows_restarted += 1;
+                flow = None;
+            } else if !self.services[si as usize].backends[f.backend as usize].healthy {
                 // Its backend left the table: only such flows move.
                 self.remove(i);
                 self.counters.flows_moved += 1;
@@ -612,6 +698,11 @@ impl Lb {
                 let Some(b) = svc.table.lookup(hash) else {
                     return Err(DropReason::LbNoBackend);
                 };
+                if self.flows_of(client.addr) >= self.client_quota {
+                    self.counters.refused_client_quota += 1;
+                    return Err(DropReason::LbClientQuota);
+                }
+                let svc = &self.services[si as usize];
                 let backend = svc.backends[b].ep;
                 let (mode, snat_addr) = (svc.mode, svc.snat);
                 let snat = match mode {
@@ -621,7 +712,7 @@ impl Lb {
                     }
                 };
                 if self.free.is_empty() {
-                    self.evict_transitory(now);
+                    self.evict_idle(now);
                 }
                 let Some(i) = self.free.pop() else {
                     self.counters.table_full += 1;
@@ -631,6 +722,7 @@ impl Lb {
                     Flow { proto: p_proto, service: si, backend: b as u16, client, snat, expires: 0, tcp: 0 };
                 self.fwd.insert(h_fwd(key, p_proto, client, si), i);
                 self.rev.insert(h_rev(key, p_proto, backend, snat), i);
+                self.client_count(client.addr, true);
                 self.counters.flows_created += 1;
                 let svc = &mut self.services[si as usize];
                 svc.counters.new_flows += 1;
@@ -801,7 +893,7 @@ impl Stage for Lb {
                 let Some(ok) = b.health.step(
                     cx,
                     &svc.check,
-                    (b.real, b.ep.port),
+                    (b.real, svc.check_port.unwrap_or(b.ep.port)),
                     b.via_port,
                     local_base,
                     svc.interval,
@@ -841,11 +933,21 @@ impl Stage for Lb {
         sink.counter("flows_moved", "flows moved off a backend that went down", c.flows_moved);
         sink.counter("flow_table_full", "new flows refused: the table was full", c.table_full);
         sink.counter("no_backend", "packets to a service with no healthy backend", c.no_backend);
-        sink.counter("flows_evicted", "transitory flows evicted for a new one", c.flows_evicted);
+        sink.counter("flows_evicted", "transitory TCP or idle UDP flows evicted for a new one", c.flows_evicted);
+        sink.counter(
+            "refused_client_quota",
+            "new flows refused: the client held its quota (client-flows)",
+            c.refused_client_quota,
+        );
         sink.counter(
             "flows_backend_removed",
             "flows ended because a reload removed their backend",
             c.flows_backend_removed,
+        );
+        sink.counter(
+            "flows_restarted",
+            "flows a client's SYN on their closed tuple replaced with a new one",
+            c.flows_restarted,
         );
         sink.counter("maglev_rebuilds", "Maglev tables rebuilt", c.maglev_rebuilds);
         sink.counter(
@@ -856,7 +958,7 @@ impl Stage for Lb {
     }
 
     /// `show backends`: per service and backend, health, weight, flows,
-    /// checks.
+    /// the check and the port it connects to, checks.
     fn show(&self, what: &str, query: &[(&str, &str)], now: Micros, out: &mut String) -> bool {
         use core::fmt::Write as _;
         if what == "flows" {
@@ -868,20 +970,26 @@ impl Stage for Lb {
         }
         let _ = writeln!(
             out,
-            "{:<12} {:<21} {:<21} {:<8} {:>6} {:>8} {:>9} {:>9}",
-            "service", "vip", "backend", "health", "weight", "flows", "checks_ok", "failed"
+            "{:<12} {:<21} {:<21} {:<8} {:>6} {:>8} {:<10} {:>9} {:>9}",
+            "service", "vip", "backend", "health", "weight", "flows", "check", "checks_ok", "failed"
         );
         for s in &self.services {
             for b in &s.backends {
+                let check = match &s.check {
+                    CheckKind::None => String::from("none"),
+                    CheckKind::Tcp => alloc::format!("tcp:{}", s.check_port.unwrap_or(b.ep.port)),
+                    CheckKind::Http(_) => alloc::format!("http:{}", s.check_port.unwrap_or(b.ep.port)),
+                };
                 let _ = writeln!(
                     out,
-                    "{:<12} {:<21} {:<21} {:<8} {:>6} {:>8} {:>9} {:>9}",
+                    "{:<12} {:<21} {:<21} {:<8} {:>6} {:>8} {:<10} {:>9} {:>9}",
                     s.name,
                     v6::show_ep(s.vip_real(), s.vip.port),
                     v6::show_ep(b.real, b.ep.port),
                     if b.healthy { "up" } else { "down" },
                     b.weight,
                     b.counters.active_flows,
+                    check,
                     b.health.total_ok,
                     b.health.total_failed
                 );

@@ -280,7 +280,8 @@ fn a_reload_keeps_flows_on_their_backends_and_rebuilds_only_changed_services() {
 #[test]
 fn a_full_flow_table_evicts_half_open_flows_never_established_ones() {
     let text = "port client address 10.1.0.1/24\nport servers address 10.2.0.1/24\n\
-                service web {\n vip 10.1.0.1:80\n check none\n backend 10.2.0.11:8000\n}\nlb table-size 251 flows 16\n";
+                service web {\n vip 10.1.0.1:80\n check none\n backend 10.2.0.11:8000\n}\nlb table-size 251 flows 16 client-flows 1000\n";
+    // One client floods here: its quota is out of the way (another test has it).
     let mut lb = Lb::from_config(lb_of(&crate::registry::parse(text).unwrap()), 1);
     let mut pool = PacketPool::new(4);
     let mut send = |lb: &mut Lb, port: u16, syn: bool, ack: bool| {
@@ -332,4 +333,267 @@ fn show_flows_lists_live_flows_filtered_and_paged() {
     let mut out = std::string::String::new();
     lb.show("flows", &[("addr", "192.0.2.99")], 1, &mut out);
     assert_eq!(out.lines().count(), 1, "{out}");
+}
+
+/// A TCP segment with any flags (`FIN` 0x01, `SYN` 0x02, `RST` 0x04, `ACK`
+/// 0x10), built as [`tcp_frame`] builds a plain one.
+fn tcp_flags_frame(dst_mac: [u8; 6], src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8) -> Vec<u8> {
+    let mut f = tcp_frame(dst_mac, src, dst, flags & 0x02 != 0, flags & 0x10 != 0);
+    let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+    let (s, d) = (ip.src_addr(), ip.dst_addr());
+    let mut t = TcpPacket::new_unchecked(ip.payload_mut());
+    t.set_fin(flags & 0x01 != 0);
+    t.set_rst(flags & 0x04 != 0);
+    t.fill_checksum(&s.into(), &d.into());
+    f
+}
+
+/// `web` (TCP) in `mode` with the three backends at `weights`.
+fn web_conf(mode: &str, weights: [u32; 3]) -> std::string::String {
+    let mut text = std::format!(
+        "port client address 10.1.0.1/24\nport servers address 10.2.0.1/24\nservice web {{\n vip 10.1.0.1:80\n mode {mode}\n check none\n"
+    );
+    for (b, w) in BACKENDS.iter().zip(weights) {
+        text += &std::format!(" backend {b}:8000 weight {w}\n");
+    }
+    text + "}\nlb table-size 251\n"
+}
+
+/// A full handshake from `CLIENT:port` through the rig, then the client's
+/// `close` (RST, or FIN each way with their ACKs); returns where the
+/// SYN went (backend, source the backend saw).
+fn connect_and_close(r: &mut Rig, port: u16, rst: bool) -> (Ipv4Addr, (Ipv4Addr, u16)) {
+    let syn = r.through(0, &tcp_frame(C_MAC, (CLIENT, port), (VIP, 80), true, false), 1);
+    let (src, sport, be, _, _) = tcp4(&syn);
+    r.through(1, &tcp_flags_frame(S_MAC, (be, 8000), (src, sport), 0x12), 0);
+    r.through(0, &tcp_flags_frame(C_MAC, (CLIENT, port), (VIP, 80), 0x10), 1);
+    if rst {
+        r.through(0, &tcp_flags_frame(C_MAC, (CLIENT, port), (VIP, 80), 0x14), 1);
+    } else {
+        r.through(0, &tcp_flags_frame(C_MAC, (CLIENT, port), (VIP, 80), 0x11), 1);
+        r.through(1, &tcp_flags_frame(S_MAC, (be, 8000), (src, sport), 0x11), 0);
+        r.through(0, &tcp_flags_frame(C_MAC, (CLIENT, port), (VIP, 80), 0x10), 1);
+    }
+    (be, (src, sport))
+}
+
+fn stats(r: &Rig) -> std::string::String {
+    let mut s = std::string::String::new();
+    r.dp.write_stats(&mut s).unwrap();
+    s
+}
+
+#[test]
+fn a_syn_on_a_reset_flow_starts_a_new_flow_under_the_reloaded_mode() {
+    let mut r = Rig::lb_with(crate::registry::parse(&web_conf("full-nat", [1, 1, 1])).unwrap());
+    let (_, seen) = connect_and_close(&mut r, 30000, true);
+    assert_eq!(seen, (LB_SIDE, 30000), "full-NAT: the backend sees the appliance");
+    r.dp.reload("t", &web_conf("dnat", [1, 1, 1]), &mut r.pool).unwrap();
+    // The client reuses its port: a new connection, as the new mode says.
+    let syn = r.through(0, &tcp_frame(C_MAC, (CLIENT, 30000), (VIP, 80), true, false), 1);
+    let (src, sport, _, _, _) = tcp4(&syn);
+    assert_eq!((src, sport), (CLIENT, 30000), "DNAT keeps the client's address");
+    assert!(stats(&r).contains(" flows_restarted=1"), "{}", stats(&r));
+    r.finish();
+}
+
+#[test]
+fn a_syn_on_a_closed_flow_is_scheduled_afresh_under_the_new_weights() {
+    for rst in [true, false] {
+        let mut r = Rig::lb_with(crate::registry::parse(&web_conf("full-nat", [1, 1, 1])).unwrap());
+        let (be, _) = connect_and_close(&mut r, 30001, rst);
+        let i = BACKENDS.iter().position(|b| *b == be).unwrap();
+        let mut w = [1; 3];
+        w[i] = 0;
+        r.dp.reload("t", &web_conf("full-nat", w), &mut r.pool).unwrap();
+        let syn = r.through(0, &tcp_frame(C_MAC, (CLIENT, 30001), (VIP, 80), true, false), 1);
+        assert_ne!(tcp4(&syn).2, be, "a new connection went to the drained backend (closed by RST: {rst})");
+        assert!(stats(&r).contains(" flows_restarted=1"), "{}", stats(&r));
+        r.finish();
+    }
+}
+
+#[test]
+fn a_syn_on_an_open_flow_keeps_its_backend() {
+    // Only one FIN: the connection may still carry data the other way.
+    let mut r = Rig::lb_with(crate::registry::parse(&web_conf("full-nat", [1, 1, 1])).unwrap());
+    let syn = r.through(0, &tcp_frame(C_MAC, (CLIENT, 30002), (VIP, 80), true, false), 1);
+    let (src, sport, be, _, _) = tcp4(&syn);
+    r.through(1, &tcp_flags_frame(S_MAC, (be, 8000), (src, sport), 0x12), 0);
+    r.through(0, &tcp_flags_frame(C_MAC, (CLIENT, 30002), (VIP, 80), 0x11), 1);
+    let i = BACKENDS.iter().position(|b| *b == be).unwrap();
+    let mut w = [1; 3];
+    w[i] = 0;
+    r.dp.reload("t", &web_conf("dnat", w), &mut r.pool).unwrap();
+    let again = r.through(0, &tcp_frame(C_MAC, (CLIENT, 30002), (VIP, 80), true, false), 1);
+    let (s2, p2, b2, _, _) = tcp4(&again);
+    assert_eq!((s2, p2, b2), (src, sport, be), "a half-closed flow stays where it is");
+    assert!(stats(&r).contains(" flows_restarted=0"), "{}", stats(&r));
+    r.finish();
+}
+
+/// `dns` (UDP) and `web` (TCP) with a 16-flow table and `lb` settings `extra`.
+fn small_table(extra: &str) -> config::Config {
+    let text = std::format!(
+        "port client address 10.1.0.1/24\nport servers address 10.2.0.1/24\n\
+         service web {{\n vip 10.1.0.1:80\n check none\n backend 10.2.0.11:8000\n}}\n\
+         service dns {{\n vip 10.1.0.1:53 udp\n check none\n backend 10.2.0.11:5353\n}}\n\
+         lb table-size 251 flows 16{extra}\n"
+    );
+    crate::registry::parse(&text).unwrap()
+}
+
+#[test]
+fn one_clients_udp_flows_cannot_lock_others_out_of_a_full_table() {
+    let mut r = Rig::lb_with(small_table(""));
+    // Another client's established TCP connection.
+    let other = Ipv4Addr::new(10, 1, 0, 3);
+    let syn = r.through(0, &tcp_frame(C_MAC, (other, 40000), (VIP, 80), true, false), 1);
+    let (src, sport, be, _, _) = tcp4(&syn);
+    r.through(1, &tcp_flags_frame(S_MAC, (be, 8000), (src, sport), 0x12), 0);
+    r.through(0, &tcp_flags_frame(C_MAC, (other, 40000), (VIP, 80), 0x10), 1);
+    // One client's queries, each from a new port, fill the table.
+    for p in 0..15u16 {
+        r.now += 1_000_000;
+        r.through(0, &udp_frame(C_MAC, (CLIENT, 5000 + p), (VIP, 53), b"q"), 1);
+    }
+    // A third client still gets through: the longest-idle UDP flow makes room.
+    r.now += 1_000_000;
+    let third = Ipv4Addr::new(10, 1, 0, 4);
+    r.through(0, &udp_frame(C_MAC, (third, 6000), (VIP, 53), b"q"), 1);
+    assert_eq!(r.drops(0, crate::counters::DropReason::LbFlowTableFull), 0);
+    assert!(stats(&r).contains(" flows_evicted=1"), "{}", stats(&r));
+    // The evicted flow was the oldest query's; the established one stays.
+    let s = {
+        let mut s = std::string::String::new();
+        r.dp.show("flows", &[("limit", "100")], r.now, &mut s);
+        s
+    };
+    assert!(!s.contains(&std::format!("{CLIENT}:5000 ")), "{s}");
+    assert!(s.contains(&std::format!("{CLIENT}:5001 ")), "{s}");
+    assert!(s.contains(&std::format!("{other}:40000 ")), "{s}");
+    r.finish();
+}
+
+#[test]
+fn a_client_over_its_flow_quota_is_refused_and_counted() {
+    let mut r = Rig::lb_with(small_table(" client-flows 4"));
+    for p in 0..4u16 {
+        r.through(0, &udp_frame(C_MAC, (CLIENT, 5000 + p), (VIP, 53), b"q"), 1);
+    }
+    r.send(0, &udp_frame(C_MAC, (CLIENT, 5004), (VIP, 53), b"q"));
+    assert!(r.sent(1).is_empty(), "a fifth flow of one client");
+    assert_eq!(r.drops(0, crate::counters::DropReason::LbClientQuota), 1);
+    // Its flows go on, and another client is not limited by it.
+    r.through(0, &udp_frame(C_MAC, (CLIENT, 5003), (VIP, 53), b"q"), 1);
+    r.through(0, &udp_frame(C_MAC, (Ipv4Addr::new(10, 1, 0, 3), 5004), (VIP, 53), b"q"), 1);
+    assert!(stats(&r).contains(" refused_client_quota=1"), "{}", stats(&r));
+    r.finish();
+}
+
+#[test]
+fn client_flows_is_parsed_with_a_default_and_refused_when_bad() {
+    let lb = lb_of(&small_table("")).clone();
+    assert_eq!(lb.client_quota(), 64, "an eighth of the table, at least 64");
+    assert_eq!(lb_of(&small_table(" client-flows 3")).client_quota(), 3);
+    let mut big = lb.clone();
+    big.flows = 65536;
+    assert_eq!(big.client_quota(), 8192);
+    for bad in [" client-flows 0", " client-flows x", " client-flows"] {
+        let text = std::format!(
+            "port client address 10.1.0.1/24\nport servers address 10.2.0.1/24\n\
+             service dns {{\n vip 10.1.0.1:53 udp\n check none\n backend 10.2.0.11:5353\n}}\nlb flows 16{bad}\n"
+        );
+        let e = crate::registry::parse(&text).unwrap_err();
+        assert_eq!(e[0].line, 8, "{bad}: {e:?}");
+        assert!(e[0].column >= 13, "the value's or the setting's column: {e:?}");
+        assert!(e[0].message.contains("client-flows"), "{bad}: {e:?}");
+    }
+}
+
+/// A UDP DNS service on :53 whose backends answer on :5353, checked with
+/// `check`.
+fn dns_checked(check: &str) -> std::string::String {
+    std::format!(
+        "port client address 10.1.0.1/24\nport servers address 10.2.0.1/24\n\
+         service dns {{\n vip 10.1.0.1:53 udp\n backend 10.2.0.11:5353\n {check}\n interval 1\n rise 1\n}}\n\
+         lb table-size 251\n"
+    )
+}
+
+#[test]
+fn check_port_is_parsed_and_trailing_words_are_refused_with_their_column() {
+    let svc = |check: &str| lb_of(&crate::registry::parse(&dns_checked(check)).unwrap()).services[0].clone();
+    let s = svc("check tcp port 8053");
+    assert_eq!((s.check.clone(), s.check_port), (super::CheckKind::Tcp, Some(8053)));
+    let s = svc("check http /healthz port 8080");
+    assert_eq!((s.check.clone(), s.check_port), (super::CheckKind::Http("/healthz".into()), Some(8080)));
+    assert_eq!(svc("check tcp").check_port, None, "default: the backend's own port");
+    // (check, column of the first word not understood, what the error says)
+    for (check, column, says) in [
+        ("check tcp foo", 12, "unexpected `foo`"),
+        ("check http /health port", 21, "`port` needs a port number"),
+        ("check http /health port 0", 26, "bad check port `0`"),
+        ("check http /health port 70000", 26, "bad check port `70000`"),
+        ("check http /health port 8080 now", 31, "unexpected `now`"),
+        ("check tcp port 8053 port 8054", 22, "unexpected `port`"),
+        ("check http /health 8080", 21, "unexpected `8080`"),
+        ("check none port 53", 13, "unexpected `port`"),
+        ("check http", 2, "`check http` needs a path"),
+        ("check udp", 8, "unknown check `udp`"),
+    ] {
+        let e = crate::registry::parse(&dns_checked(check)).unwrap_err();
+        assert_eq!((e.len(), e[0].line, e[0].column), (1, 6, column), "{check}: {e:?}");
+        assert!(e[0].message.contains(says), "{check}: {e:?}");
+    }
+}
+
+#[test]
+fn a_udp_service_is_checked_on_another_tcp_port_of_its_backend() {
+    let cfg = crate::registry::parse(&dns_checked("check tcp port 8053")).unwrap();
+    let mut r = Rig::with(&cfg, &[C_MAC, S_MAC]);
+    r.send(0, &arp_request(PEER_MAC, CLIENT, VIP));
+    r.sent(0);
+    // The checks begin; the host stack asks for the backend's address first.
+    let mut syn = None;
+    for _ in 0..20 {
+        r.now += 100_000;
+        r.dp.poll(r.now, &mut r.pool);
+        for f in r.sent(1) {
+            if f[12..14] == [0x08, 0x06] {
+                r.send(1, &arp_reply(PEER_MAC, BACKENDS[0], S_MAC, LB_SIDE));
+            } else if syn.is_none() {
+                syn = Some(f);
+            }
+        }
+        if syn.is_some() {
+            break;
+        }
+    }
+    let syn = syn.expect("a health check SYN");
+    let (src, sport, dst, dport, flags) = tcp4(&syn);
+    assert_eq!((src, dst, dport, flags & 0x12), (LB_SIDE, BACKENDS[0], 8053, 0x02), "the check's target");
+    // The backend accepts on its check port: it comes up (rise 1), and
+    // the service's queries go to the backend's DNS port.
+    let seq = TcpPacket::new_checked(&syn[34..]).unwrap().seq_number();
+    let mut synack = tcp_flags_frame(S_MAC, (dst, dport), (src, sport), 0x12);
+    {
+        let mut ip = Ipv4Packet::new_unchecked(&mut synack[14..]);
+        let (s, d) = (ip.src_addr(), ip.dst_addr());
+        let mut t = TcpPacket::new_unchecked(ip.payload_mut());
+        t.set_ack_number(seq + 1);
+        t.fill_checksum(&s.into(), &d.into());
+    }
+    r.send(1, &synack);
+    r.now += 1000;
+    r.dp.poll(r.now, &mut r.pool);
+    r.sent(1);
+    assert!(stats(&r).contains("healthy=1"), "{}", stats(&r));
+    let q = r.through(0, &udp_frame(C_MAC, (CLIENT, 5555), (VIP, 53), b"q"), 1);
+    let ip = Ipv4Packet::new_checked(&q[14..]).unwrap();
+    assert_eq!(UdpPacket::new_checked(ip.payload()).unwrap().dst_port(), 5353);
+    let mut show = std::string::String::new();
+    r.dp.show("backends", &[], r.now, &mut show);
+    assert!(show.contains("tcp:8053"), "{show}");
+    r.finish();
 }

@@ -555,6 +555,7 @@ impl Stage for Nat {
         sink.counter("sessions_expired", "sessions removed after their idle timeout", t.sessions_expired);
         sink.counter("refused_table_full", "new sessions refused: the table was full", t.refused_table_full);
         sink.counter("evicted_transitory", "transitory sessions evicted for a new one", t.evicted_transitory);
+        sink.counter("sessions_restarted", "TCP sessions a SYN on their closed tuple began anew", t.sessions_restarted);
         sink.counter("refused_quota", "new sessions refused by a host or forward quota", t.refused_quota);
         sink.counter("refused_ports", "new sessions refused: no outside port free", t.refused_ports);
         sink.counter("filtered", "inbound packets refused by the filtering", t.filtered);

@@ -15,7 +15,7 @@
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 
-use crate::flow::{idle_timeout, is_closing, is_established, Endpoint, Timeouts, TCP, UDP};
+use crate::flow::{idle_timeout, is_closed, is_closing, is_established, tcp_flags, Endpoint, Timeouts, TCP, UDP};
 use crate::table::{hash_words, xorshift, IndexTable};
 use crate::Micros;
 
@@ -148,6 +148,9 @@ pub struct TableCounters {
     pub evicted_transitory: u64,
     /// New sessions refused by a per-host or per-forward quota.
     pub refused_quota: u64,
+    /// TCP sessions a SYN on their closed tuple (RST seen, or a FIN each
+    /// way) started over as a new connection.
+    pub sessions_restarted: u64,
     pub refused_ports: u64,
     pub filtered: u64,
 }
@@ -672,6 +675,13 @@ impl NatTable {
     #[inline]
     fn touch(&mut self, s: u32, flags: u8, outbound: bool, now: Micros) {
         let sess = &mut self.sessions[s as usize];
+        if sess.proto == TCP && flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN && is_closed(sess.tcp) {
+            // A new connection on a closed tuple (TIME-WAIT reuse, RFC
+            // 5382 REQ-5): its state starts afresh, or the old RST would
+            // keep it transitory, and evictable, for its whole life.
+            sess.tcp = 0;
+            self.counters.sessions_restarted += 1;
+        }
         let timeout = idle_timeout(&self.timeouts, &mut sess.tcp, sess.proto, flags, outbound);
         // Rounded up: a session never expires early, at most a tick late.
         sess.expires = tick(now + timeout + 1023);
@@ -1092,6 +1102,35 @@ mod tests {
         t.outbound(TCP, ep(IN_A, 40000), r, tcp_flags::FIN, 1_000_000_000).unwrap();
         t.inbound(TCP, o, r, tcp_flags::FIN, 1_000_000_000).unwrap();
         assert!(t.peek_inbound(TCP, o, r, 1_000_000_000 + tm.tcp_transitory + TICK_US).is_none());
+    }
+
+    #[test]
+    fn a_syn_on_a_closed_session_starts_a_new_connection() {
+        let tm = Timeouts::default();
+        for rst in [true, false] {
+            let mut t = table(8, Filtering::EndpointIndependent);
+            let (r, inside) = (ep(R1.addr, 80), ep(IN_A, 40000));
+            let handshake = |t: &mut NatTable, at: Micros| {
+                let o = t.outbound(TCP, inside, r, tcp_flags::SYN, at).unwrap();
+                t.inbound(TCP, o, r, tcp_flags::SYN | tcp_flags::ACK, at).unwrap();
+                t.outbound(TCP, inside, r, tcp_flags::ACK, at).unwrap();
+                o
+            };
+            let o = handshake(&mut t, 0);
+            if rst {
+                t.outbound(TCP, inside, r, tcp_flags::RST, 1).unwrap();
+            } else {
+                t.outbound(TCP, inside, r, tcp_flags::FIN | tcp_flags::ACK, 1).unwrap();
+                t.inbound(TCP, o, r, tcp_flags::FIN | tcp_flags::ACK, 1).unwrap();
+                t.outbound(TCP, inside, r, tcp_flags::ACK, 1).unwrap();
+            }
+            // The client reuses its port within the session's TIME-WAIT.
+            assert_eq!(handshake(&mut t, 2), o, "the same mapping (endpoint-independent)");
+            assert_eq!(t.counters.sessions_restarted, 1);
+            // The new connection is established, not closing: it lives
+            // past the transitory timeout and a full table keeps it.
+            assert!(t.peek_inbound(TCP, o, r, 2 + tm.tcp_transitory * 10).is_some(), "closed by RST: {rst}");
+        }
     }
 
     #[test]
