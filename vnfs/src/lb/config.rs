@@ -306,7 +306,7 @@ fn parse_service(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Optio
 /// is an error at that word.
 fn parse_check(
     key: &crate::config::Token<'_>,
-    args: &[crate::config::Token<'_>],
+    args: &[crate::config::Word<'_>],
     errors: &mut Errors,
 ) -> Option<(CheckKind, Option<u16>)> {
     let first = args.first()?;
