@@ -86,6 +86,9 @@ pub struct LbConfig {
     /// healthy backend: per second and burst, per client.
     pub refusal_rate: u32,
     pub refusal_burst: u32,
+    /// IPv6 clients of one /64 that may have flows at once (`lb
+    /// clients-per-64 N`; default [`crate::standin::default_per_64`]).
+    pub clients_per_64: Option<u32>,
     pub line: Line,
 }
 
@@ -93,6 +96,12 @@ impl LbConfig {
     /// Whether a service is IPv6.
     pub fn has_ipv6(&self) -> bool {
         self.services.iter().any(|s| s.vip.is_ipv6())
+    }
+
+    /// IPv6 clients of one /64 that may have flows at once (each holds a
+    /// client slot while it has one).
+    pub fn clients_per_64(&self) -> u32 {
+        self.clients_per_64.unwrap_or_else(|| crate::standin::default_per_64(self.flows))
     }
 }
 
@@ -102,6 +111,7 @@ impl Default for LbConfig {
             services: Vec::new(),
             refusal_rate: 100,
             refusal_burst: 20,
+            clients_per_64: None,
             line: Line(0),
             table_size: 65537,
             flows: 65536,
@@ -360,9 +370,14 @@ fn parse_lb(stmt: &Stmt<'_>, lb: &mut LbConfig, errors: &mut Errors) {
                 &value,
                 format!("bad {} `{}`: expected a number up to 1000000", key.text, value.text),
             )),
+            ("clients-per-64", Some(n)) if (1..=u32::MAX as usize).contains(&n) => lb.clients_per_64 = Some(n as u32),
+            ("clients-per-64", _) => errors.push(ConfigError::at(
+                &value,
+                format!("bad clients-per-64 `{}`: expected a number of IPv6 clients, at least 1", value.text),
+            )),
             (other, _) => errors.push(ConfigError::at(
                 &key,
-                format!("unknown lb setting `{other}`: expected table-size, flows, udp-timeout, tcp-established-timeout, tcp-transitory-timeout, refusal-rate or refusal-burst"),
+                format!("unknown lb setting `{other}`: expected table-size, flows, udp-timeout, tcp-established-timeout, tcp-transitory-timeout, refusal-rate, refusal-burst or clients-per-64"),
             )),
         }
     }
@@ -434,7 +449,7 @@ impl StageConfig for LbConfig {
     crate::stage_config_identity!();
 
     fn table_bytes(&self, _: &Config) -> usize {
-        // IPv6 clients' stand-ins: a slot per flow, when a service is IPv6.
+        // IPv6 clients' stand-ins: two slots per flow, when a service is IPv6.
         let clients = if self.has_ipv6() { crate::standin::Hosts::memory_for(self.flows) } else { 0 };
         super::Lb::memory_for(self.flows) + self.services.len() * self.table_size * 2 + clients
     }
