@@ -639,7 +639,7 @@ impl Lb {
                 // An IPv6 client's stand-in: claimed by the flow, now that
                 // there is one (and after an eviction that may have freed it).
                 if k.v6 {
-                    client = v6::claim_client(self, pkt, sport).inspect_err(|_| self.free.push(i))?;
+                    client = v6::claim_client(self, pkt, client).inspect_err(|_| self.free.push(i))?;
                 }
                 let snat = if mode == LbMode::Dnat { client } else { snat };
                 self.flows[i as usize] =

@@ -141,10 +141,14 @@ pub(super) fn client_of(lb: &Lb, pkt: &Packet, k: &Key, h: Option<u64>) -> (Endp
 }
 
 /// A new flow's claim on its IPv6 client's stand-in (given now if the
-/// client has none); the flow's end releases it ([`Lb::remove`]).
-pub(super) fn claim_client(lb: &mut Lb, pkt: &Packet, port: u16) -> Result<Endpoint, DropReason> {
+/// client has none); the flow's end releases it ([`Lb::remove`]). A
+/// configured address (a backend as a client) keeps its fixed one.
+pub(super) fn claim_client(lb: &mut Lb, pkt: &Packet, client: Endpoint) -> Result<Endpoint, DropReason> {
+    if lb.names.real(client.addr).is_some() {
+        return Ok(client);
+    }
     match lb.clients.claim(ipv6::src(pkt.l3())) {
-        Ok(s) => Ok(Endpoint::new(s, port)),
+        Ok(s) => Ok(Endpoint::new(s, client.port)),
         Err(crate::standin::Refused::Per64) => Err(DropReason::LbClientsPer64),
         Err(crate::standin::Refused::Full) => {
             lb.counters.table_full += 1;

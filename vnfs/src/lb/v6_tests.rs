@@ -298,3 +298,17 @@ fn a_client_slot_goes_with_its_last_flow_and_a_64_holds_at_most_its_quota() {
     assert!(e.iter().any(|e| e.message.contains("clients-per-64")), "{e:?}");
     r.finish();
 }
+
+#[test]
+fn a_backend_as_a_client_keeps_one_flow() {
+    let mut r = rig();
+    let (backend, vip) = (a("2001:db8:0:2::12"), a("2001:db8:0:1::80"));
+    for _ in 0..3 {
+        r.send(1, &frame(DMZ_MAC, backend, vip, 6, &tcp(backend, vip, 40000, 80, true, false)));
+        let _ = (r.sent(0), r.sent(1));
+    }
+    let mut s = std::string::String::new();
+    assert!(r.dp.show("flows", &[], r.now, &mut s));
+    assert_eq!(s.matches("[2001:db8:0:2::12]:40000").count(), 1, "{s}");
+    r.finish();
+}
