@@ -9,7 +9,15 @@
 //! The table's inside endpoints are IPv4; each inside IPv6 host is given
 //! a stand-in address from 240.0.0.0/4 (never routed, never seen on a
 //! wire) by [`crate::standin::Hosts`], whose slot index it is, so the
-//! reply path finds the host in one read.
+//! reply path finds the host in one read; the host holds it from its first
+//! session to the end of its last (the table reports both), and one /64
+//! holds at most `hosts-per-64`.
+//!
+//! What it translates: IPv6 from its inside prefixes that arrived on an
+//! inside port (any port its pipelines run on but the outside one; from
+//! the outside port it is `nat64_not_inside`), and IPv4 to its pool on the
+//! outside port. Under the well-known prefix only global IPv4 addresses
+//! are written or read (RFC 6052 §3.1; the rest is `nat64_non_global`).
 //!
 //! Where it runs: before the router, both ways (`pipeline lan nat64
 //! router`, `pipeline wan nat64 router`, the defaults): the router then
