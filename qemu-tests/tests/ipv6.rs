@@ -210,6 +210,25 @@ fn an_ipv6_only_host_reaches_an_ipv4_server_through_nat64() {
     assert!(stats.get("nat64", "sessions") >= 3, "{stats:?}");
 }
 
+/// Under the well-known prefix (the default) only global IPv4 addresses
+/// are translated (RFC 6052 §3.1): a ping from an inside host to
+/// 64:ff9b::10.1.0.2 (a private address whose host answers pings) is
+/// dropped and counted; and IPv6 to the prefix from the outside port is
+/// never translated, whatever its source.
+#[test]
+fn nat64_under_the_well_known_prefix_reaches_no_private_ipv4_and_serves_only_its_inside() {
+    let mut lab = lab6("", "nat64 {\n inside 2001:db8:0:1::/64\n outside wan\n}\n", false);
+    let ping = ["ping", "-6", "-c", "3", "-i", "0.2", "-W", "1", "64:ff9b::10.1.0.2"];
+    let (ok, out) = ns_run(lab.port("lan"), &ping);
+    assert!(!ok && out.contains("100% packet loss"), "ping -6 64:ff9b::10.1.0.2 from inside:\n{out}");
+    let (ok, out) = ns_run(lab.port("wan"), &ping);
+    assert!(!ok && out.contains("100% packet loss"), "ping -6 64:ff9b::10.1.0.2 from outside:\n{out}");
+    let stats = lab.vm.stats().unwrap();
+    assert!(stats.get("lan", "drop_nat64_non_global") >= 2, "{stats:?}");
+    assert!(stats.get("wan", "drop_nat64_not_inside") >= 2, "{stats:?}");
+    assert_eq!(stats.get("nat64", "sessions"), 0, "{stats:?}");
+}
+
 #[test]
 fn the_management_endpoint_answers_over_ipv6_and_closed_ports_refuse() {
     let mut spec = LabSpec::two_ports(Machine::Microvm).unwrap();
