@@ -126,8 +126,8 @@ def main(out):
                 eth6(LAN, ipv6("2001:db8:0:1::2", "2001:db8:0:2::5", 60, b"\x3c\x00\x01\x04\x00\x00\x00\x00" * 3 + b"\x11\x00\x01\x04\x00\x00\x00\x00")),
             ]),
             burst(0, 1, [
-                eth6(LAN, ipv6("2001:db8:0:1::2", "64:ff9b::a01:2", 17, struct.pack("!HHHH", 4000, 53, 12, 0x1234) + b"abcd")),
-                eth6(LAN, icmp6("2001:db8:0:1::2", "64:ff9b::a01:2", 128, 0, b"\x00\x07\x00\x01ping")),
+                eth6(LAN, ipv6("2001:db8:0:1::2", "64:ff9b:1::a01:2", 17, struct.pack("!HHHH", 4000, 53, 12, 0x1234) + b"abcd")),
+                eth6(LAN, icmp6("2001:db8:0:1::2", "64:ff9b:1::a01:2", 128, 0, b"\x00\x07\x00\x01ping")),
             ]),
             burst(1, 2, [eth(WAN, udp("10.1.0.2", 53, "10.1.0.1", 2000)), eth(WAN, icmp_echo("10.1.0.2", "10.1.0.1"))]),
             burst(0, 1, [eth6(LAN, ipv6("2001:db8:0:1::2", "2001:db8:0:1::80", 6, struct.pack("!HHIIBBHHH", 40000, 80, 1, 0, 0x50, 0x02, 1000, 0, 0)))]),

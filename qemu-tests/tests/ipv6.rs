@@ -143,14 +143,15 @@ fn an_address_another_host_holds_is_found_by_dad_and_not_used() {
 }
 
 /// An IPv6-only inside host (lan) and an IPv4-only server (wan, 10.1.0.2)
-/// through sluice's NAT64.
+/// through sluice's NAT64, under a network-specific prefix (RFC 8215's
+/// local-use range): the well-known one carries no private address.
 #[test]
 fn an_ipv6_only_host_reaches_an_ipv4_server_through_nat64() {
     let mut spec = LabSpec::two_ports(Machine::Microvm).unwrap();
     spec.ports[0] =
         PortSpec::new("lan", "10.0.0.1/24", "").with(&format!("address {LAN6}/64")).host6(&format!("{LAN_HOST}/64"));
     spec.extra_config =
-        "nat64 {\n prefix 64:ff9b::/96\n inside 2001:db8:0:1::/64\n outside wan\n}\nroute 203.0.113.0/24 via 10.1.0.2\n".into();
+        "nat64 {\n prefix 64:ff9b:1::/96\n inside 2001:db8:0:1::/64\n outside wan\n}\nroute 203.0.113.0/24 via 10.1.0.2\n".into();
     let mut lab = Lab::start(&spec).unwrap_or_else(|e| panic!("lab did not start: {e}"));
     let lan = lab.port("lan");
     lan.ns.exec(&["ip", "-6", "route", "add", "default", "via", LAN6, "dev", &lan.tap.name]).unwrap();
@@ -158,7 +159,7 @@ fn an_ipv6_only_host_reaches_an_ipv4_server_through_nat64() {
     wan.ns.spawn(&["python3", &script("whoami_http.py"), "10.1.0.2", "8080", "v4server"]).unwrap();
     wan.ns.spawn(&["python3", &script("udp_echo.py"), "10.1.0.2", "9999", "v4udp"]).unwrap();
     wait_listening(wan, 8080);
-    let server = "64:ff9b::10.1.0.2";
+    let server = "64:ff9b:1::10.1.0.2";
     // HTTP: the IPv4 server sees the pool address.
     let (ok, out) = ns_retry(lan, &["curl", "-6", "-sS", "--max-time", "5", &format!("http://[{server}]:8080/")], 20);
     assert!(ok && out.contains("v4server saw 10.1.0.1:"), "curl through NAT64:\n{out}\n{}", lab.vm.console());
@@ -175,7 +176,7 @@ fn an_ipv6_only_host_reaches_an_ipv4_server_through_nat64() {
     let (_, out) = ns_run(lan, &["tracepath", "-6", "-n", "-m", "4", server]);
     let hop1 = out.lines().find(|l| l.trim_start().starts_with("1:")).unwrap_or("");
     assert!(hop1.contains(LAN6), "first hop is not sluice:\n{out}");
-    assert!(out.contains("64:ff9b::a01:2") && out.contains("reached"), "tracepath through NAT64:\n{out}");
+    assert!(out.contains("64:ff9b:1::a01:2") && out.contains("reached"), "tracepath through NAT64:\n{out}");
     // An IPv4 network one router beyond: the wan host routes to it.
     let beyond_name = wan.ns.name.replace("-wan", "-beyond");
     let beyond = sluice::topology::Netns::create(&beyond_name).unwrap();
@@ -195,18 +196,37 @@ fn an_ipv6_only_host_reaches_an_ipv4_server_through_nat64() {
         beyond.exec(cmd).unwrap();
     }
     beyond.spawn(&["python3", &script("whoami_http.py"), "203.0.113.11", "80", "beyond"]).unwrap();
-    let (ok, out) = ns_retry(lan, &["curl", "-6", "-sS", "--max-time", "5", "http://[64:ff9b::203.0.113.11]/"], 40);
+    let (ok, out) = ns_retry(lan, &["curl", "-6", "-sS", "--max-time", "5", "http://[64:ff9b:1::203.0.113.11]/"], 40);
     assert!(ok && out.contains("beyond saw 10.1.0.1:"), "curl to the network beyond:\n{out}");
-    let (_, out) = ns_run(lan, &["tracepath", "-6", "-n", "-m", "5", "64:ff9b::203.0.113.11"]);
+    let (_, out) = ns_run(lan, &["tracepath", "-6", "-n", "-m", "5", "64:ff9b:1::203.0.113.11"]);
     let hop = |n: &str| out.lines().find(|l| l.trim_start().starts_with(n)).unwrap_or("").to_string();
     assert!(hop("1:").contains(LAN6), "first hop is not sluice:\n{out}");
-    assert!(hop("2:").contains("64:ff9b::a01:2"), "the IPv4 router beyond sluice is hop 2:\n{out}");
+    assert!(hop("2:").contains("64:ff9b:1::a01:2"), "the IPv4 router beyond sluice is hop 2:\n{out}");
     assert!(out.contains("reached"), "{out}");
     let stats = lab.vm.stats().unwrap();
     assert!(stats.get("nat64", "to_ipv4") >= 10 && stats.get("nat64", "to_ipv6") >= 9, "{stats:?}");
     assert!(stats.get("nat64", "icmp_errors") >= 1, "{stats:?}");
     assert!(stats.get("nat64", "fragments") >= 4, "{stats:?}");
     assert!(stats.get("nat64", "sessions") >= 3, "{stats:?}");
+}
+
+/// Under the well-known prefix (the default) only global IPv4 addresses
+/// are translated (RFC 6052 §3.1): a ping from an inside host to
+/// 64:ff9b::10.1.0.2 (a private address whose host answers pings) is
+/// dropped and counted; and IPv6 to the prefix from the outside port is
+/// never translated, whatever its source.
+#[test]
+fn nat64_under_the_well_known_prefix_reaches_no_private_ipv4_and_serves_only_its_inside() {
+    let mut lab = lab6("", "nat64 {\n inside 2001:db8:0:1::/64\n outside wan\n}\n", false);
+    let ping = ["ping", "-6", "-c", "3", "-i", "0.2", "-W", "1", "64:ff9b::10.1.0.2"];
+    let (ok, out) = ns_run(lab.port("lan"), &ping);
+    assert!(!ok && out.contains("100% packet loss"), "ping -6 64:ff9b::10.1.0.2 from inside:\n{out}");
+    let (ok, out) = ns_run(lab.port("wan"), &ping);
+    assert!(!ok && out.contains("100% packet loss"), "ping -6 64:ff9b::10.1.0.2 from outside:\n{out}");
+    let stats = lab.vm.stats().unwrap();
+    assert!(stats.get("lan", "drop_nat64_non_global") >= 2, "{stats:?}");
+    assert!(stats.get("wan", "drop_nat64_not_inside") >= 2, "{stats:?}");
+    assert_eq!(stats.get("nat64", "sessions"), 0, "{stats:?}");
 }
 
 #[test]

@@ -131,16 +131,17 @@ fn main() {
 }
 
 /// The NAT64's dataplane (nat64 + router) or the baseline: the same IPv6
-/// packets routed by the IPv6 router alone (`route 64:ff9b::/96` to a wan
-/// gateway resolved by ND).
+/// packets routed by the IPv6 router alone (`route 64:ff9b:1::/96` to a wan
+/// gateway resolved by ND). The prefix is a network-specific one (RFC
+/// 8215's local-use range): the well-known one may not carry 198.51.100.1.
 fn dataplane64(nat64: bool, sessions: usize) -> (Dataplane, PacketPool) {
     let mut text = String::from(
         "port lan address 2001:db8::1/32\nport wan address 172.16.0.1/16 address fd00:ffff::1/64\n\
-         route 0.0.0.0/0 via 172.16.0.254\nroute 64:ff9b::/96 via fd00:ffff::fe\n",
+         route 0.0.0.0/0 via 172.16.0.254\nroute 64:ff9b:1::/96 via fd00:ffff::fe\n",
     );
     if nat64 {
         text += &format!(
-            "nat64 {{\n inside 2001:db8::/32\n outside wan\n sessions {sessions}\n filtering endpoint-independent\n"
+            "nat64 {{\n prefix 64:ff9b:1::/96\n inside 2001:db8::/32\n outside wan\n sessions {sessions}\n filtering endpoint-independent\n"
         );
         for i in 0..POOL_ADDRS {
             text += &format!(" pool 172.16.1.{}\n", i + 1);
@@ -168,8 +169,9 @@ fn dataplane64(nat64: bool, sessions: usize) -> (Dataplane, PacketPool) {
     (dp, pool)
 }
 
-/// A 62-byte UDP/IPv6 frame from inside host `id` (2001:db8::ID) port
-/// `sport` to 64:ff9b::198.51.100.1:53.
+/// A 62-byte UDP/IPv6 frame from inside host `id` (2001:db8:ID::1, each
+/// host in a /64 of its own, as `hosts-per-64` wants) port `sport` to
+/// 64:ff9b:1::198.51.100.1:53.
 fn frame64(id: u32, sport: u16) -> Vec<u8> {
     let mut f = vec![0u8; 14 + 40 + 8 + 4];
     f[0..6].copy_from_slice(&LAN_MAC);
@@ -181,9 +183,10 @@ fn frame64(id: u32, sport: u16) -> Vec<u8> {
     f[21] = 64;
     let mut src = [0u8; 16];
     src[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
-    src[12..].copy_from_slice(&id.to_be_bytes());
+    src[4..8].copy_from_slice(&id.to_be_bytes());
+    src[15] = 1;
     f[22..38].copy_from_slice(&src);
-    f[38..54].copy_from_slice(&"64:ff9b::c633:6401".parse::<std::net::Ipv6Addr>().unwrap().octets());
+    f[38..54].copy_from_slice(&"64:ff9b:1::c633:6401".parse::<std::net::Ipv6Addr>().unwrap().octets());
     f[54..56].copy_from_slice(&sport.to_be_bytes());
     f[56..58].copy_from_slice(&53u16.to_be_bytes());
     f[58..60].copy_from_slice(&12u16.to_be_bytes());
@@ -209,7 +212,7 @@ fn run64(
 
 /// NAT64 beside the IPv6 router alone, 1k and 1M sessions.
 fn nat64(mhz: f64) {
-    println!("\nNAT64, same run: IPv6 inside hosts to 64:ff9b::198.51.100.1 (nat64 + router, out as IPv4), beside the IPv6 router alone");
+    println!("\nNAT64, same run: IPv6 inside hosts to 64:ff9b:1::198.51.100.1 (nat64 + router, out as IPv4), beside the IPv6 router alone");
     println!(
         "{:<10} {:<12} {:>5} {:>16} {:>24} {:>18}",
         "sessions", "packets", "batch", "router+nat64", "baseline: router only", "nat64's share"

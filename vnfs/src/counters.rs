@@ -87,10 +87,14 @@ drop_reasons! {
     NatFragmentUnknown => "nat_fragment_unknown", "non-first fragment of a datagram whose first fragment the NAT has not seen";
     NatIcmpErrorNoMatch => "nat_icmp_error_no_match", "ICMP error about a packet of no NAT session";
     Nat64Unsupported => "nat64_unsupported", "what NAT64 does not translate: IPv6 extension headers and fragments, IPv4 fragments, ICMPv6 errors from inside, other protocols";
+    Nat64NonGlobal => "nat64_non_global", "an address under the well-known prefix 64:ff9b::/96 with a non-global IPv4 address (RFC 6052 3.1: never translated)";
+    Nat64NotInside => "nat64_not_inside", "IPv6 to the NAT64 prefix that arrived on its outside port, not an inside one";
+    Nat64HostsPer64 => "nat64_hosts_per_64", "a new inside IPv6 host refused: its /64 has all the stand-in addresses `hosts-per-64` allows";
     L4Truncated => "l4_truncated", "TCP/UDP/ICMP header too short to translate or balance";
     LbNoBackend => "lb_no_backend", "no backend of the service is up (TCP reset / ICMP port unreachable sent)";
     LbFlowTableFull => "lb_flow_table_full", "load balancer flow table full: new flow refused";
     LbClientQuota => "lb_client_quota", "the client holds all the load balancer flows its quota allows (lb client-flows): new flow refused";
+    LbClientsPer64 => "lb_clients_per_64", "a new IPv6 client's flow refused: its /64 has all the client slots `lb clients-per-64` allows";
     HostStackBacklog => "host_stack_backlog", "packets for the appliance itself arrived faster than its host stack drains them";
     TxRingFull => "tx_ring_full", "the egress NIC's transmit ring was full";
     OffloadUnsupported => "offload_unsupported", "a frame in several buffers, or a partial checksum or super-packet that is not TCP/UDP over IPv4, that cannot go on as it is";

@@ -42,7 +42,7 @@ pub fn config_text(sel: u8) -> String {
          route ::/0 via 2001:db8:0:2::fe\nroute 2001:db8:5::/48 via fe80::1 port lan\nra lan interval 4\n\
          nat {{\n inside 10.0.0.0/24\n outside wan\n pool 10.1.0.1\n pool 10.1.0.5\n filtering {filtering}\n sessions 64\n ports 1024-1100\n\
          forward tcp 10.1.0.1:8080 10.0.0.3:80\n forward udp 10.1.0.5:53 10.0.0.4:53\n}}\n\
-         nat64 {{\n inside 2001:db8:0:1::/64\n outside wan\n ports 2000-2100\n sessions 64\n}}\n\
+         nat64 {{\n prefix 64:ff9b:1::/96\n inside 2001:db8:0:1::/64\n outside wan\n ports 2000-2100\n sessions 64\n}}\n\
          service web6 {{\n vip [2001:db8:0:1::80]:80\n mode {mode}\n check none\n backend [2001:db8:0:2::11]:8000\n backend [2001:db8:0:2::12]:8000 weight 2\n}}\n\
          service web {{\n vip 10.1.0.9:80\n mode {mode}\n check none\n backend 10.0.0.11:8000\n backend 10.0.0.12:8000 weight 0\n backend 10.2.0.13:8000 weight 3\n}}\n\
          service dns {{\n vip 10.1.0.9:53 udp\n check tcp\n interval 10ms\n backend 10.0.0.11:53\n}}\n\

@@ -93,6 +93,9 @@ pub struct LbConfig {
     /// Most flows one client address may hold (`client-flows N`); `None`:
     /// [`LbConfig::client_quota`]'s default.
     pub client_flows: Option<u32>,
+    /// IPv6 clients of one /64 that may have flows at once (`lb
+    /// clients-per-64 N`; default [`crate::standin::default_per_64`]).
+    pub clients_per_64: Option<u32>,
     pub line: Line,
 }
 
@@ -110,6 +113,12 @@ impl LbConfig {
         let all = self.flows.min(u32::MAX as usize) as u32;
         self.client_flows.unwrap_or((all / 8).max(64))
     }
+
+    /// IPv6 clients of one /64 that may have flows at once (each holds a
+    /// client slot while it has one).
+    pub fn clients_per_64(&self) -> u32 {
+        self.clients_per_64.unwrap_or_else(|| crate::standin::default_per_64(self.flows))
+    }
 }
 
 impl Default for LbConfig {
@@ -119,6 +128,7 @@ impl Default for LbConfig {
             refusal_rate: 100,
             refusal_burst: 20,
             client_flows: None,
+            clients_per_64: None,
             line: Line(0),
             table_size: 65537,
             flows: 65536,
@@ -434,9 +444,14 @@ fn parse_lb(stmt: &Stmt<'_>, lb: &mut LbConfig, errors: &mut Errors) {
                 &value,
                 format!("bad {} `{}`: expected a number up to 1000000", key.text, value.text),
             )),
+            ("clients-per-64", Some(n)) if (1..=u32::MAX as usize).contains(&n) => lb.clients_per_64 = Some(n as u32),
+            ("clients-per-64", _) => errors.push(ConfigError::at(
+                &value,
+                format!("bad clients-per-64 `{}`: expected a number of IPv6 clients, at least 1", value.text),
+            )),
             (other, _) => errors.push(ConfigError::at(
                 &key,
-                format!("unknown lb setting `{other}`: expected table-size, flows, client-flows, udp-timeout, tcp-established-timeout, tcp-transitory-timeout, refusal-rate or refusal-burst"),
+                format!("unknown lb setting `{other}`: expected table-size, flows, client-flows, udp-timeout, tcp-established-timeout, tcp-transitory-timeout, refusal-rate, refusal-burst or clients-per-64"),
             )),
         }
     }
@@ -508,7 +523,7 @@ impl StageConfig for LbConfig {
     crate::stage_config_identity!();
 
     fn table_bytes(&self, _: &Config) -> usize {
-        // IPv6 clients' stand-ins: a slot per flow, when a service is IPv6.
+        // IPv6 clients' stand-ins: two slots per flow, when a service is IPv6.
         let clients = if self.has_ipv6() { crate::standin::Hosts::memory_for(self.flows) } else { 0 };
         super::Lb::memory_for(self.flows) + self.services.len() * self.table_size * 2 + clients
     }

@@ -303,6 +303,7 @@ impl Lb {
         }
         let mut lb = Lb::new(services, config.flows, config.table_size, seed);
         lb.names = names;
+        lb.clients.set_per_64(config.clients_per_64());
         lb.timeouts = timeouts_of(config);
         lb.client_quota = config.client_quota();
         lb.refusals = crate::ratelimit::PerSource::new(
@@ -370,6 +371,7 @@ impl Lb {
             }
         }
         self.services = fresh;
+        self.clients.set_per_64(config.clients_per_64());
         self.timeouts = timeouts_of(config);
         // A lowered quota keeps the flows over it; only new ones wait.
         self.client_quota = config.client_quota();
@@ -399,6 +401,9 @@ impl Lb {
                     // client's next packet picks a live backend, which
                     // answers a TCP segment of an unknown connection
                     // with a reset.
+                    if old[f.service as usize].v6.is_some() {
+                        self.clients.release(f.client.addr);
+                    }
                     self.flows[i].service = NONE;
                     self.free.push(i as u32);
                     self.client_count(f.client.addr, false);
@@ -437,7 +442,7 @@ impl Lb {
             // Room for IPv6 clients only when a service is IPv6.
             clients: crate::standin::Hosts::new(
                 if any_v6 { flows } else { 0 },
-                2 * 7440 * 1_000_000,
+                crate::standin::default_per_64(flows),
                 hash_words(seed, &[0x636c_6936]),
             ),
             refusals: crate::ratelimit::PerSource::new(100, 20, hash_words(seed, &[0x7265_6675])),
@@ -554,6 +559,10 @@ impl Lb {
         let svc = &mut self.services[f.service as usize];
         svc.counters.active_flows -= 1;
         svc.backends[f.backend as usize].counters.active_flows -= 1;
+        if svc.v6.is_some() {
+            // The flow's claim on its IPv6 client's stand-in.
+            self.clients.release(f.client.addr);
+        }
         self.flows[i as usize].service = NONE;
         self.free.push(i);
         self.client_count(f.client.addr, false);
@@ -671,7 +680,7 @@ impl Lb {
     ) -> Result<(), DropReason> {
         let key = self.key;
         let (sport, flags, total) = (k.src.port, k.flags, k.total as usize);
-        let client = k.src;
+        let (mut client, h) = v6::client_of(self, pkt, k, h);
         let p_proto = k.proto;
         let mut flow = self.find_fwd(h, p_proto, client, si, now);
         if let Some(i) = flow {
@@ -718,6 +727,12 @@ impl Lb {
                     self.counters.table_full += 1;
                     return Err(DropReason::LbFlowTableFull);
                 };
+                // An IPv6 client's stand-in: claimed by the flow, now that
+                // there is one (and after an eviction that may have freed it).
+                if k.v6 {
+                    client = v6::claim_client(self, pkt, client).inspect_err(|_| self.free.push(i))?;
+                }
+                let snat = if mode == LbMode::Dnat { client } else { snat };
                 self.flows[i as usize] =
                     Flow { proto: p_proto, service: si, backend: b as u16, client, snat, expires: 0, tcp: 0 };
                 self.fwd.insert(h_fwd(key, p_proto, client, si), i);

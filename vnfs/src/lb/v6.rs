@@ -4,8 +4,10 @@
 //! The flow table keys endpoints by IPv4 address. An IPv6 VIP, backend or
 //! full-NAT source gets a fixed stand-in from 254.0.0.0/8 ([`Names`], kept
 //! across reloads, so an unchanged backend keeps its flows and health); an
-//! IPv6 client one from 240.0.0.0/7 ([`crate::standin::Hosts`], reused
-//! after the longest flow timeout). Only the tables see stand-ins: packets
+//! IPv6 client one from 240.0.0.0/7 ([`crate::standin::Hosts`]), claimed by
+//! each flow it makes and free again with its last: a packet that makes
+//! no flow takes none, and one /64 holds at most `lb clients-per-64`.
+//! Only the tables see stand-ins: packets
 //! are rewritten with the real addresses, Maglev hashes the real 5-tuple
 //! and member addresses (every instance with the same config picks the
 //! same backend), and views show the real addresses.
@@ -15,6 +17,7 @@ use alloc::string::String;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{Key, Lb, LbConfig};
+use crate::counters::DropReason;
 use crate::csum;
 use crate::flow::{Endpoint, TCP, UDP};
 use crate::ipv6::{self, HLEN};
@@ -25,6 +28,10 @@ use crate::Micros;
 
 /// Fixed stand-ins: 254.0.0.0 + n.
 const FIXED: u32 = 0xfe00_0000;
+/// The client address of a key from an IPv6 client that holds no
+/// stand-in yet (it has no flow): [`claim_client`] gives it one if a flow
+/// is made.
+pub(super) const PENDING: Ipv4Addr = Ipv4Addr::UNSPECIFIED;
 
 /// Stand-ins of the configured IPv6 addresses.
 #[derive(Default)]
@@ -79,9 +86,9 @@ impl Names {
 }
 
 /// The flow key of a TCP or UDP IPv6 packet (no extension headers):
-/// a client to a VIP (the client gets a stand-in), or a backend's reply
-/// (to the full-NAT source, or to a client known here).
-pub(super) fn key(lb: &mut Lb, pkt: &Packet, now: Micros) -> Option<Key> {
+/// a client to a VIP (its stand-in, or [`PENDING`] if it has none), or a
+/// backend's reply (to the full-NAT source, or to a client known here).
+pub(super) fn key(lb: &mut Lb, pkt: &Packet, _now: Micros) -> Option<Key> {
     let ip = pkt.l3();
     let proto = ip[6];
     let total = HLEN + u16::from_be_bytes([ip[4], ip[5]]) as usize;
@@ -96,7 +103,7 @@ pub(super) fn key(lb: &mut Lb, pkt: &Packet, now: Micros) -> Option<Key> {
         // To a VIP (or the full-NAT source: a reply).
         Some(d) => match lb.names.find(&src) {
             Some(s) => (s, d),
-            None if lb.service_for(proto, d, dport).is_some() => (lb.clients.stand_in(src, now)?, d),
+            None if lb.service_for(proto, d, dport).is_some() => (lb.clients.find(&src).unwrap_or(PENDING), d),
             None => return None,
         },
         // A DNAT reply from a backend to a client.
@@ -116,7 +123,37 @@ pub(super) fn key(lb: &mut Lb, pkt: &Packet, now: Micros) -> Option<Key> {
 impl Lb {
     /// The real address behind a table address (IPv4 as is).
     pub(super) fn real_of(&self, a: Ipv4Addr) -> IpAddr {
-        self.names.real(a).or_else(|| self.clients.peek(a)).map_or(IpAddr::V4(a), IpAddr::V6)
+        self.names.real(a).or_else(|| self.clients.host(a)).map_or(IpAddr::V4(a), IpAddr::V6)
+    }
+}
+
+/// The client endpoint of a packet to a VIP, and its flow hash if still
+/// good: a client that was [`PENDING`] when the burst was keyed may have
+/// got its stand-in from an earlier packet of the burst.
+pub(super) fn client_of(lb: &Lb, pkt: &Packet, k: &Key, h: Option<u64>) -> (Endpoint, Option<u64>) {
+    if !k.v6 || k.src.addr != PENDING {
+        return (k.src, h);
+    }
+    match lb.clients.find(&ipv6::src(pkt.l3())) {
+        Some(s) => (Endpoint::new(s, k.src.port), None),
+        None => (k.src, h),
+    }
+}
+
+/// A new flow's claim on its IPv6 client's stand-in (given now if the
+/// client has none); the flow's end releases it ([`Lb::remove`]). A
+/// configured address (a backend as a client) keeps its fixed one.
+pub(super) fn claim_client(lb: &mut Lb, pkt: &Packet, client: Endpoint) -> Result<Endpoint, DropReason> {
+    if lb.names.real(client.addr).is_some() {
+        return Ok(client);
+    }
+    match lb.clients.claim(ipv6::src(pkt.l3())) {
+        Ok(s) => Ok(Endpoint::new(s, client.port)),
+        Err(crate::standin::Refused::Per64) => Err(DropReason::LbClientsPer64),
+        Err(crate::standin::Refused::Full) => {
+            lb.counters.table_full += 1;
+            Err(DropReason::LbFlowTableFull)
+        }
     }
 }
 

@@ -70,7 +70,11 @@ fn ns(r: &mut Rig, port: u8, mac: [u8; 6], who: Ipv6Addr, target: Ipv6Addr) {
 }
 
 fn rig() -> Rig {
-    let mut r = Rig::with_config(CONFIG, &[LAN_MAC, DMZ_MAC]);
+    rig_with(CONFIG)
+}
+
+fn rig_with(config: &str) -> Rig {
+    let mut r = Rig::with_config(config, &[LAN_MAC, DMZ_MAC]);
     r.dp.announce(&mut r.pool);
     r.now = 1_200_000;
     r.dp.poll(r.now, &mut r.pool);
@@ -239,5 +243,72 @@ fn a_ping_to_an_ipv6_vip_is_answered_from_the_vip() {
         Icmpv6Repr::parse(&vip, &client, &m, &ChecksumCapabilities::default()).unwrap(),
         Icmpv6Repr::EchoReply { ident: 3, seq_no: 9, data: b"vip?" }
     );
+    r.finish();
+}
+
+#[test]
+fn packets_that_never_make_a_flow_take_no_client_slot() {
+    // Room for 16 flows (and 64 client slots).
+    let mut r = rig_with(&std::format!("{CONFIG}lb flows 16\n"));
+    let vip = a("2001:db8:0:1::80");
+    // 1000 SYNs from as many (spoofed, unrouted) sources to a service with
+    // no backend: each is refused, none becomes a flow.
+    for i in 0..1000u32 {
+        let client = Ipv6Addr::from(u128::from(a("2001:db8:99::")) + ((i as u128) << 64 | 7));
+        let syn = tcp(client, vip, 40000, 22, true, false);
+        r.send(0, &frame(LAN_MAC, client, vip, 6, &syn));
+        let _ = (r.sent(0), r.sent(1));
+    }
+    assert_eq!(r.drops(0, DropReason::LbNoBackend), 1000);
+    // A new client is balanced as ever.
+    let client = a("2001:db8:0:1::2");
+    let out = r.through(0, &frame(LAN_MAC, client, vip, 6, &tcp(client, vip, 40000, 80, true, false)), 1);
+    assert_eq!(
+        TcpPacket::new_checked(Ipv6Packet::new_checked(&out[ETH_HLEN..]).unwrap().payload()).unwrap().dst_port(),
+        8000
+    );
+    r.finish();
+}
+
+#[test]
+fn a_client_slot_goes_with_its_last_flow_and_a_64_holds_at_most_its_quota() {
+    let mut r = rig_with(&std::format!("{CONFIG}lb flows 16 clients-per-64 2\n"));
+    let vip = a("2001:db8:0:1::80");
+    let syn = |r: &mut Rig, client: &str, port: u16| {
+        let c = a(client);
+        r.send(0, &frame(LAN_MAC, c, vip, 6, &tcp(c, vip, port, 80, true, false)));
+        r.sent(1).len()
+    };
+    assert_eq!(syn(&mut r, "2001:db8:0:1::2", 40000), 1);
+    assert_eq!(syn(&mut r, "2001:db8:0:1::3", 40000), 1);
+    // A third client of that /64 is refused (counted); another /64's is not,
+    // nor another flow of a client that has a slot.
+    assert_eq!(syn(&mut r, "2001:db8:0:1::4", 40000), 0);
+    assert_eq!(r.drops(0, DropReason::LbClientsPer64), 1);
+    assert_eq!(syn(&mut r, "2001:db8:0:5::4", 40000), 1);
+    assert_eq!(syn(&mut r, "2001:db8:0:1::2", 40001), 1);
+    // The half-open flows end (240 s): their slots come back.
+    r.now += 300_000_000;
+    for _ in 0..4 {
+        r.dp.poll(r.now, &mut r.pool);
+    }
+    assert_eq!(syn(&mut r, "2001:db8:0:1::4", 40000), 1);
+    let bad = std::format!("{CONFIG}lb clients-per-64 0\n");
+    let e = crate::registry::parse(&bad).unwrap_err();
+    assert!(e.iter().any(|e| e.message.contains("clients-per-64")), "{e:?}");
+    r.finish();
+}
+
+#[test]
+fn a_backend_as_a_client_keeps_one_flow() {
+    let mut r = rig();
+    let (backend, vip) = (a("2001:db8:0:2::12"), a("2001:db8:0:1::80"));
+    for _ in 0..3 {
+        r.send(1, &frame(DMZ_MAC, backend, vip, 6, &tcp(backend, vip, 40000, 80, true, false)));
+        let _ = (r.sent(0), r.sent(1));
+    }
+    let mut s = std::string::String::new();
+    assert!(r.dp.show("flows", &[], r.now, &mut s));
+    assert_eq!(s.matches("[2001:db8:0:2::12]:40000").count(), 1, "{s}");
     r.finish();
 }

@@ -61,11 +61,14 @@ pub struct NatConfig {
 }
 
 /// What a `nat64` block adds: the prefix IPv4 addresses are embedded in
-/// (RFC 6052) and the IPv6 prefixes of its inside hosts.
+/// (RFC 6052), the IPv6 prefixes of its inside hosts, and how many of
+/// them one /64 may have translated at once (`hosts-per-64`: each holds a
+/// stand-in address while it has a session).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Nat64Settings {
     pub prefix: Ipv6Net,
     pub inside: Vec<ipnet::Ipv6Net>,
+    pub hosts_per_64: u32,
 }
 
 /// The well-known NAT64 prefix (RFC 6052 §2.1).
@@ -109,11 +112,11 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<Na
         icmp_timeout: 60,
         forwards: Vec::new(),
         quotas: Quotas { host: 0, forward: 0 },
-        nat64: v6.then(|| Nat64Settings { prefix: well_known_prefix(), inside: Vec::new() }),
+        nat64: v6.then(|| Nat64Settings { prefix: well_known_prefix(), inside: Vec::new(), hosts_per_64: 0 }),
         line: Line(kw.line),
         vrf: 0,
     };
-    let (mut host_quota, mut forward_quota) = (None, None);
+    let (mut host_quota, mut forward_quota, mut per_64) = (None, None, None);
     let mut outside_tok = None;
     let mut forward_lines: BTreeMap<(u8, (Ipv4Addr, u16)), u32> = BTreeMap::new();
     for child in stmt.block.iter().flatten() {
@@ -153,13 +156,20 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<Na
                     format!("bad prefix `{}`: expected ADDRESS/LEN such as 64:ff9b::/96", args[0].text),
                 )),
             },
+            ("hosts-per-64", Some(_)) if want(1, errors) => match args[0].text.parse::<u32>() {
+                Ok(v) if v >= 1 => per_64 = Some(v),
+                _ => errors.push(ConfigError::at(
+                    &args[0],
+                    format!("bad hosts-per-64 `{}`: expected a number of inside hosts, at least 1", args[0].text),
+                )),
+            },
             ("forward", Some(_)) => errors.push(ConfigError::at(
                 &key,
                 "`nat64` has no port forwards (an IPv4 host cannot start a session to an IPv6-only host through it)",
             )),
             _ => {}
         }
-        if nat.nat64.is_some() && matches!(key.text, "inside" | "prefix" | "forward") {
+        if nat.nat64.is_some() && matches!(key.text, "inside" | "prefix" | "forward" | "hosts-per-64") {
             continue;
         }
         match key.text {
@@ -253,16 +263,19 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<Na
             },
             "inside" | "outside" | "pool" | "ports" | "filtering" | "sessions" | "udp-timeout" | "tcp-established-timeout"
             | "tcp-transitory-timeout" | "icmp-timeout" | "forward" | "host-sessions" | "forward-sessions" | "vrf" => {}
-            "prefix" => errors.push(ConfigError::at(&key, "`prefix` is a `nat64` setting")),
+            "prefix" | "hosts-per-64" => errors.push(ConfigError::at(&key, format!("`{}` is a `nat64` setting", key.text))),
             other => errors.push(ConfigError::at(
                 &key,
-                format!("unknown {} setting `{other}`: expected inside, outside, pool, ports, filtering, sessions, host-sessions, forward-sessions, {}or a timeout", kw.text, if v6 { "prefix " } else { "forward " }),
+                format!("unknown {} setting `{other}`: expected inside, outside, pool, ports, filtering, sessions, host-sessions, forward-sessions, {}or a timeout", kw.text, if v6 { "prefix, hosts-per-64 " } else { "forward " }),
             )),
         }
     }
     let defaults = Quotas::default_for(nat.sessions);
     nat.quotas =
         Quotas { host: host_quota.unwrap_or(defaults.host), forward: forward_quota.unwrap_or(defaults.forward) };
+    if let Some(n64) = nat.nat64.as_mut() {
+        n64.hosts_per_64 = per_64.unwrap_or_else(|| crate::standin::default_per_64(nat.sessions));
+    }
     if outside_tok.is_none() && errors.len() == before {
         errors.push(ConfigError::at(&kw, format!("`{}` needs `outside PORT`", kw.text)));
     }
@@ -302,6 +315,24 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<Na
                 column: 1,
                 message: format!("forward target {} is not inside the NAT", f.inside.0),
             });
+        }
+    }
+    if let Some(n64) = &nat.nat64 {
+        // It translates only what arrives on its inside ports: an inside
+        // prefix on the outside port's link would never be.
+        let out = &config.ports[nat.outside];
+        for n in n64
+            .inside
+            .iter()
+            .filter(|n| out.address6.iter().any(|a| a.contains(&n.network()) || n.contains(&a.network())))
+        {
+            errors.push(ConfigError::at(
+                &kw,
+                format!(
+                    "nat64 inside {n} is on its outside port `{}`: NAT64 translates only what arrives on its inside ports",
+                    out.name
+                ),
+            ));
         }
     }
     if v6 {

@@ -9,7 +9,15 @@
 //! The table's inside endpoints are IPv4; each inside IPv6 host is given
 //! a stand-in address from 240.0.0.0/4 (never routed, never seen on a
 //! wire) by [`crate::standin::Hosts`], whose slot index it is, so the
-//! reply path finds the host in one read.
+//! reply path finds the host in one read; the host holds it from its first
+//! session to the end of its last (the table reports both), and one /64
+//! holds at most `hosts-per-64`.
+//!
+//! What it translates: IPv6 from its inside prefixes that arrived on an
+//! inside port (any port its pipelines run on but the outside one; from
+//! the outside port it is `nat64_not_inside`), and IPv4 to its pool on the
+//! outside port. Under the well-known prefix only global IPv4 addresses
+//! are written or read (RFC 6052 §3.1; the rest is `nat64_non_global`).
 //!
 //! Where it runs: before the router, both ways (`pipeline lan nat64
 //! router`, `pipeline wan nat64 router`, the defaults): the router then
@@ -58,6 +66,9 @@ const FRAGMENT: u8 = 44;
 /// ports; they follow their first fragment's translation).
 const FRAG_CACHE: usize = 256;
 const FRAG_LIFETIME: Micros = 5_000_000;
+/// Live entries one source (an inside IPv6 host, an outside IPv4 one) may
+/// hold in the fragment cache, as the NAT44's.
+const FRAG_PER_SOURCE: usize = 16;
 
 /// Where the later fragments of a datagram go: an inbound datagram (IPv4
 /// source, pool address, identification, protocol) to its inside host; an
@@ -73,22 +84,35 @@ struct FragEntry {
     expires: Micros,
 }
 
-/// A bounded cache of [`FragEntry`]: a full cache replaces an expired
-/// entry, else the oldest (one pass over at most 256).
+/// A bounded cache of [`FragEntry`]: a source at its quota replaces its
+/// own oldest entry, so one host's first fragments cannot flush everyone
+/// else's; a full cache replaces an expired entry, else the oldest (a few
+/// passes over at most 256).
 #[derive(Default)]
 struct FragCache(Vec<FragEntry>);
 
 impl FragCache {
-    fn remember(&mut self, e: FragEntry, now: Micros) {
-        if self.0.len() < FRAG_CACHE {
-            return self.0.push(e);
+    fn remember(&mut self, e: FragEntry, now: Micros, counters: &mut Nat64Counters) {
+        let live = |x: &FragEntry| x.expires > now;
+        let own = |x: &FragEntry| x.outbound == e.outbound && x.src == e.src;
+        let oldest = |f: &dyn Fn(&FragEntry) -> bool| {
+            self.0.iter().enumerate().filter(|(_, x)| f(x)).min_by_key(|(_, x)| x.expires).map(|(i, _)| i)
+        };
+        let slot = if self.0.iter().filter(|x| own(x) && live(x)).count() >= FRAG_PER_SOURCE {
+            counters.fragments_evicted_own += 1;
+            oldest(&|x| own(x) && live(x))
+        } else if self.0.len() < FRAG_CACHE {
+            None
+        } else {
+            oldest(&|x| !live(x)).or_else(|| {
+                counters.fragments_evicted += 1;
+                oldest(&|_| true)
+            })
+        };
+        match slot {
+            Some(i) => self.0[i] = e,
+            None => self.0.push(e),
         }
-        let i = self
-            .0
-            .iter()
-            .position(|x| x.expires <= now)
-            .unwrap_or_else(|| self.0.iter().enumerate().min_by_key(|(_, x)| x.expires).map_or(0, |(i, _)| i));
-        self.0[i] = e;
     }
 
     fn find(
@@ -156,11 +180,16 @@ crate::counters! {
         hop_limit_errors: counter "ICMPv6 time exceeded / ICMPv4 time exceeded sent by the translator",
         too_big: counter "IPv4 packets with DF too large for IPv6 (fragmentation needed sent)",
         fragments: counter "fragments translated (either way)",
+        fragments_evicted_own: counter "first-fragment entries that replaced the same source's oldest (its quota was full)",
+        fragments_evicted: counter "fragment entries of other sources replaced while the cache was full of live ones",
     }
 }
 
 pub struct Nat64 {
     prefix: Ipv6Net,
+    /// The prefix is the well-known one: it carries global IPv4 addresses
+    /// only (RFC 6052 §3.1).
+    well_known: bool,
     inside: Vec<Ipv6Net>,
     outside_port: PortId,
     pub table: NatTable,
@@ -234,19 +263,22 @@ impl Nat64 {
             tcp_transitory: c.tcp_transitory_timeout as Micros * 1_000_000,
             icmp: c.icmp_timeout as Micros * 1_000_000,
         };
-        let longest = timeouts.udp.max(timeouts.tcp_established).max(timeouts.tcp_transitory).max(timeouts.icmp);
         let mut table = NatTable::new(c.sessions, c.pool.clone(), c.ports, map_filtering(c.filtering), timeouts, seed);
         table.set_quotas(c.quotas);
+        // A stand-in lives as long as its host has a session: the table
+        // says when (a sweep ends at most SWEEP_PER_POLL, a packet a few).
+        table.track_hosts(SWEEP_PER_POLL + 8);
         let ports6 = config.ports.iter().zip(macs).map(|(p, mac)| ipv6::port_nets(*mac, &p.address6)).collect();
         let mtu6 = config.ports.iter().filter(|p| !p.address6.is_empty()).map(|p| p.mtu as usize).min().unwrap_or(1280);
         Nat64 {
             prefix: n64.prefix,
+            well_known: n64.prefix == super::config::well_known_prefix(),
             inside: n64.inside.clone(),
             outside_port: c.outside as PortId,
             table,
             hosts: crate::standin::Hosts::new(
                 c.sessions,
-                longest.saturating_mul(2),
+                n64.hosts_per_64,
                 crate::table::hash_words(seed, &[0x006e_3634]),
             ),
             ports6,
@@ -266,7 +298,17 @@ impl Nat64 {
         if ipv6::is_ipv6(pkt.l3()) {
             let ip = pkt.l3();
             let (src, dst) = (ipv6::src(ip), ipv6::dst(ip));
-            if self.prefix.contains(&dst) && self.inside.iter().any(|n| n.contains(&src)) {
+            if !self.prefix.contains(&dst) {
+                return Some(pkt);
+            }
+            // Its inside ports are the others its pipelines run on: what
+            // comes in from outside is never an inside host, whatever
+            // source it claims.
+            if pkt.meta.in_port == self.outside_port {
+                cx.drop(pkt, DropReason::Nat64NotInside);
+                return None;
+            }
+            if self.inside.iter().any(|n| n.contains(&src)) {
                 return self.outbound(pkt, cx);
             }
             return Some(pkt);
@@ -303,6 +345,10 @@ impl Nat64 {
             return None;
         }
         let remote = extract(&self.prefix, &dst);
+        if !self.may_embed(remote) {
+            cx.drop(pkt, DropReason::Nat64NonGlobal);
+            return None;
+        }
         if !crate::icmp::is_unique_host(remote) {
             cx.drop(pkt, DropReason::MartianDestination);
             return None;
@@ -321,17 +367,17 @@ impl Nat64 {
                 return None;
             }
         };
-        let Some(stand_in) = self.hosts.stand_in(src, cx.now) else {
-            cx.drop(pkt, DropReason::NatTableFull);
-            return None;
+        let stand_in = match self.hosts.claim(src) {
+            Ok(s) => s,
+            Err(r) => {
+                cx.drop(pkt, stand_in_refusal(r));
+                return None;
+            }
         };
-        let out = match self.table.outbound(
-            proto,
-            Endpoint::new(stand_in, sport),
-            Endpoint::new(remote, dport),
-            flags,
-            cx.now,
-        ) {
+        let made =
+            self.table.outbound(proto, Endpoint::new(stand_in, sport), Endpoint::new(remote, dport), flags, cx.now);
+        self.settle(Some(stand_in));
+        let out = match made {
             Ok(o) => o,
             Err(r) => {
                 cx.drop(pkt, refusal_reason(r));
@@ -400,6 +446,9 @@ impl Nat64 {
         };
         let ttl = ip[8];
         let df = ip[6] & 0x40 != 0;
+        if !self.may_embed(p.src) {
+            return self.refuse_non_global(pkt, p.proto, Endpoint::new(p.dst, dport), cx);
+        }
         let inside = match self.table.inbound(
             p.proto,
             Endpoint::new(p.dst, dport),
@@ -414,7 +463,7 @@ impl Nat64 {
                 return None;
             }
         };
-        let Some(host) = self.hosts.host(inside.addr, cx.now) else {
+        let Some(host) = self.hosts.host(inside.addr) else {
             cx.drop(pkt, DropReason::NatNoMapping);
             return None;
         };
@@ -527,7 +576,13 @@ impl Nat64 {
             // address): its host stack's.
             return Some(pkt);
         };
-        let Some(host) = self.hosts.host(inside.addr, cx.now) else {
+        if !self.may_embed(p.src) {
+            // A router with a private address on the way, under the
+            // well-known prefix.
+            cx.drop(pkt, DropReason::Nat64NonGlobal);
+            return None;
+        }
+        let Some(host) = self.hosts.host(inside.addr) else {
             cx.drop(pkt, DropReason::NatIcmpErrorNoMatch);
             return None;
         };
@@ -606,17 +661,17 @@ impl Nat64 {
                 return None;
             }
             let (sport, dport, flags) = (csum::get(l4, 0), csum::get(l4, 2), if proto == TCP { l4[13] } else { 0 });
-            let Some(stand_in) = self.hosts.stand_in(src, cx.now) else {
-                cx.drop(pkt, DropReason::NatTableFull);
-                return None;
+            let stand_in = match self.hosts.claim(src) {
+                Ok(s) => s,
+                Err(r) => {
+                    cx.drop(pkt, stand_in_refusal(r));
+                    return None;
+                }
             };
-            let out = match self.table.outbound(
-                proto,
-                Endpoint::new(stand_in, sport),
-                Endpoint::new(remote, dport),
-                flags,
-                cx.now,
-            ) {
+            let made =
+                self.table.outbound(proto, Endpoint::new(stand_in, sport), Endpoint::new(remote, dport), flags, cx.now);
+            self.settle(Some(stand_in));
+            let out = match made {
                 Ok(o) => o,
                 Err(r) => {
                     cx.drop(pkt, refusal_reason(r));
@@ -647,6 +702,7 @@ impl Nat64 {
                     expires: cx.now + FRAG_LIFETIME,
                 },
                 cx.now,
+                &mut self.counters,
             );
             out.addr
         } else {
@@ -709,6 +765,9 @@ impl Nat64 {
                 return None;
             }
             let (sport, dport, flags) = (csum::get(l4, 0), csum::get(l4, 2), if p.proto == TCP { l4[13] } else { 0 });
+            if !self.may_embed(p.src) {
+                return self.refuse_non_global(pkt, p.proto, Endpoint::new(p.dst, dport), cx);
+            }
             let inside = match self.table.inbound(
                 p.proto,
                 Endpoint::new(p.dst, dport),
@@ -723,7 +782,7 @@ impl Nat64 {
                     return None;
                 }
             };
-            let Some(host) = self.hosts.host(inside.addr, cx.now) else {
+            let Some(host) = self.hosts.host(inside.addr) else {
                 cx.drop(pkt, DropReason::NatNoMapping);
                 return None;
             };
@@ -753,6 +812,7 @@ impl Nat64 {
                     expires: cx.now + FRAG_LIFETIME,
                 },
                 cx.now,
+                &mut self.counters,
             );
             host
         } else {
@@ -824,6 +884,46 @@ impl Nat64 {
         (self.mtu6 - HLEN - 8) & !7
     }
 
+    /// Whether `a` may be written under the prefix: any address under a
+    /// network-specific one, only a global one under the well-known one.
+    fn may_embed(&self, a: Ipv4Addr) -> bool {
+        !self.well_known || is_global(a)
+    }
+
+    /// An IPv4 packet from a non-global source to a pool address: dropped
+    /// if a mapping waits there (its source cannot be written under the
+    /// well-known prefix), else the appliance's own.
+    fn refuse_non_global(
+        &mut self,
+        pkt: Packet,
+        proto: u8,
+        outside: Endpoint,
+        cx: &mut StageContext<'_>,
+    ) -> Option<Packet> {
+        if !self.table.has_mapping_at(proto, outside) {
+            return Some(pkt);
+        }
+        cx.drop(pkt, DropReason::Nat64NonGlobal);
+        None
+    }
+
+    /// Takes the table's news of hosts that got their first session or
+    /// lost their last into the stand-ins, then undoes `claimed` (the
+    /// claim a packet held while its session was being made: the session,
+    /// if made, holds the stand-in now).
+    fn settle(&mut self, claimed: Option<Ipv4Addr>) {
+        for (a, up) in self.table.host_events() {
+            if up {
+                self.hosts.retain(a);
+            } else {
+                self.hosts.release(a);
+            }
+        }
+        if let Some(a) = claimed {
+            self.hosts.release(a);
+        }
+    }
+
     /// Moves the frame's start to `l3_from` bytes into the L3 header (now
     /// `len` bytes of new L3 packet), keeping the Ethernet addresses and
     /// setting `ethertype`.
@@ -881,7 +981,8 @@ impl Nat64 {
             return None;
         };
         let remote = extract(&self.prefix, &ipv6::src(q));
-        let Some(stand_in) = self.hosts.stand_in(host, cx.now) else {
+        // About a session: its host holds a stand-in already.
+        let Some(stand_in) = self.hosts.find(&host) else {
             cx.drop(pkt, DropReason::NatIcmpErrorNoMatch);
             return None;
         };
@@ -1050,6 +1151,34 @@ impl Nat64 {
     }
 }
 
+/// Why a new inside host got no stand-in, as a drop reason.
+fn stand_in_refusal(r: crate::standin::Refused) -> DropReason {
+    match r {
+        crate::standin::Refused::Full => DropReason::NatTableFull,
+        crate::standin::Refused::Per64 => DropReason::Nat64HostsPer64,
+    }
+}
+
+/// Whether `a` is globally reachable, as the IANA IPv4 Special-Purpose
+/// Address Registry says: what the well-known prefix may carry (RFC 6052
+/// §3.1). Not: this network (0/8), private (RFC 1918), shared (RFC 6598),
+/// loopback, link-local, IETF protocol assignments (192.0.0/24 but the
+/// anycast .9 and .10), documentation (RFC 5737), benchmarking
+/// (198.18/15), multicast, reserved (240/4) and broadcast.
+pub fn is_global(a: Ipv4Addr) -> bool {
+    let n = u32::from(a);
+    let within = |net: u32, len: u32| n >> (32 - len) == net >> (32 - len);
+    !(within(0, 8)
+        || a.is_private()
+        || within(0x6440_0000, 10)
+        || a.is_loopback()
+        || a.is_link_local()
+        || within(0xc000_0000, 24) && !matches!(a.octets()[3], 9 | 10)
+        || a.is_documentation()
+        || within(0xc612_0000, 15)
+        || n >= 0xe000_0000)
+}
+
 /// Writes a 20-byte IPv4 header (no options, DF, its checksum filled).
 fn write_ipv4(h: &mut [u8], payload: u16, proto: u8, ttl: u8, src: Ipv4Addr, dst: Ipv4Addr) {
     h.copy_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, ttl, proto, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
@@ -1069,7 +1198,12 @@ impl Stage for Nat64 {
         if self.table.capacity() >= PREFETCH_FROM {
             self.prefetch(batch);
         }
-        for_each_packet(batch, |pkt| self.translate(pkt, cx));
+        for_each_packet(batch, |pkt| {
+            let out = self.translate(pkt, cx);
+            // A lookup may have ended other hosts' last sessions.
+            self.settle(None);
+            out
+        });
         while let Some(p) = self.spill.pop() {
             if let Err(p) = batch.push(p) {
                 cx.drop(p, DropReason::FragNoBuffer);
@@ -1089,10 +1223,16 @@ impl Stage for Nat64 {
 
     fn poll(&mut self, cx: &mut StageContext<'_>) {
         self.table.sweep(cx.now, SWEEP_PER_POLL);
+        self.settle(None);
     }
 
     fn report(&self, sink: &mut dyn StatsSink) {
         self.counters.report(sink);
+        sink.gauge(
+            "stand_ins",
+            "inside IPv6 hosts holding a stand-in address (each has a session)",
+            self.hosts.held() as u64,
+        );
         sink.gauge("sessions", "NAT64 sessions in the table", self.table.sessions() as u64);
         sink.gauge(
             "mappings",

@@ -29,19 +29,26 @@ fn host() -> Ipv6Addr {
     a("2001:db8:0:1::2")
 }
 
+/// The server under the network-specific prefix (RFC 8215's local-use
+/// range): a private IPv4 address may be embedded there, never under the
+/// well-known prefix (RFC 6052 §3.1).
 fn server6() -> Ipv6Addr {
-    a("64:ff9b::a01:2")
+    a("64:ff9b:1::a01:2")
 }
 
 const CONFIG: &str = "port lan address 2001:db8:0:1::1/64\n\
                       port wan address 10.1.0.1/24\n\
-                      nat64 {\n inside 2001:db8:0:1::/64\n outside wan\n filtering address-dependent\n}\n\
+                      nat64 {\n prefix 64:ff9b:1::/96\n inside 2001:db8:0:1::/64\n outside wan\n filtering address-dependent\n}\n\
                       router\n";
 
 /// A rig with both neighbours known: the server by ARP, the inside host
 /// by its solicitation.
 fn rig() -> Rig {
-    let mut r = Rig::with_config(CONFIG, &[LAN_MAC, WAN_MAC]);
+    rig_with(CONFIG)
+}
+
+fn rig_with(config: &str) -> Rig {
+    let mut r = Rig::with_config(config, &[LAN_MAC, WAN_MAC]);
     r.dp.announce(&mut r.pool);
     r.now = 1_200_000;
     r.dp.poll(r.now, &mut r.pool);
@@ -336,6 +343,10 @@ fn nat64_configs_are_checked() {
     assert!(bad("nat64 {\n inside 2001:db8:0:1::/64\n outside wan\n forward tcp 10.1.0.1:80 10.0.0.1:80\n}\n")
         .contains("no port forwards"));
     assert!(bad("nat64 {\n outside wan\n}\n").contains("needs at least one `inside PREFIX`"));
+    let one_armed = "port lan address 2001:db8:0:1::1/64\nport wan address 10.1.0.1/24 address 2001:db8:0:2::1/64\n\
+                     nat64 {\n inside 2001:db8::/48\n outside wan\n}\n";
+    let e = crate::registry::parse(one_armed).unwrap_err();
+    assert!(e[0].message.contains("is on its outside port `wan`"), "{e:?}");
     let both = "nat {\n inside 10.0.0.0/24\n outside wan\n}\nnat64 {\n inside 2001:db8:0:1::/64\n outside wan\n}\n";
     assert!(bad(both).contains("overlaps the nat"), "{}", bad(both));
     let ok = "nat {\n inside 10.0.0.0/24\n outside wan\n ports 1024-30000\n}\nnat64 {\n inside 2001:db8:0:1::/64\n outside wan\n ports 30001-65535\n}\n";
@@ -389,6 +400,10 @@ fn an_inside_hosts_icmpv6_error_goes_out_as_icmpv4_with_the_quote_translated() {
 /// `body` as IPv6 fragments of `size` payload bytes each (after the
 /// fragment header), identification `ident`.
 fn fragments6(body: &[u8], size: usize, ident: u32) -> Vec<Vec<u8>> {
+    fragments6_from(host(), body, size, ident)
+}
+
+fn fragments6_from(src: Ipv6Addr, body: &[u8], size: usize, ident: u32) -> Vec<Vec<u8>> {
     body.chunks(size)
         .enumerate()
         .map(|(i, chunk)| {
@@ -397,7 +412,7 @@ fn fragments6(body: &[u8], size: usize, ident: u32) -> Vec<Vec<u8>> {
             p.extend_from_slice(&(((i * size / 8) as u16) << 3 | more as u16).to_be_bytes());
             p.extend_from_slice(&ident.to_be_bytes());
             p.extend_from_slice(chunk);
-            v6(LAN_MAC, host(), server6(), 64, 44, &p)
+            v6(LAN_MAC, src, server6(), 64, 44, &p)
         })
         .collect()
 }
@@ -477,5 +492,197 @@ fn fragments_are_translated_both_ways() {
     r.send(0, &stray);
     assert!(r.sent(1).is_empty());
     assert_eq!(r.dp.ports()[0].counters.dropped(DropReason::NatFragmentUnknown), 1);
+    r.finish();
+}
+
+/// The NAT64 stage's `stats` line.
+fn stats(r: &Rig) -> std::string::String {
+    let mut s = std::string::String::new();
+    r.dp.write_stats(&mut s).unwrap();
+    std::format!("{} ", s.lines().find(|l| l.contains("name=nat64")).unwrap_or_default())
+}
+
+/// A UDP datagram from `src` (an inside address) to the server.
+fn udp_from(src: Ipv6Addr, sport: u16) -> Vec<u8> {
+    let body = l4(UDP, IpAddress::Ipv6(src), IpAddress::Ipv6(server6()), sport, 53, b"q");
+    v6(LAN_MAC, src, server6(), 64, UDP, &body)
+}
+
+/// Inside hosts across a /48, sessions for 64.
+const SMALL: &str = "port lan address 2001:db8:0:1::1/64\n\
+                     port wan address 10.1.0.1/24\n\
+                     nat64 {\n prefix 64:ff9b:1::/96\n inside 2001:db8::/48\n outside wan\n sessions 64\n}\n\
+                     router\n";
+
+#[test]
+fn a_flood_of_spoofed_sources_does_not_lock_out_a_new_host() {
+    let mut r = rig_with(SMALL);
+    // 1000 SYNs, each from another (spoofed) inside address, two per /64:
+    // each opens a half-open session, and a full table evicts the oldest.
+    for i in 0..1000u32 {
+        let src = Ipv6Addr::from(0x2001_0db8_0000_0100_0000_0000_0000_0000u128 + ((i as u128 / 2) << 64) + i as u128);
+        let syn = l4(TCP, IpAddress::Ipv6(src), IpAddress::Ipv6(server6()), 40000, 80, b"");
+        r.send(0, &v6(LAN_MAC, src, server6(), 64, TCP, &syn));
+        let _ = r.sent(1);
+    }
+    // A new host is translated at once: the flood's stand-ins went with
+    // their evicted sessions.
+    let out = r.through(0, &udp_from(host(), 5000), 1);
+    assert_eq!(Ipv4Packet::new_checked(&out[ETH_HLEN..]).unwrap().src_addr(), POOL);
+    assert!(stats(&r).contains(" stand_ins=64 "), "a stand-in per session, no more: {}", stats(&r));
+    r.finish();
+}
+
+#[test]
+fn a_stand_in_comes_back_when_its_last_session_expires() {
+    let mut r = rig_with(SMALL);
+    let _ = r.through(0, &udp_from(host(), 5000), 1);
+    let ping = icmp6(host(), server6(), &Icmpv6Repr::EchoRequest { ident: 7, seq_no: 1, data: b"p" });
+    let _ = r.through(0, &v6(LAN_MAC, host(), server6(), 64, ICMPV6, &ping), 1);
+    assert!(stats(&r).contains(" stand_ins=1 sessions=2 "), "{}", stats(&r));
+    // The ping's session ends (60 s), the UDP one (300 s) holds the stand-in.
+    let sweep = |r: &mut Rig, at: u64| {
+        r.now = at;
+        for _ in 0..8 {
+            r.dp.poll(r.now, &mut r.pool);
+        }
+    };
+    sweep(&mut r, 1_200_000 + 100_000_000);
+    assert!(stats(&r).contains(" stand_ins=1 sessions=1 "), "{}", stats(&r));
+    sweep(&mut r, 1_200_000 + 400_000_000);
+    assert!(stats(&r).contains(" stand_ins=0 sessions=0 "), "the last session took the stand-in: {}", stats(&r));
+    r.finish();
+}
+
+#[test]
+fn one_64_holds_at_most_its_quota_of_stand_ins() {
+    let text = SMALL.replace(" sessions 64\n", " sessions 64\n hosts-per-64 4\n");
+    let mut r = rig_with(&text);
+    let in_64 = |net: u128, i: u128| Ipv6Addr::from(0x2001_0db8_0000_0000_0000_0000_0000_0000u128 + (net << 64) + i);
+    for i in 0..4 {
+        let _ = r.through(0, &udp_from(in_64(7, 10 + i), 5000), 1);
+    }
+    // A fifth host of that /64 is refused (counted); another /64's is not.
+    r.send(0, &udp_from(in_64(7, 99), 5000));
+    assert!(r.sent(1).is_empty());
+    assert_eq!(r.drops(0, DropReason::Nat64HostsPer64), 1);
+    let _ = r.through(0, &udp_from(in_64(8, 99), 5000), 1);
+    // More sessions of a host that has a stand-in are not refused.
+    let _ = r.through(0, &udp_from(in_64(7, 10), 5001), 1);
+    assert!(stats(&r).contains(" stand_ins=5 "), "{}", stats(&r));
+    let bad = |q: &str| {
+        let t = SMALL.replace(" sessions 64\n", &std::format!(" sessions 64\n hosts-per-64 {q}\n"));
+        crate::registry::parse(&t).unwrap_err().into_iter().map(|e| e.message).collect::<Vec<_>>().join("\n")
+    };
+    assert!(bad("0").contains("hosts-per-64"), "{}", bad("0"));
+    assert!(bad("many").contains("hosts-per-64"));
+    r.finish();
+}
+
+#[test]
+fn a_packet_to_the_prefix_from_the_outside_port_is_not_translated() {
+    let text = CONFIG.replace("port wan address 10.1.0.1/24", "port wan address 10.1.0.1/24 address 2001:db8:ff::1/64");
+    let mut r = rig_with(&text);
+    // An inside source, spoofed from wan (its own subnet's neighbour).
+    let mut f = udp_from(host(), 5000);
+    f[0..6].copy_from_slice(&WAN_MAC);
+    r.send(1, &f);
+    assert!(r.sent(1).is_empty() && r.sent(0).is_empty(), "not translated");
+    assert_eq!(r.drops(1, DropReason::Nat64NotInside), 1);
+    assert!(stats(&r).contains(" sessions=0 "), "{}", stats(&r));
+    // From the inside port, the same packet is.
+    let _ = r.through(0, &udp_from(host(), 5000), 1);
+    r.finish();
+}
+
+/// The same rig with the well-known prefix (the default) and a default
+/// route beyond the server.
+const WKP: &str = "port lan address 2001:db8:0:1::1/64\n\
+                   port wan address 10.1.0.1/24\n\
+                   nat64 {\n inside 2001:db8:0:1::/64\n outside wan\n filtering endpoint-independent\n}\n\
+                   route 0.0.0.0/0 via 10.1.0.2\n\
+                   router\n";
+
+#[test]
+fn the_well_known_prefix_carries_only_global_ipv4_addresses() {
+    let mut r = rig_with(WKP);
+    let wkp = |v4: Ipv4Addr| embed(&crate::nat::config::well_known_prefix(), v4);
+    let send = |r: &mut Rig, to: Ipv4Addr, sport: u16| {
+        let dst = wkp(to);
+        let body = l4(UDP, IpAddress::Ipv6(host()), IpAddress::Ipv6(dst), sport, 53, b"q");
+        r.send(0, &v6(LAN_MAC, host(), dst, 64, UDP, &body));
+        r.sent(1)
+    };
+    // RFC 1918, shared (RFC 6598), documentation, benchmarking, loopback,
+    // link-local, this network, reserved, multicast, IETF protocol
+    // assignments: dropped, counted.
+    let non_global = [
+        "10.1.0.2",
+        "172.16.0.1",
+        "192.168.1.1",
+        "100.64.0.1",
+        "192.0.2.1",
+        "198.51.100.1",
+        "203.0.113.11",
+        "198.18.0.1",
+        "127.0.0.1",
+        "169.254.1.1",
+        "0.1.2.3",
+        "240.0.0.1",
+        "224.0.0.5",
+        "192.0.0.8",
+    ];
+    for (i, v4) in non_global.iter().enumerate() {
+        assert!(send(&mut r, v4.parse().unwrap(), 6000 + i as u16).is_empty(), "{v4} under 64:ff9b::/96");
+    }
+    assert_eq!(r.drops(0, DropReason::Nat64NonGlobal), non_global.len() as u64);
+    assert!(stats(&r).contains(" sessions=0 "), "{}", stats(&r));
+    // A global address is translated; its reply comes back.
+    let global = Ipv4Addr::new(192, 0, 0, 9);
+    let out = send(&mut r, global, 5000);
+    assert_eq!(out.len(), 1, "192.0.0.9 is globally reachable (IANA)");
+    let global = Ipv4Addr::new(1, 2, 3, 4);
+    let out = send(&mut r, global, 5001);
+    assert_eq!(out.len(), 1);
+    let ip = Ipv4Packet::new_checked(&out[0][ETH_HLEN..]).unwrap();
+    let port = UdpPacket::new_checked(ip.payload()).unwrap().src_port();
+    let reply = |from: Ipv4Addr| {
+        let body = l4(UDP, IpAddress::Ipv4(from), IpAddress::Ipv4(POOL), 53, port, b"a");
+        v4(WAN_MAC, from, POOL, 64, UDP, &body)
+    };
+    let back = r.through(1, &reply(global), 0);
+    assert_eq!(Ipv6Packet::new_checked(&back[ETH_HLEN..]).unwrap().src_addr(), wkp(global));
+    // Endpoint-independent filtering lets anyone in, but a private source
+    // is never synthesised under the well-known prefix.
+    r.send(1, &reply(Ipv4Addr::new(10, 1, 0, 9)));
+    assert!(r.sent(0).is_empty());
+    assert_eq!(r.drops(1, DropReason::Nat64NonGlobal), 1);
+    // Nor is an ICMP error from a private router on the way.
+    let sent = {
+        let body = l4(UDP, IpAddress::Ipv4(POOL), IpAddress::Ipv4(global), port, 53, b"q");
+        v4(SERVER_MAC, POOL, global, 63, UDP, &body)
+    };
+    r.send(1, &error4(11, 0, 0, &sent));
+    assert!(r.sent(0).is_empty());
+    assert_eq!(r.drops(1, DropReason::Nat64NonGlobal), 2);
+    r.finish();
+}
+
+#[test]
+fn one_source_cannot_flush_another_sources_fragments() {
+    let mut r = rig();
+    let other = a("2001:db8:0:1::3");
+    let data: Vec<u8> = (0..2000u32).map(|i| i as u8).collect();
+    let body = |src: Ipv6Addr| l4(UDP, IpAddress::Ipv6(src), IpAddress::Ipv6(server6()), 7000, 9000, &data);
+    // B sends a first fragment, then A floods 600 first fragments.
+    let b = fragments6(&body(host()), 1232, 1);
+    let _ = r.through(0, &b[0], 1);
+    for i in 0..600u32 {
+        let _ = r.through(0, &fragments6_from(other, &body(other), 1232, 100 + i)[0], 1);
+    }
+    // B's second fragment still finds its translation.
+    let f2 = r.through(0, &b[1], 1);
+    assert_eq!(Ipv4Packet::new_checked(&f2[ETH_HLEN..]).unwrap().src_addr(), POOL);
+    assert!(stats(&r).contains(" fragments_evicted_own=584 fragments_evicted=0 "), "{}", stats(&r));
     r.finish();
 }

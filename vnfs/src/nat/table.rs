@@ -181,6 +181,10 @@ pub struct NatTable {
     hosts: Vec<(Ipv4Addr, u32)>,
     free_hosts: Vec<u32>,
     by_host: IndexTable,
+    /// With [`NatTable::track_hosts`]: inside hosts that got their first
+    /// session (`true`) or lost their last (`false`) since the owner last
+    /// took them (NAT64's stand-in addresses live exactly that long).
+    host_events: Option<Vec<(Ipv4Addr, bool)>>,
     /// Most sessions one inside host (dynamic mappings) or one port forward
     /// may hold.
     quotas: Quotas,
@@ -290,6 +294,7 @@ impl NatTable {
             hosts: alloc::vec![(Ipv4Addr::UNSPECIFIED, 0); capacity],
             free_hosts: (0..capacity as u32).rev().collect(),
             by_host: IndexTable::new(capacity),
+            host_events: None,
             quotas: Quotas::default_for(capacity),
             by_remote_addr: IndexTable::new(capacity),
             ports_used: alloc::vec![0; pool.len() * 3 * 1024],
@@ -840,6 +845,9 @@ impl NatTable {
                         let (key, hosts) = (self.key, &self.hosts);
                         self.by_host.remove(h_host(key, addr), i, |j| h_host(key, hosts[j as usize].0));
                         self.free_hosts.push(i);
+                        if let Some(e) = &mut self.host_events {
+                            e.push((addr, false));
+                        }
                     }
                 }
             }
@@ -847,10 +855,27 @@ impl NatTable {
                 if let Some(i) = self.free_hosts.pop() {
                     self.hosts[i as usize] = (addr, 1);
                     self.by_host.insert(h_host(self.key, addr), i);
+                    if let Some(e) = &mut self.host_events {
+                        e.push((addr, true));
+                    }
                 }
             }
             None => {}
         }
+    }
+
+    /// Records from now on when an inside host gets its first session and
+    /// loses its last, for [`NatTable::host_events`]. The owner takes them
+    /// after every call (one call makes a few: a sweep at most its
+    /// budget), so the list never grows past what it is given here.
+    pub fn track_hosts(&mut self, room: usize) {
+        self.host_events = Some(Vec::with_capacity(room));
+    }
+
+    /// The hosts that got their first session (`true`) or lost their last
+    /// (`false`) since the last call, in order.
+    pub fn host_events(&mut self) -> impl Iterator<Item = (Ipv4Addr, bool)> + '_ {
+        self.host_events.iter_mut().flat_map(|e| e.drain(..))
     }
 
     /// Whether mapping `m` may take one more session: under its quota, or
