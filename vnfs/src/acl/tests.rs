@@ -206,3 +206,157 @@ fn config_errors_say_what_is_wrong() {
         "{e:?}"
     );
 }
+
+/// A TCP segment with `flags` (FIN 1, SYN 2, RST 4, ACK 16) and `payload`.
+fn tcp_segment(dst_mac: [u8; 6], src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut body = std::vec![0u8; 20];
+    {
+        let mut t = TcpPacket::new_unchecked(&mut body[..]);
+        t.set_src_port(src.1);
+        t.set_dst_port(dst.1);
+        t.set_seq_number(smoltcp::wire::TcpSeqNumber(1000));
+        t.set_header_len(20);
+        t.set_fin(flags & 1 != 0);
+        t.set_syn(flags & 2 != 0);
+        t.set_rst(flags & 4 != 0);
+        t.set_ack(flags & 16 != 0);
+        t.set_window_len(1024);
+    }
+    body.extend_from_slice(payload);
+    l4_frame(dst_mac, src.0, dst.0, IpProtocol::Tcp, &body)
+}
+
+const OTHER_LAN_HOST: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+
+/// A frame out of port 0 that is IPv4 (not an ARP request).
+fn ipv4_out(r: &mut Rig, port: u8) -> usize {
+    r.sent(port).iter().filter(|f| f[12..14] == [0x08, 0x00]).count()
+}
+
+#[test]
+fn a_chained_super_packet_is_filtered_like_the_plain_frame() {
+    let mut r = rig(" port lan wan\n stateful\n rule permit src 10.0.0.0/24\n default deny\n");
+    r.pool = crate::packet::PacketPool::with_tails(RIG_BUFFERS, 4);
+    let frame = tcp_segment(MACS[1], (WAN_HOST, 40000), (LAN_HOST, 445), 0x10, &[0x5a; 200]);
+    r.send(1, &frame);
+    assert_eq!(ipv4_out(&mut r, 0), 0, "the plain frame is denied");
+    // The same bytes in two buffers: the headers in the first, the total
+    // length beyond it.
+    let head = chained(&mut r.pool, &frame, 128);
+    assert!(head.is_chained());
+    r.send_packet(1, head);
+    assert_eq!(ipv4_out(&mut r, 0), 0, "the super-packet is denied too");
+    assert_eq!(r.drops(1, DropReason::Policy), 2);
+    // Headers cut across the buffers cannot be classified: dropped, counted.
+    let head = chained(&mut r.pool, &frame, 40);
+    r.send_packet(1, head);
+    assert_eq!(ipv4_out(&mut r, 0), 0);
+    assert_eq!(r.drops(1, DropReason::AclUnparsable), 1);
+    // A permitted super-packet still passes.
+    let out = tcp_segment(MACS[0], (LAN_HOST, 40000), (WAN_HOST, 445), 0x10, &[0x5a; 200]);
+    let head = chained(&mut r.pool, &out, 128);
+    r.send_packet(0, head);
+    assert_eq!(ipv4_out(&mut r, 1), 1);
+    r.finish();
+}
+
+#[test]
+fn related_icmp_goes_only_to_the_endpoint_that_sent_the_quoted_packet() {
+    let mut r = rig(" port lan wan\n stateful\n rule permit src 10.0.0.0/24\n default deny\n");
+    r.send(0, &arp_reply([2, 0, 0, 0, 1, 3], OTHER_LAN_HOST, MACS[0], Ipv4Addr::new(10, 0, 0, 1)));
+    r.sent(0);
+    r.through(0, &udp_frame(MACS[0], (LAN_HOST, 5000), (WAN_HOST, 53), b"q"), 1);
+    // An ICMP port unreachable from the wan host quoting `quoted`, to `to`.
+    let error = |quoted: &[u8], to: Ipv4Addr| {
+        let mut body = std::vec![3u8, 3, 0, 0, 0, 0, 0, 0];
+        body.extend_from_slice(&quoted[14..14 + 28]);
+        let c = crate::csum::checksum(&body);
+        crate::csum::set(&mut body, 2, c);
+        let mut f = l4_frame(MACS[1], WAN_HOST, to, IpProtocol::Icmp, &body);
+        f.resize(1056 + 14, 0);
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+        ip.set_total_len(1056);
+        ip.fill_checksum();
+        f
+    };
+    let query = udp_frame(MACS[0], (LAN_HOST, 5000), (WAN_HOST, 53), b"q");
+    // To a host that has no connection: denied.
+    r.send(1, &error(&query, OTHER_LAN_HOST));
+    assert_eq!(ipv4_out(&mut r, 0), 0, "an error about 10.0.0.2's flow does not reach 10.0.0.3");
+    // Quoting the reply way (a packet the wan host sent) to the lan host:
+    // such an error would go to the wan host, not to 10.0.0.2.
+    let reply = udp_frame(MACS[1], (WAN_HOST, 53), (LAN_HOST, 5000), b"a");
+    r.send(1, &error(&reply, LAN_HOST));
+    assert_eq!(ipv4_out(&mut r, 0), 0, "an error about a packet 10.0.0.2 never sent");
+    // To the endpoint that sent the quoted packet: related.
+    r.through(1, &error(&query, LAN_HOST), 0);
+    let s = stage_line(&r);
+    assert!(s.contains(" related=1 "), "{s}");
+    r.finish();
+}
+
+#[test]
+fn tiny_and_later_fragments_are_judged_with_their_first_fragment() {
+    let mut r = rig(" port lan\n rule deny tcp dport 22\n default permit\n");
+    let syn = tcp_segment(MACS[0], (LAN_HOST, 40000), (WAN_HOST, 22), 0x02, &[]);
+    r.send(0, &syn);
+    assert!(r.sent(1).is_empty(), "the whole SYN is denied");
+    // RFC 1858's tiny fragment: 8 bytes of TCP header, no flags; then the rest.
+    let frags = fragments(&syn, &[8]);
+    assert_eq!(frags.len(), 2);
+    for f in &frags {
+        r.send(0, f);
+        assert!(r.sent(1).is_empty(), "no fragment of the denied SYN passes");
+    }
+    assert_eq!(r.drops(0, DropReason::AclTinyFragment), 2, "the tiny first and the offset-8 TCP fragment");
+    // A first fragment with the whole header is judged by the rules; the
+    // later fragments follow its verdict.
+    let denied = tcp_segment(MACS[0], (LAN_HOST, 40001), (WAN_HOST, 22), 0x10, &[7; 100]);
+    let policy = r.drops(0, DropReason::Policy);
+    for f in fragments(&denied, &[32, 64]) {
+        r.send(0, &f);
+        assert!(r.sent(1).is_empty());
+    }
+    assert_eq!(r.drops(0, DropReason::Policy), policy + 3, "the first by its rule, the rest by its verdict");
+    // A permitted flow's fragments pass, first then the rest.
+    let permitted = tcp_segment(MACS[0], (LAN_HOST, 40002), (WAN_HOST, 80), 0x10, &[7; 100]);
+    let mut ok = permitted.clone();
+    Ipv4Packet::new_unchecked(&mut ok[14..]).set_ident(0x77);
+    Ipv4Packet::new_unchecked(&mut ok[14..]).fill_checksum();
+    for f in fragments(&ok, &[32, 64]) {
+        r.through(0, &f, 1);
+    }
+    // Out of order: a later fragment before its first has no verdict to
+    // follow (dropped, counted); the first and what follows it pass.
+    let mut late = permitted.clone();
+    Ipv4Packet::new_unchecked(&mut late[14..]).set_ident(0x78);
+    Ipv4Packet::new_unchecked(&mut late[14..]).fill_checksum();
+    let f = fragments(&late, &[32, 64]);
+    r.send(0, &f[2]);
+    assert!(r.sent(1).is_empty());
+    assert_eq!(r.drops(0, DropReason::AclFragmentUnknown), 1);
+    r.through(0, &f[0], 1);
+    r.through(0, &f[1], 1);
+    r.finish();
+}
+
+#[test]
+fn a_syn_flood_through_a_permit_does_not_lock_other_clients_out() {
+    let mut r = rig(
+        " port lan wan\n stateful\n connections 16\n rule permit tcp dport 80\n rule permit src 10.0.0.0/24\n default deny\n",
+    );
+    // 16 SYNs from outside (spoofed sources, never completed) fill the table.
+    for i in 0..16u8 {
+        let src = Ipv4Addr::new(10, 1, 0, 100 + i);
+        r.send(1, &tcp_segment(MACS[1], (src, 1000 + i as u16), (LAN_HOST, 80), 0x02, &[]));
+        r.sent(0);
+        r.sent(1);
+    }
+    // An inside client's DNS query is tracked all the same (a half-open
+    // connection makes room), and its reply comes in.
+    r.through(0, &udp_frame(MACS[0], (LAN_HOST, 5000), (WAN_HOST, 53), b"q"), 1);
+    r.through(1, &udp_frame(MACS[1], (WAN_HOST, 53), (LAN_HOST, 5000), b"a"), 0);
+    let s = stage_line(&r);
+    assert!(s.contains(" connections_evicted=1 "), "{s}");
+    r.finish();
+}
