@@ -22,7 +22,7 @@ use self::classifier::{Classifier, Fields};
 pub use self::config::{AclAction, AclConfig, Rule};
 use self::fragments::{FragKey, Fragments};
 use crate::config::{BuildContext, StageConfig, StageDef};
-use crate::conntrack::ConnTable;
+use crate::conntrack::{default_quota, ConnTable};
 use crate::counters::DropReason;
 use crate::flow::{Endpoint, Timeouts, ICMP, TCP, UDP};
 use crate::icmp::IcmpError;
@@ -217,7 +217,11 @@ impl Acl {
             name: name.into(),
             classifier: Classifier::new(&c.rules),
             default: c.default,
-            conns: c.stateful.then(|| ConnTable::new(c.connections, Timeouts::default(), seed)),
+            conns: c.stateful.then(|| {
+                let mut t = ConnTable::new(c.connections, Timeouts::default(), seed);
+                t.set_quota(c.source_connections.unwrap_or(default_quota(c.connections)));
+                t
+            }),
             frags: Fragments::new(),
             hits: alloc::vec![0; c.rules.len()],
             default_hits: 0,
@@ -359,6 +363,9 @@ impl Stage for Acl {
         if !same_table {
             return false;
         }
+        if let Some(t) = &mut self.conns {
+            t.set_quota(c.source_connections.unwrap_or(default_quota(c.connections)));
+        }
         self.classifier = Classifier::new(&c.rules);
         self.default = c.default;
         self.hits = alloc::vec![0; c.rules.len()];
@@ -381,6 +388,16 @@ impl Stage for Acl {
             sink.gauge("connections", "connections tracked", c.len() as u64);
             sink.gauge("connection_capacity", "connections the table holds", c.capacity() as u64);
             sink.counter("connections_expired", "tracked connections that idled out", c.counters.expired);
+            sink.counter(
+                "connections_evicted",
+                "transitory connections (handshake or close, or no reply yet) removed for new ones",
+                c.counters.evicted,
+            );
+            sink.counter(
+                "connections_refused_quota",
+                "new connections refused: their source held its source-connections",
+                c.counters.refused_quota,
+            );
         }
     }
 

@@ -198,6 +198,8 @@ fn config_errors_say_what_is_wrong() {
     assert!(e[0].starts_with("a.conf:3:7: unknown action `allow`"), "{e:?}");
     let e = errs(" rule permit dport 80\n");
     assert!(e[0].contains("`dport` needs the protocol tcp or udp first"), "{e:?}");
+    let e = errs(" source-connections 0\n");
+    assert!(e[0].starts_with("a.conf:3:21: bad source-connections `0`: expected 1 to 4000000"), "{e:?}");
     let e = errs(" rule permit tcp dport 90-80\n rule deny icmp type x\n port wan\n");
     assert!(
         e[0].contains("bad port range `90-80`")
@@ -358,5 +360,17 @@ fn a_syn_flood_through_a_permit_does_not_lock_other_clients_out() {
     r.through(1, &udp_frame(MACS[1], (WAN_HOST, 53), (LAN_HOST, 5000), b"a"), 0);
     let s = stage_line(&r);
     assert!(s.contains(" connections_evicted=1 "), "{s}");
+    r.finish();
+    // One source holds at most `source-connections`: its own half-open
+    // connections make room for its new ones.
+    let mut r = rig(
+        " port lan wan\n stateful\n connections 16\n source-connections 4\n rule permit tcp dport 80\n default deny\n",
+    );
+    for i in 0..16u16 {
+        r.send(1, &tcp_segment(MACS[1], (WAN_HOST, 1000 + i), (LAN_HOST, 80), 0x02, &[]));
+    }
+    r.sent(0);
+    let s = stage_line(&r);
+    assert!(s.contains(" connections=4 ") && s.contains(" connections_evicted=12 "), "{s}");
     r.finish();
 }
