@@ -6,6 +6,13 @@
 //! without a lookup, from the shared connection table
 //! ([`crate::conntrack`]). Lookups use tuple space search
 //! ([`classifier`]).
+//!
+//! It fails closed: every IPv4 packet is judged from the headers in its
+//! first buffer (a chained super-packet's are there too), and one it
+//! cannot read is dropped (`acl_unparsable`), never passed unjudged.
+//! Fragments are judged as a whole datagram: a first fragment too short
+//! for the fields the rules read is dropped (`acl_tiny_fragment`), and the
+//! later fragments take its verdict ([`fragments`]).
 
 pub mod classifier;
 pub mod config;
