@@ -2,13 +2,13 @@
 # Runs the AFL++ fuzz targets (vnfs/fuzz) for SECONDS each and prints, per
 # target, the executions, paths and crashes from AFL's own statistics.
 # Fails if any target found a crash (the inputs stay in target/fuzz/out/).
-#   scripts/fuzz.sh SECONDS [TARGET...]     (targets: frames config mgmt)
+#   scripts/fuzz.sh SECONDS [TARGET...]     (targets: frames acl config mgmt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frames config mgmt)
+[ ${#targets[@]} -gt 0 ] || targets=(frames acl config mgmt)
 
 # cargo-afl (and the AFL++ it builds) is the project's fuzzer.
 if ! command -v cargo-afl >/dev/null 2>&1; then

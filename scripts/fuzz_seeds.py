@@ -102,6 +102,35 @@ def burst(port, step, frames):
     return bytes([port, step, len(frames) - 1]) + record(frames)
 
 
+def frag(packet, cuts):
+    """IPv4 `packet` cut into fragments at payload offsets `cuts` (multiples of 8)."""
+    hl = (packet[0] & 15) * 4
+    head, payload = packet[:hl], packet[hl:]
+    bounds = [0] + [c for c in cuts if 0 < c < len(payload)] + [len(payload)]
+    out = []
+    for a, b in zip(bounds, bounds[1:]):
+        flags = (0x2000 if b < len(payload) else 0) | (a // 8)
+        h = head[:2] + struct.pack("!H", hl + b - a) + head[4:6] + struct.pack("!H", flags) + head[8:10] + b"\0\0" + head[12:]
+        h = h[:10] + struct.pack("!H", csum(h)) + h[12:]
+        out.append(h + payload[a:b])
+    return out
+
+
+def acl_burst(port, step, frames):
+    """A burst in the ACL target's format: per frame (length/7, chunk, bytes)."""
+    out = bytes([port, step, len(frames) - 1])
+    for f, chunk in frames:
+        f += b"\0" * (-len(f) % 7)
+        out += bytes([len(f) // 7, chunk]) + f
+    return out
+
+
+def icmp_error(src, dst, quoted):
+    body = struct.pack("!BBHI", 3, 3, 0, 0) + quoted[:28]
+    body = body[:2] + struct.pack("!H", csum(body)) + body[4:]
+    return ipv4(src, dst, 1, body)
+
+
 def main(out):
     seeds = {
         "arp-ping": [burst(0, 0, [arp("10.0.0.2", "10.0.0.1"), eth(LAN, icmp_echo("10.0.0.2", "10.0.0.1"))])],
@@ -154,6 +183,31 @@ def main(out):
     for i, (name, bursts) in enumerate(seeds.items()):
         with open(f"{out}/frames/{name}", "wb") as f:
             f.write(bytes([i * 37 % 256]) + b"".join(bursts))
+    syn22 = tcp("10.0.0.2", 40000, "10.1.0.2", 22, 0x02)
+    big = ipv4("10.0.0.2", "10.1.0.2", 17, l4("10.0.0.2", "10.1.0.2", 17, struct.pack("!HHHH", 5000, 53, 8 + 300, 0) + b"q" * 300), df=False)
+    query = udp("10.0.0.2", 5000, "10.1.0.2", 53)
+    acl = {
+        "tiny-fragments": [acl_burst(0, 0, [(eth(LAN, f), 0) for f in frag(syn22, [8])])],
+        "fragments-in-order-and-not": [
+            acl_burst(0, 0, [(eth(LAN, f), 0) for f in frag(big, [64, 128])]),
+            acl_burst(0, 1, [(eth(LAN, f), 0) for f in reversed(frag(big, [64, 128]))]),
+        ],
+        "conntrack-related": [
+            acl_burst(0, 0, [(eth(LAN, query), 0), (eth(LAN, tcp("10.0.0.2", 40001, "10.1.0.2", 443, 0x02)), 0)]),
+            acl_burst(1, 1, [
+                (eth(WAN, udp("10.1.0.2", 53, "10.0.0.2", 5000)), 0),
+                (eth(WAN, tcp("10.1.0.2", 443, "10.0.0.2", 40001, 0x12)), 0),
+                (eth(WAN, icmp_error("10.1.0.2", "10.0.0.2", query)), 0),
+                (eth(WAN, icmp_error("10.1.0.2", "10.0.0.3", query)), 0),
+            ]),
+        ],
+        "syn-flood": [acl_burst(1, 0, [(eth(WAN, tcp("10.1.0.%d" % (100 + i), 1000 + i, "10.0.0.2", 80, 0x02)), 0) for i in range(20)])],
+        "chained": [acl_burst(0, 0, [(eth(LAN, big), 16), (eth(LAN, big), 2), (eth(LAN, tcp("10.0.0.2", 40002, "10.1.0.2", 445, 0x10) + b"x" * 100), 20)])],
+    }
+    os.makedirs(f"{out}/acl", exist_ok=True)
+    for i, (name, bursts) in enumerate(acl.items()):
+        with open(f"{out}/acl/{name}", "wb") as f:
+            f.write(bytes([i * 3 % 256]) + b"".join(bursts))
     os.makedirs(f"{out}/config", exist_ok=True)
     for name in os.listdir("images/configs"):
         with open(f"images/configs/{name}", "rb") as src, open(f"{out}/config/{name}", "wb") as dst:

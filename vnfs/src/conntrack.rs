@@ -1,12 +1,23 @@
 //! A connection table any stage may keep (the ACL's stateful mode uses
 //! one): flows by their 5-tuple as the initiator sent them, with the TCP
 //! state and idle timeouts of [`crate::flow`]. Fixed capacity, keyed
-//! hashes, a full table refuses new connections (counted) and expired
-//! ones are removed lazily and by a bounded sweep.
+//! hashes; expired connections are removed lazily and by a bounded sweep.
+//!
+//! No one source fills it (as the NAT's session table, and Linux
+//! conntrack's early drop): each initiating address holds at most its
+//! quota of connections, and a new connection that finds the table full
+//! (or its source at its quota) takes the place of a *transitory* one —
+//! TCP whose handshake has not completed or that is closing, UDP or ICMP
+//! that has had no reply — found near the sweep cursor. Only when none is
+//! found is it refused (counted). Established connections are never
+//! evicted, so a flood of spoofed SYNs or one-way datagrams cannot lock
+//! out the connections that work.
 
 use alloc::vec::Vec;
 
-use crate::flow::{idle_timeout, Endpoint, Timeouts};
+use core::net::Ipv4Addr;
+
+use crate::flow::{idle_timeout, is_closing, is_established, Endpoint, Timeouts, TCP};
 use crate::table::{hash_words, IndexTable};
 use crate::Micros;
 
@@ -15,6 +26,8 @@ struct Conn {
     /// 0: a free slot.
     proto: u8,
     tcp: u8,
+    /// A packet went the reply way (UDP, ICMP: no longer transitory).
+    replied: bool,
     from: Endpoint,
     to: Endpoint,
     expires: Micros,
@@ -23,8 +36,9 @@ struct Conn {
 const FREE: Conn = Conn {
     proto: 0,
     tcp: 0,
-    from: Endpoint { addr: core::net::Ipv4Addr::UNSPECIFIED, port: 0 },
-    to: Endpoint { addr: core::net::Ipv4Addr::UNSPECIFIED, port: 0 },
+    replied: false,
+    from: Endpoint { addr: Ipv4Addr::UNSPECIFIED, port: 0 },
+    to: Endpoint { addr: Ipv4Addr::UNSPECIFIED, port: 0 },
     expires: 0,
 };
 
@@ -40,8 +54,31 @@ pub enum Way {
 pub struct ConnCounters {
     pub created: u64,
     pub expired: u64,
-    /// New connections refused: the table was full of live ones.
+    /// New connections refused: the table was full of live ones and none
+    /// near the cursor was transitory.
     pub refused_full: u64,
+    /// New connections refused: their source held its quota and none of
+    /// its own near the cursor was transitory.
+    pub refused_quota: u64,
+    /// Transitory connections removed to make room for new ones.
+    pub evicted: u64,
+}
+
+impl Conn {
+    /// Whether a new connection may take this one's place: expired, a TCP
+    /// handshake not completed or a close begun, or no reply yet.
+    fn transitory(&self, now: Micros) -> bool {
+        self.expires <= now
+            || if self.proto == TCP { !is_established(self.tcp) || is_closing(self.tcp) } else { !self.replied }
+    }
+}
+
+/// The default quota of connections one source may initiate: an eighth of
+/// the table, at least 64 (and at most all of it), as the NAT's per-host
+/// quota.
+pub fn default_quota(capacity: usize) -> u32 {
+    let c = capacity.min(u32::MAX as usize) as u32;
+    (c / 8).max(64).min(c)
 }
 
 pub struct ConnTable {
@@ -51,11 +88,19 @@ pub struct ConnTable {
     key: u64,
     timeouts: Timeouts,
     sweep_at: usize,
+    /// Live connections per initiating address, indexed by `by_source`.
+    sources: Vec<(Ipv4Addr, u32)>,
+    by_source: IndexTable,
+    free_sources: Vec<u32>,
+    quota: u32,
     pub counters: ConnCounters,
 }
 
 /// Connections a sweep looks at per call.
 const SWEEP: usize = 8;
+/// Connections a full table looks at for a transitory one to evict (a
+/// source at its quota looks at 4 times as many for one of its own).
+const EVICT_SCAN: usize = 64;
 
 impl ConnTable {
     pub fn new(capacity: usize, timeouts: Timeouts, seed: u64) -> ConnTable {
@@ -67,13 +112,67 @@ impl ConnTable {
             key: hash_words(seed, &[0x636f_6e6e]),
             timeouts,
             sweep_at: 0,
+            sources: alloc::vec![(Ipv4Addr::UNSPECIFIED, 0); capacity],
+            by_source: IndexTable::new(capacity),
+            free_sources: (0..capacity as u32).rev().collect(),
+            quota: default_quota(capacity),
             counters: ConnCounters::default(),
         }
     }
 
     /// Bytes a table of `capacity` connections takes.
     pub fn memory_for(capacity: usize) -> usize {
-        capacity * (core::mem::size_of::<Conn>() + 4) + IndexTable::memory_for(capacity)
+        capacity * (core::mem::size_of::<Conn>() + 4 + core::mem::size_of::<(Ipv4Addr, u32)>() + 4)
+            + 2 * IndexTable::memory_for(capacity)
+    }
+
+    /// Sets the connections one source may initiate (a reload keeps the
+    /// connections over a lowered quota; only new ones are refused).
+    pub fn set_quota(&mut self, quota: u32) {
+        self.quota = quota.max(1);
+    }
+
+    pub fn quota(&self) -> u32 {
+        self.quota
+    }
+
+    fn h_source(&self, addr: Ipv4Addr) -> u64 {
+        hash_words(self.key ^ 8, &[u32::from(addr) as u64])
+    }
+
+    fn source_slot(&self, addr: Ipv4Addr) -> Option<u32> {
+        let sources = &self.sources;
+        self.by_source.find(self.h_source(addr), |i| sources[i as usize].0 == addr)
+    }
+
+    /// Live connections `addr` initiated.
+    pub fn source_connections(&self, addr: Ipv4Addr) -> u32 {
+        self.source_slot(addr).map_or(0, |i| self.sources[i as usize].1)
+    }
+
+    fn source_count(&mut self, addr: Ipv4Addr, up: bool) {
+        match self.source_slot(addr) {
+            Some(i) if up => self.sources[i as usize].1 += 1,
+            Some(i) => {
+                let n = &mut self.sources[i as usize].1;
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    let h = self.h_source(addr);
+                    let key = self.key;
+                    let sources = &self.sources;
+                    self.by_source.remove(h, i, |j| hash_words(key ^ 8, &[u32::from(sources[j as usize].0) as u64]));
+                    self.free_sources.push(i);
+                }
+            }
+            // One slot per live connection at most: never short.
+            None if up => {
+                if let Some(i) = self.free_sources.pop() {
+                    self.sources[i as usize] = (addr, 1);
+                    self.by_source.insert(self.h_source(addr), i);
+                }
+            }
+            None => {}
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -123,6 +222,30 @@ impl ConnTable {
         });
         self.conns[i as usize] = FREE;
         self.free.push(i);
+        self.source_count(c.from.addr, false);
+    }
+
+    /// Removes one transitory connection (of `source` only, if given)
+    /// among the next `scan` from the sweep cursor, which walks the table
+    /// in order so the ones it passes are those longest unvisited.
+    fn evict(&mut self, now: Micros, source: Option<Ipv4Addr>, scan: usize) -> bool {
+        let n = self.conns.len();
+        for _ in 0..scan.min(n) {
+            let i = self.sweep_at;
+            self.sweep_at = (i + 1) % n;
+            let c = &self.conns[i];
+            if c.proto == 0 || source.is_some_and(|a| c.from.addr != a) || !c.transitory(now) {
+                continue;
+            }
+            if c.expires <= now {
+                self.counters.expired += 1;
+            } else {
+                self.counters.evicted += 1;
+            }
+            self.remove(i as u32);
+            return true;
+        }
+        false
     }
 
     /// The packet `from` → `to` on a live connection, either way: its timer
@@ -140,6 +263,7 @@ impl ConnTable {
         }
         let t = idle_timeout(&self.timeouts, &mut c.tcp, proto, flags, way == Way::Original);
         c.expires = now + t;
+        c.replied |= way == Way::Reply;
         Some(way)
     }
 
@@ -151,19 +275,26 @@ impl ConnTable {
             .is_some_and(|i| self.conns[i as usize].expires > now)
     }
 
-    /// Starts tracking `from` → `to`; `false` if the table is full.
+    /// Starts tracking `from` → `to`; `false` if neither the table nor
+    /// `from`'s quota had room, even after evicting a transitory connection.
     pub fn open(&mut self, proto: u8, from: Endpoint, to: Endpoint, flags: u8, now: Micros) -> bool {
         if self.seen(proto, from, to, flags, now).is_some() {
             return true;
         }
-        let Some(i) = self.free.pop() else {
+        if self.source_connections(from.addr) >= self.quota && !self.evict(now, Some(from.addr), 4 * EVICT_SCAN) {
+            self.counters.refused_quota += 1;
+            return false;
+        }
+        if self.free.is_empty() && !self.evict(now, None, EVICT_SCAN) {
             self.counters.refused_full += 1;
             return false;
-        };
+        }
+        let Some(i) = self.free.pop() else { return false };
         let mut tcp = 0;
         let t = idle_timeout(&self.timeouts, &mut tcp, proto, flags, true);
-        self.conns[i as usize] = Conn { proto, tcp, from, to, expires: now + t };
+        self.conns[i as usize] = Conn { proto, tcp, replied: false, from, to, expires: now + t };
         self.index.insert(self.hash(proto, from, to), i);
+        self.source_count(from.addr, true);
         self.counters.created += 1;
         true
     }
@@ -198,10 +329,10 @@ mod tests {
         assert_eq!(c.seen(17, a, b, 0, 20), Some(Way::Original));
         let d = Endpoint::new(Ipv4Addr::new(10, 1, 0, 3), 53);
         assert!(c.open(17, a, d, 0, 20));
-        assert!(c.open(17, d, a, 0, 30), "the reply way of a tracked connection is that connection");
+        assert!(c.open(17, d, a, 0, 30), "the reply way of a tracked connection is that connection (a reply)");
         assert_eq!(c.len(), 2, "and takes no new slot");
         let e = Endpoint::new(Ipv4Addr::new(10, 1, 0, 4), 53);
-        assert!(!c.open(17, a, e, 0, 30));
+        assert!(!c.open(17, e, a, 0, 30));
         assert_eq!(c.counters.refused_full, 1);
         // Past the timeout: gone, and the slot is free again.
         assert_eq!(c.seen(17, b, a, 0, 5_000), None);
@@ -210,5 +341,67 @@ mod tests {
             c.sweep(10_000 + n);
         }
         assert!(c.is_empty());
+    }
+
+    fn ep(a: u8, port: u16) -> Endpoint {
+        Endpoint::new(Ipv4Addr::new(10, 1, 0, a), port)
+    }
+
+    #[test]
+    fn a_full_table_evicts_transitory_connections_never_established_ones() {
+        use crate::flow::tcp_flags::{ACK, SYN};
+        let mut c = ConnTable::new(4, Timeouts::default(), 1);
+        let (client, server) = (Endpoint::new(Ipv4Addr::new(10, 0, 0, 2), 4000), ep(2, 80));
+        // An established TCP connection (the whole handshake) and a UDP
+        // flow with a reply.
+        assert!(c.open(TCP, client, server, SYN, 0));
+        c.seen(TCP, server, client, SYN | ACK, 1);
+        c.seen(TCP, client, server, ACK, 2);
+        let dns = ep(3, 53);
+        assert!(c.open(17, client, dns, 0, 3));
+        c.seen(17, dns, client, 0, 4);
+        // Spoofed SYNs fill the rest, then keep taking each other's place.
+        for i in 0..20u8 {
+            assert!(c.open(TCP, ep(100 + i, 1000), Endpoint::new(Ipv4Addr::new(10, 0, 0, 2), 80), SYN, 10));
+        }
+        assert_eq!(c.len(), 4);
+        assert_eq!(c.counters.evicted, 18);
+        assert!(c.has(TCP, client, server, 11) && c.has(17, client, dns, 11), "the working connections stay");
+        // Once only working connections are left, a new one is refused.
+        let mut full = ConnTable::new(2, Timeouts::default(), 1);
+        for p in [1, 2] {
+            assert!(full.open(17, client, ep(4, p), 0, 0));
+            full.seen(17, ep(4, p), client, 0, 1);
+        }
+        assert!(!full.open(17, ep(5, 5), ep(4, 3), 0, 2));
+        assert_eq!(full.counters.refused_full, 1);
+    }
+
+    #[test]
+    fn one_source_holds_at_most_its_quota() {
+        let mut c = ConnTable::new(64, Timeouts::default(), 1);
+        c.set_quota(4);
+        let flooder = |p: u16| Endpoint::new(Ipv4Addr::new(10, 1, 0, 66), p);
+        // Replied UDP flows up to the quota: the fifth is refused.
+        for p in 0..4 {
+            assert!(c.open(17, flooder(p), ep(2, 53), 0, 0));
+            c.seen(17, ep(2, 53), flooder(p), 0, 1);
+        }
+        assert!(!c.open(17, flooder(9), ep(2, 53), 0, 2));
+        assert_eq!((c.counters.refused_quota, c.source_connections(Ipv4Addr::new(10, 1, 0, 66))), (1, 4));
+        // Its transitory ones make room for its own new ones only.
+        let mut d = ConnTable::new(64, Timeouts::default(), 1);
+        d.set_quota(4);
+        for p in 0..100 {
+            assert!(d.open(TCP, flooder(p), ep(2, 80), crate::flow::tcp_flags::SYN, 0));
+        }
+        assert_eq!(d.len(), 4);
+        assert!(d.open(17, Endpoint::new(Ipv4Addr::new(10, 0, 0, 2), 5), ep(2, 53), 0, 1), "another source gets in");
+        // Every removal gives the source's count back.
+        for n in 0..200 {
+            d.sweep(Timeouts::default().tcp_established * 2 + n);
+        }
+        assert!(d.is_empty());
+        assert_eq!(d.source_connections(Ipv4Addr::new(10, 1, 0, 66)), 0);
     }
 }

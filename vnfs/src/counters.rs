@@ -99,6 +99,9 @@ drop_reasons! {
     TxRingFull => "tx_ring_full", "the egress NIC's transmit ring was full";
     OffloadUnsupported => "offload_unsupported", "a frame in several buffers, or a partial checksum or super-packet that is not TCP/UDP over IPv4, that cannot go on as it is";
     SegmentNoBuffer => "segment_no_buffer", "no free buffer to cut a TCP super-packet into segments in software";
+    AclUnparsable => "acl_unparsable", "IPv4 packet an ACL cannot classify: a header cut short, or not all in the packet's first buffer (fail closed)";
+    AclTinyFragment => "acl_tiny_fragment", "first fragment too short to hold its transport header's ports and flags, or a TCP fragment at offset 8 (RFC 1858, RFC 3128)";
+    AclFragmentUnknown => "acl_fragment_unknown", "non-first fragment of a datagram whose first fragment the ACL has not judged (fail closed)";
     Policy => "policy", "dropped by a stage's policy (a policer's rate, a filter's rule): that stage's counters say which";
 }
 

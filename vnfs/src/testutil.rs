@@ -256,3 +256,40 @@ pub fn super_packet(
     head.meta.offload = crate::packet::Offload { csum_partial: true, csum_start: 34, csum_offset: 16, gso_size: 1448 };
     head
 }
+
+/// `frame` (an untagged IPv4 frame) cut into fragments at the payload
+/// offsets `cuts` (ascending, multiples of 8), each with its offset, MF bit,
+/// total length and checksum set, in order.
+pub fn fragments(frame: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+    let ip = Ipv4Packet::new_checked(&frame[14..]).expect("an IPv4 frame");
+    let hl = ip.header_len() as usize;
+    let payload = ip.payload();
+    let mut bounds = vec![0];
+    bounds.extend(cuts.iter().copied().filter(|&c| c > 0 && c < payload.len()));
+    bounds.push(payload.len());
+    bounds
+        .windows(2)
+        .map(|w| {
+            let mut f = frame[..14 + hl].to_vec();
+            f.extend_from_slice(&payload[w[0]..w[1]]);
+            let mut p = Ipv4Packet::new_unchecked(&mut f[14..]);
+            p.set_total_len((hl + w[1] - w[0]) as u16);
+            p.set_frag_offset(w[0] as u16);
+            p.set_more_frags(w[1] < payload.len());
+            p.set_dont_frag(false);
+            p.fill_checksum();
+            f
+        })
+        .collect()
+}
+
+/// Receives `pkt` (built by the caller: chained, say) on `port`, as
+/// [`Rig::send`] does a frame.
+impl Rig {
+    pub fn send_packet(&mut self, port: u8, pkt: crate::packet::Packet) {
+        let mut batch = crate::packet::Batch::new();
+        batch.push(pkt).unwrap();
+        self.dp.receive(port, &mut batch, &mut self.pool, self.now);
+        self.dp.poll(self.now, &mut self.pool);
+    }
+}

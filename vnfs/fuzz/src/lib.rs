@@ -147,6 +147,104 @@ fn run_on(dp: &mut Dataplane, pool: &mut PacketPool, now: &mut u64, mut rest: &[
     assert_eq!(pool.available(), capacity, "a buffer leaked");
 }
 
+/// The ACL target's config: a stateful (or stateless) ACL on both ports
+/// with port, ICMP and protocol rules, a connection table small enough for
+/// the fuzzer to fill (eviction, quotas), varied by `sel`.
+pub fn acl_config_text(sel: u8) -> String {
+    let stateful = if sel & 1 != 0 { " stateful\n" } else { "" };
+    let quota = [4, 16][(sel >> 1) as usize & 1];
+    let default = ["deny", "permit", "reject", "deny"][(sel >> 2) as usize & 3];
+    format!(
+        "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\nroute 0.0.0.0/0 via 10.1.0.254\n\
+         acl fw {{\n port lan wan\n{stateful} connections 16\n source-connections {quota}\n\
+         rule deny tcp dport 22\n rule reject tcp dport 23\n rule permit tcp dport 80-443\n\
+         rule permit udp src 10.0.0.0/24 dport 53\n rule deny udp dst 10.1.0.0/16 sport 1-1023\n\
+         rule permit icmp type 8\n rule reject udp dport 7\n rule permit 47 src 10.0.0.0/25\n default {default}\n}}\n"
+    )
+}
+
+thread_local! {
+    static ACL_RIG: std::cell::RefCell<Option<Rig>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `data` through the ACL's dataplane: byte 0 picks the config, then
+/// records of (port, time step, count) are bursts, and each frame is
+/// (length/7, chunk, bytes): a chunk of 0 puts the frame in one buffer,
+/// else in a chain of buffers of `chunk * 4` bytes (at least 8), as a NIC
+/// with mergeable buffers delivers a super-packet. Fragments, tiny
+/// fragments, ICMP errors and the connection table's eviction all come
+/// from the frames' bytes. Never a panic, never a leaked buffer.
+pub fn run_acl(data: &[u8]) {
+    let Some((&sel, mut rest)) = data.split_first() else { return };
+    ACL_RIG.with(|rig| {
+        let mut rig = rig.borrow_mut();
+        if rig.as_ref().is_none_or(|r| r.sel != sel) {
+            let cfg = config::parse(&acl_config_text(sel)).expect("the fuzz configs are valid");
+            let dp = Dataplane::new(&cfg, &MACS[..2], 0, 0x5eed);
+            *rig = Some(Rig { sel, dp, pool: PacketPool::with_tails(256, 16), now: 1 });
+        }
+        let r = rig.as_mut().expect("built above");
+        let (dp, pool, now) = (&mut r.dp, &mut r.pool, &mut r.now);
+        let capacity = pool.capacity();
+        while rest.len() >= 4 {
+            let port = rest[0] % 2;
+            *now += rest[1] as u64 * 4096;
+            let count = (rest[2] as usize % BURST) + 1;
+            rest = &rest[3..];
+            let mut batch = Batch::new();
+            for _ in 0..count {
+                let [len_byte, chunk, tail @ ..] = rest else { break };
+                let len = (*len_byte as usize * 7).min(tail.len());
+                let (frame, tail) = tail.split_at(len);
+                rest = tail;
+                let Some(p) = chain(pool, frame, *chunk as usize * 4) else { break };
+                if batch.push(p).is_err() {
+                    break;
+                }
+            }
+            dp.receive(port, &mut batch, pool, *now);
+            dp.poll(*now, pool);
+            for i in 0..2u8 {
+                while let Some(p) = dp.port_mut(i).tx.pop_front() {
+                    pool.free(p);
+                }
+            }
+        }
+        for _ in 0..4 {
+            *now += 8_000_000_000;
+            dp.poll(*now, pool);
+            for i in 0..2u8 {
+                while let Some(p) = dp.port_mut(i).tx.pop_front() {
+                    pool.free(p);
+                }
+            }
+        }
+        dp.drain(pool);
+        assert_eq!(pool.available(), capacity, "a buffer leaked");
+    });
+}
+
+/// `frame` in one buffer (`chunk` 0), else in buffers of `chunk` bytes
+/// (at least 8); `None` when the pool is out of buffers.
+fn chain(pool: &mut PacketPool, frame: &[u8], chunk: usize) -> Option<vnfs::packet::Packet> {
+    let mut head = pool.alloc()?;
+    if chunk == 0 {
+        head.fill(frame);
+        return Some(head);
+    }
+    let mut parts = frame.chunks(chunk.max(8));
+    head.fill(parts.next().unwrap_or(&[]));
+    for part in parts {
+        let Some(mut s) = pool.alloc() else { break };
+        s.fill(part);
+        if let Err(s) = pool.append(&mut head, s) {
+            pool.free(s);
+            break;
+        }
+    }
+    Some(head)
+}
+
 #[cfg(test)]
 mod tests {
     /// Every fuzz config is valid and the seeds' shape runs clean twice
@@ -159,5 +257,11 @@ mod tests {
         let input = [0u8, 0, 1, 0, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
         super::run_frames(&input);
         super::run_frames(&input);
+        for sel in 0..=255u8 {
+            vnfs::registry::parse(&super::acl_config_text(sel)).unwrap_or_else(|e| panic!("acl selector {sel}: {e:?}"));
+        }
+        let input = [1u8, 0, 1, 0, 9, 2, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+        super::run_acl(&input);
+        super::run_acl(&input);
     }
 }

@@ -5,6 +5,7 @@
 //!     port lan                 # default pipelines: filter what arrives on lan
 //!     stateful                 # replies of permitted connections pass
 //!     connections 65536        # connections tracked (stateful)
+//!     source-connections 8192  # of those, what one initiating address may hold
 //!     rule permit tcp src 10.0.0.0/24 dport 80-443
 //!     rule reject tcp dport 23           # TCP reset / ICMP admin-prohibited
 //!     rule permit icmp type 8
@@ -66,6 +67,9 @@ pub struct AclConfig {
     pub default: AclAction,
     pub stateful: bool,
     pub connections: usize,
+    /// Connections one initiating address may hold (`None`: the default,
+    /// [`crate::conntrack::default_quota`]).
+    pub source_connections: Option<u32>,
     pub ports: Vec<usize>,
     pub line: Line,
 }
@@ -194,6 +198,7 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<(S
         default: AclAction::Deny,
         stateful: false,
         connections: 65_536,
+        source_connections: None,
         ports: Vec::new(),
         line: Line(kw.line),
     };
@@ -225,10 +230,20 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<(S
                 }
                 None => errors.push(ConfigError::at(&key, "`connections` needs a number")),
             },
+            "source-connections" => match args.first().map(|t| (t, t.text.parse::<u32>())) {
+                Some((_, Ok(n))) if (1..=4_000_000).contains(&n) => acl.source_connections = Some(n),
+                Some((t, _)) => errors.push(ConfigError::at(
+                    t,
+                    format!("bad source-connections `{}`: expected 1 to 4000000", t.text),
+                )),
+                None => errors.push(ConfigError::at(&key, "`source-connections` needs a number")),
+            },
             "port" => stage_ports(args, config, "acl", &mut acl.ports, errors),
             other => errors.push(ConfigError::at(
                 &key,
-                format!("unknown acl setting `{other}`: expected rule, default, stateful, connections or port"),
+                format!(
+                    "unknown acl setting `{other}`: expected rule, default, stateful, connections, source-connections or port"
+                ),
             )),
         }
     }

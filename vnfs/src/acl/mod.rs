@@ -6,9 +6,17 @@
 //! without a lookup, from the shared connection table
 //! ([`crate::conntrack`]). Lookups use tuple space search
 //! ([`classifier`]).
+//!
+//! It fails closed: every IPv4 packet is judged from the headers in its
+//! first buffer (a chained super-packet's are there too), and one it
+//! cannot read is dropped (`acl_unparsable`), never passed unjudged.
+//! Fragments are judged as a whole datagram: a first fragment too short
+//! for the fields the rules read is dropped (`acl_tiny_fragment`), and the
+//! later fragments take its verdict ([`fragments`]).
 
 pub mod classifier;
 pub mod config;
+pub mod fragments;
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -19,8 +27,9 @@ use smoltcp::wire::{Icmpv4Packet, Ipv4Packet, TcpPacket, UdpPacket};
 
 use self::classifier::{Classifier, Fields};
 pub use self::config::{AclAction, AclConfig, Rule};
+use self::fragments::{FragKey, Fragments};
 use crate::config::{BuildContext, StageConfig, StageDef};
-use crate::conntrack::ConnTable;
+use crate::conntrack::{default_quota, ConnTable};
 use crate::counters::DropReason;
 use crate::flow::{Endpoint, Timeouts, ICMP, TCP, UDP};
 use crate::icmp::IcmpError;
@@ -37,77 +46,147 @@ crate::counters! {
         reject_rate_limited: counter "rejects not answered: the source's rate was used up",
         established: counter "packets of tracked connections passed without a lookup (stateful)",
         related: counter "ICMP errors about a tracked connection passed (stateful)",
-        connections_refused: counter "permitted connections not tracked: the table was full",
+        connections_refused: counter "permitted connections not tracked: the table (or the source's quota) was full of established ones",
+        unparsable: counter "packets dropped: not classifiable from their first buffer (acl_unparsable)",
+        tiny_fragments: counter "first fragments too short for their transport header, or TCP fragments at offset 8, dropped (acl_tiny_fragment)",
+        fragments_passed: counter "non-first fragments passed by their first fragment's permit",
+        fragments_denied: counter "non-first fragments dropped by their first fragment's deny (drop_policy)",
+        fragments_unknown: counter "non-first fragments dropped: no first fragment judged (acl_fragment_unknown)",
     }
 }
 
-/// What the ACL reads of a packet: the rule fields and the TCP flags.
-fn fields(pkt: &Packet) -> Option<(Fields, u8)> {
-    // Ingress checked the IPv4 header and recorded where it starts.
-    let ip = Ipv4Packet::new_checked(pkt.l3()).ok()?;
+/// Whether a datagram is fragmented, and which fragment this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Frag {
+    Whole,
+    /// Offset 0, more to come: judged by the rules, its verdict remembered.
+    First(FragKey),
+    /// Judged by its first fragment's verdict.
+    Later(FragKey),
+}
+
+/// What the ACL reads of a packet, all from its first buffer.
+struct Parsed {
+    f: Fields,
+    /// TCP flags as [`crate::flow::tcp_flags`] counts them.
+    flags: u8,
+    /// The ICMP query identifier (echo, timestamp), else 0.
+    query_id: u16,
+    frag: Frag,
+    /// The connection an ICMP error quotes (of an unfragmented error).
+    quoted: Option<(u8, Endpoint, Endpoint)>,
+}
+
+/// The transport bytes a first fragment must hold for the rules and the
+/// connection table to see what they look at (RFC 1858, RFC 3128): TCP's
+/// fixed header (ports through flags and more), UDP's header, ICMP's
+/// header (type, code and a query's identifier). Other protocols: none.
+fn transport_min(proto: u8) -> usize {
+    match proto {
+        TCP => 20,
+        UDP | ICMP => 8,
+        _ => 0,
+    }
+}
+
+/// Reads a packet for the ACL, from the head buffer (where a chained
+/// super-packet has its headers too; its total length counts the tail).
+/// A packet that cannot be read is an error naming why: the ACL drops it.
+fn parse(pkt: &Packet) -> Result<Parsed, DropReason> {
+    use DropReason::{AclTinyFragment as Tiny, AclUnparsable as Bad};
+    let l3 = pkt.l3();
+    if l3.len() < 20 {
+        return Err(Bad);
+    }
+    let ip = Ipv4Packet::new_unchecked(l3);
+    let (hl, total) = (ip.header_len() as usize, ip.total_len() as usize);
+    // Ingress checked the header; a filter does not take that on trust.
+    let in_frame = pkt.total_len().saturating_sub(pkt.meta.l3 as usize);
+    if ip.version() != 4 || hl < 20 || hl > l3.len() || total < hl || total > in_frame {
+        return Err(Bad);
+    }
     let proto = u8::from(ip.next_header());
-    let mut f = Fields { proto, src: u32::from(ip.src_addr()), dst: u32::from(ip.dst_addr()), ports: None, icmp: None };
-    let mut flags = 0;
-    // Only a first fragment carries the transport header.
-    if ip.frag_offset() == 0 {
-        let l4 = ip.payload();
-        match proto {
-            TCP => {
-                if let Ok(t) = TcpPacket::new_checked(l4) {
-                    f.ports = Some((t.src_port(), t.dst_port()));
-                    flags = l4[13];
-                }
-            }
-            UDP => {
-                if let Ok(u) = UdpPacket::new_checked(l4) {
-                    f.ports = Some((u.src_port(), u.dst_port()));
-                }
-            }
-            ICMP => {
-                if let Ok(i) = Icmpv4Packet::new_checked(l4) {
-                    f.icmp = Some((u8::from(i.msg_type()), i.msg_code()));
-                }
-            }
-            _ => {}
-        }
-    }
-    Some((f, flags))
-}
-
-/// The connection-table endpoints of a packet: ports for TCP/UDP, the
-/// query identifier for ICMP echo (both ways), nothing else.
-fn endpoints(f: &Fields, pkt: &Packet) -> (Endpoint, Endpoint) {
-    let (sp, dp) = match (f.ports, f.icmp) {
-        (Some(p), _) => p,
-        (None, Some((0 | 8 | 13 | 14, _))) => {
-            let id = Ipv4Packet::new_checked(pkt.l3())
-                .ok()
-                .and_then(|ip| Icmpv4Packet::new_checked(ip.payload()).ok().map(|i| i.echo_ident()))
-                .unwrap_or(0);
-            (id, id)
-        }
-        _ => (0, 0),
+    let key = FragKey { src: u32::from(ip.src_addr()), dst: u32::from(ip.dst_addr()), proto, ident: ip.ident() };
+    let mut p = Parsed {
+        f: Fields { proto, src: key.src, dst: key.dst, ports: None, icmp: None },
+        flags: 0,
+        query_id: 0,
+        frag: Frag::Whole,
+        quoted: None,
     };
-    (Endpoint::new(Ipv4Addr::from(f.src), sp), Endpoint::new(Ipv4Addr::from(f.dst), dp))
+    if ip.frag_offset() != 0 {
+        // RFC 1858 §4: a TCP fragment at offset 8 rewrites the first's
+        // flags and header length after the filter judged them.
+        if proto == TCP && ip.frag_offset() == 8 {
+            return Err(Tiny);
+        }
+        p.frag = Frag::Later(key);
+        return Ok(p);
+    }
+    if ip.more_frags() {
+        p.frag = Frag::First(key);
+    }
+    let need = transport_min(proto);
+    if total - hl < need {
+        return Err(if ip.more_frags() { Tiny } else { Bad });
+    }
+    // The transport header must be in the head buffer.
+    let l4 = &l3[hl..total.min(l3.len())];
+    if l4.len() < need {
+        return Err(Bad);
+    }
+    match proto {
+        TCP => {
+            let t = TcpPacket::new_unchecked(l4);
+            p.f.ports = Some((t.src_port(), t.dst_port()));
+            use crate::flow::tcp_flags::{ACK, FIN, RST, SYN};
+            p.flags = [(t.fin(), FIN), (t.syn(), SYN), (t.rst(), RST), (t.ack(), ACK)]
+                .iter()
+                .filter(|(on, _)| *on)
+                .fold(0, |a, (_, f)| a | f);
+        }
+        UDP => {
+            let u = UdpPacket::new_unchecked(l4);
+            p.f.ports = Some((u.src_port(), u.dst_port()));
+        }
+        ICMP => {
+            let i = Icmpv4Packet::new_unchecked(l4);
+            let ty = u8::from(i.msg_type());
+            p.f.icmp = Some((ty, i.msg_code()));
+            match ty {
+                0 | 8 | 13 | 14 => p.query_id = i.echo_ident(),
+                3 | 11 | 12 if p.frag == Frag::Whole => p.quoted = quoted(&l4[8..]),
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+    Ok(p)
 }
 
 /// The connection an ICMP error quotes (RFC 792: the offending packet's IP
 /// header and first 8 bytes follow the ICMP header): its protocol and
-/// endpoints as that packet had them.
-fn quoted(f: &Fields, pkt: &Packet) -> Option<(u8, Endpoint, Endpoint)> {
-    if !matches!(f.icmp, Some((3 | 11 | 12, _))) {
-        return None;
-    }
-    let ip = Ipv4Packet::new_checked(pkt.l3()).ok()?;
-    let q = ip.payload().get(8..)?;
+/// endpoints as that packet had them. `None` if the quote is cut short or
+/// is not of a first fragment.
+fn quoted(q: &[u8]) -> Option<(u8, Endpoint, Endpoint)> {
     let qip = Ipv4Packet::new_unchecked(q.get(..20)?);
     let ihl = qip.header_len() as usize;
+    if qip.version() != 4 || ihl < 20 || qip.frag_offset() != 0 {
+        return None;
+    }
     let l4 = q.get(ihl..ihl + 8)?;
     let proto = u8::from(qip.next_header());
     let (sp, dp) = match proto {
-        TCP | UDP => (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]])),
+        TCP => {
+            let t = TcpPacket::new_unchecked(l4);
+            (t.src_port(), t.dst_port())
+        }
+        UDP => {
+            let u = UdpPacket::new_unchecked(l4);
+            (u.src_port(), u.dst_port())
+        }
         ICMP => {
-            let id = u16::from_be_bytes([l4[4], l4[5]]);
+            let id = Icmpv4Packet::new_unchecked(l4).echo_ident();
             (id, id)
         }
         _ => (0, 0),
@@ -115,11 +194,20 @@ fn quoted(f: &Fields, pkt: &Packet) -> Option<(u8, Endpoint, Endpoint)> {
     Some((proto, Endpoint::new(qip.src_addr(), sp), Endpoint::new(qip.dst_addr(), dp)))
 }
 
+/// The connection-table endpoints of a packet: ports for TCP/UDP, the
+/// query identifier for ICMP queries (both ways), nothing else.
+fn endpoints(p: &Parsed) -> (Endpoint, Endpoint) {
+    let (sp, dp) = p.f.ports.unwrap_or((p.query_id, p.query_id));
+    (Endpoint::new(Ipv4Addr::from(p.f.src), sp), Endpoint::new(Ipv4Addr::from(p.f.dst), dp))
+}
+
 pub struct Acl {
     name: String,
     classifier: Classifier,
     default: AclAction,
     conns: Option<ConnTable>,
+    /// First fragments' verdicts, for the later fragments.
+    frags: Fragments,
     /// Per rule: packets it decided.
     hits: Vec<u64>,
     default_hits: u64,
@@ -136,7 +224,12 @@ impl Acl {
             name: name.into(),
             classifier: Classifier::new(&c.rules),
             default: c.default,
-            conns: c.stateful.then(|| ConnTable::new(c.connections, Timeouts::default(), seed)),
+            conns: c.stateful.then(|| {
+                let mut t = ConnTable::new(c.connections, Timeouts::default(), seed);
+                t.set_quota(c.source_connections.unwrap_or(default_quota(c.connections)));
+                t
+            }),
+            frags: Fragments::new(),
             hits: alloc::vec![0; c.rules.len()],
             default_hits: 0,
             port_addresses,
@@ -147,24 +240,68 @@ impl Acl {
     }
 
     fn filter(&mut self, pkt: Packet, cx: &mut StageContext<'_>) -> Option<Packet> {
-        let Some((f, flags)) = fields(&pkt) else { return Some(pkt) };
+        let p = match parse(&pkt) {
+            Ok(p) => p,
+            Err(reason) => {
+                if reason == DropReason::AclTinyFragment {
+                    self.counters.tiny_fragments += 1;
+                } else {
+                    self.counters.unparsable += 1;
+                }
+                cx.drop(pkt, reason);
+                return None;
+            }
+        };
+        if let Frag::Later(key) = p.frag {
+            return match self.frags.verdict(key, cx.now) {
+                Some(true) => {
+                    self.counters.fragments_passed += 1;
+                    Some(pkt)
+                }
+                Some(false) => {
+                    self.counters.fragments_denied += 1;
+                    cx.drop(pkt, DropReason::Policy);
+                    None
+                }
+                None => {
+                    self.counters.fragments_unknown += 1;
+                    cx.drop(pkt, DropReason::AclFragmentUnknown);
+                    None
+                }
+            };
+        }
+        let (out, passed) = self.judge(pkt, &p, cx);
+        if let Frag::First(key) = p.frag {
+            self.frags.remember(key, passed, cx.now);
+        }
+        out
+    }
+
+    /// Judges an unfragmented packet or a first fragment: by the connection
+    /// table (stateful), else by the rules. Returns what goes on (the packet,
+    /// or a reject's answer) and whether the packet itself passed.
+    fn judge(&mut self, pkt: Packet, p: &Parsed, cx: &mut StageContext<'_>) -> (Option<Packet>, bool) {
+        let f = &p.f;
         // The connection-table key, read once for the lookup and the insert.
-        let ends = self.conns.is_some().then(|| endpoints(&f, &pkt));
+        let ends = self.conns.is_some().then(|| endpoints(p));
         if let (Some(conns), Some((a, b))) = (&mut self.conns, ends) {
-            if conns.seen(f.proto, a, b, flags, cx.now).is_some() {
+            if conns.seen(f.proto, a, b, p.flags, cx.now).is_some() {
                 self.counters.established += 1;
-                return Some(pkt);
+                return (Some(pkt), true);
             }
             // An ICMP error about a tracked connection (unreachable, time
-            // exceeded, parameter problem: path MTU discovery needs them).
-            if let Some((proto, qa, qb)) = quoted(&f, &pkt) {
-                if conns.has(proto, qa, qb, cx.now) {
+            // exceeded, parameter problem: path MTU discovery needs them),
+            // sent to the endpoint whose packet it quotes, as Linux
+            // conntrack requires: an error quoting a packet from A goes to
+            // A, never to a neighbour of A's, nor to A's peer.
+            if let Some((proto, qa, qb)) = p.quoted {
+                if u32::from(qa.addr) == f.dst && conns.has(proto, qa, qb, cx.now) {
                     self.counters.related += 1;
-                    return Some(pkt);
+                    return (Some(pkt), true);
                 }
             }
         }
-        let action = match self.classifier.first_match(&f) {
+        let action = match self.classifier.first_match(f) {
             Some(i) => {
                 self.hits[i] += 1;
                 self.classifier.rules()[i].action
@@ -178,18 +315,18 @@ impl Acl {
             AclAction::Permit => {
                 self.counters.permitted += 1;
                 if let (Some(conns), Some((a, b))) = (&mut self.conns, ends) {
-                    if !conns.open(f.proto, a, b, flags, cx.now) {
+                    if !conns.open(f.proto, a, b, p.flags, cx.now) {
                         self.counters.connections_refused += 1;
                     }
                 }
-                Some(pkt)
+                (Some(pkt), true)
             }
             AclAction::Deny => {
                 self.counters.denied += 1;
                 cx.drop(pkt, DropReason::Policy);
-                None
+                (None, false)
             }
-            AclAction::Reject => self.reject(pkt, &f, cx),
+            AclAction::Reject => (self.reject(pkt, f, cx), false),
         }
     }
 
@@ -233,6 +370,9 @@ impl Stage for Acl {
         if !same_table {
             return false;
         }
+        if let Some(t) = &mut self.conns {
+            t.set_quota(c.source_connections.unwrap_or(default_quota(c.connections)));
+        }
         self.classifier = Classifier::new(&c.rules);
         self.default = c.default;
         self.hits = alloc::vec![0; c.rules.len()];
@@ -255,6 +395,16 @@ impl Stage for Acl {
             sink.gauge("connections", "connections tracked", c.len() as u64);
             sink.gauge("connection_capacity", "connections the table holds", c.capacity() as u64);
             sink.counter("connections_expired", "tracked connections that idled out", c.counters.expired);
+            sink.counter(
+                "connections_evicted",
+                "transitory connections (handshake or close, or no reply yet) removed for new ones",
+                c.counters.evicted,
+            );
+            sink.counter(
+                "connections_refused_quota",
+                "new connections refused: their source held its source-connections",
+                c.counters.refused_quota,
+            );
         }
     }
 
