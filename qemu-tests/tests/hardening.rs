@@ -17,7 +17,11 @@ fn mgmt_spec() -> LabSpec {
 }
 
 fn mgmt_lab() -> Lab {
-    let lab = Lab::start(&mgmt_spec()).unwrap_or_else(|e| panic!("lab did not start: {e}"));
+    mgmt_lab_of(&mgmt_spec())
+}
+
+fn mgmt_lab_of(spec: &LabSpec) -> Lab {
+    let lab = Lab::start(spec).unwrap_or_else(|e| panic!("lab did not start: {e}"));
     route_via_appliance(lab.port("lan"));
     route_via_appliance(lab.port("wan"));
     // The endpoint answers before the tests start.
@@ -247,4 +251,32 @@ fn a_host_whose_source_address_is_on_its_loopback_can_reach_the_router() {
     assert!(ok, "no answer through sluice from a loopback source: {out}\n{}", lab.vm.console());
     let (_, neigh) = ns_run(lan, &["ip", "neigh", "show", "10.0.0.1"]);
     assert!(neigh.contains(&lan.mac), "the host learned sluice's MAC: {neigh}");
+}
+
+#[test]
+fn an_unauthenticated_flood_cannot_take_the_management_plane_away() {
+    // The shape it was found in: a small VM, three virtio-mmio NICs, a NAT.
+    let mut spec = mgmt_spec();
+    spec.memory_mb = 16;
+    spec.extra_config = format!("nat {{\n  inside 10.0.0.0/24\n  outside wan\n}}\n{}", spec.extra_config);
+    let lab = mgmt_lab_of(&spec);
+    let (lan, mgmt) = (lab.port("lan"), lab.port("mgmt"));
+    // Pings through the NAT for the whole flood.
+    let pinger = lan.ns.command(&["ping", "-c", "60", "-i", "0.5", "-W", "2", "10.1.0.2"]).output();
+    let pinger = std::thread::spawn(move || pinger);
+    // Five clients at a time, three rounds, 256 KiB bodies, no token.
+    let (ok, out) = ns_run(mgmt, &["python3", &script("mgmt_raw.py"), "flood", "10.9.0.1", "8080", "5", "3", "256"]);
+    assert!(ok, "{out}");
+    eprintln!("flood answers: {}", out.trim().replace('\n', "; "));
+    let (ok, out) = ns_run(mgmt, &["curl", "-sS", "--max-time", "5", "http://10.9.0.1:8080/health"]);
+    assert!(ok && out.starts_with("ok\n"), "/health after the flood: {out}\n{}", lab.vm.console());
+    let (ok, out) = ns_run(mgmt, &["ping", "-c", "3", "-i", "0.3", "-W", "2", "10.9.0.1"]);
+    assert!(ok, "the management address does not answer ping after the flood: {out}");
+    let ping = pinger.join().unwrap().unwrap();
+    let ping = String::from_utf8_lossy(&ping.stdout);
+    assert!(ping.contains(" 0% packet loss"), "forwarding through the NAT stopped: {ping}");
+    let (ok, m) = mgmt_curl(mgmt, Some(TOKEN), &[], "/metrics");
+    assert!(ok, "{m}");
+    let refused = m.lines().find(|l| l.starts_with("sluice_mgmt_unauthorized_total")).unwrap_or("");
+    assert!(!refused.ends_with(" 0") && !refused.is_empty(), "the flood was refused as unauthorized: {refused}");
 }

@@ -174,6 +174,22 @@ impl HostStack {
         Some(self.sockets.add(sock))
     }
 
+    /// A connection like `tcp_open`'s with buffers of `rx` and `tx` bytes
+    /// (tests' clients that send large requests).
+    #[cfg(test)]
+    pub fn tcp_open_sized(
+        &mut self,
+        remote: (core::net::IpAddr, u16),
+        local_port: u16,
+        rx: usize,
+        tx: usize,
+    ) -> Option<SocketHandle> {
+        let mut sock =
+            tcp::Socket::new(tcp::SocketBuffer::new(alloc::vec![0; rx]), tcp::SocketBuffer::new(alloc::vec![0; tx]));
+        sock.connect(self.iface.context(), (IpAddress::from(remote.0), remote.1), local_port).ok()?;
+        Some(self.sockets.add(sock))
+    }
+
     /// A socket listening on `port` (the management endpoint), with buffers
     /// of `rx` and `tx` bytes.
     pub fn tcp_listen(&mut self, port: u16, rx: usize, tx: usize) -> Option<SocketHandle> {
@@ -188,6 +204,16 @@ impl HostStack {
         let s = self.sockets.get_mut::<tcp::Socket>(h);
         s.abort();
         let _ = s.listen(port);
+    }
+
+    /// The peer's address of a connection, if it has one.
+    pub fn tcp_remote(&self, h: SocketHandle) -> Option<core::net::IpAddr> {
+        self.sockets.get::<tcp::Socket>(h).remote_endpoint().map(|e| e.addr.into())
+    }
+
+    /// Resets a connection (RST) and keeps the socket.
+    pub fn tcp_abort(&mut self, h: SocketHandle) {
+        self.sockets.get_mut::<tcp::Socket>(h).abort();
     }
 
     /// Closes our side after the response (FIN once the send buffer drains).
