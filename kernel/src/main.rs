@@ -410,10 +410,12 @@ extern "C" fn kmain(start_info: usize) -> ! {
         println!("port {}: {} {} mac {} mtu {}", p.name, addr, what, fmt_mac(&p.mac), p.mtu);
         defmt::info!("port {=str} up: {=str} {=str}", p.name.as_str(), addr.as_str(), what.as_str());
     }
+    // Host stacks take their few buffers (and queue their announcements)
+    // before the rings take every free one.
+    dp.announce(&mut pool);
     for nic in &mut nics {
         nic.refill(&mut pool);
     }
-    dp.announce(&mut pool);
     let t_ready = clock::now_us();
     println!(
         "sluice ready in {t_ready} us (platform {t_platform}, config {}, nics {}, tables {}, pool {}; {buffers} buffers, heap used {} KiB)",

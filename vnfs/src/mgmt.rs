@@ -170,10 +170,8 @@ impl Access<'_> {
         let bare = path.split_once('?').map_or(path, |(p, _)| p);
         let open = bare == "/health" || bare == "/metrics" && self.metrics_open;
         match self.token {
-            Some(token) if !open => {
-                if !bearer.is_some_and(|b| token_matches(b.as_bytes(), token)) {
-                    return Err(Response::text(401, "this endpoint needs `Authorization: Bearer TOKEN`\n"));
-                }
+            Some(token) if !open && !bearer.is_some_and(|b| token_matches(b.as_bytes(), token)) => {
+                return Err(Response::text(401, "this endpoint needs `Authorization: Bearer TOKEN`\n"));
             }
             None if !open && (method != "GET" || bare == "/capture") => {
                 return Err(Response::text(

@@ -337,7 +337,8 @@ impl Dataplane {
     }
 
     /// Queues one gratuitous ARP per addressed port, so neighbours learn the
-    /// appliance's MAC at start.
+    /// appliance's MAC at start, and gives each host stack its own few
+    /// buffers (before the NICs' rings take the rest).
     pub fn announce(&mut self, pool: &mut PacketPool) {
         for port in &mut self.ports {
             if let Some(p) = port.host.gratuitous_arp(pool) {
@@ -348,6 +349,7 @@ impl Dataplane {
             if let Some(h) = port.host6.as_mut() {
                 h.start(pool, &mut port.tx);
             }
+            port.host.top_up(pool);
         }
     }
 
