@@ -263,6 +263,24 @@ fn an_unauthenticated_flood_cannot_take_the_management_plane_away() {
     // Pings through the NAT for the whole flood.
     let mut ping = lab.port("lan").ns.command(&["ping", "-c", "60", "-i", "0.5", "-W", "2", "10.1.0.2"]);
     let pinger = std::thread::spawn(move || ping.output());
+    // And a capture of the most frames a capture takes, meanwhile.
+    let pcap = lab.config_path.with_extension("pcap");
+    let bearer = format!("Authorization: Bearer {TOKEN}");
+    let mut capture = lab.port("mgmt").ns.command(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "40",
+        "-o",
+        pcap.to_str().unwrap(),
+        "-w",
+        "%{http_code}",
+        "-H",
+        &bearer,
+        "http://10.9.0.1:8080/capture?port=lan&count=1000&seconds=15",
+    ]);
+    let capture = std::thread::spawn(move || capture.output());
+    std::thread::sleep(Duration::from_secs(1));
     // Five clients at a time, three rounds, 256 KiB bodies, no token.
     let flood = ["python3", &script("mgmt_raw.py"), "flood", "10.9.0.1", "8080", "5", "3", "256"];
     let (ok, out) = ns_run(lab.port("mgmt"), &flood);
@@ -279,6 +297,11 @@ fn an_unauthenticated_flood_cannot_take_the_management_plane_away() {
     let mgmt = lab.port("mgmt");
     let (ok, out) = ns_run(mgmt, &["ping", "-c", "3", "-i", "0.3", "-W", "2", "10.9.0.1"]);
     assert!(ok, "the management address does not answer ping after the flood: {out}");
+    let cap = capture.join().unwrap().unwrap();
+    let code = String::from_utf8_lossy(&cap.stdout).to_string();
+    let frames = std::fs::read(&pcap).map(|b| b.len()).unwrap_or(0);
+    eprintln!("capture during the flood: HTTP {code}, {frames} bytes");
+    assert_eq!(code, "200", "{}", String::from_utf8_lossy(&cap.stderr));
     let ping = pinger.join().unwrap().unwrap();
     let ping = String::from_utf8_lossy(&ping.stdout);
     assert!(ping.contains(" 0% packet loss"), "forwarding through the NAT stopped: {ping}");

@@ -609,14 +609,18 @@ fn read_request(
         // Allowed: the whole request's buffer, reserved (and charged) once.
         let whole = head.body_start + head.length;
         let extra = whole.saturating_sub(c.buf.len());
-        if extra > 0 && (!budget.try_take(extra) || c.buf.try_reserve_exact(extra).is_err()) {
-            // `try_take` may have succeeded before the allocator refused.
-            counters.over_budget += 1;
-            c.answer(&over_budget(), budget, counters);
-            c.started = now;
-            return;
+        if extra > 0 {
+            let charged = budget.try_take(extra);
+            if charged {
+                c.charged += extra;
+            }
+            if !charged || c.buf.try_reserve_exact(extra).is_err() {
+                counters.over_budget += 1;
+                c.answer(&over_budget(), budget, counters);
+                c.started = now;
+                return;
+            }
         }
-        c.charged += extra;
         c.head = Some(head);
     }
     let Some(h) = &c.head else { return };
