@@ -783,6 +783,9 @@ fn a_capture_is_bounded_up_front_by_the_management_budget() {
     assert_eq!(dp.handle_request(&req("/capture?port=lan&count=100"), &mut pool).status, 0);
     let need = crate::capture::Capture::bytes_for(100);
     assert_eq!(dp.management_budget().0, need);
+    let m = String::from_utf8(dp.handle_request(&req("/metrics"), &mut pool).body).unwrap();
+    let line = m.lines().find(|l| l.starts_with("sluice_mgmt_budget_used_bytes")).unwrap_or("");
+    assert!(line.ends_with(&std::format!(" {need}")), "{line}");
     assert!(dp.capture.as_ref().unwrap().file.capacity() >= need);
     // It ends (no connection waits for it): the charge is given back.
     dp.poll(11_000_000, &mut pool);
