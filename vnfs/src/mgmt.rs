@@ -232,21 +232,21 @@ impl Conn {
 
     /// Starts writing `r`, charging its body to the budget (503 if it does
     /// not fit; small refusals are not charged).
-    fn answer(&mut self, r: &Response, budget: &mut Budget, counters: &mut MgmtCounters) {
+    fn answer(&mut self, r: Response, budget: &mut Budget, counters: &mut MgmtCounters) {
         self.release(budget);
-        let body: &[u8] = if r.body.len() <= SMALL_ANSWER {
-            &r.body
-        } else if let Some(mut v) = budget.alloc(r.body.len()) {
-            self.charged = r.body.len();
-            v.extend_from_slice(&r.body);
-            self.out_body = v;
-            &[]
-        } else {
-            counters.over_budget += 1;
-            return self.answer(&over_budget(), budget, counters);
-        };
-        self.out_body.extend_from_slice(body);
-        self.out_head = header_bytes(r.status, r.content_type, self.out_body.len());
+        // The body's buffer is taken as it is (no copy) and charged; a
+        // body the budget cannot hold is dropped for a 503.
+        let size = r.body.capacity();
+        if size > SMALL_ANSWER {
+            if !budget.try_take(size) {
+                counters.over_budget += 1;
+                drop(r);
+                return self.answer(over_budget(), budget, counters);
+            }
+            self.charged = size;
+        }
+        self.out_head = header_bytes(r.status, r.content_type, r.body.len());
+        self.out_body = r.body;
         self.phase = Phase::Writing;
     }
 
@@ -515,7 +515,7 @@ impl Management {
 
     /// Queues the response to the request handed out for connection `i`
     /// (the request's buffers are given back to `budget` first).
-    pub fn respond(&mut self, i: usize, r: &Response, budget: &mut Budget) {
+    pub fn respond(&mut self, i: usize, r: Response, budget: &mut Budget) {
         if let Some(c) = self.conns.get_mut(i) {
             c.answer(r, budget, &mut self.counters);
             c.sent = 0;
@@ -572,7 +572,7 @@ fn read_request(
             // Header bytes are charged as they come (at most MAX_HEADER).
             if !budget.try_take(n) || c.buf.try_reserve(n).is_err() {
                 counters.over_budget += 1;
-                c.answer(&over_budget(), budget, counters);
+                c.answer(over_budget(), budget, counters);
                 c.started = now;
                 return;
             }
@@ -587,7 +587,7 @@ fn read_request(
             Ok(Some(h)) => h,
             Err((status, why)) => {
                 counters.rejected += 1;
-                c.answer(&Response::text(status, why), budget, counters);
+                c.answer(Response::text(status, why), budget, counters);
                 c.started = now;
                 return;
             }
@@ -602,7 +602,7 @@ fn read_request(
                 host.tcp_abort(c.handle);
                 return;
             }
-            c.answer(&refusal, budget, counters);
+            c.answer(refusal, budget, counters);
             c.started = now;
             return;
         }
@@ -616,7 +616,7 @@ fn read_request(
             }
             if !charged || c.buf.try_reserve_exact(extra).is_err() {
                 counters.over_budget += 1;
-                c.answer(&over_budget(), budget, counters);
+                c.answer(over_budget(), budget, counters);
                 c.started = now;
                 return;
             }
@@ -774,7 +774,7 @@ mod tests {
                 self.peak = self.peak.max(self.budget.used());
                 self.handed.push((req.method.clone(), req.path.clone(), req.body.len()));
                 drop(req);
-                self.mgmt.respond(i, &Response::text(200, "done\n"), &mut self.budget);
+                self.mgmt.respond(i, Response::text(200, "done\n"), &mut self.budget);
             }
             self.peak = self.peak.max(self.budget.used());
         }

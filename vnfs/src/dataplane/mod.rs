@@ -773,7 +773,7 @@ impl Dataplane {
                         c.conn = Some(conn);
                     }
                 } else {
-                    mgmt.respond(conn, &response, &mut self.mgmt_budget);
+                    mgmt.respond(conn, response, &mut self.mgmt_budget);
                 }
             }
             if self.capture.as_ref().is_some_and(|c| c.done(now)) {
