@@ -317,3 +317,25 @@ fn an_unauthenticated_flood_cannot_take_the_management_plane_away() {
         eprintln!("{}", m.lines().find(|l| l.starts_with(name)).unwrap_or(name));
     }
 }
+
+#[test]
+fn a_request_without_the_token_is_refused_before_its_body_arrives() {
+    let lab = mgmt_lab();
+    // A 200 KiB body announced, none sent: the 401 comes at once (it once
+    // came only after the whole body had been read and held).
+    let out = raw(&lab, "PUT /config HTTP/1.1\\r\\nContent-Length: 204800\\r\\n\\r\\n");
+    assert!(out.starts_with("HTTP/1.1 401"), "{out:?}");
+    assert!(health(&lab).starts_with("ok\n"));
+}
+
+#[test]
+fn a_short_management_token_is_refused_at_start_with_its_length() {
+    let mut spec = mgmt_spec();
+    spec.token = Some("short-token".into());
+    let mut lab = Lab::boot(&spec).unwrap();
+    let status = lab.vm.wait_exit(Duration::from_secs(120)).expect("VM did not exit");
+    let console = lab.vm.console();
+    assert_eq!(Ending::from(status), Ending::StartupRefused, "{console}");
+    assert!(console.contains("the management token is 11 bytes: at least 16 are needed"), "{console}");
+    assert!(!console.contains("short-token"), "the token is never printed");
+}
