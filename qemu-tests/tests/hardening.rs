@@ -71,7 +71,13 @@ fn content_length_cannot_crash_the_appliance() {
     let out = raw(&lab, "PUT /config HTTP/1.1\\r\\nContent-Length: 3\\r\\nContent-Length: 300\\r\\n\\r\\nabc");
     assert!(out.starts_with("HTTP/1.1 400"), "duplicate Content-Length: {out}");
     let out = raw(&lab, "PUT /config HTTP/1.1\\r\\nContent-Length: 999999999999\\r\\n\\r\\n");
-    assert!(out.starts_with("HTTP/1.1 400") || out.starts_with("HTTP/1.1 413"), "{out}");
+    // Without the token: refused for that first, whatever the size.
+    assert!(out.starts_with("HTTP/1.1 401"), "{out}");
+    let with_token = format!(
+        "PUT /config HTTP/1.1\\r\\nAuthorization: Bearer {TOKEN}\\r\\nContent-Length: 999999999999\\r\\n\\r\\n"
+    );
+    let out = raw(&lab, &with_token);
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
     assert!(health(&lab).starts_with("ok\n"));
     still_forwards(&lab);
 }
@@ -316,6 +322,10 @@ fn an_unauthenticated_flood_cannot_take_the_management_plane_away() {
     for name in ["sluice_mgmt_unauthorized_total", "sluice_mgmt_rate_limited_total", "sluice_mgmt_over_budget_total"] {
         eprintln!("{}", m.lines().find(|l| l.starts_with(name)).unwrap_or(name));
     }
+    // Refused for the token (before their size), and one source's 401s
+    // are limited.
+    let refused = m.lines().find(|l| l.starts_with("sluice_mgmt_unauthorized_total")).unwrap_or("");
+    assert!(!refused.ends_with(" 0") && !refused.is_empty(), "{refused}");
 }
 
 #[test]

@@ -135,8 +135,12 @@ pub struct Head {
     pub method: String,
     pub path: String,
     pub bearer: Option<String>,
-    /// The body's length (`Content-Length`), bounded by [`MAX_REQUEST`].
+    /// The body's length (`Content-Length`), bounded by [`MAX_REQUEST`]
+    /// (0 when `oversized`).
     pub length: usize,
+    /// The `Content-Length` was over the limit: a 413, once access has
+    /// been checked (a client without the token learns nothing more).
+    pub oversized: bool,
     /// Where the body starts in the request's bytes.
     pub body_start: usize,
 }
@@ -347,14 +351,13 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, (u16, &'static str)> {
     let length = length.unwrap_or(0);
     let body_start = end + 4;
     // `body_start <= MAX_HEADER + 4 < MAX_REQUEST`: no underflow, no overflow.
-    if length > MAX_REQUEST - body_start {
-        return Err((413, "request too large\n"));
-    }
+    let oversized = length > MAX_REQUEST - body_start;
+    let length = if oversized { 0 } else { length };
     let bearer = authorization.and_then(|a| {
         let (scheme, token) = a.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| String::from(token.trim()))
     });
-    Ok(Some(Head { method: method.into(), path: path.into(), bearer, length, body_start }))
+    Ok(Some(Head { method: method.into(), path: path.into(), bearer, length, oversized, body_start }))
 }
 
 /// Parses a complete request from `buf`: `Ok(None)` if more bytes are
@@ -362,6 +365,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, (u16, &'static str)> {
 /// header first with [`parse_head`]).
 pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, (u16, &'static str)> {
     let Some(h) = parse_head(buf)? else { return Ok(None) };
+    if h.oversized {
+        return Err((413, "request too large\n"));
+    }
     let Some(body) = buf.get(h.body_start..h.body_start + h.length) else {
         return Ok(None);
     };
@@ -606,6 +612,12 @@ fn read_request(
             c.started = now;
             return;
         }
+        if head.oversized {
+            counters.rejected += 1;
+            c.answer(Response::text(413, "request too large\n"), budget, counters);
+            c.started = now;
+            return;
+        }
         // Allowed: the whole request's buffer, reserved (and charged) once.
         let whole = head.body_start + head.length;
         let extra = whole.saturating_sub(c.buf.len());
@@ -847,6 +859,23 @@ mod tests {
         assert!(status(&conns[0].3).starts_with("HTTP/1.1 200"), "{:?}", status(&conns[0].3));
         assert_eq!(b.handed, [(String::from("PUT"), String::from("/config"), 150 * 1024)]);
         assert_eq!(b.budget.used(), 0);
+    }
+
+    #[test]
+    fn access_is_checked_before_the_size_so_strangers_get_401_not_413() {
+        let mut b = Bench::new(BUDGET_MAX);
+        let token: &[u8] = b"0123456789abcdef";
+        let huge = "PUT /config HTTP/1.1\r\nContent-Length: 300000\r\n\r\n";
+        let h = b.connect(43000);
+        let mut conns = [(h, huge.as_bytes().to_vec(), 0, Vec::new())];
+        b.exchange(&mut conns, Some(token), 100);
+        assert!(status(&conns[0].3).starts_with("HTTP/1.1 401"), "{:?}", status(&conns[0].3));
+        let huge = "PUT /config HTTP/1.1\r\nAuthorization: Bearer 0123456789abcdef\r\nContent-Length: 300000\r\n\r\n";
+        let h = b.connect(43001);
+        let mut conns = [(h, huge.as_bytes().to_vec(), 0, Vec::new())];
+        b.exchange(&mut conns, Some(token), 100);
+        assert!(status(&conns[0].3).starts_with("HTTP/1.1 413"), "{:?}", status(&conns[0].3));
+        assert_eq!((b.mgmt.counters.unauthorized, b.mgmt.counters.rejected), (1, 1));
     }
 
     #[test]
