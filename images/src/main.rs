@@ -146,7 +146,15 @@ fn run(args: &[String]) -> ExitCode {
                         if let Some(t) = c.management.as_ref().and_then(|m| m.token_file.as_ref()) {
                             let path = std::path::Path::new(file).parent().unwrap_or(std::path::Path::new(".")).join(t);
                             match std::fs::read_to_string(&path) {
-                                Ok(token) => spec.token = Some(token.trim().to_string()),
+                                Ok(token) => {
+                                    let token = token.trim().to_string();
+                                    if let Err(why) = vnfs::mgmt::check_token(token.as_bytes()) {
+                                        let line = c.management.as_ref().map_or(0, |m| m.line.0);
+                                        eprintln!("{file}:{line}:1: {why} (token-file {})", path.display());
+                                        return ExitCode::FAILURE;
+                                    }
+                                    spec.token = Some(token)
+                                }
                                 Err(e) => return usage(&format!("{}: token-file: {e}", path.display())),
                             }
                         }

@@ -345,6 +345,12 @@ extern "C" fn kmain(start_info: usize) -> ! {
             fail(Failure::Startup)
         }
     }
+    if let (Some(m), Some(t)) = (&config.management, &token) {
+        if let Err(why) = vnfs::mgmt::check_token(t.as_bytes()) {
+            println!("{}:{}:1: {why}", source.name, m.line);
+            fail(Failure::Startup)
+        }
+    }
     let (secret, entropy) = entropy::boot_secret(&source.text);
     println!("hash key: from {entropy}");
     let mut dp = Dataplane::new(&config, &macs, clock::now_us(), secret);
@@ -365,7 +371,13 @@ extern "C" fn kmain(start_info: usize) -> ! {
     let t_pool = clock::now_us();
     let offload_nics = nics.iter().filter(|n| n.offloads()).count();
     let ring_entries = nics.iter().map(|n| n.ring_entries()).sum();
-    let (buffers, tails) = sizing::plan(nics.len(), ring_entries, offload_nics, heap::free());
+    // The management endpoint's buffers come out of a budget set aside
+    // before the pool takes what is left: no request can take the heap
+    // the data path needs.
+    let mgmt_budget = if config.management.is_some() { vnfs::mgmt::budget_for(heap::free()) } else { 0 };
+    dp.set_management_budget(mgmt_budget);
+    let (buffers, tails) =
+        sizing::plan(nics.len(), ring_entries, offload_nics, heap::free().saturating_sub(mgmt_budget));
     let mut pool = PacketPool::with_tails(buffers, tails);
     for (p, nic) in dp.ports().iter().zip(&nics) {
         let addr = p.address.map(|a| alloc::format!("{a}")).unwrap_or_else(|| "no address".into());
@@ -401,10 +413,12 @@ extern "C" fn kmain(start_info: usize) -> ! {
         println!("port {}: {} {} mac {} mtu {}", p.name, addr, what, fmt_mac(&p.mac), p.mtu);
         defmt::info!("port {=str} up: {=str} {=str}", p.name.as_str(), addr.as_str(), what.as_str());
     }
+    // Host stacks take their few buffers (and queue their announcements)
+    // before the rings take every free one.
+    dp.announce(&mut pool);
     for nic in &mut nics {
         nic.refill(&mut pool);
     }
-    dp.announce(&mut pool);
     let t_ready = clock::now_us();
     println!(
         "sluice ready in {t_ready} us (platform {t_platform}, config {}, nics {}, tables {}, pool {}; {buffers} buffers, heap used {} KiB)",

@@ -14,7 +14,7 @@ struct LbLab {
     servers: Vec<Option<u32>>,
 }
 
-const TOKEN: &str = "lb-lab-token";
+const TOKEN: &str = "lb-lab-token-90c3";
 const INTERVAL: u64 = 1;
 const FALL: u64 = 2;
 const TIMEOUT: u64 = 1;

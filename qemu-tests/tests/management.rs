@@ -242,10 +242,14 @@ fn oversized_and_malformed_requests_are_refused() {
     assert_eq!(out, "404");
     let big = lab.config_path.with_extension("big");
     std::fs::write(&big, vec![b'#'; 300 * 1024]).unwrap();
+    // With the token (without it, the answer is a 401 before the size).
+    let bearer = format!("Authorization: Bearer {TOKEN}");
     let (_, out) = ns_run(
         mgmt,
         &[
             "curl",
+            "-H",
+            &bearer,
             "-s",
             "-o",
             "/dev/null",

@@ -5,7 +5,8 @@
 //!
 //! `GET /capture?port=wan&count=100&seconds=10&filter=host+10.0.0.2+and+tcp`
 //! answers when `count` frames matched or `seconds` passed, whichever is
-//! first (at most 1000 frames, 60 s, 256 bytes of each frame).
+//! first (at most 1000 frames, 60 s, 256 bytes of each frame). Its
+//! buffer is reserved whole when it starts, out of the management budget.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -135,8 +136,10 @@ pub struct Capture {
     filter: Filter,
     left: u32,
     deadline: Micros,
-    /// The pcap file so far.
+    /// The pcap file so far, in a buffer reserved whole at the start.
     pub file: Vec<u8>,
+    /// Bytes charged to the management budget for `file`.
+    pub charged: usize,
     pub frames: u32,
     /// Frames already recorded that still sit in the port's transmit queue
     /// (they are recorded once, when they enter it).
@@ -144,9 +147,19 @@ pub struct Capture {
 }
 
 impl Capture {
-    pub fn new(port: u8, filter: Filter, count: u32, seconds: u64, now: Micros) -> Capture {
+    /// The bytes a capture of `count` frames may need: the pcap header and
+    /// `count` records of at most [`SNAPLEN`] bytes.
+    pub fn bytes_for(count: u32) -> usize {
+        24 + count.clamp(1, MAX_COUNT) as usize * (16 + SNAPLEN)
+    }
+
+    /// A capture writing into `file`, a buffer with room for
+    /// [`Capture::bytes_for`]`(count)` bytes (reserved, and charged to
+    /// the management budget, by the caller): it never grows.
+    pub fn new(port: u8, filter: Filter, count: u32, seconds: u64, now: Micros, mut file: Vec<u8>) -> Capture {
         let count = count.clamp(1, MAX_COUNT);
-        let mut file = Vec::with_capacity(24 + count as usize * (16 + SNAPLEN).min(128));
+        file.clear();
+        let charged = file.capacity();
         // Classic pcap, microsecond timestamps, little endian, Ethernet.
         file.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
         file.extend_from_slice(&2u16.to_le_bytes());
@@ -162,6 +175,7 @@ impl Capture {
             left: count,
             deadline: now.saturating_add(seconds.clamp(1, MAX_SECONDS) * 1_000_000),
             file,
+            charged,
             frames: 0,
             tx_recorded: 0,
         }
@@ -174,6 +188,11 @@ impl Capture {
             return;
         }
         let kept = &frame[..frame.len().min(SNAPLEN)];
+        if self.file.capacity() - self.file.len() < 16 + kept.len() {
+            // A buffer smaller than asked for: the capture ends, never grows.
+            self.left = 0;
+            return;
+        }
         self.file.extend_from_slice(&((now / 1_000_000) as u32).to_le_bytes());
         self.file.extend_from_slice(&((now % 1_000_000) as u32).to_le_bytes());
         self.file.extend_from_slice(&(kept.len() as u32).to_le_bytes());
@@ -226,7 +245,8 @@ mod tests {
 
     #[test]
     fn a_capture_is_a_pcap_file_bounded_in_frames() {
-        let mut c = Capture::new(0, Filter::default(), 2, 5, 1_000_000);
+        let mut c = Capture::new(0, Filter::default(), 2, 5, 1_000_000, Vec::with_capacity(Capture::bytes_for(2)));
+        let cap = c.file.capacity();
         let big = [0xabu8; 1500];
         c.record(&big, 1500, 1_500_000);
         c.record(&big[..60], 60, 2_000_001);
@@ -236,10 +256,20 @@ mod tests {
         assert_eq!(&c.file[..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
         // Header, then a record of SNAPLEN bytes of the 1500, then 60.
         assert_eq!(c.file.len(), 24 + 16 + SNAPLEN + 16 + 60);
+        assert_eq!(c.file.capacity(), cap, "the buffer reserved at the start was never grown");
         let rec = &c.file[24..40];
         assert_eq!(u32::from_le_bytes(rec[8..12].try_into().unwrap()), SNAPLEN as u32);
         assert_eq!(u32::from_le_bytes(rec[12..16].try_into().unwrap()), 1500);
-        assert!(!Capture::new(0, Filter::default(), 10, 5, 0).done(4_999_999));
-        assert!(Capture::new(0, Filter::default(), 10, 5, 0).done(5_000_000));
+        assert!(!Capture::new(0, Filter::default(), 10, 5, 0, Vec::new()).done(4_999_999));
+        assert!(Capture::new(0, Filter::default(), 10, 5, 0, Vec::new()).done(5_000_000));
+        // A buffer too small for the frames asked: the capture stops, it
+        // does not grow the buffer.
+        let mut c = Capture::new(0, Filter::default(), 1000, 5, 0, Vec::with_capacity(Capture::bytes_for(3)));
+        for i in 0..1000 {
+            c.record(&big, 1500, i);
+        }
+        assert_eq!(c.frames, 3);
+        assert!(c.done(0));
+        assert_eq!(c.file.capacity(), Capture::bytes_for(3));
     }
 }

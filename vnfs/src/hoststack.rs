@@ -28,6 +28,16 @@ use crate::Micros;
 pub const BACKLOG: usize = 64;
 /// Frames the transmit queue of one port holds between two NIC bursts.
 pub const TX_QUEUE: usize = 256;
+/// Buffers each host stack keeps for itself. The NICs' refill takes every
+/// free buffer of the pool at the end of each turn of the loop, so with a
+/// small pool (a small VM, rings larger than the pool) the pool is empty
+/// whenever the host stack runs: without buffers of its own it could
+/// answer nothing, and the management port went silent for good after a
+/// flood (issue 25, item 15). A received packet's buffer goes back to this
+/// reserve first, so a reply always has one.
+pub const RESERVE: usize = 4;
+
+type Reserve = heapless::Vec<Packet, RESERVE>;
 
 /// Frames waiting for one port's NIC.
 pub type TxQueue = heapless::Deque<Packet, TX_QUEUE>;
@@ -44,6 +54,10 @@ pub struct HostStack {
     iface: Interface,
     sockets: SocketSet<'static>,
     backlog: heapless::Deque<Packet, BACKLOG>,
+    /// Buffers of its own (see [`RESERVE`]), kept from the first
+    /// [`top_up`](Self::top_up) on (the appliance's announcement at boot).
+    reserve: Reserve,
+    keeps_reserve: bool,
     mac: [u8; 6],
     address: Option<Ipv4Net>,
     /// The port's IPv6 addresses (link-local first), for TCP and UDP over
@@ -76,7 +90,8 @@ impl HostStack {
         let mut tx = TxQueue::new();
         let mut backlog = heapless::Deque::new();
         let mut counters = HostCounters::default();
-        let mut dev = PortDevice::new(&mut backlog, &mut pool, &mut tx, mtu, &mut counters);
+        let mut reserve = Reserve::new();
+        let mut dev = PortDevice::new(&mut backlog, &mut pool, &mut reserve, false, &mut tx, mtu, &mut counters);
         let mut iface = Interface::new(config, &mut dev, instant(now));
         iface.update_ip_addrs(|addrs| fill_addrs(addrs, address, &[], also));
         if let Some(gw) = gateway {
@@ -86,6 +101,8 @@ impl HostStack {
             iface,
             sockets: SocketSet::new(alloc::vec::Vec::new()),
             backlog,
+            reserve,
+            keeps_reserve: false,
             mac,
             address,
             address6: alloc::vec::Vec::new(),
@@ -131,11 +148,38 @@ impl HostStack {
 
     /// Runs smoltcp: consumes the backlog, emits replies into `tx`.
     pub fn poll(&mut self, now: Micros, pool: &mut PacketPool, tx: &mut TxQueue) {
-        let mut dev = PortDevice::new(&mut self.backlog, pool, tx, self.mtu, &mut self.counters);
+        if self.keeps_reserve {
+            self.top_up(pool);
+        }
+        let mut dev = PortDevice::new(
+            &mut self.backlog,
+            pool,
+            &mut self.reserve,
+            self.keeps_reserve,
+            tx,
+            self.mtu,
+            &mut self.counters,
+        );
         self.iface.poll(instant(now), &mut dev, &mut self.sockets);
         // Whatever smoltcp could not take (it stops when tx is full) waits.
         for h in self.closing.drain(..) {
             self.sockets.remove(h);
+        }
+    }
+
+    /// Fills the stack's own reserve of buffers from `pool`, as far as it
+    /// has free ones; from now on it keeps one.
+    pub fn top_up(&mut self, pool: &mut PacketPool) {
+        self.keeps_reserve = true;
+        while !self.reserve.is_full() && pool.available() > 0 {
+            match pool.alloc() {
+                Some(p) => {
+                    if let Err(p) = self.reserve.push(p) {
+                        pool.free(p);
+                    }
+                }
+                None => break,
+            }
         }
     }
 
@@ -174,6 +218,22 @@ impl HostStack {
         Some(self.sockets.add(sock))
     }
 
+    /// A connection like `tcp_open`'s with buffers of `rx` and `tx` bytes
+    /// (tests' clients that send large requests).
+    #[cfg(test)]
+    pub fn tcp_open_sized(
+        &mut self,
+        remote: (core::net::IpAddr, u16),
+        local_port: u16,
+        rx: usize,
+        tx: usize,
+    ) -> Option<SocketHandle> {
+        let mut sock =
+            tcp::Socket::new(tcp::SocketBuffer::new(alloc::vec![0; rx]), tcp::SocketBuffer::new(alloc::vec![0; tx]));
+        sock.connect(self.iface.context(), (IpAddress::from(remote.0), remote.1), local_port).ok()?;
+        Some(self.sockets.add(sock))
+    }
+
     /// A socket listening on `port` (the management endpoint), with buffers
     /// of `rx` and `tx` bytes.
     pub fn tcp_listen(&mut self, port: u16, rx: usize, tx: usize) -> Option<SocketHandle> {
@@ -188,6 +248,16 @@ impl HostStack {
         let s = self.sockets.get_mut::<tcp::Socket>(h);
         s.abort();
         let _ = s.listen(port);
+    }
+
+    /// The peer's address of a connection, if it has one.
+    pub fn tcp_remote(&self, h: SocketHandle) -> Option<core::net::IpAddr> {
+        self.sockets.get::<tcp::Socket>(h).remote_endpoint().map(|e| e.addr.into())
+    }
+
+    /// Resets a connection (RST) and keeps the socket.
+    pub fn tcp_abort(&mut self, h: SocketHandle) {
+        self.sockets.get_mut::<tcp::Socket>(h).abort();
     }
 
     /// Closes our side after the response (FIN once the send buffer drains).
@@ -253,6 +323,9 @@ impl HostStack {
         while let Some(p) = self.backlog.pop_front() {
             pool.free(p);
         }
+        while let Some(p) = self.reserve.pop() {
+            pool.free(p);
+        }
     }
 }
 
@@ -279,6 +352,8 @@ fn instant(now: Micros) -> Instant {
 /// What the smoltcp device borrows while `poll` runs.
 struct HostIo<'a> {
     pool: &'a mut PacketPool,
+    reserve: &'a mut Reserve,
+    keeps_reserve: bool,
     tx: &'a mut TxQueue,
     counters: &'a mut HostCounters,
 }
@@ -293,16 +368,18 @@ impl<'a> PortDevice<'a> {
     fn new(
         backlog: &'a mut heapless::Deque<Packet, BACKLOG>,
         pool: &'a mut PacketPool,
+        reserve: &'a mut Reserve,
+        keeps_reserve: bool,
         tx: &'a mut TxQueue,
         mtu: u16,
         counters: &'a mut HostCounters,
     ) -> Self {
-        PortDevice { backlog, io: RefCell::new(HostIo { pool, tx, counters }), mtu }
+        PortDevice { backlog, io: RefCell::new(HostIo { pool, reserve, keeps_reserve, tx, counters }), mtu }
     }
 
     fn can_transmit(&mut self) -> bool {
         let io = self.io.get_mut();
-        !io.tx.is_full() && io.pool.available() > 0
+        !io.tx.is_full() && (io.pool.available() > 0 || !io.reserve.is_empty())
     }
 }
 
@@ -320,14 +397,35 @@ impl phy::RxToken for HostRx<'_, '_> {
         // smoltcp may transmit a reply from inside `f`, which borrows `io`;
         // so the packet is owned here and `io` is only borrowed afterwards.
         let r = f(self.pkt.data());
-        self.io.borrow_mut().pool.free(self.pkt);
+        let mut io = self.io.borrow_mut();
+        // Back to the stack's own reserve first (see `RESERVE`), if it keeps
+        // one (a reserve starts with `top_up`) and the buffer is a plain one.
+        let keep = io.keeps_reserve && !io.reserve.is_full() && !self.pkt.is_chained();
+        match keep {
+            true => {
+                if let Err(p) = io.reserve.push(self.pkt) {
+                    io.pool.free(p);
+                }
+            }
+            false => io.pool.free(self.pkt),
+        }
         r
     }
 }
 
 impl phy::TxToken for HostTx<'_, '_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let pkt = self.io.borrow_mut().pool.alloc();
+        let pkt = {
+            let mut io = self.io.borrow_mut();
+            if io.pool.available() == 0 {
+                // Through the pool, which resets the buffer's length and
+                // metadata as it does for every allocation.
+                if let Some(p) = io.reserve.pop() {
+                    io.pool.free(p);
+                }
+            }
+            io.pool.alloc()
+        };
         match pkt {
             Some(mut pkt) if len <= MAX_FRAME => {
                 pkt.set_len(len);
@@ -427,6 +525,7 @@ mod tests {
             _ => panic!("not an Ethernet/IPv4 ARP reply"),
         }
         pool.free(reply);
+        hs.drain(&mut pool);
         assert_eq!(pool.available(), 8, "no buffer leaked");
     }
 
@@ -459,6 +558,7 @@ mod tests {
         }
         pool.free(_arp);
         pool.free(reply);
+        hs.drain(&mut pool);
         assert_eq!(pool.available(), 8);
     }
 
@@ -473,6 +573,44 @@ mod tests {
         assert_eq!(arp.source_protocol_addr(), arp.target_protocol_addr());
         assert_eq!(arp.source_hardware_addr(), &MAC[..]);
         pool.free(p);
+    }
+
+    #[test]
+    fn a_pool_the_rings_emptied_does_not_silence_the_host_stack() {
+        // The NICs' refill takes every free buffer at the end of each turn:
+        // when the host stack runs, the pool may well be empty.
+        let mut pool = PacketPool::new(16);
+        let mut tx = TxQueue::new();
+        let mut hs = stack();
+        hs.top_up(&mut pool);
+        let mut rings = alloc::vec::Vec::new();
+        for round in 0..5u8 {
+            // Three ARP requests arrive; every other buffer sits in a ring.
+            for i in 0..3u8 {
+                let mut p = pool.alloc().unwrap();
+                p.fill(&arp_request(
+                    [2, 0, 0, 0, round, i],
+                    Ipv4Addr::new(10, 0, 0, 10 + i),
+                    Ipv4Addr::new(10, 0, 0, 1),
+                ));
+                hs.enqueue(p).unwrap();
+            }
+            while let Some(p) = pool.alloc() {
+                rings.push(p);
+            }
+            hs.poll(2 + round as u64, &mut pool, &mut tx);
+            assert_eq!(tx.len(), 3, "round {round}: every request answered though the pool was empty");
+            assert!(!hs.has_work());
+            // The NIC sends the replies and the ring gives buffers back.
+            while let Some(p) = tx.pop_front() {
+                pool.free(p);
+            }
+            for p in rings.drain(..) {
+                pool.free(p);
+            }
+        }
+        hs.drain(&mut pool);
+        assert_eq!(pool.available(), 16, "no buffer leaked");
     }
 
     #[test]

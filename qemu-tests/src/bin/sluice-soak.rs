@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use sluice::lab::{Lab, LabSpec, PortSpec};
 use sluice::qemu::Machine;
 
-const TOKEN: &str = "soak-token";
+const TOKEN: &str = "soak-token-5e0b81";
 
 fn script(name: &str) -> String {
     format!("{}/scripts/{name}", env!("CARGO_MANIFEST_DIR"))

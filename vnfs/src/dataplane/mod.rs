@@ -90,6 +90,9 @@ pub struct Dataplane {
     config_origin: String,
     /// The management endpoint's counters as of its last poll (`stats`).
     mgmt_counters: crate::mgmt::MgmtCounters,
+    /// What management buffers (requests, answers, a capture) may hold
+    /// together (the kernel sizes it at boot).
+    mgmt_budget: crate::mgmt::Budget,
     /// Reads the clock (the kernel sets it): reloads are timed with it.
     clock: Option<fn() -> Micros>,
     /// How long the last reload took, parse to tables (µs).
@@ -223,7 +226,10 @@ impl Dataplane {
         }
         let mut scratch = PacketPool::new(0);
         let stages = reload::build_stages(config, macs, seed, Vec::new(), None, &mut scratch);
-        let mgmt = config.management.as_ref().map(|m| (m.port, Management::new(&mut ports[m.port].host, m.listen)));
+        let mgmt = config
+            .management
+            .as_ref()
+            .map(|m| (m.port, Management::new(&mut ports[m.port].host, m.listen, seed ^ 0x6d67_6d74)));
         Dataplane {
             loop_counters: DriverCounters::new(),
             free_memory: None,
@@ -247,6 +253,7 @@ impl Dataplane {
             mgmt_token: None,
             config_origin: String::from("boot"),
             mgmt_counters: Default::default(),
+            mgmt_budget: crate::mgmt::Budget::new(crate::mgmt::BUDGET_MAX),
             clock: None,
             last_reload_us: None,
             rpf: ingress::rpf_of(config, &config.local_addresses()),
@@ -261,6 +268,16 @@ impl Dataplane {
     /// endpoint answers reads and refuses reloads.
     pub fn set_management_token(&mut self, token: Option<&[u8]>) {
         self.mgmt_token = token.map(|t| t.to_vec());
+    }
+
+    /// Sizes the management budget (bytes; see [`crate::mgmt::budget_for`]).
+    pub fn set_management_budget(&mut self, bytes: usize) {
+        self.mgmt_budget = crate::mgmt::Budget::new(bytes);
+    }
+
+    /// The management budget: (bytes held now, limit).
+    pub fn management_budget(&self) -> (usize, usize) {
+        (self.mgmt_budget.used(), self.mgmt_budget.limit())
     }
 
     fn push_event(&mut self, e: Event) {
@@ -320,7 +337,8 @@ impl Dataplane {
     }
 
     /// Queues one gratuitous ARP per addressed port, so neighbours learn the
-    /// appliance's MAC at start.
+    /// appliance's MAC at start, and gives each host stack its own few
+    /// buffers (before the NICs' rings take the rest).
     pub fn announce(&mut self, pool: &mut PacketPool) {
         for port in &mut self.ports {
             if let Some(p) = port.host.gratuitous_arp(pool) {
@@ -331,6 +349,7 @@ impl Dataplane {
             if let Some(h) = port.host6.as_mut() {
                 h.start(pool, &mut port.tx);
             }
+            port.host.top_up(pool);
         }
     }
 
@@ -358,7 +377,7 @@ impl Dataplane {
     /// frames its tunnels decapsulated, on the tunnel ports.
     fn receive_port(&mut self, port: PortId, batch: &mut Batch, pool: &mut PacketPool, now: Micros, depth: u8) {
         let mut inner = Batch::new();
-        if self.trace.as_ref().is_some_and(|t| t.wants(port)) {
+        if self.trace.as_mut().is_some_and(|t| t.wants(port, now)) {
             self.receive_traced(port, batch, pool, now, depth, &mut inner);
         } else {
             self.receive_inner(port, batch, pool, now, None, depth, &mut inner);
@@ -742,23 +761,31 @@ impl Dataplane {
             }
         }
         if let Some((port, mut mgmt)) = self.mgmt.take() {
-            let requests = mgmt.poll(&mut self.ports[port].host, now);
+            let metrics_open = self.config.management.as_ref().is_some_and(|m| m.metrics_open);
+            let access = crate::mgmt::Access { token: self.mgmt_token.as_deref(), metrics_open };
+            let requests = mgmt.poll(&mut self.ports[port].host, now, &access, &mut self.mgmt_budget);
             for (conn, req) in requests {
                 self.mgmt_counters = mgmt.counters;
                 let response = self.answer(&req, pool, &mut mgmt.counters);
+                // The request's buffer goes before the answer is charged.
+                drop(req);
                 if response.status == routes::DEFERRED {
                     // A capture started: it answers when it is done.
                     if let Some(c) = &mut self.capture {
                         c.conn = Some(conn);
                     }
                 } else {
-                    mgmt.respond(conn, &response);
+                    mgmt.respond(conn, response, &mut self.mgmt_budget);
                 }
             }
             if self.capture.as_ref().is_some_and(|c| c.done(now)) {
                 if let Some(c) = self.capture.take() {
-                    if let Some(conn) = c.conn {
-                        mgmt.respond(conn, &routes::pcap_response(c));
+                    let (conn, charged) = (c.conn, c.charged);
+                    match conn {
+                        Some(conn) => {
+                            mgmt.respond_owned(conn, routes::pcap_response(c), charged, &mut self.mgmt_budget)
+                        }
+                        None => self.mgmt_budget.give(charged),
                     }
                 }
             }

@@ -1,5 +1,6 @@
 //! The management endpoint's routes: `/health`, `/metrics`, `/config`
-//! (`GET` and `PUT`), with the bearer-token check in front.
+//! (`GET` and `PUT`), `/show/…`, `/trace`, `/capture`, with the access
+//! check ([`crate::mgmt::Access`]) in front.
 
 use super::{Dataplane, Event};
 use crate::capture::{Capture, Filter};
@@ -14,6 +15,11 @@ pub const DEFERRED: u16 = 0;
 pub fn pcap_response(c: Capture) -> Response {
     Response { status: 200, content_type: "application/vnd.tcpdump.pcap", body: c.file }
 }
+
+/// How long a trace waits for its packets unless `seconds=` says
+/// otherwise, and the most it may ask for.
+pub const TRACE_SECONDS: u64 = 60;
+pub const MAX_TRACE_SECONDS: u64 = 600;
 
 impl Dataplane {
     /// Answers a management request as the endpoint would (for tests and
@@ -32,29 +38,11 @@ impl Dataplane {
         pool: &mut PacketPool,
         counters: &mut crate::mgmt::MgmtCounters,
     ) -> Response {
-        let open = match req.path.as_str() {
-            "/health" => true,
-            "/metrics" => self.config.management.as_ref().is_some_and(|m| m.metrics_open),
-            _ => false,
-        };
-        match &self.mgmt_token {
-            Some(token) if !open => {
-                let ok = req.bearer.as_ref().is_some_and(|b| crate::mgmt::token_matches(b.as_bytes(), token));
-                if !ok {
-                    counters.unauthorized += 1;
-                    return Response::text(401, "this endpoint needs `Authorization: Bearer TOKEN`\n");
-                }
-            }
-            // Starting a trace changes nothing: as open as reading a view.
-            None if req.method != "GET" && !(req.method == "POST" && req.path.starts_with("/trace")) => {
-                counters.unauthorized += 1;
-                return Response::text(
-                    403,
-                    "reloads need a management token: add `token-file PATH` to the `management` statement \
-                     (the token reaches the image through fw_cfg opt/sluice/token)\n",
-                );
-            }
-            _ => {}
+        let metrics_open = self.config.management.as_ref().is_some_and(|m| m.metrics_open);
+        let access = crate::mgmt::Access { token: self.mgmt_token.as_deref(), metrics_open };
+        if let Err(refusal) = access.check(&req.method, &req.path, req.bearer.as_deref()) {
+            counters.unauthorized += 1;
+            return refusal;
         }
         match (req.method.as_str(), req.path.as_str()) {
             ("GET", "/metrics") => {
@@ -143,8 +131,28 @@ impl Dataplane {
                     Ok(f) => f,
                     Err(e) => return Response::text(400, alloc::format!("filter: {e}\n")),
                 };
-                self.trace = Some(super::trace::Trace::new(count, port, filter));
-                Response::text(200, alloc::format!("tracing the next {count} packets: GET /trace\n"))
+                let seconds = match q.iter().find(|(k, _)| *k == "seconds").map(|(_, v)| *v) {
+                    None => TRACE_SECONDS,
+                    Some(v) => match v.parse::<u64>() {
+                        Ok(n) if (1..=MAX_TRACE_SECONDS).contains(&n) => n,
+                        _ => {
+                            return Response::text(
+                                400,
+                                alloc::format!("`seconds={v}`: expected 1 to {MAX_TRACE_SECONDS}\n"),
+                            )
+                        }
+                    },
+                };
+                let now = self.clock.map_or(0, |c| c());
+                let deadline = now.saturating_add(seconds * 1_000_000);
+                self.trace = Some(super::trace::Trace::new(count, port, filter).until(deadline));
+                Response::text(
+                    200,
+                    alloc::format!(
+                        "tracing the next {count} packets for at most {seconds} s (seconds=N, at most \
+                         {MAX_TRACE_SECONDS}): GET /trace\n"
+                    ),
+                )
             }
             ("GET", "/trace") => match &self.trace {
                 Some(t) => Response::text(200, t.text()),
@@ -193,7 +201,21 @@ impl Dataplane {
             return Response::text(409, "a capture is already running: one at a time\n");
         }
         let now = self.clock.map_or(0, |c| c());
-        self.capture = Some(Capture::new(port as u8, filter, count, seconds, now));
+        // The whole file is reserved (and charged) now: a capture never
+        // grows its buffer while frames pass.
+        let bytes = Capture::bytes_for(count);
+        let Some(file) = self.mgmt_budget.alloc(bytes) else {
+            return Response::text(
+                503,
+                alloc::format!(
+                    "a capture of {count} frames needs {} KiB and the management budget has {} KiB free: ask for \
+                     fewer (count=N)\n",
+                    bytes.div_ceil(1024),
+                    (self.mgmt_budget.limit() - self.mgmt_budget.used()) / 1024
+                ),
+            );
+        };
+        self.capture = Some(Capture::new(port as u8, filter, count, seconds, now, file));
         Response { status: DEFERRED, content_type: "", body: alloc::vec::Vec::new() }
     }
 }

@@ -14,6 +14,9 @@ use crate::Micros;
 /// The views the framework has; stages add theirs.
 pub const VIEWS: &[&str] = &["ports", "neighbors", "routes", "stages", "tunnels"];
 
+/// Most rows one page of `show neighbors` holds.
+pub const NEIGHBOR_PAGE: usize = 1000;
+
 /// `key=value&key=value` pairs of a query string (bounded: 16 pairs).
 pub fn query_pairs(q: &str) -> Vec<(&str, &str)> {
     q.split('&').filter_map(|kv| kv.split_once('=')).take(16).collect()
@@ -81,7 +84,14 @@ impl Dataplane {
                     self.egress.neighbors.entries(now).map(|(p, ip, m, s, i)| (p, core::net::IpAddr::V4(ip), m, s, i));
                 let v6 =
                     self.egress.neighbors6.entries(now).map(|(p, ip, m, s, i)| (p, core::net::IpAddr::V6(ip), m, s, i));
-                for (port, ip, mac, state, idle) in v4.chain(v6) {
+                // Paged like `sessions` (the cache may hold 2^20 + 2^20
+                // entries, filled from the data plane): `offset=N` (rows to
+                // skip), `limit=N` (at most 1000).
+                let num = |k: &str| query.iter().find(|(key, _)| *key == k).and_then(|(_, v)| v.parse::<usize>().ok());
+                let offset = num("offset").unwrap_or(0);
+                let limit = num("limit").unwrap_or(100).clamp(1, NEIGHBOR_PAGE);
+                let mut rows = v4.chain(v6).skip(offset);
+                for (port, ip, mac, state, idle) in rows.by_ref().take(limit) {
                     let name = self.ports.get(port as usize).map_or("?", |p| p.name.as_str());
                     let mac = mac.map(|m| alloc::format!("{}", fmt_mac(&m))).unwrap_or_else(|| "-".into());
                     let _ = writeln!(
@@ -93,6 +103,9 @@ impl Dataplane {
                         state,
                         idle / 1000
                     );
+                }
+                if rows.next().is_some() {
+                    let _ = writeln!(out, "more: offset={}", offset.saturating_add(limit));
                 }
             }
             "tunnels" => {

@@ -104,6 +104,8 @@ impl Dataplane {
         if self.config.management.is_some() {
             sink.object("mgmt", &[("endpoint", "http")]);
             self.mgmt_counters.report(sink);
+            sink.gauge("budget_used_bytes", "bytes management buffers hold now", self.mgmt_budget.used() as u64);
+            sink.gauge("budget_bytes", "bytes management buffers may hold together", self.mgmt_budget.limit() as u64);
         }
         if !self.loop_counters.is_empty() {
             sink.object("loop", &[("loop", "poll")]);

@@ -94,6 +94,8 @@ fn a_reload_whose_tables_do_not_fit_is_refused_and_the_old_config_stays() {
     assert!(s.contains("session_capacity=2000 "), "{s}");
 }
 
+const TOKEN: &[u8] = b"0123456789abcdef";
+
 fn request(method: &str, path: &str, body: &str, bearer: Option<&str>) -> Request {
     Request { method: method.into(), path: path.into(), body: body.as_bytes().to_vec(), bearer: bearer.map(Into::into) }
 }
@@ -589,6 +591,10 @@ fn a_capture_records_what_a_port_receives_and_sends_once_each() {
     let mut pool = PacketPool::new(16);
     let cfg = config::parse("port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\n").unwrap();
     let mut dp = Dataplane::new(&cfg, &[MAC, [0x52, 0x54, 0, 0, 0, 2]], 0, 7);
+    // A capture records data-port traffic: refused without a token.
+    assert_eq!(dp.handle_request(&request("GET", "/capture?port=lan&count=5", "", None), &mut pool).status, 403);
+    dp.set_management_token(Some(TOKEN));
+    let request = |m: &str, p: &str, b: &str, _: Option<&str>| request(m, p, b, Some("0123456789abcdef"));
     for (path, status) in [
         ("/capture", 400),
         ("/capture?port=dmz", 400),
@@ -635,6 +641,10 @@ fn a_trace_records_each_packet_through_the_stages_and_why_it_went() {
                 nat {\n inside 10.0.0.0/24\n outside wan\n}\n";
     let cfg = config::parse(text).unwrap();
     let mut dp = Dataplane::new(&cfg, &[MAC, [0x52, 0x54, 0, 0, 0, 2]], 0, 7);
+    // A trace records data-port traffic: refused without a token.
+    assert_eq!(dp.handle_request(&request("POST", "/trace?count=2", "", None), &mut pool).status, 403);
+    dp.set_management_token(Some(TOKEN));
+    let request = |m: &str, p: &str, b: &str, _: Option<&str>| request(m, p, b, Some("0123456789abcdef"));
     assert_eq!(dp.handle_request(&request("GET", "/trace", "", None), &mut pool).status, 404);
     assert_eq!(dp.handle_request(&request("POST", "/trace?count=500", "", None), &mut pool).status, 400);
     assert_eq!(dp.handle_request(&request("POST", "/trace?count=2&port=lan", "", None), &mut pool).status, 200);
@@ -682,4 +692,104 @@ fn the_reverse_path_check_refuses_own_addresses_and_listed_prefixes_only() {
     assert!(ingress::Refused::new(&[]).is_empty());
     // A /0 refuses everything (rpf strict beside a default-route port).
     assert!(ingress::Refused::new(&["0.0.0.0/0".parse().unwrap()]).refuses("203.0.113.9".parse().unwrap()));
+}
+
+#[test]
+fn a_trace_that_never_matches_ends_at_its_deadline() {
+    let mut pool = PacketPool::new(16);
+    let cfg = config::parse("port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\n").unwrap();
+    let mut dp = Dataplane::new(&cfg, &[MAC, [0x52, 0x54, 0, 0, 0, 2]], 0, 7);
+    dp.set_management_token(Some(TOKEN));
+    let req = |m: &str, p: &str| request(m, p, "", Some("0123456789abcdef"));
+    assert_eq!(dp.handle_request(&req("POST", "/trace?seconds=601"), &mut pool).status, 400);
+    let r = dp.handle_request(&req("POST", "/trace?count=5&filter=host+192.0.2.99&seconds=2"), &mut pool);
+    assert_eq!(r.status, 200);
+    assert!(std::str::from_utf8(&r.body).unwrap().contains("for at most 2 s"));
+    let ping = |dp: &mut Dataplane, pool: &mut PacketPool, now| {
+        let mut b = Batch::new();
+        let mut p = pool.alloc().unwrap();
+        p.fill(&echo_request(MAC, Ipv4Addr::new(10, 0, 0, 7), Ipv4Addr::new(10, 0, 0, 1), 1, b"x"));
+        b.push(p).unwrap();
+        dp.receive(0, &mut b, pool, now);
+        dp.poll(now, pool);
+    };
+    ping(&mut dp, &mut pool, 1_000_000);
+    assert!(dp.trace.as_ref().unwrap().left > 0, "still waiting before its deadline");
+    ping(&mut dp, &mut pool, 2_000_001);
+    let t = dp.trace.as_ref().unwrap();
+    assert_eq!(t.left, 0, "over at its deadline, with no packet matched");
+    let r = dp.handle_request(&req("GET", "/trace"), &mut pool);
+    let text = String::from_utf8(r.body).unwrap();
+    assert!(text.starts_with("trace: 0 of 5 packets\n(the trace's deadline passed"), "{text}");
+    dp.drain(&mut pool);
+}
+
+#[test]
+fn neighbors_are_shown_a_page_at_a_time() {
+    let mut pool = PacketPool::new(16);
+    let mut text = String::from("port lan address 10.0.0.1/16\nport wan address 10.1.0.1/24\narp entries 4096\n");
+    for i in 0..1024u32 {
+        text += &std::format!(
+            "neighbor 10.0.{}.{} mac 02:00:00:00:{:02x}:{:02x}\n",
+            1 + i / 250,
+            1 + i % 250,
+            i >> 8,
+            i & 255
+        );
+    }
+    let cfg = config::parse(&text).unwrap();
+    let dp = Dataplane::new(&cfg, &[MAC, [0x52, 0x54, 0, 0, 0, 2]], 0, 7);
+    let mut seen = std::collections::HashSet::new();
+    let mut offset = 0;
+    let mut pages = 0;
+    loop {
+        let mut out = String::new();
+        let q = std::format!("offset={offset}&limit=100000");
+        assert!(dp.show("neighbors", &crate::dataplane::query_pairs(&q), 0, &mut out));
+        let rows: std::vec::Vec<&str> = out.lines().skip(1).filter(|l| !l.starts_with("more:")).collect();
+        assert!(rows.len() <= crate::dataplane::show::NEIGHBOR_PAGE, "a page is bounded: {}", rows.len());
+        for r in rows {
+            assert!(seen.insert(String::from(r.split_whitespace().next().unwrap())), "{r} twice");
+        }
+        pages += 1;
+        match out.lines().find_map(|l| l.strip_prefix("more: offset=")) {
+            Some(n) => offset = n.parse().unwrap(),
+            None => break,
+        }
+    }
+    assert_eq!((seen.len(), pages), (1024, 2));
+    let mut out = String::new();
+    dp.show("neighbors", &[], 0, &mut out);
+    assert_eq!(out.lines().count(), 1 + 100 + 1, "100 rows by default, and where the next page starts");
+    let _ = &mut pool;
+}
+
+#[test]
+fn a_capture_is_bounded_up_front_by_the_management_budget() {
+    let mut pool = PacketPool::new(16);
+    let text =
+        "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\nport mgmt address 10.9.0.1/24\nmanagement mgmt\n";
+    let cfg = config::parse(text).unwrap();
+    let mut dp = Dataplane::new(&cfg, &[MAC, [0x52, 0x54, 0, 0, 0, 2], [0x52, 0x54, 0, 0, 0, 3]], 0, 7);
+    dp.set_management_token(Some(TOKEN));
+    dp.set_management_budget(100 * 1024);
+    let req = |p: &str| request("GET", p, "", Some("0123456789abcdef"));
+    // 1000 frames need 272 KiB: more than the budget holds.
+    let r = dp.handle_request(&req("/capture?port=lan&count=1000"), &mut pool);
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("needs 266 KiB"), "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(dp.management_budget().0, 0);
+    // 100 frames fit: the whole buffer is charged when the capture starts.
+    assert_eq!(dp.handle_request(&req("/capture?port=lan&count=100"), &mut pool).status, 0);
+    let need = crate::capture::Capture::bytes_for(100);
+    assert_eq!(dp.management_budget().0, need);
+    let m = String::from_utf8(dp.handle_request(&req("/metrics"), &mut pool).body).unwrap();
+    let line = m.lines().find(|l| l.starts_with("sluice_mgmt_budget_used_bytes")).unwrap_or("");
+    assert!(line.ends_with(&std::format!(" {need}")), "{line}");
+    assert!(dp.capture.as_ref().unwrap().file.capacity() >= need);
+    // It ends (no connection waits for it): the charge is given back.
+    dp.poll(11_000_000, &mut pool);
+    assert!(dp.capture.is_none());
+    assert_eq!(dp.management_budget().0, 0);
+    dp.drain(&mut pool);
 }

@@ -3,7 +3,8 @@
 //! it left it (addresses, ports, TTL, where it is routed) or why it went,
 //! and what the egress did. Traced packets go through the pipeline one at
 //! a time; nothing changes for the others and nothing runs while no trace
-//! is asked for.
+//! is asked for. A trace ends at its deadline (`seconds=`, 60 by default,
+//! at most 600) even if its filter never matched.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -24,10 +25,15 @@ pub struct Trace {
     pub filter: crate::capture::Filter,
     pub asked: u32,
     pub left: u32,
+    /// When it stops waiting for packets (a filter that never matches
+    /// must not keep every packet on the slow path for ever).
+    pub deadline: Option<crate::Micros>,
     /// One entry per traced packet, its lines.
     pub records: Vec<String>,
     current: String,
     drops: Vec<u64>,
+    /// It ended at its deadline with fewer packets than asked.
+    pub expired: bool,
 }
 
 /// Every port's drop counters, added up per reason.
@@ -97,8 +103,19 @@ impl Trace {
         Trace { port, filter, asked: n, left: n, ..Trace::default() }
     }
 
-    /// Whether it still wants packets arriving on `port`.
-    pub fn wants(&self, port: u8) -> bool {
+    /// The same, ending at `deadline`.
+    pub fn until(mut self, deadline: crate::Micros) -> Trace {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Whether it still wants packets arriving on `port` at `now` (past
+    /// its deadline it wants no more: it is over).
+    pub fn wants(&mut self, port: u8, now: crate::Micros) -> bool {
+        if self.deadline.is_some_and(|d| now >= d) {
+            self.left = 0;
+            self.expired = true;
+        }
         self.left > 0 && self.port.is_none_or(|p| p == port)
     }
 
@@ -139,6 +156,9 @@ impl Trace {
 
     pub fn text(&self) -> String {
         let mut s = alloc::format!("trace: {} of {} packets\n", self.records.len(), self.asked);
+        if self.expired {
+            s.push_str("(the trace's deadline passed: it records no more)\n");
+        }
         for r in &self.records {
             s.push_str(r);
         }
