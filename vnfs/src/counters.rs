@@ -92,6 +92,7 @@ drop_reasons! {
     TxRingFull => "tx_ring_full", "the egress NIC's transmit ring was full";
     OffloadUnsupported => "offload_unsupported", "a frame in several buffers, or a partial checksum or super-packet that is not TCP/UDP over IPv4, that cannot go on as it is";
     SegmentNoBuffer => "segment_no_buffer", "no free buffer to cut a TCP super-packet into segments in software";
+    GsoSizeInvalid => "gso_size_invalid", "a super-packet whose segment size (gso_size) from the NIC is below 88 bytes or above what its port's MTU carries";
     Policy => "policy", "dropped by a stage's policy (a policer's rate, a filter's rule): that stage's counters say which";
 }
 
