@@ -67,6 +67,12 @@ pub trait Nic {
     /// Entries of its receive and transmit rings together: the buffers it
     /// holds when both are full (the pool is sized from it).
     fn ring_entries(&self) -> usize;
+    /// Entries of its receive ring.
+    fn rx_ring_entries(&self) -> usize;
+    /// Posts at most `n` buffers to the receive ring (its share of a pool
+    /// too small to fill every ring: `vnfs::packet::sizing::plan`). Until
+    /// called, refill fills the whole ring.
+    fn set_rx_fill(&mut self, n: usize);
     /// The device's own counters (statistics registers), if it has any.
     fn device_counters(&self) -> heapless::Vec<vnfs::stats::Sample, 12> {
         heapless::Vec::new()

@@ -367,18 +367,34 @@ extern "C" fn kmain(start_info: usize) -> ! {
         dp.port_mut(i as u8).offloads = nic.offloads();
     }
     // Buffers: what the rings need, or what the RAM left after the tables
-    // holds (vnfs::packet::sizing has the rules).
+    // holds, each receive ring posting only its share of a small pool; a
+    // pool too small for every ring is refused (vnfs::packet::sizing has
+    // the rules).
     let t_pool = clock::now_us();
-    let offload_nics = nics.iter().filter(|n| n.offloads()).count();
-    let ring_entries = nics.iter().map(|n| n.ring_entries()).sum();
     // The management endpoint's buffers come out of a budget set aside
     // before the pool takes what is left: no request can take the heap
     // the data path needs.
     let mgmt_budget = if config.management.is_some() { vnfs::mgmt::budget_for(heap::free()) } else { 0 };
     dp.set_management_budget(mgmt_budget);
-    let (buffers, tails) =
-        sizing::plan(nics.len(), ring_entries, offload_nics, heap::free().saturating_sub(mgmt_budget));
-    let mut pool = PacketPool::with_tails(buffers, tails);
+    let rings: Vec<sizing::Rings> = nics
+        .iter()
+        .map(|n| sizing::Rings { rx: n.rx_ring_entries(), total: n.ring_entries(), offloads: n.offloads() })
+        .collect();
+    let plan = sizing::plan(&rings, heap::free().saturating_sub(mgmt_budget)).unwrap_or_else(|e| {
+        println!("{}: {e}", source.name);
+        fail(Failure::Startup)
+    });
+    for (nic, &fill) in nics.iter_mut().zip(&plan.rx_fill) {
+        nic.set_rx_fill(fill);
+    }
+    if plan.rx_fill.iter().zip(&rings).any(|(&f, r)| f < r.rx) {
+        println!(
+            "pool: {} buffers, fewer than the rings offer: receive rings get {:?}, {} kept for transmit, host stacks and chains",
+            plan.buffers, plan.rx_fill, plan.kept
+        );
+    }
+    let buffers = plan.buffers;
+    let mut pool = PacketPool::with_tails(buffers, plan.tails);
     for (p, nic) in dp.ports().iter().zip(&nics) {
         let addr = p.address.map(|a| alloc::format!("{a}")).unwrap_or_else(|| "no address".into());
         println!("port {}: {} mac {} mtu {}", p.name, addr, fmt_mac(&nic.mac()), p.mtu);

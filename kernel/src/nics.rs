@@ -60,6 +60,12 @@ impl Nic for Port {
     fn ring_entries(&self) -> usize {
         each!(self, n => n.ring_entries())
     }
+    fn rx_ring_entries(&self) -> usize {
+        each!(self, n => n.rx_ring_entries())
+    }
+    fn set_rx_fill(&mut self, n: usize) {
+        each!(self, n2 => n2.set_rx_fill(n))
+    }
     fn device_counters(&self) -> heapless::Vec<Sample, 12> {
         each!(self, n => n.device_counters())
     }

@@ -85,6 +85,61 @@ pub fn write_and_plot(out: &std::path::Path, stem: &str, csv: &str, plotter: &st
     }
 }
 
+/// The lab the memory figure is measured with: a NAT with 64k sessions and
+/// three NICs (lan, wan and dmz) on microvm, whose virtio-mmio rings offer
+/// 1024 entries each, in `memory_mb` of RAM.
+pub fn small_nat_spec(memory_mb: u32) -> Result<LabSpec, String> {
+    let mut spec = LabSpec::two_ports(Machine::Microvm)?;
+    spec.ports.push(PortSpec::new("dmz", "10.2.0.1/24", "10.2.0.2/24"));
+    spec.memory_mb = memory_mb;
+    spec.extra_config = "nat {\n  inside 10.0.0.0/24\n  outside wan\n  sessions 65536\n}\n".into();
+    Ok(spec)
+}
+
+/// Whether that lab boots in `memory_mb` and then works: the appliance
+/// answers ping on every port, and forwards (lan → wan through the NAT,
+/// lan → dmz and dmz → lan routed). `Err` says what failed first.
+pub fn small_nat_works(memory_mb: u32) -> Result<(), String> {
+    let spec = small_nat_spec(memory_mb)?;
+    let lab = Lab::start(&spec).map_err(|e| format!("-m {memory_mb}: did not start: {e}"))?;
+    let ping = |from: &str, to: &str| {
+        let (ok, out) = ns_retry(lab.port(from), &["ping", "-c", "2", "-i", "0.2", "-W", "2", to], 4);
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("-m {memory_mb}: ping {to} from {from}:\n{out}\n{}", lab.vm.console()))
+        }
+    };
+    for p in &lab.ports {
+        ping(&p.name, &p.appliance_ip)?;
+    }
+    for p in &lab.ports {
+        route_via_appliance(p);
+    }
+    ping("lan", "10.1.0.2")?;
+    ping("lan", "10.2.0.2")?;
+    ping("dmz", "10.0.0.2")
+}
+
+/// The smallest whole MiB in `lo..=hi` for which `works` holds, by
+/// bisection (more RAM is taken never to hurt); `None` if `hi` fails.
+pub fn smallest_working(lo: u32, hi: u32, works: impl Fn(u32) -> bool) -> Option<u32> {
+    if !works(hi) {
+        return None;
+    }
+    // Invariant: `hi` works; everything below `lo` is untested or fails.
+    let (mut lo, mut hi) = (lo, hi);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if works(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Some(hi)
+}
+
 /// The management endpoint of the labs that have a `mgmt` port.
 pub const MGMT_URL: &str = "http://10.9.0.1:8080";
 

@@ -279,3 +279,33 @@ fn image_options_come_from_the_config_too() {
     assert!(ok, "{out}");
     assert_eq!(lab.vm.quit().unwrap(), Ending::Clean);
 }
+
+#[test]
+fn a_small_vm_that_says_ready_answers_and_forwards_on_every_port() {
+    // -m 12 once said `sluice ready … 753 buffers` and then answered
+    // nothing on two of its three ports: the first NIC's 1024-entry
+    // receive ring took every buffer.
+    if let Err(e) = small_nat_works(12) {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn a_vm_too_small_for_its_rings_is_refused_with_the_numbers_or_works() {
+    // -m 11 once said ready with 334 buffers, all in the first ring. Now the
+    // pool cannot give every ring its 64: the boot is refused and says why
+    // (should the image shrink enough for it to fit, it must then work).
+    let mut lab = Lab::boot(&small_nat_spec(11).unwrap()).unwrap();
+    if lab.vm.wait_for("sluice ready", Duration::from_secs(60)).is_ok() {
+        drop(lab);
+        if let Err(e) = small_nat_works(11) {
+            panic!("{e}");
+        }
+        return;
+    }
+    let status = lab.vm.wait_exit(Duration::from_secs(10));
+    let console = lab.vm.console();
+    assert_eq!(status.map(Ending::from), Some(Ending::StartupRefused), "{console}");
+    assert!(console.contains("give the VM more memory"), "{console}");
+    assert!(!console.contains("panic"), "{console}");
+}

@@ -102,6 +102,7 @@ drop_reasons! {
     AclUnparsable => "acl_unparsable", "IPv4 packet an ACL cannot classify: a header cut short, or not all in the packet's first buffer (fail closed)";
     AclTinyFragment => "acl_tiny_fragment", "first fragment too short to hold its transport header's ports and flags, or a TCP fragment at offset 8 (RFC 1858, RFC 3128)";
     AclFragmentUnknown => "acl_fragment_unknown", "non-first fragment of a datagram whose first fragment the ACL has not judged (fail closed)";
+    GsoSizeInvalid => "gso_size_invalid", "a super-packet whose segment size (gso_size) from the NIC is below 88 bytes or above what its port's MTU carries";
     Policy => "policy", "dropped by a stage's policy (a policer's rate, a filter's rule): that stage's counters say which";
 }
 

@@ -22,6 +22,25 @@ use crate::packet::{Offload, Packet, PacketPool, MAX_FRAME};
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 
+/// The smallest segment size a received super-packet may ask for: Linux's
+/// `TCP_MIN_MSS`, below which no real TCP sender goes. A device (a hostile
+/// vhost-user backend, a buggy one) that says less would have the software
+/// segmenter cut hundreds of segments per kilobyte.
+pub const MIN_GSO_SIZE: u16 = 88;
+
+/// The smallest IPv4 and TCP headers: what a segment carries besides its
+/// payload at least.
+const MIN_TCP_IPV4_HEADERS: u16 = 40;
+
+/// Whether a received packet's segment size is one a sender on a link of
+/// `mtu` could have used: 0 (no super-packet), or from [`MIN_GSO_SIZE`] to
+/// the payload one segment of that MTU carries. The dataplane drops the
+/// rest at ingress (`gso_size_invalid`), before any stage or the
+/// segmenter trusts the number.
+pub fn gso_size_acceptable(gso_size: u16, mtu: u16) -> bool {
+    gso_size == 0 || (MIN_GSO_SIZE..=mtu.saturating_sub(MIN_TCP_IPV4_HEADERS)).contains(&gso_size)
+}
+
 /// The IPv4 and TCP header lengths of a TCP/IPv4 frame (`None` if it is not
 /// one or its headers are not all in the first buffer).
 fn tcp_headers(pkt: &Packet) -> Option<(usize, usize)> {
@@ -398,6 +417,37 @@ mod tests {
             pool.free(s);
         }
         assert_eq!(pool.available(), 64);
+    }
+
+    #[test]
+    fn a_device_that_lies_about_the_segment_size_is_refused_and_counted() {
+        use crate::counters::DropReason;
+        // A wire to a port without offloads: the super-packet is cut here.
+        // gso_size 1 once made 10,000 one-byte segments (until the pool ran
+        // dry) out of one 10 KB super-packet from a hostile backend.
+        let config = "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24 mtu 1400\nwire lan wan\n";
+        let mut rig = crate::testutil::Rig::with_config(config, &[[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]]);
+        rig.pool = PacketPool::with_tails(crate::testutil::RIG_BUFFERS, 1);
+        let payload: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let frame = partial_tcp(&payload, 0x18);
+        // lan's MTU 1500 carries at most 1460 payload bytes a segment;
+        // wan's 1400, 1360.
+        for (port, gso, segments) in
+            [(0, 1, 0), (0, 87, 0), (0, 1461, 0), (1, 1361, 0), (0, 88, 114), (0, 1460, 7), (1, 1360, 8)]
+        {
+            let before = rig.drops(port, DropReason::GsoSizeInvalid);
+            let mut batch = crate::packet::Batch::new();
+            batch.push(chained(&mut rig.pool, &frame, 1800, gso)).unwrap();
+            rig.dp.receive(port as u8, &mut batch, &mut rig.pool, 0);
+            let out = rig.sent(1 - port as u8);
+            assert_eq!(out.len(), segments, "gso_size {gso} on port {port}");
+            let refused = rig.drops(port, DropReason::GsoSizeInvalid) - before;
+            assert_eq!(refused, u64::from(segments == 0), "gso_size {gso} on port {port}");
+            for s in &out {
+                assert!(verifies(s), "gso_size {gso}");
+            }
+        }
+        rig.finish();
     }
 
     #[test]

@@ -483,6 +483,8 @@ const _: () =
     assert!(core::mem::size_of::<Packet>() <= 40, "Packet grew: every burst move pays (see Offload::csum_offset)");
 
 pub mod sizing {
+    use alloc::vec::Vec;
+
     /// Heap kept free after start for what allocates later (host-stack
     /// buffers, management responses, a reloaded config's new stages).
     pub const RESERVE_BYTES: usize = 384 << 10;
@@ -493,10 +495,17 @@ pub mod sizing {
     pub const MIN_POOL_BYTES: usize = 256 * BUFFER_BYTES;
     /// Buffers per NIC beyond its rings: its transmit queue.
     pub const QUEUED_PER_NIC: usize = 256;
-    /// Buffers beyond the NICs' (host stacks, ICMP errors, fragments).
+    /// Buffers beyond the NICs' (host stacks, ICMP errors, fragments,
+    /// neighbour queues, software segmentation).
     pub const SPARE_BUFFERS: usize = 256;
     /// Tail lists (frames in several buffers) per NIC with offloads.
     pub const TAILS_PER_OFFLOAD_NIC: usize = 64;
+    /// Buffers a NIC's transmit side must always find in a pool too small
+    /// to fill its rings: a burst on the ring and a burst queued.
+    pub const TX_ROOM_PER_NIC: usize = 2 * super::BURST;
+    /// The fewest buffers a receive ring is worth posting: two bursts.
+    /// A pool that cannot give every ring this much is refused at boot.
+    pub const MIN_RX_FILL: usize = 2 * super::BURST;
 
     /// Whether tables of `table_bytes` leave room for a minimal pool and
     /// the reserve in `free` bytes of heap.
@@ -509,29 +518,145 @@ pub mod sizing {
         free.saturating_sub(MIN_POOL_BYTES + RESERVE_BYTES)
     }
 
-    /// (buffers, tail lists) for `nics` NICs with `ring_entries` ring
-    /// entries among them, of which `offload_nics` do offloads, with `free`
-    /// bytes of heap left after the tables: enough to fill every ring and
-    /// queue once plus spares, or what fits.
-    pub fn plan(nics: usize, ring_entries: usize, offload_nics: usize, free: usize) -> (usize, usize) {
-        let tails = offload_nics * TAILS_PER_OFFLOAD_NIC;
+    /// One NIC's rings, as the pool plan needs them.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Rings {
+        /// Receive ring entries.
+        pub rx: usize,
+        /// Receive and transmit ring entries together.
+        pub total: usize,
+        /// Whether it may receive frames in several buffers (tail lists).
+        pub offloads: bool,
+    }
+
+    /// The pool the image builds and what each receive ring may hold of it.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Plan {
+        pub buffers: usize,
+        pub tails: usize,
+        /// Per NIC, in order: the most buffers its receive ring is given.
+        pub rx_fill: Vec<usize>,
+        /// Buffers no receive ring holds: transmit, host stacks, neighbour
+        /// queues, fragments, chains.
+        pub kept: usize,
+    }
+
+    /// A pool too small for the NICs: the numbers, for the refusal.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct TooSmall {
+        /// Buffers the heap left after the tables holds.
+        pub buffers: usize,
+        /// Buffers the NICs need at least.
+        pub needed: usize,
+        /// Heap that many buffers (and the reserve) need.
+        pub needed_bytes: usize,
+    }
+
+    impl core::fmt::Display for TooSmall {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            write!(
+                f,
+                "{} packet buffers fit in the RAM the tables leave, but the NICs need at least {} \
+                 ({MIN_RX_FILL} a receive ring, {TX_ROOM_PER_NIC} a NIC for transmit, {SPARE_BUFFERS} for the \
+                 host stacks, neighbour queues and fragments; {} KiB): give the VM more memory (-m) or lower \
+                 `sessions` / `flows` / `arp entries`",
+                self.buffers,
+                self.needed,
+                self.needed_bytes / 1024
+            )
+        }
+    }
+
+    /// The pool for `nics` with `free` bytes of heap left after the tables:
+    /// enough to fill every ring and queue once plus spares, or what fits.
+    /// A pool smaller than that cannot let the first ring take what it
+    /// offers (microvm's virtio-mmio rings offer 1024 each): every receive
+    /// ring gets a share in proportion to its size, after
+    /// [`TX_ROOM_PER_NIC`] a NIC and [`SPARE_BUFFERS`] are kept back. Below
+    /// [`MIN_RX_FILL`] a ring the boot is refused, never a VM that says
+    /// ready and cannot receive.
+    pub fn plan(nics: &[Rings], free: usize) -> Result<Plan, TooSmall> {
+        let n = nics.len();
+        let tails = nics.iter().filter(|r| r.offloads).count() * TAILS_PER_OFFLOAD_NIC;
         let tail_bytes = tails * core::mem::size_of::<super::Tail>();
         let fits = free.saturating_sub(RESERVE_BYTES + tail_bytes) / BUFFER_BYTES;
-        ((ring_entries + nics * QUEUED_PER_NIC + SPARE_BUFFERS).min(fits), tails)
+        let want = nics.iter().map(|r| r.total).sum::<usize>() + n * QUEUED_PER_NIC + SPARE_BUFFERS;
+        let buffers = want.min(fits);
+        let kept = n * TX_ROOM_PER_NIC + SPARE_BUFFERS;
+        let budget = buffers.saturating_sub(kept);
+        let rx_total = nics.iter().map(|r| r.rx).sum::<usize>().max(1);
+        let rx_fill: Vec<usize> = nics.iter().map(|r| r.rx.min(budget * r.rx / rx_total)).collect();
+        let needed = kept + nics.iter().map(|r| r.rx.min(MIN_RX_FILL)).sum::<usize>();
+        if nics.iter().zip(&rx_fill).any(|(r, &f)| f < r.rx.min(MIN_RX_FILL)) {
+            let needed_bytes = needed * BUFFER_BYTES + RESERVE_BYTES + tail_bytes;
+            return Err(TooSmall { buffers, needed, needed_bytes });
+        }
+        let kept = buffers - rx_fill.iter().sum::<usize>();
+        Ok(Plan { buffers, tails, rx_fill, kept })
     }
 
     #[cfg(test)]
     mod tests {
+        use super::*;
+
+        fn rings(n: usize, rx: usize, offloads: bool) -> std::vec::Vec<Rings> {
+            (0..n).map(|_| Rings { rx, total: 2 * rx, offloads }).collect()
+        }
+
         #[test]
         fn a_small_heap_gets_what_fits_a_large_one_what_the_rings_need() {
             // Two NICs with 256-entry rings (a tap's), then with 1024.
-            assert_eq!(super::plan(2, 1024, 2, 1 << 30), (2 * 768 + 256, 128));
-            assert_eq!(super::plan(2, 4096, 0, 1 << 30), (4096 + 2 * 256 + 256, 0));
-            let (b, _) = super::plan(2, 1024, 0, 2 << 20);
-            assert_eq!(b, ((2 << 20) - super::RESERVE_BYTES) / super::BUFFER_BYTES);
-            assert_eq!(super::plan(2, 1024, 2, 0).0, 0);
-            assert!(super::tables_fit(0, super::MIN_POOL_BYTES + super::RESERVE_BYTES));
-            assert!(!super::tables_fit(usize::MAX, 1 << 30));
+            let p = plan(&rings(2, 256, true), 1 << 30).unwrap();
+            assert_eq!((p.buffers, p.tails, p.rx_fill.as_slice()), (2 * 768 + 256, 128, &[256, 256][..]));
+            let p = plan(&rings(2, 1024, false), 1 << 30).unwrap();
+            assert_eq!((p.buffers, p.rx_fill.as_slice()), (4096 + 2 * 256 + 256, &[1024, 1024][..]));
+            let p = plan(&rings(2, 256, false), 2 << 20).unwrap();
+            assert_eq!(p.buffers, ((2 << 20) - RESERVE_BYTES) / BUFFER_BYTES);
+            assert!(plan(&rings(2, 256, true), 0).is_err());
+            assert!(tables_fit(0, MIN_POOL_BYTES + RESERVE_BYTES));
+            assert!(!tables_fit(usize::MAX, 1 << 30));
+        }
+
+        #[test]
+        fn a_pool_smaller_than_the_rings_is_shared_and_never_all_posted() {
+            // -m 12 on microvm, three NICs of 1024-entry rings: 753 buffers
+            // once all went to the first receive ring, and the appliance
+            // said ready and answered nothing.
+            let free = RESERVE_BYTES
+                + 3 * TAILS_PER_OFFLOAD_NIC * core::mem::size_of::<crate::packet::Tail>()
+                + 753 * BUFFER_BYTES;
+            let p = plan(&rings(3, 1024, true), free).unwrap();
+            assert_eq!(p.buffers, 753);
+            let kept = 3 * TX_ROOM_PER_NIC + SPARE_BUFFERS;
+            assert_eq!(p.rx_fill, [(753 - kept) / 3; 3]);
+            assert!(p.rx_fill.iter().all(|&f| f >= MIN_RX_FILL));
+            assert!(p.kept >= kept && p.kept + p.rx_fill.iter().sum::<usize>() == p.buffers);
+            // Rings of different sizes share in proportion.
+            let mixed =
+                [Rings { rx: 256, total: 512, offloads: false }, Rings { rx: 1024, total: 2048, offloads: false }];
+            let p = plan(&mixed, RESERVE_BYTES + 1000 * BUFFER_BYTES).unwrap();
+            let budget = 1000 - 2 * TX_ROOM_PER_NIC - SPARE_BUFFERS;
+            assert_eq!(p.rx_fill, [budget * 256 / 1280, budget * 1024 / 1280]);
+        }
+
+        #[test]
+        fn a_pool_too_small_for_every_ring_is_refused_with_the_numbers() {
+            let needed = 3 * (MIN_RX_FILL + TX_ROOM_PER_NIC) + SPARE_BUFFERS;
+            let tails = 3 * TAILS_PER_OFFLOAD_NIC * core::mem::size_of::<crate::packet::Tail>();
+            let at = |buffers: usize| RESERVE_BYTES + tails + buffers * BUFFER_BYTES;
+            assert!(plan(&rings(3, 1024, true), at(needed)).is_ok());
+            let e = plan(&rings(3, 1024, true), at(needed - 1)).unwrap_err();
+            assert_eq!((e.buffers, e.needed), (needed - 1, needed));
+            assert_eq!(e.needed_bytes, at(needed));
+            let text = std::format!("{e}");
+            assert!(text.contains(&std::format!("{} packet buffers", needed - 1)), "{text}");
+            assert!(text.contains("give the VM more memory"), "{text}");
+            // Tiny rings ask only for what they hold.
+            assert!(plan(
+                &rings(2, 16, false),
+                RESERVE_BYTES + (2 * (16 + TX_ROOM_PER_NIC) + SPARE_BUFFERS) * BUFFER_BYTES
+            )
+            .is_ok());
         }
     }
 }

@@ -308,6 +308,24 @@ mod tests {
     }
 
     #[test]
+    fn the_receive_ring_takes_no_more_than_its_share_of_the_pool() {
+        let mut dev = Device::new();
+        let mut nic = Igb::<TestHal>::new(dev.bar(), true, 0, None).unwrap();
+        let mut pool = PacketPool::new(RING + 8);
+        nic.set_rx_fill(100);
+        nic.refill(&mut pool);
+        assert_eq!(dev.reg(RDT0), 100, "100 descriptors posted");
+        assert_eq!(pool.available(), RING + 8 - 100, "the rest stays in the pool for the others");
+        // Received buffers are replaced, never more.
+        dev.rx_done(0, RXD_DD | RXD_EOP, 60);
+        let mut batch = Batch::new();
+        assert_eq!(nic.rx_burst(&mut batch, &mut pool), 1);
+        pool.free_all(&mut batch);
+        nic.refill(&mut pool);
+        assert_eq!((dev.reg(RDT0), nic.buffers_held()), (101, 100));
+    }
+
+    #[test]
     fn setup_receive_hostile_write_backs_and_transmit() {
         let mut dev = Device::new();
         let mut nic = Igb::<TestHal>::new(dev.bar(), true, 0, None).unwrap();

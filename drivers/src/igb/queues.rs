@@ -168,6 +168,8 @@ pub struct Queues<H: Hal> {
     /// Receive descriptors the driver may still post (one stays empty, so
     /// a full ring is not mistaken for an empty one).
     rx_room: usize,
+    /// The most descriptors posted at once (the pool's share for this ring).
+    pub rx_fill: usize,
     /// Dropping the descriptors of a frame that spans several (until EOP).
     rx_discarding: bool,
     /// Per transmit head descriptor: the packet and its last descriptor.
@@ -191,6 +193,7 @@ impl<H: Hal> Queues<H> {
             rx_next: 0,
             rx_tail: 0,
             rx_room: RING - 1,
+            rx_fill: RING - 1,
             rx_discarding: false,
             tx_slots: (0..RING).map(|_| None).collect(),
             tx_next: 0,
@@ -227,7 +230,8 @@ impl<H: Hal> Queues<H> {
 
     pub fn refill(&mut self, pool: &mut PacketPool) {
         let mut posted = 0;
-        while self.rx_room > 0 {
+        // Posted now: the room the ring had at start less what is left.
+        while self.rx_room > 0 && RING - 1 - self.rx_room < self.rx_fill {
             let Some(pkt) = pool.alloc() else { break };
             let addr = Self::share(&pkt, HEADROOM, BUF_SIZE - HEADROOM, BufferDirection::DeviceToDriver);
             let i = self.rx_tail;
@@ -413,6 +417,12 @@ macro_rules! nic_via_queues {
         }
         fn ring_entries(&self) -> usize {
             2 * $crate::igb::queues::RING
+        }
+        fn rx_ring_entries(&self) -> usize {
+            $crate::igb::queues::RING
+        }
+        fn set_rx_fill(&mut self, n: usize) {
+            self.q.rx_fill = n;
         }
     };
 }

@@ -93,6 +93,8 @@ pub struct VirtioNet<H: Hal, T: Transport> {
     /// receive buffers), with how many are still to come and whether it is
     /// already doomed.
     partial: Option<(Packet, u16, Fate)>,
+    /// The most buffers the receive ring is given ([`Nic::set_rx_fill`]).
+    rx_fill: usize,
     stats: NicStats,
 }
 
@@ -134,7 +136,8 @@ impl<H: Hal, T: Transport> VirtioNet<H, T> {
         let rx = Self::setup_queue(&mut transport, RX_QUEUE, event_idx)?;
         let tx = Self::setup_queue(&mut transport, TX_QUEUE, event_idx)?;
         transport.finish_init();
-        Ok(VirtioNet { transport, rx, tx, mac, hdr_len, offloads, partial: None, stats: NicStats::default() })
+        let rx_fill = rx.size() as usize;
+        Ok(VirtioNet { transport, rx, tx, mac, hdr_len, offloads, partial: None, rx_fill, stats: NicStats::default() })
     }
 
     fn setup_queue(transport: &mut T, queue: u16, event_idx: bool) -> Result<VirtQueue<H>, VirtioNetError> {
@@ -254,7 +257,7 @@ impl<H: Hal, T: Transport> Nic for VirtioNet<H, T> {
 
     fn refill(&mut self, pool: &mut PacketPool) {
         let offset = HEADROOM - self.hdr_len;
-        while self.rx.free_count() > 0 {
+        while self.rx.free_count() > 0 && self.rx.in_flight() < self.rx_fill {
             let Some(pkt) = pool.alloc() else { break };
             if let Err(pkt) = self.rx.add(pkt, offset, BUF_SIZE - offset, true) {
                 pool.free(pkt);
@@ -354,6 +357,14 @@ impl<H: Hal, T: Transport> Nic for VirtioNet<H, T> {
 
     fn ring_entries(&self) -> usize {
         self.rx.size() as usize + self.tx.size() as usize
+    }
+
+    fn rx_ring_entries(&self) -> usize {
+        self.rx.size() as usize
+    }
+
+    fn set_rx_fill(&mut self, n: usize) {
+        self.rx_fill = n;
     }
 
     fn buffers_held(&self) -> usize {

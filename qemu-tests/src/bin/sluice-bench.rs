@@ -6,7 +6,11 @@
 //!   (sluice's TSC), median of 10, per machine type; beside it, QEMU start →
 //!   the guest's first console line, which is QEMU's and the firmware's part;
 //! - ping RTT through sluice's host stack beside Linux's, namespace to
-//!   namespace over a veth pair.
+//!   namespace over a veth pair;
+//! - memory: the smallest `-m` (bisection over whole MiB) in which a NAT
+//!   with 64k sessions and three NICs on microvm boots, answers on every
+//!   port and forwards (`sluice-bench memory` runs only this). The README's
+//!   memory figures quote it.
 
 use std::time::{Duration, Instant};
 
@@ -48,9 +52,32 @@ fn rtt_ms(ping_output: &str) -> f64 {
     line.split('=').nth(1).unwrap().trim().split('/').nth(1).unwrap().parse().unwrap()
 }
 
+/// The memory figure: bisection between 4 MiB (too little for the image
+/// itself) and 64 MiB, each probe a fresh boot.
+fn memory() {
+    let verbose = std::env::var_os("SLUICE_VERBOSE").is_some();
+    let works = |mb: u32| match sluice_qemu_tests::small_nat_works(mb) {
+        Ok(()) => true,
+        Err(e) => {
+            if verbose {
+                eprintln!("{e}");
+            }
+            false
+        }
+    };
+    let show = |m: Option<u32>| m.map(|m| format!("{m} MiB")).unwrap_or_else(|| "more than 64 MiB".into());
+    println!(
+        "\nsmallest -m that boots and forwards a 64k-session NAT with three NICs (microvm): {}",
+        show(sluice_qemu_tests::smallest_working(4, 64, works))
+    );
+}
+
 fn main() {
     if let Err(e) = run(&["true"]) {
         eprintln!("{e}");
+    }
+    if std::env::args().any(|a| a == "memory") {
+        return memory();
     }
     let accel = Accel::from_env().unwrap();
     let image = sluice::image_path();
@@ -114,4 +141,5 @@ fn main() {
     println!("\n{:<40} {:>10}", "ping RTT (avg of 50)", "ms");
     println!("{:<40} {:>10.3}", "sluice host stack (tap, QEMU)", sluice_rtt);
     println!("{:<40} {:>10.3}", "baseline: Linux namespace over veth", linux_rtt);
+    memory();
 }

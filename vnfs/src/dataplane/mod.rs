@@ -362,6 +362,7 @@ impl Dataplane {
                 c.record(pkt.data(), pkt.total_len(), now);
             }
         }
+        self.refuse_bad_gso(port, batch, pool);
         if let Some(peer) = self.wires[port as usize] {
             return self.wire(port, peer, batch, pool);
         }
@@ -371,6 +372,29 @@ impl Dataplane {
             self.receive_port(port, batch, pool, now, 0);
         }
         self.flush_virtual(pool, now);
+    }
+
+    /// Drops super-packets whose segment size the NIC's device gave out of
+    /// range for the port (see [`crate::offload::gso_size_acceptable`]):
+    /// nothing after this trusts a device's number to bound its work.
+    fn refuse_bad_gso(&mut self, port: PortId, batch: &mut Batch, pool: &mut PacketPool) {
+        let mtu = self.ports[port as usize].mtu;
+        let ok = |p: &crate::packet::Packet| crate::offload::gso_size_acceptable(p.meta.offload.gso_size, mtu);
+        if batch.iter().all(ok) {
+            return;
+        }
+        let c = &mut self.ports[port as usize].counters;
+        for pkt in core::mem::take(batch) {
+            if ok(&pkt) {
+                // As many as were taken out: there is room.
+                let _ = batch.push(pkt);
+            } else {
+                c.rx_packets += 1;
+                c.rx_bytes += pkt.total_len() as u64;
+                c.drop(DropReason::GsoSizeInvalid);
+                pool.free(pkt);
+            }
+        }
     }
 
     /// One port's packets (`depth` 1: they came out of a tunnel); then the
