@@ -233,7 +233,7 @@ impl Dataplane {
             local,
             local6,
             vips6,
-            egress: Egress::with_static(config, now),
+            egress: Egress::with_static(config, now, seed),
             last_host_poll: now,
             config: config.clone(),
             config_text: String::new(),
