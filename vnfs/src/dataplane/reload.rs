@@ -161,6 +161,7 @@ impl Dataplane {
         self.local_sorted = sorted(&self.local);
         self.rpf = ingress::rpf_of(&new, &self.local);
         self.rpf6 = ingress::rpf6_of(&new, &self.local6);
+        self.inbound_refused = ingress::inbound_refused_of(&new);
         self.vips6 = super::vips6_of(&new);
         for p in &mut self.ports {
             if let Some(h) = p.host6.as_mut() {
