@@ -4,8 +4,9 @@
 //! the egress makes it fit and addresses it: fragments a datagram larger than
 //! the port's MTU (DF clear; DF set was answered by the router already),
 //! resolves the next hop's MAC in the neighbour cache — holding a few packets
-//! while ARP is asked — rewrites the Ethernet header and queues the frame on
-//! the port. Doing this after all stages lets NAT rewrite a packet after the
+//! while ARP is asked, all unresolved next hops of a port together within a
+//! small share of the pool ([`held_cap`]) — rewrites the Ethernet header and
+//! queues the frame on the port. Doing this after all stages lets NAT rewrite a packet after the
 //! routing decision (SNAT is post-routing) and still be fragmented and
 //! addressed correctly.
 
@@ -206,25 +207,25 @@ impl Egress {
                     self.arp_request(out, hop, Some(mac), ports, pool);
                 }
             }
-            Lookup::Unknown => match {
+            Lookup::Unknown => {
                 let room = self.room(out, &pkt, ports, pool);
-                self.neighbors.enqueue(out, hop, pkt, now, room)
-            } {
-                Enqueued::Held { request } => {
-                    if request {
-                        self.arp_request(out, hop, None, ports, pool);
+                match self.neighbors.enqueue(out, hop, pkt, now, room) {
+                    Enqueued::Held { request } => {
+                        if request {
+                            self.arp_request(out, hop, None, ports, pool);
+                        }
                     }
-                }
-                Enqueued::NoRoom { pkt, request } => {
-                    drop(ports, pool, pkt, DropReason::NeighborHoldFull);
-                    if request {
-                        self.arp_request(out, hop, None, ports, pool);
+                    Enqueued::NoRoom { pkt, request } => {
+                        drop(ports, pool, pkt, DropReason::NeighborHoldFull);
+                        if request {
+                            self.arp_request(out, hop, None, ports, pool);
+                        }
                     }
+                    Enqueued::QueueFull(p) => drop(ports, pool, p, DropReason::NeighborQueueFull),
+                    Enqueued::TableFull(p) => drop(ports, pool, p, DropReason::NeighborTableFull),
+                    Enqueued::Unreachable(p) => self.give_up(ports, pool, p),
                 }
-                Enqueued::QueueFull(p) => drop(ports, pool, p, DropReason::NeighborQueueFull),
-                Enqueued::TableFull(p) => drop(ports, pool, p, DropReason::NeighborTableFull),
-                Enqueued::Unreachable(p) => self.give_up(ports, pool, p),
-            },
+            }
         }
     }
 
@@ -256,25 +257,25 @@ impl Egress {
                 write_eth(&mut pkt, ports[out as usize].mac, mac);
                 transmit(ports, pool, out, pkt);
             }
-            Lookup::Unknown => match {
+            Lookup::Unknown => {
                 let room = self.room(out, &pkt, ports, pool);
-                self.neighbors6.enqueue(out, hop, pkt, now, room)
-            } {
-                Enqueued::Held { request } => {
-                    if request {
-                        self.solicit(out, hop, None, ports, pool);
+                match self.neighbors6.enqueue(out, hop, pkt, now, room) {
+                    Enqueued::Held { request } => {
+                        if request {
+                            self.solicit(out, hop, None, ports, pool);
+                        }
                     }
-                }
-                Enqueued::NoRoom { pkt, request } => {
-                    drop(ports, pool, pkt, DropReason::NeighborHoldFull);
-                    if request {
-                        self.solicit(out, hop, None, ports, pool);
+                    Enqueued::NoRoom { pkt, request } => {
+                        drop(ports, pool, pkt, DropReason::NeighborHoldFull);
+                        if request {
+                            self.solicit(out, hop, None, ports, pool);
+                        }
                     }
+                    Enqueued::QueueFull(p) => drop(ports, pool, p, DropReason::NeighborQueueFull),
+                    Enqueued::TableFull(p) => drop(ports, pool, p, DropReason::NeighborTableFull),
+                    Enqueued::Unreachable(p) => self.give_up(ports, pool, p),
                 }
-                Enqueued::QueueFull(p) => drop(ports, pool, p, DropReason::NeighborQueueFull),
-                Enqueued::TableFull(p) => drop(ports, pool, p, DropReason::NeighborTableFull),
-                Enqueued::Unreachable(p) => self.give_up(ports, pool, p),
-            },
+            }
         }
     }
 

@@ -235,7 +235,7 @@ impl<A: NeighborAddr> NeighborCache<A> {
     /// Keys the slot hash with `key` (the boot secret), so which addresses
     /// share a window cannot be worked out from outside. Call before use.
     pub fn keyed(mut self, key: u64) -> Self {
-        self.key = hash_words(key, &[0x6e65_6967_68]);
+        self.key = hash_words(key, &[0x006e_6569_6768]);
         self
     }
 
