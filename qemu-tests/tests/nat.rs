@@ -200,3 +200,33 @@ fn a_spoofed_syn_flood_through_a_forward_spares_established_flows_and_new_client
     );
     assert!(evicted > 1000, "{stats:?}");
 }
+
+#[test]
+fn an_outside_host_cannot_reach_an_inside_host_directly_unless_inbound_route() {
+    // The outside host knows the inside prefix is behind sluice (a
+    // neighbour's route, a guess): today's Linux router would route it in.
+    for (setting, reaches) in [("", false), ("  inbound route", true)] {
+        let mut lab = nat_lab(setting, "");
+        let (lan, wan) = (lab.port("lan"), lab.port("wan"));
+        wan.ns.exec(&["ip", "route", "add", "10.0.0.0/24", "via", "10.1.0.1"]).unwrap();
+        serve_http(lan, "10.0.0.2", 8000, "inside");
+        serve_http(wan, "10.1.0.2", 8000, "far");
+        // Inside out through the NAT works either way.
+        let out = curl(lan, "http://10.1.0.2:8000/");
+        assert!(out.starts_with("far saw 10.1.0.1:"), "{out}");
+        let (ok, out) = ns_run(wan, &["curl", "-sS", "--max-time", "3", "http://10.0.0.2:8000/"]);
+        let stats = lab.vm.stats().unwrap();
+        let dropped = stats.get("wan", "drop_nat_inbound_unsolicited");
+        if reaches {
+            assert!(ok && out.starts_with("inside saw 10.1.0.2:"), "inbound route: {out}");
+            assert_eq!(dropped, 0, "{stats:?}");
+        } else {
+            assert!(!ok, "an unsolicited connection reached the inside: {out}");
+            assert!(dropped >= 1, "{stats:?}");
+            // The appliance's own inside address still answers ping.
+            let (ok, out) = ns_run(wan, &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.0.1"]);
+            assert!(ok && out.contains(" 0% packet loss"), "{out}");
+        }
+        assert_eq!(lab.vm.quit().unwrap(), Ending::Clean);
+    }
+}

@@ -367,6 +367,14 @@ pub fn parse(stmts: &[&Stmt<'_>], config: &Config, errors: &mut Errors) -> Vec<(
 impl StageConfig for NatConfig {
     crate::stage_config_identity!();
 
+    /// `inbound` is applied at ingress from the new config, not by the
+    /// translator: changing it alone keeps the sessions.
+    fn reusable(&self, old: &dyn StageConfig, _: &Config, _: &Config) -> bool {
+        old.as_any()
+            .downcast_ref::<NatConfig>()
+            .is_some_and(|o| NatConfig { inbound_route: self.inbound_route, ..o.clone() } == *self)
+    }
+
     fn table_bytes(&self, _: &Config) -> usize {
         let hosts = if self.nat64.is_some() { crate::standin::Hosts::memory_for(self.sessions) } else { 0 };
         NatTable::memory_for(self.sessions, self.pool.len()) + hosts

@@ -519,3 +519,23 @@ fn a_load_balancers_backend_inside_the_nat_is_still_reached_through_its_vip() {
     assert_eq!(r.drops(0, DropReason::NatInboundUnsolicited), 1);
     r.finish();
 }
+
+#[test]
+fn a_reload_that_changes_inbound_keeps_the_sessions_and_applies_at_once() {
+    let mut r = Rig::nat("");
+    let conf = |s: &str| {
+        std::format!("port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\nnat {{\n inside 10.0.0.0/24\n outside wan\n{s}\n}}\n")
+    };
+    r.through(0, &udp_frame(LAN_MAC, (A, 5000), (SERVER, 53), b"q"), 1);
+    r.dp.reload("t", &conf(" inbound route"), &mut r.pool).unwrap();
+    let back = r.through(1, &udp_frame(WAN_MAC, (SERVER, 53), (OUT, 5000), b"a"), 0);
+    assert_eq!(udp(&back), (SERVER, 53, A, 5000), "the session lived on");
+    let inbound = r.through(1, &udp_frame(WAN_MAC, (SERVER, 4000), (A, 22), b"probe"), 0);
+    assert_eq!(udp(&inbound), (SERVER, 4000, A, 22), "routed in now");
+    r.dp.reload("t", &conf(""), &mut r.pool).unwrap();
+    r.send(1, &udp_frame(WAN_MAC, (SERVER, 4000), (A, 22), b"probe"));
+    assert!(r.sent(0).is_empty());
+    assert_eq!(r.drops(1, DropReason::NatInboundUnsolicited), 1);
+    r.through(1, &udp_frame(WAN_MAC, (SERVER, 53), (OUT, 5000), b"a"), 0);
+    r.finish();
+}
