@@ -216,6 +216,7 @@ fn an_outside_host_cannot_reach_an_inside_host_directly_unless_inbound_route() {
         assert!(out.starts_with("far saw 10.1.0.1:"), "{out}");
         let (ok, out) = ns_run(wan, &["curl", "-sS", "--max-time", "3", "http://10.0.0.2:8000/"]);
         let stats = lab.vm.stats().unwrap();
+        let wan = lab.port("wan");
         let dropped = stats.get("wan", "drop_nat_inbound_unsolicited");
         if reaches {
             assert!(ok && out.starts_with("inside saw 10.1.0.2:"), "inbound route: {out}");
