@@ -200,3 +200,36 @@ fn a_spoofed_syn_flood_through_a_forward_spares_established_flows_and_new_client
     );
     assert!(evicted > 1000, "{stats:?}");
 }
+
+#[test]
+fn an_outside_host_cannot_reach_an_inside_host_directly_unless_inbound_route() {
+    // The outside host knows the inside prefix is behind sluice (a
+    // neighbour's route, a guess): a plain router would route it in.
+    for (setting, reaches) in [("", false), ("  inbound route", true)] {
+        let mut lab = nat_lab(setting, "");
+        let (lan, wan) = (lab.port("lan"), lab.port("wan"));
+        wan.ns.exec(&["ip", "route", "add", "10.0.0.0/24", "via", "10.1.0.1"]).unwrap();
+        lan.ns.spawn(&["python3", &script("udp_echo.py"), "10.0.0.2", "9999", "inside"]).unwrap();
+        wan.ns.spawn(&["python3", &script("udp_echo.py"), "10.1.0.2", "9999", "far"]).unwrap();
+        // Inside out through the NAT works either way.
+        let (ok, out) = ns_retry(lan, &["python3", &script("udp_client.py"), "40000", "10.1.0.2:9999"], 20);
+        assert!(ok && out.starts_with("far saw 10.1.0.1:40000"), "{out}");
+        // Unsolicited UDP from outside to the inside host's port.
+        let (_, out) = ns_run(wan, &["python3", &script("udp_client.py"), "41000", "10.0.0.2:9999"]);
+        let stats = lab.vm.stats().unwrap();
+        let dropped = stats.get("wan", "drop_nat_inbound_unsolicited");
+        if reaches {
+            // It arrives; the answer leaves translated, as any packet from
+            // inside does (so connections from outside need a `forward`).
+            assert!(out.starts_with("inside saw 10.1.0.2:41000"), "inbound route: {out}");
+            assert_eq!(dropped, 0, "{stats:?}");
+        } else {
+            assert!(out.starts_with("no answer"), "an unsolicited datagram reached the inside: {out}");
+            assert!(dropped >= 3, "{stats:?}");
+            // The appliance's own inside address still answers ping.
+            let (ok, out) = ns_run(lab.port("wan"), &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.0.1"]);
+            assert!(ok && out.contains(" 0% packet loss"), "{out}");
+        }
+        assert_eq!(lab.vm.quit().unwrap(), Ending::Clean);
+    }
+}

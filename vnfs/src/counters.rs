@@ -78,10 +78,12 @@ drop_reasons! {
     NeighborQueueFull => "neighbor_queue_full", "too many packets already wait for this next hop's ARP reply";
     NeighborUnreachable => "neighbor_unreachable", "the next hop did not answer ARP";
     NeighborTableFull => "neighbor_table_full", "no room in the neighbour cache for another next hop";
+    NeighborHoldFull => "neighbor_hold_full", "the packets waiting for next hops on this port already hold their share of the buffer pool (a sixteenth, split over the ports)";
     NatTableFull => "nat_table_full", "NAT session table full: new session refused";
     NatPortsExhausted => "nat_ports_exhausted", "no free outside port for a new NAT mapping";
     NatQuota => "nat_quota", "the inside host or port forward holds all the NAT sessions its quota allows (host-sessions, forward-sessions)";
     NatFiltered => "nat_filtered", "inbound packet the NAT's filtering does not let in";
+    NatInboundUnsolicited => "nat_inbound_unsolicited", "packet from the NAT's outside port straight to an inside address, of no session (`inbound route` routes them)";
     NatNoMapping => "nat_no_mapping", "inbound packet to a NAT address with no mapping";
     NatUnsupportedProtocol => "nat_unsupported_protocol", "protocol the NAT cannot translate (not TCP, UDP or ICMP)";
     NatFragmentUnknown => "nat_fragment_unknown", "non-first fragment of a datagram whose first fragment the NAT has not seen";

@@ -4,8 +4,9 @@
 //! the egress makes it fit and addresses it: fragments a datagram larger than
 //! the port's MTU (DF clear; DF set was answered by the router already),
 //! resolves the next hop's MAC in the neighbour cache — holding a few packets
-//! while ARP is asked — rewrites the Ethernet header and queues the frame on
-//! the port. Doing this after all stages lets NAT rewrite a packet after the
+//! while ARP is asked, all unresolved next hops of a port together within a
+//! small share of the pool ([`held_cap`]) — rewrites the Ethernet header and
+//! queues the frame on the port. Doing this after all stages lets NAT rewrite a packet after the
 //! routing decision (SNAT is post-routing) and still be fragmented and
 //! addressed correctly.
 
@@ -26,6 +27,17 @@ use crate::Micros;
 use crate::wire::ETH_HLEN as ETH;
 /// Neighbour-cache slots whose timers each loop turn advances.
 const SWEEP_PER_POLL: usize = 8;
+/// The share of the buffer pool that packets waiting for their next hop
+/// may hold, split evenly over the ports (ARP and ND together): a scan of
+/// a connected prefix must not take the buffers receive refill needs.
+pub const HELD_SHARE: usize = 16;
+
+/// Buffers the unresolved neighbours of one port may hold together: a
+/// `1/HELD_SHARE` share of the pool split over `ports`, at least one
+/// neighbour's queue.
+pub fn held_cap(pool: usize, ports: usize) -> usize {
+    (pool / HELD_SHARE / ports.max(1)).max(QUEUE)
+}
 
 crate::counters! {
     /// What the egress did besides sending.
@@ -60,21 +72,22 @@ pub struct Egress {
 }
 
 impl Egress {
-    pub fn new(neighbors: usize, reachable: Micros) -> Self {
+    pub fn new(neighbors: usize, reachable: Micros, seed: u64) -> Self {
         Egress {
-            neighbors: NeighborCache::<Ipv4Addr>::new(neighbors, reachable),
-            neighbors6: NeighborCache::<Ipv6Addr>::new(0, reachable),
+            neighbors: NeighborCache::<Ipv4Addr>::new(neighbors, reachable).keyed(seed),
+            neighbors6: NeighborCache::<Ipv6Addr>::new(0, reachable).keyed(seed ^ 6),
             gateways6: alloc::vec::Vec::new(),
             counters: EgressCounters::default(),
             unreachable: heapless::Deque::new(),
         }
     }
 
-    /// The cache the config asks for, its permanent entries in place.
-    pub fn with_static(config: &crate::config::Config, now: Micros) -> Self {
+    /// The cache the config asks for, its permanent entries in place;
+    /// `seed` (the boot secret) keys the caches' slot hashes.
+    pub fn with_static(config: &crate::config::Config, now: Micros, seed: u64) -> Self {
         let reachable = config.arp.timeout as Micros * 1_000_000;
-        let mut e = Egress::new(config.arp.entries, reachable);
-        e.neighbors6 = NeighborCache::<Ipv6Addr>::new(config.neighbor6_entries(), reachable);
+        let mut e = Egress::new(config.arp.entries, reachable, seed);
+        e.neighbors6 = NeighborCache::<Ipv6Addr>::new(config.neighbor6_entries(), reachable).keyed(seed ^ 6);
         e.gateways6 = config.gateways6();
         e.install_static(config, now);
         e
@@ -194,16 +207,25 @@ impl Egress {
                     self.arp_request(out, hop, Some(mac), ports, pool);
                 }
             }
-            Lookup::Unknown => match self.neighbors.enqueue(out, hop, pkt, now) {
-                Enqueued::Held { request } => {
-                    if request {
-                        self.arp_request(out, hop, None, ports, pool);
+            Lookup::Unknown => {
+                let room = self.room(out, &pkt, ports, pool);
+                match self.neighbors.enqueue(out, hop, pkt, now, room) {
+                    Enqueued::Held { request } => {
+                        if request {
+                            self.arp_request(out, hop, None, ports, pool);
+                        }
                     }
+                    Enqueued::NoRoom { pkt, request } => {
+                        drop(ports, pool, pkt, DropReason::NeighborHoldFull);
+                        if request {
+                            self.arp_request(out, hop, None, ports, pool);
+                        }
+                    }
+                    Enqueued::QueueFull(p) => drop(ports, pool, p, DropReason::NeighborQueueFull),
+                    Enqueued::TableFull(p) => drop(ports, pool, p, DropReason::NeighborTableFull),
+                    Enqueued::Unreachable(p) => self.give_up(ports, pool, p),
                 }
-                Enqueued::QueueFull(p) => drop(ports, pool, p, DropReason::NeighborQueueFull),
-                Enqueued::TableFull(p) => drop(ports, pool, p, DropReason::NeighborTableFull),
-                Enqueued::Unreachable(p) => self.give_up(ports, pool, p),
-            },
+            }
         }
     }
 
@@ -235,17 +257,33 @@ impl Egress {
                 write_eth(&mut pkt, ports[out as usize].mac, mac);
                 transmit(ports, pool, out, pkt);
             }
-            Lookup::Unknown => match self.neighbors6.enqueue(out, hop, pkt, now) {
-                Enqueued::Held { request } => {
-                    if request {
-                        self.solicit(out, hop, None, ports, pool);
+            Lookup::Unknown => {
+                let room = self.room(out, &pkt, ports, pool);
+                match self.neighbors6.enqueue(out, hop, pkt, now, room) {
+                    Enqueued::Held { request } => {
+                        if request {
+                            self.solicit(out, hop, None, ports, pool);
+                        }
                     }
+                    Enqueued::NoRoom { pkt, request } => {
+                        drop(ports, pool, pkt, DropReason::NeighborHoldFull);
+                        if request {
+                            self.solicit(out, hop, None, ports, pool);
+                        }
+                    }
+                    Enqueued::QueueFull(p) => drop(ports, pool, p, DropReason::NeighborQueueFull),
+                    Enqueued::TableFull(p) => drop(ports, pool, p, DropReason::NeighborTableFull),
+                    Enqueued::Unreachable(p) => self.give_up(ports, pool, p),
                 }
-                Enqueued::QueueFull(p) => drop(ports, pool, p, DropReason::NeighborQueueFull),
-                Enqueued::TableFull(p) => drop(ports, pool, p, DropReason::NeighborTableFull),
-                Enqueued::Unreachable(p) => self.give_up(ports, pool, p),
-            },
+            }
         }
+    }
+
+    /// Whether `pkt` may wait for a next hop on `out` within the port's
+    /// share of the pool ([`held_cap`]).
+    fn room(&self, out: PortId, pkt: &Packet, ports: &[Port], pool: &PacketPool) -> bool {
+        let held = self.neighbors.held(out) + self.neighbors6.held(out);
+        held + 1 + pkt.tail().len() <= held_cap(pool.capacity(), ports.len())
     }
 
     /// Sends a neighbour solicitation for `ip` out of `port`.
@@ -496,3 +534,6 @@ pub(crate) fn copied_options(opts: &[u8], out: &mut [u8; 40]) -> usize {
     out[n..padded].fill(0);
     padded
 }
+
+#[cfg(test)]
+mod tests;

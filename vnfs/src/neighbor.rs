@@ -19,11 +19,18 @@
 //! reply arrives); after `RETRIES` unanswered requests its packets are
 //! dropped and new ones are refused for a hold-down period, so a dead next
 //! hop costs one request a second, not one per packet.
+//!
+//! Scanning a connected prefix makes one unresolved entry per address, so
+//! the cache counts the buffers its entries hold per port (the egress caps
+//! them at a share of the pool), the slot hash is keyed with the boot
+//! secret (chosen addresses cannot all land in one window), and an entry
+//! that is still unresolved never evicts one that answered.
 
 use alloc::vec::Vec;
 use core::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::packet::{Packet, PortId};
+use crate::table::hash_words;
 use crate::Micros;
 
 /// Packets that may wait for one unresolved neighbour.
@@ -143,6 +150,9 @@ pub enum Enqueued {
     Unreachable(Packet),
     /// Not held: no slot for another neighbour.
     TableFull(Packet),
+    /// Not held: the caller said there is no room for more held buffers;
+    /// the neighbour is resolved all the same (ask now if `request`).
+    NoRoom { pkt: Packet, request: bool },
 }
 
 /// Work that timers produced.
@@ -171,7 +181,16 @@ pub struct NeighborCache<A: NeighborAddr = Ipv4Addr> {
     /// Neighbour unreachability detection (RFC 4861 states): IPv6.
     nud: bool,
     sweep_at: usize,
+    /// The secret the slot hash is keyed with.
+    key: u64,
+    /// Buffers held by unresolved entries, per port.
+    held: Vec<u32>,
     pub counters: NeighborCounters,
+}
+
+/// Buffers a held packet occupies (a chained frame: all of them).
+fn buffers(p: &Packet) -> u32 {
+    1 + p.tail().len() as u32
 }
 
 impl NeighborCache<Ipv4Addr> {
@@ -207,8 +226,28 @@ impl<A: NeighborAddr> NeighborCache<A> {
             reachable,
             nud,
             sweep_at: 0,
+            key: 0,
+            held: alloc::vec![0; PortId::MAX as usize + 1],
             counters: NeighborCounters::default(),
         }
+    }
+
+    /// Keys the slot hash with `key` (the boot secret), so which addresses
+    /// share a window cannot be worked out from outside. Call before use.
+    pub fn keyed(mut self, key: u64) -> Self {
+        self.key = hash_words(key, &[0x006e_6569_6768]);
+        self
+    }
+
+    /// Buffers the unresolved entries of `port` hold.
+    pub fn held(&self, port: PortId) -> usize {
+        self.held[port as usize] as usize
+    }
+
+    fn release(&mut self, port: PortId, queue: &[Packet]) {
+        let n: u32 = queue.iter().map(buffers).sum();
+        let h = &mut self.held[port as usize];
+        *h = h.saturating_sub(n);
     }
 
     pub fn capacity(&self) -> usize {
@@ -248,9 +287,7 @@ impl<A: NeighborAddr> NeighborCache<A> {
 
     #[inline]
     fn home(&self, port: PortId, ip: A) -> usize {
-        // Fibonacci hashing of address and port.
-        let k = ip.fold() << 8 | port as u64;
-        (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize & self.mask
+        (hash_words(self.key, &[ip.fold(), port as u64]) >> 32) as usize & self.mask
     }
 
     fn find(&self, port: PortId, ip: A) -> Option<usize> {
@@ -261,20 +298,26 @@ impl<A: NeighborAddr> NeighborCache<A> {
     }
 
     /// A slot for a new entry: a free one in the window, else the least
-    /// recently used entry that is not waiting for a reply.
-    fn claim(&mut self, port: PortId, ip: A, now: Micros) -> Option<usize> {
+    /// recently used entry that is not waiting for a reply. An entry that
+    /// has not answered yet (`unresolved`) takes only the slot of one that
+    /// no longer counts as answering (failed, stale, expired): a scan of
+    /// unresolved addresses never pushes out a next hop in use.
+    fn claim(&mut self, port: PortId, ip: A, now: Micros, unresolved: bool) -> Option<usize> {
         let home = self.home(port, ip);
         let window = (0..WINDOW).map(|i| (home + i) & self.mask);
         if let Some(s) = window.clone().find(|&s| matches!(self.slots[s].state, State::Free)) {
             return Some(s);
         }
         let victim = window
-            .filter(|&s| !matches!(self.slots[s].state, State::Incomplete { .. } | State::Static { .. }))
+            .filter(|&s| match &self.slots[s].state {
+                State::Incomplete { .. } | State::Static { .. } => false,
+                State::Failed { .. } | State::Stale { .. } => true,
+                State::Reachable { expires, .. } if *expires <= now => true,
+                _ => !unresolved,
+            })
             .min_by_key(|&s| self.slots[s].last_used)?;
         self.counters.evicted += 1;
-        let e = &mut self.slots[victim];
-        e.state = State::Free;
-        let _ = now;
+        self.slots[victim].state = State::Free;
         Some(victim)
     }
 
@@ -314,11 +357,13 @@ impl<A: NeighborAddr> NeighborCache<A> {
         }
     }
 
-    /// Holds `pkt` until `ip` on `port` answers.
-    pub fn enqueue(&mut self, port: PortId, ip: A, pkt: Packet, now: Micros) -> Enqueued {
+    /// Holds `pkt` until `ip` on `port` answers; `room`: whether the
+    /// caller's cap on held buffers lets it be held (if not, the neighbour
+    /// is still resolved and the packet handed back).
+    pub fn enqueue(&mut self, port: PortId, ip: A, pkt: Packet, now: Micros, room: bool) -> Enqueued {
         let s = match self.find(port, ip) {
             Some(s) => s,
-            None => match self.claim(port, ip, now) {
+            None => match self.claim(port, ip, now, true) {
                 Some(s) => {
                     self.slots[s] = Entry { port, ip, last_used: now, state: State::Free };
                     s
@@ -326,21 +371,32 @@ impl<A: NeighborAddr> NeighborCache<A> {
                 None => return Enqueued::TableFull(pkt),
             },
         };
+        let n = buffers(&pkt);
         let e = &mut self.slots[s];
         e.last_used = now;
         match &mut e.state {
             State::Failed { until } if now < *until => Enqueued::Unreachable(pkt),
+            State::Incomplete { .. } if !room => Enqueued::NoRoom { pkt, request: false },
             State::Incomplete { queue, .. } => match queue.push(pkt) {
-                Ok(()) => Enqueued::Held { request: false },
+                Ok(()) => {
+                    self.held[port as usize] += n;
+                    Enqueued::Held { request: false }
+                }
                 Err(pkt) => Enqueued::QueueFull(pkt),
             },
             _ => {
                 // Free, expired, or hold-down over: start resolving.
                 let mut queue = heapless::Vec::new();
-                let _ = queue.push(pkt);
+                let out = if room {
+                    let _ = queue.push(pkt);
+                    self.held[port as usize] += n;
+                    Enqueued::Held { request: true }
+                } else {
+                    Enqueued::NoRoom { pkt, request: true }
+                };
                 e.state = State::Incomplete { sent: 1, next_retry: now + RETRY_INTERVAL, queue };
                 self.counters.requests += 1;
-                Enqueued::Held { request: true }
+                out
             }
         }
     }
@@ -373,7 +429,7 @@ impl<A: NeighborAddr> NeighborCache<A> {
     ) -> heapless::Vec<Packet, QUEUE> {
         let s = match self.find(port, ip) {
             Some(s) => s,
-            None if create => match self.claim(port, ip, now) {
+            None if create => match self.claim(port, ip, now, false) {
                 Some(s) => {
                     self.slots[s] = Entry { port, ip, last_used: now, state: State::Free };
                     s
@@ -405,7 +461,10 @@ impl<A: NeighborAddr> NeighborCache<A> {
         let old = core::mem::replace(&mut e.state, new);
         self.counters.learned += 1;
         match old {
-            State::Incomplete { queue, .. } => queue,
+            State::Incomplete { queue, .. } => {
+                self.release(port, &queue);
+                queue
+            }
             _ => heapless::Vec::new(),
         }
     }
@@ -416,7 +475,7 @@ impl<A: NeighborAddr> NeighborCache<A> {
     pub fn set_static(&mut self, port: PortId, ip: A, mac: [u8; 6], now: Micros) -> heapless::Vec<Packet, QUEUE> {
         let s = match self.find(port, ip) {
             Some(s) => s,
-            None => match self.claim(port, ip, now) {
+            None => match self.claim(port, ip, now, false) {
                 Some(s) => s,
                 None => {
                     self.counters.static_refused += 1;
@@ -427,7 +486,10 @@ impl<A: NeighborAddr> NeighborCache<A> {
         let old =
             core::mem::replace(&mut self.slots[s], Entry { port, ip, last_used: now, state: State::Static { mac } });
         match old.state {
-            State::Incomplete { queue, .. } if old.ip == ip && old.port == port => queue,
+            State::Incomplete { queue, .. } if old.ip == ip && old.port == port => {
+                self.release(port, &queue);
+                queue
+            }
             _ => heapless::Vec::new(),
         }
     }
@@ -454,6 +516,8 @@ impl<A: NeighborAddr> NeighborCache<A> {
             match &mut e.state {
                 State::Incomplete { sent, next_retry, queue } if now >= *next_retry => {
                     if *sent >= RETRIES {
+                        let n: u32 = queue.iter().map(buffers).sum();
+                        self.held[port as usize] = self.held[port as usize].saturating_sub(n);
                         for p in queue.drain(..) {
                             act(TimerAction::GiveUp(p));
                         }
@@ -509,6 +573,7 @@ impl<A: NeighborAddr> NeighborCache<A> {
             }
             e.state = State::Free;
         }
+        self.held.fill(0);
     }
 }
 
@@ -524,7 +589,7 @@ mod tests {
     fn permanent_entries_never_expire_are_never_evicted_and_ignore_arp() {
         let mut pool = PacketPool::new(8);
         let mut n = NeighborCache::<Ipv4Addr>::new(16, 100);
-        assert!(matches!(n.enqueue(0, IP, pool.alloc().unwrap(), 0), Enqueued::Held { request: true }));
+        assert!(matches!(n.enqueue(0, IP, pool.alloc().unwrap(), 0, true), Enqueued::Held { request: true }));
         // Becoming permanent releases what waited for the reply.
         let held = n.set_static(0, IP, MAC, 1);
         assert_eq!(held.len(), 1);
@@ -550,8 +615,8 @@ mod tests {
         let mut pool = PacketPool::new(8);
         let mut n = NeighborCache::<Ipv4Addr>::new(64, 300_000_000);
         assert_eq!(n.lookup(0, IP, 0), Lookup::Unknown);
-        assert!(matches!(n.enqueue(0, IP, pool.alloc().unwrap(), 0), Enqueued::Held { request: true }));
-        assert!(matches!(n.enqueue(0, IP, pool.alloc().unwrap(), 1), Enqueued::Held { request: false }));
+        assert!(matches!(n.enqueue(0, IP, pool.alloc().unwrap(), 0, true), Enqueued::Held { request: true }));
+        assert!(matches!(n.enqueue(0, IP, pool.alloc().unwrap(), 1, true), Enqueued::Held { request: false }));
         let waiting = n.learn(0, IP, MAC, 5, false);
         assert_eq!(waiting.len(), 2);
         for p in waiting {
@@ -566,9 +631,9 @@ mod tests {
         let mut pool = PacketPool::new(QUEUE + 1);
         let mut n = NeighborCache::<Ipv4Addr>::new(64, 300_000_000);
         for _ in 0..QUEUE {
-            assert!(matches!(n.enqueue(0, IP, pool.alloc().unwrap(), 0), Enqueued::Held { .. }));
+            assert!(matches!(n.enqueue(0, IP, pool.alloc().unwrap(), 0, true), Enqueued::Held { .. }));
         }
-        match n.enqueue(0, IP, pool.alloc().unwrap(), 0) {
+        match n.enqueue(0, IP, pool.alloc().unwrap(), 0, true) {
             Enqueued::QueueFull(p) => pool.free(p),
             other => panic!("{other:?}"),
         }
@@ -580,7 +645,7 @@ mod tests {
     fn unanswered_neighbour_gives_up_then_holds_down() {
         let mut pool = PacketPool::new(4);
         let mut n = NeighborCache::<Ipv4Addr>::new(16, 300_000_000);
-        assert!(matches!(n.enqueue(0, IP, pool.alloc().unwrap(), 0), Enqueued::Held { request: true }));
+        assert!(matches!(n.enqueue(0, IP, pool.alloc().unwrap(), 0, true), Enqueued::Held { request: true }));
         let mut requests = 0;
         let mut gave_up = 0;
         for t in 1..=5 {
@@ -593,13 +658,13 @@ mod tests {
             });
         }
         assert_eq!((requests, gave_up), (RETRIES as usize - 1, 1));
-        match n.enqueue(0, IP, pool.alloc().unwrap(), 4 * RETRY_INTERVAL) {
+        match n.enqueue(0, IP, pool.alloc().unwrap(), 4 * RETRY_INTERVAL, true) {
             Enqueued::Unreachable(p) => pool.free(p),
             other => panic!("{other:?}"),
         }
         // After the hold-down, resolution starts again.
         assert!(matches!(
-            n.enqueue(0, IP, pool.alloc().unwrap(), 3 * RETRY_INTERVAL + HOLD_DOWN + 1),
+            n.enqueue(0, IP, pool.alloc().unwrap(), 3 * RETRY_INTERVAL + HOLD_DOWN + 1, true),
             Enqueued::Held { request: true }
         ));
         n.drain(|p| pool.free(p));
@@ -633,10 +698,18 @@ mod tests {
         }
         assert!(n.len() <= 16);
         assert!(n.counters.evicted > 0);
-        // Pending entries fill the table: then new neighbours are refused.
+        // While they are reachable, an unresolved neighbour takes none of
+        // their slots.
+        match n.enqueue(0, Ipv4Addr::new(11, 0, 0, 1), pool.alloc().unwrap(), 1000, true) {
+            Enqueued::TableFull(p) => pool.free(p),
+            other => panic!("{other:?}"),
+        }
+        // Expired, they make room; pending entries then fill the table and
+        // new neighbours are refused.
+        let later = 2_000_000;
         let mut refused = 0;
         for i in 0..64u32 {
-            match n.enqueue(0, Ipv4Addr::from(0x0b00_0000 + i), pool.alloc().unwrap(), 1000) {
+            match n.enqueue(0, Ipv4Addr::from(0x0b00_0000 + i), pool.alloc().unwrap(), later, true) {
                 Enqueued::TableFull(p) => {
                     refused += 1;
                     pool.free(p)
@@ -646,7 +719,40 @@ mod tests {
             }
         }
         assert_eq!(refused, 64 - 16);
+        assert_eq!(n.held(0), 16, "one buffer each");
         n.drain(|p| pool.free(p));
+        assert_eq!(n.held(0), 0);
         assert_eq!(pool.available(), 64);
+    }
+
+    #[test]
+    fn held_buffers_are_counted_until_they_leave() {
+        let mut pool = PacketPool::new(8);
+        let mut n = NeighborCache::<Ipv4Addr>::new(16, 1_000_000).keyed(9);
+        for _ in 0..3 {
+            assert!(matches!(n.enqueue(2, IP, pool.alloc().unwrap(), 0, true), Enqueued::Held { .. }));
+        }
+        // No room: handed back, still resolved.
+        match n.enqueue(2, Ipv4Addr::new(10, 0, 0, 8), pool.alloc().unwrap(), 0, false) {
+            Enqueued::NoRoom { pkt, request: true } => pool.free(pkt),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((n.held(2), n.held(0)), (3, 0));
+        n.learn(2, IP, MAC, 1, false).into_iter().for_each(|p| pool.free(p));
+        assert_eq!(n.held(2), 0, "sent when the reply came");
+        assert!(matches!(
+            n.enqueue(2, Ipv4Addr::new(10, 0, 0, 8), pool.alloc().unwrap(), 2, true),
+            Enqueued::Held { request: false }
+        ));
+        assert_eq!(n.held(2), 1);
+        for t in 1..=5 {
+            n.tick(t * RETRY_INTERVAL, 16, |a| {
+                if let TimerAction::GiveUp(p) = a {
+                    pool.free(p)
+                }
+            });
+        }
+        assert_eq!(n.held(2), 0, "given up");
+        assert_eq!(pool.available(), 8);
     }
 }

@@ -6,6 +6,11 @@
 //!
 //! A source's slot is found by a keyed hash; a new source takes the slot
 //! over (a fresh bucket). Memory is fixed; cost per packet is one slot.
+//! Since every new source starts with a full bucket, a sender rotating
+//! through more sources than there are slots would get a burst per
+//! packet: a global bucket beside them caps what all sources together get
+//! at [`GLOBAL_SOURCES`] sources' allowance (as Linux's `icmp_msgs_per_sec`
+//! caps its per-destination limits).
 
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
@@ -15,6 +20,8 @@ use crate::Micros;
 
 /// Sources tracked at once.
 pub const SLOTS: usize = 1024;
+/// All sources together get this many sources' rate and burst.
+pub const GLOBAL_SOURCES: u32 = 10;
 
 /// A token bucket: `rate` per second, bursts of `burst`.
 #[derive(Clone, Debug)]
@@ -52,13 +59,24 @@ pub struct PerSource {
     rate: u32,
     burst: u32,
     key: u64,
+    /// What all sources together may have.
+    global: TokenBucket,
+    /// Refused by the global bucket though the source had a token.
+    pub global_limited: u64,
 }
 
 impl PerSource {
     /// `rate` per second and `burst` for each source; `key` keeps the slot
     /// of a source unpredictable.
     pub fn new(rate: u32, burst: u32, key: u64) -> Self {
-        PerSource { slots: alloc::vec![(u64::MAX, TokenBucket::new(rate, burst)); SLOTS], rate, burst, key }
+        PerSource {
+            slots: alloc::vec![(u64::MAX, TokenBucket::new(rate, burst)); SLOTS],
+            rate,
+            burst,
+            key,
+            global: TokenBucket::new(rate.saturating_mul(GLOBAL_SOURCES), burst.saturating_mul(GLOBAL_SOURCES)),
+            global_limited: 0,
+        }
     }
 
     /// Whether `src` may have one more now.
@@ -80,7 +98,12 @@ impl PerSource {
             *bucket = TokenBucket::new(self.rate, self.burst);
             bucket.last = now;
         }
-        bucket.take(now)
+        if !bucket.take(now) {
+            return false;
+        }
+        let ok = self.global.take(now);
+        self.global_limited += !ok as u64;
+        ok
     }
 }
 
@@ -108,5 +131,17 @@ mod tests {
         let allowed = (0..1000).filter(|i| l.take(flood, *i)).count();
         assert_eq!(allowed, 5, "the flooding source gets its burst, no more");
         assert!((0..5).all(|_| l.take(victim, 1000)), "the other source still gets its own");
+    }
+
+    #[test]
+    fn rotating_sources_get_no_more_than_the_global_rate() {
+        let (rate, burst) = (10, 5);
+        let mut l = PerSource::new(rate, burst, 7);
+        // 5000 sources, one packet each, spread over one second.
+        let allowed = (0..5000u32).filter(|i| l.take(Ipv4Addr::from(0xc633_6400 + i), *i as u64 * 200)).count();
+        let cap = (GLOBAL_SOURCES * (burst + rate)) as usize;
+        assert!(allowed <= cap, "{allowed} allowed, the global bucket gives {cap}");
+        assert!(allowed >= cap - 1, "{allowed}: the global allowance is used");
+        assert_eq!(l.global_limited, 5000 - allowed as u64);
     }
 }

@@ -264,6 +264,14 @@ pub trait StageConfig: Any + fmt::Debug {
     fn placement(&self, _port: usize, _config: &Config) -> Option<Place> {
         None
     }
+    /// Destinations a packet arriving on a port may not have, as it
+    /// arrived (before any stage: what an earlier stage translates to,
+    /// such as an LB's backends, is not refused), unless it is addressed
+    /// to the appliance: (port, prefix, the drop reason). A NAT refuses
+    /// its inside prefixes on its outside port.
+    fn inbound_refused(&self, _config: &Config) -> Vec<(usize, Ipv4Net, crate::counters::DropReason)> {
+        Vec::new()
+    }
     /// Things that are allowed but probably not what the operator meant.
     fn warnings(&self, _config: &Config) -> Vec<(u32, String)> {
         Vec::new()
@@ -935,14 +943,14 @@ pub fn parse_with(text: &str, defs: &'static [&'static StageDef]) -> Result<Conf
         }
         config.pipelines[m.port].clear();
         pipeline_lines[m.port] = Some(m.line.0);
-        for r in config.routes.iter().filter(|r| r.port == m.port) {
+        let into_mgmt = config.routes.iter().filter(|r| r.port == m.port).map(|r| (r.line.0, r.prefix.into()));
+        let into_mgmt6 = config.routes6.iter().filter(|r| r.port == m.port).map(|r| (r.line.0, r.prefix.into()));
+        for (line, prefix) in into_mgmt.chain(into_mgmt6) {
+            let prefix: ipnet::IpNet = prefix;
             errors.push(ConfigError {
-                line: r.line.0,
+                line,
                 column: 1,
-                message: format!(
-                    "route {} leads into the management port `{name}`: nothing is forwarded there",
-                    r.prefix
-                ),
+                message: format!("route {prefix} leads into the management port `{name}`: nothing is forwarded there"),
             });
         }
         if config.wires.iter().any(|(a, b)| *a == m.port || *b == m.port) {

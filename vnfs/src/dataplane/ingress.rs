@@ -98,10 +98,26 @@ pub(super) fn rpf_of(config: &Config, local: &[Ipv4Addr]) -> Vec<Refused> {
         .collect()
 }
 
+/// Per port, the destinations refused on arrival (see
+/// [`config::StageConfig::inbound_refused`]): (network, mask, reason).
+pub(super) fn inbound_refused_of(config: &Config) -> Vec<Vec<(u32, u32, DropReason)>> {
+    let mut v: Vec<Vec<(u32, u32, DropReason)>> = alloc::vec![Vec::new(); config.ports.len()];
+    for s in &config.stages {
+        for (port, net, reason) in s.config.inbound_refused(config) {
+            if let Some(p) = v.get_mut(port) {
+                p.push((u32::from(net.network()), u32::from(net.netmask()), reason));
+            }
+        }
+    }
+    v
+}
+
 /// The same check for IPv6 sources: the appliance's own addresses
-/// (`local6`, link-local ones included) on every port with a check, and
-/// with `rpf strict` the other ports' IPv6 prefixes too.
+/// (`local6`, link-local ones included) and the management port's
+/// prefixes on every port with a check, and with `rpf strict` the other
+/// ports' IPv6 prefixes too.
 pub(super) fn rpf6_of(config: &Config, local6: &[Ipv6Addr]) -> Vec<Vec<ipnet::Ipv6Net>> {
+    let mgmt = config.management.as_ref().map(|m| m.port);
     let own = || local6.iter().map(|a| ipnet::Ipv6Net::new(*a, 128).expect("a /128 is valid"));
     config
         .ports
@@ -110,7 +126,10 @@ pub(super) fn rpf6_of(config: &Config, local6: &[Ipv6Addr]) -> Vec<Vec<ipnet::Ip
         .map(|(i, p)| {
             let mut v: Vec<ipnet::Ipv6Net> = match p.rpf.unwrap_or(config::Rpf::Loose) {
                 config::Rpf::Off => Vec::new(),
-                config::Rpf::Loose => own().collect(),
+                config::Rpf::Loose => {
+                    let m = mgmt.filter(|m| *m != i).map_or(&[][..], |m| config.ports[m].address6.as_slice());
+                    own().chain(m.iter().map(|a| a.trunc())).collect()
+                }
                 config::Rpf::Strict => config
                     .ports
                     .iter()

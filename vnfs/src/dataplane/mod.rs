@@ -101,6 +101,9 @@ pub struct Dataplane {
     rpf: Vec<ingress::Refused>,
     /// The same for IPv6 sources.
     rpf6: Vec<Vec<ipnet::Ipv6Net>>,
+    /// Per port, destinations refused on arrival (a NAT's inside on its
+    /// outside port): (network, mask, reason).
+    inbound_refused: Vec<Vec<(u32, u32, DropReason)>>,
     /// The image's version and git commit, for `sluice_build_info`.
     build: Option<(&'static str, &'static str)>,
     /// VLAN sub-ports, tunnels, VRFs.
@@ -239,7 +242,7 @@ impl Dataplane {
             local,
             local6,
             vips6,
-            egress: Egress::with_static(config, now),
+            egress: Egress::with_static(config, now, seed),
             last_host_poll: now,
             config: config.clone(),
             config_text: String::new(),
@@ -258,6 +261,7 @@ impl Dataplane {
             last_reload_us: None,
             rpf: ingress::rpf_of(config, &config.local_addresses()),
             rpf6,
+            inbound_refused: ingress::inbound_refused_of(config),
             build: None,
             l2: l2::L2::new(config),
         }
@@ -451,7 +455,22 @@ impl Dataplane {
         depth: u8,
         inner: &mut Batch,
     ) {
-        let Dataplane { ports, stages, config, local_sorted, local6, vips6, egress, events, rpf, rpf6, l2, .. } = self;
+        let Dataplane {
+            ports,
+            stages,
+            config,
+            local_sorted,
+            local6,
+            vips6,
+            egress,
+            events,
+            rpf,
+            rpf6,
+            inbound_refused,
+            l2,
+            ..
+        } = self;
+        let refused_to = inbound_refused.get(port as usize).map_or(&[][..], |v| v.as_slice());
         let pipeline = &config.pipelines[port as usize];
         let refused = &rpf[port as usize];
         let refused6 = &rpf6[port as usize];
@@ -511,6 +530,14 @@ impl Dataplane {
                 let dst = Ipv4Packet::new_unchecked(pkt.l3()).dst_addr();
                 if foreign.binary_search(&dst).is_ok() {
                     verdict = Verdict::Pipeline;
+                }
+            }
+            if verdict == Verdict::Pipeline && !refused_to.is_empty() && !crate::ipv6::is_ipv6(pkt.l3()) {
+                // To be routed (not the appliance's own) to a destination
+                // a stage refuses on this port (classify checked the header).
+                let dst = u32::from(Ipv4Packet::new_unchecked(pkt.l3()).dst_addr());
+                if let Some(&(_, _, reason)) = refused_to.iter().find(|&&(net, mask, _)| dst & mask == net) {
+                    verdict = Verdict::Drop(reason);
                 }
             }
             if verdict == Verdict::Local && tunnels && !crate::ipv6::is_ipv6(pkt.l3()) {

@@ -133,7 +133,7 @@ impl Dataplane {
         self.stages = build_stages(&new, &macs, self.seed, keep, Some(&self.config), pool);
         if new.arp != self.config.arp {
             self.egress.drain(pool);
-            self.egress = Egress::with_static(&new, self.last_host_poll);
+            self.egress = Egress::with_static(&new, self.last_host_poll, self.seed);
         } else if new.neighbors != self.config.neighbors || new.neighbors6 != self.config.neighbors6 {
             // Packets held for an address that just became permanent were
             // waiting for an ARP reply that is now moot: let them go.
@@ -161,6 +161,7 @@ impl Dataplane {
         self.local_sorted = sorted(&self.local);
         self.rpf = ingress::rpf_of(&new, &self.local);
         self.rpf6 = ingress::rpf6_of(&new, &self.local6);
+        self.inbound_refused = ingress::inbound_refused_of(&new);
         self.vips6 = super::vips6_of(&new);
         for p in &mut self.ports {
             if let Some(h) = p.host6.as_mut() {

@@ -487,3 +487,40 @@ fn permanent_neighbours_reverse_path_and_the_views_cover_ipv6() {
     assert!(s.contains("2001:db8:0:1::/64") && s.contains("2001:db8:99::/48") && s.contains("2001:db8:0:2::9"), "{s}");
     r.finish();
 }
+
+const MGMT_CONFIG: &str = "port lan address 10.0.0.1/24 address 2001:db8:0:1::1/64\n\
+                           port wan address 10.1.0.1/24 address 2001:db8:0:2::1/64\n\
+                           port mgmt address 10.9.0.1/24 address 2001:db8:9::1/64\n\
+                           management mgmt\n";
+
+#[test]
+fn ipv6_routes_into_the_management_port_are_refused_with_their_line() {
+    let text = std::format!("{MGMT_CONFIG}route 2001:db8:99::/48 via 2001:db8:9::5\n");
+    let e = crate::registry::parse(&text).unwrap_err();
+    let e: Vec<_> = e.iter().map(|e| std::format!("{}", e.display("t.conf"))).collect();
+    assert!(
+        e.iter().any(|e| e.starts_with("t.conf:5:1:") && e.contains("leads into the management port `mgmt`")),
+        "{e:?}"
+    );
+    let text = std::format!("{MGMT_CONFIG}route 2001:db8:99::/48 via 2001:db8:0:2::9\n");
+    crate::registry::parse(&text).unwrap();
+}
+
+#[test]
+fn ipv6_sources_in_the_management_prefix_are_refused_on_data_ports() {
+    let text = std::format!("{MGMT_CONFIG}route 2001:db8:99::/48 via 2001:db8:0:2::9\n");
+    let mut r = Rig::with_config(&text, &[LAN_MAC, WAN_MAC, [0x52, 0x54, 0, 0, 0, 3]]);
+    r.dp.announce(&mut r.pool);
+    r.now = 1_200_000;
+    r.dp.poll(r.now, &mut r.pool);
+    let _ = (r.sent(0), r.sent(1), r.sent(2));
+    // From lan, claiming a management source: as for IPv4, refused.
+    r.send(0, &udp6(LAN_MAC, a("2001:db8:9::5"), a("2001:db8:99::1"), 64, 8));
+    assert_eq!(r.drops(0, DropReason::SourceWrongPort), 1);
+    assert!(r.sent(1).is_empty(), "nothing routed out of wan");
+    // A lan source is routed as before.
+    r.send(0, &udp6(LAN_MAC, a("2001:db8:0:1::2"), a("2001:db8:99::1"), 64, 8));
+    assert_eq!(r.drops(0, DropReason::SourceWrongPort), 1);
+    assert_eq!(r.sent(1).len(), 1, "a neighbour solicitation for the next hop");
+    r.finish();
+}

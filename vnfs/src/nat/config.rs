@@ -55,6 +55,10 @@ pub struct NatConfig {
     pub forwards: Vec<ForwardConfig>,
     /// Sessions one inside host / one port forward may hold.
     pub quotas: Quotas,
+    /// `inbound route`: packets from the outside port to inside addresses
+    /// (not the pool) are routed in, as a plain router would. By default
+    /// (`inbound drop`) they are dropped: no session asked for them.
+    pub inbound_route: bool,
     /// A `nat64` block: IPv6 inside, IPv4 outside (RFC 6146).
     pub nat64: Option<Nat64Settings>,
     pub line: Line,
@@ -112,6 +116,7 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<Na
         icmp_timeout: 60,
         forwards: Vec::new(),
         quotas: Quotas { host: 0, forward: 0 },
+        inbound_route: false,
         nat64: v6.then(|| Nat64Settings { prefix: well_known_prefix(), inside: Vec::new(), hosts_per_64: 0 }),
         line: Line(kw.line),
         vrf: 0,
@@ -255,6 +260,12 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<Na
                     }
                 }
             }
+            "inbound" if v6 => errors.push(ConfigError::at(&key, "`inbound` is a `nat` setting (NAT64's inside is IPv6, never routed from outside)")),
+            "inbound" if want(1, errors) => match args[0].text {
+                "drop" => nat.inbound_route = false,
+                "route" => nat.inbound_route = true,
+                other => errors.push(ConfigError::at(&args[0], format!("unknown inbound `{other}`: expected drop or route"))),
+            },
             "host-sessions" | "forward-sessions" if want(1, errors) => match args[0].text.parse::<u32>() {
                 Ok(v) if v >= 1 => {
                     if key.text == "host-sessions" { host_quota = Some(v) } else { forward_quota = Some(v) }
@@ -262,11 +273,11 @@ fn parse_one(stmt: &Stmt<'_>, config: &Config, errors: &mut Errors) -> Option<Na
                 _ => errors.push(ConfigError::at(&args[0], format!("bad {} `{}`: expected a number of sessions, at least 1", key.text, args[0].text))),
             },
             "inside" | "outside" | "pool" | "ports" | "filtering" | "sessions" | "udp-timeout" | "tcp-established-timeout"
-            | "tcp-transitory-timeout" | "icmp-timeout" | "forward" | "host-sessions" | "forward-sessions" | "vrf" => {}
+            | "tcp-transitory-timeout" | "icmp-timeout" | "forward" | "host-sessions" | "forward-sessions" | "vrf" | "inbound" => {}
             "prefix" | "hosts-per-64" => errors.push(ConfigError::at(&key, format!("`{}` is a `nat64` setting", key.text))),
             other => errors.push(ConfigError::at(
                 &key,
-                format!("unknown {} setting `{other}`: expected inside, outside, pool, ports, filtering, sessions, host-sessions, forward-sessions, {}or a timeout", kw.text, if v6 { "prefix, hosts-per-64 " } else { "forward " }),
+                format!("unknown {} setting `{other}`: expected inside, outside, pool, ports, filtering, sessions, host-sessions, forward-sessions, {}or a timeout", kw.text, if v6 { "prefix, hosts-per-64 " } else { "forward, inbound " }),
             )),
         }
     }
@@ -390,6 +401,14 @@ pub fn parse(stmts: &[&Stmt<'_>], config: &Config, errors: &mut Errors) -> Vec<(
 impl StageConfig for NatConfig {
     crate::stage_config_identity!();
 
+    /// `inbound` is applied at ingress from the new config, not by the
+    /// translator: changing it alone keeps the sessions.
+    fn reusable(&self, old: &dyn StageConfig, _: &Config, _: &Config) -> bool {
+        old.as_any()
+            .downcast_ref::<NatConfig>()
+            .is_some_and(|o| NatConfig { inbound_route: self.inbound_route, ..o.clone() } == *self)
+    }
+
     fn table_bytes(&self, _: &Config) -> usize {
         let hosts = if self.nat64.is_some() { crate::standin::Hosts::memory_for(self.sessions) } else { 0 };
         NatTable::memory_for(self.sessions, self.pool.len()) + hosts
@@ -410,6 +429,20 @@ impl StageConfig for NatConfig {
             None if port == self.outside => Some(Place::BeforeRouting(1)),
             None => (config.ports[port].vrf == self.vrf).then_some(Place::AfterRouting(0)),
         }
+    }
+
+    /// New flows from the outside port straight to an inside address:
+    /// every inside host's traffic out is translated, so no session ever
+    /// has such a packet; nobody inside asked for it (home and cloud NAT
+    /// gateways drop it, Linux routes it in, as `inbound route` does).
+    /// Only when the outside port routes in the inside's VRF: another VRF
+    /// may reuse the prefix.
+    fn inbound_refused(&self, config: &Config) -> Vec<(usize, Ipv4Net, crate::counters::DropReason)> {
+        let routes_inside = config.ports.get(self.outside).is_some_and(|p| p.vrf == self.vrf);
+        if self.inbound_route || self.nat64.is_some() || !routes_inside {
+            return Vec::new();
+        }
+        self.inside.iter().map(|n| (self.outside, *n, crate::counters::DropReason::NatInboundUnsolicited)).collect()
     }
 
     fn warnings(&self, _: &Config) -> Vec<(u32, String)> {

@@ -452,3 +452,90 @@ fn show_lists_sessions_filtered_and_paged_and_the_framework_views() {
     assert!(!r.dp.show("nonsense", &[], 0, &mut s));
     r.finish();
 }
+
+#[test]
+fn unsolicited_inbound_to_an_inside_host_is_dropped_unless_inbound_route() {
+    let mut r = Rig::nat("filtering address-and-port-dependent");
+    // Not to the pool, straight to an inside host (the router has a
+    // connected route for it): no session asked for it.
+    r.send(1, &udp_frame(WAN_MAC, (SERVER, 4000), (A, 22), b"probe"));
+    r.send(1, &tcp_frame(WAN_MAC, (SERVER, 4000), (B, 22), true, false));
+    assert!(r.sent(0).is_empty(), "nothing reaches the inside");
+    assert_eq!(r.drops(1, DropReason::NatInboundUnsolicited), 2);
+    // Sessions and port forwards work as before.
+    let out = r.through(0, &udp_frame(LAN_MAC, (A, 5000), (SERVER, 53), b"query"), 1);
+    assert_eq!(udp(&out), (OUT, 5000, SERVER, 53));
+    let back = r.through(1, &udp_frame(WAN_MAC, (SERVER, 53), (OUT, 5000), b"answer"), 0);
+    assert_eq!(udp(&back), (SERVER, 53, A, 5000));
+    // The appliance's own inside address still answers (not forwarded).
+    r.send(1, &echo_request(WAN_MAC, SERVER, Ipv4Addr::new(10, 0, 0, 1), 1, b"x"));
+    assert_eq!(r.sent(1).len(), 1, "echo reply");
+    r.finish();
+
+    // `inbound route` routes them in, as a plain router would.
+    let mut r = Rig::nat("filtering address-and-port-dependent\ninbound route");
+    let inbound = r.through(1, &udp_frame(WAN_MAC, (SERVER, 4000), (A, 22), b"probe"), 0);
+    assert_eq!(udp(&inbound), (SERVER, 4000, A, 22));
+    assert_eq!(r.drops(1, DropReason::NatInboundUnsolicited), 0);
+    r.finish();
+}
+
+#[test]
+fn inbound_setting_is_parsed_and_a_bad_one_refused_with_its_place() {
+    let conf = |s: &str| {
+        std::format!("port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\nnat {{\n inside 10.0.0.0/24\n outside wan\n {s}\n}}\n")
+    };
+    let nat =
+        |s: &str| crate::registry::parse(&conf(s)).unwrap().first::<crate::nat::NatConfig>().unwrap().inbound_route;
+    assert!(!nat(""), "dropped by default");
+    assert!(!nat("inbound drop"));
+    assert!(nat("inbound route"));
+    let e = crate::registry::parse(&conf("inbound forward")).unwrap_err();
+    let e = std::format!("{}", e[0].display("t.conf"));
+    assert!(e.starts_with("t.conf:6:10:") && e.contains("expected drop or route"), "{e}");
+}
+
+#[test]
+fn a_load_balancers_backend_inside_the_nat_is_still_reached_through_its_vip() {
+    // images/configs/edge.conf: the VIP on wan, its backend in dmz, dmz
+    // inside the NAT. The refusal looks at the packet as it arrived (to the
+    // VIP), not at where the LB sends it.
+    let dmz_mac = [0x52, 0x54, 0, 0, 0, 3];
+    let backend = Ipv4Addr::new(10, 2, 0, 11);
+    let mut r = Rig::with_config(
+        "port wan address 10.1.0.1/24\nport dmz address 10.2.0.1/24\nport lan address 10.0.0.1/24\n\
+         service web {\n vip 10.1.0.1:80\n mode dnat\n check none\n backend 10.2.0.11:8000\n}\n\
+         nat {\n inside 10.0.0.0/24\n inside 10.2.0.0/24\n outside wan\n}\n\
+         pipeline wan lb nat router\npipeline dmz lb router nat\npipeline lan router nat\n",
+        &[WAN_MAC, dmz_mac, LAN_MAC],
+    );
+    r.send(1, &arp_reply(SERVER_MAC, backend, dmz_mac, Ipv4Addr::new(10, 2, 0, 1)));
+    r.sent(1);
+    let to_backend = r.through(0, &tcp_frame(WAN_MAC, (SERVER, 4000), (OUT, 80), true, false), 1);
+    assert_eq!(tcp(&to_backend), (SERVER, 4000, backend, 8000));
+    // Straight to the backend's address: refused.
+    r.send(0, &tcp_frame(WAN_MAC, (SERVER, 4001), (backend, 8000), true, false));
+    assert!(r.sent(1).is_empty());
+    assert_eq!(r.drops(0, DropReason::NatInboundUnsolicited), 1);
+    r.finish();
+}
+
+#[test]
+fn a_reload_that_changes_inbound_keeps_the_sessions_and_applies_at_once() {
+    let mut r = Rig::nat("");
+    let conf = |s: &str| {
+        std::format!("port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\nnat {{\n inside 10.0.0.0/24\n outside wan\n{s}\n}}\n")
+    };
+    r.through(0, &udp_frame(LAN_MAC, (A, 5000), (SERVER, 53), b"q"), 1);
+    r.dp.reload("t", &conf(" inbound route"), &mut r.pool).unwrap();
+    let back = r.through(1, &udp_frame(WAN_MAC, (SERVER, 53), (OUT, 5000), b"a"), 0);
+    assert_eq!(udp(&back), (SERVER, 53, A, 5000), "the session lived on");
+    let inbound = r.through(1, &udp_frame(WAN_MAC, (SERVER, 4000), (A, 22), b"probe"), 0);
+    assert_eq!(udp(&inbound), (SERVER, 4000, A, 22), "routed in now");
+    r.dp.reload("t", &conf(""), &mut r.pool).unwrap();
+    r.send(1, &udp_frame(WAN_MAC, (SERVER, 4000), (A, 22), b"probe"));
+    assert!(r.sent(0).is_empty());
+    assert_eq!(r.drops(1, DropReason::NatInboundUnsolicited), 1);
+    r.through(1, &udp_frame(WAN_MAC, (SERVER, 53), (OUT, 5000), b"a"), 0);
+    r.finish();
+}
