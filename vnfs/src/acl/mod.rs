@@ -600,3 +600,5 @@ fn build(c: &dyn StageConfig, cx: &BuildContext<'_>) -> Box<dyn Stage> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests6;
