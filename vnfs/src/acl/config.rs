@@ -151,7 +151,7 @@ fn parse_rule(key: &Token<'_>, args: &[Word<'_>], errors: &mut Errors) -> Option
         let proto = match p.text {
             "tcp" => Some((Some(6), None)),
             "udp" => Some((Some(17), None)),
-            "icmp" => Some((Some(1), Some(false))),
+            "icmp" => Some((Some(1), None)),
             "any" | "ip" => Some((None, None)),
             "tcp6" => Some((Some(6), Some(true))),
             "udp6" => Some((Some(17), Some(true))),
@@ -328,6 +328,39 @@ impl StageConfig for AclConfig {
             }
         };
         conns + self.rules.len() * (core::mem::size_of::<Rule>() + 48)
+    }
+
+    /// An ACL without IPv6 rules drops forwarded IPv6 (fail closed): said
+    /// at `check` time, naming the ports it runs on that have IPv6
+    /// addresses (where IPv6 would otherwise flow).
+    fn warnings(&self, config: &Config) -> Vec<(u32, String)> {
+        if self.has_v6() {
+            return Vec::new();
+        }
+        let me = self as *const AclConfig as *const u8;
+        let Some((idx, inst)) =
+            config.stages.iter().enumerate().find(|(_, s)| core::ptr::eq(Rc::as_ptr(&s.config) as *const u8, me))
+        else {
+            return Vec::new();
+        };
+        let ports: Vec<&str> = config
+            .pipelines
+            .iter()
+            .enumerate()
+            .filter(|(p, stages)| stages.contains(&idx) && config.ports.get(*p).is_some_and(|c| !c.address6.is_empty()))
+            .filter_map(|(p, _)| config.ports.get(p).map(|c| c.name.as_str()))
+            .collect();
+        if ports.is_empty() {
+            return Vec::new();
+        }
+        alloc::vec![(
+            self.line.0,
+            format!(
+                "acl {} has no IPv6 rules: it drops the IPv6 forwarded on {} (add rules such as `rule permit tcp6 ...`, or `rule permit ip6` to pass it)",
+                inst.name,
+                ports.join(", ")
+            ),
+        )]
     }
 
     /// Before routing on its ports: a denied packet costs no lookup, and a

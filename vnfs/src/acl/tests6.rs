@@ -228,3 +228,26 @@ fn an_acl_without_ipv6_rules_drops_forwarded_ipv6_but_not_neighbour_discovery() 
     assert_eq!(r.sent(0).len(), 1, "a neighbour advertisement");
     r.finish();
 }
+
+#[test]
+fn check_warns_that_an_acl_without_ipv6_rules_drops_ipv6_on_its_ipv6_ports() {
+    let cfg = |acl: &str| crate::registry::parse(&std::format!("{PORTS}port dmz address 10.2.0.1/24\n{acl}")).unwrap();
+    let w = cfg("acl guard {\n port lan wan dmz\n rule permit tcp dport 80\n}\n").warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].0, 5, "the acl's line");
+    assert!(w[0].1.contains("acl guard has no IPv6 rules: it drops the IPv6 forwarded on lan, wan "), "{w:?}");
+    assert!(cfg("acl guard {\n port lan\n rule permit tcp6 dport 80\n}\n").warnings().is_empty());
+    assert!(cfg("acl guard {\n port dmz\n rule permit tcp dport 80\n}\n").warnings().is_empty(), "no IPv6 on dmz");
+}
+
+#[test]
+fn ipv6_rule_syntax_errors_name_the_word() {
+    let err = |acl: &str| {
+        std::format!("{:?}", crate::registry::parse(&std::format!("{PORTS}acl g {{\n{acl}\n}}\n")).unwrap_err())
+    };
+    assert!(err("rule permit tcp src 10.0.0.0/8 dst 2001:db8::/32").contains("mixes IPv4 and IPv6"));
+    assert!(err("rule permit tcp6 src 10.0.0.0/8").contains("mixes IPv4 and IPv6"));
+    assert!(err("rule permit icmp src 2001:db8::/32").contains("use icmp6"));
+    assert!(err("rule permit icmp6 src 10.0.0.0/8").contains("mixes IPv4 and IPv6"));
+    assert!(err("rule permit udp6 type 1").contains("needs the protocol icmp or icmp6"));
+}
