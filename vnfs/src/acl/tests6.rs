@@ -251,3 +251,159 @@ fn ipv6_rule_syntax_errors_name_the_word() {
     assert!(err("rule permit icmp6 src 10.0.0.0/8").contains("mixes IPv4 and IPv6"));
     assert!(err("rule permit udp6 type 1").contains("needs the protocol icmp or icmp6"));
 }
+
+mod property {
+    use super::*;
+    use crate::acl::classifier::{first_match_linear, Fields};
+    use crate::acl::config::{AclAction, Rule, ANY_PORT};
+    use ipnet::Ipv6Net;
+    use proptest::prelude::*;
+
+    const SRC_NETS: [&str; 4] = ["::/0", "2001:db8:0:1::/64", "2001:db8:0:1::2/127", "2001:db8:0:1::3/128"];
+    const DST_NETS: [&str; 4] = ["::/0", "2001:db8:0:2::/64", "2001:db8:0:2::5/128", "2001:db8:0:2::6/128"];
+    const PROTOS: [Option<u8>; 4] = [None, Some(6), Some(17), Some(58)];
+
+    fn arb_rule() -> impl Strategy<Value = Rule> {
+        (0u8..3, 0usize..4, 0usize..4, 0usize..4, 0u16..8, 0u16..4, prop::bool::ANY).prop_map(
+            |(act, p, s, d, port, span, ty)| {
+                let proto = PROTOS[p];
+                let l4 = matches!(proto, Some(6) | Some(17));
+                Rule {
+                    action: [AclAction::Permit, AclAction::Deny, AclAction::Reject][act as usize],
+                    proto,
+                    src: Default::default(),
+                    dst: Default::default(),
+                    sport: ANY_PORT,
+                    dport: if l4 && span > 0 { (port, port + span) } else { ANY_PORT },
+                    icmp_type: (proto == Some(58) && span > 0).then_some(if ty { 128 } else { 129 }),
+                    icmp_code: None,
+                    v6: Some((SRC_NETS[s].parse::<Ipv6Net>().unwrap(), DST_NETS[d].parse::<Ipv6Net>().unwrap())),
+                    line: crate::config::Line(0),
+                }
+            },
+        )
+    }
+
+    fn config(rules: &[Rule], default: AclAction) -> std::string::String {
+        use std::fmt::Write;
+        let word = |a: AclAction| ["permit", "deny", "reject"][a as usize];
+        let mut acl = std::string::String::from("acl guard {\n port lan\n");
+        for r in rules {
+            let proto = match r.proto {
+                None => "ip6",
+                Some(6) => "tcp6",
+                Some(17) => "udp6",
+                _ => "icmp6",
+            };
+            let (s, d) = r.v6.unwrap();
+            let _ = write!(acl, " rule {} {proto} src {s} dst {d}", word(r.action));
+            if r.dport != ANY_PORT {
+                let _ = write!(acl, " dport {}-{}", r.dport.0, r.dport.1);
+            }
+            if let Some(t) = r.icmp_type {
+                let _ = write!(acl, " type {t}");
+            }
+            acl.push('\n');
+        }
+        let _ = writeln!(acl, " default {}\n}}", word(default));
+        acl
+    }
+
+    /// A packet: protocol, source and destination (indices), destination
+    /// port or echo type, and a cut (8-byte units of its transport bytes)
+    /// to fragment at, its fragments maybe sent in reverse.
+    fn arb_packet() -> impl Strategy<Value = (u8, u8, u8, u16, Option<u16>, bool)> {
+        (
+            prop_oneof![Just(6u8), Just(17u8), Just(58u8)],
+            2u8..6,
+            5u8..7,
+            0u16..12,
+            prop::option::of(0u16..5),
+            prop::bool::ANY,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The IPv6 ACL never passes a fragment of what the reference
+        /// (a scan of the rules over the whole datagram) denies, and
+        /// passes all of what it permits when the first fragment comes
+        /// first and holds its transport header.
+        #[test]
+        fn the_acl_never_passes_ipv6_the_reference_denies(
+            rules in prop::collection::vec(arb_rule(), 0..10),
+            default in prop_oneof![Just(AclAction::Permit), Just(AclAction::Deny)],
+            pkts in prop::collection::vec(arb_packet(), 1..8),
+        ) {
+            let mut r = rig(&config(&rules, default));
+            // The second wan server makes itself known (its solicitation).
+            let ns = Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
+                target_addr: a("2001:db8:0:2::1"),
+                lladdr: Some(RawHardwareAddress::from_bytes(&SERVER_MAC)),
+            });
+            r.send(1, &icmp6(WAN_MAC, a("2001:db8:0:2::6"), solicited_node(a("2001:db8:0:2::1")), 255, &ns));
+            let _ = r.sent(1);
+            for (n, &(proto, s, d, port, cut, reversed)) in pkts.iter().enumerate() {
+                let (src, dst) = (a(&std::format!("2001:db8:0:1::{s}")), a(&std::format!("2001:db8:0:2::{d}")));
+                let mut l4 = std::vec![0u8; 48];
+                let min = match proto {
+                    6 => {
+                        l4[..20].copy_from_slice(&tcp_hdr(40000, port, ACK));
+                        20
+                    }
+                    17 => {
+                        l4[0..2].copy_from_slice(&40000u16.to_be_bytes());
+                        l4[2..4].copy_from_slice(&port.to_be_bytes());
+                        l4[4..6].copy_from_slice(&48u16.to_be_bytes());
+                        8
+                    }
+                    _ => {
+                        l4[0] = if port % 2 == 0 { 128 } else { 129 };
+                        8
+                    }
+                };
+                let f = Fields {
+                    proto,
+                    ports: (proto != 58).then_some((40000, port)),
+                    icmp: (proto == 58).then_some((l4[0], 0)),
+                    v6: Some((src, dst)),
+                    ..Fields::default()
+                };
+                // Without IPv6 rules the ACL drops IPv6, whatever the default.
+                let verdict = match first_match_linear(&rules, &f) {
+                    _ if rules.is_empty() => AclAction::Deny,
+                    m => m.map_or(default, |i| rules[i].action),
+                };
+                let frag = |off: u16, more: bool, body: &[u8]| {
+                    let mut b = std::vec![proto, 0];
+                    b.extend_from_slice(&((off << 3) | more as u16).to_be_bytes());
+                    b.extend_from_slice(&(0x100 + n as u32).to_be_bytes());
+                    b.extend_from_slice(body);
+                    v6(LAN_MAC, src, dst, 64, 44, &b)
+                };
+                let mut frames = match cut {
+                    None => std::vec![v6(LAN_MAC, src, dst, 64, proto, &l4)],
+                    Some(c) => {
+                        let at = c as usize * 8;
+                        std::vec![frag(0, true, &l4[..at]), frag(c, false, &l4[at..])]
+                    }
+                };
+                if reversed {
+                    frames.reverse();
+                }
+                let mut passed = 0;
+                for fr in &frames {
+                    r.send(0, fr);
+                    passed += r.sent(1).iter().filter(|o| o[12..14] == ETHERTYPE).count();
+                    let _ = r.sent(0);
+                }
+                if verdict != AclAction::Permit {
+                    prop_assert_eq!(passed, 0, "{:?} denied by the reference, rules {:?}", f, rules);
+                } else if (frames.len() == 1 || !reversed) && cut.is_none_or(|c| c as usize * 8 >= min) {
+                    prop_assert_eq!(passed, frames.len(), "{:?} permitted by the reference, rules {:?}", f, rules);
+                }
+            }
+            r.finish();
+        }
+    }
+}
