@@ -2,6 +2,9 @@
 //! one): flows by their 5-tuple as the initiator sent them, with the TCP
 //! state and idle timeouts of [`crate::flow`]. Fixed capacity, keyed
 //! hashes; expired connections are removed lazily and by a bounded sweep.
+//! A table holds one address family: `ConnTable` (IPv4, 24-byte entries)
+//! or `ConnTable<Ipv6Addr>` (48-byte entries), so IPv4 pays nothing for
+//! IPv6's width.
 //!
 //! No one source fills it (as the NAT's session table, and Linux
 //! conntrack's early drop): each initiating address holds at most its
@@ -421,5 +424,21 @@ mod tests {
         }
         assert!(d.is_empty());
         assert_eq!(d.source_connections(Ipv4Addr::new(10, 1, 0, 66)), 0);
+    }
+
+    #[test]
+    fn an_ipv6_table_tells_addresses_apart_by_all_128_bits_and_keeps_the_quota() {
+        let six = |s: &str, p| Endpoint::new(s.parse::<Ipv6Addr>().unwrap(), p);
+        let mut c: ConnTable<Ipv6Addr> = ConnTable::new(64, Timeouts::default(), 1);
+        c.set_quota(2);
+        let (a, b) = (six("2001:db8:0:1::2", 4000), six("2001:db8:0:2::5", 80));
+        assert!(c.open(17, a, b, 0, 0));
+        assert_eq!(c.seen(17, b, a, 0, 1), Some(Way::Reply));
+        // The same low 64 bits on another /64 is another host.
+        assert_eq!(c.seen(17, six("2001:db8:0:3::5", 80), a, 0, 1), None);
+        assert!(c.open(17, a, six("2001:db8:0:2::6", 80), 0, 2));
+        c.seen(17, six("2001:db8:0:2::6", 80), a, 0, 3);
+        assert!(!c.open(17, a, six("2001:db8:0:2::7", 80), 0, 4), "its quota of 2");
+        assert_eq!(c.source_connections(a.addr), 2);
     }
 }
