@@ -315,13 +315,22 @@ pub struct Acl {
     default_hits: u64,
     /// The address each port answers rejects from.
     port_addresses: Vec<Option<Ipv4Addr>>,
+    /// Each port's IPv6 addresses (an ICMPv6 reject's source is picked
+    /// among them).
+    port_addresses6: Vec<Vec<ipnet::Ipv6Net>>,
     rejects: PerSource,
     ident: u16,
     pub counters: AclCounters,
 }
 
 impl Acl {
-    pub fn new(name: &str, c: &AclConfig, port_addresses: Vec<Option<Ipv4Addr>>, seed: u64) -> Acl {
+    pub fn new(
+        name: &str,
+        c: &AclConfig,
+        port_addresses: Vec<Option<Ipv4Addr>>,
+        port_addresses6: Vec<Vec<ipnet::Ipv6Net>>,
+        seed: u64,
+    ) -> Acl {
         Acl {
             name: name.into(),
             classifier: Classifier::new(&c.rules),
@@ -341,6 +350,7 @@ impl Acl {
             hits: alloc::vec![0; c.rules.len()],
             default_hits: 0,
             port_addresses,
+            port_addresses6,
             rejects: PerSource::new(100, 20, crate::table::hash_words(seed, &[0x61636c])),
             ident: 0,
             counters: AclCounters::default(),
@@ -451,8 +461,7 @@ impl Acl {
         }
     }
 
-    /// [`Self::judge`] for IPv6: its own connection table; a reject is a
-    /// deny (no ICMPv6 or reset answer yet).
+    /// [`Self::judge`] for IPv6: its own connection table.
     fn judge6(
         &mut self,
         pkt: Packet,
@@ -486,9 +495,49 @@ impl Acl {
             }
             return (Some(pkt), true);
         }
+        if action == AclAction::Reject {
+            return (self.reject6(pkt, p, addrs.0, cx), false);
+        }
         self.counters.denied += 1;
         cx.drop(pkt, DropReason::Policy);
         (None, false)
+    }
+
+    /// [`Self::reject`] for IPv6: a TCP reset (of a segment without
+    /// extension headers), else ICMPv6 destination unreachable code 1
+    /// (administratively prohibited) from the input port's address, where
+    /// RFC 4443 §2.4 (e) allows an error; rate-limited per source.
+    fn reject6(&mut self, mut pkt: Packet, p: &Parsed, src: Ipv6Addr, cx: &mut StageContext<'_>) -> Option<Packet> {
+        self.counters.rejected += 1;
+        cx.count_drop(pkt.meta.in_port, DropReason::Policy);
+        if !self.rejects.take6(src, cx.now) {
+            self.counters.reject_rate_limited += 1;
+            cx.pool.free(pkt);
+            return None;
+        }
+        cx.pool.release_tail(&mut pkt);
+        pkt.meta.offload = Default::default();
+        let kind = crate::ipv6::Icmp6Error::AdminProhibited;
+        let from =
+            self.port_addresses6.get(pkt.meta.in_port as usize).and_then(|a| crate::ipv6::pick_source(a.iter(), &src));
+        let plain_tcp = p.f.proto == TCP && p.f.ports.is_some() && pkt.l3().get(6) == Some(&TCP);
+        let ok = if plain_tcp {
+            crate::ipv6::tcp_reset(&mut pkt)
+        } else {
+            from.is_some_and(|from| {
+                pkt.untag()
+                    && crate::ipv6::may_send_error(pkt.data(), pkt.meta.l3 as usize, kind)
+                    && crate::ipv6::build_error(&mut pkt, kind, from).is_some()
+            })
+        };
+        if ok {
+            pkt.meta.local = false;
+            pkt.meta.out_port = None;
+            Some(pkt)
+        } else {
+            cx.pool.free(pkt);
+            None
+        }
     }
 
     /// Drops `pkt` and answers it in its own buffer; the answer goes on
@@ -595,7 +644,8 @@ pub static DEF: StageDef = StageDef { kind: "acl", statements: &["acl"], parse: 
 fn build(c: &dyn StageConfig, cx: &BuildContext<'_>) -> Box<dyn Stage> {
     let c = c.as_any().downcast_ref::<AclConfig>().expect("an acl builds from its own settings");
     let addrs = cx.config.ports.iter().map(|p| p.ip()).collect();
-    Box::new(Acl::new(cx.name, c, addrs, cx.seed))
+    let addrs6 = cx.config.ports.iter().map(|p| p.address6.clone()).collect();
+    Box::new(Acl::new(cx.name, c, addrs, addrs6, cx.seed))
 }
 
 #[cfg(test)]

@@ -252,6 +252,31 @@ fn ipv6_rule_syntax_errors_name_the_word() {
     assert!(err("rule permit udp6 type 1").contains("needs the protocol icmp or icmp6"));
 }
 
+#[test]
+fn ipv6_reject_answers_with_a_reset_or_admin_prohibited() {
+    let mut r = rig("acl guard {\n port lan\n rule reject tcp6 dport 23\n rule reject udp6\n rule permit ip6\n}\n");
+    r.send(0, &tcp6(LAN_MAC, (LAN, 4000), (SERVER, 23), SYN));
+    assert!(r.sent(1).is_empty());
+    let back = r.sent(0);
+    assert_eq!(back.len(), 1, "a reset");
+    let ip = smoltcp::wire::Ipv6Packet::new_checked(&back[0][ETH_HLEN..]).unwrap();
+    assert_eq!((ip.src_addr(), ip.dst_addr(), u8::from(ip.next_header())), (a(SERVER), a(LAN), 6));
+    let t = smoltcp::wire::TcpPacket::new_checked(ip.payload()).unwrap();
+    assert!(t.rst() && t.ack() && (t.src_port(), t.dst_port()) == (23, 4000));
+    assert!(t.verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into()));
+    r.send(0, &udp6(LAN_MAC, (LAN, 4000), (SERVER, 9)));
+    assert!(r.sent(1).is_empty());
+    let back = r.sent(0);
+    assert_eq!(back.len(), 1, "an ICMPv6 error");
+    let ip = smoltcp::wire::Ipv6Packet::new_checked(&back[0][ETH_HLEN..]).unwrap();
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (a("2001:db8:0:1::1"), a(LAN)), "from the input port's address");
+    let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();
+    assert_eq!((u8::from(icmp.msg_type()), icmp.msg_code()), (1, 1), "administratively prohibited");
+    assert!(icmp.verify_checksum(&ip.src_addr(), &ip.dst_addr()));
+    assert_eq!(r.drops(0, DropReason::Policy), 2);
+    r.finish();
+}
+
 mod property {
     use super::*;
     use crate::acl::classifier::{first_match_linear, Fields};
