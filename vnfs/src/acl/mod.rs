@@ -59,7 +59,7 @@ crate::counters! {
         related: counter "ICMP errors about a tracked connection passed (stateful)",
         connections_refused: counter "permitted connections not tracked: the table (or the source's quota) was full of established ones",
         unparsable: counter "packets dropped: not classifiable from their first buffer (acl_unparsable)",
-        tiny_fragments: counter "first fragments too short for their transport header, or TCP fragments at offset 8, dropped (acl_tiny_fragment)",
+        tiny_fragments: counter "first fragments too short for their transport header, or TCP fragments at offset 8 (IPv6: any later fragment below 24), dropped (acl_tiny_fragment)",
         fragments_passed: counter "non-first fragments passed by their first fragment's permit",
         fragments_denied: counter "non-first fragments dropped by their first fragment's deny (drop_policy)",
         fragments_unknown: counter "non-first fragments dropped: no first fragment judged (acl_fragment_unknown)",
@@ -204,7 +204,7 @@ fn parse6(pkt: &Packet) -> Result<Parsed, DropReason> {
     }
     let up = crate::ipv6::upper_layer(&l3[..total.min(l3.len())]).map_err(|_| Bad)?;
     let (src, dst): (Ipv6Addr, Ipv6Addr) = (ip.src_addr(), ip.dst_addr());
-    let (ident, more) = up.frag.unwrap_or((0, false));
+    let (ident, offset, more) = up.frag.unwrap_or((0, 0, false));
     // Protocol 0: a later fragment names the header after the fragment
     // header, not necessarily the first's upper layer.
     let key = FragKey { v6: true, src: u128::from(src), dst: u128::from(dst), proto: 0, ident };
@@ -218,6 +218,12 @@ fn parse6(pkt: &Packet) -> Result<Parsed, DropReason> {
         rfc4890: false,
     };
     if !up.first {
+        // RFC 1858 §4 as for IPv4: a later fragment that starts within the
+        // 24 bytes where a first fragment's transport header sits (its
+        // protocol is not known here) could overwrite what was judged.
+        if offset < 3 {
+            return Err(Tiny);
+        }
         p.frag = Frag::Later(key);
         return Ok(p);
     }

@@ -129,9 +129,10 @@ pub struct Upper {
     pub offset: usize,
     /// Not a later fragment (a later fragment has no upper-layer header).
     pub first: bool,
-    /// Of a fragment: its identification and whether more follow (the
-    /// ACL remembers a first fragment's verdict for the later ones).
-    pub frag: Option<(u32, bool)>,
+    /// Of a fragment: its identification, offset (8-byte units) and
+    /// whether more follow (the ACL remembers a first fragment's verdict
+    /// for the later ones).
+    pub frag: Option<(u32, u16, bool)>,
 }
 
 /// Walks the extension headers of the IPv6 packet `ip` (the bytes from
@@ -155,7 +156,7 @@ pub fn upper_layer(ip: &[u8]) -> Result<Upper, DropReason> {
                     first = false;
                 }
                 let ident = u32::from_be_bytes([fh[4], fh[5], fh[6], fh[7]]);
-                frag = Some((ident, off & 1 != 0));
+                frag = Some((ident, off >> 3, off & 1 != 0));
                 8
             }
             // Authentication header: length in 4-byte units, minus 2.
