@@ -355,6 +355,24 @@ mod property {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Random IPv6 frames (a valid start, then anything: extension
+        /// headers, fragments, short transport headers) through a stateful
+        /// IPv6 ACL never panic and never leak a buffer.
+        #[test]
+        fn random_ipv6_frames_through_the_acl_never_panic_or_leak(
+            hops in any::<u8>(), next in prop_oneof![Just(6u8), Just(17), Just(58), Just(44), Just(0), Just(60), any::<u8>()],
+            plen in any::<u16>(), body in prop::collection::vec(any::<u8>(), 0..120), port in 0u8..2,
+        ) {
+            let mut r = rig("acl guard {\n port lan wan\n stateful\n rule permit tcp6 dport 80\n rule reject udp6\n rule permit icmp6 type 128\n default reject\n}\n");
+            let (src, dst) = if port == 0 { (LAN, SERVER) } else { (SERVER, LAN) };
+            let mut f = v6(if port == 0 { LAN_MAC } else { WAN_MAC }, a(src), a(dst), hops, next, &body);
+            f[ETH_HLEN + 4..ETH_HLEN + 6].copy_from_slice(&plen.to_be_bytes());
+            r.send(port, &f);
+            r.send(port, &v6(if port == 0 { LAN_MAC } else { WAN_MAC }, a(src), a(dst), hops, next, &body));
+            let _ = (r.sent(0), r.sent(1));
+            r.finish();
+        }
+
         /// The IPv6 ACL never passes a fragment of what the reference
         /// (a scan of the rules over the whole datagram) denies, and
         /// passes all of what it permits when the first fragment comes
