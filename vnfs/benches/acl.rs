@@ -33,6 +33,7 @@ fn rules(n: usize, rng: &mut Rng) -> Vec<Rule> {
             dport: if proto == 1 { (0, 65535) } else { (lo, lo + (rng.next() % 100) as u16) },
             icmp_type: (proto == 1).then_some(8),
             icmp_code: None,
+            v6: None,
             line: vnfs::config::Line(i as u32),
         });
     }
@@ -45,6 +46,7 @@ fn rules(n: usize, rng: &mut Rng) -> Vec<Rule> {
         dport: (0, 65535),
         icmp_type: None,
         icmp_code: None,
+        v6: None,
         line: vnfs::config::Line(n as u32),
     });
     out
@@ -73,6 +75,7 @@ fn packets(rules: &[Rule], rng: &mut Rng, n: usize) -> Vec<Fields> {
                 dst,
                 ports: (proto != 1).then_some((40000, if aimed { r.dport.0 } else { rng.next() as u16 })),
                 icmp: (proto == 1).then_some((8, 0)),
+                v6: None,
             }
         })
         .collect()

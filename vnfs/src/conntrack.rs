@@ -2,6 +2,9 @@
 //! one): flows by their 5-tuple as the initiator sent them, with the TCP
 //! state and idle timeouts of [`crate::flow`]. Fixed capacity, keyed
 //! hashes; expired connections are removed lazily and by a bounded sweep.
+//! A table holds one address family: `ConnTable` (IPv4, 24-byte entries)
+//! or `ConnTable<Ipv6Addr>` (48-byte entries), so IPv4 pays nothing for
+//! IPv6's width.
 //!
 //! No one source fills it (as the NAT's session table, and Linux
 //! conntrack's early drop): each initiating address holds at most its
@@ -15,32 +18,57 @@
 
 use alloc::vec::Vec;
 
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::flow::{idle_timeout, is_closing, is_established, Endpoint, Timeouts, TCP};
 use crate::table::{hash_words, IndexTable};
 use crate::Micros;
 
+/// An address family a table can key on: IPv4 (the default) or IPv6, one
+/// table per family, so an IPv4 table pays nothing for IPv6's width.
+pub trait ConnAddr: Copy + Eq + core::fmt::Debug {
+    const ZERO: Self;
+    /// The address as hash input.
+    fn words(self) -> [u64; 2];
+}
+
+impl ConnAddr for Ipv4Addr {
+    const ZERO: Self = Ipv4Addr::UNSPECIFIED;
+    fn words(self) -> [u64; 2] {
+        [u32::from(self) as u64, 0]
+    }
+}
+
+impl ConnAddr for Ipv6Addr {
+    const ZERO: Self = Ipv6Addr::UNSPECIFIED;
+    fn words(self) -> [u64; 2] {
+        let v = u128::from(self);
+        [(v >> 64) as u64, v as u64]
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Conn {
+struct Conn<A = Ipv4Addr> {
     /// 0: a free slot.
     proto: u8,
     tcp: u8,
     /// A packet went the reply way (UDP, ICMP: no longer transitory).
     replied: bool,
-    from: Endpoint,
-    to: Endpoint,
+    from: Endpoint<A>,
+    to: Endpoint<A>,
     expires: Micros,
 }
 
-const FREE: Conn = Conn {
-    proto: 0,
-    tcp: 0,
-    replied: false,
-    from: Endpoint { addr: Ipv4Addr::UNSPECIFIED, port: 0 },
-    to: Endpoint { addr: Ipv4Addr::UNSPECIFIED, port: 0 },
-    expires: 0,
-};
+impl<A: ConnAddr> Conn<A> {
+    const FREE: Conn<A> = Conn {
+        proto: 0,
+        tcp: 0,
+        replied: false,
+        from: Endpoint { addr: A::ZERO, port: 0 },
+        to: Endpoint { addr: A::ZERO, port: 0 },
+        expires: 0,
+    };
+}
 
 /// Which way a packet goes on a tracked connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +92,7 @@ pub struct ConnCounters {
     pub evicted: u64,
 }
 
-impl Conn {
+impl<A> Conn<A> {
     /// Whether a new connection may take this one's place: expired, a TCP
     /// handshake not completed or a close begun, or no reply yet.
     fn transitory(&self, now: Micros) -> bool {
@@ -81,15 +109,15 @@ pub fn default_quota(capacity: usize) -> u32 {
     (c / 8).max(64).min(c)
 }
 
-pub struct ConnTable {
-    conns: Vec<Conn>,
+pub struct ConnTable<A = Ipv4Addr> {
+    conns: Vec<Conn<A>>,
     free: Vec<u32>,
     index: IndexTable,
     key: u64,
     timeouts: Timeouts,
     sweep_at: usize,
     /// Live connections per initiating address, indexed by `by_source`.
-    sources: Vec<(Ipv4Addr, u32)>,
+    sources: Vec<(A, u32)>,
     by_source: IndexTable,
     free_sources: Vec<u32>,
     quota: u32,
@@ -102,17 +130,22 @@ const SWEEP: usize = 8;
 /// source at its quota looks at 4 times as many for one of its own).
 const EVICT_SCAN: usize = 64;
 
-impl ConnTable {
-    pub fn new(capacity: usize, timeouts: Timeouts, seed: u64) -> ConnTable {
+fn hash_conn<A: ConnAddr>(key: u64, proto: u8, from: Endpoint<A>, to: Endpoint<A>) -> u64 {
+    let (f, t) = (from.addr.words(), to.addr.words());
+    hash_words(key, &[proto as u64, f[0], f[1], from.port as u64, t[0], t[1], to.port as u64])
+}
+
+impl<A: ConnAddr> ConnTable<A> {
+    pub fn new(capacity: usize, timeouts: Timeouts, seed: u64) -> ConnTable<A> {
         let capacity = capacity.max(1);
         ConnTable {
-            conns: alloc::vec![FREE; capacity],
+            conns: alloc::vec![Conn::FREE; capacity],
             free: (0..capacity as u32).rev().collect(),
             index: IndexTable::new(capacity),
             key: hash_words(seed, &[0x636f_6e6e]),
             timeouts,
             sweep_at: 0,
-            sources: alloc::vec![(Ipv4Addr::UNSPECIFIED, 0); capacity],
+            sources: alloc::vec![(A::ZERO, 0); capacity],
             by_source: IndexTable::new(capacity),
             free_sources: (0..capacity as u32).rev().collect(),
             quota: default_quota(capacity),
@@ -122,7 +155,7 @@ impl ConnTable {
 
     /// Bytes a table of `capacity` connections takes.
     pub fn memory_for(capacity: usize) -> usize {
-        capacity * (core::mem::size_of::<Conn>() + 4 + core::mem::size_of::<(Ipv4Addr, u32)>() + 4)
+        capacity * (core::mem::size_of::<Conn<A>>() + 4 + core::mem::size_of::<(A, u32)>() + 4)
             + 2 * IndexTable::memory_for(capacity)
     }
 
@@ -136,21 +169,21 @@ impl ConnTable {
         self.quota
     }
 
-    fn h_source(&self, addr: Ipv4Addr) -> u64 {
-        hash_words(self.key ^ 8, &[u32::from(addr) as u64])
+    fn h_source(&self, addr: A) -> u64 {
+        hash_words(self.key ^ 8, &addr.words())
     }
 
-    fn source_slot(&self, addr: Ipv4Addr) -> Option<u32> {
+    fn source_slot(&self, addr: A) -> Option<u32> {
         let sources = &self.sources;
         self.by_source.find(self.h_source(addr), |i| sources[i as usize].0 == addr)
     }
 
     /// Live connections `addr` initiated.
-    pub fn source_connections(&self, addr: Ipv4Addr) -> u32 {
+    pub fn source_connections(&self, addr: A) -> u32 {
         self.source_slot(addr).map_or(0, |i| self.sources[i as usize].1)
     }
 
-    fn source_count(&mut self, addr: Ipv4Addr, up: bool) {
+    fn source_count(&mut self, addr: A, up: bool) {
         match self.source_slot(addr) {
             Some(i) if up => self.sources[i as usize].1 += 1,
             Some(i) => {
@@ -160,7 +193,7 @@ impl ConnTable {
                     let h = self.h_source(addr);
                     let key = self.key;
                     let sources = &self.sources;
-                    self.by_source.remove(h, i, |j| hash_words(key ^ 8, &[u32::from(sources[j as usize].0) as u64]));
+                    self.by_source.remove(h, i, |j| hash_words(key ^ 8, &sources[j as usize].0.words()));
                     self.free_sources.push(i);
                 }
             }
@@ -187,14 +220,11 @@ impl ConnTable {
         self.conns.len()
     }
 
-    fn hash(&self, proto: u8, from: Endpoint, to: Endpoint) -> u64 {
-        hash_words(
-            self.key,
-            &[proto as u64, u32::from(from.addr) as u64, from.port as u64, u32::from(to.addr) as u64, to.port as u64],
-        )
+    fn hash(&self, proto: u8, from: Endpoint<A>, to: Endpoint<A>) -> u64 {
+        hash_conn(self.key, proto, from, to)
     }
 
-    fn find(&self, proto: u8, from: Endpoint, to: Endpoint) -> Option<u32> {
+    fn find(&self, proto: u8, from: Endpoint<A>, to: Endpoint<A>) -> Option<u32> {
         let h = self.hash(proto, from, to);
         self.index.find(h, |i| {
             let c = &self.conns[i as usize];
@@ -209,18 +239,9 @@ impl ConnTable {
         let key = self.key;
         self.index.remove(h, i, |j| {
             let o = &conns[j as usize];
-            hash_words(
-                key,
-                &[
-                    o.proto as u64,
-                    u32::from(o.from.addr) as u64,
-                    o.from.port as u64,
-                    u32::from(o.to.addr) as u64,
-                    o.to.port as u64,
-                ],
-            )
+            hash_conn(key, o.proto, o.from, o.to)
         });
-        self.conns[i as usize] = FREE;
+        self.conns[i as usize] = Conn::FREE;
         self.free.push(i);
         self.source_count(c.from.addr, false);
     }
@@ -228,7 +249,7 @@ impl ConnTable {
     /// Removes one transitory connection (of `source` only, if given)
     /// among the next `scan` from the sweep cursor, which walks the table
     /// in order so the ones it passes are those longest unvisited.
-    fn evict(&mut self, now: Micros, source: Option<Ipv4Addr>, scan: usize) -> bool {
+    fn evict(&mut self, now: Micros, source: Option<A>, scan: usize) -> bool {
         let n = self.conns.len();
         for _ in 0..scan.min(n) {
             let i = self.sweep_at;
@@ -250,7 +271,7 @@ impl ConnTable {
 
     /// The packet `from` → `to` on a live connection, either way: its timer
     /// and TCP state advance. `None` if no connection has it.
-    pub fn seen(&mut self, proto: u8, from: Endpoint, to: Endpoint, flags: u8, now: Micros) -> Option<Way> {
+    pub fn seen(&mut self, proto: u8, from: Endpoint<A>, to: Endpoint<A>, flags: u8, now: Micros) -> Option<Way> {
         let (i, way) = match self.find(proto, from, to) {
             Some(i) => (i, Way::Original),
             None => (self.find(proto, to, from)?, Way::Reply),
@@ -269,7 +290,7 @@ impl ConnTable {
 
     /// Whether a live connection has `from` → `to` either way (no timer
     /// moves: for ICMP errors about a connection, which prove nothing).
-    pub fn has(&self, proto: u8, from: Endpoint, to: Endpoint, now: Micros) -> bool {
+    pub fn has(&self, proto: u8, from: Endpoint<A>, to: Endpoint<A>, now: Micros) -> bool {
         self.find(proto, from, to)
             .or_else(|| self.find(proto, to, from))
             .is_some_and(|i| self.conns[i as usize].expires > now)
@@ -277,7 +298,7 @@ impl ConnTable {
 
     /// Starts tracking `from` → `to`; `false` if neither the table nor
     /// `from`'s quota had room, even after evicting a transitory connection.
-    pub fn open(&mut self, proto: u8, from: Endpoint, to: Endpoint, flags: u8, now: Micros) -> bool {
+    pub fn open(&mut self, proto: u8, from: Endpoint<A>, to: Endpoint<A>, flags: u8, now: Micros) -> bool {
         if self.seen(proto, from, to, flags, now).is_some() {
             return true;
         }
@@ -403,5 +424,21 @@ mod tests {
         }
         assert!(d.is_empty());
         assert_eq!(d.source_connections(Ipv4Addr::new(10, 1, 0, 66)), 0);
+    }
+
+    #[test]
+    fn an_ipv6_table_tells_addresses_apart_by_all_128_bits_and_keeps_the_quota() {
+        let six = |s: &str, p| Endpoint::new(s.parse::<Ipv6Addr>().unwrap(), p);
+        let mut c: ConnTable<Ipv6Addr> = ConnTable::new(64, Timeouts::default(), 1);
+        c.set_quota(2);
+        let (a, b) = (six("2001:db8:0:1::2", 4000), six("2001:db8:0:2::5", 80));
+        assert!(c.open(17, a, b, 0, 0));
+        assert_eq!(c.seen(17, b, a, 0, 1), Some(Way::Reply));
+        // The same low 64 bits on another /64 is another host.
+        assert_eq!(c.seen(17, six("2001:db8:0:3::5", 80), a, 0, 1), None);
+        assert!(c.open(17, a, six("2001:db8:0:2::6", 80), 0, 2));
+        c.seen(17, six("2001:db8:0:2::6", 80), a, 0, 3);
+        assert!(!c.open(17, a, six("2001:db8:0:2::7", 80), 0, 4), "its quota of 2");
+        assert_eq!(c.source_connections(a.addr), 2);
     }
 }

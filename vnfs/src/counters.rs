@@ -53,7 +53,7 @@ drop_reasons! {
     TunnelOam => "tunnel_oam", "Geneve OAM packet (O bit): control traffic, not data";
     TunnelCriticalOption => "tunnel_critical_option", "Geneve packet with the C bit set: a critical option sluice does not understand (RFC 8926 §3.4)";
     TunnelTooBig => "tunnel_too_big", "encapsulated frame larger than the underlay port's MTU";
-    Ipv6Unsupported => "ipv6_unsupported", "IPv6 on a port without IPv6 addresses, or into a stage that refuses it (the ACL)";
+    Ipv6Unsupported => "ipv6_unsupported", "IPv6 on a port without IPv6 addresses, or into a stage that refuses it (an ACL without IPv6 rules)";
     Ipv6Truncated => "ipv6_truncated", "IPv6 header or payload length longer than the frame";
     Ipv6BadVersion => "ipv6_bad_version", "IPv6 EtherType but the version field is not 6";
     Ipv6BadExtHeader => "ipv6_bad_ext_header", "IPv6 extension header chain outside the packet, hop-by-hop not first, or longer than 8 headers";

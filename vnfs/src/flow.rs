@@ -11,15 +11,16 @@ pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
 pub const ICMP: u8 = 1;
 
-/// An address and a port (or ICMP query identifier).
+/// An address and a port (or ICMP query identifier); IPv4 unless said
+/// (the ACL's IPv6 connection table uses `Endpoint<Ipv6Addr>`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Endpoint {
-    pub addr: Ipv4Addr,
+pub struct Endpoint<A = Ipv4Addr> {
+    pub addr: A,
     pub port: u16,
 }
 
-impl Endpoint {
-    pub fn new(addr: Ipv4Addr, port: u16) -> Self {
+impl<A> Endpoint<A> {
+    pub fn new(addr: A, port: u16) -> Self {
         Endpoint { addr, port }
     }
 }

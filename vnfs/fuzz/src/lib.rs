@@ -149,17 +149,27 @@ fn run_on(dp: &mut Dataplane, pool: &mut PacketPool, now: &mut u64, mut rest: &[
 
 /// The ACL target's config: a stateful (or stateless) ACL on both ports
 /// with port, ICMP and protocol rules, a connection table small enough for
-/// the fuzzer to fill (eviction, quotas), varied by `sel`.
+/// the fuzzer to fill (eviction, quotas), varied by `sel`; IPv6 addresses
+/// on the ports (bit 4) and IPv6 rules (bit 5), so IPv6 frames reach the
+/// ACL's IPv6 parser, rules and connection table.
 pub fn acl_config_text(sel: u8) -> String {
     let stateful = if sel & 1 != 0 { " stateful\n" } else { "" };
     let quota = [4, 16][(sel >> 1) as usize & 1];
     let default = ["deny", "permit", "reject", "deny"][(sel >> 2) as usize & 3];
+    let (lan6, wan6) =
+        if sel & 16 != 0 { (" address 2001:db8:0:1::1/64", " address 2001:db8:0:2::1/64") } else { ("", "") };
+    let rules6 = if sel & 32 != 0 {
+        " rule permit tcp6 src 2001:db8:0:1::/64 dport 80-443\n rule reject udp6 dport 7\n\
+         rule permit icmp6 type 128\n rule deny ip6 src 2001:db8:0:2::/64\n"
+    } else {
+        ""
+    };
     format!(
-        "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\nroute 0.0.0.0/0 via 10.1.0.254\n\
+        "port lan address 10.0.0.1/24{lan6}\nport wan address 10.1.0.1/24{wan6}\nroute 0.0.0.0/0 via 10.1.0.254\n\
          acl fw {{\n port lan wan\n{stateful} connections 16\n source-connections {quota}\n\
          rule deny tcp dport 22\n rule reject tcp dport 23\n rule permit tcp dport 80-443\n\
          rule permit udp src 10.0.0.0/24 dport 53\n rule deny udp dst 10.1.0.0/16 sport 1-1023\n\
-         rule permit icmp type 8\n rule reject udp dport 7\n rule permit 47 src 10.0.0.0/25\n default {default}\n}}\n"
+         rule permit icmp type 8\n rule reject udp dport 7\n rule permit 47 src 10.0.0.0/25\n{rules6} default {default}\n}}\n"
     )
 }
 
@@ -262,6 +272,14 @@ mod tests {
         }
         let input = [1u8, 0, 1, 0, 9, 2, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
         super::run_acl(&input);
+        super::run_acl(&input);
+        // An IPv6 UDP frame (to the lan port's MAC) through IPv6 rules.
+        let mut f = std::vec![0x52, 0x54, 0, 0, 0, 1, 2, 0, 0, 0, 0, 9, 0x86, 0xdd, 0x60, 0, 0, 0, 0, 12, 17, 64];
+        f.extend_from_slice(&"2001:db8:0:1::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        f.extend_from_slice(&"2001:db8:0:2::5".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        f.extend_from_slice(&[0x9c, 0x40, 0, 7, 0, 12, 0, 0, 1, 2, 3, 4]);
+        let mut input = std::vec![49u8, 0, 1, 0, (f.len() / 7 + 1) as u8, 0];
+        input.extend_from_slice(&f);
         super::run_acl(&input);
     }
 }

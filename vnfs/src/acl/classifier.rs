@@ -7,7 +7,8 @@
 //! earlier rule than the one found. Ports, protocol and ICMP type are
 //! checked on the few rules a probe returns. Ten thousand rules over a
 //! handful of prefix lengths cost a handful of map probes, not ten
-//! thousand comparisons.
+//! thousand comparisons. IPv6 rules are kept apart and scanned in order
+//! (an IPv6 packet is tried against them only).
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -23,8 +24,10 @@ pub struct Fields {
     pub dst: u32,
     /// Source and destination ports (TCP/UDP with its header present).
     pub ports: Option<(u16, u16)>,
-    /// ICMP type and code (with the header present).
+    /// ICMP (or ICMPv6) type and code (with the header present).
     pub icmp: Option<(u8, u8)>,
+    /// Of an IPv6 packet: its (source, destination); `src`/`dst` are 0.
+    pub v6: Option<(core::net::Ipv6Addr, core::net::Ipv6Addr)>,
 }
 
 fn mask(len: u8) -> u32 {
@@ -44,8 +47,19 @@ pub fn matches(r: &Rule, f: &Fields) -> bool {
     if r.proto.is_some_and(|p| p != f.proto) {
         return false;
     }
-    if !r.src.contains(&core::net::Ipv4Addr::from(f.src)) || !r.dst.contains(&core::net::Ipv4Addr::from(f.dst)) {
-        return false;
+    match (&r.v6, &f.v6) {
+        (None, None) => {
+            if !r.src.contains(&core::net::Ipv4Addr::from(f.src)) || !r.dst.contains(&core::net::Ipv4Addr::from(f.dst))
+            {
+                return false;
+            }
+        }
+        (Some((rs, rd)), Some((s, d))) => {
+            if !rs.contains(s) || !rd.contains(d) {
+                return false;
+            }
+        }
+        _ => return false,
     }
     rest_matches(r, f)
 }
@@ -109,6 +123,8 @@ pub const SCAN_BELOW: usize = 32;
 pub struct Classifier {
     rules: Vec<Rule>,
     tuples: Vec<Tuple>,
+    /// The IPv6 rules' indices, in order.
+    v6: Vec<u32>,
 }
 
 impl Classifier {
@@ -117,7 +133,7 @@ impl Classifier {
         // frozen into hash-indexed vectors.
         type Building = (u32, BTreeMap<(u32, u32), Vec<u32>>);
         let mut by_lens: BTreeMap<(u8, u8), Building> = BTreeMap::new();
-        for (i, r) in rules.iter().enumerate() {
+        for (i, r) in rules.iter().enumerate().filter(|(_, r)| r.v6.is_none()) {
             let (sl, dl) = (r.src.prefix_len(), r.dst.prefix_len());
             let t = by_lens.entry((sl, dl)).or_insert_with(|| (i as u32, BTreeMap::new()));
             let key = (u32::from(r.src.network()), u32::from(r.dst.network()));
@@ -137,7 +153,8 @@ impl Classifier {
             })
             .collect();
         tuples.sort_by_key(|t| t.first);
-        Classifier { rules: rules.to_vec(), tuples }
+        let v6 = rules.iter().enumerate().filter(|(_, r)| r.v6.is_some()).map(|(i, _)| i as u32).collect();
+        Classifier { rules: rules.to_vec(), tuples, v6 }
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -155,6 +172,9 @@ impl Classifier {
     pub fn first_match(&self, f: &Fields) -> Option<usize> {
         if self.rules.len() < SCAN_BELOW {
             return first_match_linear(&self.rules, f);
+        }
+        if f.v6.is_some() {
+            return self.v6.iter().map(|&i| i as usize).find(|&i| matches(&self.rules[i], f));
         }
         let mut best: Option<u32> = None;
         for t in &self.tuples {

@@ -10,20 +10,29 @@
 //!     rule reject tcp dport 23           # TCP reset / ICMP admin-prohibited
 //!     rule permit icmp type 8
 //!     rule deny udp dst 10.1.0.0/16 dport 53
+//!     rule permit tcp src 2001:db8::/32 dport 22   # IPv6: from its prefixes
+//!     rule permit tcp6 dport 80                    # or from the protocol word
+//!     rule permit icmp6 type 128
 //!     default deny             # what no rule matches: deny (default), permit or reject
 //! }
 //! ```
 //!
-//! Rules are tried in order; the first that matches decides.
+//! Rules are tried in order; the first that matches decides. A rule is
+//! for IPv6 if a prefix is IPv6 or its protocol word ends in 6 (`tcp6`,
+//! `udp6`, `icmp6`, `ip6`), else for IPv4: a rule without prefixes, such
+//! as `permit tcp dport 80`, stays IPv4-only, so a config written before
+//! IPv6 rules existed does not start passing IPv6 (an ACL without IPv6
+//! rules drops forwarded IPv6). ICMPv6 is `icmp6` (58) with `type`/`code`.
 
 use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::config::{is_name, stage_ports, Config, ConfigError, Errors, Line, Place, StageConfig, Stmt, Token, Word};
 use crate::conntrack::ConnTable;
+use core::net::{Ipv4Addr, Ipv6Addr};
 
 /// Rules one ACL may hold.
 pub const MAX_RULES: usize = 65_536;
@@ -49,8 +58,14 @@ pub struct Rule {
     pub dport: (u16, u16),
     pub icmp_type: Option<u8>,
     pub icmp_code: Option<u8>,
+    /// An IPv6 rule's (source, destination) prefixes (`src`/`dst` above are
+    /// then unused); `None`: an IPv4 rule.
+    pub v6: Option<(Ipv6Net, Ipv6Net)>,
     pub line: Line,
 }
+
+/// ICMPv6's protocol number.
+pub const ICMP6: u8 = 58;
 
 impl Rule {
     /// Whether the rule needs the transport header (ports, ICMP type).
@@ -118,22 +133,41 @@ fn parse_rule(key: &Token<'_>, args: &[Word<'_>], errors: &mut Errors) -> Option
         dport: ANY_PORT,
         icmp_type: None,
         icmp_code: None,
+        v6: None,
         line: Line(key.line),
+    };
+    let any6 = Ipv6Net::default();
+    // The family: `None` until a protocol word or a prefix says it.
+    let mut family6: Option<bool> = None;
+    let mut set_family = |t: &Token<'_>, six: bool, errors: &mut Errors| match family6 {
+        Some(f) if f != six => errors.push(ConfigError::at(
+            t,
+            format!("`{}` mixes IPv4 and IPv6: a rule is for one family (write two rules)", t.text),
+        )),
+        _ => family6 = Some(six),
     };
     let mut rest = &args[1..];
     if let Some(p) = rest.first() {
         let proto = match p.text {
-            "tcp" => Some(Some(6)),
-            "udp" => Some(Some(17)),
-            "icmp" => Some(Some(1)),
-            "any" | "ip" => Some(None),
-            n => n.parse::<u8>().ok().map(Some),
+            "tcp" => Some((Some(6), None)),
+            "udp" => Some((Some(17), None)),
+            "icmp" => Some((Some(1), None)),
+            "any" | "ip" => Some((None, None)),
+            "tcp6" => Some((Some(6), Some(true))),
+            "udp6" => Some((Some(17), Some(true))),
+            "icmp6" => Some((Some(ICMP6), Some(true))),
+            "ip6" | "any6" => Some((None, Some(true))),
+            n => n.parse::<u8>().ok().map(|n| (Some(n), None)),
         };
-        if let Some(proto) = proto {
+        if let Some((proto, fam)) = proto {
             r.proto = proto;
+            if let Some(six) = fam {
+                set_family(p, six, errors);
+            }
             rest = &rest[1..];
         }
     }
+    let (mut src6, mut dst6) = (any6, any6);
     while let Some((k, tail)) = rest.split_first() {
         let Some(v) = tail.first() else {
             errors.push(ConfigError::at(k, format!("`{}` needs a value", k.text)));
@@ -141,10 +175,16 @@ fn parse_rule(key: &Token<'_>, args: &[Word<'_>], errors: &mut Errors) -> Option
         };
         rest = &tail[1..];
         match k.text {
-            "src" | "dst" => match v.text.parse::<Ipv4Net>() {
-                Ok(n) if k.text == "src" => r.src = n.trunc(),
-                Ok(n) => r.dst = n.trunc(),
-                Err(_) => errors.push(ConfigError::at(v, format!("bad prefix `{}`", v.text))),
+            "src" | "dst" => match (v.text.parse::<Ipv4Net>(), v.text.parse::<Ipv6Net>()) {
+                (Ok(n), _) => {
+                    set_family(v, false, errors);
+                    *(if k.text == "src" { &mut r.src } else { &mut r.dst }) = n.trunc();
+                }
+                (_, Ok(n)) => {
+                    set_family(v, true, errors);
+                    *(if k.text == "src" { &mut src6 } else { &mut dst6 }) = n.trunc();
+                }
+                _ => errors.push(ConfigError::at(v, format!("bad prefix `{}`", v.text))),
             },
             "sport" | "dport" => {
                 if !matches!(r.proto, Some(6) | Some(17)) {
@@ -158,8 +198,8 @@ fn parse_rule(key: &Token<'_>, args: &[Word<'_>], errors: &mut Errors) -> Option
                 }
             }
             "type" | "code" => {
-                if r.proto != Some(1) {
-                    errors.push(ConfigError::at(k, format!("`{}` needs the protocol icmp first", k.text)));
+                if !matches!(r.proto, Some(1) | Some(ICMP6)) {
+                    errors.push(ConfigError::at(k, format!("`{}` needs the protocol icmp or icmp6 first", k.text)));
                 } else {
                     match v.text.parse::<u8>() {
                         Ok(n) if k.text == "type" => r.icmp_type = Some(n),
@@ -173,6 +213,15 @@ fn parse_rule(key: &Token<'_>, args: &[Word<'_>], errors: &mut Errors) -> Option
                 format!("unknown rule field `{other}`: expected a protocol, src, dst, sport, dport, type or code"),
             )),
         }
+    }
+    let six = family6 == Some(true);
+    let icmp_family_clash = (six && r.proto == Some(1)) || (!six && r.proto == Some(ICMP6));
+    if icmp_family_clash {
+        let word = if six { "icmp6 (an IPv6 rule)" } else { "icmp (an IPv4 rule), or give an IPv6 prefix" };
+        errors.push(ConfigError::at(first, format!("the protocol does not fit the rule's family: use {word}")));
+    }
+    if six {
+        r.v6 = Some((src6, dst6));
     }
     (errors.len() == before).then_some(r)
 }
@@ -258,12 +307,60 @@ pub fn parse(stmts: &[&Stmt<'_>], config: &Config, errors: &mut Errors) -> Vec<(
         .collect()
 }
 
+impl AclConfig {
+    /// Whether any rule is for IPv6 (else forwarded IPv6 is dropped).
+    pub fn has_v6(&self) -> bool {
+        self.rules.iter().any(|r| r.v6.is_some())
+    }
+}
+
 impl StageConfig for AclConfig {
     crate::stage_config_identity!();
 
     fn table_bytes(&self, _: &Config) -> usize {
-        let conns = if self.stateful { ConnTable::memory_for(self.connections) } else { 0 };
+        // An IPv6 connection table beside the IPv4 one, only with IPv6 rules.
+        let conns = match (self.stateful, self.has_v6()) {
+            (false, _) => 0,
+            (true, false) => ConnTable::<Ipv4Addr>::memory_for(self.connections),
+            (true, true) => {
+                ConnTable::<Ipv4Addr>::memory_for(self.connections)
+                    + ConnTable::<Ipv6Addr>::memory_for(self.connections)
+            }
+        };
         conns + self.rules.len() * (core::mem::size_of::<Rule>() + 48)
+    }
+
+    /// An ACL without IPv6 rules drops forwarded IPv6 (fail closed): said
+    /// at `check` time, naming the ports it runs on that have IPv6
+    /// addresses (where IPv6 would otherwise flow).
+    fn warnings(&self, config: &Config) -> Vec<(u32, String)> {
+        if self.has_v6() {
+            return Vec::new();
+        }
+        let me = self as *const AclConfig as *const u8;
+        let Some((idx, inst)) =
+            config.stages.iter().enumerate().find(|(_, s)| core::ptr::eq(Rc::as_ptr(&s.config) as *const u8, me))
+        else {
+            return Vec::new();
+        };
+        let ports: Vec<&str> = config
+            .pipelines
+            .iter()
+            .enumerate()
+            .filter(|(p, stages)| stages.contains(&idx) && config.ports.get(*p).is_some_and(|c| !c.address6.is_empty()))
+            .filter_map(|(p, _)| config.ports.get(p).map(|c| c.name.as_str()))
+            .collect();
+        if ports.is_empty() {
+            return Vec::new();
+        }
+        alloc::vec![(
+            self.line.0,
+            format!(
+                "acl {} has no IPv6 rules: it drops the IPv6 forwarded on {} (add rules such as `rule permit tcp6 ...`, or `rule permit ip6` to pass it)",
+                inst.name,
+                ports.join(", ")
+            ),
+        )]
     }
 
     /// Before routing on its ports: a denied packet costs no lookup, and a

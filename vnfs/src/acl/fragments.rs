@@ -24,13 +24,17 @@ pub const PER_SOURCE: usize = 16;
 /// one datagram leave the sender back to back).
 pub const LIFETIME: Micros = 5_000_000;
 
-/// What identifies the fragments of one datagram (RFC 791).
+/// What identifies the fragments of one datagram (RFC 791; RFC 8200
+/// §4.5 for IPv6, whose identification is 32 bits and whose fragments
+/// carry no protocol until the first: `proto` is 0 there). IPv4
+/// addresses are held in the low 32 bits, told apart by `v6`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FragKey {
-    pub src: u32,
-    pub dst: u32,
+    pub v6: bool,
+    pub src: u128,
+    pub dst: u128,
     pub proto: u8,
-    pub ident: u16,
+    pub ident: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -97,8 +101,8 @@ impl Fragments {
 mod tests {
     use super::*;
 
-    fn key(src: u32, ident: u16) -> FragKey {
-        FragKey { src, dst: 9, proto: 17, ident }
+    fn key(src: u128, ident: u32) -> FragKey {
+        FragKey { v6: false, src, dst: 9, proto: 17, ident }
     }
 
     #[test]
@@ -121,7 +125,7 @@ mod tests {
         assert_eq!(f.verdict(key(2, 0), 2000), None);
         assert!(f.evicted_own > 900);
         // Many sources: the cache stays at its capacity.
-        for s in 0..1000u32 {
+        for s in 0..1000u128 {
             f.remember(key(100 + s, 0), true, 3000);
         }
         assert_eq!(f.entries.len(), CAPACITY);

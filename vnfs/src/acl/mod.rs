@@ -13,6 +13,16 @@
 //! Fragments are judged as a whole datagram: a first fragment too short
 //! for the fields the rules read is dropped (`acl_tiny_fragment`), and the
 //! later fragments take its verdict ([`fragments`]).
+//!
+//! IPv6 is read the same way (the extension headers by
+//! [`crate::ipv6::upper_layer`], the one bounded walk) against the IPv6
+//! rules, with its own connection table (`Endpoint<Ipv6Addr>`, only when
+//! there are IPv6 rules) and the same fragment cache. Before the rules,
+//! as RFC 4890 §4.3.1 recommends for a firewall, ICMPv6 errors
+//! (unreachable, packet too big, time exceeded, parameter problem) pass,
+//! and so does neighbour discovery (types 133–136 with hop limit 255, which
+//! only a neighbour can send, RFC 4861 §6.1); echo is up to the rules. An
+//! ACL without IPv6 rules drops all other IPv6 (`ipv6_unsupported`).
 
 pub mod classifier;
 pub mod config;
@@ -21,9 +31,9 @@ pub mod fragments;
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 
-use smoltcp::wire::{Icmpv4Packet, Ipv4Packet, TcpPacket, UdpPacket};
+use smoltcp::wire::{Icmpv4Packet, Icmpv6Packet, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket};
 
 use self::classifier::{Classifier, Fields};
 pub use self::config::{AclAction, AclConfig, Rule};
@@ -37,6 +47,7 @@ use crate::packet::{Batch, Packet};
 use crate::ratelimit::PerSource;
 use crate::stage::{for_each_packet, Stage, StageContext};
 use crate::stats::StatsSink;
+use config::ICMP6;
 
 crate::counters! {
     pub struct AclCounters {
@@ -48,10 +59,12 @@ crate::counters! {
         related: counter "ICMP errors about a tracked connection passed (stateful)",
         connections_refused: counter "permitted connections not tracked: the table (or the source's quota) was full of established ones",
         unparsable: counter "packets dropped: not classifiable from their first buffer (acl_unparsable)",
-        tiny_fragments: counter "first fragments too short for their transport header, or TCP fragments at offset 8, dropped (acl_tiny_fragment)",
+        tiny_fragments: counter "first fragments too short for their transport header, or TCP fragments at offset 8 (IPv6: any later fragment below 24), dropped (acl_tiny_fragment)",
         fragments_passed: counter "non-first fragments passed by their first fragment's permit",
         fragments_denied: counter "non-first fragments dropped by their first fragment's deny (drop_policy)",
         fragments_unknown: counter "non-first fragments dropped: no first fragment judged (acl_fragment_unknown)",
+        icmp6_defaults: counter "ICMPv6 errors and neighbour discovery passed before the rules (RFC 4890)",
+        ipv6_no_rules: counter "IPv6 packets dropped: the acl has no IPv6 rules (ipv6_unsupported)",
     }
 }
 
@@ -75,6 +88,8 @@ struct Parsed {
     frag: Frag,
     /// The connection an ICMP error quotes (of an unfragmented error).
     quoted: Option<(u8, Endpoint, Endpoint)>,
+    /// An ICMPv6 message RFC 4890 says a firewall passes.
+    rfc4890: bool,
 }
 
 /// The transport bytes a first fragment must hold for the rules and the
@@ -84,7 +99,7 @@ struct Parsed {
 fn transport_min(proto: u8) -> usize {
     match proto {
         TCP => 20,
-        UDP | ICMP => 8,
+        UDP | ICMP | ICMP6 => 8,
         _ => 0,
     }
 }
@@ -106,13 +121,15 @@ fn parse(pkt: &Packet) -> Result<Parsed, DropReason> {
         return Err(Bad);
     }
     let proto = u8::from(ip.next_header());
-    let key = FragKey { src: u32::from(ip.src_addr()), dst: u32::from(ip.dst_addr()), proto, ident: ip.ident() };
+    let (src, dst) = (u32::from(ip.src_addr()), u32::from(ip.dst_addr()));
+    let key = FragKey { v6: false, src: src as u128, dst: dst as u128, proto, ident: ip.ident() as u32 };
     let mut p = Parsed {
-        f: Fields { proto, src: key.src, dst: key.dst, ports: None, icmp: None },
+        f: Fields { proto, src, dst, ports: None, icmp: None, v6: None },
         flags: 0,
         query_id: 0,
         frag: Frag::Whole,
         quoted: None,
+        rfc4890: false,
     };
     if ip.frag_offset() != 0 {
         // RFC 1858 §4: a TCP fragment at offset 8 rewrites the first's
@@ -136,19 +153,7 @@ fn parse(pkt: &Packet) -> Result<Parsed, DropReason> {
         return Err(Bad);
     }
     match proto {
-        TCP => {
-            let t = TcpPacket::new_unchecked(l4);
-            p.f.ports = Some((t.src_port(), t.dst_port()));
-            use crate::flow::tcp_flags::{ACK, FIN, RST, SYN};
-            p.flags = [(t.fin(), FIN), (t.syn(), SYN), (t.rst(), RST), (t.ack(), ACK)]
-                .iter()
-                .filter(|(on, _)| *on)
-                .fold(0, |a, (_, f)| a | f);
-        }
-        UDP => {
-            let u = UdpPacket::new_unchecked(l4);
-            p.f.ports = Some((u.src_port(), u.dst_port()));
-        }
+        TCP | UDP => ports(&mut p, l4),
         ICMP => {
             let i = Icmpv4Packet::new_unchecked(l4);
             let ty = u8::from(i.msg_type());
@@ -156,6 +161,98 @@ fn parse(pkt: &Packet) -> Result<Parsed, DropReason> {
             match ty {
                 0 | 8 | 13 | 14 => p.query_id = i.echo_ident(),
                 3 | 11 | 12 if p.frag == Frag::Whole => p.quoted = quoted(&l4[8..]),
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+    Ok(p)
+}
+
+/// Reads the ports (and TCP's flags) of a transport header holding at
+/// least [`transport_min`] bytes.
+fn ports(p: &mut Parsed, l4: &[u8]) {
+    if p.f.proto == TCP {
+        let t = TcpPacket::new_unchecked(l4);
+        p.f.ports = Some((t.src_port(), t.dst_port()));
+        use crate::flow::tcp_flags::{ACK, FIN, RST, SYN};
+        p.flags = [(t.fin(), FIN), (t.syn(), SYN), (t.rst(), RST), (t.ack(), ACK)]
+            .iter()
+            .filter(|(on, _)| *on)
+            .fold(0, |a, (_, f)| a | f);
+    } else {
+        let u = UdpPacket::new_unchecked(l4);
+        p.f.ports = Some((u.src_port(), u.dst_port()));
+    }
+}
+
+/// Reads an IPv6 packet for the ACL, as [`parse`] an IPv4 one: the header
+/// checked against the frame, the extension headers walked by
+/// [`crate::ipv6::upper_layer`] (bounded; a chain it refuses is
+/// unparsable), the transport header in the head buffer.
+fn parse6(pkt: &Packet) -> Result<Parsed, DropReason> {
+    use DropReason::{AclTinyFragment as Tiny, AclUnparsable as Bad};
+    let l3 = pkt.l3();
+    if l3.len() < crate::ipv6::HLEN {
+        return Err(Bad);
+    }
+    let ip = Ipv6Packet::new_unchecked(l3);
+    let total = crate::ipv6::HLEN + ip.payload_len() as usize;
+    let in_frame = pkt.total_len().saturating_sub(pkt.meta.l3 as usize);
+    if ip.version() != 6 || total > in_frame {
+        return Err(Bad);
+    }
+    let up = crate::ipv6::upper_layer(&l3[..total.min(l3.len())]).map_err(|_| Bad)?;
+    let (src, dst): (Ipv6Addr, Ipv6Addr) = (ip.src_addr(), ip.dst_addr());
+    let (ident, offset, more) = up.frag.unwrap_or((0, 0, false));
+    // Protocol 0: a later fragment names the header after the fragment
+    // header, not necessarily the first's upper layer.
+    let key = FragKey { v6: true, src: u128::from(src), dst: u128::from(dst), proto: 0, ident };
+    let proto = up.proto;
+    let mut p = Parsed {
+        f: Fields { proto, src: 0, dst: 0, ports: None, icmp: None, v6: Some((src, dst)) },
+        flags: 0,
+        query_id: 0,
+        frag: Frag::Whole,
+        quoted: None,
+        rfc4890: false,
+    };
+    if !up.first {
+        // RFC 1858 §4 as for IPv4: a later fragment that starts within the
+        // 24 bytes where a first fragment's transport header sits (its
+        // protocol is not known here) could overwrite what was judged.
+        if offset < 3 {
+            return Err(Tiny);
+        }
+        p.frag = Frag::Later(key);
+        return Ok(p);
+    }
+    if more {
+        p.frag = Frag::First(key);
+    }
+    let need = transport_min(proto);
+    // `upper_layer` keeps the offset inside the packet.
+    if total.saturating_sub(up.offset) < need {
+        return Err(if more { Tiny } else { Bad });
+    }
+    let l4 = l3.get(up.offset..total.min(l3.len())).ok_or(Bad)?;
+    if l4.len() < need {
+        return Err(Bad);
+    }
+    match proto {
+        TCP | UDP => ports(&mut p, l4),
+        ICMP6 => {
+            let i = Icmpv6Packet::new_unchecked(l4);
+            let ty = u8::from(i.msg_type());
+            p.f.icmp = Some((ty, i.msg_code()));
+            match ty {
+                128 | 129 => p.query_id = i.echo_ident(),
+                // RFC 4890 §4.3.1: errors path MTU discovery and
+                // diagnosis need (never fragmented: RFC 4443 keeps them
+                // within the minimum MTU).
+                1..=4 => p.rfc4890 = p.frag == Frag::Whole,
+                // RS, RA, NS, NA: only from a neighbour (hop limit 255).
+                133..=136 => p.rfc4890 = p.frag == Frag::Whole && ip.hop_limit() == 255,
                 _ => {}
             }
         }
@@ -201,11 +298,22 @@ fn endpoints(p: &Parsed) -> (Endpoint, Endpoint) {
     (Endpoint::new(Ipv4Addr::from(p.f.src), sp), Endpoint::new(Ipv4Addr::from(p.f.dst), dp))
 }
 
+/// [`endpoints`] of an IPv6 packet.
+fn endpoints6(p: &Parsed, (src, dst): (Ipv6Addr, Ipv6Addr)) -> (Endpoint<Ipv6Addr>, Endpoint<Ipv6Addr>) {
+    let (sp, dp) = p.f.ports.unwrap_or((p.query_id, p.query_id));
+    (Endpoint::new(src, sp), Endpoint::new(dst, dp))
+}
+
 pub struct Acl {
     name: String,
     classifier: Classifier,
     default: AclAction,
     conns: Option<ConnTable>,
+    /// IPv6 connections (stateful, with IPv6 rules): a table of its own so
+    /// the IPv4 one keeps its narrow entries.
+    conns6: Option<ConnTable<Ipv6Addr>>,
+    /// Whether any rule is for IPv6 (else IPv6 is dropped).
+    has_v6: bool,
     /// First fragments' verdicts, for the later fragments.
     frags: Fragments,
     /// Per rule: packets it decided.
@@ -213,13 +321,22 @@ pub struct Acl {
     default_hits: u64,
     /// The address each port answers rejects from.
     port_addresses: Vec<Option<Ipv4Addr>>,
+    /// Each port's IPv6 addresses (an ICMPv6 reject's source is picked
+    /// among them).
+    port_addresses6: Vec<Vec<ipnet::Ipv6Net>>,
     rejects: PerSource,
     ident: u16,
     pub counters: AclCounters,
 }
 
 impl Acl {
-    pub fn new(name: &str, c: &AclConfig, port_addresses: Vec<Option<Ipv4Addr>>, seed: u64) -> Acl {
+    pub fn new(
+        name: &str,
+        c: &AclConfig,
+        port_addresses: Vec<Option<Ipv4Addr>>,
+        port_addresses6: Vec<Vec<ipnet::Ipv6Net>>,
+        seed: u64,
+    ) -> Acl {
         Acl {
             name: name.into(),
             classifier: Classifier::new(&c.rules),
@@ -229,10 +346,17 @@ impl Acl {
                 t.set_quota(c.source_connections.unwrap_or(default_quota(c.connections)));
                 t
             }),
+            conns6: (c.stateful && c.has_v6()).then(|| {
+                let mut t = ConnTable::new(c.connections, Timeouts::default(), seed ^ 6);
+                t.set_quota(c.source_connections.unwrap_or(default_quota(c.connections)));
+                t
+            }),
+            has_v6: c.has_v6(),
             frags: Fragments::new(),
             hits: alloc::vec![0; c.rules.len()],
             default_hits: 0,
             port_addresses,
+            port_addresses6,
             rejects: PerSource::new(100, 20, crate::table::hash_words(seed, &[0x61636c])),
             ident: 0,
             counters: AclCounters::default(),
@@ -240,7 +364,8 @@ impl Acl {
     }
 
     fn filter(&mut self, pkt: Packet, cx: &mut StageContext<'_>) -> Option<Packet> {
-        let p = match parse(&pkt) {
+        let v6 = crate::ipv6::is_ipv6(pkt.l3());
+        let p = match if v6 { parse6(&pkt) } else { parse(&pkt) } {
             Ok(p) => p,
             Err(reason) => {
                 if reason == DropReason::AclTinyFragment {
@@ -252,6 +377,15 @@ impl Acl {
                 return None;
             }
         };
+        if p.rfc4890 {
+            self.counters.icmp6_defaults += 1;
+            return Some(pkt);
+        }
+        if v6 && !self.has_v6 {
+            self.counters.ipv6_no_rules += 1;
+            cx.drop(pkt, DropReason::Ipv6Unsupported);
+            return None;
+        }
         if let Frag::Later(key) = p.frag {
             return match self.frags.verdict(key, cx.now) {
                 Some(true) => {
@@ -282,6 +416,9 @@ impl Acl {
     /// or a reject's answer) and whether the packet itself passed.
     fn judge(&mut self, pkt: Packet, p: &Parsed, cx: &mut StageContext<'_>) -> (Option<Packet>, bool) {
         let f = &p.f;
+        if let Some(addrs) = f.v6 {
+            return self.judge6(pkt, p, addrs, cx);
+        }
         // The connection-table key, read once for the lookup and the insert.
         let ends = self.conns.is_some().then(|| endpoints(p));
         if let (Some(conns), Some((a, b))) = (&mut self.conns, ends) {
@@ -330,6 +467,85 @@ impl Acl {
         }
     }
 
+    /// [`Self::judge`] for IPv6: its own connection table.
+    fn judge6(
+        &mut self,
+        pkt: Packet,
+        p: &Parsed,
+        addrs: (Ipv6Addr, Ipv6Addr),
+        cx: &mut StageContext<'_>,
+    ) -> (Option<Packet>, bool) {
+        let (a, b) = endpoints6(p, addrs);
+        if let Some(conns) = &mut self.conns6 {
+            if conns.seen(p.f.proto, a, b, p.flags, cx.now).is_some() {
+                self.counters.established += 1;
+                return (Some(pkt), true);
+            }
+        }
+        let action = match self.classifier.first_match(&p.f) {
+            Some(i) => {
+                self.hits[i] += 1;
+                self.classifier.rules()[i].action
+            }
+            None => {
+                self.default_hits += 1;
+                self.default
+            }
+        };
+        if action == AclAction::Permit {
+            self.counters.permitted += 1;
+            if let Some(conns) = &mut self.conns6 {
+                if !conns.open(p.f.proto, a, b, p.flags, cx.now) {
+                    self.counters.connections_refused += 1;
+                }
+            }
+            return (Some(pkt), true);
+        }
+        if action == AclAction::Reject {
+            return (self.reject6(pkt, p, addrs.0, cx), false);
+        }
+        self.counters.denied += 1;
+        cx.drop(pkt, DropReason::Policy);
+        (None, false)
+    }
+
+    /// [`Self::reject`] for IPv6: a TCP reset (of a segment without
+    /// extension headers), else ICMPv6 destination unreachable code 1
+    /// (administratively prohibited) from the input port's address, where
+    /// RFC 4443 §2.4 (e) allows an error; rate-limited per source.
+    fn reject6(&mut self, mut pkt: Packet, p: &Parsed, src: Ipv6Addr, cx: &mut StageContext<'_>) -> Option<Packet> {
+        self.counters.rejected += 1;
+        cx.count_drop(pkt.meta.in_port, DropReason::Policy);
+        if !self.rejects.take6(src, cx.now) {
+            self.counters.reject_rate_limited += 1;
+            cx.pool.free(pkt);
+            return None;
+        }
+        cx.pool.release_tail(&mut pkt);
+        pkt.meta.offload = Default::default();
+        let kind = crate::ipv6::Icmp6Error::AdminProhibited;
+        let from =
+            self.port_addresses6.get(pkt.meta.in_port as usize).and_then(|a| crate::ipv6::pick_source(a.iter(), &src));
+        let plain_tcp = p.f.proto == TCP && p.f.ports.is_some() && pkt.l3().get(6) == Some(&TCP);
+        let ok = if plain_tcp {
+            crate::ipv6::tcp_reset(&mut pkt)
+        } else {
+            from.is_some_and(|from| {
+                pkt.untag()
+                    && crate::ipv6::may_send_error(pkt.data(), pkt.meta.l3 as usize, kind)
+                    && crate::ipv6::build_error(&mut pkt, kind, from).is_some()
+            })
+        };
+        if ok {
+            pkt.meta.local = false;
+            pkt.meta.out_port = None;
+            Some(pkt)
+        } else {
+            cx.pool.free(pkt);
+            None
+        }
+    }
+
     /// Drops `pkt` and answers it in its own buffer; the answer goes on
     /// through the pipeline (the router sends it back).
     fn reject(&mut self, pkt: Packet, f: &Fields, cx: &mut StageContext<'_>) -> Option<Packet> {
@@ -348,9 +564,9 @@ impl Acl {
 }
 
 impl Stage for Acl {
-    /// The ACL reads IPv4 rules only: IPv6 must not slip past it.
+    /// The ACL judges IPv6 itself (and drops it without IPv6 rules).
     fn ipv6(&self) -> crate::stage::Ipv6Handling {
-        crate::stage::Ipv6Handling::Drop
+        crate::stage::Ipv6Handling::Process
     }
 
     fn process(&mut self, batch: &mut Batch, cx: &mut StageContext<'_>) {
@@ -366,13 +582,17 @@ impl Stage for Acl {
         let same_table = match &self.conns {
             Some(t) => c.stateful && t.capacity() == c.connections,
             None => !c.stateful,
-        };
+        } && self.conns6.is_some() == (c.stateful && c.has_v6());
         if !same_table {
             return false;
         }
         if let Some(t) = &mut self.conns {
             t.set_quota(c.source_connections.unwrap_or(default_quota(c.connections)));
         }
+        if let Some(t) = &mut self.conns6 {
+            t.set_quota(c.source_connections.unwrap_or(default_quota(c.connections)));
+        }
+        self.has_v6 = c.has_v6();
         self.classifier = Classifier::new(&c.rules);
         self.default = c.default;
         self.hits = alloc::vec![0; c.rules.len()];
@@ -384,6 +604,9 @@ impl Stage for Acl {
         if let Some(c) = &mut self.conns {
             c.sweep(cx.now);
         }
+        if let Some(c) = &mut self.conns6 {
+            c.sweep(cx.now);
+        }
     }
 
     fn report(&self, sink: &mut dyn StatsSink) {
@@ -393,6 +616,9 @@ impl Stage for Acl {
         sink.counter("default_hits", "packets no rule matched (the default decided)", self.default_hits);
         if let Some(c) = &self.conns {
             sink.gauge("connections", "connections tracked", c.len() as u64);
+            if let Some(c6) = &self.conns6 {
+                sink.gauge("connections6", "IPv6 connections tracked", c6.len() as u64);
+            }
             sink.gauge("connection_capacity", "connections the table holds", c.capacity() as u64);
             sink.counter("connections_expired", "tracked connections that idled out", c.counters.expired);
             sink.counter(
@@ -424,8 +650,11 @@ pub static DEF: StageDef = StageDef { kind: "acl", statements: &["acl"], parse: 
 fn build(c: &dyn StageConfig, cx: &BuildContext<'_>) -> Box<dyn Stage> {
     let c = c.as_any().downcast_ref::<AclConfig>().expect("an acl builds from its own settings");
     let addrs = cx.config.ports.iter().map(|p| p.ip()).collect();
-    Box::new(Acl::new(cx.name, c, addrs, cx.seed))
+    let addrs6 = cx.config.ports.iter().map(|p| p.address6.clone()).collect();
+    Box::new(Acl::new(cx.name, c, addrs, addrs6, cx.seed))
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests6;

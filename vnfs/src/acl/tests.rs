@@ -157,6 +157,7 @@ fn arb_rule() -> impl Strategy<Value = Rule> {
                 dport: if ports { (port % 8, port % 8 + span) } else { config::ANY_PORT },
                 icmp_type: (proto == Some(1) && span == 1).then_some(8),
                 icmp_code: None,
+                v6: None,
                 line: crate::config::Line(0),
             }
         })
@@ -178,6 +179,7 @@ proptest! {
                 dst: 0x0a01_0000 | d,
                 ports: (proto != 1 && !frag).then_some((1000, port)),
                 icmp: (proto == 1 && !frag).then_some((if port % 2 == 0 { 8 } else { 0 }, 0)),
+                v6: None,
             };
             prop_assert_eq!(c.first_match(&f), first_match_linear(&rules, &f), "{:?}", f);
         }
@@ -380,7 +382,14 @@ fn a_syn_flood_through_a_permit_does_not_lock_other_clients_out() {
 fn reference_fields(dgram: &[u8]) -> Fields {
     let ip = Ipv4Packet::new_checked(dgram).unwrap();
     let proto = u8::from(ip.next_header());
-    let mut f = Fields { proto, src: u32::from(ip.src_addr()), dst: u32::from(ip.dst_addr()), ports: None, icmp: None };
+    let mut f = Fields {
+        proto,
+        src: u32::from(ip.src_addr()),
+        dst: u32::from(ip.dst_addr()),
+        ports: None,
+        icmp: None,
+        v6: None,
+    };
     match proto {
         6 => {
             let t = TcpPacket::new_checked(ip.payload()).unwrap();
@@ -544,6 +553,7 @@ fn arb_prop_rule() -> impl Strategy<Value = Rule> {
                 },
                 icmp_type: if proto == Some(1) { ty } else { None },
                 icmp_code: None,
+                v6: None,
                 line: crate::config::Line(0),
             }
         })

@@ -129,6 +129,10 @@ pub struct Upper {
     pub offset: usize,
     /// Not a later fragment (a later fragment has no upper-layer header).
     pub first: bool,
+    /// Of a fragment: its identification, offset (8-byte units) and
+    /// whether more follow (the ACL remembers a first fragment's verdict
+    /// for the later ones).
+    pub frag: Option<(u32, u16, bool)>,
 }
 
 /// Walks the extension headers of the IPv6 packet `ip` (the bytes from
@@ -139,21 +143,25 @@ pub fn upper_layer(ip: &[u8]) -> Result<Upper, DropReason> {
     let mut next = ip[6];
     let mut at = HLEN;
     let mut first = true;
+    let mut frag = None;
     for n in 0..=MAX_EXT_HEADERS {
         let len = match next {
             0 if n > 0 => return Err(DropReason::Ipv6BadExtHeader),
             // Hop-by-hop, routing, destination options, mobility, HIP, shim6.
             0 | 43 | 60 | 135 | 139 | 140 => (*ip.get(at + 1).ok_or(DropReason::Ipv6BadExtHeader)? as usize + 1) * 8,
             44 => {
-                let frag = ip.get(at..at + 8).ok_or(DropReason::Ipv6BadExtHeader)?;
-                if u16::from_be_bytes([frag[2], frag[3]]) & 0xfff8 != 0 {
+                let fh = ip.get(at..at + 8).ok_or(DropReason::Ipv6BadExtHeader)?;
+                let off = u16::from_be_bytes([fh[2], fh[3]]);
+                if off & 0xfff8 != 0 {
                     first = false;
                 }
+                let ident = u32::from_be_bytes([fh[4], fh[5], fh[6], fh[7]]);
+                frag = Some((ident, off >> 3, off & 1 != 0));
                 8
             }
             // Authentication header: length in 4-byte units, minus 2.
             51 => (*ip.get(at + 1).ok_or(DropReason::Ipv6BadExtHeader)? as usize + 2) * 4,
-            proto => return Ok(Upper { proto, offset: at, first }),
+            proto => return Ok(Upper { proto, offset: at, first, frag }),
         };
         if n == MAX_EXT_HEADERS || at + len > end {
             return Err(DropReason::Ipv6BadExtHeader);
@@ -162,7 +170,7 @@ pub fn upper_layer(ip: &[u8]) -> Result<Upper, DropReason> {
         at += len;
         if !first {
             // A later fragment: what follows is payload, not a header.
-            return Ok(Upper { proto: next, offset: at, first });
+            return Ok(Upper { proto: next, offset: at, first, frag });
         }
     }
     Err(DropReason::Ipv6BadExtHeader)

@@ -373,7 +373,7 @@ fn extension_header_walk_is_bounded() {
     let f = v6(LAN_MAC, a("2001:db8:0:1::2"), a("2001:db8:0:2::5"), 64, 60, &payload);
     assert_eq!(upper_layer(&f[ETH_HLEN..]), Err(DropReason::Ipv6BadExtHeader));
     let f = v6(LAN_MAC, a("2001:db8:0:1::2"), a("2001:db8:0:2::5"), 64, 60, &[17, 0, 1, 4, 0, 0, 0, 0, 1, 2, 3, 4]);
-    assert_eq!(upper_layer(&f[ETH_HLEN..]), Ok(Upper { proto: 17, offset: 48, first: true }));
+    assert_eq!(upper_layer(&f[ETH_HLEN..]), Ok(Upper { proto: 17, offset: 48, first: true, frag: None }));
     // A header that claims more than the packet holds.
     let f = v6(LAN_MAC, a("2001:db8:0:1::2"), a("2001:db8:0:2::5"), 64, 0, &[17, 200, 0, 0, 0, 0, 0, 0]);
     assert_eq!(upper_layer(&f[ETH_HLEN..]), Err(DropReason::Ipv6BadExtHeader));
