@@ -88,6 +88,8 @@ struct Parsed {
     frag: Frag,
     /// The connection an ICMP error quotes (of an unfragmented error).
     quoted: Option<(u8, Endpoint, Endpoint)>,
+    /// The same for an ICMPv6 error.
+    quoted6: Option<(u8, Endpoint<Ipv6Addr>, Endpoint<Ipv6Addr>)>,
     /// An ICMPv6 message RFC 4890 says a firewall passes.
     rfc4890: bool,
 }
@@ -129,6 +131,7 @@ fn parse(pkt: &Packet) -> Result<Parsed, DropReason> {
         query_id: 0,
         frag: Frag::Whole,
         quoted: None,
+        quoted6: None,
         rfc4890: false,
     };
     if ip.frag_offset() != 0 {
@@ -215,6 +218,7 @@ fn parse6(pkt: &Packet) -> Result<Parsed, DropReason> {
         query_id: 0,
         frag: Frag::Whole,
         quoted: None,
+        quoted6: None,
         rfc4890: false,
     };
     if !up.first {
@@ -250,7 +254,12 @@ fn parse6(pkt: &Packet) -> Result<Parsed, DropReason> {
                 // RFC 4890 §4.3.1: errors path MTU discovery and
                 // diagnosis need (never fragmented: RFC 4443 keeps them
                 // within the minimum MTU).
-                1..=4 => p.rfc4890 = p.frag == Frag::Whole,
+                1..=4 => {
+                    p.rfc4890 = p.frag == Frag::Whole;
+                    if p.rfc4890 {
+                        p.quoted6 = quoted6(l4.get(8..).unwrap_or(&[]));
+                    }
+                }
                 // RS, RA, NS, NA: only from a neighbour (hop limit 255).
                 133..=136 => p.rfc4890 = p.frag == Frag::Whole && ip.hop_limit() == 255,
                 _ => {}
@@ -289,6 +298,39 @@ fn quoted(q: &[u8]) -> Option<(u8, Endpoint, Endpoint)> {
         _ => (0, 0),
     };
     Some((proto, Endpoint::new(qip.src_addr(), sp), Endpoint::new(qip.dst_addr(), dp)))
+}
+
+/// The connection an ICMPv6 error's invoking packet belongs to: its
+/// addresses, protocol and ports (the echo identifier for ICMPv6 echo),
+/// read from however much of it the error carries (RFC 4443 §2.4 (c)).
+fn quoted6(q: &[u8]) -> Option<(u8, Endpoint<Ipv6Addr>, Endpoint<Ipv6Addr>)> {
+    // Unchecked: the quote may be cut short of its payload length.
+    let qip = Ipv6Packet::new_unchecked(q.get(..crate::ipv6::HLEN)?);
+    if qip.version() != 6 {
+        return None;
+    }
+    // `upper_layer` reads no further than the bytes quoted.
+    let up = crate::ipv6::upper_layer(q).ok()?;
+    if !up.first {
+        return None;
+    }
+    let l4 = q.get(up.offset..up.offset + 8)?;
+    let (sp, dp) = match up.proto {
+        TCP => {
+            let t = TcpPacket::new_unchecked(l4);
+            (t.src_port(), t.dst_port())
+        }
+        UDP => {
+            let u = UdpPacket::new_unchecked(l4);
+            (u.src_port(), u.dst_port())
+        }
+        ICMP6 => {
+            let id = Icmpv6Packet::new_unchecked(l4).echo_ident();
+            (id, id)
+        }
+        _ => (0, 0),
+    };
+    Some((up.proto, Endpoint::new(qip.src_addr(), sp), Endpoint::new(qip.dst_addr(), dp)))
 }
 
 /// The connection-table endpoints of a packet: ports for TCP/UDP, the
@@ -378,8 +420,28 @@ impl Acl {
             }
         };
         if p.rfc4890 {
-            self.counters.icmp6_defaults += 1;
-            return Some(pkt);
+            // A stateful ACL takes an ICMPv6 error only about a tracked
+            // connection and to the endpoint whose packet it quotes, as it
+            // does an ICMP error (else anyone could send errors inward
+            // through `default deny`); a stateless one passes them, as
+            // RFC 4890 §4.3.1 recommends. Neighbour discovery always passes.
+            let error = p.f.icmp.is_some_and(|(ty, _)| ty < 128);
+            match (&mut self.conns6, error) {
+                (Some(conns), true) => {
+                    let to = p.f.v6.map(|(_, dst)| dst);
+                    if let Some((proto, qa, qb)) = p.quoted6 {
+                        if Some(qa.addr) == to && conns.has(proto, qa, qb, cx.now) {
+                            self.counters.related += 1;
+                            return Some(pkt);
+                        }
+                    }
+                    // Not related: the rules decide (a rule may permit it).
+                }
+                _ => {
+                    self.counters.icmp6_defaults += 1;
+                    return Some(pkt);
+                }
+            }
         }
         if v6 && !self.has_v6 {
             self.counters.ipv6_no_rules += 1;

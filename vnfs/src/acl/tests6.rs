@@ -162,7 +162,9 @@ fn neighbour_discovery_and_icmpv6_errors_pass_a_default_deny() {
     // The same with a hop limit below 255 cannot be from a neighbour.
     r.send(0, &icmp6(LAN_MAC, a("2001:db8:0:1::3"), solicited_node(us), 64, &ns));
     assert_eq!(r.sent(0).len(), 0);
-    // Packet too big and destination unreachable from the wan reach the lan host.
+    // Packet too big and destination unreachable from the wan reach the lan
+    // host, about a connection it opened.
+    assert_eq!(pass(&mut r, 0, &tcp6(LAN_MAC, (LAN, 4000), (SERVER, 443), SYN), 1), 1);
     let quote = tcp6(WAN_MAC, (LAN, 4000), (SERVER, 443), ACK)[ETH_HLEN..].to_vec();
     let ptb = Icmpv6Repr::PktTooBig { mtu: 1280, header: parse_ip(&quote), data: &quote[HLEN..] };
     assert_eq!(pass(&mut r, 1, &icmp6(WAN_MAC, a("2001:db8:0:2::9"), a(LAN), 64, &ptb), 0), 1);
@@ -172,6 +174,26 @@ fn neighbour_discovery_and_icmpv6_errors_pass_a_default_deny() {
         data: &quote[HLEN..],
     };
     assert_eq!(pass(&mut r, 1, &icmp6(WAN_MAC, a(SERVER), a(LAN), 64, &unreach), 0), 1);
+    r.finish();
+}
+
+#[test]
+fn a_stateful_acl_passes_icmpv6_errors_only_about_its_connections_to_their_sender() {
+    let mut r = rig("acl guard {\n port lan wan\n stateful\n rule permit tcp6 dport 443\n default deny\n}\n");
+    assert_eq!(pass(&mut r, 0, &tcp6(LAN_MAC, (LAN, 4000), (SERVER, 443), SYN), 1), 1);
+    fn error(quote: &[u8]) -> Icmpv6Repr<'_> {
+        Icmpv6Repr::PktTooBig { mtu: 1280, header: parse_ip(quote), data: &quote[HLEN..] }
+    }
+    let tracked = tcp6(WAN_MAC, (LAN, 4000), (SERVER, 443), ACK)[ETH_HLEN..].to_vec();
+    let router = a("2001:db8:0:2::9");
+    // About the tracked connection, to its inside end: passes.
+    assert_eq!(pass(&mut r, 1, &icmp6(WAN_MAC, router, a(LAN), 64, &error(&tracked)), 0), 1);
+    // The same error to another inside host: denied.
+    assert_eq!(pass(&mut r, 1, &icmp6(WAN_MAC, router, a("2001:db8:0:1::3"), 64, &error(&tracked)), 0), 0);
+    // An error quoting a connection nobody opened: denied.
+    let untracked = tcp6(WAN_MAC, (LAN, 4001), (SERVER, 443), ACK)[ETH_HLEN..].to_vec();
+    assert_eq!(pass(&mut r, 1, &icmp6(WAN_MAC, router, a(LAN), 64, &error(&untracked)), 0), 0);
+    assert_eq!(r.drops(1, DropReason::Policy), 2);
     r.finish();
 }
 
