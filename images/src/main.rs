@@ -387,7 +387,7 @@ fn trace(addr: &str, rest: &[String]) -> ExitCode {
         Ok(qt) => qt,
         Err(e) => return usage(&e),
     };
-    match http(addr, "POST", &format!("/trace?{query}"), b"", token.as_deref()) {
+    match http(addr, "POST", &format!("/trace?{}", sluice::encode_query(query)), b"", token.as_deref()) {
         Ok((200, _)) => {}
         other => return report("trace", addr, other),
     }
@@ -415,7 +415,7 @@ fn capture(addr: &str, port: &str, rest: &[String]) -> ExitCode {
         Ok(qt) => qt,
         Err(e) => return usage(&e),
     };
-    let q = query.replace(' ', "+");
+    let q = sluice::encode_query(query);
     let path = if q.is_empty() { format!("/capture?port={port}") } else { format!("/capture?port={port}&{q}") };
     // A capture answers when it has its frames or its time is up (60 s at most).
     match http_bytes(addr, "GET", &path, b"", token.as_deref(), Duration::from_secs(75)) {
@@ -445,7 +445,11 @@ fn show(addr: &str, view: &str, rest: &[String]) -> ExitCode {
         Ok(qt) => qt,
         Err(e) => return usage(&e),
     };
-    let path = if query.is_empty() { format!("/show/{view}") } else { format!("/show/{view}?{query}") };
+    let path = if query.is_empty() {
+        format!("/show/{view}")
+    } else {
+        format!("/show/{view}?{}", sluice::encode_query(query))
+    };
     report("show", addr, http(addr, "GET", &path, b"", token.as_deref()))
 }
 
