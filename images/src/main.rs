@@ -22,11 +22,12 @@ use sluice::lab::{Lab, LabSpec};
 use sluice::qemu::Machine;
 
 const USAGE: &str = "usage:
+  sluice --version                  the tool's version and git commit
   sluice check FILE...              validate config files
   sluice metrics ADDRESS:PORT [--token-file F]
                                     fetch /metrics from a management endpoint
   sluice show ADDRESS:PORT VIEW [QUERY] [--token-file F]
-                                    GET /show/VIEW?QUERY: ports, neighbors, routes,
+                                    GET /show/VIEW?QUERY: ports, neighbors, routes, tunnels,
                                     stages, sessions (addr=, port=, proto=, offset=,
                                     limit=), backends, flows (service=, addr=)
   sluice capture ADDRESS:PORT PORTNAME [QUERY] [--token-file F]
@@ -56,7 +57,21 @@ const USAGE: &str = "usage:
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let help = |a: &String| a == "--help" || a == "-h";
     match args.first().map(String::as_str) {
+        Some("--version" | "-V" | "version") => {
+            println!("sluice {} (git {})", env!("CARGO_PKG_VERSION"), env!("SLUICE_GIT"));
+            ExitCode::SUCCESS
+        }
+        // Asked for, the usage goes to stdout and is no error.
+        Some("--help" | "-h" | "help") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some(_) if args[1..].iter().any(help) => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
         Some("check") if args.len() > 1 => check(&args[1..]),
         Some("run") => run(&args[1..]),
         Some("metrics") if args.len() >= 2 => metrics(&args[1], &args[2..]),
@@ -73,6 +88,9 @@ fn main() -> ExitCode {
 }
 
 fn check(files: &[String]) -> ExitCode {
+    if let Some(opt) = files.iter().find(|f| f.starts_with('-')) {
+        return usage(&format!("check: unknown option `{opt}`"));
+    }
     let mut ok = true;
     for file in files {
         let text = match std::fs::read_to_string(file) {

@@ -14,6 +14,15 @@ use crate::Micros;
 /// The views the framework has; stages add theirs.
 pub const VIEWS: &[&str] = &["ports", "neighbors", "routes", "stages", "tunnels"];
 
+/// The views stages answer for (the NAT's sessions, the load balancer's
+/// backends and flows): with `VIEWS`, the one list help texts print.
+pub const STAGE_VIEWS: &[&str] = &["sessions", "backends", "flows"];
+
+/// Every view, as help texts and a bare `show` say it.
+pub fn views_help() -> String {
+    alloc::format!("{} or a stage's ({})", VIEWS.join(", "), STAGE_VIEWS.join(", "))
+}
+
 /// `key=value&key=value` pairs of a query string (bounded: 16 pairs).
 pub fn query_pairs(q: &str) -> Vec<(&str, &str)> {
     q.split('&').filter_map(|kv| kv.split_once('=')).take(16).collect()
@@ -23,6 +32,9 @@ impl Dataplane {
     /// Writes view `what` to `out`; `false` if no one has such a view.
     pub fn show(&self, what: &str, query: &[(&str, &str)], now: Micros, out: &mut String) -> bool {
         match what {
+            "" => {
+                let _ = writeln!(out, "views: {}", views_help());
+            }
             "ports" => {
                 let _ = writeln!(
                     out,

@@ -498,3 +498,14 @@ fn show_sessions_names_the_tcp_state_the_table_holds() {
     assert_eq!(state(&r), "closed");
     r.finish();
 }
+
+#[test]
+fn a_bare_show_lists_every_view_stages_included() {
+    let r = Rig::nat("");
+    let mut s = std::string::String::new();
+    assert!(r.dp.show("", &[], r.now, &mut s), "a bare show answers");
+    for v in ["ports", "neighbors", "routes", "stages", "tunnels", "sessions", "backends", "flows"] {
+        assert!(s.contains(v), "{v} missing: {s}");
+    }
+    r.finish();
+}
