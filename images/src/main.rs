@@ -106,7 +106,8 @@ fn check(files: &[String]) -> ExitCode {
                 for (line, w) in c.warnings() {
                     eprintln!("{file}:{line}:1: warning: {w}");
                 }
-                println!("{file}: ok ({} port(s))", c.ports.len())
+                println!("{file}: ok ({} port(s))", c.ports.len());
+                print!("{}", pipelines(&c));
             }
             Err(errors) => {
                 ok = false;
@@ -121,6 +122,35 @@ fn check(files: &[String]) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// What `check` prints after `ok`: per input port, the stage instances in
+/// the order packets meet them (a stage named apart from its kind says
+/// its kind too), as the image will build them.
+fn pipelines(c: &vnfs::config::Config) -> String {
+    let mut out = String::new();
+    for (i, p) in c.ports.iter().enumerate() {
+        let stages: Vec<String> = c.pipelines[i]
+            .iter()
+            .map(|&k| {
+                let s = &c.stages[k];
+                if s.name == s.def.kind {
+                    s.name.clone()
+                } else {
+                    format!("{}({})", s.name, s.def.kind)
+                }
+            })
+            .collect();
+        let what = if c.management.as_ref().is_some_and(|m| m.port == i) {
+            "(management: forwards nothing)".to_string()
+        } else if stages.is_empty() {
+            "(none)".to_string()
+        } else {
+            stages.join(" ")
+        };
+        out.push_str(&format!("  pipeline {}: {what}\n", p.name));
+    }
+    out
 }
 
 fn run(args: &[String]) -> ExitCode {

@@ -96,3 +96,15 @@ fn version_and_help_are_answered_not_taken_for_files() {
         assert!(!stderr.contains("cannot read"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn check_prints_the_pipelines_it_will_build() {
+    let (ok, stdout, _) = check(
+        "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\nnat {\n  inside 10.0.0.0/24\n  outside wan\n}\n",
+    );
+    assert!(ok);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].ends_with(": ok (2 port(s))"), "{stdout}");
+    // Per input port, the stage instances in the order packets meet them.
+    assert_eq!(lines[1..], ["  pipeline lan: router nat", "  pipeline wan: nat router"], "{stdout}");
+}
