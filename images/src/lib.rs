@@ -35,3 +35,20 @@ pub fn disk_path() -> PathBuf {
 pub fn debug_image_path() -> PathBuf {
     workspace_root().join("target/images/sluice.debug.elf")
 }
+
+/// A management query (`filter=tcp and port 80&count=5`) made fit for a
+/// request line: a space becomes `+` (the endpoint splits filters on both),
+/// `#` and anything else that is not visible ASCII becomes `%XX`, so the
+/// line is never cut short and the endpoint answers for the words
+/// themselves. `%` stays: a query the user encoded already passes as is.
+pub fn encode_query(query: &str) -> String {
+    let mut out = String::with_capacity(query.len());
+    for b in query.bytes() {
+        match b {
+            b' ' => out.push('+'),
+            b'#' | 0..=0x20 | 0x7f..=0xff => out.push_str(&format!("%{b:02X}")),
+            _ => out.push(b as char),
+        }
+    }
+    out
+}

@@ -22,11 +22,12 @@ use sluice::lab::{Lab, LabSpec};
 use sluice::qemu::Machine;
 
 const USAGE: &str = "usage:
+  sluice --version                  the tool's version and git commit
   sluice check FILE...              validate config files
   sluice metrics ADDRESS:PORT [--token-file F]
                                     fetch /metrics from a management endpoint
   sluice show ADDRESS:PORT VIEW [QUERY] [--token-file F]
-                                    GET /show/VIEW?QUERY: ports, neighbors, routes,
+                                    GET /show/VIEW?QUERY: ports, neighbors, routes, tunnels,
                                     stages, sessions (addr=, port=, proto=, offset=,
                                     limit=), backends, flows (service=, addr=)
   sluice capture ADDRESS:PORT PORTNAME [QUERY] [--token-file F]
@@ -56,7 +57,21 @@ const USAGE: &str = "usage:
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let help = |a: &String| a == "--help" || a == "-h";
     match args.first().map(String::as_str) {
+        Some("--version" | "-V" | "version") => {
+            println!("sluice {} (git {})", env!("CARGO_PKG_VERSION"), env!("SLUICE_GIT"));
+            ExitCode::SUCCESS
+        }
+        // Asked for, the usage goes to stdout and is no error.
+        Some("--help" | "-h" | "help") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some(_) if args[1..].iter().any(help) => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
         Some("check") if args.len() > 1 => check(&args[1..]),
         Some("run") => run(&args[1..]),
         Some("metrics") if args.len() >= 2 => metrics(&args[1], &args[2..]),
@@ -73,6 +88,9 @@ fn main() -> ExitCode {
 }
 
 fn check(files: &[String]) -> ExitCode {
+    if let Some(opt) = files.iter().find(|f| f.starts_with('-')) {
+        return usage(&format!("check: unknown option `{opt}`"));
+    }
     let mut ok = true;
     for file in files {
         let text = match std::fs::read_to_string(file) {
@@ -88,7 +106,8 @@ fn check(files: &[String]) -> ExitCode {
                 for (line, w) in c.warnings() {
                     eprintln!("{file}:{line}:1: warning: {w}");
                 }
-                println!("{file}: ok ({} port(s))", c.ports.len())
+                println!("{file}: ok ({} port(s))", c.ports.len());
+                print!("{}", pipelines(&c));
             }
             Err(errors) => {
                 ok = false;
@@ -103,6 +122,35 @@ fn check(files: &[String]) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// What `check` prints after `ok`: per input port, the stage instances in
+/// the order packets meet them (a stage named apart from its kind says
+/// its kind too), as the image will build them.
+fn pipelines(c: &vnfs::config::Config) -> String {
+    let mut out = String::new();
+    for (i, p) in c.ports.iter().enumerate() {
+        let stages: Vec<String> = c.pipelines[i]
+            .iter()
+            .map(|&k| {
+                let s = &c.stages[k];
+                if s.name == s.def.kind {
+                    s.name.clone()
+                } else {
+                    format!("{}({})", s.name, s.def.kind)
+                }
+            })
+            .collect();
+        let what = if c.management.as_ref().is_some_and(|m| m.port == i) {
+            "(management: forwards nothing)".to_string()
+        } else if stages.is_empty() {
+            "(none)".to_string()
+        } else {
+            stages.join(" ")
+        };
+        out.push_str(&format!("  pipeline {}: {what}\n", p.name));
+    }
+    out
 }
 
 fn run(args: &[String]) -> ExitCode {
@@ -395,7 +443,7 @@ fn trace(addr: &str, rest: &[String]) -> ExitCode {
         Ok(qt) => qt,
         Err(e) => return usage(&e),
     };
-    match http(addr, "POST", &format!("/trace?{query}"), b"", token.as_deref()) {
+    match http(addr, "POST", &format!("/trace?{}", sluice::encode_query(query)), b"", token.as_deref()) {
         Ok((200, _)) => {}
         other => return report("trace", addr, other),
     }
@@ -423,7 +471,7 @@ fn capture(addr: &str, port: &str, rest: &[String]) -> ExitCode {
         Ok(qt) => qt,
         Err(e) => return usage(&e),
     };
-    let q = query.replace(' ', "+");
+    let q = sluice::encode_query(query);
     let path = if q.is_empty() { format!("/capture?port={port}") } else { format!("/capture?port={port}&{q}") };
     // A capture answers when it has its frames or its time is up (60 s at most).
     match http_bytes(addr, "GET", &path, b"", token.as_deref(), Duration::from_secs(75)) {
@@ -453,7 +501,11 @@ fn show(addr: &str, view: &str, rest: &[String]) -> ExitCode {
         Ok(qt) => qt,
         Err(e) => return usage(&e),
     };
-    let path = if query.is_empty() { format!("/show/{view}") } else { format!("/show/{view}?{query}") };
+    let path = if query.is_empty() {
+        format!("/show/{view}")
+    } else {
+        format!("/show/{view}?{}", sluice::encode_query(query))
+    };
     report("show", addr, http(addr, "GET", &path, b"", token.as_deref()))
 }
 

@@ -78,3 +78,33 @@ fn libvirt_examples_are_well_formed_and_carry_what_sluice_needs() {
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+#[test]
+fn version_and_help_are_answered_not_taken_for_files() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice")).args(args).output().unwrap();
+        (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (ok, stdout, _) = run(&["--version"]);
+    assert!(ok, "--version succeeds");
+    // As `sluice_build_info` says it: the version and the git commit.
+    assert!(stdout.starts_with(&format!("sluice {} (git ", env!("CARGO_PKG_VERSION"))), "{stdout}");
+    for args in [&["check", "--help"][..], &["--help"], &["help"], &["check", "-h"]] {
+        let (ok, stdout, stderr) = run(args);
+        assert!(ok, "{args:?}: {stderr}");
+        assert!(stdout.contains("usage:") && stdout.contains("sluice check FILE"), "{args:?}: {stdout}");
+        assert!(!stderr.contains("cannot read"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn check_prints_the_pipelines_it_will_build() {
+    let (ok, stdout, _) = check(
+        "port lan address 10.0.0.1/24\nport wan address 10.1.0.1/24\nnat {\n  inside 10.0.0.0/24\n  outside wan\n}\n",
+    );
+    assert!(ok);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].ends_with(": ok (2 port(s))"), "{stdout}");
+    // Per input port, the stage instances in the order packets meet them.
+    assert_eq!(lines[1..], ["  pipeline lan: router nat", "  pipeline wan: nat router"], "{stdout}");
+}

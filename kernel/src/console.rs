@@ -131,7 +131,10 @@ impl Console {
                 crate::x86::reset();
             }
             "panic" => panic!("panic requested on the console"),
-            "help" => println!("commands: stats, show VIEW [key=value&...], quit, panic, help"),
+            "help" => println!(
+                "commands: stats, show VIEW [key=value&...], quit, panic, help\nviews: {}",
+                vnfs::dataplane::views_help()
+            ),
             other if other.starts_with("show") => {
                 let rest = other["show".len()..].trim();
                 let (what, q) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -139,10 +142,7 @@ impl Console {
                 if dp.show(what, &vnfs::dataplane::query_pairs(q.trim()), crate::clock::now_us(), &mut out) {
                     println!("{}", out.trim_end());
                 } else {
-                    println!(
-                        "no view `{what}`: try {} or a stage's (sessions, backends)",
-                        vnfs::dataplane::VIEWS.join(", ")
-                    );
+                    println!("no view `{what}`: try {}", vnfs::dataplane::views_help());
                 }
             }
             other => println!("unknown command `{other}`: try help"),

@@ -92,6 +92,28 @@ pub fn idle_timeout(t: &Timeouts, state: &mut u8, proto: u8, flags: u8, outbound
     }
 }
 
+/// The TCP state bits as `show` names them: `rst`, `closed` (a FIN each
+/// way), `fin-wait` (one FIN), `established`, `syn-received` (a SYN each
+/// way, the handshake's last ACK not yet seen), `syn-sent`, else
+/// `transitory` (no SYN seen: a session picked up mid-stream).
+pub fn tcp_state_name(state: u8) -> &'static str {
+    if state & RST_SEEN != 0 {
+        "rst"
+    } else if state & (FIN_OUT | FIN_IN) == FIN_OUT | FIN_IN {
+        "closed"
+    } else if state & (FIN_OUT | FIN_IN) != 0 {
+        "fin-wait"
+    } else if is_established(state) {
+        "established"
+    } else if state & (SYN_OUT | SYN_IN) == SYN_OUT | SYN_IN {
+        "syn-received"
+    } else if state & (SYN_OUT | SYN_IN) != 0 {
+        "syn-sent"
+    } else {
+        "transitory"
+    }
+}
+
 /// Whether TCP state bits say the connection is closing (a FIN or RST seen).
 pub fn is_closing(state: u8) -> bool {
     state & (RST_SEEN | FIN_OUT | FIN_IN) != 0

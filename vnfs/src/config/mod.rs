@@ -905,10 +905,20 @@ pub fn parse_with(text: &str, defs: &'static [&'static StageDef]) -> Result<Conf
             });
         }
     }
+    // The names a stage whose statements had errors might have had (its
+    // kind, the word after its keyword): a pipeline naming one is not told
+    // "no stage named" as well, the stage's own error being the cause.
+    let mut failed: Vec<&str> = Vec::new();
     for def in defs {
         let mine: Vec<&Stmt<'_>> =
             later.iter().copied().filter(|s| def.statements.contains(&s.words[0].text)).collect();
-        for (name, settings) in (def.parse)(&mine, &config, &mut errors) {
+        let before = errors.len();
+        let parsed = (def.parse)(&mine, &config, &mut errors);
+        if errors.len() > before {
+            failed.push(def.kind);
+            failed.extend(mine.iter().filter_map(|s| s.words.get(1)).map(|w| w.text).filter(|t| is_name(t)));
+        }
+        for (name, settings) in parsed {
             if let Some(other) = config.stages.iter().find(|s| s.name == name) {
                 errors.push(ConfigError {
                     line: settings.line(),
@@ -928,7 +938,7 @@ pub fn parse_with(text: &str, defs: &'static [&'static StageDef]) -> Result<Conf
     let mut pipeline_lines: Vec<Option<u32>> = config.ports.iter().map(|_| None).collect();
     config.pipelines = config.ports.iter().map(|_| Vec::new()).collect();
     for stmt in pipeline_stmts {
-        parse_pipeline(stmt, &mut config, &mut pipeline_lines, &mut errors);
+        parse_pipeline(stmt, &mut config, &mut pipeline_lines, &failed, &mut errors);
     }
     // The management port forwards nothing, and nothing is forwarded to it.
     if let Some(m) = &config.management {
@@ -1124,7 +1134,14 @@ fn parse_arp(stmt: &Stmt<'_>, config: &mut Config, errors: &mut Errors) {
 }
 
 /// `pipeline PORT STAGE...`: the named stage instances, in order.
-fn parse_pipeline(stmt: &Stmt<'_>, config: &mut Config, seen: &mut [Option<u32>], errors: &mut Errors) {
+/// `failed`: names of stages that failed to parse (their errors say why).
+fn parse_pipeline(
+    stmt: &Stmt<'_>,
+    config: &mut Config,
+    seen: &mut [Option<u32>],
+    failed: &[&str],
+    errors: &mut Errors,
+) {
     let kw = *stmt.words[0];
     let Some(port) = stmt.words.get(1) else {
         errors.push(ConfigError::at(&kw, "`pipeline` needs a port and stages: `pipeline PORT router`"));
@@ -1147,6 +1164,7 @@ fn parse_pipeline(stmt: &Stmt<'_>, config: &mut Config, seen: &mut [Option<u32>]
                 errors.push(ConfigError::at(w, format!("stage `{}` appears twice in this pipeline", w.text)))
             }
             Some(k) => stages.push(k),
+            None if failed.contains(&w.text) => {}
             None => {
                 let known: Vec<&str> = config.stages.iter().map(|s| s.name.as_str()).collect();
                 errors.push_at(w, || {

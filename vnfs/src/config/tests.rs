@@ -680,3 +680,21 @@ fn unread_words_are_refused_at_their_column_once_per_statement() {
     assert_eq!(e.len(), 2, "{e:?}");
     assert!(e.iter().all(|e| e.contains("is not a PCI address")), "{e:?}");
 }
+
+#[test]
+fn a_stage_with_errors_reports_its_own_cause_not_every_pipeline_that_names_it() {
+    // A typo in one backend line: that line's error, and no "no stage
+    // named `lb`" for each pipeline (the stage exists; it failed to parse).
+    let e = errs(&std::format!(
+        "{TWO}service web {{\n  vip 10.1.0.1:80\n  backend 10.0.0.11:80 wieght 1\n}}\n\
+         pipeline lan router lb\npipeline wan lb router\n"
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("t.conf:5:"), "{e:?}");
+    // A name that no statement could have defined is still refused.
+    let e =
+        errs(&std::format!("{TWO}nat {{\n  inside 10.0.0.0/24\n  outside wan\n  ports 9-2\n}}\npipeline lan nat lb\n"));
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(e[0].contains("bad port range `9-2`"), "{e:?}");
+    assert!(e[1].contains("no stage named `lb`"), "{e:?}");
+}

@@ -37,7 +37,7 @@ pub use crate::stage::Event;
 use ingress::{answer_arp, arp_of, off_link_request};
 pub use ingress::{check_ipv4, classify, Verdict};
 pub use reload::Running;
-pub use show::{query_pairs, VIEWS};
+pub use show::{query_pairs, views_help, STAGE_VIEWS, VIEWS};
 
 /// How often the host stacks run when nothing arrives for them (ARP cache
 /// and, later, TCP timers).

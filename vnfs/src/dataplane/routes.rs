@@ -95,13 +95,7 @@ impl Dataplane {
                         Response::text(200, out)
                     }
                 } else {
-                    Response::text(
-                        404,
-                        alloc::format!(
-                            "no view `{what}`: try {} or a stage's (sessions, backends, flows)\n",
-                            super::VIEWS.join(", ")
-                        ),
-                    )
+                    Response::text(404, alloc::format!("no view `{what}`: try {}\n", super::views_help()))
                 }
             }
             ("POST", p) if p == "/trace" || p.starts_with("/trace?") => {

@@ -17,6 +17,30 @@ pub const VIEWS: &[&str] = &["ports", "neighbors", "routes", "stages", "tunnels"
 /// Most rows one page of `show neighbors` holds.
 pub const NEIGHBOR_PAGE: usize = 1000;
 
+/// The views stages answer for (the NAT's sessions, the load balancer's
+/// backends and flows): with `VIEWS`, the one list help texts print.
+pub const STAGE_VIEWS: &[&str] = &["sessions", "backends", "flows"];
+
+/// Every view, as help texts and a bare `show` say it.
+pub fn views_help() -> String {
+    alloc::format!("{} or a stage's ({})", VIEWS.join(", "), STAGE_VIEWS.join(", "))
+}
+
+/// The length of `d` as text, without allocating: a column as wide as its
+/// widest value, so IPv6 rows line up with the IPv4 ones.
+fn text_len(d: impl core::fmt::Display) -> usize {
+    struct Count(usize);
+    impl core::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = write!(c, "{d}");
+    c.0
+}
+
 /// `key=value&key=value` pairs of a query string (bounded: 16 pairs).
 pub fn query_pairs(q: &str) -> Vec<(&str, &str)> {
     q.split('&').filter_map(|kv| kv.split_once('=')).take(16).collect()
@@ -26,18 +50,33 @@ impl Dataplane {
     /// Writes view `what` to `out`; `false` if no one has such a view.
     pub fn show(&self, what: &str, query: &[(&str, &str)], now: Micros, out: &mut String) -> bool {
         match what {
+            "" => {
+                let _ = writeln!(out, "views: {}", views_help());
+            }
             "ports" => {
+                // Addresses in use (DAD passed), link-local first.
+                let v6: Vec<String> = self
+                    .ports
+                    .iter()
+                    .map(|p| {
+                        let a: Vec<String> =
+                            p.host6.iter().flat_map(|h| h.preferred()).map(|a| alloc::format!("{a}")).collect();
+                        if a.is_empty() {
+                            String::from("-")
+                        } else {
+                            a.join(",")
+                        }
+                    })
+                    .collect();
+                let w6 = v6.iter().map(String::len).fold(23, usize::max) + 1;
                 let _ = writeln!(
                     out,
-                    "{:<10} {:<20} {:<17} {:>5} {:>12} {:>12} {:>10} {:<24} {:<8} kind",
+                    "{:<10} {:<20} {:<17} {:>5} {:>12} {:>12} {:>10} {:<w6$} {:<8} kind",
                     "port", "address", "mac", "mtu", "rx_packets", "tx_packets", "drops", "ipv6", "vrf"
                 );
                 for (i, p) in self.ports.iter().enumerate() {
                     let addr = p.address.map(|a| alloc::format!("{a}")).unwrap_or_else(|| "-".into());
                     let c = &p.counters;
-                    // Addresses in use (DAD passed), link-local first.
-                    let v6: Vec<String> =
-                        p.host6.iter().flat_map(|h| h.preferred()).map(|a| alloc::format!("{a}")).collect();
                     let pc = &self.config.ports[i];
                     let kind = match &pc.kind {
                         crate::config::PortKind::Nic => String::from("nic"),
@@ -54,7 +93,7 @@ impl Dataplane {
                     };
                     let _ = writeln!(
                         out,
-                        "{:<10} {:<20} {:<17} {:>5} {:>12} {:>12} {:>10} {:<24} {:<8} {}",
+                        "{:<10} {:<20} {:<17} {:>5} {:>12} {:>12} {:>10} {:<w6$} {:<8} {}",
                         p.name,
                         addr,
                         alloc::format!("{}", fmt_mac(&p.mac)),
@@ -62,7 +101,7 @@ impl Dataplane {
                         c.rx_packets,
                         c.tx_packets,
                         c.total_drops(),
-                        if v6.is_empty() { String::from("-") } else { v6.join(",") },
+                        v6[i],
                         self.config.vrf_name(pc.vrf),
                         kind
                     );
@@ -79,7 +118,8 @@ impl Dataplane {
                 }
             }
             "neighbors" => {
-                let _ = writeln!(out, "{:<16} {:<10} {:<17} {:<11} {:>10}", "ip", "port", "mac", "state", "idle_ms");
+                let iw = self.egress.neighbors6.entries(now).map(|e| text_len(e.1)).fold(15, usize::max) + 1;
+                let _ = writeln!(out, "{:<iw$} {:<10} {:<17} {:<11} {:>10}", "ip", "port", "mac", "state", "idle_ms");
                 let v4 =
                     self.egress.neighbors.entries(now).map(|(p, ip, m, s, i)| (p, core::net::IpAddr::V4(ip), m, s, i));
                 let v6 =
@@ -96,7 +136,7 @@ impl Dataplane {
                     let mac = mac.map(|m| alloc::format!("{}", fmt_mac(&m))).unwrap_or_else(|| "-".into());
                     let _ = writeln!(
                         out,
-                        "{:<16} {:<10} {:<17} {:<11} {:>10}",
+                        "{:<iw$} {:<10} {:<17} {:<11} {:>10}",
                         alloc::format!("{ip}"),
                         name,
                         mac,
@@ -140,20 +180,7 @@ impl Dataplane {
                 }
             }
             "routes" => {
-                let _ = writeln!(out, "{:<20} {:<16} {:<10} vrf", "prefix", "via", "port");
                 let mgmt = self.config.management.as_ref().map(|m| m.port);
-                for (i, p) in self.ports.iter().enumerate() {
-                    if let Some(a) = p.address.filter(|_| Some(i) != mgmt) {
-                        let vrf = self.config.vrf_name(self.config.ports[i].vrf);
-                        let _ = writeln!(
-                            out,
-                            "{:<20} {:<16} {:<10} {vrf}",
-                            alloc::format!("{}", a.trunc()),
-                            "connected",
-                            p.name
-                        );
-                    }
-                }
                 // A million routes is a lot of text: bounded by `limit`.
                 let limit = query
                     .iter()
@@ -161,11 +188,38 @@ impl Dataplane {
                     .and_then(|(_, v)| v.parse().ok())
                     .unwrap_or(1000usize)
                     .min(100_000);
+                // Columns as wide as the widest prefix and next hop shown.
+                let (r4, r6) = (self.config.routes.iter().take(limit), self.config.routes6.iter().take(limit));
+                let pw = r4.clone().map(|r| text_len(r.prefix)).chain(r6.clone().map(|r| text_len(r.prefix)));
+                let pw = pw
+                    .chain(
+                        self.ports
+                            .iter()
+                            .flat_map(|p| p.host6.iter().flat_map(|h| h.addrs.iter().skip(1)))
+                            .map(|a| text_len(a.net.trunc())),
+                    )
+                    .fold(19, usize::max)
+                    + 1;
+                let vw = r4.flat_map(|r| r.via).map(text_len).chain(r6.flat_map(|r| r.via).map(text_len));
+                let vw = vw.fold(15, usize::max) + 1;
+                let _ = writeln!(out, "{:<pw$} {:<vw$} {:<10} vrf", "prefix", "via", "port");
+                for (i, p) in self.ports.iter().enumerate() {
+                    if let Some(a) = p.address.filter(|_| Some(i) != mgmt) {
+                        let vrf = self.config.vrf_name(self.config.ports[i].vrf);
+                        let _ = writeln!(
+                            out,
+                            "{:<pw$} {:<vw$} {:<10} {vrf}",
+                            alloc::format!("{}", a.trunc()),
+                            "connected",
+                            p.name
+                        );
+                    }
+                }
                 for r in self.config.routes.iter().take(limit) {
                     let via = r.via.map(|v| alloc::format!("{v}")).unwrap_or_else(|| "-".into());
                     let _ = writeln!(
                         out,
-                        "{:<20} {:<16} {:<10} {}",
+                        "{:<pw$} {:<vw$} {:<10} {}",
                         alloc::format!("{}", r.prefix),
                         via,
                         self.ports[r.port].name,
@@ -180,7 +234,7 @@ impl Dataplane {
                     for a in p.host6.iter().flat_map(|h| h.addrs.iter().skip(1)) {
                         let _ = writeln!(
                             out,
-                            "{:<20} {:<16} {:<10} default",
+                            "{:<pw$} {:<vw$} {:<10} default",
                             alloc::format!("{}", a.net.trunc()),
                             "connected",
                             p.name
@@ -191,10 +245,12 @@ impl Dataplane {
                     let via = r.via.map(|v| alloc::format!("{v}")).unwrap_or_else(|| "-".into());
                     let _ = writeln!(
                         out,
-                        "{:<20} {:<16} {:<10}",
+                        "{:<pw$} {:<vw$} {:<10} {}",
                         alloc::format!("{}", r.prefix),
                         via,
-                        self.ports[r.port].name
+                        self.ports[r.port].name,
+                        // IPv6 routes are one table, the default VRF's.
+                        self.config.vrf_name(0)
                     );
                 }
                 if self.config.routes6.len() > limit {

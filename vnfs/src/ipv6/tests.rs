@@ -524,3 +524,51 @@ fn ipv6_sources_in_the_management_prefix_are_refused_on_data_ports() {
     assert_eq!(r.sent(1).len(), 1, "a neighbour solicitation for the next hop");
     r.finish();
 }
+
+/// Where each left-aligned column starts on `line` (a word after two or
+/// more spaces, or the first), for comparing rows with the header.
+fn column_starts(line: &str, n: usize) -> std::vec::Vec<usize> {
+    let b = line.as_bytes();
+    (0..b.len()).filter(|&i| b[i] != b' ' && (i == 0 || b[i - 1] == b' ')).take(n).collect()
+}
+
+#[test]
+fn ipv6_rows_are_aligned_and_complete_in_the_views() {
+    let cfg = std::format!(
+        "{CONFIG}route ::/0 via 2001:db8:0:2::9\nroute 2001:db8:1234:5678::/64 via 2001:db8:0:2::1234:5678\n\
+         neighbor 2001:db8:0:2:aaaa:bbbb:cccc:5 mac 02:00:00:00:00:77\n"
+    );
+    let mut r = Rig::with_config(&cfg, &[LAN_MAC, WAN_MAC]);
+    r.dp.announce(&mut r.pool);
+    r.now = 1_200_000;
+    r.dp.poll(r.now, &mut r.pool);
+    let _ = (r.sent(0), r.sent(1));
+    let show = |r: &Rig, what: &str| {
+        let mut s = std::string::String::new();
+        assert!(r.dp.show(what, &[], r.now, &mut s));
+        s
+    };
+    // routes: every row has its four columns, each where the header has it.
+    let routes = show(&r, "routes");
+    let head = column_starts(routes.lines().next().unwrap(), 4);
+    for l in routes.lines().skip(1) {
+        assert_eq!(l.split_whitespace().count(), 4, "{l:?} in\n{routes}");
+        assert_eq!(column_starts(l, 4), head, "{l:?} in\n{routes}");
+    }
+    assert!(routes.lines().any(|l| l.starts_with("::/0 ")), "{routes}");
+    // neighbors: ip, port, mac, state start where the header's do.
+    let neigh = show(&r, "neighbors");
+    let head = column_starts(neigh.lines().next().unwrap(), 4);
+    assert!(neigh.contains("2001:db8:0:2:aaaa:bbbb:cccc:5"), "{neigh}");
+    for l in neigh.lines().skip(1) {
+        assert_eq!(column_starts(l, 4), head, "{l:?} in\n{neigh}");
+    }
+    // ports: the vrf and kind columns (after the IPv6 addresses) line up.
+    let ports = show(&r, "ports");
+    let head = column_starts(ports.lines().next().unwrap(), 10);
+    for l in ports.lines().skip(1) {
+        let starts = column_starts(l, 10);
+        assert_eq!(starts[7..], head[7..], "{l:?} in\n{ports}");
+    }
+    r.finish();
+}

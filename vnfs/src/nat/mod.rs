@@ -593,19 +593,13 @@ fn show_sessions(nat: &Nat, query: &[(&str, &str)], now: Micros, out: &mut alloc
         "{:<5} {:<21} {:<21} {:<21} {:<12} {:>8}",
         "proto", "inside", "outside", "remote", "state", "left_s"
     );
-    for (p, i, o, r, est, left) in rows {
+    for (p, i, o, r, tcp, left) in rows {
         let name = match p {
             TCP => "tcp",
             UDP => "udp",
             _ => "icmp",
         };
-        let state = if p != TCP {
-            "-"
-        } else if est {
-            "established"
-        } else {
-            "transitory"
-        };
+        let state = if p == TCP { crate::flow::tcp_state_name(tcp) } else { "-" };
         let ep = |e: Endpoint| alloc::format!("{}:{}", e.addr, e.port);
         let _ = writeln!(
             out,

@@ -101,8 +101,8 @@ struct Session {
 const _: () = assert!(core::mem::size_of::<Session>() == 32 && core::mem::size_of::<Mapping>() == 20);
 
 /// One session as `show sessions` lists it: protocol, inside, outside and
-/// remote endpoints, TCP established, µs until it expires.
-pub type SessionView = (u8, Endpoint, Endpoint, Endpoint, bool, Micros);
+/// remote endpoints, TCP state bits (`flow::tcp_state_name`), µs until it expires.
+pub type SessionView = (u8, Endpoint, Endpoint, Endpoint, u8, Micros);
 
 /// Which way a packet crosses the NAT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -367,7 +367,7 @@ impl NatTable {
 
     #[inline]
     /// Live sessions from slab index `from` on, at most `limit`, that
-    /// `keep` accepts: (protocol, inside, outside, remote, TCP established,
+    /// `keep` accepts: (protocol, inside, outside, remote, TCP state bits,
     /// µs until expiry), and the index to continue from (`None`: the end).
     /// Bounded work: at most `limit` matches and 65536 slots looked at per
     /// call, so a million sessions never stall forwarding.
@@ -389,7 +389,7 @@ impl NatTable {
                 continue;
             }
             let left = (s.expires.wrapping_sub(now_t) as Micros) << 10;
-            out.push((s.proto, s.inside, s.outside, s.remote, is_established(s.tcp), left));
+            out.push((s.proto, s.inside, s.outside, s.remote, s.tcp, left));
         }
         (out, (i < self.sessions.len()).then_some(i))
     }

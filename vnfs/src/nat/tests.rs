@@ -539,3 +539,60 @@ fn a_reload_that_changes_inbound_keeps_the_sessions_and_applies_at_once() {
     r.through(1, &udp_frame(WAN_MAC, (SERVER, 53), (OUT, 5000), b"a"), 0);
     r.finish();
 }
+
+/// A TCP segment with FIN (and ACK), as a closing side sends it.
+fn tcp_fin_frame(dst_mac: [u8; 6], src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Vec<u8> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{IpProtocol, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
+    let tcp = TcpRepr {
+        src_port: src.1,
+        dst_port: dst.1,
+        control: TcpControl::Fin,
+        seq_number: TcpSeqNumber(1000),
+        ack_number: Some(TcpSeqNumber(1)),
+        window_len: 1024,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None, None, None],
+        timestamp: None,
+        payload: &[],
+    };
+    let mut body = std::vec![0u8; tcp.buffer_len()];
+    let caps = ChecksumCapabilities::default();
+    tcp.emit(&mut TcpPacket::new_unchecked(&mut body[..]), &src.0.into(), &dst.0.into(), &caps);
+    crate::testutil::l4_frame(dst_mac, src.0, dst.0, IpProtocol::Tcp, &body)
+}
+
+#[test]
+fn show_sessions_names_the_tcp_state_the_table_holds() {
+    let mut r = Rig::nat("");
+    let state = |r: &Rig| -> std::string::String {
+        let mut s = std::string::String::new();
+        assert!(r.dp.show("sessions", &crate::dataplane::query_pairs("proto=tcp"), r.now, &mut s));
+        let row = s.lines().find(|l| l.starts_with("tcp ")).unwrap_or_else(|| panic!("no tcp row: {s}"));
+        row.split_whitespace().nth(4).unwrap().into()
+    };
+    r.through(0, &tcp_frame(LAN_MAC, (A, 40000), (SERVER, 80), true, false), 1);
+    assert_eq!(state(&r), "syn-sent");
+    r.through(1, &tcp_frame(WAN_MAC, (SERVER, 80), (OUT, 40000), true, true), 0);
+    assert_eq!(state(&r), "syn-received");
+    r.through(0, &tcp_frame(LAN_MAC, (A, 40000), (SERVER, 80), false, true), 1);
+    assert_eq!(state(&r), "established");
+    r.through(0, &tcp_fin_frame(LAN_MAC, (A, 40000), (SERVER, 80)), 1);
+    assert_eq!(state(&r), "fin-wait");
+    r.through(1, &tcp_fin_frame(WAN_MAC, (SERVER, 80), (OUT, 40000)), 0);
+    assert_eq!(state(&r), "closed");
+    r.finish();
+}
+
+#[test]
+fn a_bare_show_lists_every_view_stages_included() {
+    let r = Rig::nat("");
+    let mut s = std::string::String::new();
+    assert!(r.dp.show("", &[], r.now, &mut s), "a bare show answers");
+    for v in ["ports", "neighbors", "routes", "stages", "tunnels", "sessions", "backends", "flows"] {
+        assert!(s.contains(v), "{v} missing: {s}");
+    }
+    r.finish();
+}
