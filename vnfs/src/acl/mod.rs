@@ -111,17 +111,10 @@ fn transport_min(proto: u8) -> usize {
 /// A packet that cannot be read is an error naming why: the ACL drops it.
 fn parse(pkt: &Packet) -> Result<Parsed, DropReason> {
     use DropReason::{AclTinyFragment as Tiny, AclUnparsable as Bad};
-    let l3 = pkt.l3();
-    if l3.len() < 20 {
-        return Err(Bad);
-    }
-    let ip = Ipv4Packet::new_unchecked(l3);
-    let (hl, total) = (ip.header_len() as usize, ip.total_len() as usize);
     // Ingress checked the header; a filter does not take that on trust.
-    let in_frame = pkt.total_len().saturating_sub(pkt.meta.l3 as usize);
-    if ip.version() != 4 || hl < 20 || hl > l3.len() || total < hl || total > in_frame {
-        return Err(Bad);
-    }
+    let ip = crate::wire::ipv4_header(pkt).ok_or(Bad)?;
+    let l3 = pkt.l3();
+    let (hl, total) = (ip.header_len() as usize, ip.total_len() as usize);
     let proto = u8::from(ip.next_header());
     let (src, dst) = (u32::from(ip.src_addr()), u32::from(ip.dst_addr()));
     let key = FragKey { v6: false, src: src as u128, dst: dst as u128, proto, ident: ip.ident() as u32 };
@@ -260,8 +253,13 @@ fn parse6(pkt: &Packet) -> Result<Parsed, DropReason> {
                         p.quoted6 = quoted6(l4.get(8..).unwrap_or(&[]));
                     }
                 }
-                // RS, RA, NS, NA: only from a neighbour (hop limit 255).
-                133..=136 => p.rfc4890 = p.frag == Frag::Whole && ip.hop_limit() == 255,
+                // RS, RA, NS, NA: only from a neighbour (hop limit 255)
+                // and to a link's own addresses (multicast or link-local),
+                // which nothing forwards; ND to a global address is judged.
+                133..=136 => {
+                    let on_link = dst.is_multicast() || dst.is_unicast_link_local();
+                    p.rfc4890 = p.frag == Frag::Whole && ip.hop_limit() == 255 && on_link;
+                }
                 _ => {}
             }
         }
@@ -419,12 +417,21 @@ impl Acl {
                 return None;
             }
         };
+        // No IPv6 rules: no IPv6 passes, the RFC 4890 defaults included
+        // (fail closed; `sluice check` warns).
+        if v6 && !self.has_v6 {
+            self.counters.ipv6_no_rules += 1;
+            cx.drop(pkt, DropReason::Ipv6Unsupported);
+            return None;
+        }
         if p.rfc4890 {
             // A stateful ACL takes an ICMPv6 error only about a tracked
             // connection and to the endpoint whose packet it quotes, as it
             // does an ICMP error (else anyone could send errors inward
-            // through `default deny`); a stateless one passes them, as
-            // RFC 4890 §4.3.1 recommends. Neighbour discovery always passes.
+            // through `default deny`), and leaves any other to the rules.
+            // Otherwise (a stateless ACL's errors, neighbour discovery)
+            // the RFC 4890 §4.3.1 defaults stand in for the default
+            // action: a rule that names the packet still decides.
             let error = p.f.icmp.is_some_and(|(ty, _)| ty < 128);
             match (&mut self.conns6, error) {
                 (Some(conns), true) => {
@@ -435,18 +442,13 @@ impl Acl {
                             return Some(pkt);
                         }
                     }
-                    // Not related: the rules decide (a rule may permit it).
                 }
-                _ => {
+                _ if self.classifier.first_match(&p.f).is_none() => {
                     self.counters.icmp6_defaults += 1;
                     return Some(pkt);
                 }
+                _ => {}
             }
-        }
-        if v6 && !self.has_v6 {
-            self.counters.ipv6_no_rules += 1;
-            cx.drop(pkt, DropReason::Ipv6Unsupported);
-            return None;
         }
         if let Frag::Later(key) = p.frag {
             return match self.frags.verdict(key, cx.now) {

@@ -256,6 +256,32 @@ fn an_acl_without_ipv6_rules_drops_forwarded_ipv6_but_not_neighbour_discovery() 
 }
 
 #[test]
+fn the_rfc_4890_defaults_open_nothing_the_rules_close() {
+    let quote = tcp6(WAN_MAC, (LAN, 4000), (SERVER, 443), ACK)[ETH_HLEN..].to_vec();
+    let ptb = Icmpv6Repr::PktTooBig { mtu: 1280, header: parse_ip(&quote), data: &quote[HLEN..] };
+    let error = icmp6(WAN_MAC, a("2001:db8:0:2::9"), a(LAN), 64, &ptb);
+    // An IPv4-only ACL drops every IPv6 packet, ICMPv6 errors too.
+    let mut r = rig("acl guard {\n port lan wan\n rule permit tcp dport 80\n default deny\n}\n");
+    assert_eq!(pass(&mut r, 1, &error, 0), 0);
+    assert_eq!(r.drops(1, DropReason::Ipv6Unsupported), 1);
+    r.finish();
+    // A stateless ACL: the defaults pass errors no rule names, and a rule
+    // that names them decides.
+    let mut r = rig("acl guard {\n port lan wan\n rule permit tcp6 dport 443\n default deny\n}\n");
+    assert_eq!(pass(&mut r, 1, &error, 0), 1);
+    r.finish();
+    let mut r = rig("acl guard {\n port lan wan\n rule deny icmp6 type 2\n rule permit tcp6 dport 443\n}\n");
+    assert_eq!(pass(&mut r, 1, &error, 0), 0);
+    assert_eq!(r.drops(1, DropReason::Policy), 1);
+    // Neighbour discovery to a global address is forwarded traffic, judged
+    // by the rules: here the default (deny).
+    let ns = Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit { target_addr: a(LAN), lladdr: None });
+    assert_eq!(pass(&mut r, 1, &icmp6(WAN_MAC, a("2001:db8:0:2::9"), a(LAN), 255, &ns), 0), 0);
+    assert_eq!(r.drops(1, DropReason::Policy), 2);
+    r.finish();
+}
+
+#[test]
 fn check_warns_that_an_acl_without_ipv6_rules_drops_ipv6_on_its_ipv6_ports() {
     let cfg = |acl: &str| crate::registry::parse(&std::format!("{PORTS}port dmz address 10.2.0.1/24\n{acl}")).unwrap();
     let w = cfg("acl guard {\n port lan wan dmz\n rule permit tcp dport 80\n}\n").warnings();
