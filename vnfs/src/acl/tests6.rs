@@ -331,7 +331,7 @@ fn ipv6_reject_answers_with_a_reset_or_admin_prohibited() {
 
 mod property {
     use super::*;
-    use crate::acl::classifier::{first_match_linear, Fields};
+    use crate::acl::classifier::Fields;
     use crate::acl::config::{AclAction, Rule, ANY_PORT};
     use ipnet::Ipv6Net;
     use proptest::prelude::*;
@@ -466,7 +466,7 @@ mod property {
                     ..Fields::default()
                 };
                 // Without IPv6 rules the ACL drops IPv6, whatever the default.
-                let verdict = match first_match_linear(&rules, &f) {
+                let verdict = match crate::acl::tests::spec_match(&rules, &f) {
                     _ if rules.is_empty() => AclAction::Deny,
                     m => m.map_or(default, |i| rules[i].action),
                 };
