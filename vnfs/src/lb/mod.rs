@@ -36,6 +36,10 @@ use health::Health;
 use maglev::{MaglevTable, Member};
 
 const NONE: u16 = u16::MAX;
+/// No flow: the end of a client's list, or a flow on none.
+const NIL: u32 = u32::MAX;
+/// Of a client's oldest evictable flows, how many its eviction compares.
+const OWN_SCAN: usize = 8;
 /// Flows whose timers each loop turn checks.
 const SWEEP_PER_POLL: usize = 16;
 /// Full-NAT source ports.
@@ -204,6 +208,25 @@ struct Flow {
     snat: Endpoint,
     expires: Micros,
     tcp: u8,
+    /// Next and previous in its client's circular list of evictable flows
+    /// (oldest first), `NIL` when on none (established TCP).
+    links: (u32, u32),
+}
+
+/// A client address's flows: the count its quota holds, and the first
+/// (oldest) of those it may lose to its own new ones.
+#[derive(Clone, Copy, Debug)]
+struct Client {
+    addr: Ipv4Addr,
+    flows: u32,
+    evictable: u32,
+}
+
+/// Whether a flow may make room for a new one: UDP has no handshake to
+/// tell a flood from a client; TCP whose handshake is incomplete or that is
+/// closing. Established TCP never is.
+fn evictable(f: &Flow) -> bool {
+    f.proto == UDP || f.proto == TCP && (!crate::flow::is_established(f.tcp) || crate::flow::is_closing(f.tcp))
 }
 
 #[derive(Clone, Debug, Default)]
@@ -213,8 +236,8 @@ pub struct LbCounters {
     pub flows_moved: u64,
     pub table_full: u64,
     pub no_backend: u64,
-    /// Flows that made room in a full flow table: transitory TCP or the
-    /// longest-idle UDP.
+    /// Flows that made room in a full flow table, or for their own
+    /// client's new flow at its quota: transitory TCP or the longest-idle UDP.
     pub flows_evicted: u64,
     /// New flows refused: the client held its quota (`client-flows`).
     pub refused_client_quota: u64,
@@ -252,10 +275,11 @@ pub struct Lb {
     /// IPv6 clients.
     names: v6::Names,
     clients: crate::standin::Hosts,
-    /// Live flows per client address (a stand-in for IPv6): slab of
-    /// (address, count) found through `by_client`, with its free slots;
-    /// one slot per flow, so it never fills first.
-    client_flows: Vec<(Ipv4Addr, u32)>,
+    /// Live flows per client address (a stand-in for IPv6): slab found
+    /// through `by_client`, with its free slots; one slot per flow, so it
+    /// never fills first. Each lists its evictable flows, so a client at
+    /// its quota finds its own in O(1) rather than scanning the table.
+    client_flows: Vec<Client>,
     free_clients: Vec<u32>,
     by_client: IndexTable,
     /// Most flows one client may hold.
@@ -404,9 +428,9 @@ impl Lb {
                     if old[f.service as usize].v6.is_some() {
                         self.clients.release(f.client.addr);
                     }
+                    self.client_down(i as u32);
                     self.flows[i].service = NONE;
                     self.free.push(i as u32);
-                    self.client_count(f.client.addr, false);
                     self.counters.flows_backend_removed += 1;
                 }
             }
@@ -424,6 +448,7 @@ impl Lb {
             snat: Endpoint::new(Ipv4Addr::UNSPECIFIED, 0),
             expires: 0,
             tcp: 0,
+            links: (NIL, NIL),
         };
         Lb {
             services,
@@ -446,7 +471,7 @@ impl Lb {
                 hash_words(seed, &[0x636c_6936]),
             ),
             refusals: crate::ratelimit::PerSource::new(100, 20, hash_words(seed, &[0x7265_6675])),
-            client_flows: alloc::vec![(Ipv4Addr::UNSPECIFIED, 0); flows],
+            client_flows: alloc::vec![Client { addr: Ipv4Addr::UNSPECIFIED, flows: 0, evictable: NIL }; flows],
             free_clients: (0..flows as u32).rev().collect(),
             by_client: IndexTable::new(flows),
             client_quota: u32::MAX,
@@ -458,42 +483,122 @@ impl Lb {
     pub fn memory_for(flows: usize) -> usize {
         // Flows and their free list, the two indexes, and the per-client
         // counts with their free list and index.
-        flows * (core::mem::size_of::<Flow>() + 4 + core::mem::size_of::<(Ipv4Addr, u32)>() + 4)
+        flows * (core::mem::size_of::<Flow>() + 4 + core::mem::size_of::<Client>() + 4)
             + 3 * IndexTable::memory_for(flows)
     }
 
     fn client_slot(&self, addr: Ipv4Addr) -> Option<u32> {
         let c = &self.client_flows;
-        self.by_client.find(h_client(self.key, addr), |i| c[i as usize].0 == addr)
+        self.by_client.find(h_client(self.key, addr), |i| c[i as usize].addr == addr)
     }
 
     /// Live flows of client `addr`.
     fn flows_of(&self, addr: Ipv4Addr) -> u32 {
-        self.client_slot(addr).map_or(0, |i| self.client_flows[i as usize].1)
+        self.client_slot(addr).map_or(0, |i| self.client_flows[i as usize].flows)
     }
 
-    /// One flow more (`up`) or less for client `addr`.
-    fn client_count(&mut self, addr: Ipv4Addr, up: bool) {
+    /// One flow more for client `addr`.
+    fn client_up(&mut self, addr: Ipv4Addr) {
         match self.client_slot(addr) {
-            Some(i) if up => self.client_flows[i as usize].1 += 1,
-            Some(i) => {
-                let c = &mut self.client_flows[i as usize];
-                c.1 = c.1.saturating_sub(1);
-                if c.1 == 0 {
-                    let (key, cf) = (self.key, &self.client_flows);
-                    self.by_client.remove(h_client(key, addr), i, |j| h_client(key, cf[j as usize].0));
-                    self.free_clients.push(i);
-                }
-            }
+            Some(i) => self.client_flows[i as usize].flows += 1,
             // A slot per flow: there is always one for a new flow's client.
-            None if up => {
+            None => {
                 if let Some(i) = self.free_clients.pop() {
-                    self.client_flows[i as usize] = (addr, 1);
+                    self.client_flows[i as usize] = Client { addr, flows: 1, evictable: NIL };
                     self.by_client.insert(h_client(self.key, addr), i);
                 }
             }
-            None => {}
         }
+    }
+
+    /// Flow `i` (ending) off its client's count and list.
+    fn client_down(&mut self, i: u32) {
+        let addr = self.flows[i as usize].client.addr;
+        let Some(c) = self.client_slot(addr) else { return };
+        if self.flows[i as usize].links.0 != NIL {
+            self.unlink(c, i);
+        }
+        let cl = &mut self.client_flows[c as usize];
+        cl.flows = cl.flows.saturating_sub(1);
+        if cl.flows == 0 {
+            let (key, cf) = (self.key, &self.client_flows);
+            self.by_client.remove(h_client(key, addr), c, |j| h_client(key, cf[j as usize].addr));
+            self.free_clients.push(c);
+        }
+    }
+
+    /// Flow `i` at the end (newest) of client slot `c`'s evictable list.
+    fn link(&mut self, c: u32, i: u32) {
+        let head = self.client_flows[c as usize].evictable;
+        if head == NIL {
+            self.flows[i as usize].links = (i, i);
+            self.client_flows[c as usize].evictable = i;
+            return;
+        }
+        let tail = self.flows[head as usize].links.1;
+        self.flows[i as usize].links = (head, tail);
+        self.flows[tail as usize].links.0 = i;
+        self.flows[head as usize].links.1 = i;
+    }
+
+    fn unlink(&mut self, c: u32, i: u32) {
+        let (next, prev) = self.flows[i as usize].links;
+        self.flows[i as usize].links = (NIL, NIL);
+        let cl = &mut self.client_flows[c as usize];
+        if next == i {
+            cl.evictable = NIL;
+            return;
+        }
+        if cl.evictable == i {
+            cl.evictable = next;
+        }
+        self.flows[prev as usize].links.0 = next;
+        self.flows[next as usize].links.1 = prev;
+    }
+
+    /// After flow `i`'s TCP state moved: on its client's evictable list
+    /// exactly when it is evictable (a state change, so rarely a lookup).
+    fn relist(&mut self, i: u32) {
+        let f = &self.flows[i as usize];
+        let (want, on) = (evictable(f), f.links.0 != NIL);
+        if want == on {
+            return;
+        }
+        let Some(c) = self.client_slot(f.client.addr) else { return };
+        if want {
+            self.link(c, i);
+        } else {
+            self.unlink(c, i);
+        }
+    }
+
+    /// A client at its quota: ends its own flow that may make room (the
+    /// expired or nearest its timeout of its [`OWN_SCAN`] oldest evictable
+    /// ones), as the full table does for anyone's; `false` if it holds only
+    /// established TCP. Otherwise spoofed SYNs in a victim's name would shut
+    /// it out for the transitory timeout.
+    fn evict_own(&mut self, addr: Ipv4Addr, now: Micros) -> bool {
+        let Some(c) = self.client_slot(addr) else { return false };
+        let head = self.client_flows[c as usize].evictable;
+        if head == NIL {
+            return false;
+        }
+        let mut best = (self.flows[head as usize].expires, head);
+        let mut j = head;
+        for _ in 1..OWN_SCAN {
+            j = self.flows[j as usize].links.0;
+            if j == head {
+                break;
+            }
+            if self.flows[j as usize].expires < best.0 {
+                best = (self.flows[j as usize].expires, j);
+            }
+        }
+        self.remove(best.1);
+        if best.0 > now {
+            self.counters.flows_evicted += 1;
+        }
+        true
     }
 
     /// Live flows.
@@ -563,9 +668,9 @@ impl Lb {
             // The flow's claim on its IPv6 client's stand-in.
             self.clients.release(f.client.addr);
         }
+        self.client_down(i);
         self.flows[i as usize].service = NONE;
         self.free.push(i);
-        self.client_count(f.client.addr, false);
         self.counters.flows_expired += 1;
     }
 
@@ -594,9 +699,7 @@ impl Lb {
                 self.remove(i as u32);
                 return;
             }
-            let evictable = f.proto == UDP
-                || f.proto == TCP && (!crate::flow::is_established(f.tcp) || crate::flow::is_closing(f.tcp));
-            if evictable && best.is_none_or(|(e, _)| f.expires < e) {
+            if evictable(f) && best.is_none_or(|(e, _)| f.expires < e) {
                 best = Some((f.expires, i));
             }
         }
@@ -707,7 +810,7 @@ impl Lb {
                 let Some(b) = svc.table.lookup(hash) else {
                     return Err(DropReason::LbNoBackend);
                 };
-                if self.flows_of(client.addr) >= self.client_quota {
+                if self.flows_of(client.addr) >= self.client_quota && !self.evict_own(client.addr, now) {
                     self.counters.refused_client_quota += 1;
                     return Err(DropReason::LbClientQuota);
                 }
@@ -733,11 +836,19 @@ impl Lb {
                     client = v6::claim_client(self, pkt, client).inspect_err(|_| self.free.push(i))?;
                 }
                 let snat = if mode == LbMode::Dnat { client } else { snat };
-                self.flows[i as usize] =
-                    Flow { proto: p_proto, service: si, backend: b as u16, client, snat, expires: 0, tcp: 0 };
+                self.flows[i as usize] = Flow {
+                    proto: p_proto,
+                    service: si,
+                    backend: b as u16,
+                    client,
+                    snat,
+                    expires: 0,
+                    tcp: 0,
+                    links: (NIL, NIL),
+                };
                 self.fwd.insert(h_fwd(key, p_proto, client, si), i);
                 self.rev.insert(h_rev(key, p_proto, backend, snat), i);
-                self.client_count(client.addr, true);
+                self.client_up(client.addr);
                 self.counters.flows_created += 1;
                 let svc = &mut self.services[si as usize];
                 svc.counters.new_flows += 1;
@@ -752,6 +863,7 @@ impl Lb {
         let f = &mut self.flows[i as usize];
         f.expires = now + idle_timeout(&t, &mut f.tcp, p_proto, flags, true);
         let f = *f;
+        self.relist(i);
         let svc = &mut self.services[si as usize];
         let backend = &mut svc.backends[f.backend as usize];
         svc.counters.packets += 1;
@@ -774,6 +886,7 @@ impl Lb {
         let f = &mut self.flows[i as usize];
         f.expires = now + idle_timeout(&t, &mut f.tcp, k.proto, k.flags, false);
         let f = *f;
+        self.relist(i);
         let svc = &mut self.services[f.service as usize];
         let vip = svc.vip;
         svc.counters.packets += 1;

@@ -475,19 +475,65 @@ fn one_clients_udp_flows_cannot_lock_others_out_of_a_full_table() {
     r.finish();
 }
 
+/// An established connection of `client` from `port` to the web service
+/// (DNAT: the backend answers the client).
+fn establish(r: &mut Rig, client: Ipv4Addr, port: u16) {
+    let syn = r.through(0, &tcp_frame(C_MAC, (client, port), (VIP, 80), true, false), 1);
+    let (src, sport, be, _, _) = tcp4(&syn);
+    r.through(1, &tcp_flags_frame(S_MAC, (be, 8000), (src, sport), 0x12), 0);
+    r.through(0, &tcp_flags_frame(C_MAC, (client, port), (VIP, 80), 0x10), 1);
+}
+
 #[test]
 fn a_client_over_its_flow_quota_is_refused_and_counted() {
     let mut r = Rig::lb_with(small_table(" client-flows 4"));
+    // Established connections are never evicted for the client's new ones.
     for p in 0..4u16 {
-        r.through(0, &udp_frame(C_MAC, (CLIENT, 5000 + p), (VIP, 53), b"q"), 1);
+        establish(&mut r, CLIENT, 5000 + p);
     }
-    r.send(0, &udp_frame(C_MAC, (CLIENT, 5004), (VIP, 53), b"q"));
+    r.send(0, &tcp_frame(C_MAC, (CLIENT, 5004), (VIP, 80), true, false));
     assert!(r.sent(1).is_empty(), "a fifth flow of one client");
-    assert_eq!(r.drops(0, crate::counters::DropReason::LbClientQuota), 1);
+    r.send(0, &udp_frame(C_MAC, (CLIENT, 5004), (VIP, 53), b"q"));
+    assert!(r.sent(1).is_empty(), "nor a UDP one");
+    assert_eq!(r.drops(0, crate::counters::DropReason::LbClientQuota), 2);
     // Its flows go on, and another client is not limited by it.
-    r.through(0, &udp_frame(C_MAC, (CLIENT, 5003), (VIP, 53), b"q"), 1);
+    r.through(0, &tcp_flags_frame(C_MAC, (CLIENT, 5003), (VIP, 80), 0x10), 1);
     r.through(0, &udp_frame(C_MAC, (Ipv4Addr::new(10, 1, 0, 3), 5004), (VIP, 53), b"q"), 1);
-    assert!(stats(&r).contains(" refused_client_quota=1"), "{}", stats(&r));
+    assert!(stats(&r).contains(" refused_client_quota=2"), "{}", stats(&r));
+    assert!(stats(&r).contains(" flows_evicted=0"), "{}", stats(&r));
+    r.finish();
+}
+
+#[test]
+fn spoofed_syns_at_a_clients_quota_give_way_to_its_new_connection() {
+    let mut r = Rig::lb_with(small_table(" client-flows 4"));
+    establish(&mut r, CLIENT, 4000);
+    // Spoofed SYNs in the client's name, never answered, fill its quota.
+    for p in 0..3u16 {
+        r.through(0, &tcp_frame(C_MAC, (CLIENT, 5000 + p), (VIP, 80), true, false), 1);
+    }
+    // Its real connection replaces the oldest half-open flow, however
+    // long the transitory timeout; then the next, and so on.
+    for p in 0..3u16 {
+        r.through(0, &tcp_frame(C_MAC, (CLIENT, 6000 + p), (VIP, 80), true, false), 1);
+    }
+    // A UDP query likewise replaces one of them.
+    r.through(0, &udp_frame(C_MAC, (CLIENT, 7000), (VIP, 53), b"q"), 1);
+    assert_eq!(r.drops(0, crate::counters::DropReason::LbClientQuota), 0);
+    assert!(stats(&r).contains(" flows_evicted=4"), "{}", stats(&r));
+    let s = {
+        let mut s = std::string::String::new();
+        r.dp.show("flows", &[("limit", "100")], r.now, &mut s);
+        s
+    };
+    for gone in [5000, 5001, 5002, 6000] {
+        assert!(!s.contains(&std::format!("{CLIENT}:{gone} ")), "{gone} evicted, oldest first: {s}");
+    }
+    for kept in [4000, 6001, 6002, 7000] {
+        assert!(s.contains(&std::format!("{CLIENT}:{kept} ")), "{kept} kept: {s}");
+    }
+    // The established connection still goes through.
+    r.through(0, &tcp_flags_frame(C_MAC, (CLIENT, 4000), (VIP, 80), 0x10), 1);
     r.finish();
 }
 
@@ -596,4 +642,73 @@ fn a_udp_service_is_checked_on_another_tcp_port_of_its_backend() {
     r.dp.show("backends", &[], r.now, &mut show);
     assert!(show.contains("tcp:8053"), "{show}");
     r.finish();
+}
+
+/// Each client's list of evictable flows holds exactly its live evictable
+/// flows, linked both ways, and its count its live flows.
+fn check_client_lists(lb: &Lb) {
+    let free: std::collections::BTreeSet<u32> = lb.free_clients.iter().copied().collect();
+    let mut listed = 0;
+    for (c, cl) in lb.client_flows.iter().enumerate() {
+        if free.contains(&(c as u32)) {
+            continue;
+        }
+        let live = |f: &super::Flow| f.service != super::NONE && f.client.addr == cl.addr;
+        assert_eq!(lb.flows.iter().filter(|f| live(f)).count() as u32, cl.flows, "count of {}", cl.addr);
+        let mut j = cl.evictable;
+        for _ in 0..=cl.flows {
+            if j == super::NIL {
+                break;
+            }
+            let f = &lb.flows[j as usize];
+            assert!(live(f) && super::evictable(f), "flow {j} on {}'s list", cl.addr);
+            assert_eq!(lb.flows[f.links.0 as usize].links.1, j, "linked both ways");
+            listed += 1;
+            j = f.links.0;
+            if j == cl.evictable {
+                break;
+            }
+        }
+    }
+    let evictable = lb.flows.iter().filter(|f| f.service != super::NONE && super::evictable(f)).count();
+    assert_eq!(listed, evictable, "every evictable flow listed once");
+}
+
+proptest! {
+    #[test]
+    fn client_lists_follow_flows_through_any_traffic(
+        ops in proptest::collection::vec((0u8..2, 0u16..4, 0u8..8, 0u64..3), 1..200),
+    ) {
+        let text = "port client address 10.1.0.1/24\nport servers address 10.2.0.1/24\n\
+                    service web {\n vip 10.1.0.1:80\n mode dnat\n check none\n backend 10.2.0.11:8000\n}\n\
+                    service dns {\n vip 10.1.0.1:53 udp\n mode dnat\n check none\n backend 10.2.0.11:5353\n}\n\
+                    lb table-size 251 flows 16 client-flows 3 tcp-transitory-timeout 60 udp-timeout 60\n";
+        let mut lb = Lb::from_config(lb_of(&crate::registry::parse(text).unwrap()), 1);
+        let mut pool = PacketPool::new(4);
+        let mut now = 0;
+        for (c, port, kind, dt) in ops {
+            now += dt * 20_000_000;
+            let client = Ipv4Addr::new(10, 1, 0, 2 + c);
+            let frame = match kind {
+                0 => tcp_frame(C_MAC, (client, port), (VIP, 80), true, false),
+                1 => tcp_flags_frame(C_MAC, (client, port), (VIP, 80), 0x10),
+                2 => tcp_flags_frame(C_MAC, (client, port), (VIP, 80), 0x11),
+                3 => tcp_flags_frame(C_MAC, (client, port), (VIP, 80), 0x04),
+                4 => tcp_flags_frame(S_MAC, (BACKENDS[0], 8000), (client, port), 0x12),
+                6 => tcp_flags_frame(S_MAC, (BACKENDS[0], 8000), (client, port), 0x11),
+                7 => tcp_flags_frame(S_MAC, (BACKENDS[0], 8000), (client, port), 0x04),
+                _ => udp_frame(C_MAC, (client, port), (VIP, 53), b"q"),
+            };
+            let mut p = pool.alloc().unwrap();
+            p.fill(&frame);
+            let k = lb.key_of(&p, now).unwrap();
+            if kind == 4 || kind >= 6 {
+                lb.reply_from_backend(&mut p, None, &k, now);
+            } else {
+                let _ = lb.forward_to_backend(&mut p, if kind == 5 { 1 } else { 0 }, None, &k, now);
+            }
+            pool.free(p);
+            check_client_lists(&lb);
+        }
+    }
 }
