@@ -2,12 +2,15 @@
 //! one): flows by their 5-tuple as the initiator sent them, with the TCP
 //! state and idle timeouts of [`crate::flow`]. Fixed capacity, keyed
 //! hashes; expired connections are removed lazily and by a bounded sweep.
+//! A packet the reply way is a reply only if it came in on another port
+//! than the connection's first packet, so an outsider who spoofs a source
+//! cannot also answer for the inside and complete the handshake itself.
 //! A table holds one address family: `ConnTable` (IPv4, 24-byte entries)
 //! or `ConnTable<Ipv6Addr>` (48-byte entries), so IPv4 pays nothing for
 //! IPv6's width.
 //!
 //! No one source fills it (as the NAT's session table, and Linux
-//! conntrack's early drop): each initiating address holds at most its
+//! conntrack's early drop): each initiating address (IPv6: /64) holds at most its
 //! quota of connections, and a new connection that finds the table full
 //! (or its source at its quota) takes the place of a *transitory* one —
 //! TCP whose handshake has not completed or that is closing, UDP or ICMP
@@ -21,6 +24,7 @@ use alloc::vec::Vec;
 use core::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::flow::{idle_timeout, is_closing, is_established, Endpoint, Timeouts, TCP};
+use crate::packet::PortId;
 use crate::table::{hash_words, IndexTable};
 use crate::Micros;
 
@@ -30,12 +34,19 @@ pub trait ConnAddr: Copy + Eq + core::fmt::Debug {
     const ZERO: Self;
     /// The address as hash input.
     fn words(self) -> [u64; 2];
+    /// What the per-source quota counts by: the address itself (IPv4), or
+    /// its /64 (IPv6), since one host may take any address of its /64 and
+    /// would otherwise hold a quota per address it rotates through.
+    fn source(self) -> Self;
 }
 
 impl ConnAddr for Ipv4Addr {
     const ZERO: Self = Ipv4Addr::UNSPECIFIED;
     fn words(self) -> [u64; 2] {
         [u32::from(self) as u64, 0]
+    }
+    fn source(self) -> Self {
+        self
     }
 }
 
@@ -44,6 +55,9 @@ impl ConnAddr for Ipv6Addr {
     fn words(self) -> [u64; 2] {
         let v = u128::from(self);
         [(v >> 64) as u64, v as u64]
+    }
+    fn source(self) -> Self {
+        Ipv6Addr::from(u128::from(self) & !u64::MAX as u128)
     }
 }
 
@@ -54,6 +68,11 @@ struct Conn<A = Ipv4Addr> {
     tcp: u8,
     /// A packet went the reply way (UDP, ICMP: no longer transitory).
     replied: bool,
+    /// The port the first packet came in on: a reply is a reply only when
+    /// it comes in on another, so an outsider cannot answer for the inside
+    /// (forge the SYN-ACK of its own spoofed SYN and establish). It fits
+    /// in the padding: entries stay 24 (IPv4) and 48 (IPv6) bytes.
+    port: PortId,
     from: Endpoint<A>,
     to: Endpoint<A>,
     expires: Micros,
@@ -64,6 +83,7 @@ impl<A: ConnAddr> Conn<A> {
         proto: 0,
         tcp: 0,
         replied: false,
+        port: 0,
         from: Endpoint { addr: A::ZERO, port: 0 },
         to: Endpoint { addr: A::ZERO, port: 0 },
         expires: 0,
@@ -178,12 +198,13 @@ impl<A: ConnAddr> ConnTable<A> {
         self.by_source.find(self.h_source(addr), |i| sources[i as usize].0 == addr)
     }
 
-    /// Live connections `addr` initiated.
+    /// Live connections `addr` initiated (for IPv6, its /64).
     pub fn source_connections(&self, addr: A) -> u32 {
-        self.source_slot(addr).map_or(0, |i| self.sources[i as usize].1)
+        self.source_slot(addr.source()).map_or(0, |i| self.sources[i as usize].1)
     }
 
     fn source_count(&mut self, addr: A, up: bool) {
+        let addr = addr.source();
         match self.source_slot(addr) {
             Some(i) if up => self.sources[i as usize].1 += 1,
             Some(i) => {
@@ -255,7 +276,7 @@ impl<A: ConnAddr> ConnTable<A> {
             let i = self.sweep_at;
             self.sweep_at = (i + 1) % n;
             let c = &self.conns[i];
-            if c.proto == 0 || source.is_some_and(|a| c.from.addr != a) || !c.transitory(now) {
+            if c.proto == 0 || source.is_some_and(|a| c.from.addr.source() != a.source()) || !c.transitory(now) {
                 continue;
             }
             if c.expires <= now {
@@ -269,9 +290,19 @@ impl<A: ConnAddr> ConnTable<A> {
         false
     }
 
-    /// The packet `from` → `to` on a live connection, either way: its timer
-    /// and TCP state advance. `None` if no connection has it.
-    pub fn seen(&mut self, proto: u8, from: Endpoint<A>, to: Endpoint<A>, flags: u8, now: Micros) -> Option<Way> {
+    /// The packet `from` → `to`, come in on `port`, on a live connection,
+    /// either way: its timer and TCP state advance. `None` if no connection
+    /// has it, or it goes the reply way but came in on the port the
+    /// connection's first packet did (no reply, whatever its addresses say).
+    pub fn seen(
+        &mut self,
+        proto: u8,
+        from: Endpoint<A>,
+        to: Endpoint<A>,
+        port: PortId,
+        flags: u8,
+        now: Micros,
+    ) -> Option<Way> {
         let (i, way) = match self.find(proto, from, to) {
             Some(i) => (i, Way::Original),
             None => (self.find(proto, to, from)?, Way::Reply),
@@ -280,6 +311,9 @@ impl<A: ConnAddr> ConnTable<A> {
         if c.expires <= now {
             self.counters.expired += 1;
             self.remove(i);
+            return None;
+        }
+        if way == Way::Reply && c.port == port {
             return None;
         }
         let t = idle_timeout(&self.timeouts, &mut c.tcp, proto, flags, way == Way::Original);
@@ -296,10 +330,19 @@ impl<A: ConnAddr> ConnTable<A> {
             .is_some_and(|i| self.conns[i as usize].expires > now)
     }
 
-    /// Starts tracking `from` → `to`; `false` if neither the table nor
-    /// `from`'s quota had room, even after evicting a transitory connection.
-    pub fn open(&mut self, proto: u8, from: Endpoint<A>, to: Endpoint<A>, flags: u8, now: Micros) -> bool {
-        if self.seen(proto, from, to, flags, now).is_some() {
+    /// Starts tracking `from` → `to`, come in on `port`; `false` if neither
+    /// the table nor `from`'s quota had room, even after evicting a
+    /// transitory connection.
+    pub fn open(
+        &mut self,
+        proto: u8,
+        from: Endpoint<A>,
+        to: Endpoint<A>,
+        port: PortId,
+        flags: u8,
+        now: Micros,
+    ) -> bool {
+        if self.seen(proto, from, to, port, flags, now).is_some() {
             return true;
         }
         if self.source_connections(from.addr) >= self.quota && !self.evict(now, Some(from.addr), 4 * EVICT_SCAN) {
@@ -313,7 +356,7 @@ impl<A: ConnAddr> ConnTable<A> {
         let Some(i) = self.free.pop() else { return false };
         let mut tcp = 0;
         let t = idle_timeout(&self.timeouts, &mut tcp, proto, flags, true);
-        self.conns[i as usize] = Conn { proto, tcp, replied: false, from, to, expires: now + t };
+        self.conns[i as usize] = Conn { proto, tcp, replied: false, port, from, to, expires: now + t };
         self.index.insert(self.hash(proto, from, to), i);
         self.source_count(from.addr, true);
         self.counters.created += 1;
@@ -344,20 +387,20 @@ mod tests {
         let mut c = ConnTable::new(2, t, 1);
         let a = Endpoint::new(Ipv4Addr::new(10, 0, 0, 2), 4000);
         let b = Endpoint::new(Ipv4Addr::new(10, 1, 0, 2), 53);
-        assert_eq!(c.seen(17, b, a, 0, 0), None);
-        assert!(c.open(17, a, b, 0, 0));
-        assert_eq!(c.seen(17, b, a, 0, 10), Some(Way::Reply));
-        assert_eq!(c.seen(17, a, b, 0, 20), Some(Way::Original));
+        assert_eq!(c.seen(17, b, a, 1, 0, 0), None);
+        assert!(c.open(17, a, b, 0, 0, 0));
+        assert_eq!(c.seen(17, b, a, 1, 0, 10), Some(Way::Reply));
+        assert_eq!(c.seen(17, a, b, 1, 0, 20), Some(Way::Original));
         let d = Endpoint::new(Ipv4Addr::new(10, 1, 0, 3), 53);
-        assert!(c.open(17, a, d, 0, 20));
-        assert!(c.open(17, d, a, 0, 30), "the reply way of a tracked connection is that connection (a reply)");
+        assert!(c.open(17, a, d, 0, 0, 20));
+        assert!(c.open(17, d, a, 1, 0, 30), "the reply way of a tracked connection is that connection (a reply)");
         assert_eq!(c.len(), 2, "and takes no new slot");
         let e = Endpoint::new(Ipv4Addr::new(10, 1, 0, 4), 53);
-        assert!(!c.open(17, e, a, 0, 30));
+        assert!(!c.open(17, e, a, 0, 0, 30));
         assert_eq!(c.counters.refused_full, 1);
         // Past the timeout: gone, and the slot is free again.
-        assert_eq!(c.seen(17, b, a, 0, 5_000), None);
-        assert!(c.open(17, a, e, 0, 5_000));
+        assert_eq!(c.seen(17, b, a, 1, 0, 5_000), None);
+        assert!(c.open(17, a, e, 0, 0, 5_000));
         for n in 0..10 {
             c.sweep(10_000 + n);
         }
@@ -375,15 +418,15 @@ mod tests {
         let (client, server) = (Endpoint::new(Ipv4Addr::new(10, 0, 0, 2), 4000), ep(2, 80));
         // An established TCP connection (the whole handshake) and a UDP
         // flow with a reply.
-        assert!(c.open(TCP, client, server, SYN, 0));
-        c.seen(TCP, server, client, SYN | ACK, 1);
-        c.seen(TCP, client, server, ACK, 2);
+        assert!(c.open(TCP, client, server, 0, SYN, 0));
+        c.seen(TCP, server, client, 1, SYN | ACK, 1);
+        c.seen(TCP, client, server, 1, ACK, 2);
         let dns = ep(3, 53);
-        assert!(c.open(17, client, dns, 0, 3));
-        c.seen(17, dns, client, 0, 4);
+        assert!(c.open(17, client, dns, 0, 0, 3));
+        c.seen(17, dns, client, 1, 0, 4);
         // Spoofed SYNs fill the rest, then keep taking each other's place.
         for i in 0..20u8 {
-            assert!(c.open(TCP, ep(100 + i, 1000), Endpoint::new(Ipv4Addr::new(10, 0, 0, 2), 80), SYN, 10));
+            assert!(c.open(TCP, ep(100 + i, 1000), Endpoint::new(Ipv4Addr::new(10, 0, 0, 2), 80), 0, SYN, 10));
         }
         assert_eq!(c.len(), 4);
         assert_eq!(c.counters.evicted, 18);
@@ -391,11 +434,27 @@ mod tests {
         // Once only working connections are left, a new one is refused.
         let mut full = ConnTable::new(2, Timeouts::default(), 1);
         for p in [1, 2] {
-            assert!(full.open(17, client, ep(4, p), 0, 0));
-            full.seen(17, ep(4, p), client, 0, 1);
+            assert!(full.open(17, client, ep(4, p), 0, 0, 0));
+            full.seen(17, ep(4, p), client, 1, 0, 1);
         }
-        assert!(!full.open(17, ep(5, 5), ep(4, 3), 0, 2));
+        assert!(!full.open(17, ep(5, 5), ep(4, 3), 0, 0, 2));
         assert_eq!(full.counters.refused_full, 1);
+    }
+
+    #[test]
+    fn a_reply_counts_only_from_another_port_and_costs_no_bytes() {
+        use crate::flow::tcp_flags::{ACK, SYN};
+        let (s, server) = (ep(100, 1000), Endpoint::new(Ipv4Addr::new(10, 0, 0, 2), 80));
+        let mut c = ConnTable::new(4, Timeouts::default(), 1);
+        assert!(c.open(TCP, s, server, 1, SYN, 0));
+        assert_eq!(c.seen(TCP, server, s, 1, SYN | ACK, 1), None, "a SYN-ACK from where the SYN came");
+        c.seen(TCP, s, server, 1, ACK, 2);
+        c.open(17, ep(5, 5), ep(4, 3), 0, 0, 3);
+        assert!(c.evict(3, None, 4), "the forged handshake left it transitory");
+        assert_eq!(c.seen(TCP, server, s, 0, SYN | ACK, 1), None, "evicted");
+        assert!(c.open(TCP, s, server, 1, SYN, 4));
+        assert_eq!(c.seen(TCP, server, s, 0, SYN | ACK, 5), Some(Way::Reply));
+        assert_eq!((core::mem::size_of::<Conn>(), core::mem::size_of::<Conn<Ipv6Addr>>()), (24, 48));
     }
 
     #[test]
@@ -405,19 +464,19 @@ mod tests {
         let flooder = |p: u16| Endpoint::new(Ipv4Addr::new(10, 1, 0, 66), p);
         // Replied UDP flows up to the quota: the fifth is refused.
         for p in 0..4 {
-            assert!(c.open(17, flooder(p), ep(2, 53), 0, 0));
-            c.seen(17, ep(2, 53), flooder(p), 0, 1);
+            assert!(c.open(17, flooder(p), ep(2, 53), 0, 0, 0));
+            c.seen(17, ep(2, 53), flooder(p), 1, 0, 1);
         }
-        assert!(!c.open(17, flooder(9), ep(2, 53), 0, 2));
+        assert!(!c.open(17, flooder(9), ep(2, 53), 0, 0, 2));
         assert_eq!((c.counters.refused_quota, c.source_connections(Ipv4Addr::new(10, 1, 0, 66))), (1, 4));
         // Its transitory ones make room for its own new ones only.
         let mut d = ConnTable::new(64, Timeouts::default(), 1);
         d.set_quota(4);
         for p in 0..100 {
-            assert!(d.open(TCP, flooder(p), ep(2, 80), crate::flow::tcp_flags::SYN, 0));
+            assert!(d.open(TCP, flooder(p), ep(2, 80), 0, crate::flow::tcp_flags::SYN, 0));
         }
         assert_eq!(d.len(), 4);
-        assert!(d.open(17, Endpoint::new(Ipv4Addr::new(10, 0, 0, 2), 5), ep(2, 53), 0, 1), "another source gets in");
+        assert!(d.open(17, Endpoint::new(Ipv4Addr::new(10, 0, 0, 2), 5), ep(2, 53), 0, 0, 1), "another source gets in");
         // Every removal gives the source's count back.
         for n in 0..200 {
             d.sweep(Timeouts::default().tcp_established * 2 + n);
@@ -432,13 +491,13 @@ mod tests {
         let mut c: ConnTable<Ipv6Addr> = ConnTable::new(64, Timeouts::default(), 1);
         c.set_quota(2);
         let (a, b) = (six("2001:db8:0:1::2", 4000), six("2001:db8:0:2::5", 80));
-        assert!(c.open(17, a, b, 0, 0));
-        assert_eq!(c.seen(17, b, a, 0, 1), Some(Way::Reply));
+        assert!(c.open(17, a, b, 0, 0, 0));
+        assert_eq!(c.seen(17, b, a, 1, 0, 1), Some(Way::Reply));
         // The same low 64 bits on another /64 is another host.
-        assert_eq!(c.seen(17, six("2001:db8:0:3::5", 80), a, 0, 1), None);
-        assert!(c.open(17, a, six("2001:db8:0:2::6", 80), 0, 2));
-        c.seen(17, six("2001:db8:0:2::6", 80), a, 0, 3);
-        assert!(!c.open(17, a, six("2001:db8:0:2::7", 80), 0, 4), "its quota of 2");
+        assert_eq!(c.seen(17, six("2001:db8:0:3::5", 80), a, 1, 0, 1), None);
+        assert!(c.open(17, a, six("2001:db8:0:2::6", 80), 0, 0, 2));
+        c.seen(17, six("2001:db8:0:2::6", 80), a, 1, 0, 3);
+        assert!(!c.open(17, a, six("2001:db8:0:2::7", 80), 0, 0, 4), "its quota of 2");
         assert_eq!(c.source_connections(a.addr), 2);
     }
 }
