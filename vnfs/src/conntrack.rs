@@ -5,8 +5,8 @@
 //! A packet the reply way is a reply only if it came in on another port
 //! than the connection's first packet, so an outsider who spoofs a source
 //! cannot also answer for the inside and complete the handshake itself.
-//! A table holds one address family: `ConnTable` (IPv4, 24-byte entries)
-//! or `ConnTable<Ipv6Addr>` (48-byte entries), so IPv4 pays nothing for
+//! A table holds one address family: `ConnTable` (IPv4, 32-byte entries)
+//! or `ConnTable<Ipv6Addr>` (56-byte entries), so IPv4 pays nothing for
 //! IPv6's width.
 //!
 //! No one source fills it (as the NAT's session table, and Linux
@@ -14,7 +14,8 @@
 //! quota of connections, and a new connection that finds the table full
 //! (or its source at its quota) takes the place of a *transitory* one —
 //! TCP whose handshake has not completed or that is closing, UDP or ICMP
-//! that has had no reply — found near the sweep cursor. Only when none is
+//! that has had no reply — found near the sweep cursor (at its quota: the
+//! source's own oldest, from a per-source ring). Only when none is
 //! found is it refused (counted). Established connections are never
 //! evicted, so a flood of spoofed SYNs or one-way datagrams cannot lock
 //! out the connections that work.
@@ -71,8 +72,14 @@ struct Conn<A = Ipv4Addr> {
     /// The port the first packet came in on: a reply is a reply only when
     /// it comes in on another, so an outsider cannot answer for the inside
     /// (forge the SYN-ACK of its own spoofed SYN and establish). It fits
-    /// in the padding: entries stay 24 (IPv4) and 48 (IPv6) bytes.
+    /// in the padding.
     port: PortId,
+    /// The source's other connections, a ring in the order they were
+    /// opened (8 bytes: entries are 32 bytes for IPv4, 56 for IPv6), so a
+    /// source at its quota finds its own oldest transitory connection
+    /// however few of the table's it holds.
+    prev: u32,
+    next: u32,
     from: Endpoint<A>,
     to: Endpoint<A>,
     expires: Micros,
@@ -84,6 +91,8 @@ impl<A: ConnAddr> Conn<A> {
         tcp: 0,
         replied: false,
         port: 0,
+        prev: 0,
+        next: 0,
         from: Endpoint { addr: A::ZERO, port: 0 },
         to: Endpoint { addr: A::ZERO, port: 0 },
         expires: 0,
@@ -106,7 +115,7 @@ pub struct ConnCounters {
     /// near the cursor was transitory.
     pub refused_full: u64,
     /// New connections refused: their source held its quota and none of
-    /// its own near the cursor was transitory.
+    /// its oldest was transitory.
     pub refused_quota: u64,
     /// Transitory connections removed to make room for new ones.
     pub evicted: u64,
@@ -136,8 +145,9 @@ pub struct ConnTable<A = Ipv4Addr> {
     key: u64,
     timeouts: Timeouts,
     sweep_at: usize,
-    /// Live connections per initiating address, indexed by `by_source`.
-    sources: Vec<(A, u32)>,
+    /// Per initiating address (IPv6: /64), indexed by `by_source`: its
+    /// live connections and the oldest of them (its ring's head).
+    sources: Vec<(A, u32, u32)>,
     by_source: IndexTable,
     free_sources: Vec<u32>,
     quota: u32,
@@ -165,7 +175,7 @@ impl<A: ConnAddr> ConnTable<A> {
             key: hash_words(seed, &[0x636f_6e6e]),
             timeouts,
             sweep_at: 0,
-            sources: alloc::vec![(A::ZERO, 0); capacity],
+            sources: alloc::vec![(A::ZERO, 0, 0); capacity],
             by_source: IndexTable::new(capacity),
             free_sources: (0..capacity as u32).rev().collect(),
             quota: default_quota(capacity),
@@ -175,7 +185,7 @@ impl<A: ConnAddr> ConnTable<A> {
 
     /// Bytes a table of `capacity` connections takes.
     pub fn memory_for(capacity: usize) -> usize {
-        capacity * (core::mem::size_of::<Conn<A>>() + 4 + core::mem::size_of::<(A, u32)>() + 4)
+        capacity * (core::mem::size_of::<Conn<A>>() + 4 + core::mem::size_of::<(A, u32, u32)>() + 4)
             + 2 * IndexTable::memory_for(capacity)
     }
 
@@ -203,11 +213,26 @@ impl<A: ConnAddr> ConnTable<A> {
         self.source_slot(addr.source()).map_or(0, |i| self.sources[i as usize].1)
     }
 
-    fn source_count(&mut self, addr: A, up: bool) {
+    /// Counts connection `c` (of `addr`) in or out of its source, and
+    /// links it at the tail of (or unlinks it from) the source's ring.
+    fn source_count(&mut self, addr: A, c: u32, up: bool) {
         let addr = addr.source();
         match self.source_slot(addr) {
-            Some(i) if up => self.sources[i as usize].1 += 1,
+            Some(i) if up => {
+                let head = self.sources[i as usize].2;
+                let tail = self.conns[head as usize].prev;
+                (self.conns[c as usize].prev, self.conns[c as usize].next) = (tail, head);
+                self.conns[tail as usize].next = c;
+                self.conns[head as usize].prev = c;
+                self.sources[i as usize].1 += 1;
+            }
             Some(i) => {
+                let (p, n) = (self.conns[c as usize].prev, self.conns[c as usize].next);
+                self.conns[p as usize].next = n;
+                self.conns[n as usize].prev = p;
+                if self.sources[i as usize].2 == c {
+                    self.sources[i as usize].2 = n;
+                }
                 let n = &mut self.sources[i as usize].1;
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -221,7 +246,8 @@ impl<A: ConnAddr> ConnTable<A> {
             // One slot per live connection at most: never short.
             None if up => {
                 if let Some(i) = self.free_sources.pop() {
-                    self.sources[i as usize] = (addr, 1);
+                    (self.conns[c as usize].prev, self.conns[c as usize].next) = (c, c);
+                    self.sources[i as usize] = (addr, 1, c);
                     self.by_source.insert(self.h_source(addr), i);
                 }
             }
@@ -262,30 +288,54 @@ impl<A: ConnAddr> ConnTable<A> {
             let o = &conns[j as usize];
             hash_conn(key, o.proto, o.from, o.to)
         });
+        self.source_count(c.from.addr, i, false);
         self.conns[i as usize] = Conn::FREE;
         self.free.push(i);
-        self.source_count(c.from.addr, false);
     }
 
-    /// Removes one transitory connection (of `source` only, if given)
-    /// among the next `scan` from the sweep cursor, which walks the table
-    /// in order so the ones it passes are those longest unvisited.
-    fn evict(&mut self, now: Micros, source: Option<A>, scan: usize) -> bool {
+    /// Removes one transitory connection among the next `scan` from the
+    /// sweep cursor, which walks the table in order so the ones it passes
+    /// are those longest unvisited.
+    fn evict(&mut self, now: Micros, scan: usize) -> bool {
         let n = self.conns.len();
         for _ in 0..scan.min(n) {
             let i = self.sweep_at;
             self.sweep_at = (i + 1) % n;
             let c = &self.conns[i];
-            if c.proto == 0 || source.is_some_and(|a| c.from.addr.source() != a.source()) || !c.transitory(now) {
-                continue;
+            if c.proto != 0 && c.transitory(now) {
+                self.evict_at(i as u32, now);
+                return true;
             }
-            if c.expires <= now {
-                self.counters.expired += 1;
-            } else {
-                self.counters.evicted += 1;
+        }
+        false
+    }
+
+    fn evict_at(&mut self, i: u32, now: Micros) {
+        if self.conns[i as usize].expires <= now {
+            self.counters.expired += 1;
+        } else {
+            self.counters.evicted += 1;
+        }
+        self.remove(i);
+    }
+
+    /// Removes `source`'s oldest transitory connection among its oldest
+    /// `scan` (its ring from the head): a spoofer using the source's
+    /// address takes the place of its own earlier SYNs, not of the
+    /// source's connection that was opened since.
+    fn evict_own(&mut self, now: Micros, source: A, scan: usize) -> bool {
+        let Some(s) = self.source_slot(source.source()) else { return false };
+        let head = self.sources[s as usize].2;
+        let mut i = head;
+        for _ in 0..scan {
+            if self.conns[i as usize].transitory(now) {
+                self.evict_at(i, now);
+                return true;
             }
-            self.remove(i as u32);
-            return true;
+            i = self.conns[i as usize].next;
+            if i == head {
+                break;
+            }
         }
         false
     }
@@ -345,20 +395,21 @@ impl<A: ConnAddr> ConnTable<A> {
         if self.seen(proto, from, to, port, flags, now).is_some() {
             return true;
         }
-        if self.source_connections(from.addr) >= self.quota && !self.evict(now, Some(from.addr), 4 * EVICT_SCAN) {
+        if self.source_connections(from.addr) >= self.quota && !self.evict_own(now, from.addr, 4 * EVICT_SCAN) {
             self.counters.refused_quota += 1;
             return false;
         }
-        if self.free.is_empty() && !self.evict(now, None, EVICT_SCAN) {
+        if self.free.is_empty() && !self.evict(now, EVICT_SCAN) {
             self.counters.refused_full += 1;
             return false;
         }
         let Some(i) = self.free.pop() else { return false };
         let mut tcp = 0;
         let t = idle_timeout(&self.timeouts, &mut tcp, proto, flags, true);
-        self.conns[i as usize] = Conn { proto, tcp, replied: false, port, from, to, expires: now + t };
+        self.conns[i as usize] =
+            Conn { proto, tcp, replied: false, port, prev: i, next: i, from, to, expires: now + t };
         self.index.insert(self.hash(proto, from, to), i);
-        self.source_count(from.addr, true);
+        self.source_count(from.addr, i, true);
         self.counters.created += 1;
         true
     }
@@ -450,11 +501,43 @@ mod tests {
         assert_eq!(c.seen(TCP, server, s, 1, SYN | ACK, 1), None, "a SYN-ACK from where the SYN came");
         c.seen(TCP, s, server, 1, ACK, 2);
         c.open(17, ep(5, 5), ep(4, 3), 0, 0, 3);
-        assert!(c.evict(3, None, 4), "the forged handshake left it transitory");
+        assert!(c.evict(3, 4), "the forged handshake left it transitory");
         assert_eq!(c.seen(TCP, server, s, 0, SYN | ACK, 1), None, "evicted");
         assert!(c.open(TCP, s, server, 1, SYN, 4));
         assert_eq!(c.seen(TCP, server, s, 0, SYN | ACK, 5), Some(Way::Reply));
-        assert_eq!((core::mem::size_of::<Conn>(), core::mem::size_of::<Conn<Ipv6Addr>>()), (24, 48));
+        assert_eq!((core::mem::size_of::<Conn>(), core::mem::size_of::<Conn<Ipv6Addr>>()), (32, 56));
+    }
+
+    #[test]
+    fn a_source_at_its_quota_replaces_its_oldest_transitory_connection_wherever_it_is() {
+        use crate::flow::tcp_flags::{ACK, SYN};
+        let mut c = ConnTable::new(65536, Timeouts::default(), 1);
+        c.set_quota(16);
+        let (victim, server) = (Ipv4Addr::new(10, 1, 0, 7), ep(2, 80));
+        // A spoofer fills the victim's quota with SYNs, far from the cursor.
+        for p in 0..16 {
+            assert!(c.open(TCP, Endpoint::new(victim, 1000 + p), server, 1, SYN, 0));
+        }
+        c.sweep_at = 30_000;
+        // The victim's own SYN takes the oldest spoofed one's place, and
+        // lives through 15 more spoofed SYNs to see its SYN-ACK.
+        let own = Endpoint::new(victim, 5000);
+        assert!(c.open(TCP, own, server, 1, SYN, 1));
+        for p in 0..15 {
+            assert!(c.open(TCP, Endpoint::new(victim, 2000 + p), server, 1, SYN, 2));
+        }
+        assert_eq!(c.seen(TCP, server, own, 0, SYN | ACK, 3), Some(Way::Reply));
+        c.seen(TCP, own, server, 1, ACK, 4);
+        assert_eq!((c.counters.evicted, c.counters.refused_quota, c.source_connections(victim)), (16, 0, 16));
+        // Established, it is passed over: the spoofed SYNs replace each other.
+        for p in 0..40 {
+            assert!(c.open(TCP, Endpoint::new(victim, 3000 + p), server, 1, SYN, 5));
+        }
+        assert!(c.has(TCP, own, server, 6));
+        for n in 0..20_000 {
+            c.sweep(Timeouts::default().tcp_established * 2 + n);
+        }
+        assert!(c.is_empty() && c.source_connections(victim) == 0);
     }
 
     #[test]
