@@ -322,13 +322,17 @@ impl<A: ConnAddr> ConnTable<A> {
     /// Removes `source`'s oldest transitory connection among its oldest
     /// `scan` (its ring from the head): a spoofer using the source's
     /// address takes the place of its own earlier SYNs, not of the
-    /// source's connection that was opened since.
+    /// source's connection that was opened since. The working ones looked
+    /// at go to the ring's end (the head moves past them), so the next
+    /// call looks further and a source with more than `scan` of them ahead
+    /// of its transitory ones is refused at most once in a while.
     fn evict_own(&mut self, now: Micros, source: A, scan: usize) -> bool {
         let Some(s) = self.source_slot(source.source()) else { return false };
         let head = self.sources[s as usize].2;
         let mut i = head;
         for _ in 0..scan {
             if self.conns[i as usize].transitory(now) {
+                self.sources[s as usize].2 = i;
                 self.evict_at(i, now);
                 return true;
             }
@@ -337,6 +341,7 @@ impl<A: ConnAddr> ConnTable<A> {
                 break;
             }
         }
+        self.sources[s as usize].2 = i;
         false
     }
 
@@ -493,7 +498,7 @@ mod tests {
     }
 
     #[test]
-    fn a_reply_counts_only_from_another_port_and_costs_no_bytes() {
+    fn a_reply_counts_only_from_another_port() {
         use crate::flow::tcp_flags::{ACK, SYN};
         let (s, server) = (ep(100, 1000), Endpoint::new(Ipv4Addr::new(10, 0, 0, 2), 80));
         let mut c = ConnTable::new(4, Timeouts::default(), 1);
@@ -534,6 +539,22 @@ mod tests {
             assert!(c.open(TCP, Endpoint::new(victim, 3000 + p), server, 1, SYN, 5));
         }
         assert!(c.has(TCP, own, server, 6));
+        // More working connections ahead than one call looks at: refused
+        // once, then the next call looks past them.
+        let mut d = ConnTable::new(1024, Timeouts::default(), 1);
+        d.set_quota(300);
+        for p in 0..290 {
+            let e = Endpoint::new(victim, 1000 + p);
+            assert!(d.open(17, e, server, 1, 0, 0));
+            d.seen(17, server, e, 0, 0, 0);
+        }
+        for p in 0..10 {
+            assert!(d.open(TCP, Endpoint::new(victim, 2000 + p), server, 1, SYN, 1));
+        }
+        d.sweep_at = 600;
+        assert!(!d.open(TCP, own, server, 1, SYN, 2));
+        assert!(d.open(TCP, own, server, 1, SYN, 2));
+        assert_eq!((d.counters.refused_quota, d.counters.evicted, d.len()), (1, 1, 300));
         for n in 0..20_000 {
             c.sweep(Timeouts::default().tcp_established * 2 + n);
         }

@@ -637,3 +637,25 @@ fn a_forged_reply_from_outside_does_not_establish_a_connection() {
     assert!(s.contains(" connections_evicted=1 "), "{s}");
     r.finish();
 }
+
+#[test]
+fn a_spoofer_filling_a_sources_quota_does_not_lock_that_source_out() {
+    // SYNs spoofed with the client's address fill its quota in a large
+    // table; its own SYN replaces the oldest of them, wherever they are.
+    let mut r = rig(
+        " port lan wan\n stateful\n connections 65536\n source-connections 16\n rule permit tcp dport 80\n default deny\n",
+    );
+    for p in 0..16 {
+        r.send(1, &tcp_segment(MACS[1], (WAN_HOST, 1000 + p), (LAN_HOST, 80), 0x02, &[]));
+    }
+    r.sent(0);
+    r.through(1, &tcp_segment(MACS[1], (WAN_HOST, 5000), (LAN_HOST, 80), 0x02, &[]), 0);
+    for p in 0..15 {
+        r.send(1, &tcp_segment(MACS[1], (WAN_HOST, 2000 + p), (LAN_HOST, 80), 0x02, &[]));
+    }
+    r.sent(0);
+    r.through(0, &tcp_segment(MACS[0], (LAN_HOST, 80), (WAN_HOST, 5000), 0x12, &[]), 1);
+    let s = stage_line(&r);
+    assert!(s.contains(" connections_refused=0 ") && s.contains(" connections_evicted=16 "), "{s}");
+    r.finish();
+}
