@@ -486,7 +486,7 @@ impl Acl {
         // The connection-table key, read once for the lookup and the insert.
         let ends = self.conns.is_some().then(|| endpoints(p));
         if let (Some(conns), Some((a, b))) = (&mut self.conns, ends) {
-            if conns.seen(f.proto, a, b, p.flags, cx.now).is_some() {
+            if conns.seen(f.proto, a, b, pkt.meta.in_port, p.flags, cx.now).is_some() {
                 self.counters.established += 1;
                 return (Some(pkt), true);
             }
@@ -516,7 +516,7 @@ impl Acl {
             AclAction::Permit => {
                 self.counters.permitted += 1;
                 if let (Some(conns), Some((a, b))) = (&mut self.conns, ends) {
-                    if !conns.open(f.proto, a, b, p.flags, cx.now) {
+                    if !conns.open(f.proto, a, b, pkt.meta.in_port, p.flags, cx.now) {
                         self.counters.connections_refused += 1;
                     }
                 }
@@ -541,7 +541,7 @@ impl Acl {
     ) -> (Option<Packet>, bool) {
         let (a, b) = endpoints6(p, addrs);
         if let Some(conns) = &mut self.conns6 {
-            if conns.seen(p.f.proto, a, b, p.flags, cx.now).is_some() {
+            if conns.seen(p.f.proto, a, b, pkt.meta.in_port, p.flags, cx.now).is_some() {
                 self.counters.established += 1;
                 return (Some(pkt), true);
             }
@@ -559,7 +559,7 @@ impl Acl {
         if action == AclAction::Permit {
             self.counters.permitted += 1;
             if let Some(conns) = &mut self.conns6 {
-                if !conns.open(p.f.proto, a, b, p.flags, cx.now) {
+                if !conns.open(p.f.proto, a, b, pkt.meta.in_port, p.flags, cx.now) {
                     self.counters.connections_refused += 1;
                 }
             }

@@ -636,3 +636,50 @@ proptest! {
         r.finish();
     }
 }
+
+#[test]
+fn a_forged_reply_from_outside_does_not_establish_a_connection() {
+    // Only port 80 inbound, and replies: a forged "SYN-ACK" that claims to
+    // come from the inside server but arrives on the outside port is no
+    // reply, so a spoofed source cannot complete a handshake by itself.
+    let mut r = rig(" port lan wan\n stateful\n connections 16\n rule permit tcp dport 80\n default deny\n");
+    for i in 0..16u8 {
+        let s = (Ipv4Addr::new(10, 1, 0, 100 + i), 1000 + i as u16);
+        r.send(1, &tcp_segment(MACS[1], s, (LAN_HOST, 80), 0x02, &[]));
+        r.send(1, &tcp_segment(MACS[1], (LAN_HOST, 80), s, 0x12, &[]));
+        r.send(1, &tcp_segment(MACS[1], s, (LAN_HOST, 80), 0x10, &[]));
+        r.sent(0);
+        r.sent(1);
+    }
+    assert_eq!(r.drops(1, DropReason::Policy), 16, "each forged SYN-ACK is judged by the rules");
+    // A legitimate client still gets its connection tracked: the spoofed
+    // ones stayed half-open, and one makes room; its reply comes back.
+    r.through(0, &tcp_segment(MACS[0], (LAN_HOST, 5000), (WAN_HOST, 80), 0x02, &[]), 1);
+    r.through(1, &tcp_segment(MACS[1], (WAN_HOST, 80), (LAN_HOST, 5000), 0x12, &[]), 0);
+    r.through(0, &tcp_segment(MACS[0], (LAN_HOST, 5000), (WAN_HOST, 80), 0x10, &[]), 1);
+    let s = stage_line(&r);
+    assert!(s.contains(" connections_evicted=1 "), "{s}");
+    r.finish();
+}
+
+#[test]
+fn a_spoofer_filling_a_sources_quota_does_not_lock_that_source_out() {
+    // SYNs spoofed with the client's address fill its quota in a large
+    // table; its own SYN replaces the oldest of them, wherever they are.
+    let mut r = rig(
+        " port lan wan\n stateful\n connections 65536\n source-connections 16\n rule permit tcp dport 80\n default deny\n",
+    );
+    for p in 0..16 {
+        r.send(1, &tcp_segment(MACS[1], (WAN_HOST, 1000 + p), (LAN_HOST, 80), 0x02, &[]));
+    }
+    r.sent(0);
+    r.through(1, &tcp_segment(MACS[1], (WAN_HOST, 5000), (LAN_HOST, 80), 0x02, &[]), 0);
+    for p in 0..15 {
+        r.send(1, &tcp_segment(MACS[1], (WAN_HOST, 2000 + p), (LAN_HOST, 80), 0x02, &[]));
+    }
+    r.sent(0);
+    r.through(0, &tcp_segment(MACS[0], (LAN_HOST, 80), (WAN_HOST, 5000), 0x12, &[]), 1);
+    let s = stage_line(&r);
+    assert!(s.contains(" connections_refused=0 ") && s.contains(" connections_evicted=16 "), "{s}");
+    r.finish();
+}

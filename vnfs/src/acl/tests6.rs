@@ -503,3 +503,20 @@ mod property {
         }
     }
 }
+
+#[test]
+fn ipv6_source_connections_count_per_64() {
+    // One host may take any address of its /64: the quota is the /64's.
+    let mut r = rig(
+        "acl guard {\n port lan wan\n stateful\n source-connections 4\n rule permit udp6 dport 53\n default deny\n}\n",
+    );
+    for i in 0..10 {
+        let src = std::format!("2001:db8:0:1::{:x}", 0x100 + i);
+        r.send(0, &udp6(LAN_MAC, (&src, 4000), (SERVER, 53)));
+        let _ = (r.sent(0), r.sent(1));
+    }
+    let mut s = std::string::String::new();
+    r.dp.write_stats(&mut s).unwrap();
+    assert!(s.contains(" connections6=4 "), "{s}");
+    r.finish();
+}
