@@ -300,20 +300,29 @@ impl<A: NeighborAddr> NeighborCache<A> {
     /// A slot for a new entry: a free one in the window, else the least
     /// recently used entry that is not waiting for a reply. An entry that
     /// has not answered yet (`unresolved`) takes only the slot of one that
-    /// no longer counts as answering (failed, stale, expired): a scan of
-    /// unresolved addresses never pushes out a next hop in use.
+    /// no longer counts as answering (failed; stale or expired and unused
+    /// for a reachable time): a scan of unresolved addresses never pushes
+    /// out a next hop in use.
     fn claim(&mut self, port: PortId, ip: A, now: Micros, unresolved: bool) -> Option<usize> {
         let home = self.home(port, ip);
         let window = (0..WINDOW).map(|i| (home + i) & self.mask);
         if let Some(s) = window.clone().find(|&s| matches!(self.slots[s].state, State::Free)) {
             return Some(s);
         }
+        let reachable = self.reachable;
         let victim = window
-            .filter(|&s| match &self.slots[s].state {
-                State::Incomplete { .. } | State::Static { .. } => false,
-                State::Failed { .. } | State::Stale { .. } => true,
-                State::Reachable { expires, .. } if *expires <= now => true,
-                _ => !unresolved,
+            .filter(|&s| {
+                let e = &self.slots[s];
+                // Stale or lapsed, but used within a reachable time: still a
+                // next hop in use (an IPv6 gateway goes STALE between uses).
+                let idle = now.saturating_sub(e.last_used) >= reachable;
+                match &e.state {
+                    State::Incomplete { .. } | State::Static { .. } => false,
+                    State::Failed { .. } => true,
+                    State::Stale { .. } => !unresolved || idle,
+                    State::Reachable { expires, .. } if *expires <= now => !unresolved || idle,
+                    _ => !unresolved,
+                }
             })
             .min_by_key(|&s| self.slots[s].last_used)?;
         self.counters.evicted += 1;
@@ -722,6 +731,34 @@ mod tests {
         assert_eq!(n.held(0), 16, "one buffer each");
         n.drain(|p| pool.free(p));
         assert_eq!(n.held(0), 0);
+        assert_eq!(pool.available(), 64);
+    }
+
+    #[test]
+    fn a_scan_does_not_evict_a_stale_next_hop_still_in_use() {
+        // An IPv6 next hop goes STALE when its reachable time runs out
+        // unconfirmed (RFC 4861 §7.3.3), though it was used a moment ago: a
+        // scan of unresolved addresses must not push it out.
+        let reachable = 1_000_000;
+        let mut pool = PacketPool::new(64);
+        let mut n = NeighborCache::<Ipv6Addr>::new(16, reachable);
+        let gw = Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1);
+        n.heard(0, gw, MAC, 0, true, Heard::Confirmed);
+        assert_eq!(n.lookup(0, gw, reachable - 1), Lookup::Known { mac: MAC, refresh: false });
+        n.tick(reachable, 64, |_| {});
+        assert!(n.entries(reachable).any(|(_, ip, _, state, _)| ip == gw && state == "stale"));
+        for i in 0..64u16 {
+            let target = Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 1, i);
+            match n.enqueue(0, target, pool.alloc().unwrap(), reachable + 1, true) {
+                Enqueued::Held { .. } => {}
+                Enqueued::QueueFull(p)
+                | Enqueued::TableFull(p)
+                | Enqueued::Unreachable(p)
+                | Enqueued::NoRoom { pkt: p, .. } => pool.free(p),
+            }
+        }
+        assert!(n.find(0, gw).is_some(), "the stale next hop in use survives the scan");
+        n.drain(|p| pool.free(p));
         assert_eq!(pool.available(), 64);
     }
 
