@@ -17,7 +17,7 @@ const WAN_MAC: [u8; 6] = [2, 0, 0, 0, 1, 2];
 /// hold. The property tests judge the reassembled datagram with it.
 pub(super) fn spec_match(rules: &[Rule], f: &Fields) -> Option<usize> {
     rules.iter().position(|r| {
-        let proto = r.proto.map_or(true, |p| p == f.proto);
+        let proto = r.proto.is_none_or(|p| p == f.proto);
         let addresses = match (r.v6, f.v6) {
             (None, None) => r.src.contains(&Ipv4Addr::from(f.src)) && r.dst.contains(&Ipv4Addr::from(f.dst)),
             (Some((rs, rd)), Some((s, d))) => rs.contains(&s) && rd.contains(&d),
@@ -27,8 +27,7 @@ pub(super) fn spec_match(rules: &[Rule], f: &Fields) -> Option<usize> {
         let ports = (r.sport == ANY_PORT && r.dport == ANY_PORT)
             || f.ports.is_some_and(|(s, d)| within(r.sport, s) && within(r.dport, d));
         let icmp = (r.icmp_type.is_none() && r.icmp_code.is_none())
-            || f.icmp
-                .is_some_and(|(t, c)| r.icmp_type.map_or(true, |x| x == t) && r.icmp_code.map_or(true, |x| x == c));
+            || f.icmp.is_some_and(|(t, c)| r.icmp_type.is_none_or(|x| x == t) && r.icmp_code.is_none_or(|x| x == c));
         proto && addresses && ports && icmp
     })
 }
