@@ -280,21 +280,7 @@ fn quoted(q: &[u8]) -> Option<(u8, Endpoint, Endpoint)> {
     }
     let l4 = q.get(ihl..ihl + 8)?;
     let proto = u8::from(qip.next_header());
-    let (sp, dp) = match proto {
-        TCP => {
-            let t = TcpPacket::new_unchecked(l4);
-            (t.src_port(), t.dst_port())
-        }
-        UDP => {
-            let u = UdpPacket::new_unchecked(l4);
-            (u.src_port(), u.dst_port())
-        }
-        ICMP => {
-            let id = Icmpv4Packet::new_unchecked(l4).echo_ident();
-            (id, id)
-        }
-        _ => (0, 0),
-    };
+    let (sp, dp) = quoted_ports(proto, l4);
     Some((proto, Endpoint::new(qip.src_addr(), sp), Endpoint::new(qip.dst_addr(), dp)))
 }
 
@@ -313,22 +299,29 @@ fn quoted6(q: &[u8]) -> Option<(u8, Endpoint<Ipv6Addr>, Endpoint<Ipv6Addr>)> {
         return None;
     }
     let l4 = q.get(up.offset..up.offset + 8)?;
-    let (sp, dp) = match up.proto {
-        TCP => {
-            let t = TcpPacket::new_unchecked(l4);
-            (t.src_port(), t.dst_port())
-        }
-        UDP => {
+    let (sp, dp) = quoted_ports(up.proto, l4);
+    Some((up.proto, Endpoint::new(qip.src_addr(), sp), Endpoint::new(qip.dst_addr(), dp)))
+}
+
+/// The ports in the first 8 bytes of a quoted transport header (TCP and
+/// UDP keep them in the same place), or an ICMP or ICMPv6 query's
+/// identifier both ways, as [`endpoints`] keys a connection.
+fn quoted_ports(proto: u8, l4: &[u8]) -> (u16, u16) {
+    match proto {
+        TCP | UDP => {
             let u = UdpPacket::new_unchecked(l4);
             (u.src_port(), u.dst_port())
+        }
+        ICMP => {
+            let id = Icmpv4Packet::new_unchecked(l4).echo_ident();
+            (id, id)
         }
         ICMP6 => {
             let id = Icmpv6Packet::new_unchecked(l4).echo_ident();
             (id, id)
         }
         _ => (0, 0),
-    };
-    Some((up.proto, Endpoint::new(qip.src_addr(), sp), Endpoint::new(qip.dst_addr(), dp)))
+    }
 }
 
 /// The connection-table endpoints of a packet: ports for TCP/UDP, the
