@@ -102,11 +102,24 @@ pub fn udp_frame(dst_mac: [u8; 6], src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), p
 
 /// A TCP segment (flags as given, no payload) in an Ethernet frame.
 pub fn tcp_frame(dst_mac: [u8; 6], src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), syn: bool, ack: bool) -> Vec<u8> {
-    use smoltcp::wire::{TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
+    use smoltcp::wire::TcpControl;
+    tcp_control_frame(dst_mac, src, dst, if syn { TcpControl::Syn } else { TcpControl::None }, ack)
+}
+
+/// A TCP segment with `control` (SYN, FIN, RST or none) and ACK if `ack`,
+/// no payload, in an Ethernet frame.
+pub fn tcp_control_frame(
+    dst_mac: [u8; 6],
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    control: smoltcp::wire::TcpControl,
+    ack: bool,
+) -> Vec<u8> {
+    use smoltcp::wire::{TcpPacket, TcpRepr, TcpSeqNumber};
     let tcp = TcpRepr {
         src_port: src.1,
         dst_port: dst.1,
-        control: if syn { TcpControl::Syn } else { TcpControl::None },
+        control,
         seq_number: TcpSeqNumber(1000),
         ack_number: ack.then_some(TcpSeqNumber(1)),
         window_len: 1024,
@@ -125,6 +138,44 @@ pub fn tcp_frame(dst_mac: [u8; 6], src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), s
         &ChecksumCapabilities::default(),
     );
     l4_frame(dst_mac, src.0, dst.0, IpProtocol::Tcp, &body)
+}
+
+/// An IPv6 packet (no extension headers) of next header `next` carrying
+/// `payload`, in an Ethernet frame from `src_mac` to `dst_mac`.
+pub fn ipv6_frame(
+    (dst_mac, src_mac): ([u8; 6], [u8; 6]),
+    src: core::net::Ipv6Addr,
+    dst: core::net::Ipv6Addr,
+    hops: u8,
+    next: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    use crate::ipv6::{write_header, ETHERTYPE, HLEN};
+    let mut f = vec![0u8; crate::wire::ETH_HLEN + HLEN + payload.len()];
+    f[0..6].copy_from_slice(&dst_mac);
+    f[6..12].copy_from_slice(&src_mac);
+    f[12..14].copy_from_slice(&ETHERTYPE);
+    write_header(&mut f[crate::wire::ETH_HLEN..], payload.len() as u16, next, hops, src, dst);
+    f[crate::wire::ETH_HLEN + HLEN..].copy_from_slice(payload);
+    f
+}
+
+/// An ICMPv6 message (checksum filled) in an [`ipv6_frame`].
+pub fn icmpv6_frame(
+    macs: ([u8; 6], [u8; 6]),
+    src: core::net::Ipv6Addr,
+    dst: core::net::Ipv6Addr,
+    hops: u8,
+    repr: &smoltcp::wire::Icmpv6Repr<'_>,
+) -> Vec<u8> {
+    let mut body = vec![0u8; repr.buffer_len()];
+    repr.emit(
+        &src,
+        &dst,
+        &mut smoltcp::wire::Icmpv6Packet::new_unchecked(&mut body[..]),
+        &ChecksumCapabilities::default(),
+    );
+    ipv6_frame(macs, src, dst, hops, crate::ipv6::ICMPV6, &body)
 }
 
 /// An IPv4 packet of protocol `proto` carrying `body`, in an Ethernet frame.

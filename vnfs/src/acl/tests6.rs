@@ -4,11 +4,10 @@
 use core::net::Ipv6Addr;
 use std::vec::Vec;
 
-use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{Icmpv6Packet, Icmpv6Repr, NdiscNeighborFlags, NdiscRepr, RawHardwareAddress};
 
 use crate::counters::DropReason;
-use crate::ipv6::{solicited_node, write_header, ETHERTYPE, HLEN, ICMPV6};
+use crate::ipv6::{solicited_node, ETHERTYPE, HLEN, ICMPV6};
 use crate::testutil::Rig;
 use crate::wire::ETH_HLEN;
 
@@ -54,19 +53,11 @@ fn rig(acl: &str) -> Rig {
 }
 
 fn v6(dst_mac: [u8; 6], src: Ipv6Addr, dst: Ipv6Addr, hops: u8, next: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = std::vec![0u8; ETH_HLEN + HLEN + payload.len()];
-    f[0..6].copy_from_slice(&dst_mac);
-    f[6..12].copy_from_slice(&HOST_MAC);
-    f[12..14].copy_from_slice(&ETHERTYPE);
-    write_header(&mut f[ETH_HLEN..], payload.len() as u16, next, hops, src, dst);
-    f[ETH_HLEN + HLEN..].copy_from_slice(payload);
-    f
+    crate::testutil::ipv6_frame((dst_mac, HOST_MAC), src, dst, hops, next, payload)
 }
 
 fn icmp6(dst_mac: [u8; 6], src: Ipv6Addr, dst: Ipv6Addr, hops: u8, repr: &Icmpv6Repr<'_>) -> Vec<u8> {
-    let mut body = std::vec![0u8; repr.buffer_len()];
-    repr.emit(&src, &dst, &mut Icmpv6Packet::new_unchecked(&mut body[..]), &ChecksumCapabilities::default());
-    v6(dst_mac, src, dst, hops, ICMPV6, &body)
+    crate::testutil::icmpv6_frame((dst_mac, HOST_MAC), src, dst, hops, repr)
 }
 
 /// A TCP header (flags as in the header's byte 13) from `sp` to `dp`.

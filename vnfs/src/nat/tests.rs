@@ -542,26 +542,7 @@ fn a_reload_that_changes_inbound_keeps_the_sessions_and_applies_at_once() {
 
 /// A TCP segment with FIN (and ACK), as a closing side sends it.
 fn tcp_fin_frame(dst_mac: [u8; 6], src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Vec<u8> {
-    use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::{IpProtocol, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
-    let tcp = TcpRepr {
-        src_port: src.1,
-        dst_port: dst.1,
-        control: TcpControl::Fin,
-        seq_number: TcpSeqNumber(1000),
-        ack_number: Some(TcpSeqNumber(1)),
-        window_len: 1024,
-        window_scale: None,
-        max_seg_size: None,
-        sack_permitted: false,
-        sack_ranges: [None, None, None],
-        timestamp: None,
-        payload: &[],
-    };
-    let mut body = std::vec![0u8; tcp.buffer_len()];
-    let caps = ChecksumCapabilities::default();
-    tcp.emit(&mut TcpPacket::new_unchecked(&mut body[..]), &src.0.into(), &dst.0.into(), &caps);
-    crate::testutil::l4_frame(dst_mac, src.0, dst.0, IpProtocol::Tcp, &body)
+    tcp_control_frame(dst_mac, src, dst, smoltcp::wire::TcpControl::Fin, true)
 }
 
 #[test]
