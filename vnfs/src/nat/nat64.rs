@@ -367,20 +367,10 @@ impl Nat64 {
                 return None;
             }
         };
-        let stand_in = match self.hosts.claim(src) {
-            Ok(s) => s,
-            Err(r) => {
-                cx.drop(pkt, stand_in_refusal(r));
-                return None;
-            }
-        };
-        let made =
-            self.table.outbound(proto, Endpoint::new(stand_in, sport), Endpoint::new(remote, dport), flags, cx.now);
-        self.settle(Some(stand_in));
-        let out = match made {
+        let out = match self.outbound_session(src, proto, (sport, remote, dport), flags, cx.now) {
             Ok(o) => o,
-            Err(r) => {
-                cx.drop(pkt, refusal_reason(r));
+            Err(reason) => {
+                cx.drop(pkt, reason);
                 return None;
             }
         };
@@ -661,20 +651,10 @@ impl Nat64 {
                 return None;
             }
             let (sport, dport, flags) = (csum::get(l4, 0), csum::get(l4, 2), if proto == TCP { l4[13] } else { 0 });
-            let stand_in = match self.hosts.claim(src) {
-                Ok(s) => s,
-                Err(r) => {
-                    cx.drop(pkt, stand_in_refusal(r));
-                    return None;
-                }
-            };
-            let made =
-                self.table.outbound(proto, Endpoint::new(stand_in, sport), Endpoint::new(remote, dport), flags, cx.now);
-            self.settle(Some(stand_in));
-            let out = match made {
+            let out = match self.outbound_session(src, proto, (sport, remote, dport), flags, cx.now) {
                 Ok(o) => o,
-                Err(r) => {
-                    cx.drop(pkt, refusal_reason(r));
+                Err(reason) => {
+                    cx.drop(pkt, reason);
                     return None;
                 }
             };
@@ -905,6 +885,23 @@ impl Nat64 {
         }
         cx.drop(pkt, DropReason::Nat64NonGlobal);
         None
+    }
+
+    /// The outside endpoint of an inside host's packet: its stand-in
+    /// claimed, the session found or made, the claim settled (a packet that
+    /// makes no session keeps no stand-in).
+    fn outbound_session(
+        &mut self,
+        src: Ipv6Addr,
+        proto: u8,
+        (sport, remote, dport): (u16, Ipv4Addr, u16),
+        flags: u8,
+        now: Micros,
+    ) -> Result<Endpoint, DropReason> {
+        let stand_in = self.hosts.claim(src).map_err(stand_in_refusal)?;
+        let made = self.table.outbound(proto, Endpoint::new(stand_in, sport), Endpoint::new(remote, dport), flags, now);
+        self.settle(Some(stand_in));
+        made.map_err(refusal_reason)
     }
 
     /// Takes the table's news of hosts that got their first session or
