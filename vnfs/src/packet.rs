@@ -265,6 +265,13 @@ impl Packet {
         self.len as usize + self.tail_len as usize
     }
 
+    /// The IPv4 header at the offset ingress recorded, checked against the
+    /// whole frame, tail included ([`crate::wire::ipv4_header`]): what a
+    /// filter reads of a super-packet. `None`: it cannot be judged (drop).
+    pub fn ipv4_header(&self) -> Option<smoltcp::wire::Ipv4Packet<&[u8]>> {
+        crate::wire::ipv4_header(self.l3(), self.total_len().saturating_sub(self.meta.l3 as usize))
+    }
+
     /// Whether the frame continues in further buffers.
     #[inline]
     pub fn is_chained(&self) -> bool {

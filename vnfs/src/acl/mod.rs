@@ -112,7 +112,7 @@ fn transport_min(proto: u8) -> usize {
 fn parse(pkt: &Packet) -> Result<Parsed, DropReason> {
     use DropReason::{AclTinyFragment as Tiny, AclUnparsable as Bad};
     // Ingress checked the header; a filter does not take that on trust.
-    let ip = crate::wire::ipv4_header(pkt).ok_or(Bad)?;
+    let ip = pkt.ipv4_header().ok_or(Bad)?;
     let l3 = pkt.l3();
     let (hl, total) = (ip.header_len() as usize, ip.total_len() as usize);
     let proto = u8::from(ip.next_header());

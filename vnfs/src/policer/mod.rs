@@ -185,7 +185,7 @@ fn set_dscp(pkt: &mut Packet, dscp: u8) {
         }
         return;
     }
-    if crate::wire::ipv4_header(pkt).is_none() {
+    if pkt.ipv4_header().is_none() {
         return;
     }
     let mut ip = Ipv4Packet::new_unchecked(pkt.l3_mut());
@@ -228,7 +228,7 @@ impl Policer {
         // A header this stage cannot read is metered, never waved through
         // unmetered (fail closed): a policer that skipped what it could not
         // parse would let anyone past it who sends such packets.
-        let Some(ip) = crate::wire::ipv4_header(pkt) else { return true };
+        let Some(ip) = pkt.ipv4_header() else { return true };
         self.settings.matches.iter().any(|(src, net)| net.contains(&if *src { ip.src_addr() } else { ip.dst_addr() }))
     }
 
