@@ -570,7 +570,7 @@ impl Acl {
     /// extension headers), else ICMPv6 destination unreachable code 1
     /// (administratively prohibited) from the input port's address, where
     /// RFC 4443 §2.4 (e) allows an error; rate-limited per source.
-    fn reject6(&mut self, mut pkt: Packet, p: &Parsed, src: Ipv6Addr, cx: &mut StageContext<'_>) -> Option<Packet> {
+    fn reject6(&mut self, pkt: Packet, p: &Parsed, src: Ipv6Addr, cx: &mut StageContext<'_>) -> Option<Packet> {
         self.counters.rejected += 1;
         cx.count_drop(pkt.meta.in_port, DropReason::Policy);
         if !self.rejects.take6(src, cx.now) {
@@ -578,29 +578,10 @@ impl Acl {
             cx.pool.free(pkt);
             return None;
         }
-        cx.pool.release_tail(&mut pkt);
-        pkt.meta.offload = Default::default();
-        let kind = crate::ipv6::Icmp6Error::AdminProhibited;
         let from =
             self.port_addresses6.get(pkt.meta.in_port as usize).and_then(|a| crate::ipv6::pick_source(a.iter(), &src));
         let plain_tcp = p.f.proto == TCP && p.f.ports.is_some() && pkt.l3().get(6) == Some(&TCP);
-        let ok = if plain_tcp {
-            crate::ipv6::tcp_reset(&mut pkt)
-        } else {
-            from.is_some_and(|from| {
-                pkt.untag()
-                    && crate::ipv6::may_send_error(pkt.data(), pkt.meta.l3 as usize, kind)
-                    && crate::ipv6::build_error(&mut pkt, kind, from).is_some()
-            })
-        };
-        if ok {
-            pkt.meta.local = false;
-            pkt.meta.out_port = None;
-            Some(pkt)
-        } else {
-            cx.pool.free(pkt);
-            None
-        }
+        crate::ipv6::refusal(pkt, plain_tcp, crate::ipv6::Icmp6Error::AdminProhibited, from, cx.pool)
     }
 
     /// Drops `pkt` and answers it in its own buffer; the answer goes on

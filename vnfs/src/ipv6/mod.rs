@@ -211,6 +211,38 @@ impl Icmp6Error {
     }
 }
 
+/// A stage's refusal answered in the refused packet's own buffer: a TCP
+/// reset if `reset`, else the ICMPv6 error `kind` from `from`, where RFC
+/// 4443 §2.4 (e) allows one. The answer goes on through the pipeline (the
+/// router sends it back); `None` when there is none (the buffer is freed).
+pub fn refusal(
+    mut pkt: Packet,
+    reset: bool,
+    kind: Icmp6Error,
+    from: Option<Ipv6Addr>,
+    pool: &mut crate::packet::PacketPool,
+) -> Option<Packet> {
+    pool.release_tail(&mut pkt);
+    pkt.meta.offload = Default::default();
+    let ok = if reset {
+        tcp_reset(&mut pkt)
+    } else {
+        from.is_some_and(|from| {
+            pkt.untag()
+                && may_send_error(pkt.data(), pkt.meta.l3 as usize, kind)
+                && build_error(&mut pkt, kind, from).is_some()
+        })
+    };
+    if ok {
+        pkt.meta.local = false;
+        pkt.meta.out_port = None;
+        Some(pkt)
+    } else {
+        pool.free(pkt);
+        None
+    }
+}
+
 /// Whether RFC 4443 §2.4 (e) allows an error about the packet in `frame`
 /// (its IPv6 header at `l3`): never about an ICMPv6 error or a redirect,
 /// nor about a packet to a multicast address or sent as link-layer

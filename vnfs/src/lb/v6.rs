@@ -194,25 +194,8 @@ pub(super) fn maglev_hash(pkt: &Packet, k: &Key) -> u64 {
 }
 
 /// No backend up: a TCP reset, or ICMPv6 port unreachable, from the VIP.
-pub(super) fn refuse(mut pkt: Packet, vip: Ipv6Addr, tcp: bool, cx: &mut StageContext<'_>) -> Option<Packet> {
-    cx.pool.release_tail(&mut pkt);
-    pkt.meta.offload = Default::default();
-    let kind = ipv6::Icmp6Error::PortUnreachable;
-    let ok = if tcp {
-        ipv6::tcp_reset(&mut pkt)
-    } else {
-        pkt.untag()
-            && ipv6::may_send_error(pkt.data(), pkt.meta.l3 as usize, kind)
-            && ipv6::build_error(&mut pkt, kind, vip).is_some()
-    };
-    if ok {
-        pkt.meta.local = false;
-        pkt.meta.out_port = None;
-        Some(pkt)
-    } else {
-        cx.pool.free(pkt);
-        None
-    }
+pub(super) fn refuse(pkt: Packet, vip: Ipv6Addr, tcp: bool, cx: &mut StageContext<'_>) -> Option<Packet> {
+    ipv6::refusal(pkt, tcp, ipv6::Icmp6Error::PortUnreachable, Some(vip), cx.pool)
 }
 
 /// `ADDR:PORT`, `[ADDR6]:PORT`.
